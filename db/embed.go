@@ -1,0 +1,17 @@
+// Package db embeds the SQL that defines the database: the ordered migrations, the versioned
+// live view definitions and the versioned materialized view definitions. The binary, the CLI
+// and the tests all migrate from these same embedded files.
+package db
+
+import "embed"
+
+// Migrations holds db/migrations/*.sql, the ordered schema history applied by internal/migrate.
+//
+//go:embed migrations/*.sql
+var Migrations embed.FS
+
+// Views holds db/views/*.sql: one file per released version of each live view. A released
+// file is never edited; a change adds the next version and a migration that installs it.
+//
+//go:embed views
+var Views embed.FS

@@ -104,7 +104,7 @@ type TaskWorkflowSummary struct {
 	RecommendedAction       string
 	CompletionPercentage    float64
 	HealthStatus            string
-	RootStepIDs             IDList     `gorm:"column:root_step_ids;type:jsonb"`
+	RootStepIDs             IDList `gorm:"column:root_step_ids;type:jsonb"`
 	RootStepCount           int
 	ReadyStepIDs            IDList     `gorm:"column:ready_step_ids;type:jsonb"`
 	BlockedStepIDs          IDList     `gorm:"column:blocked_step_ids;type:jsonb"`

@@ -1,0 +1,196 @@
+// Package events fans PostgreSQL notifications out to the goroutines of one process. A Hub
+// holds the process's single LISTEN connection (reconnecting on its own after a database
+// restart) and wakes subscribers whose filter matches a notification.
+//
+// A notification is a wake-up, never the data: subscribers re-read the transition tables, so a
+// missed or coalesced notification loses nothing. After every (re)connection the hub wakes
+// every subscriber, since notifications sent while it was disconnected are gone.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgxlisten"
+)
+
+// The channels the database publishes on (db/migrations/00003_transition_events.sql).
+const (
+	ChannelStepTransitions = "tasker_step_transitions"
+	ChannelTaskTransitions = "tasker_task_transitions"
+	ChannelTasksCreated    = "tasker_tasks_created"
+)
+
+// Channels lists every channel a Hub listens on.
+var Channels = []string{ChannelStepTransitions, ChannelTaskTransitions, ChannelTasksCreated}
+
+// Event is a decoded notification. Reconnect events (Channel == "") carry nothing else: they
+// mean "anything may have happened, catch up".
+type Event struct {
+	Channel string
+	ID      int64  `json:"id"`
+	TaskID  int64  `json:"task_id"`
+	StepID  int64  `json:"step_id"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Count   int64  `json:"count"`
+}
+
+// Filter chooses the events that wake a subscriber; nil accepts all. It runs on the hub's
+// goroutine for every event and must be quick and never block.
+type Filter func(Event) bool
+
+// Subscription wakes its owner through C. C has room for one signal, so a burst of events
+// coalesces into one wake-up and a slow subscriber never blocks the hub or other subscribers.
+type Subscription struct {
+	C      <-chan struct{}
+	c      chan struct{}
+	filter Filter
+	hub    *Hub
+}
+
+// Close removes the subscription. It is safe to call twice.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	delete(s.hub.subs, s)
+	s.hub.mu.Unlock()
+}
+
+func (s *Subscription) wake() {
+	select {
+	case s.c <- struct{}{}:
+	default:
+	}
+}
+
+// Hub owns one LISTEN connection and the process's subscribers.
+type Hub struct {
+	url string
+	log *slog.Logger
+
+	mu        sync.Mutex
+	subs      map[*Subscription]struct{}
+	connected bool
+	listened  int           // channels LISTENed on the current connection
+	ready     chan struct{} // closed at the first successful LISTEN
+	readyOnce sync.Once
+}
+
+// NewHub returns a hub that will listen on databaseURL once Run is called.
+func NewHub(databaseURL string, log *slog.Logger) *Hub {
+	return &Hub{url: databaseURL, log: log, subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
+}
+
+// Subscribe registers a subscriber. Close it when done.
+func (h *Hub) Subscribe(filter Filter) *Subscription {
+	c := make(chan struct{}, 1)
+	s := &Subscription{C: c, c: c, filter: filter, hub: h}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Ready is closed once the hub has listened successfully for the first time.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Connected reports whether the LISTEN connection is currently up.
+func (h *Hub) Connected() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.connected
+}
+
+// Subscribers counts the current subscriptions.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// Run listens until ctx ends, reconnecting after failures (every second).
+func (h *Hub) Run(ctx context.Context) error {
+	l := &pgxlisten.Listener{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			h.mu.Lock()
+			h.listened = 0
+			h.mu.Unlock()
+			connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return pgx.Connect(connectCtx, h.url)
+		},
+		LogError: func(ctx context.Context, err error) {
+			h.setConnected(false)
+			if ctx.Err() == nil {
+				h.log.Warn("events: listener error, reconnecting", "error", err)
+			}
+		},
+		ReconnectDelay: time.Second,
+	}
+	for _, ch := range Channels {
+		l.Handle(ch, handler{hub: h})
+	}
+	h.log.Info("events: listening", "channels", Channels)
+	err := l.Listen(ctx)
+	h.setConnected(false)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("events listener: %w", err)
+}
+
+func (h *Hub) setConnected(up bool) {
+	h.mu.Lock()
+	h.connected = up
+	h.mu.Unlock()
+}
+
+// dispatch wakes the subscribers whose filter accepts ev.
+func (h *Hub) dispatch(ev Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		if ev.Channel == "" || s.filter == nil || s.filter(ev) {
+			s.wake()
+		}
+	}
+}
+
+type handler struct{ hub *Hub }
+
+func (hd handler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	ev := Event{Channel: n.Channel}
+	if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {
+		// Undecodable payload: wake everyone on the channel rather than lose the signal.
+		hd.hub.dispatch(Event{})
+		return fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)
+	}
+	ev.Channel = n.Channel
+	hd.hub.dispatch(ev)
+	return nil
+}
+
+// HandleBacklog runs right after LISTEN on every (re)connection. Anything may have been missed
+// while disconnected, so once all channels are listened on, every subscriber is woken to
+// catch up from the tables.
+func (hd handler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+	h := hd.hub
+	h.mu.Lock()
+	h.listened++
+	all := h.listened == len(Channels)
+	if all {
+		h.connected = true
+	}
+	h.mu.Unlock()
+	if all {
+		h.readyOnce.Do(func() { close(h.ready) })
+		h.dispatch(Event{})
+	}
+	return nil
+}

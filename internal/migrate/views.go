@@ -20,8 +20,31 @@ type viewMigration struct {
 }
 
 // viewMigrations lists, in version order, the migrations that install live view definitions.
-// Versions interleave with db/migrations/*.sql; goose refuses a duplicate version.
-var viewMigrations = []viewMigration{}
+// Versions interleave with db/migrations/*.sql; goose refuses a duplicate version. The live
+// views of SEMANTICS §3-6 start at version 10; the execution context reads the readiness view
+// and the summary reads both, so they are installed in that order and dropped in reverse.
+var viewMigrations = []viewMigration{
+	{
+		version: 10,
+		up:      []string{"views/tasker_step_readiness_statuses_v01.sql"},
+		down:    "DROP VIEW tasker_step_readiness_statuses",
+	},
+	{
+		version: 11,
+		up:      []string{"views/tasker_step_dag_relationships_v01.sql"},
+		down:    "DROP VIEW tasker_step_dag_relationships",
+	},
+	{
+		version: 12,
+		up:      []string{"views/tasker_task_execution_contexts_v01.sql"},
+		down:    "DROP VIEW tasker_task_execution_contexts",
+	},
+	{
+		version: 13,
+		up:      []string{"views/tasker_task_workflow_summaries_v01.sql"},
+		down:    "DROP VIEW tasker_task_workflow_summaries",
+	},
+}
 
 func goMigrations() []*goose.Migration {
 	out := make([]*goose.Migration, 0, len(viewMigrations))

@@ -1,0 +1,145 @@
+package migrate_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+
+	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/migrate"
+)
+
+// emptyDatabase creates a database with no schema at all on the test server and returns an
+// open handle to it; both are dropped when t ends.
+func emptyDatabase(t *testing.T) *sql.DB {
+	t.Helper()
+	ctx := context.Background()
+	server, err := sql.Open("pgx", dbtest.ServerURL())
+	if err != nil {
+		t.Fatalf("opening test server: %v", err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	suffix := make([]byte, 6)
+	if _, err := rand.Read(suffix); err != nil {
+		t.Fatalf("generating database name: %v", err)
+	}
+	name := "tasker_migrate_" + hex.EncodeToString(suffix)
+	if _, err := server.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating database %s: %v", name, err)
+	}
+	t.Cleanup(func() { _, _ = server.ExecContext(ctx, "DROP DATABASE "+name+" WITH (FORCE)") })
+
+	u, err := url.Parse(dbtest.ServerURL())
+	if err != nil {
+		t.Fatalf("parsing server URL: %v", err)
+	}
+	u.Path = "/" + name
+	sqlDB, err := sql.Open("pgx", u.String())
+	if err != nil {
+		t.Fatalf("opening database %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return sqlDB
+}
+
+var liveViews = []string{
+	"tasker_step_readiness_statuses",
+	"tasker_step_dag_relationships",
+	"tasker_task_execution_contexts",
+	"tasker_task_workflow_summaries",
+}
+
+func viewCount(t *testing.T, sqlDB *sql.DB) int {
+	t.Helper()
+	var n int
+	err := sqlDB.QueryRowContext(context.Background(),
+		`SELECT count(*) FROM pg_views WHERE schemaname = 'public' AND viewname = ANY($1)`, liveViews).Scan(&n)
+	if err != nil {
+		t.Fatalf("counting views: %v", err)
+	}
+	return n
+}
+
+// TestUpIsIdempotent applies the whole history to an empty database, then again: the second run
+// applies nothing. Migrating down to zero and up again also works, so every down step is sound.
+func TestUpIsIdempotent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sqlDB := emptyDatabase(t)
+
+	first, err := migrate.Up(ctx, sqlDB)
+	if err != nil {
+		t.Fatalf("first Up: %v", err)
+	}
+	versions := map[int64]bool{}
+	for _, a := range first {
+		versions[a.Version] = true
+	}
+	for _, want := range []int64{1, 2, 10, 11, 12, 13} {
+		if !versions[want] {
+			t.Errorf("first Up did not apply version %d (applied %v)", want, first)
+		}
+	}
+	if got := viewCount(t, sqlDB); got != len(liveViews) {
+		t.Errorf("after Up, %d of the %d live views exist", got, len(liveViews))
+	}
+	current, err := migrate.Version(ctx, sqlDB)
+	if err != nil {
+		t.Fatalf("reading version: %v", err)
+	}
+	if last := first[len(first)-1].Version; current != last {
+		t.Errorf("Version = %d, want the last applied %d", current, last)
+	}
+
+	second, err := migrate.Up(ctx, sqlDB)
+	if err != nil {
+		t.Fatalf("second Up: %v", err)
+	}
+	if len(second) != 0 {
+		t.Errorf("second Up applied %v, want nothing", second)
+	}
+
+	provider, err := migrate.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatalf("creating provider: %v", err)
+	}
+	if _, err := provider.DownTo(ctx, 0); err != nil {
+		t.Fatalf("migrating down to 0: %v", err)
+	}
+	if got := viewCount(t, sqlDB); got != 0 {
+		t.Errorf("after down to 0, %d live views remain", got)
+	}
+	again, err := migrate.Up(ctx, sqlDB)
+	if err != nil {
+		t.Fatalf("Up after down: %v", err)
+	}
+	if len(again) != len(first) {
+		t.Errorf("Up after down applied %d migrations, want %d", len(again), len(first))
+	}
+}
+
+// TestTemplateDatabaseIsCurrent checks that a test database cloned from the migrated template
+// needs no migration.
+func TestTemplateDatabaseIsCurrent(t *testing.T) {
+	t.Parallel()
+	gdb := dbtest.New(t)
+	sqlDB, err := gdb.DB()
+	if err != nil {
+		t.Fatalf("getting *sql.DB: %v", err)
+	}
+	applied, err := migrate.Up(context.Background(), sqlDB)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	if len(applied) != 0 {
+		t.Errorf("Up on a template clone applied %v, want nothing", applied)
+	}
+	if got := viewCount(t, sqlDB); got != len(liveViews) {
+		t.Errorf("%d of the %d live views exist", got, len(liveViews))
+	}
+}

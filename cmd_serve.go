@@ -4,38 +4,193 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"time"
 
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/migrate"
+	"github.com/taskerhq/tasker/internal/pgembed"
 )
 
-func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger) error {
+// runServe starts the service in order, waits for a signal and stops it in reverse order:
+//
+//  1. PostgreSQL: DATABASE_URL, or a private cluster in <data dir>/postgres (internal/pgembed)
+//  2. the connection pool
+//  3. migrations
+//  4. the HTTP server (/healthz, /readyz and the API)
+//  5. wait for SIGINT/SIGTERM, a failed HTTP server or the private cluster's unexpected exit
+//
+// Every component registers its stop step with stops.add as soon as it has started; the steps
+// run in reverse order under one deadline (cfg.ShutdownTimeout), also when startup fails
+// half-way. Each start and stop step is logged with its duration.
+func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger) (err error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty starts a private cluster")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "local state; the private cluster lives in its postgres/ folder (env TASKER_DATA_DIR)")
+	fs.StringVar(&cfg.PostgresBinDir, "postgres-bin-dir", cfg.PostgresBinDir, "where initdb and postgres are for the private cluster; empty finds them (env TASKER_POSTGRES_BIN_DIR)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address (env TASKER_HOST and PORT)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for an orderly shutdown (env TASKER_SHUTDOWN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if cfg.DatabaseURL == "" {
-		return errors.New("serve needs DATABASE_URL")
+	if cfg.ShutdownTimeout <= 0 {
+		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
 	}
-	gdb, err := database.Open(ctx, cfg.DatabaseURL, database.Options{})
+	stops := &shutdown{log: log}
+	defer func() { err = errors.Join(err, stops.run(cfg.ShutdownTimeout)) }()
+
+	// 1. PostgreSQL.
+	dbURL := cfg.DatabaseURL
+	var cluster *pgembed.Cluster
+	if dbURL == "" {
+		if cluster, err = startPostgres(ctx, cfg, log); err != nil {
+			return err
+		}
+		stops.add("postgres", cluster.Stop)
+		dbURL = cluster.URL()
+	}
+
+	// 2. Connection pool.
+	began := time.Now()
+	gdb, err := database.Open(ctx, dbURL, database.Options{})
 	if err != nil {
 		return err
 	}
-	defer database.Close(gdb)
+	stops.add("database pool", func(context.Context) error { return database.Close(gdb) })
+	log.Info("serve: database connected", "took", time.Since(began))
+
+	// 3. Migrations.
+	began = time.Now()
 	applied, err := migrate.Up(ctx, database.SQL(gdb))
 	if err != nil {
 		return err
 	}
-	log.Info("serve: migrated", "applied", len(applied))
+	log.Info("serve: migrated", "applied", len(applied), "took", time.Since(began))
+
+	// 4. HTTP.
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)
 	if err != nil {
 		return err
 	}
-	return srv.Serve(ctx, cfg.ShutdownTimeout)
+	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
+	stops.add("http", httpRun.stop)
+
+	// 5. Run until told to stop or until a component fails.
+	var clusterExited <-chan struct{}
+	if cluster != nil {
+		clusterExited = cluster.Exited()
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("serve: shutting down", "reason", context.Cause(ctx).Error())
+		return nil
+	case <-httpRun.done:
+		return fmt.Errorf("serving HTTP: %w", httpRun.err)
+	case <-clusterExited:
+		return fmt.Errorf("the private PostgreSQL cluster exited unexpectedly: %v", cluster.ExitErr())
+	}
+}
+
+// startPostgres starts the private cluster in <data dir>/postgres. With the default data dir,
+// a root server whose cluster user cannot reach it (a private /root) uses
+// pgembed.FallbackDataDir() instead; an explicitly chosen data dir is never moved.
+func startPostgres(ctx context.Context, cfg config.Config, log *slog.Logger) (*pgembed.Cluster, error) {
+	opts := pgembed.Options{
+		DataDir: filepath.Join(cfg.DataDir, "postgres"),
+		BinDir:  cfg.PostgresBinDir,
+		Logger:  log,
+	}
+	if cfg.DataDir == config.DefaultDataDir() {
+		opts.FallbackDataDir = pgembed.FallbackDataDir()
+	}
+	cluster, err := pgembed.Start(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("starting the private PostgreSQL cluster: %w", err)
+	}
+	log.Info("serve: using the private PostgreSQL cluster", "url", cluster.URL(), "data_dir", cluster.DataDir())
+	return cluster, nil
+}
+
+// shutdown is the ordered list of stop steps of a running service.
+type shutdown struct {
+	log   *slog.Logger
+	steps []stopStep
+}
+
+type stopStep struct {
+	name string
+	stop func(ctx context.Context) error
+}
+
+// add registers the stop step of a component that has just started. Steps run in reverse order
+// of registration.
+func (s *shutdown) add(name string, stop func(ctx context.Context) error) {
+	s.steps = append(s.steps, stopStep{name: name, stop: stop})
+}
+
+// run runs every step, last registered first, under one deadline, and returns every failure.
+// A step that fails does not prevent the next ones.
+func (s *shutdown) run(timeout time.Duration) error {
+	if len(s.steps) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	began := time.Now()
+	var errs []error
+	for i := len(s.steps) - 1; i >= 0; i-- {
+		step := s.steps[i]
+		t := time.Now()
+		if err := step.stop(ctx); err != nil {
+			s.log.Error("serve: stop failed", "step", step.name, "took", time.Since(t), "err", err)
+			errs = append(errs, fmt.Errorf("stopping %s: %w", step.name, err))
+			continue
+		}
+		s.log.Info("serve: stopped", "step", step.name, "took", time.Since(t))
+	}
+	s.steps = nil
+	s.log.Info("serve: shutdown complete", "took", time.Since(began), "failures", len(errs))
+	return errors.Join(errs...)
+}
+
+// running is a component that runs in its own goroutine until its context is cancelled.
+type running struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // written before done is closed
+}
+
+// goUntilStopped runs fn in a goroutine with a context that stop cancels.
+func goUntilStopped(name string, fn func(ctx context.Context) error) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{name: name, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = fn(ctx)
+	}()
+	return r
+}
+
+// stop cancels the component's context and waits until fn has returned or ctx ends. A
+// component that had already returned is not reported again: its failure was reported when it
+// happened.
+func (r *running) stop(ctx context.Context) error {
+	select {
+	case <-r.done:
+		return nil
+	default:
+	}
+	r.cancel()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %s to stop: %w", r.name, ctx.Err())
+	}
 }

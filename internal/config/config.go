@@ -14,8 +14,13 @@ import (
 type Config struct {
 	// DatabaseURL is the PostgreSQL to use. Empty means: start a private embedded cluster.
 	DatabaseURL string
-	// DataDir holds the embedded cluster's data (TASKER_DATA_DIR).
+	// DataDir holds tasker's local state (TASKER_DATA_DIR, default DefaultDataDir()); the
+	// embedded cluster lives in DataDir/postgres.
 	DataDir string
+	// PostgresBinDir holds initdb and postgres for the embedded cluster
+	// (TASKER_POSTGRES_BIN_DIR); empty finds an installation on PATH, through pg_config or under
+	// /usr/lib/postgresql/*/bin.
+	PostgresBinDir string
 	// Listen is the HTTP listen address, from PORT (default 8080) and TASKER_HOST.
 	Listen string
 	// ShutdownTimeout bounds an orderly shutdown (TASKER_SHUTDOWN_TIMEOUT, default 30s).
@@ -27,6 +32,7 @@ func FromEnv() (Config, error) {
 	cfg := Config{
 		DatabaseURL:     os.Getenv("DATABASE_URL"),
 		DataDir:         os.Getenv("TASKER_DATA_DIR"),
+		PostgresBinDir:  os.Getenv("TASKER_POSTGRES_BIN_DIR"),
 		ShutdownTimeout: 30 * time.Second,
 	}
 	if cfg.DataDir == "" {

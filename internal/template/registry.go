@@ -1,0 +1,185 @@
+package template
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/Masterminds/semver/v3"
+
+	"github.com/taskerhq/tasker/internal/handler"
+)
+
+// Registry holds loaded templates, by (namespace, name, version). It is safe for concurrent use.
+type Registry struct {
+	handlers *handler.Registry
+
+	mu    sync.RWMutex
+	byKey map[string]*Template
+}
+
+// NewRegistry returns an empty registry whose templates are checked against handlers.
+func NewRegistry(handlers *handler.Registry) *Registry {
+	return &Registry{handlers: handlers, byKey: map[string]*Template{}}
+}
+
+// Handlers returns the handler registry templates are checked against.
+func (r *Registry) Handlers() *handler.Registry { return r.handlers }
+
+func key(namespace, name, version string) string { return namespace + "/" + name + "@" + version }
+
+// Add puts a template in the registry. Adding the same version twice is refused unless both
+// definitions are identical (same hash), in which case it is a no-op.
+func (r *Registry) Add(t *Template) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := t.Key()
+	if old, ok := r.byKey[k]; ok {
+		if old.Hash == t.Hash {
+			return nil
+		}
+		return &Error{File: t.File, Msg: fmt.Sprintf("%s is also defined, differently, in %s", k, old.File)}
+	}
+	r.byKey[k] = t
+	return nil
+}
+
+// LoadDir loads every *.yaml and *.yml file of dir (not recursive). See LoadFS.
+func (r *Registry) LoadDir(dir string) error {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("reading templates directory: %w", err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("reading templates directory: %s is not a directory", dir)
+	}
+	return r.loadFS(os.DirFS(dir), ".", dir)
+}
+
+// LoadFS loads every *.yaml and *.yml file of dir in fsys (not recursive). Every file is read
+// and checked; when any is refused, the returned error joins all refusals and none of the
+// files is added.
+func (r *Registry) LoadFS(fsys fs.FS, dir string) error { return r.loadFS(fsys, dir, dir) }
+
+func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("reading templates directory %s: %w", label, err)
+	}
+	var loaded []*Template
+	var errs []error
+	for _, e := range entries {
+		ext := strings.ToLower(path.Ext(e.Name()))
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		data, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		file := path.Join(label, e.Name())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading template %s: %w", file, err))
+			continue
+		}
+		t, err := Parse(file, data, r.handlers)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		loaded = append(loaded, t)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	staged := NewRegistry(r.handlers)
+	r.mu.RLock()
+	for k, t := range r.byKey {
+		staged.byKey[k] = t
+	}
+	r.mu.RUnlock()
+	for _, t := range loaded {
+		if err := staged.Add(t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, t := range loaded {
+		if err := r.Add(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lookup returns the template namespace/name@version; an empty version means the newest (by
+// semver precedence). A template the registry does not hold is an error wrapping ErrNotFound.
+func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if version != "" {
+		if t, ok := r.byKey[key(namespace, name, version)]; ok {
+			return t, nil
+		}
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key(namespace, name, version))
+	}
+	var best *Template
+	var bestV *semver.Version
+	for _, t := range r.byKey {
+		if t.Namespace != namespace || t.Name != name {
+			continue
+		}
+		v := semver.MustParse(t.Version) // validated by Parse
+		if best == nil || v.GreaterThan(bestV) {
+			best, bestV = t, v
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("%w: %s/%s (any version)", ErrNotFound, namespace, name)
+	}
+	return best, nil
+}
+
+// ParseRef splits "namespace/name[@version]" (or "name[@version]" in the default namespace).
+func ParseRef(ref string) (namespace, name, version string, err error) {
+	rest := ref
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest, version = rest[:i], rest[i+1:]
+		if version == "" {
+			return "", "", "", fmt.Errorf("template reference %q: empty version after @", ref)
+		}
+	}
+	namespace, name = "default", rest
+	if i := strings.Index(rest, "/"); i >= 0 {
+		namespace, name = rest[:i], rest[i+1:]
+	}
+	if namespace == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", "", fmt.Errorf("template reference %q: want namespace/name[@version]", ref)
+	}
+	return namespace, name, version, nil
+}
+
+// Templates lists every template, ordered by namespace, name and version precedence.
+func (r *Registry) Templates() []*Template {
+	r.mu.RLock()
+	out := make([]*Template, 0, len(r.byKey))
+	for _, t := range r.byKey {
+		out = append(out, t)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return semver.MustParse(a.Version).LessThan(semver.MustParse(b.Version))
+	})
+	return out
+}

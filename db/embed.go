@@ -15,3 +15,9 @@ var Migrations embed.FS
 //
 //go:embed views
 var Views embed.FS
+
+// Materialized holds db/materialized/*.sql: one file per released version of each
+// materialized read model, installed by the Go migrations in internal/migrate/materialized.go.
+//
+//go:embed materialized
+var Materialized embed.FS

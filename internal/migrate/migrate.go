@@ -53,6 +53,11 @@ func Version(ctx context.Context, sqlDB *sql.DB) (int64, error) {
 	return provider.GetDBVersion(ctx)
 }
 
+// allGoMigrations lists every Go migration: the live views, then the materialized read models.
+func allGoMigrations() []*goose.Migration {
+	return append(goMigrations(), materializedGoMigrations()...)
+}
+
 func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 	migrations, err := fs.Sub(db.Migrations, "migrations")
 	if err != nil {
@@ -63,7 +68,7 @@ func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 		return nil, fmt.Errorf("creating migration lock: %w", err)
 	}
 	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations,
-		goose.WithGoMigrations(goMigrations()...),
+		goose.WithGoMigrations(allGoMigrations()...),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSessionLocker(locker),
 	)
@@ -77,7 +82,7 @@ func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 // databases are cloned from a template keyed by this hash.
 func Hash() (string, error) {
 	h := sha256.New()
-	for _, src := range []fs.FS{db.Migrations, db.Views} {
+	for _, src := range []fs.FS{db.Migrations, db.Views, db.Materialized} {
 		var paths []string
 		err := fs.WalkDir(src, ".", func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -101,7 +106,7 @@ func Hash() (string, error) {
 			h.Write(body)
 		}
 	}
-	for _, m := range goMigrations() {
+	for _, m := range allGoMigrations() {
 		fmt.Fprintf(h, "go:%d\x00", m.Version)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

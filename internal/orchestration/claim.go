@@ -1,0 +1,202 @@
+package orchestration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/models"
+	sm "github.com/taskerhq/tasker/internal/statemachine"
+)
+
+// claimedStep is a step this engine claimed and moved to in_progress.
+type claimedStep struct {
+	StepID   int64
+	TaskID   int64
+	Token    string
+	Attempt  int // the 1-based number of the attempt about to run
+	TaskNew  bool
+	Claimed  time.Time
+	WorkerID string
+}
+
+// claimSQL claims up to @n ready steps in one statement.
+//
+//   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
+//     shows), restricted to candidate steps that are neither processed nor claimed (the
+//     partial index tasker_workflow_steps_claimable_idx, walked in id order so the oldest ready
+//     steps go first and the walk stops after @n ready ones) of tasks that are pending or
+//     in_progress.
+//   - locked: the chosen rows are locked FOR UPDATE SKIP LOCKED, so concurrent claimers (in this
+//     process or another) never wait for each other and never take the same row. Under READ
+//     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
+//     a step that was claimed, finished or recovered meanwhile has in_process, processed or
+//     attempts changed and drops out, so a stale snapshot can never start an attempt early.
+//   - the update marks the steps in_process with this worker, a fresh claim token and a lease.
+const claimSQL = `
+WITH ready AS (
+    SELECT c.workflow_step_id, r.attempts, ts.task_state
+    FROM tasker_workflow_steps c
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                         WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') AS task_state
+    ) ts
+    JOIN tasker_step_readiness_statuses r ON r.workflow_step_id = c.workflow_step_id
+    WHERE NOT c.processed AND NOT c.in_process
+      AND ts.task_state IN ('pending', 'in_progress')
+      AND r.ready_for_execution
+    ORDER BY c.workflow_step_id
+    LIMIT @n
+), locked AS (
+    SELECT ws.workflow_step_id, ready.task_state
+    FROM tasker_workflow_steps ws
+    JOIN ready ON ready.workflow_step_id = ws.workflow_step_id
+    WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
+    FOR UPDATE OF ws SKIP LOCKED
+)
+UPDATE tasker_workflow_steps ws
+SET in_process = true,
+    claimed_by = @worker,
+    claim_token = gen_random_uuid(),
+    claim_expires_at = now() + @lease_ms * interval '1 millisecond',
+    updated_at = now()
+FROM locked
+WHERE ws.workflow_step_id = locked.workflow_step_id
+RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
+          coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
+          now() AS claimed`
+
+// claim claims up to n ready steps and moves each to in_progress (an error step through
+// pending, so the retry is in its history), all in one transaction; then it starts their
+// pending tasks. A step whose move is refused (an operator changed it since the readiness
+// snapshot) is released in the same transaction.
+func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
+	var out []claimedStep
+	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []claimedStep
+		if err := tx.Raw(claimSQL, map[string]any{
+			"n": n, "worker": e.cfg.WorkerID, "lease_ms": e.cfg.LeaseDuration.Milliseconds(),
+		}).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("claiming ready steps: %w", err)
+		}
+		for _, r := range rows {
+			r.WorkerID = e.cfg.WorkerID
+			meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}
+			err := startStep(ctx, tx, r.StepID, meta)
+			var te *sm.TransitionError
+			if errors.As(err, &te) {
+				e.log.Info("orchestration: claimed step no longer startable, released",
+					"step_id", r.StepID, "reason", te.Error())
+				if err := releaseClaim(tx, r.StepID, r.Token); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	started := map[int64]bool{}
+	for _, s := range out {
+		if s.TaskNew && !started[s.TaskID] {
+			started[s.TaskID] = true
+			if err := startTask(ctx, e.db, s.TaskID, e.cfg.WorkerID); err != nil {
+				e.log.Error("orchestration: starting task", "task_id", s.TaskID, "error", err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// startStep moves a claimed step to in_progress; a step in error first goes to pending
+// (retry_requested). Both moves happen or neither.
+func startStep(ctx context.Context, tx *gorm.DB, stepID int64, meta map[string]any) error {
+	return tx.Transaction(func(tx *gorm.DB) error {
+		_, err := sm.TransitionStep(ctx, tx, stepID, models.StateInProgress, meta)
+		var te *sm.TransitionError
+		if errors.As(err, &te) && te.From == string(models.StateError) {
+			retryMeta := map[string]any{"reason": "retry", "worker_id": meta["worker_id"]}
+			if _, err := sm.TransitionStep(ctx, tx, stepID, models.StatePending, retryMeta); err != nil {
+				return err
+			}
+			_, err = sm.TransitionStep(ctx, tx, stepID, models.StateInProgress, meta)
+		}
+		return err
+	})
+}
+
+// startTask moves a pending task to in_progress. Losing the race to another worker (the task
+// is already in_progress) is not an error; neither is a task that an operator moved on.
+func startTask(ctx context.Context, db *gorm.DB, taskID int64, worker string) error {
+	_, err := sm.TransitionTask(ctx, db, taskID, models.StateInProgress, map[string]any{"worker_id": worker})
+	var te *sm.TransitionError
+	if errors.As(err, &te) {
+		return nil
+	}
+	return err
+}
+
+// releaseClaim clears a claim that is still held with token.
+func releaseClaim(tx *gorm.DB, stepID int64, token string) error {
+	if err := tx.Exec(`UPDATE tasker_workflow_steps
+		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE workflow_step_id = ? AND claim_token = ?::uuid`, stepID, token).Error; err != nil {
+		return fmt.Errorf("releasing claim of step %d: %w", stepID, err)
+	}
+	return nil
+}
+
+// clearClaim clears any claim on a step (used when an operator makes the step terminal).
+func clearClaim(tx *gorm.DB, stepID int64) error {
+	if err := tx.Exec(`UPDATE tasker_workflow_steps
+		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE workflow_step_id = ? AND (in_process OR claim_token IS NOT NULL)`, stepID).Error; err != nil {
+		return fmt.Errorf("clearing claim of step %d: %w", stepID, err)
+	}
+	return nil
+}
+
+// nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
+// been attempted or asked for a delay, are neither processed nor claimed, could run again, and
+// belong to pending or in_progress tasks. The candidates are the same partial index as the
+// claim, narrowed to steps with attempts or a backoff request, so it reads only failed or
+// delayed steps.
+const nextRetrySQL = `
+SELECT min(r.next_retry_at)
+FROM tasker_workflow_steps c
+JOIN tasker_step_readiness_statuses r ON r.workflow_step_id = c.workflow_step_id
+WHERE NOT c.processed AND NOT c.in_process
+  AND (coalesce(c.attempts, 0) > 0 OR c.backoff_request_seconds IS NOT NULL)
+  AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')
+  AND r.retry_eligible AND r.dependencies_satisfied
+  AND r.next_retry_at > now()`
+
+// nextRetryIn returns how long until the earliest waiting retry becomes due, if any.
+func (e *Engine) nextRetryIn(ctx context.Context) (time.Duration, bool) {
+	var row struct {
+		At  *time.Time
+		Now time.Time
+	}
+	err := e.db.WithContext(ctx).Raw(`SELECT (` + nextRetrySQL + `) AS at, now() AS now`).Scan(&row).Error
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Error("orchestration: reading next retry time", "error", err)
+		}
+		return 0, false
+	}
+	if row.At == nil {
+		return 0, false
+	}
+	// A little slack so that the readiness view agrees once the timer fires.
+	return row.At.Sub(row.Now) + 10*time.Millisecond, true
+}

@@ -1,0 +1,323 @@
+// Package orchestration runs workflows: it claims ready steps, runs their handlers with
+// retries and backoff, records every attempt, finalises tasks from their execution context,
+// recovers the steps of workers that died, and offers the operator actions (cancel, resolve,
+// retry). Every state change goes through internal/statemachine; readiness and task status
+// come from the live views (tasker_step_readiness_statuses, tasker_task_execution_contexts),
+// so the engine and the read side always agree.
+package orchestration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/events"
+)
+
+// Config tunes an Engine. The zero value of every field means its default.
+type Config struct {
+	// Workers is how many step handlers run at once in this engine (default 4, env
+	// TASKER_WORKERS).
+	Workers int
+	// ClaimBatch caps the steps claimed by one claim statement (default Workers). The engine
+	// never claims more steps than it has idle workers, so a claimed step starts at once.
+	ClaimBatch int
+	// PollInterval is the slow fallback wake-up when no event arrives (default 5s).
+	PollInterval time.Duration
+	// LeaseDuration is how long a claim stays valid without a renewal (default 5m). A running
+	// step's lease is renewed every third of it, so only a dead worker loses its claims.
+	LeaseDuration time.Duration
+	// RecoveryInterval is how often expired leases are looked for (default LeaseDuration/10,
+	// at least 1s).
+	RecoveryInterval time.Duration
+	// DrainTimeout bounds how long Stop waits for running handlers before cancelling them
+	// (default 30s; a deadline on Stop's context shortens it).
+	DrainTimeout time.Duration
+	// WorkerID names this engine in claims and transition metadata (default host:pid:random).
+	WorkerID string
+}
+
+// ConfigFromEnv reads TASKER_WORKERS into a Config with every other field at its default.
+func ConfigFromEnv() (Config, error) {
+	var cfg Config
+	if v := os.Getenv("TASKER_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1024 {
+			return cfg, fmt.Errorf("TASKER_WORKERS=%q is not a worker count between 1 and 1024", v)
+		}
+		cfg.Workers = n
+	}
+	return cfg, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.ClaimBatch <= 0 || c.ClaimBatch > c.Workers {
+		c.ClaimBatch = c.Workers
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 5 * time.Second
+	}
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = 5 * time.Minute
+	}
+	if c.RecoveryInterval <= 0 {
+		c.RecoveryInterval = max(c.LeaseDuration/10, time.Second)
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.WorkerID = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	return c
+}
+
+// Engine runs the ready steps of a database: a dispatcher claims ready steps (never more than
+// it has idle workers) and hands each to a worker goroutine, which runs the step's handler,
+// records the attempt and finalises the task. It wakes on transition and new-task events, at
+// the earliest time a waiting retry becomes due, and on a slow poll. Any number of engines,
+// in one process or many, may share one database: claims lock rows with SKIP LOCKED, so no
+// step is ever run twice at once.
+type Engine struct {
+	db       *gorm.DB
+	hub      *events.Hub
+	handlers StepHandlers
+	cfg      Config
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	done    chan struct{} // closed when Stop has finished
+
+	cancelLoop     context.CancelFunc // stops claiming and recovery
+	loops          sync.WaitGroup     // dispatcher and recovery goroutines
+	handlerCtx     context.Context    // parent of every handler's context
+	cancelHandlers context.CancelFunc // hard stop after the drain deadline
+	inflight       sync.WaitGroup
+	slots          chan struct{} // one token per busy worker
+	kick           chan struct{} // a worker finished: look for work
+}
+
+// New returns an engine over db. hub (may be nil: the engine then polls) delivers transition
+// events; handlers resolves what each step runs.
+func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *slog.Logger) (*Engine, error) {
+	if db == nil {
+		return nil, errors.New("creating engine: nil database")
+	}
+	if handlers == nil {
+		return nil, errors.New("creating engine: nil step handlers")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	return &Engine{
+		db: db, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
+		done:  make(chan struct{}),
+		slots: make(chan struct{}, cfg.Workers),
+		kick:  make(chan struct{}, 1),
+	}, nil
+}
+
+// Config returns the engine's configuration with defaults applied.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Start begins claiming and running steps until Stop is called or ctx ends. Calling it again
+// is a no-op; starting a stopped engine is an error.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return errors.New("starting engine: it was stopped")
+	}
+	if e.started {
+		return nil
+	}
+	e.started = true
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancelLoop = cancel
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(context.Background())
+	// The caller's ctx ending stops claiming, like Stop, but leaves draining to Stop.
+	stopWatch := context.AfterFunc(ctx, cancel)
+	var sub *events.Subscription
+	if e.hub != nil {
+		sub = e.hub.Subscribe(wakeFilter)
+	}
+	e.loops.Add(2)
+	go func() {
+		defer e.loops.Done()
+		defer stopWatch()
+		if sub != nil {
+			defer sub.Close()
+		}
+		e.dispatch(loopCtx, sub)
+	}()
+	go func() {
+		defer e.loops.Done()
+		e.recoverLoop(loopCtx)
+	}()
+	e.log.Info("orchestration: engine started", "workers", e.cfg.Workers, "lease", e.cfg.LeaseDuration,
+		"poll_interval", e.cfg.PollInterval)
+	return nil
+}
+
+// Stop stops claiming, waits for running handlers to finish and record their results (up to
+// DrainTimeout or ctx's deadline, whichever is sooner), then cancels the handlers still
+// running and releases their steps as failed attempts (reason "worker_stopped"); a step that
+// cannot be released is recovered later through its lease. Calling Stop again, or on an engine
+// never started, is a no-op.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	if !e.started || e.stopped {
+		started := e.started
+		e.mu.Unlock()
+		if started {
+			<-e.done
+		}
+		return nil
+	}
+	e.stopped = true
+	e.mu.Unlock()
+	defer close(e.done)
+
+	begin := time.Now()
+	e.cancelLoop()
+	e.loops.Wait()
+	drained := make(chan struct{})
+	go func() { e.inflight.Wait(); close(drained) }()
+	deadline := time.NewTimer(e.cfg.DrainTimeout)
+	defer deadline.Stop()
+	select {
+	case <-drained:
+		e.cancelHandlers()
+		e.log.Info("orchestration: engine stopped", "drained", true, "took", time.Since(begin))
+		return nil
+	case <-deadline.C:
+	case <-ctx.Done():
+	}
+	e.log.Warn("orchestration: drain deadline reached, cancelling running handlers")
+	e.cancelHandlers()
+	// Handlers must return promptly once cancelled; their steps are then released.
+	select {
+	case <-drained:
+		e.log.Info("orchestration: engine stopped", "drained", false, "took", time.Since(begin))
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("stopping engine: handlers did not return within 10s of being cancelled")
+	}
+}
+
+// wakeFilter accepts the events after which a step may have become ready: a new task, a step
+// completed, resolved or sent back to pending, a task sent back to pending.
+func wakeFilter(ev events.Event) bool {
+	switch ev.Channel {
+	case events.ChannelTasksCreated:
+		return true
+	case events.ChannelStepTransitions:
+		return ev.To == "complete" || ev.To == "resolved_manually" || ev.To == "pending"
+	case events.ChannelTaskTransitions:
+		return ev.To == "pending"
+	}
+	return false
+}
+
+// dispatch is the claim loop. It claims while it has idle workers and ready steps, then sleeps
+// until an event, a worker finishing, the next due retry or the poll interval.
+func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
+	var wake <-chan struct{}
+	if sub != nil {
+		wake = sub.C
+	}
+	poll := time.NewTicker(e.cfg.PollInterval)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		idle := cap(e.slots) - len(e.slots)
+		var retryAt <-chan time.Time
+		var retryTimer *time.Timer
+		if idle > 0 {
+			n := min(idle, e.cfg.ClaimBatch)
+			steps, err := e.claim(ctx, n)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				e.log.Error("orchestration: claiming steps", "error", err)
+			}
+			for _, s := range steps {
+				e.slots <- struct{}{}
+				e.inflight.Add(1)
+				go e.work(s)
+			}
+			if err == nil && len(steps) == n {
+				continue // there may be more ready steps
+			}
+			if err == nil {
+				if d, ok := e.nextRetryIn(ctx); ok {
+					retryTimer = time.NewTimer(d)
+					retryAt = retryTimer.C
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-e.kick:
+		case <-retryAt:
+		case <-poll.C:
+		}
+		if retryTimer != nil {
+			retryTimer.Stop()
+		}
+	}
+}
+
+// work runs one claimed step and frees its worker.
+func (e *Engine) work(s claimedStep) {
+	defer func() {
+		<-e.slots
+		e.inflight.Done()
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}()
+	e.runStep(s)
+}
+
+func (e *Engine) recoverLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.RecoveryInterval)
+	defer t.Stop()
+	for {
+		n, err := RecoverExpired(ctx, e.db, e.log)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error("orchestration: recovering expired claims", "error", err)
+		}
+		if n > 0 {
+			select {
+			case e.kick <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

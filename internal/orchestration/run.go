@@ -1,0 +1,356 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/models"
+	sm "github.com/taskerhq/tasker/internal/statemachine"
+)
+
+// StepHandlers resolves what a step runs: its handler and its timeout, from the step's name
+// and its task's named task.
+type StepHandlers interface {
+	StepHandler(ctx context.Context, db *gorm.DB, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error)
+}
+
+// ErrNoHandler is wrapped when a step's named task configures no handler for it. Such a step
+// fails permanently: retrying cannot help until the template is fixed.
+var ErrNoHandler = errors.New("no handler configured for step")
+
+// DefaultStepTimeout applies to a step whose configuration names no timeout.
+const DefaultStepTimeout = 30 * time.Second
+
+// ConfiguredHandlers builds step handlers from the configuration stored in tasker_named_tasks
+// by template registration (handler kind and config, timeout_ms per step), using a handler
+// registry for the kinds. A named task version never changes once registered, so the
+// handlers of each named task are built once and cached. It is safe for concurrent use.
+type ConfiguredHandlers struct {
+	registry *handler.Registry
+
+	mu    sync.Mutex
+	tasks map[int64]map[string]configuredStep
+}
+
+type configuredStep struct {
+	handler handler.Handler
+	timeout time.Duration
+	err     error
+}
+
+// NewConfiguredHandlers returns step handlers built with the kinds of registry.
+func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
+	return &ConfiguredHandlers{registry: registry, tasks: map[int64]map[string]configuredStep{}}
+}
+
+// StepHandler implements StepHandlers.
+func (c *ConfiguredHandlers) StepHandler(ctx context.Context, db *gorm.DB, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
+	c.mu.Lock()
+	steps, ok := c.tasks[namedTaskID]
+	c.mu.Unlock()
+	if !ok {
+		var err error
+		if steps, err = c.load(ctx, db, namedTaskID); err != nil {
+			return nil, 0, err
+		}
+		c.mu.Lock()
+		c.tasks[namedTaskID] = steps
+		c.mu.Unlock()
+	}
+	s, ok := steps[stepName]
+	if !ok {
+		return nil, 0, fmt.Errorf("%w %q in named task %d", ErrNoHandler, stepName, namedTaskID)
+	}
+	return s.handler, s.timeout, s.err
+}
+
+func (c *ConfiguredHandlers) load(ctx context.Context, db *gorm.DB, namedTaskID int64) (map[string]configuredStep, error) {
+	var row struct{ Configuration []byte }
+	if err := db.WithContext(ctx).Raw(`SELECT configuration FROM tasker_named_tasks WHERE named_task_id = ?`,
+		namedTaskID).Scan(&row).Error; err != nil {
+		return nil, fmt.Errorf("reading configuration of named task %d: %w", namedTaskID, err)
+	}
+	var cfg struct {
+		Steps []struct {
+			Name    string `json:"name"`
+			Handler struct {
+				Kind   string         `json:"kind"`
+				Config map[string]any `json:"config"`
+			} `json:"handler"`
+			TimeoutMillis int64 `json:"timeout_ms"`
+		} `json:"steps"`
+	}
+	if len(row.Configuration) > 0 {
+		if err := json.Unmarshal(row.Configuration, &cfg); err != nil {
+			return nil, fmt.Errorf("decoding configuration of named task %d: %w", namedTaskID, err)
+		}
+	}
+	out := make(map[string]configuredStep, len(cfg.Steps))
+	for _, s := range cfg.Steps {
+		cs := configuredStep{timeout: time.Duration(s.TimeoutMillis) * time.Millisecond}
+		if cs.timeout <= 0 {
+			cs.timeout = DefaultStepTimeout
+		}
+		if s.Handler.Kind == "" {
+			cs.err = fmt.Errorf("%w %q in named task %d: handler.kind is empty", ErrNoHandler, s.Name, namedTaskID)
+		} else if cs.handler, cs.err = c.registry.New(s.Handler.Kind, s.Handler.Config); cs.err != nil {
+			cs.err = fmt.Errorf("%w %q in named task %d: %w", ErrNoHandler, s.Name, namedTaskID, cs.err)
+		}
+		out[s.Name] = cs
+	}
+	return out, nil
+}
+
+// stepInput is what a worker reads before running a step.
+type stepInput struct {
+	NamedTaskID int64
+	Name        string
+	Inputs      []byte
+	Context     []byte
+	Parents     []byte
+	Mine        bool
+}
+
+const stepInputSQL = `
+SELECT t.named_task_id, ns.name, ws.inputs, t.context,
+       coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
+                 FROM tasker_workflow_step_edges e
+                 JOIN tasker_workflow_steps p ON p.workflow_step_id = e.from_step_id
+                 JOIN tasker_named_steps pns ON pns.named_step_id = p.named_step_id
+                 WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb) AS parents,
+       (ws.in_process AND ws.claim_token = ?::uuid) AS mine
+FROM tasker_workflow_steps ws
+JOIN tasker_tasks t ON t.task_id = ws.task_id
+JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
+WHERE ws.workflow_step_id = ?`
+
+// errClaimLost cancels a handler whose claim was taken away: the step was cancelled by an
+// operator, or its lease was recovered. The handler's result is discarded.
+var errClaimLost = errors.New("claim lost: the step was cancelled or recovered")
+
+// runStep runs one claimed step: it reads its inputs, runs its handler under the step timeout
+// while renewing the lease and watching for the claim being taken away, records the attempt
+// and finalises the task.
+func (e *Engine) runStep(s claimedStep) {
+	log := e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)
+	hctx, cancel := context.WithCancelCause(e.handlerCtx)
+	defer cancel(nil)
+
+	// Watch before reading the inputs: a cancellation committed after the read below wakes
+	// the watcher, one committed before it is seen by the read.
+	if e.hub != nil {
+		sub := e.hub.Subscribe(func(ev events.Event) bool {
+			return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == s.StepID)
+		})
+		defer sub.Close()
+		go e.watchClaim(hctx, cancel, s, sub.C)
+	} else {
+		go e.watchClaim(hctx, cancel, s, nil)
+	}
+
+	dbctx, dbcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	var in stepInput
+	err := e.db.WithContext(dbctx).Raw(stepInputSQL, s.Token, s.StepID).Scan(&in).Error
+	dbcancel()
+	if err != nil {
+		log.Error("orchestration: reading step inputs; the lease will recover the step", "error", err)
+		return
+	}
+	if !in.Mine {
+		log.Info("orchestration: claim lost before running, step skipped")
+		return
+	}
+	var parents map[string]json.RawMessage
+	if err := json.Unmarshal(in.Parents, &parents); err != nil {
+		log.Error("orchestration: decoding parent results", "error", err)
+	}
+	h, timeout, herr := e.handlers.StepHandler(hctx, e.db, in.NamedTaskID, in.Name)
+
+	begin := time.Now()
+	var out handler.Output
+	runErr := herr
+	if herr == nil {
+		rctx, rcancel := context.WithTimeout(hctx, timeout)
+		out, runErr = runHandler(rctx, h, handler.Input{
+			TaskID: s.TaskID, StepID: s.StepID, StepName: in.Name, Attempt: s.Attempt,
+			Context: in.Context, Inputs: in.Inputs, Parents: parents,
+		})
+		if runErr != nil && errors.Is(rctx.Err(), context.DeadlineExceeded) && hctx.Err() == nil {
+			runErr = handler.Retryable(fmt.Errorf("timed out after %s: %w", timeout, runErr), retryAfterOf(runErr))
+		}
+		rcancel()
+	} else if !errors.Is(herr, ErrNoHandler) {
+		// Not a configuration problem (e.g. the database was unreachable): retry later.
+		runErr = handler.Retryable(herr, 0)
+	} else {
+		runErr = handler.Permanent(herr)
+	}
+	elapsed := time.Since(begin)
+
+	switch cause := context.Cause(hctx); {
+	case errors.Is(cause, errClaimLost):
+		log.Info("orchestration: claim lost while running, result discarded")
+		return
+	case hctx.Err() != nil:
+		// Hard stop: release the step now rather than wait for its lease.
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer rcancel()
+		ok, err := recoverClaim(rctx, e.db, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
+		if err != nil {
+			log.Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
+			return
+		}
+		if ok {
+			if _, err := FinalizeTask(rctx, e.db, s.TaskID); err != nil {
+				log.Error("orchestration: finalising task", "error", err)
+			}
+		}
+		return
+	}
+
+	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer fcancel()
+	kept, err := e.finish(fctx, s, out, runErr, elapsed)
+	if err != nil {
+		log.Error("orchestration: recording attempt; the lease will recover the step", "error", err)
+		return
+	}
+	if !kept {
+		log.Info("orchestration: claim lost before recording, result discarded")
+		return
+	}
+	if _, err := FinalizeTask(fctx, e.db, s.TaskID); err != nil {
+		log.Error("orchestration: finalising task", "error", err)
+	}
+}
+
+// runHandler calls h, turning a panic into a retryable failure.
+func runHandler(ctx context.Context, h handler.Handler, in handler.Input) (out handler.Output, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = handler.Retryable(fmt.Errorf("handler panicked: %v", p), 0)
+		}
+	}()
+	return h.Run(ctx, in)
+}
+
+func retryAfterOf(err error) time.Duration {
+	d, _ := handler.RetryAfter(err)
+	return d
+}
+
+// watchClaim renews the step's lease every third of its duration and checks the claim when
+// the step's transitions change; when the claim is gone it cancels the handler.
+func (e *Engine) watchClaim(ctx context.Context, cancel context.CancelCauseFunc, s claimedStep, wake <-chan struct{}) {
+	renew := time.NewTicker(max(e.cfg.LeaseDuration/3, 10*time.Millisecond))
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+			var mine []bool
+			if err := e.db.WithContext(ctx).Raw(`SELECT in_process AND claim_token = ?::uuid
+				FROM tasker_workflow_steps WHERE workflow_step_id = ?`, s.Token, s.StepID).Scan(&mine).Error; err != nil {
+				continue
+			}
+			if len(mine) == 0 || !mine[0] {
+				cancel(errClaimLost)
+				return
+			}
+		case <-renew.C:
+			res := e.db.WithContext(ctx).Exec(`UPDATE tasker_workflow_steps
+				SET claim_expires_at = now() + ? * interval '1 millisecond'
+				WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`,
+				e.cfg.LeaseDuration.Milliseconds(), s.StepID, s.Token)
+			if res.Error != nil {
+				continue
+			}
+			if res.RowsAffected == 0 {
+				cancel(errClaimLost)
+				return
+			}
+		}
+	}
+}
+
+// finish records one attempt in one transaction, if the claim is still held: attempts + 1,
+// last_attempted_at, the claim cleared, and either processed with the results and complete, or
+// the error in results, the requested delay, retryable cleared for a permanent failure, and
+// error. kept is false when the claim was taken away (nothing is written).
+func (e *Engine) finish(ctx context.Context, s claimedStep, out handler.Output, runErr error, elapsed time.Duration) (kept bool, err error) {
+	err = e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var held []bool
+		if err := tx.Raw(`SELECT in_process AND claim_token = ?::uuid FROM tasker_workflow_steps
+			WHERE workflow_step_id = ? FOR UPDATE`, s.Token, s.StepID).Scan(&held).Error; err != nil {
+			return fmt.Errorf("locking step %d: %w", s.StepID, err)
+		}
+		if len(held) == 0 || !held[0] {
+			return nil
+		}
+		kept = true
+		meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": elapsed.Milliseconds()}
+		if runErr == nil {
+			results := out.Results
+			if len(results) == 0 {
+				results = json.RawMessage(`{}`)
+			}
+			if !json.Valid(results) {
+				runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
+			} else {
+				if _, err := sm.TransitionStep(ctx, tx, s.StepID, models.StateComplete, meta); err != nil {
+					return err
+				}
+				if err := tx.Exec(`UPDATE tasker_workflow_steps
+					SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(),
+					    processed = true, processed_at = now(), results = ?::jsonb,
+					    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
+					    updated_at = now()
+					WHERE workflow_step_id = ?`, string(results), s.StepID).Error; err != nil {
+					return fmt.Errorf("recording success of step %d: %w", s.StepID, err)
+				}
+				return nil
+			}
+		}
+		permanent := handler.IsPermanent(runErr)
+		var backoff *int
+		if d, ok := handler.RetryAfter(runErr); ok {
+			secs := min(int(math.Ceil(d.Seconds())), int(handler.MaxRetryAfter/time.Second))
+			backoff = &secs
+		}
+		failure := map[string]any{"error": runErr.Error(), "attempt": s.Attempt, "permanent": permanent}
+		if backoff != nil {
+			failure["retry_after_seconds"] = *backoff
+		}
+		resJSON, err := json.Marshal(failure)
+		if err != nil {
+			return fmt.Errorf("encoding failure of step %d: %w", s.StepID, err)
+		}
+		for k, v := range failure {
+			meta[k] = v
+		}
+		if _, err := sm.TransitionStep(ctx, tx, s.StepID, models.StateError, meta); err != nil {
+			return err
+		}
+		if err := tx.Exec(`UPDATE tasker_workflow_steps
+			SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(),
+			    results = ?::jsonb, backoff_request_seconds = ?,
+			    retryable = retryable AND NOT ?,
+			    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
+			    updated_at = now()
+			WHERE workflow_step_id = ?`, string(resJSON), backoff, permanent, s.StepID).Error; err != nil {
+			return fmt.Errorf("recording failure of step %d: %w", s.StepID, err)
+		}
+		return nil
+	})
+	return kept, err
+}

@@ -190,7 +190,9 @@ type NotFoundError struct {
 }
 
 // Is makes errors.Is(err, ErrNotFound) and errors.Is(err, statemachine.ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound || target == sm.ErrNotFound }
+func (e *NotFoundError) Is(target error) bool {
+	return target == ErrNotFound || target == sm.ErrNotFound
+}
 
 // Unwrap returns the state machine's error.
 func (e *NotFoundError) Unwrap() error { return e.NotFoundError }

@@ -31,8 +31,9 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"migrate": {summary: "apply every pending migration to DATABASE_URL and print what was applied", run: runMigrate},
-	"serve":   {summary: "migrate, then serve /healthz, /readyz and the API on PORT (default 8080)", run: runServe},
+	"migrate":  {summary: "apply every pending migration to DATABASE_URL and print what was applied", run: runMigrate},
+	"serve":    {summary: "migrate, then serve /healthz, /readyz and the API on PORT (default 8080)", run: runServe},
+	"run-task": {summary: "create a task from a template (-template ns/name[@version] -context JSON) and print its id", run: runRunTask},
 }
 
 func main() {

@@ -116,8 +116,9 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 	return nil
 }
 
-// Lookup returns the template namespace/name@version; an empty version means the newest (by
-// semver precedence). A template the registry does not hold is an error wrapping ErrNotFound.
+// Lookup returns the template namespace/name@version; an empty version means the newest
+// release by semver precedence (a pre-release such as 2.0.0-rc.1 is chosen only when there is
+// no release). A template the registry does not hold is an error wrapping ErrNotFound.
 func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -134,7 +135,7 @@ func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 			continue
 		}
 		v := semver.MustParse(t.Version) // validated by Parse
-		if best == nil || v.GreaterThan(bestV) {
+		if best == nil || newer(v, bestV) {
 			best, bestV = t, v
 		}
 	}
@@ -182,4 +183,13 @@ func (r *Registry) Templates() []*Template {
 		return semver.MustParse(a.Version).LessThan(semver.MustParse(b.Version))
 	})
 	return out
+}
+
+// newer orders versions for Lookup: any release beats any pre-release, then semver precedence.
+func newer(a, b *semver.Version) bool {
+	aPre, bPre := a.Prerelease() != "", b.Prerelease() != ""
+	if aPre != bPre {
+		return bPre
+	}
+	return a.GreaterThan(b)
 }

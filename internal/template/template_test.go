@@ -284,7 +284,20 @@ func TestLoadFSRefusesAllOrNothing(t *testing.T) {
 func TestLookupNewestBySemver(t *testing.T) {
 	t.Parallel()
 	reg := template.NewRegistry(handler.NewBuiltinRegistry())
-	for _, v := range []string{"1.9.0", "1.10.0", "1.10.0-rc.1", "0.3.0"} {
+	pre := template.NewRegistry(handler.NewBuiltinRegistry())
+	for _, v := range []string{"3.0.0-alpha", "3.0.0-beta.2", "3.0.0-beta.10"} {
+		tpl, err := template.Parse(v+".yaml", []byte(strings.Replace(base, "1.0.0", v, 1)+"  - name: a\n    handler: {kind: noop}\n"), pre.Handlers())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pre.Add(tpl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tpl, err := pre.Lookup("ns", "t", ""); err != nil || tpl.Version != "3.0.0-beta.10" {
+		t.Fatalf("newest of pre-releases only = %v, %v; want 3.0.0-beta.10", tpl, err)
+	}
+	for _, v := range []string{"1.9.0", "1.10.0", "2.0.0-rc.1", "0.3.0"} {
 		tpl, err := template.Parse(v+".yaml", []byte(strings.Replace(base, "1.0.0", v, 1)+"  - name: a\n    handler: {kind: noop}\n"), reg.Handlers())
 		if err != nil {
 			t.Fatal(err)

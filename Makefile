@@ -14,8 +14,12 @@ build: ## build the tasker binary into bin/
 ensure-postgres: ## install PostgreSQL from Debian/Ubuntu packages when no server binaries are found
 	@./scripts/ensure-postgres.sh
 
+# Without DATABASE_URL, serve runs a private PostgreSQL cluster in $$TASKER_DATA_DIR/postgres
+# (default ~/.local/share/tasker/postgres). As root it runs that cluster as the postgres user
+# (else nobody) and, when that user cannot reach the default directory (a private /root), keeps
+# it in /var/lib/tasker/postgres instead. The cluster stops with the server, however it ends.
 run: ensure-postgres build ## start the whole service; without DATABASE_URL it runs its own PostgreSQL
-	./$(BIN) serve
+	exec ./$(BIN) serve
 
 test: ## run every test against PostgreSQL (TASKER_TEST_DATABASE_URL, default 127.0.0.1:5432)
 	$(GO) vet ./...

@@ -2,7 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/dbtest"
 )
 
 // TestServeRunsItsOwnPostgres builds the binary and runs `tasker serve` without DATABASE_URL:
@@ -21,11 +27,7 @@ import (
 // stopped, start again on the same data, and take its cluster down when killed with SIGKILL.
 func TestServeRunsItsOwnPostgres(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "tasker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildTasker(t)
 	dataDir := t.TempDir()
 	if os.Geteuid() == 0 { // PostgreSQL then runs as another user, who must traverse these
 		for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
@@ -36,8 +38,9 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	}
 
 	// First run: a fresh cluster, stopped by SIGTERM.
-	s := startServe(t, bin, dataDir)
+	s := startServe(t, bin, "-data-dir", dataDir)
 	s.waitHealthy(t)
+	assertPostgresRunning(t, s)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -54,8 +57,9 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	}
 
 	// Second run on the same data: a restart, then SIGKILL of the server.
-	s = startServe(t, bin, dataDir)
+	s = startServe(t, bin, "-data-dir", dataDir)
 	s.waitHealthy(t)
+	assertPostgresRunning(t, s)
 	if !strings.Contains(s.log.String(), "fresh=false") {
 		t.Errorf("second run did not reuse the cluster:\n%s", s.log.String())
 	}
@@ -66,6 +70,58 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	if !eventually(15*time.Second, func() bool { return !processAlive(s.postgresPID) }) {
 		t.Fatalf("postgres pid %d outlived its killed server", s.postgresPID)
 	}
+}
+
+// TestServeUsesDatabaseURL checks that with DATABASE_URL set, serve uses it and starts no
+// cluster of its own.
+func TestServeUsesDatabaseURL(t *testing.T) {
+	t.Parallel()
+	bin := buildTasker(t)
+	s := startServe(t, bin, "-database-url", dbtest.NewURL(t), "-data-dir", t.TempDir())
+	s.waitHealthy(t)
+	if strings.Contains(s.log.String(), "pgembed:") {
+		t.Fatalf("serve started a private cluster although a database URL was given:\n%s", s.log.String())
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.wait(t); code != 0 {
+		t.Fatalf("tasker serve exited %d after SIGINT, want 0", code)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	buildDir  string
+)
+
+// buildTasker builds the tasker binary once per test run.
+func buildTasker(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "tasker-bin-"); buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(buildDir, "tasker")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 type serveProcess struct {
@@ -81,10 +137,10 @@ var (
 	startedRE   = regexp.MustCompile(`msg="pgembed: started" .*\bpid=(\d+)`)
 )
 
-// startServe runs `tasker serve` on a free port and returns once it listens.
-func startServe(t *testing.T, bin, dataDir string) *serveProcess {
+// startServe runs `tasker serve` with args on a free port and returns once it listens.
+func startServe(t *testing.T, bin string, args ...string) *serveProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "-data-dir", dataDir)
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "PORT=") && !strings.HasPrefix(kv, "TASKER_") {
@@ -132,10 +188,14 @@ func startServe(t *testing.T, bin, dataDir string) *serveProcess {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("tasker serve did not listen within 30s:\n%s", s.log.String())
 	}
+	return s
+}
+
+func assertPostgresRunning(t *testing.T, s *serveProcess) {
+	t.Helper()
 	if s.postgresPID == 0 || !processAlive(s.postgresPID) {
 		t.Fatalf("no running private postgres reported (pid %d):\n%s", s.postgresPID, s.log.String())
 	}
-	return s
 }
 
 // waitHealthy polls /healthz and /readyz until both answer 200.
@@ -214,4 +274,64 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 		}
 	}
 	return true
+}
+
+func TestShutdownRunsStepsInReverseUnderOneDeadline(t *testing.T) {
+	t.Parallel()
+	var order []string
+	var deadlines []time.Time
+	s := &shutdown{log: slog.New(slog.DiscardHandler)}
+	for _, name := range []string{"postgres", "pool", "http"} {
+		s.add(name, func(ctx context.Context) error {
+			order = append(order, name)
+			d, _ := ctx.Deadline()
+			deadlines = append(deadlines, d)
+			if name == "pool" {
+				return errors.New("pool broke")
+			}
+			return nil
+		})
+	}
+	err := s.run(time.Minute)
+	if got := strings.Join(order, ","); got != "http,pool,postgres" {
+		t.Fatalf("stop order %s, want http,pool,postgres", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "stopping pool: pool broke") {
+		t.Fatalf("run error %v, want the pool failure", err)
+	}
+	if deadlines[0].IsZero() || !deadlines[0].Equal(deadlines[2]) {
+		t.Fatalf("steps did not share one deadline: %v", deadlines)
+	}
+	if err := s.run(time.Minute); err != nil || len(order) != 3 {
+		t.Fatalf("a second run repeated steps: %v, %v", order, err)
+	}
+}
+
+func TestRunningStopWaitsAndBoundsTheWait(t *testing.T) {
+	t.Parallel()
+	r := goUntilStopped("quick", func(ctx context.Context) error {
+		<-ctx.Done()
+		return errors.New("stopped on request")
+	})
+	if err := r.stop(context.Background()); err == nil || err.Error() != "stopped on request" {
+		t.Fatalf("stop: %v, want the component's result", err)
+	}
+
+	release := make(chan struct{})
+	defer close(release)
+	stuck := goUntilStopped("stuck", func(context.Context) error {
+		<-release
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := stuck.stop(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stuck") {
+		t.Fatalf("stop of a stuck component: %v, want a deadline error naming it", err)
+	}
+
+	failed := goUntilStopped("failed", func(context.Context) error { return errors.New("boom") })
+	<-failed.done
+	if err := failed.stop(context.Background()); err != nil {
+		t.Fatalf("stop of a component that already failed reported it again: %v", err)
+	}
 }

@@ -214,6 +214,13 @@ func isNull(t *testing.T, what string, got *time.Time) {
 	}
 }
 
+// failJustNow fails a step now on its 4th attempt (of 10), so that it waits out a 16 s
+// implicit backoff: ample margin for a slow test machine.
+func failJustNow(tk *fixture.Task, step string) time.Time {
+	tk.Set(step, fixture.Attempts(3), fixture.RetryLimit(10))
+	return tk.Fail(step, 0)
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -518,7 +525,7 @@ func TestReadinessConditions(t *testing.T) {
 		{"6: explicit backoff", single, "only", func(tk *fixture.Task) {
 			tk.Set("only", fixture.Backoff(30), fixture.AttemptedAgo(0))
 		}, models.StatePending, true, true, backoff},
-		{"7: implicit backoff", single, "only", func(tk *fixture.Task) { tk.Fail("only", 0) },
+		{"7: implicit backoff", single, "only", func(tk *fixture.Task) { failJustNow(tk, "only") },
 			models.StateError, true, true, backoff},
 	}
 	for _, c := range cases {
@@ -584,17 +591,17 @@ func TestBackoff(t *testing.T) {
 			tk.Set("only", fixture.Attempts(1))
 			return tk.Fail("only", 0)
 		}, backoff, implicit(4)},
-		{"2nd attempt failed 3 s ago", func(tk *fixture.Task) time.Time {
+		{"2nd attempt failed 2 s ago", func(tk *fixture.Task) time.Time {
 			tk.Set("only", fixture.Attempts(1))
-			return tk.Fail("only", 3*time.Second)
+			return tk.Fail("only", 2*time.Second)
 		}, backoff, implicit(4)},
 		{"2nd attempt failed 5 s ago", func(tk *fixture.Task) time.Time {
 			tk.Set("only", fixture.Attempts(1))
 			return tk.Fail("only", 5*time.Second)
 		}, "", implicit(4)},
-		{"capped at 30 s, failed 29 s ago", func(tk *fixture.Task) time.Time {
+		{"capped at 30 s, failed 25 s ago", func(tk *fixture.Task) time.Time {
 			tk.Set("only", fixture.Attempts(9), fixture.RetryLimit(20))
-			return tk.Fail("only", 29*time.Second)
+			return tk.Fail("only", 25*time.Second)
 		}, backoff, implicit(30)},
 		{"capped at 30 s, failed 31 s ago", func(tk *fixture.Task) time.Time {
 			tk.Set("only", fixture.Attempts(9), fixture.RetryLimit(20))
@@ -760,8 +767,9 @@ func TestBlockingReasonOrder(t *testing.T) {
 		{"not retryable beats backoff", single, "only", func(tk *fixture.Task) {
 			tk.Set("only", fixture.Retryable(false))
 			tk.Fail("only", 0)
+			tk.Set("only", fixture.Backoff(60))
 		}, notRetryable},
-		{"backoff", single, "only", func(tk *fixture.Task) { tk.Fail("only", 0) }, backoff},
+		{"backoff", single, "only", func(tk *fixture.Task) { failJustNow(tk, "only") }, backoff},
 		{"none: ready", pair, "child", func(tk *fixture.Task) { tk.Complete("parent") }, ""},
 	}
 	for _, c := range cases {
@@ -845,11 +853,11 @@ func TestExecutionContextLadder(t *testing.T) {
 		}, taskWant{Total: 2, Completed: 2,
 			ExecutionStatus: "all_complete", Action: "finalize_task", Health: "healthy", Percent: 100}},
 		{"waiting_for_dependencies: a failure backing off", single, func(tk *fixture.Task) {
-			tk.Fail("only", 0)
+			failJustNow(tk, "only")
 		}, taskWant{Total: 1, Failed: 1,
 			ExecutionStatus: "waiting_for_dependencies", Action: "wait_for_dependencies", Health: "recovering"}},
 		{"waiting_for_dependencies: a parent backing off", pair, func(tk *fixture.Task) {
-			tk.Fail("parent", 0)
+			failJustNow(tk, "parent")
 		}, taskWant{Total: 2, Pending: 1, Failed: 1,
 			ExecutionStatus: "waiting_for_dependencies", Action: "wait_for_dependencies", Health: "recovering"}},
 		{"waiting_for_dependencies: an explicit delay", pair, func(tk *fixture.Task) {
@@ -947,7 +955,7 @@ func TestWorkflowSummary(t *testing.T) {
 		e := newEnv(t)
 		tk := e.b.Task(fixture.Mixed)
 		tk.Transition("init_auth", 0, models.StateCancelled)
-		tk.Fail("init_config", 0)
+		failJustNow(tk, "init_config")
 		s := e.summary(tk)
 		eqIDs(t, "root_step_ids", s.RootStepIDs, tk.StepIDs("init_auth", "init_config"))
 		eq(t, "root_step_count", s.RootStepCount, 2)

@@ -24,7 +24,8 @@ import (
 
 // TestServeRunsItsOwnPostgres builds the binary and runs `tasker serve` without DATABASE_URL:
 // it must start a private cluster, become healthy and ready, exit 0 on SIGTERM with its cluster
-// stopped, start again on the same data, and take its cluster down when killed with SIGKILL.
+// stopped, start again on the same data, take its cluster down when killed with SIGKILL, and
+// exit 1 when its cluster dies under it.
 func TestServeRunsItsOwnPostgres(t *testing.T) {
 	t.Parallel()
 	bin := buildTasker(t)
@@ -69,6 +70,25 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	s.wait(t)
 	if !eventually(15*time.Second, func() bool { return !processAlive(s.postgresPID) }) {
 		t.Fatalf("postgres pid %d outlived its killed server", s.postgresPID)
+	}
+
+	// Third run: the cluster dies under the server, which must shut down and report it.
+	s = startServe(t, bin, "-data-dir", dataDir)
+	s.waitHealthy(t)
+	assertPostgresRunning(t, s)
+	if err := syscall.Kill(s.postgresPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.wait(t); code != 1 {
+		t.Fatalf("tasker serve exited %d after its cluster died, want 1", code)
+	}
+	if !strings.Contains(s.log.String(), "exited unexpectedly") {
+		t.Fatalf("the cluster's death was not reported:\n%s", s.log.String())
+	}
+	// The killed postmaster's backends exit on their own; the data dir is removed after them.
+	clusterDir := filepath.Join(dataDir, "postgres")
+	if !eventually(15*time.Second, func() bool { return len(processesIn(clusterDir)) == 0 }) {
+		t.Fatalf("processes still running in %s: %v", clusterDir, processesIn(clusterDir))
 	}
 }
 
@@ -229,6 +249,22 @@ func (s *serveProcess) wait(t *testing.T) int {
 		t.Fatalf("tasker serve did not exit within 30s:\n%s", s.log.String())
 	}
 	return s.cmd.ProcessState.ExitCode()
+}
+
+// processesIn lists the processes whose working directory is dir.
+func processesIn(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && cwd == dir {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // processAlive reports whether pid runs and is not a zombie.

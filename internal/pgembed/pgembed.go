@@ -126,7 +126,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.sockDir = c.dataDir
-	if len(c.dataDir)+len("/.s.PGSQL.65535.lock") > 100 { // sun_path holds 107 bytes
+	// sun_path holds 107 bytes; unix_socket_directories is a comma-separated list.
+	if len(c.dataDir)+len("/.s.PGSQL.65535.lock") > 100 || strings.ContainsAny(c.dataDir, ",\" \t\\") {
 		c.sockDir = os.TempDir()
 	}
 	if err := c.run(ctx, opts.Port); err != nil {

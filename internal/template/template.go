@@ -104,9 +104,9 @@ type HandlerSpec struct {
 	Config map[string]any `json:"config"`
 }
 
-// NewHandler returns the handler built for the step when its template was loaded. It is shared
+// BuiltHandler returns the handler built for the step when its template was loaded. It is shared
 // by every run of the step.
-func (s *Step) NewHandler() handler.Handler { return s.handler }
+func (s *Step) BuiltHandler() handler.Handler { return s.handler }
 
 // Key is "namespace/name@version".
 func (t *Template) Key() string { return fmt.Sprintf("%s/%s@%s", t.Namespace, t.Name, t.Version) }

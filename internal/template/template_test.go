@@ -82,7 +82,7 @@ func TestShippedTemplates(t *testing.T) {
 			t.Errorf("%s: edges\n got %v\nwant %v", name, got, wantEdges)
 		}
 		for _, s := range tpl.Steps {
-			if s.NewHandler() == nil {
+			if s.BuiltHandler() == nil {
 				t.Errorf("%s.%s: no handler built", name, s.Name)
 			}
 		}
@@ -91,7 +91,7 @@ func TestShippedTemplates(t *testing.T) {
 	mixed, _ := reg.Lookup("examples", "mixed_workflow", "1.0.0")
 	crit := mixed.Step("process_critical_data")
 	for attempt, wantErr := range map[int]bool{1: true, 2: true, 3: false} {
-		_, err := crit.NewHandler().Run(context.Background(), handler.Input{Attempt: attempt})
+		_, err := crit.BuiltHandler().Run(context.Background(), handler.Input{Attempt: attempt})
 		if (err != nil) != wantErr {
 			t.Errorf("process_critical_data attempt %d: err = %v, want error %v", attempt, err, wantErr)
 		}
@@ -102,7 +102,7 @@ func TestShippedTemplates(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), setup.Timeout)
 	defer cancel()
-	if _, err := setup.NewHandler().Run(ctx, handler.Input{Attempt: 1}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := setup.BuiltHandler().Run(ctx, handler.Input{Attempt: 1}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("setup_environment attempt 1: err = %v, want a timeout", err)
 	}
 

@@ -1,0 +1,63 @@
+// Package apierr defines the errors a GraphQL client may see, each with a stable code in
+// extensions.code, and classifies the errors of the layers below into them. Anything it does
+// not recognise is internal: the error presenter logs it and shows it masked.
+package apierr
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/taskerhq/tasker/graph/loaders"
+	"github.com/taskerhq/tasker/internal/statemachine"
+)
+
+// Code is the value of extensions.code.
+type Code string
+
+// The codes clients can rely on.
+const (
+	NotFound          Code = "NOT_FOUND"
+	InvalidTransition Code = "INVALID_TRANSITION"
+	Validation        Code = "VALIDATION"
+	Conflict          Code = "CONFLICT"
+	LimitExceeded     Code = "LIMIT_EXCEEDED"
+	Internal          Code = "INTERNAL"
+)
+
+// Error is a domain error: its message says what was wrong and is shown as is.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error // the cause, if any
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Validationf returns a VALIDATION error with a formatted message.
+func Validationf(format string, args ...any) error {
+	return &Error{Code: Validation, Message: fmt.Sprintf(format, args...)}
+}
+
+// Classify returns the domain error err stands for, or nil when err is internal.
+func Classify(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var lnf *loaders.NotFoundError
+	if errors.As(err, &lnf) {
+		return &Error{Code: NotFound, Message: lnf.Error(), Err: err}
+	}
+	var snf *statemachine.NotFoundError
+	if errors.As(err, &snf) {
+		return &Error{Code: NotFound, Message: snf.Error(), Err: err}
+	}
+	var te *statemachine.TransitionError
+	if errors.As(err, &te) {
+		return &Error{Code: InvalidTransition, Message: te.Error(), Err: err}
+	}
+	return nil
+}

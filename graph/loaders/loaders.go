@@ -1,0 +1,272 @@
+// Package loaders holds the GraphQL API's per-request dataloaders. Every field that loads by a
+// parent id goes through one of them, so a request runs one SQL statement per field level
+// rather than one per object.
+//
+// A Loaders value is created for every response (middleware in internal/graphapi), stored
+// under a private context key and reached through the accessor functions of this package.
+// Its caches live as long as that response, never longer. Every batch function issues one
+// statement for the whole batch (internal/models readers) and returns exactly one result per
+// key, in key order: a missing row is an explicit *NotFoundError for that key, never a
+// shifted slice. List-valued loaders return an empty list for a key without rows.
+//
+// Batching is by time window (graph-gophers/dataloader): the first key of a batch opens a
+// window of Options.Wait, and every key requested during it joins the batch. gqlgen resolves
+// the elements of a list concurrently, so the keys of one level of a query arrive within
+// microseconds of each other; the window only has to cover scheduling jitter.
+package loaders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/graph-gophers/dataloader/v7"
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/models"
+)
+
+// ErrNotFound is matched (errors.Is) by every *NotFoundError.
+var ErrNotFound = errors.New("not found")
+
+// NotFoundError names an object that does not exist.
+type NotFoundError struct {
+	Kind string
+	ID   int64
+}
+
+func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %d not found", e.Kind, e.ID) }
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// Options tunes batching. The zero value gives the defaults.
+type Options struct {
+	// Wait is how long a batch collects keys after its first one (default 2ms).
+	Wait time.Duration
+	// BatchCapacity caps the keys of one batch (default 100,000): one level of any query
+	// the complexity limit admits fits in one batch.
+	BatchCapacity int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Wait <= 0 {
+		o.Wait = 2 * time.Millisecond
+	}
+	if o.BatchCapacity <= 0 {
+		o.BatchCapacity = 100_000
+	}
+	return o
+}
+
+// Loaders is one response's set of dataloaders.
+type Loaders struct {
+	tasks             *dataloader.Loader[int64, *models.TaskRecord]
+	steps             *dataloader.Loader[int64, *models.StepRecord]
+	stepsByTask       *dataloader.Loader[int64, []models.StepRecord]
+	readiness         *dataloader.Loader[int64, *models.StepReadinessStatus]
+	dags              *dataloader.Loader[int64, *models.StepDagRelationship]
+	executionContexts *dataloader.Loader[int64, *models.TaskExecutionContext]
+	workflowSummaries *dataloader.Loader[int64, *models.TaskWorkflowSummary]
+	stepTransitions   *dataloader.Loader[int64, []models.StepTransitionRecord]
+	taskTransitions   *dataloader.Loader[int64, []models.TaskTransitionRecord]
+	namedTasks        *dataloader.Loader[int64, *models.NamedTask]
+	namespaces        *dataloader.Loader[int64, *models.TaskNamespace]
+}
+
+// New returns fresh loaders reading through db.
+func New(db *gorm.DB, opts Options) *Loaders {
+	o := opts.withDefaults()
+	return &Loaders{
+		tasks: one(o, db, "task", models.TasksByIDs,
+			func(r *models.TaskRecord) int64 { return r.TaskID }),
+		steps: one(o, db, "step", models.StepsByIDs,
+			func(r *models.StepRecord) int64 { return r.WorkflowStepID }),
+		stepsByTask: many(o, db, models.StepsByTaskIDs,
+			func(r *models.StepRecord) int64 { return r.TaskID }),
+		readiness: one(o, db, "readiness of step", models.ReadinessByStepIDs,
+			func(r *models.StepReadinessStatus) int64 { return r.WorkflowStepID }),
+		dags: one(o, db, "DAG row of step", models.DagByStepIDs,
+			func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID }),
+		executionContexts: one(o, db, "execution context of task", models.ExecutionContextsByTaskIDs,
+			func(r *models.TaskExecutionContext) int64 { return r.TaskID }),
+		workflowSummaries: one(o, db, "workflow summary of task", models.WorkflowSummariesByTaskIDs,
+			func(r *models.TaskWorkflowSummary) int64 { return r.TaskID }),
+		stepTransitions: many(o, db, models.StepTransitionsByStepIDs,
+			func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID }),
+		taskTransitions: many(o, db, models.TaskTransitionsByTaskIDs,
+			func(r *models.TaskTransitionRecord) int64 { return r.TaskID }),
+		namedTasks: one(o, db, "named task", models.NamedTasksByIDs,
+			func(r *models.NamedTask) int64 { return r.NamedTaskID }),
+		namespaces: one(o, db, "namespace", models.NamespacesByIDs,
+			func(r *models.TaskNamespace) int64 { return r.TaskNamespaceID }),
+	}
+}
+
+type ctxKey struct{}
+
+// With returns ctx carrying l.
+func With(ctx context.Context, l *Loaders) context.Context {
+	return context.WithValue(ctx, ctxKey{}, l)
+}
+
+// For returns the loaders of ctx. It panics when there are none: that is a wiring bug, and
+// the API's recover function turns it into a masked internal error.
+func For(ctx context.Context) *Loaders {
+	l, ok := ctx.Value(ctxKey{}).(*Loaders)
+	if !ok {
+		panic("loaders: no dataloaders in context (middleware missing)")
+	}
+	return l
+}
+
+// fetchFunc is a batch reader of internal/models: one statement for all ids.
+type fetchFunc[V any] func(ctx context.Context, db *gorm.DB, ids []int64) ([]V, error)
+
+// one builds a loader of one row per key; a key without a row gets a *NotFoundError.
+func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, *V] {
+	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[*V] {
+		out := make([]*dataloader.Result[*V], len(ids))
+		rows, err := fetch(ctx, db, ids)
+		if err != nil {
+			for i := range out {
+				out[i] = &dataloader.Result[*V]{Error: err}
+			}
+			return out
+		}
+		byID := make(map[int64]*V, len(rows))
+		for i := range rows {
+			byID[key(&rows[i])] = &rows[i]
+		}
+		for i, id := range ids {
+			if v, ok := byID[id]; ok {
+				out[i] = &dataloader.Result[*V]{Data: v}
+			} else {
+				out[i] = &dataloader.Result[*V]{Error: &NotFoundError{Kind: kind, ID: id}}
+			}
+		}
+		return out
+	}
+	return dataloader.NewBatchedLoader(batch,
+		dataloader.WithWait[int64, *V](o.Wait), dataloader.WithBatchCapacity[int64, *V](o.BatchCapacity))
+}
+
+// many builds a loader of a list of rows per key, in the reader's order; a key without rows
+// gets an empty list.
+func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, []V] {
+	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[[]V] {
+		out := make([]*dataloader.Result[[]V], len(ids))
+		rows, err := fetch(ctx, db, ids)
+		if err != nil {
+			for i := range out {
+				out[i] = &dataloader.Result[[]V]{Error: err}
+			}
+			return out
+		}
+		byID := make(map[int64][]V, len(ids))
+		for i := range rows {
+			k := key(&rows[i])
+			byID[k] = append(byID[k], rows[i])
+		}
+		for i, id := range ids {
+			list := byID[id]
+			if list == nil {
+				list = []V{}
+			}
+			out[i] = &dataloader.Result[[]V]{Data: list}
+		}
+		return out
+	}
+	return dataloader.NewBatchedLoader(batch,
+		dataloader.WithWait[int64, []V](o.Wait), dataloader.WithBatchCapacity[int64, []V](o.BatchCapacity))
+}
+
+// Task loads a task by id.
+func Task(ctx context.Context, id int64) (*models.TaskRecord, error) {
+	return For(ctx).tasks.Load(ctx, id)()
+}
+
+// Step loads a step by id.
+func Step(ctx context.Context, id int64) (*models.StepRecord, error) {
+	return For(ctx).steps.Load(ctx, id)()
+}
+
+// StepsByIDs loads steps by id, in the order of ids; any missing step is an error.
+func StepsByIDs(ctx context.Context, ids []int64) ([]models.StepRecord, error) {
+	if len(ids) == 0 {
+		return []models.StepRecord{}, nil
+	}
+	got, errs := For(ctx).steps.LoadMany(ctx, ids)()
+	out := make([]models.StepRecord, len(ids))
+	for i := range ids {
+		if errs != nil && errs[i] != nil {
+			return nil, errs[i]
+		}
+		out[i] = *got[i]
+	}
+	return out, nil
+}
+
+// StepsOfTask loads the steps of a task, by step id.
+func StepsOfTask(ctx context.Context, taskID int64) ([]models.StepRecord, error) {
+	return For(ctx).stepsByTask.Load(ctx, taskID)()
+}
+
+// Readiness loads the readiness row of a step.
+func Readiness(ctx context.Context, stepID int64) (*models.StepReadinessStatus, error) {
+	return For(ctx).readiness.Load(ctx, stepID)()
+}
+
+// Dag loads the DAG row of a step.
+func Dag(ctx context.Context, stepID int64) (*models.StepDagRelationship, error) {
+	return For(ctx).dags.Load(ctx, stepID)()
+}
+
+// ExecutionContext loads the execution context of a task.
+func ExecutionContext(ctx context.Context, taskID int64) (*models.TaskExecutionContext, error) {
+	return For(ctx).executionContexts.Load(ctx, taskID)()
+}
+
+// WorkflowSummary loads the workflow summary of a task.
+func WorkflowSummary(ctx context.Context, taskID int64) (*models.TaskWorkflowSummary, error) {
+	return For(ctx).workflowSummaries.Load(ctx, taskID)()
+}
+
+// StepTransitions loads the transitions of a step, oldest first.
+func StepTransitions(ctx context.Context, stepID int64) ([]models.StepTransitionRecord, error) {
+	return For(ctx).stepTransitions.Load(ctx, stepID)()
+}
+
+// TaskTransitions loads the transitions of a task, oldest first.
+func TaskTransitions(ctx context.Context, taskID int64) ([]models.TaskTransitionRecord, error) {
+	return For(ctx).taskTransitions.Load(ctx, taskID)()
+}
+
+// NamedTask loads a named task by id.
+func NamedTask(ctx context.Context, id int64) (*models.NamedTask, error) {
+	return For(ctx).namedTasks.Load(ctx, id)()
+}
+
+// Namespace loads a namespace by id.
+func Namespace(ctx context.Context, id int64) (*models.TaskNamespace, error) {
+	return For(ctx).namespaces.Load(ctx, id)()
+}
+
+// Parents loads the parents of a step, by id: its DAG row, then the parent steps.
+func Parents(ctx context.Context, stepID int64) ([]models.StepRecord, error) {
+	d, err := Dag(ctx, stepID)
+	if err != nil {
+		return nil, err
+	}
+	return StepsByIDs(ctx, d.ParentStepIDs)
+}
+
+// Children loads the children of a step, by id: its DAG row, then the child steps.
+func Children(ctx context.Context, stepID int64) ([]models.StepRecord, error) {
+	d, err := Dag(ctx, stepID)
+	if err != nil {
+		return nil, err
+	}
+	return StepsByIDs(ctx, d.ChildStepIDs)
+}

@@ -1,0 +1,82 @@
+// Package model holds the GraphQL types that are not database models (generated into
+// models_gen.go) and the Go side of the custom scalars: ID as int64 and JSON as raw bytes.
+package model
+
+import (
+	"encoding/json"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/taskerhq/tasker/graph/apierr"
+)
+
+// MarshalInt64ID writes an int64 key as a GraphQL ID (a JSON string).
+func MarshalInt64ID(id int64) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		_, _ = io.WriteString(w, strconv.Quote(strconv.FormatInt(id, 10)))
+	})
+}
+
+// UnmarshalInt64ID reads a GraphQL ID given as a string or a number. It refuses anything that
+// is not a positive integer, naming the value.
+func UnmarshalInt64ID(v any) (int64, error) {
+	var s string
+	switch x := v.(type) {
+	case string:
+		s = x
+	case json.Number:
+		s = x.String()
+	case int:
+		s = strconv.Itoa(x)
+	case int64:
+		s = strconv.FormatInt(x, 10)
+	default:
+		return 0, apierr.Validationf("ID %v (%T) is not a positive integer", v, v)
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, apierr.Validationf("ID %q is not a positive integer", s)
+	}
+	return id, nil
+}
+
+// MarshalRawJSON writes a jsonb value as is; a nil value is JSON null.
+func MarshalRawJSON(raw json.RawMessage) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		if len(raw) == 0 {
+			_, _ = io.WriteString(w, "null")
+			return
+		}
+		_, _ = w.Write(raw)
+	})
+}
+
+// UnmarshalRawJSON accepts any GraphQL input value and encodes it as JSON.
+func UnmarshalRawJSON(v any) (json.RawMessage, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, apierr.Validationf("JSON input cannot be encoded: %v", err)
+	}
+	return b, nil
+}
+
+// MarshalTimestamp writes an instant in RFC 3339 with nanoseconds.
+func MarshalTimestamp(t time.Time) graphql.Marshaler {
+	return graphql.MarshalTime(t)
+}
+
+// UnmarshalTimestamp reads an RFC 3339 instant, naming the value it refuses.
+func UnmarshalTimestamp(v any) (time.Time, error) {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}, apierr.Validationf("Time %v (%T) is not an RFC 3339 string", v, v)
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, apierr.Validationf("Time %q is not an RFC 3339 instant (e.g. 2024-05-01T12:00:00Z)", s)
+	}
+	return t, nil
+}

@@ -1,0 +1,257 @@
+package models
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The batch readers below serve the GraphQL API's dataloaders. Each runs exactly one SQL
+// statement whatever the number of ids, and returns rows in a documented order; callers map
+// rows back to their keys.
+
+// TaskRecord is a task with what a client reads with it: its current state and the namespace
+// of its named task.
+type TaskRecord struct {
+	Task            `gorm:"embedded"`
+	Status          State
+	TaskNamespaceID int64
+}
+
+// StepRecord is a workflow step with its named step's name and its current state. Attempts
+// and RetryLimit are never nil (null reads as 0 and 3, as in SEMANTICS §3.2).
+type StepRecord struct {
+	WorkflowStep `gorm:"embedded"`
+	Name         string
+	Status       State
+}
+
+// StepTransitionRecord is a step transition with the task of its step.
+type StepTransitionRecord struct {
+	WorkflowStepTransition `gorm:"embedded"`
+	TaskID                 int64
+}
+
+// TaskTransitionRecord is a task transition.
+type TaskTransitionRecord struct {
+	TaskTransition `gorm:"embedded"`
+}
+
+const taskRecordSelect = `SELECT t.*, n.task_namespace_id,
+	coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+		WHERE tt.task_id = t.task_id AND tt.most_recent), 'pending') AS status
+	FROM tasker_tasks t JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id`
+
+const stepRecordSelect = `SELECT s.workflow_step_id, s.task_id, s.named_step_id, s.retryable,
+	coalesce(s.retry_limit, 3) AS retry_limit, coalesce(s.attempts, 0) AS attempts,
+	s.last_attempted_at, s.backoff_request_seconds, s.processed, s.processed_at, s.in_process,
+	s.skippable, s.inputs, s.results, s.created_at, s.updated_at, ns.name,
+	coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
+		WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS status
+	FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id`
+
+// TasksByIDs reads the given tasks, by task id.
+func TasksByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]TaskRecord, error) {
+	return rawRows[TaskRecord](ctx, db, "reading tasks by id", ids,
+		taskRecordSelect+` WHERE t.task_id = ANY(?::bigint[]) ORDER BY t.task_id`)
+}
+
+// StepsByIDs reads the given steps, by step id.
+func StepsByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]StepRecord, error) {
+	return rawRows[StepRecord](ctx, db, "reading steps by id", ids,
+		stepRecordSelect+` WHERE s.workflow_step_id = ANY(?::bigint[]) ORDER BY s.workflow_step_id`)
+}
+
+// StepsByTaskIDs reads every step of the given tasks, by task id then step id.
+func StepsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepRecord, error) {
+	return rawRows[StepRecord](ctx, db, "reading steps by task id", taskIDs,
+		stepRecordSelect+` WHERE s.task_id = ANY(?::bigint[]) ORDER BY s.task_id, s.workflow_step_id`)
+}
+
+// StepTransitionsByStepIDs reads the transitions of the given steps, by step id then sort key.
+func StepTransitionsByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepTransitionRecord, error) {
+	return rawRows[StepTransitionRecord](ctx, db, "reading step transitions", stepIDs,
+		`SELECT tr.*, s.task_id FROM tasker_workflow_step_transitions tr
+		JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
+		WHERE tr.workflow_step_id = ANY(?::bigint[]) ORDER BY tr.workflow_step_id, tr.sort_key`)
+}
+
+// TaskTransitionsByTaskIDs reads the transitions of the given tasks, by task id then sort key.
+func TaskTransitionsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]TaskTransitionRecord, error) {
+	return rawRows[TaskTransitionRecord](ctx, db, "reading task transitions", taskIDs,
+		`SELECT tr.* FROM tasker_task_transitions tr
+		WHERE tr.task_id = ANY(?::bigint[]) ORDER BY tr.task_id, tr.sort_key`)
+}
+
+// NamedTasksByIDs reads the given named tasks, by id.
+func NamedTasksByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]NamedTask, error) {
+	return rawRows[NamedTask](ctx, db, "reading named tasks by id", ids,
+		`SELECT * FROM tasker_named_tasks WHERE named_task_id = ANY(?::bigint[]) ORDER BY named_task_id`)
+}
+
+// NamespacesByIDs reads the given namespaces, by id.
+func NamespacesByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]TaskNamespace, error) {
+	return rawRows[TaskNamespace](ctx, db, "reading namespaces by id", ids,
+		`SELECT * FROM tasker_task_namespaces WHERE task_namespace_id = ANY(?::bigint[]) ORDER BY task_namespace_id`)
+}
+
+// AllNamespaces reads every namespace, by name.
+func AllNamespaces(ctx context.Context, db *gorm.DB) ([]TaskNamespace, error) {
+	var rows []TaskNamespace
+	if err := db.WithContext(ctx).Order("name").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading namespaces: %w", err)
+	}
+	return rows, nil
+}
+
+// NamedTasks reads the named tasks of the namespace called namespace (every one when it is
+// empty), by namespace name, name and version.
+func NamedTasks(ctx context.Context, db *gorm.DB, namespace string) ([]NamedTask, error) {
+	var rows []NamedTask
+	err := db.WithContext(ctx).Raw(`SELECT nt.* FROM tasker_named_tasks nt
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
+		WHERE ? = '' OR ns.name = ?
+		ORDER BY ns.name, nt.name, nt.version`, namespace, namespace).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading named tasks: %w", err)
+	}
+	return rows, nil
+}
+
+// TaskFilter selects tasks for TasksPage; zero fields do not filter.
+type TaskFilter struct {
+	Namespace     string
+	NamedTask     string
+	Version       string
+	Statuses      []State
+	CreatedAfter  *time.Time // created_at >= CreatedAfter
+	CreatedBefore *time.Time // created_at < CreatedBefore
+}
+
+// TasksPage reads up to limit tasks matching f, newest first (task id descending), with ids
+// below beforeID when it is positive. It runs one statement.
+func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, limit int) ([]TaskRecord, error) {
+	if limit <= 0 {
+		return nil, errors.New("reading tasks page: limit must be positive")
+	}
+	q := `SELECT * FROM (` + taskRecordSelect + `
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
+		WHERE (@before <= 0 OR t.task_id < @before)
+		  AND (@namespace = '' OR ns.name = @namespace)
+		  AND (@named_task = '' OR n.name = @named_task)
+		  AND (@version = '' OR n.version = @version)
+		  AND (@created_after::timestamptz IS NULL OR t.created_at >= @created_after::timestamptz)
+		  AND (@created_before::timestamptz IS NULL OR t.created_at < @created_before::timestamptz)
+		) AS page
+		WHERE (cardinality(@statuses::text[]) = 0 OR page.status = ANY(@statuses::text[]))
+		ORDER BY page.task_id DESC LIMIT @limit`
+	statuses := make(textArray, len(f.Statuses))
+	for i, s := range f.Statuses {
+		statuses[i] = string(s)
+	}
+	var rows []TaskRecord
+	err := db.WithContext(ctx).Raw(q, map[string]any{
+		"before": beforeID, "namespace": f.Namespace, "named_task": f.NamedTask, "version": f.Version,
+		"created_after": f.CreatedAfter, "created_before": f.CreatedBefore,
+		"statuses": statuses, "limit": limit,
+	}).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading tasks page: %w", err)
+	}
+	return rows, nil
+}
+
+// StepTransitionsAfter reads up to limit step transitions with id > afterID and not in
+// exclude, by id, of the task taskID when it is positive. One statement.
+func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, taskID int64, limit int) ([]StepTransitionRecord, error) {
+	var rows []StepTransitionRecord
+	err := db.WithContext(ctx).Raw(`SELECT tr.*, s.task_id FROM tasker_workflow_step_transitions tr
+		JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
+		WHERE tr.id > @after AND NOT (tr.id = ANY(@exclude::bigint[]))
+		  AND (@task <= 0 OR s.task_id = @task)
+		ORDER BY tr.id LIMIT @limit`,
+		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "task": taskID, "limit": limit}).
+		Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading step transitions after %d: %w", afterID, err)
+	}
+	return rows, nil
+}
+
+// TaskTransitionsAfter reads up to limit task transitions with id > afterID and not in
+// exclude, by id, of tasks in the namespace called namespace when it is not empty. One
+// statement.
+func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, namespace string, limit int) ([]TaskTransitionRecord, error) {
+	var rows []TaskTransitionRecord
+	err := db.WithContext(ctx).Raw(`SELECT tr.* FROM tasker_task_transitions tr
+		WHERE tr.id > @after AND NOT (tr.id = ANY(@exclude::bigint[]))
+		  AND (@namespace = '' OR EXISTS (
+			SELECT 1 FROM tasker_tasks t
+			JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
+			JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
+			WHERE t.task_id = tr.task_id AND ns.name = @namespace))
+		ORDER BY tr.id LIMIT @limit`,
+		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "namespace": namespace, "limit": limit}).
+		Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
+	}
+	return rows, nil
+}
+
+// MaxStepTransitionID returns the largest step transition id (0 when there is none).
+func MaxStepTransitionID(ctx context.Context, db *gorm.DB) (int64, error) {
+	return maxID(ctx, db, "tasker_workflow_step_transitions")
+}
+
+// MaxTaskTransitionID returns the largest task transition id (0 when there is none).
+func MaxTaskTransitionID(ctx context.Context, db *gorm.DB) (int64, error) {
+	return maxID(ctx, db, "tasker_task_transitions")
+}
+
+func maxID(ctx context.Context, db *gorm.DB, table string) (int64, error) {
+	var id int64
+	if err := db.WithContext(ctx).Raw(`SELECT coalesce(max(id), 0) FROM ` + table).Row().Scan(&id); err != nil {
+		return 0, fmt.Errorf("reading max id of %s: %w", table, err)
+	}
+	return id, nil
+}
+
+// rawRows runs one statement with ids as its only parameter; no ids means no statement.
+func rawRows[T any](ctx context.Context, db *gorm.DB, doing string, ids []int64, query string) ([]T, error) {
+	var rows []T
+	if len(ids) == 0 {
+		return rows, nil
+	}
+	if err := db.WithContext(ctx).Raw(query, Int64Array(ids)).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("%s: %w", doing, err)
+	}
+	return rows, nil
+}
+
+// textArray passes a list of strings as one PostgreSQL text[] parameter.
+type textArray []string
+
+// Value renders the array as a PostgreSQL array literal with every element quoted.
+func (a textArray) Value() (driver.Value, error) {
+	b := []byte{'{'}
+	for i, s := range a {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for _, r := range []byte(s) {
+			if r == '"' || r == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, r)
+		}
+		b = append(b, '"')
+	}
+	b = append(b, '}')
+	return string(b), nil
+}

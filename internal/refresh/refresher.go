@@ -1,0 +1,494 @@
+package refresh
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/robfig/cron/v3"
+
+	"github.com/taskerhq/tasker/internal/events"
+)
+
+// Trigger says why a refresh ran; it is recorded in the refresh log.
+type Trigger string
+
+// The triggers of a refresh.
+const (
+	TriggerSchedule Trigger = "schedule"
+	TriggerEvent    Trigger = "event"
+	TriggerManual   Trigger = "manual"
+)
+
+// Status is the result of one refresh attempt.
+type Status string
+
+// The results of a refresh attempt. Only Refreshed and Failed are recorded in the refresh log.
+const (
+	// StatusRefreshed: the view was refreshed and the refresh logged.
+	StatusRefreshed Status = "refreshed"
+	// StatusFailed: the refresh failed, was rolled back and the failure logged; the view kept
+	// its previous rows and stays stale.
+	StatusFailed Status = "failed"
+	// StatusSkippedLocked: another refresher (in another process) holds the view's advisory
+	// lock, so it is being refreshed right now.
+	StatusSkippedLocked Status = "skipped_locked"
+	// StatusSkippedFresh: an event-triggered refresh found the view no longer stale: another
+	// process refreshed it after the writes this one saw.
+	StatusSkippedFresh Status = "skipped_fresh"
+	// StatusCancelled: the context ended before or during the refresh; nothing was recorded.
+	StatusCancelled Status = "cancelled"
+)
+
+// Outcome describes one refresh attempt.
+type Outcome struct {
+	View    string
+	Trigger Trigger
+	Status  Status
+	// StartedAt and FinishedAt are database clock readings around the REFRESH statement
+	// (zero when it did not run). The refreshed rows reflect the database as of StartedAt.
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Duration   time.Duration
+	// RowCount is the number of rows in the view after a successful refresh.
+	RowCount int64
+	// Err is why the refresh failed or was cancelled.
+	Err error
+}
+
+// ErrUnknownView is returned by Refresh for a name that is not one of Views.
+var ErrUnknownView = errors.New("unknown materialized view")
+
+// ErrStopped is returned by Start after Stop.
+var ErrStopped = errors.New("refresher is stopped")
+
+// lockKeySQL is the advisory lock key of one view (parameter $1: the view's name), shared
+// by every process.
+const lockKeySQL = `hashtextextended('tasker.read_model_refresh:' || $1, 0)`
+
+// Refresher keeps the materialized read models fresh. Create it with New.
+type Refresher struct {
+	db  *sql.DB
+	hub *events.Hub
+	cfg Config
+	log *slog.Logger
+
+	views map[string]*viewRun
+
+	mu      sync.Mutex // guards the lifecycle fields below
+	started bool
+	stopped bool
+	runCtx  context.Context
+	cancel  context.CancelFunc
+	cron    *cron.Cron
+	subs    []*events.Subscription
+	wg      sync.WaitGroup
+}
+
+// viewRun is the in-process state of one view.
+type viewRun struct {
+	View
+	// sem holds one token while a refresh of the view runs in this process.
+	sem chan struct{}
+
+	mu             sync.Mutex  // guards the fields below
+	dirty          bool        // a write was seen since the last event-triggered refresh began
+	timer          *time.Timer // non-nil while an event-triggered refresh is scheduled
+	lastEventStart time.Time
+}
+
+// New returns a Refresher of every view in Views over db. hub may be nil: then only the
+// schedules and Refresh trigger refreshes. Bad configuration is an error and nothing starts.
+func New(db *sql.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher, error) {
+	if db == nil {
+		return nil, errors.New("creating refresher: no database")
+	}
+	if log == nil {
+		return nil, errors.New("creating refresher: no logger")
+	}
+	full, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("creating refresher: %w", err)
+	}
+	r := &Refresher{db: db, hub: hub, cfg: full, log: log, views: make(map[string]*viewRun, len(Views))}
+	for _, v := range Views {
+		r.views[v.Name] = &viewRun{View: v, sem: make(chan struct{}, 1)}
+	}
+	return r, nil
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (r *Refresher) Config() Config { return r.cfg }
+
+// Start schedules every view's cron job and, with a hub, subscribes to the write events. It
+// returns at once; the work runs in the background until Stop. ctx's values are kept but its
+// end does not stop the refresher: Stop does. A second Start is a no-op; Start after Stop
+// returns ErrStopped.
+func (r *Refresher) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	if r.started {
+		return nil
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithLogger(cronLogger{r.log}),
+		cron.WithChain(cron.Recover(cronLogger{r.log}), cron.SkipIfStillRunning(cronLogger{r.log})))
+	for _, v := range Views {
+		spec := r.cfg.Schedules[v.Name]
+		if spec == "off" {
+			continue
+		}
+		vr := r.views[v.Name]
+		if _, err := c.AddFunc(spec, func() { r.onTick(vr) }); err != nil {
+			cancel()
+			return fmt.Errorf("scheduling refresh of %s with %q: %w", v.Name, spec, err)
+		}
+	}
+	r.runCtx, r.cancel, r.cron = runCtx, cancel, c
+	if r.hub != nil {
+		for _, v := range Views {
+			vr := r.views[v.Name]
+			sub := r.hub.Subscribe(v.Affected)
+			r.subs = append(r.subs, sub)
+			r.wg.Add(1)
+			go r.watch(vr, sub)
+		}
+	}
+	c.Start()
+	r.started = true
+	r.log.Info("refresh: started", "views", len(Views), "debounce", r.cfg.Debounce,
+		"min_interval", r.cfg.MinInterval, "events", r.hub != nil)
+	return nil
+}
+
+// Stop stops the schedules and the event subscriptions, cancels refreshes in flight (they
+// roll back) and waits for them until ctx ends. A second Stop, or Stop before Start, is a
+// no-op.
+func (r *Refresher) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	if r.stopped || !r.started {
+		r.stopped = true
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopped = true
+	r.cancel()
+	cronDone := r.cron.Stop()
+	subs := r.subs
+	r.mu.Unlock()
+
+	for _, s := range subs {
+		s.Close()
+	}
+	for _, vr := range r.views {
+		vr.mu.Lock()
+		if vr.timer != nil {
+			vr.timer.Stop()
+			vr.timer = nil
+		}
+		vr.mu.Unlock()
+	}
+	done := make(chan struct{})
+	go func() {
+		<-cronDone.Done()
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		r.log.Info("refresh: stopped")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping refresher: %w", ctx.Err())
+	}
+}
+
+// enter registers a background run; it returns false once the refresher is stopping.
+func (r *Refresher) enter() (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped || !r.started {
+		return nil, false
+	}
+	r.wg.Add(1)
+	return r.runCtx, true
+}
+
+func (r *Refresher) stopping() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
+}
+
+// Refresh refreshes the named view now and returns what happened. It waits (within ctx) for a
+// refresh of the view already running in this process, then runs its own; the outcome's
+// Status tells whether it refreshed, failed or was skipped because another process holds the
+// view's lock. The returned error is non-nil for an unknown view, a failed refresh (equal to
+// Outcome.Err) or a context that ended.
+func (r *Refresher) Refresh(ctx context.Context, name string) (Outcome, error) {
+	vr, ok := r.views[name]
+	if !ok {
+		return Outcome{View: name, Trigger: TriggerManual}, fmt.Errorf("refreshing %q: %w (known: %s)",
+			name, ErrUnknownView, strings.Join(ViewNames(), ", "))
+	}
+	select {
+	case vr.sem <- struct{}{}:
+	case <-ctx.Done():
+		err := fmt.Errorf("waiting to refresh %s: %w", name, ctx.Err())
+		return Outcome{View: name, Trigger: TriggerManual, Status: StatusCancelled, Err: err}, err
+	}
+	defer func() { <-vr.sem }()
+	out := r.refresh(ctx, vr, TriggerManual)
+	return out, out.Err
+}
+
+// onTick runs a scheduled refresh, unless a refresh of the view is already running here.
+func (r *Refresher) onTick(vr *viewRun) {
+	ctx, ok := r.enter()
+	if !ok {
+		return
+	}
+	defer r.wg.Done()
+	select {
+	case vr.sem <- struct{}{}:
+	default:
+		r.log.Debug("refresh: tick skipped, a refresh is running", "view", vr.Name)
+		return
+	}
+	defer func() { <-vr.sem }()
+	r.refresh(ctx, vr, TriggerSchedule)
+}
+
+// watch marks vr stale on every wake-up of sub and schedules a refresh.
+func (r *Refresher) watch(vr *viewRun, sub *events.Subscription) {
+	defer r.wg.Done()
+	r.mu.Lock()
+	ctx := r.runCtx
+	r.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.C:
+		}
+		r.markStale(ctx, vr.Name)
+		r.arm(vr)
+	}
+}
+
+// markStale records in the database that a write affecting view was seen now. Failing to
+// record it only delays what clients see; the in-memory schedule still refreshes the view.
+func (r *Refresher) markStale(ctx context.Context, view string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := r.db.ExecContext(ctx, `UPDATE tasker_read_model_state
+		SET stale_since = coalesce(stale_since, clock_timestamp()), marked_at = clock_timestamp()
+		WHERE name = $1`, view)
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("refresh: marking view stale failed", "view", view, "error", err)
+	}
+}
+
+// arm marks vr dirty and, unless one is pending, schedules an event-triggered refresh after
+// the debounce, and no sooner than MinInterval after the previous one started.
+func (r *Refresher) arm(vr *viewRun) {
+	if r.stopping() {
+		return
+	}
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	vr.dirty = true
+	if vr.timer != nil {
+		return
+	}
+	delay := r.cfg.Debounce
+	if !vr.lastEventStart.IsZero() {
+		if wait := time.Until(vr.lastEventStart.Add(r.cfg.MinInterval)); wait > delay {
+			delay = wait
+		}
+	}
+	vr.timer = time.AfterFunc(delay, func() { r.fire(vr) })
+}
+
+// fire runs a scheduled event-triggered refresh. When a refresh of the view is already running
+// here, it schedules itself again instead of waiting.
+func (r *Refresher) fire(vr *viewRun) {
+	ctx, ok := r.enter()
+	if !ok {
+		return
+	}
+	defer r.wg.Done()
+	select {
+	case vr.sem <- struct{}{}:
+	default:
+		vr.mu.Lock()
+		vr.timer = nil
+		vr.mu.Unlock()
+		r.arm(vr)
+		return
+	}
+	defer func() { <-vr.sem }()
+	vr.mu.Lock()
+	vr.timer = nil
+	dirty := vr.dirty
+	vr.dirty = false
+	vr.lastEventStart = time.Now()
+	vr.mu.Unlock()
+	if !dirty {
+		return
+	}
+	if out := r.refresh(ctx, vr, TriggerEvent); out.Status == StatusSkippedLocked {
+		// The refresh running elsewhere may have started before the writes seen here.
+		r.arm(vr)
+	}
+}
+
+// refresh runs one refresh of vr; the caller holds vr.sem.
+func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) Outcome {
+	out := Outcome{View: vr.Name, Trigger: trigger}
+	err := r.refreshTx(ctx, vr, &out)
+	switch {
+	case err == nil:
+		if out.Status == StatusRefreshed {
+			r.log.Info("refresh: refreshed", "view", vr.Name, "trigger", trigger,
+				"duration_ms", out.Duration.Milliseconds(), "rows", out.RowCount)
+		} else {
+			r.log.Debug("refresh: skipped", "view", vr.Name, "trigger", trigger, "status", out.Status)
+		}
+	case ctx.Err() != nil:
+		out.Status = StatusCancelled
+		out.Err = fmt.Errorf("refreshing %s: %w", vr.Name, ctx.Err())
+		r.log.Info("refresh: cancelled", "view", vr.Name, "trigger", trigger)
+	default:
+		out.Status = StatusFailed
+		out.Err = fmt.Errorf("refreshing %s: %w", vr.Name, err)
+		r.log.Error("refresh: failed", "view", vr.Name, "trigger", trigger, "error", err)
+		if rerr := r.recordFailure(ctx, &out); rerr != nil {
+			r.log.Error("refresh: recording failure failed", "view", vr.Name, "error", rerr)
+		}
+	}
+	return out
+}
+
+// refreshTx is the refresh transaction: the cross-process lock, the statement timeout, the
+// REFRESH, the freshness update and the log row, committed together.
+func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) error {
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning refresh transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var locked bool
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(`+lockKeySQL+`)`, vr.Name).Scan(&locked); err != nil {
+		return fmt.Errorf("taking the refresh lock: %w", err)
+	}
+	if !locked {
+		out.Status = StatusSkippedLocked
+		return nil
+	}
+	if out.Trigger == TriggerEvent {
+		var stale bool
+		err := tx.QueryRowContext(ctx, `SELECT stale_since IS NOT NULL FROM tasker_read_model_state WHERE name = $1`,
+			vr.Name).Scan(&stale)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("reading staleness: %w", err)
+		}
+		if err == nil && !stale {
+			out.Status = StatusSkippedFresh
+			return nil
+		}
+	}
+	timeoutMs := fmt.Sprintf("%d", max(r.cfg.Timeout.Milliseconds(), 1))
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('statement_timeout', $1, true)`, timeoutMs); err != nil {
+		return fmt.Errorf("setting the statement timeout: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&out.StartedAt); err != nil {
+		return fmt.Errorf("reading the clock: %w", err)
+	}
+	ident := pgx.Identifier{vr.Name}.Sanitize()
+	if _, err := tx.ExecContext(ctx, `REFRESH MATERIALIZED VIEW CONCURRENTLY `+ident); err != nil {
+		return fmt.Errorf("running REFRESH: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*), clock_timestamp() FROM `+ident).
+		Scan(&out.RowCount, &out.FinishedAt); err != nil {
+		return fmt.Errorf("counting rows: %w", err)
+	}
+	out.Duration = out.FinishedAt.Sub(out.StartedAt)
+	durMs := float64(out.Duration.Microseconds()) / 1000
+	_, err = tx.ExecContext(ctx, `UPDATE tasker_read_model_state SET
+			stale_since = CASE WHEN marked_at IS NULL OR marked_at < $2 THEN NULL ELSE stale_since END,
+			last_refreshed_at = $3, last_data_as_of = $2, last_duration_ms = $4, last_row_count = $5,
+			last_attempt_at = $2, last_error = NULL
+		WHERE name = $1`, vr.Name, out.StartedAt, out.FinishedAt, durMs, out.RowCount)
+	if err != nil {
+		return fmt.Errorf("updating freshness: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO tasker_read_model_refreshes
+			(view_name, trigger, started_at, finished_at, duration_ms, row_count, refreshed_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		vr.Name, string(out.Trigger), out.StartedAt, out.FinishedAt, durMs, out.RowCount, r.cfg.ProcessID)
+	if err != nil {
+		return fmt.Errorf("logging the refresh: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM tasker_read_model_refreshes WHERE view_name = $1 AND started_at < $2`,
+		vr.Name, out.StartedAt.Add(-r.cfg.Retention))
+	if err != nil {
+		return fmt.Errorf("pruning the refresh log: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing the refresh: %w", err)
+	}
+	out.Status = StatusRefreshed
+	return nil
+}
+
+// recordFailure logs a failed refresh, sets the view's last_error and fills in the outcome's
+// times (the database's clock; from the failure time when the REFRESH never started). It runs
+// after the refresh transaction rolled back, on a context that survives ctx's cancellation.
+func (r *Refresher) recordFailure(ctx context.Context, out *Outcome) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var started *time.Time
+	if !out.StartedAt.IsZero() {
+		started = &out.StartedAt
+	}
+	err := r.db.QueryRowContext(ctx, `
+		WITH t AS (
+			SELECT coalesce($3::timestamptz, clock_timestamp()) AS s, clock_timestamp() AS f
+		), logged AS (
+			INSERT INTO tasker_read_model_refreshes
+				(view_name, trigger, started_at, finished_at, duration_ms, error, refreshed_by)
+			SELECT $1, $2, least(s, f), f, extract(epoch FROM f - least(s, f)) * 1000, $4, $5 FROM t
+			RETURNING started_at, finished_at
+		), state AS (
+			UPDATE tasker_read_model_state SET last_error = $4, last_attempt_at = (SELECT started_at FROM logged)
+			WHERE name = $1
+		)
+		SELECT started_at, finished_at FROM logged`,
+		out.View, string(out.Trigger), started, out.Err.Error(), r.cfg.ProcessID).Scan(&out.StartedAt, &out.FinishedAt)
+	if err != nil {
+		return fmt.Errorf("logging the failure: %w", err)
+	}
+	out.Duration = out.FinishedAt.Sub(out.StartedAt)
+	return nil
+}
+
+// cronLogger sends robfig/cron's log lines to slog; its routine lines go to debug.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) {
+	l.log.Debug("refresh: cron "+msg, kv...)
+}
+
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error("refresh: cron "+msg, append([]any{"error", err}, kv...)...)
+}

@@ -94,6 +94,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if c.database == "" {
 		c.database = "tasker"
 	}
+	installed, err := installations(ctx, opts.BinDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := c.place(opts); err != nil {
 		return nil, err
 	}
@@ -113,7 +117,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.bin, err = chooseBinaries(ctx, opts.BinDir, clusterVersion); err != nil {
+	if c.bin, err = pickBinaries(installed, clusterVersion); err != nil {
 		return nil, err
 	}
 	fresh := clusterVersion == ""
@@ -238,19 +242,17 @@ func readClusterVersion(dataDir string) (string, error) {
 	return "", nil
 }
 
-func chooseBinaries(ctx context.Context, binDir, clusterVersion string) (Binaries, error) {
-	if binDir != "" {
-		b, err := inspectBinDir(ctx, binDir)
-		if err != nil {
-			return Binaries{}, fmt.Errorf("using PostgreSQL binaries from %s: %w", binDir, err)
-		}
-		return pickBinaries([]Binaries{b}, clusterVersion)
+// installations lists the PostgreSQL installations Start may use: the one in binDir when set,
+// else every one found on the machine.
+func installations(ctx context.Context, binDir string) ([]Binaries, error) {
+	if binDir == "" {
+		return FindBinaries(ctx)
 	}
-	found, err := FindBinaries(ctx)
+	b, err := inspectBinDir(ctx, binDir)
 	if err != nil {
-		return Binaries{}, err
+		return nil, fmt.Errorf("using PostgreSQL binaries from %s: %w", binDir, err)
 	}
-	return pickBinaries(found, clusterVersion)
+	return []Binaries{b}, nil
 }
 
 // initdb initialises a cluster in a temporary sibling directory and renames it into place.

@@ -289,9 +289,15 @@ func TestStartRefusesANonClusterDirectory(t *testing.T) {
 func TestStartWithABinDirWithoutPostgres(t *testing.T) {
 	t.Parallel()
 	empty := t.TempDir()
-	_, err := Start(context.Background(), Options{DataDir: testDataDir(t), BinDir: empty, Logger: testLogger(t)})
+	dir := testDataDir(t)
+	_, err := Start(context.Background(), Options{DataDir: dir, BinDir: empty, Logger: testLogger(t)})
 	if err == nil || !strings.Contains(err.Error(), empty) {
 		t.Fatalf("Start with an empty BinDir: got %v, want an error naming %s", err, empty)
+	}
+	for _, p := range []string{dir, dir + ".lock"} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a failed Start created %s (%v)", p, err)
+		}
 	}
 }
 

@@ -7,21 +7,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/pgembed"
+	"github.com/taskerhq/tasker/internal/refresh"
 )
 
 // runServe starts the service in order, waits for a signal and stops it in reverse order:
 //
 //  1. PostgreSQL: DATABASE_URL, or a private cluster in <data dir>/postgres (internal/pgembed)
 //  2. the connection pool
-//  3. migrations
+//  3. migrations, then the events hub and the read-model refresher (internal/refresh)
 //  4. the HTTP server (/healthz, /readyz and the API)
 //  5. wait for SIGINT/SIGTERM, a failed HTTP server or the private cluster's unexpected exit
 //
@@ -71,6 +74,25 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 		return err
 	}
 	log.Info("serve: migrated", "applied", len(applied), "took", time.Since(began))
+
+	// 3b. Materialized read models: the process's events hub (its one LISTEN connection) and
+	// the refresher, which refreshes on its cron schedules and, between ticks, soon after the
+	// hub reports writes. Stopped before the pool closes.
+	refreshCfg, err := refresh.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	hub := events.NewHub(dbURL, log)
+	hubRun := goUntilStopped("events", hub.Run)
+	stops.add("events", hubRun.stop)
+	refresher, err := refresh.New(database.SQL(gdb), hub, refreshCfg, log)
+	if err != nil {
+		return err
+	}
+	if err := refresher.Start(ctx); err != nil {
+		return err
+	}
+	stops.add("read-model refresher", refresher.Stop)
 
 	// 4. HTTP.
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)

@@ -594,7 +594,7 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) boo
 }
 
 // tail keeps the last lines postgres wrote, for error messages, and logs them: warnings and
-// errors at Warn, everything else at Debug.
+// errors at Warn (except the routine end of connections at shutdown), everything else at Debug.
 type tail struct {
 	mu    sync.Mutex
 	lines []string
@@ -626,6 +626,9 @@ func (t *tail) add(line string, log *slog.Logger) {
 		if strings.Contains(line, marker) {
 			level = slog.LevelWarn
 		}
+	}
+	if strings.Contains(line, "terminating connection due to administrator command") {
+		level = slog.LevelDebug // every open connection says so during a shutdown
 	}
 	log.Log(context.Background(), level, "pgembed: postgres", "line", line)
 }

@@ -144,10 +144,10 @@ func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, l
 		  AND (@namespace = '' OR ns.name = @namespace)
 		  AND (@named_task = '' OR n.name = @named_task)
 		  AND (@version = '' OR n.version = @version)
-		  AND (@created_after::timestamptz IS NULL OR t.created_at >= @created_after::timestamptz)
-		  AND (@created_before::timestamptz IS NULL OR t.created_at < @created_before::timestamptz)
+		  AND (CAST(@created_after AS timestamptz) IS NULL OR t.created_at >= CAST(@created_after AS timestamptz))
+		  AND (CAST(@created_before AS timestamptz) IS NULL OR t.created_at < CAST(@created_before AS timestamptz))
 		) AS page
-		WHERE (cardinality(@statuses::text[]) = 0 OR page.status = ANY(@statuses::text[]))
+		WHERE (cardinality(CAST(@statuses AS text[])) = 0 OR page.status = ANY(CAST(@statuses AS text[])))
 		ORDER BY page.task_id DESC LIMIT @limit`
 	statuses := make(textArray, len(f.Statuses))
 	for i, s := range f.Statuses {
@@ -171,7 +171,7 @@ func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 	var rows []StepTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT tr.*, s.task_id FROM tasker_workflow_step_transitions tr
 		JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
-		WHERE tr.id > @after AND NOT (tr.id = ANY(@exclude::bigint[]))
+		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
 		  AND (@task <= 0 OR s.task_id = @task)
 		ORDER BY tr.id LIMIT @limit`,
 		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "task": taskID, "limit": limit}).
@@ -188,7 +188,7 @@ func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, namespace string, limit int) ([]TaskTransitionRecord, error) {
 	var rows []TaskTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT tr.* FROM tasker_task_transitions tr
-		WHERE tr.id > @after AND NOT (tr.id = ANY(@exclude::bigint[]))
+		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
 		  AND (@namespace = '' OR EXISTS (
 			SELECT 1 FROM tasker_tasks t
 			JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id

@@ -1,0 +1,79 @@
+package graphapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskerhq/tasker/graph/apierr"
+)
+
+// presenter is the API's one error presenter. Errors that gqlgen raised itself (parse,
+// validation, limits) are shown as they are. Resolver errors are classified: a domain error
+// is shown with its message and extensions.code; anything else is logged with the request id
+// and shown as "internal error (request id ...)" with code INTERNAL.
+type presenter struct{ log *slog.Logger }
+
+func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
+	gqlErr := graphql.DefaultErrorPresenter(ctx, err)
+	cause := gqlErr.Unwrap()
+	if cause == nil {
+		// Raised by gqlgen (parse, validation, limits): already meant for the client.
+		return gqlErr
+	}
+	if d := apierr.Classify(cause); d != nil {
+		gqlErr.Message = d.Message
+		gqlErr.Extensions = map[string]any{"code": string(d.Code)}
+		return gqlErr
+	}
+	var nested *gqlerror.Error
+	if errors.As(cause, &nested) {
+		return gqlErr // an input coercion error from generated code: already for the client
+	}
+	id := RequestID(ctx)
+	p.log.ErrorContext(ctx, "graphql: internal error", "request_id", id, "path", gqlErr.Path.String(), "error", err)
+	gqlErr.Message = fmt.Sprintf("internal error (request id %s)", id)
+	gqlErr.Extensions = map[string]any{"code": string(apierr.Internal), "requestId": id}
+	return gqlErr
+}
+
+// recover turns a resolver panic into an internal error, logging the panic and its stack.
+func (p presenter) recover(ctx context.Context, v any) error {
+	p.log.ErrorContext(ctx, "graphql: panic in resolver", "request_id", RequestID(ctx),
+		"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	return fmt.Errorf("panic in resolver: %v", v)
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the request id of ctx ("" outside a request).
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// withRequestID gives every request an id: the client's X-Request-Id when it is sane, else a
+// random one. The id is echoed in the X-Request-Id response header.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID.MatchString(id) {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}

@@ -1,0 +1,192 @@
+// Package graphapi assembles the GraphQL HTTP endpoint: gqlgen's handler.New with explicit
+// transports (POST, GET, websocket speaking graphql-transport-ws and graphql-ws), an LRU
+// query cache, automatic persisted queries, complexity and depth limits, per-response
+// dataloaders and statement counting, one error presenter, panic recovery, and the GraphiQL
+// playground.
+//
+// Limits are checked while the operation is validated, before any resolver runs, so a
+// refused request runs no SQL.
+package graphapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/graph/feed"
+	"github.com/taskerhq/tasker/graph/generated"
+	"github.com/taskerhq/tasker/graph/loaders"
+	"github.com/taskerhq/tasker/graph/resolvers"
+	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/querystats"
+)
+
+// Config tunes the endpoint. Zero fields take the defaults.
+type Config struct {
+	// MaxComplexity refuses operations above this complexity (default 50,000). Each field
+	// counts 1 plus its children; Query.tasks multiplies its children by first.
+	MaxComplexity int
+	// MaxDepth refuses operations nesting fields deeper than this (default 15);
+	// introspection fields do not count.
+	MaxDepth int
+	// QueryStats adds extensions.queryStats (sqlStatements, dbTimeMs) to every response.
+	QueryStats bool
+	// QueryCacheSize is the number of parsed queries kept (default 1,000).
+	QueryCacheSize int
+	// Loaders tunes dataloader batching.
+	Loaders loaders.Options
+	// Feed tunes subscription streams.
+	Feed feed.Options
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxComplexity = 50_000
+	DefaultMaxDepth      = 15
+)
+
+func (c Config) withDefaults() Config {
+	if c.MaxComplexity <= 0 {
+		c.MaxComplexity = DefaultMaxComplexity
+	}
+	if c.MaxDepth <= 0 {
+		c.MaxDepth = DefaultMaxDepth
+	}
+	if c.QueryCacheSize <= 0 {
+		c.QueryCacheSize = 1000
+	}
+	return c
+}
+
+// ConfigFromEnv reads TASKER_GRAPHQL_MAX_COMPLEXITY, TASKER_GRAPHQL_MAX_DEPTH and
+// TASKER_QUERY_STATS (1/true/0/false). Query stats default to on when embedded is true (the
+// server runs its own PostgreSQL, i.e. DATABASE_URL is unset), off otherwise.
+func ConfigFromEnv(embedded bool) (Config, error) {
+	cfg := Config{QueryStats: embedded}
+	for _, v := range []struct {
+		name string
+		dst  *int
+	}{
+		{"TASKER_GRAPHQL_MAX_COMPLEXITY", &cfg.MaxComplexity},
+		{"TASKER_GRAPHQL_MAX_DEPTH", &cfg.MaxDepth},
+	} {
+		if s := os.Getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				return cfg, fmt.Errorf("%s=%q is not a positive integer", v.name, s)
+			}
+			*v.dst = n
+		}
+	}
+	if s := os.Getenv("TASKER_QUERY_STATS"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return cfg, fmt.Errorf("TASKER_QUERY_STATS=%q is not a boolean (1 or 0)", s)
+		}
+		cfg.QueryStats = b
+	}
+	return cfg, nil
+}
+
+// Deps are what the API reads and listens to.
+type Deps struct {
+	// DB must count statements with querystats.Tracer for queryStats to be meaningful.
+	DB  *gorm.DB
+	Hub *events.Hub
+	Log *slog.Logger
+}
+
+// API is the GraphQL endpoint and its playground.
+type API struct {
+	query http.Handler
+	cfg   Config
+	log   *slog.Logger
+}
+
+// New builds the API.
+func New(cfg Config, deps Deps) *API {
+	cfg = cfg.withDefaults()
+	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed)}
+	gcfg := generated.Config{Resolvers: res}
+	setComplexity(&gcfg.Complexity)
+	srv := handler.New(generated.NewExecutableSchema(gcfg))
+
+	srv.AddTransport(transport.Websocket{
+		KeepAlivePingInterval: 10 * time.Second,
+		InitTimeout:           10 * time.Second,
+	})
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
+	srv.Use(extension.Introspection{})
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.QueryCacheSize)})
+	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	srv.Use(depthLimit{max: cfg.MaxDepth})
+	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats})
+
+	p := presenter{log: deps.Log}
+	srv.SetErrorPresenter(p.present)
+	srv.SetRecoverFunc(p.recover)
+
+	return &API{query: withRequestID(srv), cfg: cfg, log: deps.Log}
+}
+
+// Config returns the effective configuration.
+func (a *API) Config() Config { return a.cfg }
+
+// Handler serves /query: POST, GET and websocket upgrades.
+func (a *API) Handler() http.Handler { return a.query }
+
+// Mount registers /query and the playground at / on mux.
+func (a *API) Mount(mux *http.ServeMux) {
+	mux.Handle("/query", a.query)
+	mux.Handle("GET /{$}", Playground("/query"))
+}
+
+// perResponse gives every response (each query or mutation, each subscription event) fresh
+// dataloaders and a statement counter, and reports the counter when stats are on. Per
+// response rather than per connection, so a websocket connection never serves stale
+// cached rows.
+type perResponse struct {
+	db      *gorm.DB
+	loaders loaders.Options
+	stats   bool
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.ResponseInterceptor
+} = perResponse{}
+
+func (perResponse) ExtensionName() string                   { return "PerResponseLoadersAndStats" }
+func (perResponse) Validate(graphql.ExecutableSchema) error { return nil }
+func (p perResponse) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	ctx, counter := querystats.WithCounter(ctx)
+	ctx = loaders.With(ctx, loaders.New(p.db, p.loaders))
+	resp := next(ctx)
+	if resp == nil || !p.stats {
+		return resp
+	}
+	if resp.Extensions == nil {
+		resp.Extensions = map[string]any{}
+	}
+	resp.Extensions["queryStats"] = map[string]any{
+		"sqlStatements": counter.Statements(),
+		"dbTimeMs":      float64(counter.Duration().Microseconds()) / 1000,
+	}
+	return resp
+}

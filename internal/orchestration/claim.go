@@ -26,10 +26,11 @@ type claimedStep struct {
 // claimSQL claims up to @n ready steps in one statement.
 //
 //   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
-//     shows), restricted to candidate steps that are neither processed nor claimed (the
-//     partial index tasker_workflow_steps_claimable_idx, walked in id order so the oldest ready
-//     steps go first and the walk stops after @n ready ones) of tasks that are pending or
-//     in_progress.
+//     shows), restricted to candidate steps that are neither processed nor claimed, of tasks
+//     that are pending or in_progress. The candidates are walked in id order on the partial
+//     index tasker_workflow_steps_claimable_idx, and the view is read per candidate (a fenced
+//     LATERAL: a few index probes each), so the oldest ready steps go first, the walk stops
+//     after @n ready ones, and finished steps are never read.
 //   - locked: the chosen rows are locked FOR UPDATE SKIP LOCKED, so concurrent claimers (in this
 //     process or another) never wait for each other and never take the same row. Under READ
 //     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
@@ -44,7 +45,12 @@ WITH ready AS (
         SELECT coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                          WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') AS task_state
     ) ts
-    JOIN tasker_step_readiness_statuses r ON r.workflow_step_id = c.workflow_step_id
+    CROSS JOIN LATERAL (
+        SELECT rs.attempts, rs.ready_for_execution
+        FROM tasker_step_readiness_statuses rs
+        WHERE rs.workflow_step_id = c.workflow_step_id
+        LIMIT 1
+    ) r
     WHERE NOT c.processed AND NOT c.in_process
       AND ts.task_state IN ('pending', 'in_progress')
       AND r.ready_for_execution

@@ -24,45 +24,52 @@ func FinalizeTask(ctx context.Context, db *gorm.DB, taskID int64) (models.State,
 		if err := lockTask(tx, taskID); err != nil {
 			return err
 		}
-		ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, []int64{taskID})
-		if err != nil {
-			return err
-		}
-		if len(ecs) != 1 {
-			return &sm.NotFoundError{Kind: sm.KindTask, ID: taskID}
-		}
-		ec := ecs[0]
-		state = ec.Status
-		if state != models.StatePending && state != models.StateInProgress {
-			return nil
-		}
-		switch ec.ExecutionStatus {
-		case "all_complete":
-			if state == models.StatePending {
-				if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateInProgress, map[string]any{"reason": "finalize"}); err != nil {
-					return err
-				}
-			}
-			if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateComplete, map[string]any{
-				"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}); err != nil {
-				return err
-			}
-			if err := tx.Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ?`, taskID).Error; err != nil {
-				return fmt.Errorf("marking task %d complete: %w", taskID, err)
-			}
-			state = models.StateComplete
-		case "blocked_by_failures":
-			if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateError, map[string]any{
-				"reason": "blocked_by_failures", "permanently_blocked_steps": ec.PermanentlyBlockedSteps,
-				"failed_steps": ec.FailedSteps}); err != nil {
-				return err
-			}
-			state = models.StateError
-		}
-		return nil
+		var err error
+		state, err = finalizeLocked(ctx, tx, taskID)
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("finalising task %d: %w", taskID, err)
+	}
+	return state, nil
+}
+
+// finalizeLocked is FinalizeTask inside tx, which already holds the task's row lock.
+func finalizeLocked(ctx context.Context, tx *gorm.DB, taskID int64) (models.State, error) {
+	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, []int64{taskID})
+	if err != nil {
+		return "", err
+	}
+	if len(ecs) != 1 {
+		return "", &sm.NotFoundError{Kind: sm.KindTask, ID: taskID}
+	}
+	ec := ecs[0]
+	state := ec.Status
+	if state != models.StatePending && state != models.StateInProgress {
+		return state, nil
+	}
+	switch ec.ExecutionStatus {
+	case "all_complete":
+		if state == models.StatePending {
+			if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateInProgress, map[string]any{"reason": "finalize"}); err != nil {
+				return "", err
+			}
+		}
+		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateComplete, map[string]any{
+			"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}); err != nil {
+			return "", err
+		}
+		if err := tx.Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ?`, taskID).Error; err != nil {
+			return "", fmt.Errorf("marking task %d complete: %w", taskID, err)
+		}
+		return models.StateComplete, nil
+	case "blocked_by_failures":
+		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateError, map[string]any{
+			"reason": "blocked_by_failures", "permanently_blocked_steps": ec.PermanentlyBlockedSteps,
+			"failed_steps": ec.FailedSteps}); err != nil {
+			return "", err
+		}
+		return models.StateError, nil
 	}
 	return state, nil
 }

@@ -149,7 +149,8 @@ func (e *Engine) runStep(s claimedStep) {
 	// the watcher, one committed before it is seen by the read.
 	if e.hub != nil {
 		sub := e.hub.Subscribe(func(ev events.Event) bool {
-			return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == s.StepID)
+			return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == s.StepID &&
+				ev.To != string(models.StateInProgress))
 		})
 		defer sub.Close()
 		go e.watchClaim(hctx, cancel, s, sub.C)
@@ -226,10 +227,6 @@ func (e *Engine) runStep(s claimedStep) {
 	}
 	if !kept {
 		log.Info("orchestration: claim lost before recording, result discarded")
-		return
-	}
-	if _, err := FinalizeTask(fctx, e.db, s.TaskID); err != nil {
-		log.Error("orchestration: finalising task", "error", err)
 	}
 }
 
@@ -283,12 +280,30 @@ func (e *Engine) watchClaim(ctx context.Context, cancel context.CancelCauseFunc,
 	}
 }
 
-// finish records one attempt in one transaction, if the claim is still held: attempts + 1,
-// last_attempted_at, the claim cleared, and either processed with the results and complete, or
-// the error in results, the requested delay, retryable cleared for a permanent failure, and
-// error. kept is false when the claim was taken away (nothing is written).
+// finish records one attempt and finalises the task in one transaction, if the claim is still
+// held: attempts + 1, last_attempted_at, the claim cleared, and either processed with the
+// results and complete, or the error in results, the requested delay, retryable cleared for a
+// permanent failure, and error; then the task is settled from its execution context (see
+// FinalizeTask). The task row is locked first (the engine's lock order is task, then step), so
+// the finishes of one task's steps are serialised and the last one sees every result. kept is
+// false when the claim was taken away (nothing is written).
 func (e *Engine) finish(ctx context.Context, s claimedStep, out handler.Output, runErr error, elapsed time.Duration) (kept bool, err error) {
 	err = e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := lockTask(tx, s.TaskID); err != nil {
+			return err
+		}
+		if err := e.record(ctx, tx, s, out, runErr, elapsed, &kept); err != nil || !kept {
+			return err
+		}
+		_, err := finalizeLocked(ctx, tx, s.TaskID)
+		return err
+	})
+	return kept, err
+}
+
+// record writes one attempt's outcome inside tx; see finish.
+func (e *Engine) record(ctx context.Context, tx *gorm.DB, s claimedStep, out handler.Output, runErr error, elapsed time.Duration, kept *bool) error {
+	{
 		var held []bool
 		if err := tx.Raw(`SELECT in_process AND claim_token = ?::uuid FROM tasker_workflow_steps
 			WHERE workflow_step_id = ? FOR UPDATE`, s.Token, s.StepID).Scan(&held).Error; err != nil {
@@ -297,7 +312,7 @@ func (e *Engine) finish(ctx context.Context, s claimedStep, out handler.Output, 
 		if len(held) == 0 || !held[0] {
 			return nil
 		}
-		kept = true
+		*kept = true
 		meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": elapsed.Milliseconds()}
 		if runErr == nil {
 			results := out.Results
@@ -351,6 +366,5 @@ func (e *Engine) finish(ctx context.Context, s claimedStep, out handler.Output, 
 			return fmt.Errorf("recording failure of step %d: %w", s.StepID, err)
 		}
 		return nil
-	})
-	return kept, err
+	}
 }

@@ -1,0 +1,89 @@
+package orchestration_test
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/taskerhq/tasker/internal/orchestration"
+)
+
+const noopChainYAML = `
+namespace: bench
+name: noop_five
+version: 1.0.0
+steps:
+  - name: one
+    handler: {kind: noop}
+  - name: two
+    depends_on: one
+    handler: {kind: noop}
+  - name: three
+    depends_on: one
+    handler: {kind: noop}
+  - name: four
+    depends_on: [two, three]
+    handler: {kind: noop}
+  - name: five
+    depends_on: four
+    handler: {kind: noop}
+`
+
+// BenchmarkThroughput measures end-to-end throughput of noop steps: N tasks of five steps
+// (a small diamond) are created, then 1 or 2 engines (separate pools, like processes, default
+// 4 workers each) drain them. It reports steps/s and the seconds to drain all N tasks. N is
+// TASKER_BENCH_TASKS (default 200; make bench runs 10000).
+func BenchmarkThroughput(b *testing.B) {
+	n := 200
+	if v := os.Getenv("TASKER_BENCH_TASKS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("TASKER_BENCH_TASKS=%q is not a positive number", v)
+		}
+	}
+	for _, engines := range []int{1, 2} {
+		b.Run(fmt.Sprintf("engines=%d/tasks=%d", engines, n), func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				b.StopTimer()
+				h := newHarness(b, nil, noopChainYAML)
+				for range n {
+					h.create("bench", "noop_five", "")
+				}
+				b.StartTimer()
+				begin := time.Now()
+				for e := range engines {
+					h.engine(orchestration.Config{WorkerID: fmt.Sprintf("bench-%d", e)})
+				}
+				waitAllComplete(b, h, n, 30*time.Minute)
+				total += time.Since(begin)
+				b.StopTimer()
+			}
+			secs := total.Seconds() / float64(b.N)
+			b.ReportMetric(float64(n*5)/secs, "steps/s")
+			b.ReportMetric(secs, "s/drain")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func waitAllComplete(b *testing.B, h *harness, n int, timeout time.Duration) {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var done int
+		if err := h.db.Raw(`SELECT count(*) FROM tasker_task_transitions WHERE most_recent AND to_state = 'complete'`).
+			Row().Scan(&done); err != nil {
+			b.Fatal(err)
+		}
+		if done == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d tasks complete after %s", done, n, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

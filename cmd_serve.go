@@ -16,6 +16,7 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/migrate"
+	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/refresh"
 )
@@ -93,6 +94,18 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 		return err
 	}
 	stops.add("read-model refresher", refresher.Stop)
+
+	// 3c. Workers (internal/orchestration, see cmd_worker.go): claim and run ready steps.
+	// Stopped after HTTP and before the hub and the pool, draining running steps first.
+	workerCfg, err := orchestration.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
+	if err != nil {
+		return err
+	}
+	stops.add("workers", engine.Stop)
 
 	// 4. HTTP.
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)

@@ -31,8 +31,10 @@ type claimedStep struct {
 //     index tasker_workflow_steps_claimable_idx, and the view is read per candidate (a fenced
 //     LATERAL: a few index probes each), so the oldest ready steps go first, the walk stops
 //     after @n ready ones, and finished steps are never read.
-//   - locked: the chosen rows are locked FOR UPDATE SKIP LOCKED, so concurrent claimers (in this
-//     process or another) never wait for each other and never take the same row. Under READ
+//   - locked: up to @n of them (the walk finds 8 more, so that concurrent claimers that skip
+//     each other's rows still fill their batch) are locked FOR UPDATE SKIP LOCKED, so
+//     concurrent claimers (in this process or another) never wait for each other and never
+//     take the same row. Under READ
 //     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
 //     a step that was claimed, finished or recovered meanwhile has in_process, processed or
 //     attempts changed and drops out, so a stale snapshot can never start an attempt early.
@@ -55,12 +57,14 @@ WITH ready AS (
       AND ts.task_state IN ('pending', 'in_progress')
       AND r.ready_for_execution
     ORDER BY c.workflow_step_id
-    LIMIT @n
+    LIMIT @n + 8
 ), locked AS (
     SELECT ws.workflow_step_id, ready.task_state
     FROM tasker_workflow_steps ws
     JOIN ready ON ready.workflow_step_id = ws.workflow_step_id
     WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
+    ORDER BY ws.workflow_step_id
+    LIMIT @n
     FOR UPDATE OF ws SKIP LOCKED
 )
 UPDATE tasker_workflow_steps ws

@@ -262,7 +262,7 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			for _, s := range steps {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
-				go e.work(s)
+				go e.work(ctx, s)
 			}
 			if err == nil && len(steps) == n {
 				continue // there may be more ready steps
@@ -287,8 +287,10 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	}
 }
 
-// work runs one claimed step and frees its worker.
-func (e *Engine) work(s claimedStep) {
+// work runs a claimed step, then claims the next ready step for itself and runs it, until no
+// step is ready or the engine stops claiming; then it frees its worker. Workers claiming for
+// themselves keep claims concurrent instead of queued behind the dispatcher.
+func (e *Engine) work(ctx context.Context, s claimedStep) {
 	defer func() {
 		<-e.slots
 		e.inflight.Done()
@@ -297,7 +299,23 @@ func (e *Engine) work(s claimedStep) {
 		default:
 		}
 	}()
-	e.runStep(s)
+	for {
+		e.runStep(s)
+		if ctx.Err() != nil {
+			return
+		}
+		next, err := e.claim(ctx, 1)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Error("orchestration: claiming steps", "error", err)
+			}
+			return
+		}
+		if len(next) == 0 {
+			return
+		}
+		s = next[0]
+	}
 }
 
 func (e *Engine) recoverLoop(ctx context.Context) {

@@ -11,8 +11,9 @@
 //
 // Batching is by time window (graph-gophers/dataloader): the first key of a batch opens a
 // window of Options.Wait, and every key requested during it joins the batch. gqlgen resolves
-// the elements of a list concurrently, so the keys of one level of a query arrive within
-// microseconds of each other; the window only has to cover scheduling jitter.
+// the elements of a list concurrently, so the keys of one level usually arrive close
+// together; on a busy machine they may not, so the list levels below Query.tasks are
+// prefetched instead (prefetch.go), which makes their cost one statement per level always.
 package loaders
 
 import (
@@ -62,6 +63,7 @@ func (o Options) withDefaults() Options {
 
 // Loaders is one response's set of dataloaders.
 type Loaders struct {
+	db                *gorm.DB
 	tasks             *dataloader.Loader[int64, *models.TaskRecord]
 	steps             *dataloader.Loader[int64, *models.StepRecord]
 	stepsByTask       *dataloader.Loader[int64, []models.StepRecord]
@@ -79,6 +81,7 @@ type Loaders struct {
 func New(db *gorm.DB, opts Options) *Loaders {
 	o := opts.withDefaults()
 	return &Loaders{
+		db: db,
 		tasks: one(o, db, "task", models.TasksByIDs,
 			func(r *models.TaskRecord) int64 { return r.TaskID }),
 		steps: one(o, db, "step", models.StepsByIDs,

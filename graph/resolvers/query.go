@@ -3,6 +3,7 @@ package resolvers
 import (
 	"context"
 
+	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/model"
 	"github.com/taskerhq/tasker/internal/models"
 )
@@ -17,5 +18,7 @@ func (r *Resolver) tasksPage(ctx context.Context, filter *model.TaskFilter, firs
 	if err != nil {
 		return nil, err
 	}
-	return connection(rows, req.first), nil
+	page := connection(rows, req.first)
+	loaders.PrefetchTasks(ctx, page.Nodes)
+	return page, nil
 }

@@ -14,13 +14,12 @@ import (
 
 // claimedStep is a step this engine claimed and moved to in_progress.
 type claimedStep struct {
-	StepID   int64
-	TaskID   int64
-	Token    string
-	Attempt  int // the 1-based number of the attempt about to run
-	TaskNew  bool
-	Claimed  time.Time
-	WorkerID string
+	StepID  int64
+	TaskID  int64
+	Token   string
+	Attempt int // the 1-based number of the attempt about to run
+	TaskNew bool
+	Claimed time.Time
 }
 
 // claimSQL claims up to @n ready steps in one statement.
@@ -93,7 +92,6 @@ func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 			return fmt.Errorf("claiming ready steps: %w", err)
 		}
 		for _, r := range rows {
-			r.WorkerID = e.cfg.WorkerID
 			meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}
 			err := startStep(ctx, tx, r.StepID, meta)
 			var te *sm.TransitionError

@@ -80,9 +80,9 @@ func New(db *gorm.DB, hub *events.Hub, log *slog.Logger, opts Options) *Feed {
 	return &Feed{db: db, hub: hub, log: log, opts: opts.withDefaults(), now: time.Now}
 }
 
-// StepTransitions streams step transitions (of task taskID when positive) after afterID (from
-// the table's current end when afterID is 0) until ctx ends.
-func (f *Feed) StepTransitions(ctx context.Context, taskID, afterID int64) (<-chan *models.StepTransitionRecord, error) {
+// StepTransitions streams step transitions (of task taskID when positive) with ids above
+// *afterID (from the table's current end when afterID is nil) until ctx ends.
+func (f *Feed) StepTransitions(ctx context.Context, taskID int64, afterID *int64) (<-chan *models.StepTransitionRecord, error) {
 	src := source[models.StepTransitionRecord]{
 		filter: func(ev events.Event) bool {
 			return ev.Channel == events.ChannelStepTransitions && (taskID <= 0 || ev.TaskID == taskID)
@@ -96,9 +96,9 @@ func (f *Feed) StepTransitions(ctx context.Context, taskID, afterID int64) (<-ch
 	return start(ctx, f, src, afterID)
 }
 
-// TaskTransitions streams task transitions (of tasks in namespace when not empty) after
-// afterID (from the table's current end when afterID is 0) until ctx ends.
-func (f *Feed) TaskTransitions(ctx context.Context, namespace string, afterID int64) (<-chan *models.TaskTransitionRecord, error) {
+// TaskTransitions streams task transitions (of tasks in namespace when not empty) with ids
+// above *afterID (from the table's current end when afterID is nil) until ctx ends.
+func (f *Feed) TaskTransitions(ctx context.Context, namespace string, afterID *int64) (<-chan *models.TaskTransitionRecord, error) {
 	src := source[models.TaskTransitionRecord]{
 		filter: func(ev events.Event) bool { return ev.Channel == events.ChannelTaskTransitions },
 		read: func(ctx context.Context, floor int64, exclude []int64, limit int) ([]models.TaskTransitionRecord, error) {
@@ -120,10 +120,12 @@ type source[T any] struct {
 
 // start subscribes to the hub before the first read, so nothing committed after the read
 // can be missed, sets the stream's starting point, and runs it on its own goroutine.
-func start[T any](ctx context.Context, f *Feed, src source[T], afterID int64) (<-chan *T, error) {
+func start[T any](ctx context.Context, f *Feed, src source[T], afterID *int64) (<-chan *T, error) {
 	sub := f.hub.Subscribe(src.filter)
-	tr := &tracker{floor: afterID, seen: map[int64]time.Time{}}
-	if afterID <= 0 {
+	tr := &tracker{seen: map[int64]time.Time{}}
+	if afterID != nil {
+		tr.floor = *afterID
+	} else {
 		end, err := src.max(ctx)
 		if err != nil {
 			sub.Close()

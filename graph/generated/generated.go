@@ -1464,7 +1464,11 @@ extend type Query {
 }
 
 extend type Subscription {
-  "Step transitions as they are written (of one task when given), after afterTransitionId when given."
+  """
+  Step transitions (of one task when taskId is given), in id order: first those with an id
+  above afterTransitionId when it is given ("0" for all), then live ones as they are written.
+  Without afterTransitionId the stream starts at the current end.
+  """
   stepTransitions(taskId: ID, afterTransitionId: ID): StepTransition!
 }
 `, BuiltIn: false},
@@ -1598,7 +1602,11 @@ type Query {
 }
 
 type Subscription {
-  "Task transitions as they are written (of one namespace when given), after afterTransitionId when given."
+  """
+  Task transitions (of tasks in one namespace when given), in id order: first those with an
+  id above afterTransitionId when it is given ("0" for all), then live ones as they are
+  written. Without afterTransitionId the stream starts at the current end.
+  """
   taskTransitions(namespace: String, afterTransitionId: ID): TaskTransition!
 }
 `, BuiltIn: false},

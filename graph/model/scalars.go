@@ -21,7 +21,8 @@ func MarshalInt64ID(id int64) graphql.Marshaler {
 }
 
 // UnmarshalInt64ID reads a GraphQL ID given as a string or a number. It refuses anything that
-// is not a positive integer, naming the value.
+// is not a non-negative integer, naming the value. (0 is no object's id; as a cursor such as
+// afterTransitionId it means "from the beginning".)
 func UnmarshalInt64ID(v any) (int64, error) {
 	var s string
 	switch x := v.(type) {
@@ -34,11 +35,11 @@ func UnmarshalInt64ID(v any) (int64, error) {
 	case int64:
 		s = strconv.FormatInt(x, 10)
 	default:
-		return 0, apierr.Validationf("ID %v (%T) is not a positive integer", v, v)
+		return 0, apierr.Validationf("ID %v (%T) is not a non-negative integer", v, v)
 	}
 	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, apierr.Validationf("ID %q is not a positive integer", s)
+	if err != nil || id < 0 {
+		return 0, apierr.Validationf("ID %q is not a non-negative integer", s)
 	}
 	return id, nil
 }

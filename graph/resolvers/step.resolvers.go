@@ -59,7 +59,7 @@ func (r *stepTransitionResolver) Step(ctx context.Context, obj *models.StepTrans
 }
 
 func (r *subscriptionResolver) StepTransitions(ctx context.Context, taskID *int64, afterTransitionID *int64) (<-chan *models.StepTransitionRecord, error) {
-	return r.Feed.StepTransitions(ctx, deref64(taskID), deref64(afterTransitionID))
+	return r.Feed.StepTransitions(ctx, deref64(taskID), afterTransitionID)
 }
 
 func (r *Resolver) Step() generated.StepResolver { return &stepResolver{r} }

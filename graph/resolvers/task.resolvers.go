@@ -23,7 +23,7 @@ func (r *queryResolver) Tasks(ctx context.Context, filter *model.TaskFilter, fir
 }
 
 func (r *subscriptionResolver) TaskTransitions(ctx context.Context, namespace *string, afterTransitionID *int64) (<-chan *models.TaskTransitionRecord, error) {
-	return r.Feed.TaskTransitions(ctx, deref(namespace), deref64(afterTransitionID))
+	return r.Feed.TaskTransitions(ctx, deref(namespace), afterTransitionID)
 }
 
 func (r *taskResolver) NamedTask(ctx context.Context, obj *models.TaskRecord) (*models.NamedTask, error) {

@@ -120,7 +120,9 @@ func TestLimitsRefuseBeforeAnySQL(t *testing.T) {
 		}
 	}
 	// Within the limits the same server answers, and introspection depth does not count.
-	var ok struct{ Tasks struct{ Nodes []struct{ ID string } } }
+	var ok struct {
+		Tasks struct{ Nodes []struct{ ID string } }
+	}
 	e.data(`{ tasks(first: 1) { nodes { id } } __schema { types { fields { type { ofType { ofType { name } } } } } } }`, nil, &ok)
 	if len(ok.Tasks.Nodes) != 1 {
 		t.Errorf("tasks within limits: %+v", ok)

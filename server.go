@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"migrate":  {summary: "apply every pending migration to DATABASE_URL and print what was applied", run: runMigrate},
 	"serve":    {summary: "migrate, then serve /healthz, /readyz and the API on PORT (default 8080)", run: runServe},
 	"worker":   {summary: "run workers only (no HTTP) against DATABASE_URL, to scale step execution out", run: runWorker},
+	"token":    {summary: "manage API tokens: create -role reader|operator|admin [-name n], revoke <id|prefix>, list", run: runToken},
 	"run-task": {summary: "create a task from a template (-template ns/name[@version] -context JSON) and print its id", run: runRunTask},
 }
 

@@ -14,10 +14,12 @@ import (
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/pgembed"
+	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
 )
 
@@ -61,7 +63,8 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 
 	// 2. Connection pool.
 	began := time.Now()
-	gdb, err := database.Open(ctx, dbURL, database.Options{})
+	// querystats.Tracer counts the statements of each GraphQL response (graphapi).
+	gdb, err := database.Open(ctx, dbURL, database.Options{Tracer: querystats.Tracer{}})
 	if err != nil {
 		return err
 	}
@@ -107,11 +110,17 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 	}
 	stops.add("workers", engine.Stop)
 
-	// 4. HTTP.
+	// 4. HTTP, with the GraphQL API (internal/graphapi) at /query and its playground at /.
+	// Query stats are reported by default with the private cluster (TASKER_QUERY_STATS).
+	apiCfg, err := graphapi.ConfigFromEnv(cfg.DatabaseURL == "")
+	if err != nil {
+		return err
+	}
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)
 	if err != nil {
 		return err
 	}
+	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log}).Mount(srv.Mux)
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
 

@@ -122,6 +122,7 @@ func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 			}
 		}
 	}
+	e.observeClaims(ctx, out)
 	return out, nil
 }
 

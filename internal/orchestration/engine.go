@@ -44,6 +44,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// WorkerID names this engine in claims and transition metadata (default host:pid:random).
 	WorkerID string
+	// Observer, when set, is told about every claim and finished attempt (see Observer).
+	Observer Observer
 }
 
 // ConfigFromEnv reads TASKER_WORKERS into a Config with every other field at its default.

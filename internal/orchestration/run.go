@@ -200,9 +200,11 @@ func (e *Engine) runStep(s claimedStep) {
 	switch cause := context.Cause(hctx); {
 	case errors.Is(cause, errClaimLost):
 		log.Info("orchestration: claim lost while running, result discarded")
+		e.observeFinished(in.Name, OutcomeClaimLost, elapsed)
 		return
 	case hctx.Err() != nil:
 		// Hard stop: release the step now rather than wait for its lease.
+		e.observeFinished(in.Name, OutcomeStopped, elapsed)
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer rcancel()
 		ok, err := recoverClaim(rctx, e.db, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
@@ -221,6 +223,7 @@ func (e *Engine) runStep(s claimedStep) {
 	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer fcancel()
 	kept, err := e.finish(fctx, s, out, runErr, elapsed)
+	e.observeFinished(in.Name, finishOutcome(runErr, kept, err), elapsed)
 	if err != nil {
 		log.Error("orchestration: recording attempt; the lease will recover the step", "error", err)
 		return

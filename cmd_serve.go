@@ -116,11 +116,15 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 	if err != nil {
 		return err
 	}
+	apiTemplates, err := loadTemplates(os.Getenv("TASKER_TEMPLATES_DIR")) // for createTask
+	if err != nil {
+		return fmt.Errorf("loading task templates: %w", err)
+	}
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)
 	if err != nil {
 		return err
 	}
-	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log}).Mount(srv.Mux)
+	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates}).Mount(srv.Mux)
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
 

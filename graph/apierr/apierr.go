@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/taskerhq/tasker/graph/loaders"
+	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/statemachine"
 )
 
@@ -20,7 +21,6 @@ const (
 	InvalidTransition Code = "INVALID_TRANSITION"
 	Validation        Code = "VALIDATION"
 	Conflict          Code = "CONFLICT"
-	LimitExceeded     Code = "LIMIT_EXCEEDED"
 	Internal          Code = "INTERNAL"
 )
 
@@ -58,6 +58,20 @@ func Classify(err error) *Error {
 	var te *statemachine.TransitionError
 	if errors.As(err, &te) {
 		return &Error{Code: InvalidTransition, Message: te.Error(), Err: err}
+	}
+	var ve *orchestration.ValidationError
+	if errors.As(err, &ve) {
+		code := Validation
+		if ve.Field == "idempotency_key" {
+			code = Conflict
+		}
+		return &Error{Code: code, Message: ve.Error(), Err: err}
+	}
+	if errors.Is(err, orchestration.ErrNotFound) {
+		return &Error{Code: NotFound, Message: err.Error(), Err: err}
+	}
+	if errors.Is(err, orchestration.ErrValidation) {
+		return &Error{Code: Validation, Message: err.Error(), Err: err}
 	}
 	return nil
 }

@@ -273,3 +273,20 @@ func Children(ctx context.Context, stepID int64) ([]models.StepRecord, error) {
 	}
 	return StepsByIDs(ctx, d.ChildStepIDs)
 }
+
+// Forget drops every cached row of the loaders of ctx, so that what a mutation changed is
+// read again.
+func Forget(ctx context.Context) {
+	l := For(ctx)
+	l.tasks.ClearAll()
+	l.steps.ClearAll()
+	l.stepsByTask.ClearAll()
+	l.readiness.ClearAll()
+	l.dags.ClearAll()
+	l.executionContexts.ClearAll()
+	l.workflowSummaries.ClearAll()
+	l.stepTransitions.ClearAll()
+	l.taskTransitions.ClearAll()
+	l.namedTasks.ClearAll()
+	l.namespaces.ClearAll()
+}

@@ -4,6 +4,7 @@ package model
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,6 +17,31 @@ import (
 type BlockedStep struct {
 	StepID         int64          `json:"stepId"`
 	BlockingReason BlockingReason `json:"blockingReason"`
+}
+
+// A request for one task of a registered template.
+type CreateTaskInput struct {
+	// Default "default".
+	Namespace *string `json:"namespace,omitempty"`
+	Name      string  `json:"name"`
+	// Empty: the newest version.
+	Version *string `json:"version,omitempty"`
+	// The task input, a JSON object checked against the template's context schema (default {}).
+	Context      json.RawMessage `json:"context,omitempty"`
+	Initiator    *string         `json:"initiator,omitempty"`
+	SourceSystem *string         `json:"sourceSystem,omitempty"`
+	Reason       *string         `json:"reason,omitempty"`
+	// A JSON object or array (default {}).
+	Tags json.RawMessage `json:"tags,omitempty"`
+	// A second request with the same key returns the task the first one created.
+	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
+}
+
+// Operator actions. Each is one transaction: a refused action (unknown id: NOT_FOUND; a move
+// the state machine forbids: INVALID_TRANSITION; bad input: VALIDATION; an idempotency key
+// already used for another template: CONFLICT) changes nothing. Each returns the object as it
+// is after the action.
+type Mutation struct {
 }
 
 type PageInfo struct {

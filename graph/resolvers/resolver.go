@@ -7,10 +7,13 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/graph/feed"
+	"github.com/taskerhq/tasker/internal/template"
 )
 
 // Resolver holds the dependencies of every resolver.
 type Resolver struct {
 	DB   *gorm.DB
 	Feed *feed.Feed
+	// Templates are the task templates createTask can instantiate.
+	Templates *template.Registry
 }

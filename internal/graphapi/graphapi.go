@@ -31,6 +31,7 @@ import (
 	"github.com/taskerhq/tasker/graph/resolvers"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/querystats"
+	"github.com/taskerhq/tasker/internal/template"
 )
 
 // Config tunes the endpoint. Zero fields take the defaults.
@@ -106,6 +107,8 @@ type Deps struct {
 	DB  *gorm.DB
 	Hub *events.Hub
 	Log *slog.Logger
+	// Templates are what createTask can instantiate.
+	Templates *template.Registry
 }
 
 // API is the GraphQL endpoint and its playground.
@@ -118,7 +121,8 @@ type API struct {
 // New builds the API.
 func New(cfg Config, deps Deps) *API {
 	cfg = cfg.withDefaults()
-	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed)}
+	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed),
+		Templates: deps.Templates}
 	gcfg := generated.Config{Resolvers: res}
 	setComplexity(&gcfg.Complexity)
 	srv := handler.New(generated.NewExecutableSchema(gcfg))

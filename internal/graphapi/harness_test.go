@@ -22,7 +22,10 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/graphapi"
+	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/querystats"
+	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/templates"
 )
 
 // env is one test's database, running hub and API server.
@@ -61,7 +64,11 @@ func newEnv(t testing.TB, mutate ...func(*graphapi.Config)) *env {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	api := graphapi.New(cfg, graphapi.Deps{DB: db, Hub: hub, Log: log})
+	reg := template.NewRegistry(handler.NewBuiltinRegistry())
+	if err := reg.LoadFS(templates.FS, "."); err != nil {
+		t.Fatal(err)
+	}
+	api := graphapi.New(cfg, graphapi.Deps{DB: db, Hub: hub, Log: log, Templates: reg})
 	mux := http.NewServeMux()
 	api.Mount(mux)
 	srv := httptest.NewServer(mux)
@@ -150,7 +157,7 @@ func (e *env) oneError(query string, vars map[string]any, code string) gqlError 
 		e.t.Fatalf("want one error with code %s, got %+v (data %s)", code, r.Errors, r.Data)
 	}
 	if got := r.Errors[0].Extensions["code"]; got != code {
-		e.t.Fatalf("error code = %v, want %s (message %q)", got, code, r.Errors[0].Message)
+		e.t.Fatalf("error code = %v, want %s (message %q)\nserver log:\n%s", got, code, r.Errors[0].Message, e.logs.String())
 	}
 	return r.Errors[0]
 }

@@ -1,0 +1,240 @@
+// Package metrics exposes the service's Prometheus metrics at /metrics, from a registry of
+// its own (never the global default):
+//
+//   - tasker_graphql_requests_total, tasker_graphql_request_duration_seconds and
+//     tasker_graphql_sql_statements, by operation type and root field (schema names only, so
+//     the label values are bounded), from a gqlgen extension;
+//   - tasker_http_requests_total and tasker_http_request_duration_seconds, by handler and
+//     status, from HTTP middleware that also gives every request an id and logs it;
+//   - tasker_step_executions_total and tasker_step_duration_seconds by step name and outcome,
+//     and tasker_step_claim_latency_seconds (ready → started), as an orchestration.Observer;
+//   - tasker_ready_steps (the queue depth) and the read models' age, staleness and last
+//     refresh duration, read from the database on each scrape under a timeout;
+//   - tasker_subscribers (events hub), the connection pool (go_sql_*), Go and process metrics.
+package metrics
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/orchestration"
+)
+
+// Options are what the metrics read. Every field is optional except Log defaults to discard.
+type Options struct {
+	// DB is read on each scrape (queue depth, read models) and reported as pool statistics.
+	DB *sql.DB
+	// Hub reports the number of event subscribers.
+	Hub *events.Hub
+	// ScrapeTimeout bounds the database reads of one scrape (default 2s).
+	ScrapeTimeout time.Duration
+	Log           *slog.Logger
+}
+
+// Metrics holds the registry and the instruments fed by the rest of the service.
+type Metrics struct {
+	reg *prometheus.Registry
+	log *slog.Logger
+
+	gqlRequests   *prometheus.CounterVec
+	gqlDuration   *prometheus.HistogramVec
+	gqlStatements *prometheus.HistogramVec
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
+	stepRuns      *prometheus.CounterVec
+	stepDuration  *prometheus.HistogramVec
+	claimLatency  *prometheus.HistogramVec
+}
+
+var _ orchestration.Observer = (*Metrics)(nil)
+
+// New creates the registry and registers every collector.
+func New(opts Options) *Metrics {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ScrapeTimeout <= 0 {
+		opts.ScrapeTimeout = 2 * time.Second
+	}
+	m := &Metrics{reg: prometheus.NewRegistry(), log: opts.Log}
+	durations := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m.gqlRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tasker_graphql_requests_total",
+		Help: "GraphQL responses (one per query or mutation, one per subscription event), by operation type, root field and outcome (ok or error).",
+	}, []string{"type", "field", "outcome"})
+	m.gqlDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_graphql_request_duration_seconds",
+		Help:    "Time to produce a GraphQL response, by operation type and root field.",
+		Buckets: durations,
+	}, []string{"type", "field"})
+	m.gqlStatements = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_graphql_sql_statements",
+		Help:    "SQL statements run to produce one GraphQL response, by operation type and root field.",
+		Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100},
+	}, []string{"type", "field"})
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tasker_http_requests_total",
+		Help: "HTTP requests, by handler and status code.",
+	}, []string{"handler", "code"})
+	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_http_request_duration_seconds",
+		Help:    "HTTP request duration, by handler (a websocket connection counts its whole life).",
+		Buckets: durations,
+	}, []string{"handler"})
+	m.stepRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tasker_step_executions_total",
+		Help: "Step attempts run by this process's workers, by step name and outcome.",
+	}, []string{"step", "outcome"})
+	m.stepDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_step_duration_seconds",
+		Help:    "Handler run time of step attempts, by step name and outcome.",
+		Buckets: durations,
+	}, []string{"step", "outcome"})
+	m.claimLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_step_claim_latency_seconds",
+		Help:    "How long a step had been ready when a worker of this process claimed it, by step name.",
+		Buckets: durations,
+	}, []string{"step"})
+	m.reg.MustRegister(m.gqlRequests, m.gqlDuration, m.gqlStatements, m.httpRequests, m.httpDuration,
+		m.stepRuns, m.stepDuration, m.claimLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.DB != nil {
+		m.reg.MustRegister(collectors.NewDBStatsCollector(opts.DB, "tasker"),
+			&dbCollector{db: opts.DB, timeout: opts.ScrapeTimeout, log: opts.Log})
+	}
+	if opts.Hub != nil {
+		hub := opts.Hub
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tasker_subscribers",
+			Help: "Subscriptions to this process's events hub (GraphQL subscriptions, workers, the refresher).",
+		}, func() float64 { return float64(hub.Subscribers()) }))
+	}
+	return m
+}
+
+// Registry returns the registry, to register more collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{m.log}, Timeout: 30 * time.Second})
+}
+
+// StepClaimed implements orchestration.Observer.
+func (m *Metrics) StepClaimed(step string, readyFor time.Duration) {
+	m.claimLatency.WithLabelValues(step).Observe(readyFor.Seconds())
+}
+
+// StepFinished implements orchestration.Observer.
+func (m *Metrics) StepFinished(step, outcome string, took time.Duration) {
+	m.stepRuns.WithLabelValues(step, outcome).Inc()
+	m.stepDuration.WithLabelValues(step, outcome).Observe(took.Seconds())
+}
+
+type slogErrorLog struct{ log *slog.Logger }
+
+func (l slogErrorLog) Println(v ...any) { l.log.Error("metrics: serving /metrics", "error", v) }
+
+// dbCollector reads the queue depth and the read models' freshness on each scrape. A read that
+// fails or times out is logged and its metrics are left out of that scrape; it never fails
+// the scrape.
+type dbCollector struct {
+	db      *sql.DB
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+var (
+	readyStepsDesc = prometheus.NewDesc("tasker_ready_steps",
+		"Steps ready to run and not claimed (the queue depth), of tasks that are pending or in progress.", nil, nil)
+	ageDesc = prometheus.NewDesc("tasker_read_model_age_seconds",
+		"How old the data of a materialized read model is: now minus the time its last refresh read.", []string{"view"}, nil)
+	staleDesc = prometheus.NewDesc("tasker_read_model_stale_seconds",
+		"How long a materialized read model has been stale (writes not yet refreshed into it); 0 when fresh.", []string{"view"}, nil)
+	refreshDesc = prometheus.NewDesc("tasker_read_model_refresh_duration_seconds",
+		"Duration of the last successful refresh of a materialized read model.", []string{"view"}, nil)
+	scrapeErrDesc = prometheus.NewDesc("tasker_metrics_db_scrape_errors",
+		"Database reads that failed during this scrape (their metrics are missing from it).", nil, nil)
+)
+
+// readyStepsSQL counts ready steps the way workers find them: walking the claimable index and
+// reading the readiness view per candidate, so its cost grows with unfinished steps only.
+const readyStepsSQL = `
+SELECT count(*)
+FROM tasker_workflow_steps c
+CROSS JOIN LATERAL (
+    SELECT rs.ready_for_execution FROM tasker_step_readiness_statuses rs
+    WHERE rs.workflow_step_id = c.workflow_step_id LIMIT 1
+) r
+WHERE NOT c.processed AND NOT c.in_process AND r.ready_for_execution
+  AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')`
+
+const readModelsSQL = `
+SELECT name,
+       coalesce(extract(epoch FROM now() - last_data_as_of), -1)::float8,
+       coalesce(extract(epoch FROM now() - stale_since), 0)::float8,
+       coalesce(last_duration_ms, -1)::float8 / 1000
+FROM tasker_read_model_state ORDER BY name`
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{readyStepsDesc, ageDesc, staleDesc, refreshDesc, scrapeErrDesc} {
+		ch <- d
+	}
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	failures := 0
+	var ready int64
+	if err := c.db.QueryRowContext(ctx, readyStepsSQL).Scan(&ready); err != nil {
+		failures++
+		c.log.Warn("metrics: counting ready steps", "error", err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(readyStepsDesc, prometheus.GaugeValue, float64(ready))
+	}
+	if err := c.collectReadModels(ctx, ch); err != nil {
+		failures++
+		c.log.Warn("metrics: reading read-model freshness", "error", err)
+	}
+	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, float64(failures))
+}
+
+func (c *dbCollector) collectReadModels(ctx context.Context, ch chan<- prometheus.Metric) error {
+	rows, err := c.db.QueryContext(ctx, readModelsSQL)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var out []prometheus.Metric
+	for rows.Next() {
+		var name string
+		var age, stale, took float64
+		if err := rows.Scan(&name, &age, &stale, &took); err != nil {
+			return err
+		}
+		if age >= 0 {
+			out = append(out, prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, age, name))
+		}
+		out = append(out, prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, name))
+		if took >= 0 {
+			out = append(out, prometheus.MustNewConstMetric(refreshDesc, prometheus.GaugeValue, took, name))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, m := range out {
+		ch <- m
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package graphapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/graph/generated"
+	"github.com/taskerhq/tasker/graph/loaders"
+)
+
+func requestCtx(id string) context.Context {
+	return context.WithValue(context.Background(), requestIDKey{}, id)
+}
+
+func TestPresenterMasksInternalErrorsAndCodesDomainErrors(t *testing.T) {
+	var logs bytes.Buffer
+	p := presenter{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx := requestCtx("req-42")
+
+	internal := p.present(ctx, fmt.Errorf("reading tasks: %w", errors.New("connection reset by peer")))
+	if internal.Message != "internal error (request id req-42)" || internal.Extensions["code"] != "INTERNAL" ||
+		internal.Extensions["requestId"] != "req-42" {
+		t.Errorf("internal error shown as %q %v", internal.Message, internal.Extensions)
+	}
+	if !strings.Contains(logs.String(), "connection reset by peer") || !strings.Contains(logs.String(), "request_id=req-42") {
+		t.Errorf("internal error not logged with its cause and request id: %s", logs.String())
+	}
+
+	nf := p.present(ctx, fmt.Errorf("loading: %w", &loaders.NotFoundError{Kind: "step", ID: 7}))
+	if nf.Message != "step 7 not found" || nf.Extensions["code"] != "NOT_FOUND" {
+		t.Errorf("not found shown as %q %v", nf.Message, nf.Extensions)
+	}
+	v := p.present(ctx, apierr.Validationf("first must be between 1 and 500, got 0"))
+	if v.Extensions["code"] != "VALIDATION" || !strings.Contains(v.Message, "got 0") {
+		t.Errorf("validation shown as %q %v", v.Message, v.Extensions)
+	}
+	own := gqlerror.Errorf("Cannot query field \"nope\" on type \"Query\".")
+	if got := p.present(ctx, own); got != own {
+		t.Errorf("gqlgen's own error rewritten: %v", got)
+	}
+}
+
+func TestRecoverTurnsPanicsIntoMaskedErrors(t *testing.T) {
+	var logs bytes.Buffer
+	p := presenter{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx := requestCtx("req-7")
+	err := p.recover(ctx, "index out of range")
+	shown := p.present(ctx, graphql.ErrorOnPath(ctx, err))
+	if shown.Extensions["code"] != "INTERNAL" || strings.Contains(shown.Message, "index") {
+		t.Errorf("panic shown as %q %v", shown.Message, shown.Extensions)
+	}
+	if !strings.Contains(logs.String(), "index out of range") || !strings.Contains(logs.String(), "stack=") {
+		t.Errorf("panic not logged with its stack: %s", logs.String())
+	}
+}
+
+func TestRequestIDIsEchoedOrCreated(t *testing.T) {
+	var seen string
+	h := withRequestID(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { seen = RequestID(r.Context()) }))
+	for _, c := range []struct{ sent, want string }{{"abc-123", "abc-123"}, {"bad id with spaces", ""}, {"", ""}} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/query", nil)
+		req.Header.Set("X-Request-Id", c.sent)
+		h.ServeHTTP(rec, req)
+		got := rec.Header().Get("X-Request-Id")
+		if got != seen || got == "" || (c.want != "" && got != c.want) {
+			t.Errorf("sent %q: header %q, context %q", c.sent, got, seen)
+		}
+	}
+}
+
+func TestPlaygroundPage(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Playground("/query").ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	page := rec.Body.String()
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Errorf("content type %q", ct)
+	}
+	for _, want := range []string{
+		"graphiql@4.1.2/graphiql.min.js", `integrity="sha256-`, `const endpoint = "/query"`,
+		"defaultTabs", "query WhatIsReady", "query WhyIsThisStepBlocked", "query TaskDashboard",
+		"subscription WatchSteps", "blockingReason",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("playground page lacks %q", want)
+		}
+	}
+	const open = `<script id="default-tabs" type="application/json">`
+	start := strings.Index(page, open)
+	end := strings.Index(page[start+len(open):], "</script>")
+	if start < 0 || end < 0 {
+		t.Fatal("no default-tabs script element")
+	}
+	var tabs []struct{ Query, Variables string }
+	if err := json.Unmarshal([]byte(page[start+len(open):start+len(open)+end]), &tabs); err != nil {
+		t.Fatalf("default tabs are not JSON: %v", err)
+	}
+	if len(tabs) != len(Examples) || tabs[1].Query != Examples[1].Query || tabs[1].Variables == "" {
+		t.Errorf("default tabs = %+v", tabs)
+	}
+}
+
+func TestPlaygroundExamplesAreValid(t *testing.T) {
+	schema := generated.NewExecutableSchema(generated.Config{}).Schema()
+	for _, e := range Examples {
+		if _, errs := gqlparser.LoadQuery(schema, e.Query); len(errs) > 0 {
+			t.Errorf("example %q: %v", e.Title, errs)
+		}
+	}
+}

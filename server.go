@@ -36,6 +36,7 @@ var commands = map[string]command{
 	"worker":   {summary: "run workers only (no HTTP) against DATABASE_URL, to scale step execution out", run: runWorker},
 	"token":    {summary: "manage API tokens: create -role reader|operator|admin [-name n], revoke <id|prefix>, list", run: runToken},
 	"run-task": {summary: "create a task from a template (-template ns/name[@version] -context JSON) and print its id", run: runRunTask},
+	"seed":     {summary: "generate realistic workflow data of a chosen size into DATABASE_URL", run: runSeed},
 }
 
 func main() {

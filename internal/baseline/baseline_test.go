@@ -44,7 +44,7 @@ func TestBaselineMatchesViews(t *testing.T) {
 	d.Fail("branch_one_process", 1*time.Second) // implicit backoff of 2 s not elapsed
 	d.Transition("branch_two_process", 0, models.StateCancelled)
 	p := b.Task(fixture.ParallelMerge)
-	p.Set("fetch_user_data", fixture.Backoff(30), fixture.AttemptedAgo(0)) // explicit, pending
+	p.Set("fetch_user_data", fixture.Backoff(30), fixture.AttemptedAgo(0))  // explicit, pending
 	p.Set("fetch_order_data", fixture.Backoff(5), fixture.AttemptedAgo(60)) // explicit, elapsed
 	p.Transition("fetch_inventory_data", 0, models.StateResolvedManually)
 	p.Set("fetch_pricing_data", fixture.InProcess(true))

@@ -8,12 +8,27 @@ import (
 	"github.com/taskerhq/tasker/graph/apierr"
 	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/model"
+	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
-// actionMeta is recorded on the transitions an operator action writes.
-var actionMeta = map[string]any{"source": "graphql"}
+// actionMeta is recorded on the transitions an operator action writes: the source and the
+// caller (the API token's id, name and role, under "actor").
+func actionMeta(ctx context.Context) map[string]any {
+	return auth.ActorMetadata(ctx, map[string]any{"source": "graphql"})
+}
+
+// initiatorOf is the task's initiator: the one given, else the name of the caller's token.
+func initiatorOf(ctx context.Context, given *string) string {
+	if v := deref(given); v != "" {
+		return v
+	}
+	if p, ok := auth.FromContext(ctx); ok && !p.Open {
+		return "token:" + p.Name
+	}
+	return ""
+}
 
 // createTask translates the input and delegates to orchestration.CreateTask.
 func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*models.TaskRecord, error) {
@@ -22,7 +37,7 @@ func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*m
 		Name:           in.Name,
 		Version:        deref(in.Version),
 		Context:        json.RawMessage(in.Context),
-		Initiator:      deref(in.Initiator),
+		Initiator:      initiatorOf(ctx, in.Initiator),
 		SourceSystem:   deref(in.SourceSystem),
 		Reason:         deref(in.Reason),
 		Tags:           json.RawMessage(in.Tags),
@@ -60,6 +75,6 @@ func (r *Resolver) resolveStep(ctx context.Context, id int64, reason *string) (*
 		return nil, apierr.Validationf("resolveStepManually of step %d needs a reason", id)
 	}
 	return r.stepAction(ctx, id, func() error {
-		return orchestration.ResolveStepManually(ctx, r.DB, id, *reason, actionMeta)
+		return orchestration.ResolveStepManually(ctx, r.DB, id, *reason, actionMeta(ctx))
 	})
 }

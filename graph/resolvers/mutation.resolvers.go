@@ -19,14 +19,14 @@ func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTas
 }
 
 func (r *mutationResolver) CancelTask(ctx context.Context, id int64) (*models.TaskRecord, error) {
-	if err := orchestration.CancelTask(ctx, r.DB, id, actionMeta); err != nil {
+	if err := orchestration.CancelTask(ctx, r.DB, id, actionMeta(ctx)); err != nil {
 		return nil, err
 	}
 	return r.taskAfter(ctx, id)
 }
 
 func (r *mutationResolver) CancelStep(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return r.stepAction(ctx, id, func() error { return orchestration.CancelStep(ctx, r.DB, id, actionMeta) })
+	return r.stepAction(ctx, id, func() error { return orchestration.CancelStep(ctx, r.DB, id, actionMeta(ctx)) })
 }
 
 func (r *mutationResolver) ResolveStepManually(ctx context.Context, id int64, reason *string) (*models.StepRecord, error) {
@@ -34,7 +34,7 @@ func (r *mutationResolver) ResolveStepManually(ctx context.Context, id int64, re
 }
 
 func (r *mutationResolver) RetryStep(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return r.stepAction(ctx, id, func() error { return orchestration.RetryStep(ctx, r.DB, id, actionMeta) })
+	return r.stepAction(ctx, id, func() error { return orchestration.RetryStep(ctx, r.DB, id, actionMeta(ctx)) })
 }
 
 func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }

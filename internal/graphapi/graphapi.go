@@ -29,7 +29,9 @@ import (
 	"github.com/taskerhq/tasker/graph/generated"
 	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/resolvers"
+	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/template"
 )
@@ -109,6 +111,12 @@ type Deps struct {
 	Log *slog.Logger
 	// Templates are what createTask can instantiate.
 	Templates *template.Registry
+	// Guard authenticates callers, checks their role and enforces the request limits (see
+	// internal/auth). Nil admits every request without authentication or limits beyond
+	// depth and complexity: the server always sets one (auth.Off when it runs open).
+	Guard *auth.Guard
+	// Metrics, when set, counts and times responses and instruments the HTTP handler.
+	Metrics *metrics.Metrics
 }
 
 // API is the GraphQL endpoint and its playground.
@@ -127,10 +135,16 @@ func New(cfg Config, deps Deps) *API {
 	setComplexity(&gcfg.Complexity)
 	srv := handler.New(generated.NewExecutableSchema(gcfg))
 
-	srv.AddTransport(transport.Websocket{
+	ws := transport.Websocket{
 		KeepAlivePingInterval: 10 * time.Second,
 		InitTimeout:           10 * time.Second,
-	})
+	}
+	if deps.Guard != nil {
+		ws.InitFunc = deps.Guard.WebsocketInit
+		limit := deps.Guard.Limits().MaxWebsocketMessageBytes
+		ws.PayloadReadLimit = &limit
+	}
+	srv.AddTransport(ws)
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -138,15 +152,29 @@ func New(cfg Config, deps Deps) *API {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
 	srv.Use(extension.Introspection{})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.QueryCacheSize)})
+	if deps.Guard != nil {
+		srv.Use(deps.Guard) // before the limits: who may ask comes before how much
+	}
 	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats})
+	if deps.Metrics != nil {
+		srv.Use(deps.Metrics.GraphQL()) // inside perResponse: it reads the statement counter
+	}
 
 	p := presenter{log: deps.Log}
 	srv.SetErrorPresenter(p.present)
 	srv.SetRecoverFunc(p.recover)
 
-	return &API{query: withRequestID(srv), cfg: cfg, log: deps.Log}
+	var h http.Handler = srv
+	if deps.Guard != nil {
+		h = deps.Guard.HTTP(h)
+	}
+	h = withRequestID(h)
+	if deps.Metrics != nil {
+		h = deps.Metrics.Middleware("graphql", h)
+	}
+	return &API{query: h, cfg: cfg, log: deps.Log}
 }
 
 // Config returns the effective configuration.

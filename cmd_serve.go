@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
@@ -21,6 +23,7 @@ import (
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/template"
 )
 
 // runServe starts the service in order, waits for a signal and stops it in reverse order:
@@ -34,7 +37,15 @@ import (
 // Every component registers its stop step with stops.add as soon as it has started; the steps
 // run in reverse order under one deadline (cfg.ShutdownTimeout), also when startup fails
 // half-way. Each start and stop step is logged with its duration.
-func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger) (err error) {
+func runServe(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
+	return serve(ctx, cfg, args, out, log, nil)
+}
+
+// afterStartFunc runs once the service is serving (tasker demo uses it to create tasks).
+type afterStartFunc func(ctx context.Context, db *gorm.DB, templates *template.Registry) error
+
+// serve is runServe with an optional step run once everything has started.
+func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger, afterStart afterStartFunc) (err error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty starts a private cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "local state; the private cluster lives in its postgres/ folder (env TASKER_DATA_DIR)")
@@ -120,6 +131,13 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 	if err != nil {
 		return fmt.Errorf("loading task templates: %w", err)
 	}
+	// Register every loaded template, so that workers and dashboards know them before the
+	// first task; a changed definition under a registered version refuses to start.
+	began = time.Now()
+	if err := apiTemplates.RegisterAll(ctx, gdb); err != nil {
+		return fmt.Errorf("registering task templates: %w", err)
+	}
+	log.Info("serve: templates registered", "count", len(apiTemplates.Templates()), "took", time.Since(began))
 	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)
 	if err != nil {
 		return err
@@ -127,6 +145,12 @@ func runServe(ctx context.Context, cfg config.Config, args []string, _ io.Writer
 	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates}).Mount(srv.Mux)
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
+
+	if afterStart != nil {
+		if err := afterStart(ctx, gdb, apiTemplates); err != nil {
+			return err
+		}
+	}
 
 	// 5. Run until told to stop or until a component fails.
 	var clusterExited <-chan struct{}

@@ -36,6 +36,7 @@ var commands = map[string]command{
 	"worker":   {summary: "run workers only (no HTTP) against DATABASE_URL, to scale step execution out", run: runWorker},
 	"token":    {summary: "manage API tokens: create -role reader|operator|admin [-name n], revoke <id|prefix>, list", run: runToken},
 	"run-task": {summary: "create a task from a template (-template ns/name[@version] -context JSON) and print its id", run: runRunTask},
+	"demo":     {summary: "serve, and create demo tasks that succeed, retry and fail (same flags as serve)", run: runDemo},
 	"seed":     {summary: "generate realistic workflow data of a chosen size into DATABASE_URL", run: runSeed},
 }
 
@@ -44,10 +45,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := dispatch(ctx, os.Args[1:], os.Stdout, log); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tasker:", err)
-		}
 		stop()
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h printed the flags
+		}
+		fmt.Fprintln(os.Stderr, "tasker:", err)
 		os.Exit(1)
 	}
 }

@@ -1,6 +1,6 @@
 // Package templates ships the example task templates with the binary: the five standard
 // workflow shapes (linear, diamond, parallel merge, tree, mixed) with their injected failures,
-// and an http example. A step that "times out once" uses the fail handler with kind timeout
+// an http example, and payment_failures, which ends blocked by failures. A step that "times out once" uses the fail handler with kind timeout
 // and a 200ms step timeout: its first attempt waits for the timeout, later attempts succeed.
 package templates
 

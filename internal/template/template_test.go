@@ -65,8 +65,9 @@ func edgeStrings(tpl *template.Template) []string {
 func TestShippedTemplates(t *testing.T) {
 	t.Parallel()
 	reg := shipped(t)
-	if got := len(reg.Templates()); got != 6 {
-		t.Fatalf("loaded %d templates, want 6", got)
+	// The five shapes, the http example and payment_failures.
+	if got := len(reg.Templates()); got != 7 {
+		t.Fatalf("loaded %d templates, want 7", got)
 	}
 	for name, want := range shapes {
 		tpl, err := reg.Lookup("examples", name, "")
@@ -113,12 +114,12 @@ func TestShippedTemplates(t *testing.T) {
 	var n int64
 	db.Raw(`SELECT count(*) FROM tasker_named_tasks nt JOIN tasker_task_namespaces ns USING (task_namespace_id)
 		WHERE ns.name = 'examples'`).Scan(&n)
-	if n != 6 {
-		t.Fatalf("%d named tasks in namespace examples, want 6", n)
+	if n != 7 {
+		t.Fatalf("%d named tasks in namespace examples, want 7", n)
 	}
 	db.Raw(`SELECT count(*) FROM tasker_named_tasks_named_steps`).Scan(&n)
-	if n != 6+7+7+8+9+2 {
-		t.Fatalf("%d named_tasks_named_steps rows, want %d", n, 6+7+7+8+9+2)
+	if n != 6+7+7+8+9+2+4 {
+		t.Fatalf("%d named_tasks_named_steps rows, want %d", n, 6+7+7+8+9+2+4)
 	}
 	var cfg struct {
 		Hash  string
@@ -424,8 +425,8 @@ func TestConcurrentRegistration(t *testing.T) {
 	}
 	var n int64
 	dbs[0].Raw(`SELECT count(*) FROM tasker_named_tasks`).Scan(&n)
-	if n != 6 {
-		t.Fatalf("%d named tasks, want 6", n)
+	if n != 7 {
+		t.Fatalf("%d named tasks, want 7", n)
 	}
 	dbs[0].Raw(`SELECT count(*) FROM tasker_task_namespaces WHERE name = 'examples'`).Scan(&n)
 	if n != 1 {

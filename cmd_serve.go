@@ -58,6 +58,10 @@ func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, l
 	if cfg.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
 	}
+	authDecision, err := decideAuth(cfg, log) // before anything starts: a bad TASKER_AUTH refuses
+	if err != nil {
+		return err
+	}
 	stops := &shutdown{log: log}
 	defer func() { err = errors.Join(err, stops.run(cfg.ShutdownTimeout)) }()
 
@@ -115,6 +119,12 @@ func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, l
 	if err != nil {
 		return err
 	}
+	// API access control and metrics (cmd_serve_security.go); the workers report to the metrics.
+	sec, err := newAPISecurity(ctx, authDecision, database.SQL(gdb), hub, log)
+	if err != nil {
+		return err
+	}
+	workerCfg.Observer = sec.metrics
 	engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
 	if err != nil {
 		return err
@@ -142,7 +152,9 @@ func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, l
 	if err != nil {
 		return err
 	}
-	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates}).Mount(srv.Mux)
+	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates,
+		Guard: sec.guard, Metrics: sec.metrics}).Mount(srv.Mux)
+	srv.Mux.Handle("GET /metrics", sec.metrics.Middleware("metrics", sec.metrics.Handler()))
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
 

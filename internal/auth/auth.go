@@ -120,6 +120,7 @@ const (
 	Forbidden          Code = "FORBIDDEN"
 	RateLimited        Code = "RATE_LIMITED"
 	RequestTooLarge    Code = "REQUEST_TOO_LARGE"
+	BadRequest         Code = "BAD_REQUEST"
 	TooManySubs        Code = "TOO_MANY_SUBSCRIPTIONS"
 	StatementTimeout   Code = "STATEMENT_TIMEOUT"
 	ServiceUnavailable Code = "SERVICE_UNAVAILABLE"

@@ -95,6 +95,7 @@ type chargedKey struct{}
 // HTTP admits HTTP requests to next:
 //
 //   - a body larger than MaxBodyBytes: 413, REQUEST_TOO_LARGE (nothing else is read);
+//   - a JSON POST body that is not JSON: 400, BAD_REQUEST (the body is not echoed);
 //   - no Authorization header (except on a websocket upgrade, which authenticates in
 //     connection_init) or an invalid token: 401, UNAUTHENTICATED;
 //   - the token store unreachable: 503, SERVICE_UNAVAILABLE;
@@ -114,12 +115,16 @@ func (g *Guard) HTTP(next http.Handler) http.Handler {
 			body, err := io.ReadAll(io.LimitReader(r.Body, g.limits.MaxBodyBytes+1))
 			_ = r.Body.Close()
 			if err != nil {
-				g.refuse(w, http.StatusBadRequest, "BAD_REQUEST", "reading the request body failed")
+				g.refuse(w, http.StatusBadRequest, BadRequest, "reading the request body failed")
 				return
 			}
 			if int64(len(body)) > g.limits.MaxBodyBytes {
 				g.refuse(w, http.StatusRequestEntityTooLarge, RequestTooLarge,
 					fmt.Sprintf("request body exceeds the limit of %d bytes", g.limits.MaxBodyBytes))
+				return
+			}
+			if r.Method == http.MethodPost && isJSON(r.Header.Get("Content-Type")) && !json.Valid(body) {
+				g.refuse(w, http.StatusBadRequest, BadRequest, "request body is not valid JSON")
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -197,6 +202,13 @@ func (g *Guard) refuse(w http.ResponseWriter, status int, code Code, msg string)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// isJSON reports whether a Content-Type is JSON (gqlgen's POST transport reads the body as
+// JSON only then).
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
 }
 
 func isWebsocketUpgrade(r *http.Request) bool {

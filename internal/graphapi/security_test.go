@@ -32,7 +32,7 @@ import (
 
 // secureEnv is the real handler behind the auth guard and metrics, on an httptest server.
 type secureEnv struct {
-	t       *testing.T
+	t       testing.TB
 	db      *gorm.DB
 	store   *auth.Store
 	metrics *metrics.Metrics
@@ -40,7 +40,7 @@ type secureEnv struct {
 	tokens  map[auth.Role]string
 }
 
-func newSecureEnv(t *testing.T, mode auth.Mode, limits auth.Limits) *secureEnv {
+func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits) *secureEnv {
 	t.Helper()
 	url := dbtest.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -113,9 +113,15 @@ func (r secResponse) code() string {
 // call POSTs body with the bearer token (none when token is "").
 func (e *secureEnv) call(token string, body []byte, header ...string) secResponse {
 	e.t.Helper()
+	return e.callAs(e.t, token, body, header...)
+}
+
+// callAs is call reporting failures to t.
+func (e *secureEnv) callAs(t testing.TB, token string, body []byte, header ...string) secResponse {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/query", bytes.NewReader(body))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
@@ -126,13 +132,13 @@ func (e *secureEnv) call(token string, body []byte, header ...string) secRespons
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	out := secResponse{status: resp.StatusCode, header: resp.Header}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		e.t.Fatalf("status %d, body %q is not a GraphQL response: %v", resp.StatusCode, raw, err)
+		t.Fatalf("status %d, body %q is not a GraphQL response: %v", resp.StatusCode, raw, err)
 	}
 	return out
 }
@@ -261,6 +267,11 @@ func TestRequestLimits(t *testing.T) {
 	r := e.call(tok, big)
 	if r.status != http.StatusRequestEntityTooLarge || r.code() != string(auth.RequestTooLarge) {
 		t.Fatalf("large body: status %d code %q, want 413 REQUEST_TOO_LARGE", r.status, r.code())
+	}
+
+	if r := e.call(tok, []byte(`{"query": "{ tasks { totalCount } }"`)); r.status != http.StatusBadRequest || r.code() != string(auth.BadRequest) ||
+		strings.Contains(r.Errors[0].Message, "totalCount") {
+		t.Fatalf("malformed JSON: status %d code %q message %q, want 400 BAD_REQUEST without the body echoed", r.status, r.code(), r.Errors[0].Message)
 	}
 
 	deep := "id"

@@ -1,0 +1,124 @@
+package statemachine_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/taskerhq/tasker/internal/models"
+	sm "github.com/taskerhq/tasker/internal/statemachine"
+)
+
+func history(t *testing.T, w world, stepID int64) (states []string, current int) {
+	t.Helper()
+	var rows []models.WorkflowStepTransition
+	if err := w.db.Where("workflow_step_id = ?", stepID).Order("sort_key").Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rows {
+		if r.SortKey != i+1 {
+			t.Fatalf("step %d: gap in history at row %d (sort_key %d)", stepID, i, r.SortKey)
+		}
+		states = append(states, string(r.ToState))
+		if r.MostRecent {
+			current++
+		}
+	}
+	return states, current
+}
+
+func TestBatchAppliesSeveralMovesPerOwnerInOrder(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	walkStep(t, w.db, w.b, models.StateError)
+	trs, err := sm.TransitionSteps(ctx, w.db, []sm.Move{
+		{ID: w.b, To: models.StatePending}, {ID: w.a, To: models.StateInProgress, Metadata: map[string]any{"k": 1}},
+		{ID: w.b, To: models.StateInProgress},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trs) != 3 || trs[0].OwnerID != w.b || trs[0].Event != "retry_requested" || trs[1].OwnerID != w.a ||
+		trs[1].SortKey != 1 || trs[1].From != nil || trs[2].SortKey != 3 || *trs[2].From != models.StatePending {
+		t.Fatalf("unexpected transitions %+v", trs)
+	}
+	if got, cur := history(t, w, w.b); !slices.Equal(got, []string{"error", "pending", "in_progress"}) || cur != 1 {
+		t.Fatalf("step b history %v with %d current rows", got, cur)
+	}
+}
+
+func TestBatchRefusalWritesNothingOrOnlyTheAllowedOwners(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	moves := []sm.Move{{ID: w.a, To: models.StateInProgress}, {ID: w.c, To: models.StateInProgress}, {ID: w.b, To: models.StateCancelled}}
+	before := countTransitions(t, w.db, "tasker_workflow_step_transitions")
+	_, err := sm.TransitionSteps(ctx, w.db, moves)
+	var te *sm.TransitionError
+	if !errors.As(err, &te) || te.ID != w.c || te.From != "pending" {
+		t.Fatalf("want step c's parent guard refusal, got %v", err)
+	}
+	if after := countTransitions(t, w.db, "tasker_workflow_step_transitions"); after != before {
+		t.Fatalf("a refused batch wrote %d rows", after-before)
+	}
+	trs, refused, err := sm.TransitionStepsWhereAllowed(ctx, w.db, moves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trs) != 2 || len(refused) != 1 || refused[0].ID != w.c {
+		t.Fatalf("written %+v refused %+v", trs, refused)
+	}
+	if st, _ := sm.StepState(ctx, w.db, w.c); st != models.StatePending {
+		t.Fatalf("refused step c moved to %s", st)
+	}
+	if _, err := sm.TransitionSteps(ctx, w.db, []sm.Move{{ID: 999999, To: models.StateCancelled}}); !errors.Is(err, sm.ErrNotFound) {
+		t.Fatalf("unknown step in a batch: %v", err)
+	}
+}
+
+// TestRacingBatchesNeverDeadlockAndKeepHistoriesGapFree has batches over the same three
+// owners, listed in different orders, race each other.
+func TestRacingBatchesNeverDeadlockAndKeepHistoriesGapFree(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	next := map[models.State]models.State{models.StatePending: models.StateError, models.StateError: models.StatePending}
+	orders := [][]int64{{w.a, w.b, w.c}, {w.c, w.b, w.a}, {w.b, w.c, w.a}}
+	var wg sync.WaitGroup
+	for g := 0; g < 9; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 8; i++ {
+				var moves []sm.Move
+				for _, id := range orders[g%3] {
+					cur, err := sm.StepState(ctx, w.db, id)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					moves = append(moves, sm.Move{ID: id, To: next[cur]})
+				}
+				if _, _, err := sm.TransitionStepsWhereAllowed(ctx, w.db, moves); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range []int64{w.a, w.b, w.c} {
+		states, cur := history(t, w, id)
+		if len(states) == 0 || cur != 1 {
+			t.Fatalf("step %d: %d transitions, %d current rows", id, len(states), cur)
+		}
+		for i := 1; i < len(states); i++ {
+			if states[i] == states[i-1] {
+				t.Fatalf("step %d: history repeats %s at %d", id, states[i], i)
+			}
+		}
+	}
+}

@@ -22,6 +22,8 @@ const (
 	Validation        Code = "VALIDATION"
 	Conflict          Code = "CONFLICT"
 	Internal          Code = "INTERNAL"
+	// Unavailable: this server does not run what the operation needs (e.g. a refresher).
+	Unavailable Code = "SERVICE_UNAVAILABLE"
 )
 
 // Error is a domain error: its message says what was wrong and is shown as is.

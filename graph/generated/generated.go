@@ -30,6 +30,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Dashboard() DashboardResolver
 	Mutation() MutationResolver
 	NamedTask() NamedTaskResolver
 	Query() QueryResolver
@@ -40,6 +41,7 @@ type ResolverRoot interface {
 	Subscription() SubscriptionResolver
 	Task() TaskResolver
 	TaskExecutionContext() TaskExecutionContextResolver
+	TaskStatusSummary() TaskStatusSummaryResolver
 	TaskTransition() TaskTransitionResolver
 	TaskWorkflowSummary() TaskWorkflowSummaryResolver
 }
@@ -53,10 +55,26 @@ type ComplexityRoot struct {
 		StepID         func(childComplexity int) int
 	}
 
+	Dashboard struct {
+		StepPerformance     func(childComplexity int, namespace *string, limit *int) int
+		TaskStatusSummaries func(childComplexity int, namespace *string) int
+		Throughput          func(childComplexity int, hours *int) int
+	}
+
+	HourlyThroughput struct {
+		Hour           func(childComplexity int) int
+		StepsCompleted func(childComplexity int) int
+		StepsFailed    func(childComplexity int) int
+		TasksCompleted func(childComplexity int) int
+		TasksCreated   func(childComplexity int) int
+		TasksFailed    func(childComplexity int) int
+	}
+
 	Mutation struct {
 		CancelStep          func(childComplexity int, id int64) int
 		CancelTask          func(childComplexity int, id int64) int
 		CreateTask          func(childComplexity int, input model.CreateTaskInput) int
+		RefreshReadModel    func(childComplexity int, name string) int
 		ResolveStepManually func(childComplexity int, id int64, reason *string) int
 		RetryStep           func(childComplexity int, id int64) int
 	}
@@ -82,11 +100,25 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
+		Dashboard  func(childComplexity int) int
 		NamedTasks func(childComplexity int, namespace *string) int
 		Namespaces func(childComplexity int) int
+		ReadModels func(childComplexity int) int
 		Step       func(childComplexity int, id int64) int
 		Task       func(childComplexity int, id int64) int
 		Tasks      func(childComplexity int, filter *model.TaskFilter, first *int, after *string) int
+	}
+
+	ReadModel struct {
+		DataAsOf        func(childComplexity int) int
+		LastAttemptAt   func(childComplexity int) int
+		LastDurationMs  func(childComplexity int) int
+		LastError       func(childComplexity int) int
+		LastRefreshedAt func(childComplexity int) int
+		Name            func(childComplexity int) int
+		RowCount        func(childComplexity int) int
+		Stale           func(childComplexity int) int
+		StaleSince      func(childComplexity int) int
 	}
 
 	Step struct {
@@ -123,6 +155,29 @@ type ComplexityRoot struct {
 		ParentStepIds    func(childComplexity int) int
 		TaskID           func(childComplexity int) int
 		WorkflowStepID   func(childComplexity int) int
+	}
+
+	StepPerformance struct {
+		AvgDurationMs       func(childComplexity int) int
+		DependentSystemName func(childComplexity int) int
+		ErrorRate           func(childComplexity int) int
+		Executions          func(childComplexity int) int
+		Failures            func(childComplexity int) int
+		MaxDurationMs       func(childComplexity int) int
+		NamedStepID         func(childComplexity int) int
+		NamespaceName       func(childComplexity int) int
+		P50DurationMs       func(childComplexity int) int
+		P95DurationMs       func(childComplexity int) int
+		Retries             func(childComplexity int) int
+		StepName            func(childComplexity int) int
+		Successes           func(childComplexity int) int
+		TaskNamespaceID     func(childComplexity int) int
+	}
+
+	StepPerformances struct {
+		RefreshedAt func(childComplexity int) int
+		Rows        func(childComplexity int) int
+		Stale       func(childComplexity int) int
 	}
 
 	StepReadiness struct {
@@ -210,6 +265,31 @@ type ComplexityRoot struct {
 		TotalSteps              func(childComplexity int) int
 	}
 
+	TaskStatusSummaries struct {
+		RefreshedAt func(childComplexity int) int
+		Rows        func(childComplexity int) int
+		Stale       func(childComplexity int) int
+	}
+
+	TaskStatusSummary struct {
+		CancelledCount             func(childComplexity int) int
+		CompleteCount              func(childComplexity int) int
+		ErrorCount                 func(childComplexity int) int
+		InProgressCount            func(childComplexity int) int
+		NamedTaskID                func(childComplexity int) int
+		NamespaceName              func(childComplexity int) int
+		OldestInProgressAgeSeconds func(childComplexity int) int
+		OldestInProgressSince      func(childComplexity int) int
+		OldestPendingAgeSeconds    func(childComplexity int) int
+		OldestPendingRequestedAt   func(childComplexity int) int
+		PendingCount               func(childComplexity int) int
+		ResolvedManuallyCount      func(childComplexity int) int
+		TaskName                   func(childComplexity int) int
+		TaskNamespaceID            func(childComplexity int) int
+		TotalCount                 func(childComplexity int) int
+		Version                    func(childComplexity int) int
+	}
+
 	TaskTransition struct {
 		CreatedAt  func(childComplexity int) int
 		FromState  func(childComplexity int) int
@@ -246,18 +326,30 @@ type ComplexityRoot struct {
 		TaskID                  func(childComplexity int) int
 		TotalSteps              func(childComplexity int) int
 	}
+
+	Throughput struct {
+		RefreshedAt func(childComplexity int) int
+		Rows        func(childComplexity int) int
+		Stale       func(childComplexity int) int
+	}
 }
 
 // endregion ***************************** api!.gotpl *****************************
 
 // region    ************************** generated!.gotpl **************************
 
+type DashboardResolver interface {
+	TaskStatusSummaries(ctx context.Context, obj *model.Dashboard, namespace *string) (*models.TaskStatusSummaries, error)
+	StepPerformance(ctx context.Context, obj *model.Dashboard, namespace *string, limit *int) (*models.StepPerformances, error)
+	Throughput(ctx context.Context, obj *model.Dashboard, hours *int) (*models.HourlyThroughputs, error)
+}
 type MutationResolver interface {
 	CreateTask(ctx context.Context, input model.CreateTaskInput) (*models.TaskRecord, error)
 	CancelTask(ctx context.Context, id int64) (*models.TaskRecord, error)
 	CancelStep(ctx context.Context, id int64) (*models.StepRecord, error)
 	ResolveStepManually(ctx context.Context, id int64, reason *string) (*models.StepRecord, error)
 	RetryStep(ctx context.Context, id int64) (*models.StepRecord, error)
+	RefreshReadModel(ctx context.Context, name string) (*models.ReadModelStatus, error)
 }
 type NamedTaskResolver interface {
 	Namespace(ctx context.Context, obj *models.NamedTask) (*models.TaskNamespace, error)
@@ -265,6 +357,8 @@ type NamedTaskResolver interface {
 type QueryResolver interface {
 	Task(ctx context.Context, id int64) (*models.TaskRecord, error)
 	Tasks(ctx context.Context, filter *model.TaskFilter, first *int, after *string) (*model.TaskConnection, error)
+	ReadModels(ctx context.Context) ([]models.ReadModelStatus, error)
+	Dashboard(ctx context.Context) (*model.Dashboard, error)
 	Step(ctx context.Context, id int64) (*models.StepRecord, error)
 	Namespaces(ctx context.Context) ([]models.TaskNamespace, error)
 	NamedTasks(ctx context.Context, namespace *string) ([]models.NamedTask, error)
@@ -306,6 +400,11 @@ type TaskExecutionContextResolver interface {
 	RecommendedAction(ctx context.Context, obj *models.TaskExecutionContext) (model.RecommendedAction, error)
 
 	HealthStatus(ctx context.Context, obj *models.TaskExecutionContext) (model.HealthStatus, error)
+}
+type TaskStatusSummaryResolver interface {
+	OldestPendingAgeSeconds(ctx context.Context, obj *models.TaskStatusSummary) (*float64, error)
+
+	OldestInProgressAgeSeconds(ctx context.Context, obj *models.TaskStatusSummary) (*float64, error)
 }
 type TaskTransitionResolver interface {
 	Task(ctx context.Context, obj *models.TaskTransitionRecord) (*models.TaskRecord, error)
@@ -356,6 +455,77 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.BlockedStep.StepID(childComplexity), true
 
+	case "Dashboard.stepPerformance":
+		if e.ComplexityRoot.Dashboard.StepPerformance == nil {
+			break
+		}
+
+		args, err := ec.field_Dashboard_stepPerformance_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Dashboard.StepPerformance(childComplexity, args["namespace"].(*string), args["limit"].(*int)), true
+	case "Dashboard.taskStatusSummaries":
+		if e.ComplexityRoot.Dashboard.TaskStatusSummaries == nil {
+			break
+		}
+
+		args, err := ec.field_Dashboard_taskStatusSummaries_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Dashboard.TaskStatusSummaries(childComplexity, args["namespace"].(*string)), true
+	case "Dashboard.throughput":
+		if e.ComplexityRoot.Dashboard.Throughput == nil {
+			break
+		}
+
+		args, err := ec.field_Dashboard_throughput_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Dashboard.Throughput(childComplexity, args["hours"].(*int)), true
+
+	case "HourlyThroughput.hour":
+		if e.ComplexityRoot.HourlyThroughput.Hour == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.Hour(childComplexity), true
+	case "HourlyThroughput.stepsCompleted":
+		if e.ComplexityRoot.HourlyThroughput.StepsCompleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.StepsCompleted(childComplexity), true
+	case "HourlyThroughput.stepsFailed":
+		if e.ComplexityRoot.HourlyThroughput.StepsFailed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.StepsFailed(childComplexity), true
+	case "HourlyThroughput.tasksCompleted":
+		if e.ComplexityRoot.HourlyThroughput.TasksCompleted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.TasksCompleted(childComplexity), true
+	case "HourlyThroughput.tasksCreated":
+		if e.ComplexityRoot.HourlyThroughput.TasksCreated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.TasksCreated(childComplexity), true
+	case "HourlyThroughput.tasksFailed":
+		if e.ComplexityRoot.HourlyThroughput.TasksFailed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HourlyThroughput.TasksFailed(childComplexity), true
+
 	case "Mutation.cancelStep":
 		if e.ComplexityRoot.Mutation.CancelStep == nil {
 			break
@@ -389,6 +559,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateTask(childComplexity, args["input"].(model.CreateTaskInput)), true
+	case "Mutation.refreshReadModel":
+		if e.ComplexityRoot.Mutation.RefreshReadModel == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_refreshReadModel_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RefreshReadModel(childComplexity, args["name"].(string)), true
 	case "Mutation.resolveStepManually":
 		if e.ComplexityRoot.Mutation.ResolveStepManually == nil {
 			break
@@ -481,6 +662,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
 
+	case "Query.dashboard":
+		if e.ComplexityRoot.Query.Dashboard == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.Dashboard(childComplexity), true
+
 	case "Query.namedTasks":
 		if e.ComplexityRoot.Query.NamedTasks == nil {
 			break
@@ -498,6 +686,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Namespaces(childComplexity), true
+	case "Query.readModels":
+		if e.ComplexityRoot.Query.ReadModels == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.ReadModels(childComplexity), true
 	case "Query.step":
 		if e.ComplexityRoot.Query.Step == nil {
 			break
@@ -531,6 +725,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Tasks(childComplexity, args["filter"].(*model.TaskFilter), args["first"].(*int), args["after"].(*string)), true
+
+	case "ReadModel.dataAsOf":
+		if e.ComplexityRoot.ReadModel.DataAsOf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.DataAsOf(childComplexity), true
+	case "ReadModel.lastAttemptAt":
+		if e.ComplexityRoot.ReadModel.LastAttemptAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.LastAttemptAt(childComplexity), true
+	case "ReadModel.lastDurationMs":
+		if e.ComplexityRoot.ReadModel.LastDurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.LastDurationMs(childComplexity), true
+	case "ReadModel.lastError":
+		if e.ComplexityRoot.ReadModel.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.LastError(childComplexity), true
+	case "ReadModel.lastRefreshedAt":
+		if e.ComplexityRoot.ReadModel.LastRefreshedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.LastRefreshedAt(childComplexity), true
+	case "ReadModel.name":
+		if e.ComplexityRoot.ReadModel.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.Name(childComplexity), true
+	case "ReadModel.rowCount":
+		if e.ComplexityRoot.ReadModel.RowCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.RowCount(childComplexity), true
+	case "ReadModel.stale":
+		if e.ComplexityRoot.ReadModel.Stale == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.Stale(childComplexity), true
+	case "ReadModel.staleSince":
+		if e.ComplexityRoot.ReadModel.StaleSince == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ReadModel.StaleSince(childComplexity), true
 
 	case "Step.attempts":
 		if e.ComplexityRoot.Step.Attempts == nil {
@@ -713,6 +962,110 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepDag.WorkflowStepID(childComplexity), true
+
+	case "StepPerformance.avgDurationMs":
+		if e.ComplexityRoot.StepPerformance.AvgDurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.AvgDurationMs(childComplexity), true
+	case "StepPerformance.dependentSystem":
+		if e.ComplexityRoot.StepPerformance.DependentSystemName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.DependentSystemName(childComplexity), true
+	case "StepPerformance.errorRate":
+		if e.ComplexityRoot.StepPerformance.ErrorRate == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.ErrorRate(childComplexity), true
+	case "StepPerformance.executions":
+		if e.ComplexityRoot.StepPerformance.Executions == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.Executions(childComplexity), true
+	case "StepPerformance.failures":
+		if e.ComplexityRoot.StepPerformance.Failures == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.Failures(childComplexity), true
+	case "StepPerformance.maxDurationMs":
+		if e.ComplexityRoot.StepPerformance.MaxDurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.MaxDurationMs(childComplexity), true
+	case "StepPerformance.namedStepId":
+		if e.ComplexityRoot.StepPerformance.NamedStepID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.NamedStepID(childComplexity), true
+	case "StepPerformance.namespace":
+		if e.ComplexityRoot.StepPerformance.NamespaceName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.NamespaceName(childComplexity), true
+	case "StepPerformance.p50DurationMs":
+		if e.ComplexityRoot.StepPerformance.P50DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.P50DurationMs(childComplexity), true
+	case "StepPerformance.p95DurationMs":
+		if e.ComplexityRoot.StepPerformance.P95DurationMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.P95DurationMs(childComplexity), true
+	case "StepPerformance.retries":
+		if e.ComplexityRoot.StepPerformance.Retries == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.Retries(childComplexity), true
+	case "StepPerformance.stepName":
+		if e.ComplexityRoot.StepPerformance.StepName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.StepName(childComplexity), true
+	case "StepPerformance.successes":
+		if e.ComplexityRoot.StepPerformance.Successes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.Successes(childComplexity), true
+	case "StepPerformance.namespaceId":
+		if e.ComplexityRoot.StepPerformance.TaskNamespaceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformance.TaskNamespaceID(childComplexity), true
+
+	case "StepPerformances.refreshedAt":
+		if e.ComplexityRoot.StepPerformances.RefreshedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformances.RefreshedAt(childComplexity), true
+	case "StepPerformances.rows":
+		if e.ComplexityRoot.StepPerformances.Rows == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformances.Rows(childComplexity), true
+	case "StepPerformances.stale":
+		if e.ComplexityRoot.StepPerformances.Stale == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepPerformances.Stale(childComplexity), true
 
 	case "StepReadiness.attempts":
 		if e.ComplexityRoot.StepReadiness.Attempts == nil {
@@ -1115,6 +1468,122 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TaskExecutionContext.TotalSteps(childComplexity), true
 
+	case "TaskStatusSummaries.refreshedAt":
+		if e.ComplexityRoot.TaskStatusSummaries.RefreshedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummaries.RefreshedAt(childComplexity), true
+	case "TaskStatusSummaries.rows":
+		if e.ComplexityRoot.TaskStatusSummaries.Rows == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummaries.Rows(childComplexity), true
+	case "TaskStatusSummaries.stale":
+		if e.ComplexityRoot.TaskStatusSummaries.Stale == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummaries.Stale(childComplexity), true
+
+	case "TaskStatusSummary.cancelled":
+		if e.ComplexityRoot.TaskStatusSummary.CancelledCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.CancelledCount(childComplexity), true
+	case "TaskStatusSummary.complete":
+		if e.ComplexityRoot.TaskStatusSummary.CompleteCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.CompleteCount(childComplexity), true
+	case "TaskStatusSummary.error":
+		if e.ComplexityRoot.TaskStatusSummary.ErrorCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.ErrorCount(childComplexity), true
+	case "TaskStatusSummary.inProgress":
+		if e.ComplexityRoot.TaskStatusSummary.InProgressCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.InProgressCount(childComplexity), true
+	case "TaskStatusSummary.namedTaskId":
+		if e.ComplexityRoot.TaskStatusSummary.NamedTaskID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.NamedTaskID(childComplexity), true
+	case "TaskStatusSummary.namespace":
+		if e.ComplexityRoot.TaskStatusSummary.NamespaceName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.NamespaceName(childComplexity), true
+	case "TaskStatusSummary.oldestInProgressAgeSeconds":
+		if e.ComplexityRoot.TaskStatusSummary.OldestInProgressAgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.OldestInProgressAgeSeconds(childComplexity), true
+	case "TaskStatusSummary.oldestInProgressSince":
+		if e.ComplexityRoot.TaskStatusSummary.OldestInProgressSince == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.OldestInProgressSince(childComplexity), true
+	case "TaskStatusSummary.oldestPendingAgeSeconds":
+		if e.ComplexityRoot.TaskStatusSummary.OldestPendingAgeSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.OldestPendingAgeSeconds(childComplexity), true
+	case "TaskStatusSummary.oldestPendingRequestedAt":
+		if e.ComplexityRoot.TaskStatusSummary.OldestPendingRequestedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.OldestPendingRequestedAt(childComplexity), true
+	case "TaskStatusSummary.pending":
+		if e.ComplexityRoot.TaskStatusSummary.PendingCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.PendingCount(childComplexity), true
+	case "TaskStatusSummary.resolvedManually":
+		if e.ComplexityRoot.TaskStatusSummary.ResolvedManuallyCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.ResolvedManuallyCount(childComplexity), true
+	case "TaskStatusSummary.taskName":
+		if e.ComplexityRoot.TaskStatusSummary.TaskName == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.TaskName(childComplexity), true
+	case "TaskStatusSummary.namespaceId":
+		if e.ComplexityRoot.TaskStatusSummary.TaskNamespaceID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.TaskNamespaceID(childComplexity), true
+	case "TaskStatusSummary.total":
+		if e.ComplexityRoot.TaskStatusSummary.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.TotalCount(childComplexity), true
+	case "TaskStatusSummary.version":
+		if e.ComplexityRoot.TaskStatusSummary.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskStatusSummary.Version(childComplexity), true
+
 	case "TaskTransition.createdAt":
 		if e.ComplexityRoot.TaskTransition.CreatedAt == nil {
 			break
@@ -1303,6 +1772,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TaskWorkflowSummary.TotalSteps(childComplexity), true
 
+	case "Throughput.refreshedAt":
+		if e.ComplexityRoot.Throughput.RefreshedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Throughput.RefreshedAt(childComplexity), true
+	case "Throughput.rows":
+		if e.ComplexityRoot.Throughput.Rows == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Throughput.Rows(childComplexity), true
+	case "Throughput.stale":
+		if e.ComplexityRoot.Throughput.Stale == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Throughput.Stale(childComplexity), true
+
 	}
 	return 0, false
 }
@@ -1407,6 +1895,147 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../schema/dashboard.graphqls", Input: `"""
+One materialized read model (db/materialized) and how fresh it is. The dashboards read these
+views, which are refreshed on a schedule and soon after writes that affect them.
+"""
+type ReadModel {
+  "The materialized view's name, e.g. tasker_task_status_summaries."
+  name: String!
+  "When the last successful refresh finished; null when it never succeeded."
+  lastRefreshedAt: Time
+  "The data reflects the database as of this instant: when the last successful refresh started."
+  dataAsOf: Time
+  "How long the last successful refresh took."
+  lastDurationMs: Float
+  "Rows in the view after the last successful refresh."
+  rowCount: Int
+  "True when a write that affects the view was seen after the last successful refresh started."
+  stale: Boolean!
+  "The first such write's mark; null when not stale."
+  staleSince: Time
+  "The error of the latest refresh attempt; null when it succeeded."
+  lastError: String
+  "When the latest refresh attempt, successful or not, ran."
+  lastAttemptAt: Time
+}
+
+"""
+Aggregates over every task, read from the materialized views only: each field costs two SQL
+statements (its rows and its view's freshness) whatever the amount of data. Every payload
+carries refreshedAt and stale, so a client always knows how fresh the numbers are.
+"""
+type Dashboard {
+  "Tasks per named task by current state; of one namespace, or of all when namespace is null or empty."
+  taskStatusSummaries(namespace: String): TaskStatusSummaries!
+  "Step execution history per named step, busiest first; limit is 1..1000."
+  stepPerformance(namespace: String, limit: Int = 50): StepPerformances!
+  "The last hours (1..8784) UTC hours, the current one included, oldest first; quiet hours read as zeros."
+  throughput(hours: Int = 24): Throughput!
+}
+
+"Rows of view tasker_task_status_summaries, ordered by namespace, task name and version."
+type TaskStatusSummaries {
+  "When the refresh that produced the rows finished; null when the view was never refreshed."
+  refreshedAt: Time
+  "True when writes were seen since that refresh started."
+  stale: Boolean!
+  rows: [TaskStatusSummary!]!
+}
+
+"The tasks of one named task (one version of a template) by current state."
+type TaskStatusSummary {
+  namedTaskId: ID!
+  namespaceId: ID!
+  namespace: String!
+  taskName: String!
+  version: String!
+  pending: Int!
+  inProgress: Int!
+  complete: Int!
+  error: Int!
+  cancelled: Int!
+  resolvedManually: Int!
+  total: Int!
+  "When the oldest pending task was requested; null when none is pending."
+  oldestPendingRequestedAt: Time
+  "How long the oldest pending task has waited, computed when the request started."
+  oldestPendingAgeSeconds: Float
+  "When the earliest task still in progress entered IN_PROGRESS; null when none is."
+  oldestInProgressSince: Time
+  "How long the oldest in-progress task has been in progress, computed when the request started."
+  oldestInProgressAgeSeconds: Float
+}
+
+"Rows of view tasker_step_performance, busiest first."
+type StepPerformances {
+  "When the refresh that produced the rows finished; null when the view was never refreshed."
+  refreshedAt: Time
+  "True when writes were seen since that refresh started."
+  stale: Boolean!
+  rows: [StepPerformance!]!
+}
+
+"The execution history of one named step within one namespace. Durations are null until an execution has finished."
+type StepPerformance {
+  namedStepId: ID!
+  namespaceId: ID!
+  namespace: String!
+  stepName: String!
+  dependentSystem: String!
+  "Transitions into IN_PROGRESS."
+  executions: Int!
+  "Transitions into COMPLETE."
+  successes: Int!
+  "Transitions into ERROR."
+  failures: Int!
+  "Transitions from ERROR back to PENDING."
+  retries: Int!
+  "failures / executions, rounded to 4 decimals; 0 without executions."
+  errorRate: Float!
+  "Durations: from entering IN_PROGRESS to the next transition when it is to COMPLETE or ERROR."
+  avgDurationMs: Float
+  p50DurationMs: Float
+  p95DurationMs: Float
+  maxDurationMs: Float
+}
+
+"Rows of view tasker_hourly_throughput, one per UTC hour, oldest first."
+type Throughput {
+  "When the refresh that produced the rows finished; null when the view was never refreshed."
+  refreshedAt: Time
+  "True when writes were seen since that refresh started."
+  stale: Boolean!
+  rows: [HourlyThroughput!]!
+}
+
+"What happened in one UTC hour."
+type HourlyThroughput {
+  "The start of the hour."
+  hour: Time!
+  tasksCreated: Int!
+  tasksCompleted: Int!
+  tasksFailed: Int!
+  stepsCompleted: Int!
+  stepsFailed: Int!
+}
+
+extend type Query {
+  "Every materialized read model with its freshness, by name."
+  readModels: [ReadModel!]!
+  "The dashboards, read from the materialized read models."
+  dashboard: Dashboard!
+}
+
+extend type Mutation {
+  """
+  Refreshes one read model now (admin only) and returns it as it is afterwards. An unknown
+  name is NOT_FOUND and lists the known ones; a server without a refresher answers
+  UNAVAILABLE. A failed refresh is an error and is recorded in the read model's lastError.
+  """
+  refreshReadModel(name: String!): ReadModel!
+}
+`, BuiltIn: false},
 	{Name: "../schema/enums.graphqls", Input: `"The state of a task or a step (SEMANTICS §2). No transition yet means PENDING."
 enum State {
   PENDING
@@ -1775,6 +2404,36 @@ func (ec *executionContext) childFields_BlockedStep(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type BlockedStep", field.Name)
 }
 
+func (ec *executionContext) childFields_Dashboard(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "taskStatusSummaries":
+		return ec.fieldContext_Dashboard_taskStatusSummaries(ctx, field)
+	case "stepPerformance":
+		return ec.fieldContext_Dashboard_stepPerformance(ctx, field)
+	case "throughput":
+		return ec.fieldContext_Dashboard_throughput(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Dashboard", field.Name)
+}
+
+func (ec *executionContext) childFields_HourlyThroughput(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "hour":
+		return ec.fieldContext_HourlyThroughput_hour(ctx, field)
+	case "tasksCreated":
+		return ec.fieldContext_HourlyThroughput_tasksCreated(ctx, field)
+	case "tasksCompleted":
+		return ec.fieldContext_HourlyThroughput_tasksCompleted(ctx, field)
+	case "tasksFailed":
+		return ec.fieldContext_HourlyThroughput_tasksFailed(ctx, field)
+	case "stepsCompleted":
+		return ec.fieldContext_HourlyThroughput_stepsCompleted(ctx, field)
+	case "stepsFailed":
+		return ec.fieldContext_HourlyThroughput_stepsFailed(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type HourlyThroughput", field.Name)
+}
+
 func (ec *executionContext) childFields_NamedTask(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1813,6 +2472,30 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_ReadModel(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_ReadModel_name(ctx, field)
+	case "lastRefreshedAt":
+		return ec.fieldContext_ReadModel_lastRefreshedAt(ctx, field)
+	case "dataAsOf":
+		return ec.fieldContext_ReadModel_dataAsOf(ctx, field)
+	case "lastDurationMs":
+		return ec.fieldContext_ReadModel_lastDurationMs(ctx, field)
+	case "rowCount":
+		return ec.fieldContext_ReadModel_rowCount(ctx, field)
+	case "stale":
+		return ec.fieldContext_ReadModel_stale(ctx, field)
+	case "staleSince":
+		return ec.fieldContext_ReadModel_staleSince(ctx, field)
+	case "lastError":
+		return ec.fieldContext_ReadModel_lastError(ctx, field)
+	case "lastAttemptAt":
+		return ec.fieldContext_ReadModel_lastAttemptAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ReadModel", field.Name)
 }
 
 func (ec *executionContext) childFields_Step(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1885,6 +2568,52 @@ func (ec *executionContext) childFields_StepDag(ctx context.Context, field graph
 		return ec.fieldContext_StepDag_dependencyLevel(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepDag", field.Name)
+}
+
+func (ec *executionContext) childFields_StepPerformance(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "namedStepId":
+		return ec.fieldContext_StepPerformance_namedStepId(ctx, field)
+	case "namespaceId":
+		return ec.fieldContext_StepPerformance_namespaceId(ctx, field)
+	case "namespace":
+		return ec.fieldContext_StepPerformance_namespace(ctx, field)
+	case "stepName":
+		return ec.fieldContext_StepPerformance_stepName(ctx, field)
+	case "dependentSystem":
+		return ec.fieldContext_StepPerformance_dependentSystem(ctx, field)
+	case "executions":
+		return ec.fieldContext_StepPerformance_executions(ctx, field)
+	case "successes":
+		return ec.fieldContext_StepPerformance_successes(ctx, field)
+	case "failures":
+		return ec.fieldContext_StepPerformance_failures(ctx, field)
+	case "retries":
+		return ec.fieldContext_StepPerformance_retries(ctx, field)
+	case "errorRate":
+		return ec.fieldContext_StepPerformance_errorRate(ctx, field)
+	case "avgDurationMs":
+		return ec.fieldContext_StepPerformance_avgDurationMs(ctx, field)
+	case "p50DurationMs":
+		return ec.fieldContext_StepPerformance_p50DurationMs(ctx, field)
+	case "p95DurationMs":
+		return ec.fieldContext_StepPerformance_p95DurationMs(ctx, field)
+	case "maxDurationMs":
+		return ec.fieldContext_StepPerformance_maxDurationMs(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StepPerformance", field.Name)
+}
+
+func (ec *executionContext) childFields_StepPerformances(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "refreshedAt":
+		return ec.fieldContext_StepPerformances_refreshedAt(ctx, field)
+	case "stale":
+		return ec.fieldContext_StepPerformances_stale(ctx, field)
+	case "rows":
+		return ec.fieldContext_StepPerformances_rows(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StepPerformances", field.Name)
 }
 
 func (ec *executionContext) childFields_StepReadiness(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2047,6 +2776,56 @@ func (ec *executionContext) childFields_TaskExecutionContext(ctx context.Context
 	return nil, fmt.Errorf("no field named %q was found under type TaskExecutionContext", field.Name)
 }
 
+func (ec *executionContext) childFields_TaskStatusSummaries(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "refreshedAt":
+		return ec.fieldContext_TaskStatusSummaries_refreshedAt(ctx, field)
+	case "stale":
+		return ec.fieldContext_TaskStatusSummaries_stale(ctx, field)
+	case "rows":
+		return ec.fieldContext_TaskStatusSummaries_rows(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TaskStatusSummaries", field.Name)
+}
+
+func (ec *executionContext) childFields_TaskStatusSummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "namedTaskId":
+		return ec.fieldContext_TaskStatusSummary_namedTaskId(ctx, field)
+	case "namespaceId":
+		return ec.fieldContext_TaskStatusSummary_namespaceId(ctx, field)
+	case "namespace":
+		return ec.fieldContext_TaskStatusSummary_namespace(ctx, field)
+	case "taskName":
+		return ec.fieldContext_TaskStatusSummary_taskName(ctx, field)
+	case "version":
+		return ec.fieldContext_TaskStatusSummary_version(ctx, field)
+	case "pending":
+		return ec.fieldContext_TaskStatusSummary_pending(ctx, field)
+	case "inProgress":
+		return ec.fieldContext_TaskStatusSummary_inProgress(ctx, field)
+	case "complete":
+		return ec.fieldContext_TaskStatusSummary_complete(ctx, field)
+	case "error":
+		return ec.fieldContext_TaskStatusSummary_error(ctx, field)
+	case "cancelled":
+		return ec.fieldContext_TaskStatusSummary_cancelled(ctx, field)
+	case "resolvedManually":
+		return ec.fieldContext_TaskStatusSummary_resolvedManually(ctx, field)
+	case "total":
+		return ec.fieldContext_TaskStatusSummary_total(ctx, field)
+	case "oldestPendingRequestedAt":
+		return ec.fieldContext_TaskStatusSummary_oldestPendingRequestedAt(ctx, field)
+	case "oldestPendingAgeSeconds":
+		return ec.fieldContext_TaskStatusSummary_oldestPendingAgeSeconds(ctx, field)
+	case "oldestInProgressSince":
+		return ec.fieldContext_TaskStatusSummary_oldestInProgressSince(ctx, field)
+	case "oldestInProgressAgeSeconds":
+		return ec.fieldContext_TaskStatusSummary_oldestInProgressAgeSeconds(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TaskStatusSummary", field.Name)
+}
+
 func (ec *executionContext) childFields_TaskTransition(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -2119,6 +2898,18 @@ func (ec *executionContext) childFields_TaskWorkflowSummary(ctx context.Context,
 		return ec.fieldContext_TaskWorkflowSummary_parallelismPotential(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TaskWorkflowSummary", field.Name)
+}
+
+func (ec *executionContext) childFields_Throughput(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "refreshedAt":
+		return ec.fieldContext_Throughput_refreshedAt(ctx, field)
+	case "stale":
+		return ec.fieldContext_Throughput_stale(ctx, field)
+	case "rows":
+		return ec.fieldContext_Throughput_rows(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Throughput", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2237,6 +3028,56 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 
 // region    ***************************** args.gotpl *****************************
 
+func (ec *executionContext) field_Dashboard_stepPerformance_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "namespace",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["namespace"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "limit",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["limit"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Dashboard_taskStatusSummaries_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "namespace",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["namespace"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Dashboard_throughput_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "hours",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["hours"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_cancelStep_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2276,6 +3117,20 @@ func (ec *executionContext) field_Mutation_createTask_args(ctx context.Context, 
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_refreshReadModel_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
 	return args, nil
 }
 
@@ -2565,6 +3420,276 @@ func (ec *executionContext) fieldContext_BlockedStep_blockingReason(_ context.Co
 	return graphql.NewScalarFieldContext("BlockedStep", field, false, false, "BlockingReason")
 }
 
+func (ec *executionContext) _Dashboard_taskStatusSummaries(ctx context.Context, field graphql.CollectedField, obj *model.Dashboard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Dashboard_taskStatusSummaries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Dashboard().TaskStatusSummaries(ctx, obj, fc.Args["namespace"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.TaskStatusSummaries) graphql.Marshaler {
+			return ec.marshalNTaskStatusSummaries2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummaries(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Dashboard_taskStatusSummaries(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Dashboard",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TaskStatusSummaries(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Dashboard_taskStatusSummaries_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Dashboard_stepPerformance(ctx context.Context, field graphql.CollectedField, obj *model.Dashboard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Dashboard_stepPerformance(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Dashboard().StepPerformance(ctx, obj, fc.Args["namespace"].(*string), fc.Args["limit"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.StepPerformances) graphql.Marshaler {
+			return ec.marshalNStepPerformances2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformances(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Dashboard_stepPerformance(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Dashboard",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepPerformances(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Dashboard_stepPerformance_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Dashboard_throughput(ctx context.Context, field graphql.CollectedField, obj *model.Dashboard) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Dashboard_throughput(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Dashboard().Throughput(ctx, obj, fc.Args["hours"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.HourlyThroughputs) graphql.Marshaler {
+			return ec.marshalNThroughput2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughputs(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Dashboard_throughput(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Dashboard",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Throughput(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Dashboard_throughput_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _HourlyThroughput_hour(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_hour(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Hour, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_hour(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Time")
+}
+
+func (ec *executionContext) _HourlyThroughput_tasksCreated(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_tasksCreated(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TasksCreated, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_tasksCreated(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HourlyThroughput_tasksCompleted(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_tasksCompleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TasksCompleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_tasksCompleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HourlyThroughput_tasksFailed(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_tasksFailed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TasksFailed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_tasksFailed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HourlyThroughput_stepsCompleted(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_stepsCompleted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepsCompleted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_stepsCompleted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HourlyThroughput_stepsFailed(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughput) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HourlyThroughput_stepsFailed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepsFailed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_HourlyThroughput_stepsFailed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
+}
+
 func (ec *executionContext) _Mutation_createTask(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2779,6 +3904,50 @@ func (ec *executionContext) fieldContext_Mutation_retryStep(ctx context.Context,
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_retryStep_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_refreshReadModel(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_refreshReadModel(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RefreshReadModel(ctx, fc.Args["name"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.ReadModelStatus) graphql.Marshaler {
+			return ec.marshalNReadModel2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_refreshReadModel(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReadModel(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_refreshReadModel_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -3135,6 +4304,70 @@ func (ec *executionContext) fieldContext_Query_tasks(ctx context.Context, field 
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_readModels(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_readModels(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().ReadModels(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []models.ReadModelStatus) graphql.Marshaler {
+			return ec.marshalNReadModel2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatusᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_readModels(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ReadModel(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_dashboard(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_dashboard(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().Dashboard(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Dashboard) graphql.Marshaler {
+			return ec.marshalNDashboard2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐDashboard(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_dashboard(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Dashboard(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_step(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3329,6 +4562,213 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _ReadModel_name(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReadModel_lastRefreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_lastRefreshedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastRefreshedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_lastRefreshedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ReadModel_dataAsOf(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_dataAsOf(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DataAsOf, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_dataAsOf(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ReadModel_lastDurationMs(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_lastDurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastDurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_lastDurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Float")
+}
+
+func (ec *executionContext) _ReadModel_rowCount(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_rowCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RowCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int64) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_rowCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ReadModel_stale(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_stale(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stale, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_stale(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _ReadModel_staleSince(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_staleSince(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StaleSince, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_staleSince(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ReadModel_lastError(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "String")
+}
+
+func (ec *executionContext) _ReadModel_lastAttemptAt(ctx context.Context, field graphql.CollectedField, obj *models.ReadModelStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ReadModel_lastAttemptAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastAttemptAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_ReadModel_lastAttemptAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ReadModel", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Step_id(ctx context.Context, field graphql.CollectedField, obj *models.StepRecord) (ret graphql.Marshaler) {
@@ -4073,6 +5513,406 @@ func (ec *executionContext) _StepDag_dependencyLevel(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_StepDag_dependencyLevel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepDag", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepPerformance_namedStepId(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_namedStepId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NamedStepID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNID2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_namedStepId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "ID")
+}
+
+func (ec *executionContext) _StepPerformance_namespaceId(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_namespaceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TaskNamespaceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNID2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_namespaceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "ID")
+}
+
+func (ec *executionContext) _StepPerformance_namespace(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_namespace(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NamespaceName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_namespace(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepPerformance_stepName(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_stepName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_stepName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepPerformance_dependentSystem(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_dependentSystem(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DependentSystemName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_dependentSystem(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepPerformance_executions(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_executions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Executions, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_executions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepPerformance_successes(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_successes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Successes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_successes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepPerformance_failures(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_failures(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failures, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_failures(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepPerformance_retries(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_retries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Retries, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_retries(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepPerformance_errorRate(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_errorRate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ErrorRate, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v float64) graphql.Marshaler {
+			return ec.marshalNFloat2float64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_errorRate(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Float")
+}
+
+func (ec *executionContext) _StepPerformance_avgDurationMs(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_avgDurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AvgDurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_avgDurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Float")
+}
+
+func (ec *executionContext) _StepPerformance_p50DurationMs(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_p50DurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P50DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_p50DurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Float")
+}
+
+func (ec *executionContext) _StepPerformance_p95DurationMs(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_p95DurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.P95DurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_p95DurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Float")
+}
+
+func (ec *executionContext) _StepPerformance_maxDurationMs(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformance_maxDurationMs(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MaxDurationMs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformance_maxDurationMs(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformance", field, false, false, "Float")
+}
+
+func (ec *executionContext) _StepPerformances_refreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformances) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformances_refreshedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefreshedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformances_refreshedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformances", field, false, false, "Time")
+}
+
+func (ec *executionContext) _StepPerformances_stale(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformances) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformances_stale(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stale, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformances_stale(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepPerformances", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _StepPerformances_rows(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformances) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepPerformances_rows(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rows, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []models.StepPerformance) graphql.Marshaler {
+			return ec.marshalNStepPerformance2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformanceᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepPerformances_rows(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepPerformances",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepPerformance(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _StepReadiness_stepId(ctx context.Context, field graphql.CollectedField, obj *models.StepReadinessStatus) (ret graphql.Marshaler) {
@@ -5688,6 +7528,452 @@ func (ec *executionContext) fieldContext_TaskExecutionContext_healthStatus(_ con
 	return graphql.NewScalarFieldContext("TaskExecutionContext", field, true, true, "HealthStatus")
 }
 
+func (ec *executionContext) _TaskStatusSummaries_refreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummaries) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummaries_refreshedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefreshedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummaries_refreshedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummaries", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TaskStatusSummaries_stale(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummaries) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummaries_stale(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stale, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummaries_stale(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummaries", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _TaskStatusSummaries_rows(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummaries) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummaries_rows(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rows, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []models.TaskStatusSummary) graphql.Marshaler {
+			return ec.marshalNTaskStatusSummary2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummaryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummaries_rows(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "TaskStatusSummaries",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TaskStatusSummary(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _TaskStatusSummary_namedTaskId(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_namedTaskId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NamedTaskID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNID2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_namedTaskId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TaskStatusSummary_namespaceId(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_namespaceId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TaskNamespaceID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNID2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_namespaceId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "ID")
+}
+
+func (ec *executionContext) _TaskStatusSummary_namespace(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_namespace(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.NamespaceName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_namespace(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _TaskStatusSummary_taskName(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_taskName(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TaskName, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_taskName(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _TaskStatusSummary_version(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_version(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Version, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_version(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "String")
+}
+
+func (ec *executionContext) _TaskStatusSummary_pending(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_pending(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PendingCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_pending(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_inProgress(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_inProgress(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.InProgressCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_inProgress(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_complete(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_complete(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CompleteCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_complete(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_error(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ErrorCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_cancelled(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_cancelled(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CancelledCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_cancelled(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_resolvedManually(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_resolvedManually(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ResolvedManuallyCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_resolvedManually(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_total(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_total(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNInt2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_total(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _TaskStatusSummary_oldestPendingRequestedAt(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_oldestPendingRequestedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestPendingRequestedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_oldestPendingRequestedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TaskStatusSummary_oldestPendingAgeSeconds(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_oldestPendingAgeSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.TaskStatusSummary().OldestPendingAgeSeconds(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_oldestPendingAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, true, true, "Float")
+}
+
+func (ec *executionContext) _TaskStatusSummary_oldestInProgressSince(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_oldestInProgressSince(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestInProgressSince, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_oldestInProgressSince(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, false, false, "Time")
+}
+
+func (ec *executionContext) _TaskStatusSummary_oldestInProgressAgeSeconds(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskStatusSummary_oldestInProgressAgeSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.TaskStatusSummary().OldestInProgressAgeSeconds(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_TaskStatusSummary_oldestInProgressAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskStatusSummary", field, true, true, "Float")
+}
+
 func (ec *executionContext) _TaskTransition_id(ctx context.Context, field graphql.CollectedField, obj *models.TaskTransitionRecord) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6417,6 +8703,84 @@ func (ec *executionContext) _TaskWorkflowSummary_parallelismPotential(ctx contex
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_parallelismPotential(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ParallelismPotential")
+}
+
+func (ec *executionContext) _Throughput_refreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughputs) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Throughput_refreshedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RefreshedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Throughput_refreshedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Throughput", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Throughput_stale(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughputs) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Throughput_stale(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Stale, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Throughput_stale(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Throughput", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Throughput_rows(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughputs) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Throughput_rows(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Rows, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []models.HourlyThroughput) graphql.Marshaler {
+			return ec.marshalNHourlyThroughput2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughputᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Throughput_rows(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Throughput",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_HourlyThroughput(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -7713,6 +10077,110 @@ func (ec *executionContext) _BlockedStep(ctx context.Context, sel ast.SelectionS
 	return out
 }
 
+var dashboardImplementors = []string{"Dashboard"}
+
+func (ec *executionContext) _Dashboard(ctx context.Context, sel ast.SelectionSet, obj *model.Dashboard) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, dashboardImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Dashboard")
+		case "taskStatusSummaries":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Dashboard_taskStatusSummaries(ctx, field, obj)
+				})
+		case "stepPerformance":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Dashboard_stepPerformance(ctx, field, obj)
+				})
+		case "throughput":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Dashboard_throughput(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var hourlyThroughputImplementors = []string{"HourlyThroughput"}
+
+func (ec *executionContext) _HourlyThroughput(ctx context.Context, sel ast.SelectionSet, obj *models.HourlyThroughput) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, hourlyThroughputImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("HourlyThroughput")
+		case "hour":
+			out.Values[i] = ec._HourlyThroughput_hour(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tasksCreated":
+			out.Values[i] = ec._HourlyThroughput_tasksCreated(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tasksCompleted":
+			out.Values[i] = ec._HourlyThroughput_tasksCompleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "tasksFailed":
+			out.Values[i] = ec._HourlyThroughput_tasksFailed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepsCompleted":
+			out.Values[i] = ec._HourlyThroughput_stepsCompleted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepsFailed":
+			out.Values[i] = ec._HourlyThroughput_stepsFailed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -7763,6 +10231,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "retryStep":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_retryStep(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "refreshReadModel":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_refreshReadModel(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -7955,6 +10430,18 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_tasks(ctx, field)
 				})
+		case "readModels":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_readModels(ctx, field)
+				})
+		case "dashboard":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_dashboard(ctx, field)
+				})
 		case "step":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, false,
@@ -7986,6 +10473,79 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var readModelImplementors = []string{"ReadModel"}
+
+func (ec *executionContext) _ReadModel(ctx context.Context, sel ast.SelectionSet, obj *models.ReadModelStatus) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, readModelImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ReadModel")
+		case "name":
+			out.Values[i] = ec._ReadModel_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastRefreshedAt":
+			out.Values[i] = ec._ReadModel_lastRefreshedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "dataAsOf":
+			out.Values[i] = ec._ReadModel_dataAsOf(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastDurationMs":
+			out.Values[i] = ec._ReadModel_lastDurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "rowCount":
+			out.Values[i] = ec._ReadModel_rowCount(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "stale":
+			out.Values[i] = ec._ReadModel_stale(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "staleSince":
+			out.Values[i] = ec._ReadModel_staleSince(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastError":
+			out.Values[i] = ec._ReadModel_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastAttemptAt":
+			out.Values[i] = ec._ReadModel_lastAttemptAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -8200,6 +10760,147 @@ func (ec *executionContext) _StepDag(ctx context.Context, sel ast.SelectionSet, 
 			out.Values[i] = ec._StepDag_dependencyLevel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var stepPerformanceImplementors = []string{"StepPerformance"}
+
+func (ec *executionContext) _StepPerformance(ctx context.Context, sel ast.SelectionSet, obj *models.StepPerformance) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, stepPerformanceImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StepPerformance")
+		case "namedStepId":
+			out.Values[i] = ec._StepPerformance_namedStepId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "namespaceId":
+			out.Values[i] = ec._StepPerformance_namespaceId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "namespace":
+			out.Values[i] = ec._StepPerformance_namespace(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepName":
+			out.Values[i] = ec._StepPerformance_stepName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "dependentSystem":
+			out.Values[i] = ec._StepPerformance_dependentSystem(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "executions":
+			out.Values[i] = ec._StepPerformance_executions(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "successes":
+			out.Values[i] = ec._StepPerformance_successes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failures":
+			out.Values[i] = ec._StepPerformance_failures(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "retries":
+			out.Values[i] = ec._StepPerformance_retries(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "errorRate":
+			out.Values[i] = ec._StepPerformance_errorRate(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "avgDurationMs":
+			out.Values[i] = ec._StepPerformance_avgDurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "p50DurationMs":
+			out.Values[i] = ec._StepPerformance_p50DurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "p95DurationMs":
+			out.Values[i] = ec._StepPerformance_p95DurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "maxDurationMs":
+			out.Values[i] = ec._StepPerformance_maxDurationMs(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var stepPerformancesImplementors = []string{"StepPerformances"}
+
+func (ec *executionContext) _StepPerformances(ctx context.Context, sel ast.SelectionSet, obj *models.StepPerformances) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, stepPerformancesImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StepPerformances")
+		case "refreshedAt":
+			out.Values[i] = ec._StepPerformances_refreshedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "stale":
+			out.Values[i] = ec._StepPerformances_stale(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rows":
+			out.Values[i] = ec._StepPerformances_rows(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -8729,6 +11430,159 @@ func (ec *executionContext) _TaskExecutionContext(ctx context.Context, sel ast.S
 	return out
 }
 
+var taskStatusSummariesImplementors = []string{"TaskStatusSummaries"}
+
+func (ec *executionContext) _TaskStatusSummaries(ctx context.Context, sel ast.SelectionSet, obj *models.TaskStatusSummaries) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, taskStatusSummariesImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TaskStatusSummaries")
+		case "refreshedAt":
+			out.Values[i] = ec._TaskStatusSummaries_refreshedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "stale":
+			out.Values[i] = ec._TaskStatusSummaries_stale(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rows":
+			out.Values[i] = ec._TaskStatusSummaries_rows(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var taskStatusSummaryImplementors = []string{"TaskStatusSummary"}
+
+func (ec *executionContext) _TaskStatusSummary(ctx context.Context, sel ast.SelectionSet, obj *models.TaskStatusSummary) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, taskStatusSummaryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TaskStatusSummary")
+		case "namedTaskId":
+			out.Values[i] = ec._TaskStatusSummary_namedTaskId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "namespaceId":
+			out.Values[i] = ec._TaskStatusSummary_namespaceId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "namespace":
+			out.Values[i] = ec._TaskStatusSummary_namespace(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "taskName":
+			out.Values[i] = ec._TaskStatusSummary_taskName(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "version":
+			out.Values[i] = ec._TaskStatusSummary_version(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "pending":
+			out.Values[i] = ec._TaskStatusSummary_pending(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "inProgress":
+			out.Values[i] = ec._TaskStatusSummary_inProgress(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "complete":
+			out.Values[i] = ec._TaskStatusSummary_complete(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "error":
+			out.Values[i] = ec._TaskStatusSummary_error(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "cancelled":
+			out.Values[i] = ec._TaskStatusSummary_cancelled(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "resolvedManually":
+			out.Values[i] = ec._TaskStatusSummary_resolvedManually(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "total":
+			out.Values[i] = ec._TaskStatusSummary_total(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "oldestPendingRequestedAt":
+			out.Values[i] = ec._TaskStatusSummary_oldestPendingRequestedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "oldestPendingAgeSeconds":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TaskStatusSummary_oldestPendingAgeSeconds(ctx, field, obj)
+				})
+		case "oldestInProgressSince":
+			out.Values[i] = ec._TaskStatusSummary_oldestInProgressSince(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "oldestInProgressAgeSeconds":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._TaskStatusSummary_oldestInProgressAgeSeconds(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var taskTransitionImplementors = []string{"TaskTransition"}
 
 func (ec *executionContext) _TaskTransition(ctx context.Context, sel ast.SelectionSet, obj *models.TaskTransitionRecord) graphql.Marshaler {
@@ -8933,6 +11787,49 @@ func (ec *executionContext) _TaskWorkflowSummary(ctx context.Context, sel ast.Se
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._TaskWorkflowSummary_parallelismPotential(ctx, field, obj)
 				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var throughputImplementors = []string{"Throughput"}
+
+func (ec *executionContext) _Throughput(ctx context.Context, sel ast.SelectionSet, obj *models.HourlyThroughputs) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, throughputImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Throughput")
+		case "refreshedAt":
+			out.Values[i] = ec._Throughput_refreshedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "stale":
+			out.Values[i] = ec._Throughput_stale(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "rows":
+			out.Values[i] = ec._Throughput_rows(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -9391,6 +12288,14 @@ func (ec *executionContext) unmarshalNCreateTaskInput2githubᚗcomᚋtaskerhqᚋ
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNDashboard2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐDashboard(ctx context.Context, sel ast.SelectionSet, v *model.Dashboard) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Dashboard!")
+		return graphql.Null
+	}
+	return ec._Dashboard(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐExecutionStatus(ctx context.Context, v any) (model.ExecutionStatus, error) {
 	var res model.ExecutionStatus
 	err := res.UnmarshalGQL(v)
@@ -9423,6 +12328,26 @@ func (ec *executionContext) unmarshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtas
 
 func (ec *executionContext) marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐHealthStatus(ctx context.Context, sel ast.SelectionSet, v model.HealthStatus) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNHourlyThroughput2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughput(ctx context.Context, sel ast.SelectionSet, v models.HourlyThroughput) graphql.Marshaler {
+	return ec._HourlyThroughput(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNHourlyThroughput2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughputᚄ(ctx context.Context, sel ast.SelectionSet, v []models.HourlyThroughput) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNHourlyThroughput2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughput(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) unmarshalNID2int64(ctx context.Context, v any) (int64, error) {
@@ -9476,6 +12401,20 @@ func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, 
 func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.SelectionSet, v int) graphql.Marshaler {
 	_ = sel
 	res := graphql.MarshalInt(v)
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
+	}
+	return res
+}
+
+func (ec *executionContext) unmarshalNInt2int64(ctx context.Context, v any) (int64, error) {
+	res, err := graphql.UnmarshalInt64(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.SelectionSet, v int64) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalInt64(v)
 	if res == graphql.Null {
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
@@ -9592,6 +12531,34 @@ func (ec *executionContext) marshalNParallelismPotential2githubᚗcomᚋtaskerhq
 	return v
 }
 
+func (ec *executionContext) marshalNReadModel2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatus(ctx context.Context, sel ast.SelectionSet, v models.ReadModelStatus) graphql.Marshaler {
+	return ec._ReadModel(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNReadModel2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []models.ReadModelStatus) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNReadModel2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNReadModel2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatus(ctx context.Context, sel ast.SelectionSet, v *models.ReadModelStatus) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ReadModel!")
+		return graphql.Null
+	}
+	return ec._ReadModel(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRecommendedAction(ctx context.Context, v any) (model.RecommendedAction, error) {
 	var res model.RecommendedAction
 	err := res.UnmarshalGQL(v)
@@ -9670,6 +12637,34 @@ func (ec *executionContext) marshalNStepDag2ᚖgithubᚗcomᚋtaskerhqᚋtasker�
 		return graphql.Null
 	}
 	return ec._StepDag(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNStepPerformance2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformance(ctx context.Context, sel ast.SelectionSet, v models.StepPerformance) graphql.Marshaler {
+	return ec._StepPerformance(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNStepPerformance2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformanceᚄ(ctx context.Context, sel ast.SelectionSet, v []models.StepPerformance) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNStepPerformance2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformance(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNStepPerformances2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformances(ctx context.Context, sel ast.SelectionSet, v *models.StepPerformances) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "StepPerformances!")
+		return graphql.Null
+	}
+	return ec._StepPerformances(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNStepReadiness2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepReadinessStatus(ctx context.Context, sel ast.SelectionSet, v *models.StepReadinessStatus) graphql.Marshaler {
@@ -9786,6 +12781,34 @@ func (ec *executionContext) marshalNTaskExecutionContext2ᚖgithubᚗcomᚋtaske
 	return ec._TaskExecutionContext(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNTaskStatusSummaries2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummaries(ctx context.Context, sel ast.SelectionSet, v *models.TaskStatusSummaries) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "TaskStatusSummaries!")
+		return graphql.Null
+	}
+	return ec._TaskStatusSummaries(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNTaskStatusSummary2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummary(ctx context.Context, sel ast.SelectionSet, v models.TaskStatusSummary) graphql.Marshaler {
+	return ec._TaskStatusSummary(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNTaskStatusSummary2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummaryᚄ(ctx context.Context, sel ast.SelectionSet, v []models.TaskStatusSummary) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNTaskStatusSummary2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskStatusSummary(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) marshalNTaskTransition2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskTransitionRecord(ctx context.Context, sel ast.SelectionSet, v models.TaskTransitionRecord) graphql.Marshaler {
 	return ec._TaskTransition(ctx, sel, &v)
 }
@@ -9820,6 +12843,14 @@ func (ec *executionContext) marshalNTaskWorkflowSummary2ᚖgithubᚗcomᚋtasker
 		return graphql.Null
 	}
 	return ec._TaskWorkflowSummary(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNThroughput2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughputs(ctx context.Context, sel ast.SelectionSet, v *models.HourlyThroughputs) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "Throughput!")
+		return graphql.Null
+	}
+	return ec._Throughput(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {
@@ -10024,6 +13055,23 @@ func (ec *executionContext) marshalOBoolean2ᚖbool(ctx context.Context, sel ast
 	return res
 }
 
+func (ec *executionContext) unmarshalOFloat2ᚖfloat64(ctx context.Context, v any) (*float64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalFloatContext(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOFloat2ᚖfloat64(ctx context.Context, sel ast.SelectionSet, v *float64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	res := graphql.MarshalFloatContext(*v)
+	return graphql.WrapContextMarshaler(ctx, res)
+}
+
 func (ec *executionContext) unmarshalOID2ᚖint64(ctx context.Context, v any) (*int64, error) {
 	if v == nil {
 		return nil, nil
@@ -10057,6 +13105,24 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	_ = sel
 	_ = ctx
 	res := graphql.MarshalInt(*v)
+	return res
+}
+
+func (ec *executionContext) unmarshalOInt2ᚖint64(ctx context.Context, v any) (*int64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := graphql.UnmarshalInt64(v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOInt2ᚖint64(ctx context.Context, sel ast.SelectionSet, v *int64) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalInt64(*v)
 	return res
 }
 

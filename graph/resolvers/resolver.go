@@ -7,6 +7,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/graph/feed"
+	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/template"
 )
 
@@ -16,4 +17,6 @@ type Resolver struct {
 	Feed *feed.Feed
 	// Templates are the task templates createTask can instantiate.
 	Templates *template.Registry
+	// Refresher runs refreshReadModel; nil makes it answer SERVICE_UNAVAILABLE.
+	Refresher *refresh.Refresher
 }

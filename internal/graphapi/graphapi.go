@@ -33,6 +33,7 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
+	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/template"
 )
 
@@ -117,6 +118,9 @@ type Deps struct {
 	Guard *auth.Guard
 	// Metrics, when set, counts and times responses and instruments the HTTP handler.
 	Metrics *metrics.Metrics
+	// Refresher serves refreshReadModel. Nil makes that mutation answer SERVICE_UNAVAILABLE;
+	// the dashboard and readModels queries work without it.
+	Refresher *refresh.Refresher
 }
 
 // API is the GraphQL endpoint and its playground.
@@ -130,7 +134,7 @@ type API struct {
 func New(cfg Config, deps Deps) *API {
 	cfg = cfg.withDefaults()
 	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed),
-		Templates: deps.Templates}
+		Templates: deps.Templates, Refresher: deps.Refresher}
 	gcfg := generated.Config{Resolvers: res}
 	setComplexity(&gcfg.Complexity)
 	srv := handler.New(generated.NewExecutableSchema(gcfg))

@@ -89,6 +89,50 @@ query TaskDashboard($after: String) {
 }`,
 	},
 	{
+		Title: "Operations dashboard",
+		Query: `# Aggregates over every task, from the materialized read models: a fixed number of
+# statements however much data there is. refreshedAt and stale say how fresh each part is.
+query OperationsDashboard($namespace: String) {
+  dashboard {
+    taskStatusSummaries(namespace: $namespace) {
+      refreshedAt
+      stale
+      rows {
+        namespace
+        taskName
+        version
+        pending
+        inProgress
+        complete
+        error
+        total
+        oldestPendingAgeSeconds
+        oldestInProgressAgeSeconds
+      }
+    }
+    stepPerformance(namespace: $namespace, limit: 10) {
+      refreshedAt
+      stale
+      rows {
+        namespace
+        stepName
+        executions
+        failures
+        retries
+        errorRate
+        p50DurationMs
+        p95DurationMs
+      }
+    }
+    throughput(hours: 24) {
+      refreshedAt
+      rows { hour tasksCreated tasksCompleted tasksFailed stepsCompleted stepsFailed }
+    }
+  }
+  readModels { name lastRefreshedAt dataAsOf lastDurationMs rowCount stale lastError }
+}`,
+	},
+	{
 		Title: "Watch step transitions",
 		Query: `# Live step transitions; pass the last id you saw as afterTransitionId to resume.
 subscription WatchSteps {

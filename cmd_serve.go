@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, l
 		return err
 	}
 	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates,
-		Guard: sec.guard, Metrics: sec.metrics}).Mount(srv.Mux)
+		Guard: sec.guard, Metrics: sec.metrics, Refresher: refresher}).Mount(srv.Mux)
 	srv.Mux.Handle("GET /metrics", sec.metrics.Middleware("metrics", sec.metrics.Handler()))
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)

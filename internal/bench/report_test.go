@@ -1,0 +1,54 @@
+package bench_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/taskerhq/tasker/internal/bench"
+)
+
+const sample = `goos: linux
+pkg: github.com/taskerhq/tasker/internal/bench
+BenchmarkReadySteps/steps=10/views-2 	      20	    500000 ns/op	         4.000 rows	         1.000 stmts/op
+BenchmarkReadySteps/steps=10/baseline-2         	      20	   5000000 ns/op	         4.000 rows	        37.00 stmts/op
+BenchmarkReadinessByDatabaseSize/steps=10000/views-2 	 20	 2000000 ns/op	 1.000 stmts/op
+BenchmarkReadinessByDatabaseSize/steps=1000000/views-2 	 20	 2200000 ns/op	 1.000 stmts/op	 50.5 seed-s
+pkg: github.com/taskerhq/tasker/internal/refresh
+BenchmarkReadModels/dashboard/materialized-2 	 1	 6000000 ns/op
+BenchmarkReadModels/dashboard/live-2 	 1	 84000000 ns/op
+pkg: github.com/taskerhq/tasker/internal/other
+BenchmarkSomething-2 	 3	 1000 ns/op
+FAIL	github.com/taskerhq/tasker/internal/orchestration [build failed]
+`
+
+func TestReportPlacesRowsAndComparesWithTheReference(t *testing.T) {
+	t.Parallel()
+	run, err := bench.Parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Results) != 7 || run.Results[0].Name != "BenchmarkReadySteps/steps=10/views" ||
+		run.Results[0].Metrics["stmts/op"] != 1 || run.Results[3].Metrics["seed-s"] != 50.5 {
+		t.Fatalf("parsed %+v", run.Results)
+	}
+	var b strings.Builder
+	if err := bench.Write(&b, bench.Machine{Cores: 2}, run, bench.Sections, "## Findings\n"); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"| `ReadySteps/steps=10/views` | internal/bench | 20 | 500.0 µs | 1 | 4 rows | 10.0x faster, 1/37.0 statements (97.30% fewer) |",
+		"| `ReadinessByDatabaseSize/steps=1000000/views` | internal/bench | 20 | 2.20 ms | 1 | 50.50 seed-s | 1.10x slower, same statements |",
+		"| `ReadModels/dashboard/materialized` | internal/refresh | 1 | 6.00 ms | — |  | 14.0x faster |",
+		"**not yet measured**: orchestration throughput",
+		"**not yet measured**: GraphQL query at 10 tasks",
+		"## Other benchmarks",
+		"| `Something` | internal/other | 3 | 1.0 µs |",
+		"`FAIL\tgithub.com/taskerhq/tasker/internal/orchestration [build failed]`",
+		"## Findings",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

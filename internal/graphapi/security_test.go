@@ -235,6 +235,15 @@ func TestRolesOverHTTP(t *testing.T) {
 		}
 	}
 
+	// Refreshing read models is for admins only (an operator is refused before anything runs).
+	r = e.gql(e.tokens[auth.Operator], `mutation { refreshReadModel(name: "nope") { __typename } }`, nil)
+	if r.code() != string(auth.Forbidden) || !strings.Contains(r.Errors[0].Message, "needs the admin role") {
+		t.Fatalf("operator refreshReadModel: %+v, want FORBIDDEN needing admin", r.Errors)
+	}
+	if r := e.gql(e.tokens[auth.Admin], `mutation { refreshReadModel(name: "nope") { __typename } }`, nil); r.code() == string(auth.Forbidden) {
+		t.Fatalf("admin refreshReadModel refused: %+v", r.Errors)
+	}
+
 	// A revoked token is refused by the next request.
 	if _, err := e.store.Revoke(context.Background(), e.tokens[auth.Operator]); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/tasker
 
-.PHONY: help build run test test-short bench bench-quick generate verify-generate lint ensure-postgres
+.PHONY: help build run demo test bench bench-quick generate verify-generate lint ensure-postgres
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ ensure-postgres: ## install PostgreSQL from Debian/Ubuntu packages when no serve
 # it in /var/lib/tasker/postgres instead. The cluster stops with the server, however it ends.
 run: ensure-postgres build ## start the whole service; without DATABASE_URL it runs its own PostgreSQL
 	exec ./$(BIN) serve
+
+demo: ensure-postgres build ## like run, and start example tasks that succeed, retry and fail
+	exec ./$(BIN) demo
 
 test: ## run every test against PostgreSQL (TASKER_TEST_DATABASE_URL, default 127.0.0.1:5432)
 	$(GO) vet ./...

@@ -2,8 +2,8 @@ package orchestration
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -14,12 +14,13 @@ import (
 
 // claimedStep is a step this engine claimed and moved to in_progress.
 type claimedStep struct {
-	StepID  int64
-	TaskID  int64
-	Token   string
-	Attempt int // the 1-based number of the attempt about to run
-	TaskNew bool
-	Claimed time.Time
+	StepID       int64
+	TaskID       int64
+	Token        string
+	Attempt      int // the 1-based number of the attempt about to run
+	TaskNew      bool
+	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
+	Claimed      time.Time
 }
 
 // claimSQL claims up to @n ready steps in one statement.
@@ -40,14 +41,14 @@ type claimedStep struct {
 //   - the update marks the steps in_process with this worker, a fresh claim token and a lease.
 const claimSQL = `
 WITH ready AS (
-    SELECT c.workflow_step_id, r.attempts, ts.task_state
+    SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
     FROM tasker_workflow_steps c
     CROSS JOIN LATERAL (
         SELECT coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                          WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') AS task_state
     ) ts
     CROSS JOIN LATERAL (
-        SELECT rs.attempts, rs.ready_for_execution
+        SELECT rs.attempts, rs.current_state, rs.ready_for_execution
         FROM tasker_step_readiness_statuses rs
         WHERE rs.workflow_step_id = c.workflow_step_id
         LIMIT 1
@@ -58,7 +59,7 @@ WITH ready AS (
     ORDER BY c.workflow_step_id
     LIMIT @n + 8
 ), locked AS (
-    SELECT ws.workflow_step_id, ready.task_state
+    SELECT ws.workflow_step_id, ready.task_state, ready.current_state
     FROM tasker_workflow_steps ws
     JOIN ready ON ready.workflow_step_id = ws.workflow_step_id
     WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
@@ -76,81 +77,107 @@ FROM locked
 WHERE ws.workflow_step_id = locked.workflow_step_id
 RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
           coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
-          now() AS claimed`
+          locked.current_state, now() AS claimed`
 
-// claim claims up to n ready steps and moves each to in_progress (an error step through
-// pending, so the retry is in its history), all in one transaction; then it starts their
-// pending tasks. A step whose move is refused (an operator changed it since the readiness
-// snapshot) is released in the same transaction.
+// claim claims up to n ready steps and starts them in one transaction, with a constant
+// number of statements however many it claims:
+//   - the claim statement (claimSQL) marks them in_process with fresh claim tokens;
+//   - one batch of moves takes each to in_progress; a step in error goes through pending
+//     (retry_requested) so that the retry is in its history. A step whose moves are refused
+//     (an operator changed it since the readiness snapshot) is released in the same
+//     transaction and not returned;
+//   - the pending tasks of the claimed steps move to in_progress. Their rows are taken with
+//     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
+//     (the engine's lock order is task, then step); a task skipped here is started by the
+//     claim of its next step, or settled by its finalisation.
 func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 	var out []claimedStep
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := e.applySyncCommit(tx); err != nil {
+			return err
+		}
 		var rows []claimedStep
 		if err := tx.Raw(claimSQL, map[string]any{
 			"n": n, "worker": e.cfg.WorkerID, "lease_ms": e.cfg.LeaseDuration.Milliseconds(),
 		}).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("claiming ready steps: %w", err)
 		}
-		for _, r := range rows {
-			meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}
-			err := startStep(ctx, tx, r.StepID, meta)
-			var te *sm.TransitionError
-			if errors.As(err, &te) {
-				e.log.Info("orchestration: claimed step no longer startable, released",
-					"step_id", r.StepID, "reason", te.Error())
-				if err := releaseClaim(tx, r.StepID, r.Token); err != nil {
-					return err
-				}
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
+		if len(rows) == 0 {
+			return nil
 		}
-		return nil
+		var err error
+		if out, err = e.startSteps(ctx, tx, rows); err != nil {
+			return err
+		}
+		return e.startTasks(ctx, tx, out)
 	})
 	if err != nil {
 		return nil, err
-	}
-	started := map[int64]bool{}
-	for _, s := range out {
-		if s.TaskNew && !started[s.TaskID] {
-			started[s.TaskID] = true
-			if err := startTask(ctx, e.db, s.TaskID, e.cfg.WorkerID); err != nil {
-				e.log.Error("orchestration: starting task", "task_id", s.TaskID, "error", err)
-			}
-		}
 	}
 	e.observeClaims(ctx, out)
 	return out, nil
 }
 
-// startStep moves a claimed step to in_progress; a step in error first goes to pending
-// (retry_requested). Both moves happen or neither.
-func startStep(ctx context.Context, tx *gorm.DB, stepID int64, meta map[string]any) error {
-	return tx.Transaction(func(tx *gorm.DB) error {
-		_, err := sm.TransitionStep(ctx, tx, stepID, models.StateInProgress, meta)
-		var te *sm.TransitionError
-		if errors.As(err, &te) && te.From == string(models.StateError) {
-			retryMeta := map[string]any{"reason": "retry", "worker_id": meta["worker_id"]}
-			if _, err := sm.TransitionStep(ctx, tx, stepID, models.StatePending, retryMeta); err != nil {
-				return err
-			}
-			_, err = sm.TransitionStep(ctx, tx, stepID, models.StateInProgress, meta)
+// startSteps moves claimed steps to in_progress in one batch and releases the refused ones;
+// it returns the started steps.
+func (e *Engine) startSteps(ctx context.Context, tx *gorm.DB, rows []claimedStep) ([]claimedStep, error) {
+	moves := make([]sm.Move, 0, len(rows)+1)
+	for _, r := range rows {
+		if r.CurrentState == models.StateError {
+			moves = append(moves, sm.Move{ID: r.StepID, To: models.StatePending,
+				Metadata: map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID}})
 		}
-		return err
-	})
+		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress,
+			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
+	}
+	_, refused, err := sm.TransitionStepsWhereAllowed(ctx, tx, moves)
+	if err != nil {
+		return nil, err
+	}
+	if len(refused) == 0 {
+		return rows, nil
+	}
+	skip := map[int64]bool{}
+	for _, te := range refused {
+		skip[te.ID] = true
+		e.log.Info("orchestration: claimed step no longer startable, released", "step_id", te.ID, "reason", te.Error())
+	}
+	out := rows[:0:0]
+	for _, r := range rows {
+		if !skip[r.StepID] {
+			out = append(out, r)
+			continue
+		}
+		if err := releaseClaim(tx, r.StepID, r.Token); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// startTask moves a pending task to in_progress. Losing the race to another worker (the task
-// is already in_progress) is not an error; neither is a task that an operator moved on.
-func startTask(ctx context.Context, db *gorm.DB, taskID int64, worker string) error {
-	_, err := sm.TransitionTask(ctx, db, taskID, models.StateInProgress, map[string]any{"worker_id": worker})
-	var te *sm.TransitionError
-	if errors.As(err, &te) {
+// startTasks moves the pending tasks of started steps to in_progress, skipping task rows that
+// another transaction holds (see claim). Losing the race to another engine (the task is
+// already in_progress) or to an operator is not an error.
+func (e *Engine) startTasks(ctx context.Context, tx *gorm.DB, steps []claimedStep) error {
+	var ids []int64
+	for _, s := range steps {
+		if s.TaskNew && !slices.Contains(ids, s.TaskID) {
+			ids = append(ids, s.TaskID)
+		}
+	}
+	if len(ids) == 0 {
 		return nil
 	}
+	var free []int64
+	if err := tx.Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[])
+		ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED`, models.Int64Array(ids)).Scan(&free).Error; err != nil {
+		return fmt.Errorf("locking tasks to start: %w", err)
+	}
+	moves := make([]sm.Move, len(free))
+	for i, id := range free {
+		moves[i] = sm.Move{ID: id, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}}
+	}
+	_, _, err := sm.TransitionTasksWhereAllowed(ctx, tx, moves)
 	return err
 }
 

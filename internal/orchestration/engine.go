@@ -25,8 +25,10 @@ import (
 
 // Config tunes an Engine. The zero value of every field means its default.
 type Config struct {
-	// Workers is how many step handlers run at once in this engine (default 4, env
-	// TASKER_WORKERS).
+	// Workers is how many step handlers run at once in this engine (default 32, env
+	// TASKER_WORKERS). It also caps the steps one claim takes, so it bounds throughput: every
+	// step waits for at least one commit before it runs and one after, and with commits of
+	// a few milliseconds an engine needs tens of steps in flight to run a thousand a second.
 	Workers int
 	// ClaimBatch caps the steps claimed by one claim statement (default Workers). The engine
 	// never claims more steps than it has idle workers, so a claimed step starts at once.
@@ -46,11 +48,29 @@ type Config struct {
 	WorkerID string
 	// Observer, when set, is told about every claim and finished attempt (see Observer).
 	Observer Observer
+	// AsyncCommit makes the engine's own transactions (claims and recorded attempts) commit
+	// with synchronous_commit = off (env TASKER_SYNC_COMMIT=off; default false: durable
+	// commits). PostgreSQL then acknowledges a commit before its WAL reaches the disk, which
+	// takes the disk flush out of every claim and recording. The trade-off: a crash of the
+	// database server (not of an engine) can lose the last few hundred milliseconds of
+	// commits (at most 3 × wal_writer_delay). The database stays consistent; a lost claim
+	// makes its step ready again, and a lost recording leaves its step claimed until its
+	// lease expires and recovery re-runs it: the same at-least-once outcome as the crash of a
+	// worker. Operator actions and task creation are not affected.
+	AsyncCommit bool
 }
 
-// ConfigFromEnv reads TASKER_WORKERS into a Config with every other field at its default.
+// ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) into a Config with
+// every other field at its default.
 func ConfigFromEnv() (Config, error) {
 	var cfg Config
+	switch v := os.Getenv("TASKER_SYNC_COMMIT"); v {
+	case "", "on":
+	case "off":
+		cfg.AsyncCommit = true
+	default:
+		return cfg, fmt.Errorf("TASKER_SYNC_COMMIT=%q is neither on nor off", v)
+	}
 	if v := os.Getenv("TASKER_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1024 {
@@ -63,7 +83,7 @@ func ConfigFromEnv() (Config, error) {
 
 func (c Config) withDefaults() Config {
 	if c.Workers <= 0 {
-		c.Workers = 4
+		c.Workers = 32
 	}
 	if c.ClaimBatch <= 0 || c.ClaimBatch > c.Workers {
 		c.ClaimBatch = c.Workers
@@ -113,7 +133,8 @@ type Engine struct {
 	cancelHandlers context.CancelFunc // hard stop after the drain deadline
 	inflight       sync.WaitGroup
 	slots          chan struct{} // one token per busy worker
-	kick           chan struct{} // a worker finished: look for work
+	kick           chan struct{} // a worker or the recorder finished: look for work
+	rec            *recorder     // records finished attempts, in batches
 }
 
 // New returns an engine over db. hub (may be nil: the engine then polls) delivers transition
@@ -129,12 +150,26 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	return &Engine{
+	e := &Engine{
 		db: db, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
 		done:  make(chan struct{}),
 		slots: make(chan struct{}, cfg.Workers),
 		kick:  make(chan struct{}, 1),
-	}, nil
+	}
+	e.rec = newRecorder(e)
+	return e, nil
+}
+
+// applySyncCommit makes tx commit asynchronously when the engine is configured so (see
+// Config.AsyncCommit).
+func (e *Engine) applySyncCommit(tx *gorm.DB) error {
+	if !e.cfg.AsyncCommit {
+		return nil
+	}
+	if err := tx.Exec(`SET LOCAL synchronous_commit = off`).Error; err != nil {
+		return fmt.Errorf("setting synchronous_commit: %w", err)
+	}
+	return nil
 }
 
 // Config returns the engine's configuration with defaults applied.
@@ -161,6 +196,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if e.hub != nil {
 		sub = e.hub.Subscribe(wakeFilter)
 	}
+	go e.rec.run()
 	e.loops.Add(2)
 	go func() {
 		defer e.loops.Done()
@@ -179,11 +215,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops claiming, waits for running handlers to finish and record their results (up to
-// DrainTimeout or ctx's deadline, whichever is sooner), then cancels the handlers still
-// running and releases their steps as failed attempts (reason "worker_stopped"); a step that
-// cannot be released is recovered later through its lease. Calling Stop again, or on an engine
-// never started, is a no-op.
+// Stop stops claiming, waits for running handlers to finish (up to DrainTimeout or ctx's
+// deadline, whichever is sooner), then cancels the handlers still running and releases their
+// steps as failed attempts (reason "worker_stopped"); a step that cannot be released is
+// recovered later through its lease. It returns once every finished attempt is recorded.
+// Calling Stop again, or on an engine never started, is a no-op.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	if !e.started || e.stopped {
@@ -208,6 +244,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	select {
 	case <-drained:
 		e.cancelHandlers()
+		e.rec.close()
 		e.log.Info("orchestration: engine stopped", "drained", true, "took", time.Since(begin))
 		return nil
 	case <-deadline.C:
@@ -218,6 +255,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	// Handlers must return promptly once cancelled; their steps are then released.
 	select {
 	case <-drained:
+		e.rec.close()
 		e.log.Info("orchestration: engine stopped", "drained", false, "took", time.Since(begin))
 		return nil
 	case <-time.After(10 * time.Second):
@@ -261,10 +299,10 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 				}
 				e.log.Error("orchestration: claiming steps", "error", err)
 			}
-			for _, s := range steps {
+			for _, r := range e.prepare(steps) {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
-				go e.work(ctx, s)
+				go e.work(r)
 			}
 			if err == nil && len(steps) == n {
 				continue // there may be more ready steps
@@ -289,10 +327,10 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	}
 }
 
-// work runs a claimed step, then claims the next ready step for itself and runs it, until no
-// step is ready or the engine stops claiming; then it frees its worker. Workers claiming for
-// themselves keep claims concurrent instead of queued behind the dispatcher.
-func (e *Engine) work(ctx context.Context, s claimedStep) {
+// work runs a prepared step on a worker and frees the worker once its handler has returned:
+// the outcome is recorded by the recorder, and the dispatcher, woken, claims the next steps
+// in one batch.
+func (e *Engine) work(r *run) {
 	defer func() {
 		<-e.slots
 		e.inflight.Done()
@@ -301,23 +339,7 @@ func (e *Engine) work(ctx context.Context, s claimedStep) {
 		default:
 		}
 	}()
-	for {
-		e.runStep(s)
-		if ctx.Err() != nil {
-			return
-		}
-		next, err := e.claim(ctx, 1)
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Error("orchestration: claiming steps", "error", err)
-			}
-			return
-		}
-		if len(next) == 0 {
-			return
-		}
-		s = next[0]
-	}
+	e.runStep(r)
 }
 
 func (e *Engine) recoverLoop(ctx context.Context) {

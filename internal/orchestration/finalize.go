@@ -36,42 +36,71 @@ func FinalizeTask(ctx context.Context, db *gorm.DB, taskID int64) (models.State,
 
 // finalizeLocked is FinalizeTask inside tx, which already holds the task's row lock.
 func finalizeLocked(ctx context.Context, tx *gorm.DB, taskID int64) (models.State, error) {
-	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, []int64{taskID})
+	states, err := finalizeTasks(ctx, tx, []int64{taskID})
 	if err != nil {
 		return "", err
 	}
-	if len(ecs) != 1 {
+	state, ok := states[taskID]
+	if !ok {
 		return "", &sm.NotFoundError{Kind: sm.KindTask, ID: taskID}
 	}
-	ec := ecs[0]
-	state := ec.Status
-	if state != models.StatePending && state != models.StateInProgress {
-		return state, nil
-	}
-	switch ec.ExecutionStatus {
-	case "all_complete":
-		if state == models.StatePending {
-			if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateInProgress, map[string]any{"reason": "finalize"}); err != nil {
-				return "", err
-			}
-		}
-		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateComplete, map[string]any{
-			"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}); err != nil {
-			return "", err
-		}
-		if err := tx.Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ?`, taskID).Error; err != nil {
-			return "", fmt.Errorf("marking task %d complete: %w", taskID, err)
-		}
-		return models.StateComplete, nil
-	case "blocked_by_failures":
-		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateError, map[string]any{
-			"reason": "blocked_by_failures", "permanently_blocked_steps": ec.PermanentlyBlockedSteps,
-			"failed_steps": ec.FailedSteps}); err != nil {
-			return "", err
-		}
-		return models.StateError, nil
-	}
 	return state, nil
+}
+
+// finalizeTasks settles tasks whose row locks tx already holds, with a constant number of
+// statements: their execution contexts are read in one, the moves they call for (see
+// FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
+// returns each task's state afterwards; a task that does not exist is absent.
+func finalizeTasks(ctx context.Context, tx *gorm.DB, taskIDs []int64) (map[int64]models.State, error) {
+	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, taskIDs)
+	if err != nil {
+		return nil, err
+	}
+	states := make(map[int64]models.State, len(ecs))
+	var moves []sm.Move
+	var completed []int64
+	for _, ec := range ecs {
+		states[ec.TaskID] = ec.Status
+		if ec.Status != models.StatePending && ec.Status != models.StateInProgress {
+			continue
+		}
+		switch ec.ExecutionStatus {
+		case "all_complete":
+			if ec.Status == models.StatePending {
+				moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateInProgress, Metadata: map[string]any{"reason": "finalize"}})
+			}
+			moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateComplete, Metadata: map[string]any{
+				"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}})
+			completed = append(completed, ec.TaskID)
+			states[ec.TaskID] = models.StateComplete
+		case "blocked_by_failures":
+			moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateError, Metadata: map[string]any{
+				"reason": "blocked_by_failures", "permanently_blocked_steps": ec.PermanentlyBlockedSteps,
+				"failed_steps": ec.FailedSteps}})
+			states[ec.TaskID] = models.StateError
+		}
+	}
+	if _, err := sm.TransitionTasks(ctx, tx, moves); err != nil {
+		return nil, err
+	}
+	if len(completed) > 0 {
+		if err := tx.Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
+			models.Int64Array(completed)).Error; err != nil {
+			return nil, fmt.Errorf("marking tasks %v complete: %w", completed, err)
+		}
+	}
+	return states, nil
+}
+
+// lockTasks takes the row locks of the existing tasks among ids, in id order (so that
+// transactions locking several tasks never deadlock), and returns the ids it locked.
+func lockTasks(tx *gorm.DB, ids []int64) ([]int64, error) {
+	var locked []int64
+	if err := tx.Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE`,
+		models.Int64Array(ids)).Scan(&locked).Error; err != nil {
+		return nil, fmt.Errorf("locking tasks: %w", err)
+	}
+	return locked, nil
 }
 
 // lockTask takes the task's row lock (the same lock the state machine takes), or returns a

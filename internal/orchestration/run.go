@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,7 +15,6 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
-	sm "github.com/taskerhq/tasker/internal/statemachine"
 )
 
 // StepHandlers resolves what a step runs: its handler and its timeout, from the step's name
@@ -112,6 +112,7 @@ func (c *ConfiguredHandlers) load(ctx context.Context, db *gorm.DB, namedTaskID 
 
 // stepInput is what a worker reads before running a step.
 type stepInput struct {
+	StepID      int64
 	NamedTaskID int64
 	Name        string
 	Inputs      []byte
@@ -120,56 +121,100 @@ type stepInput struct {
 	Mine        bool
 }
 
-const stepInputSQL = `
-SELECT t.named_task_id, ns.name, ws.inputs, t.context,
+// stepInputsSQL reads the inputs of claimed steps in one statement: the step's name, inputs,
+// task context, its parents' results by name, and whether the claim (step id, token) is still
+// held.
+const stepInputsSQL = `
+SELECT ws.workflow_step_id AS step_id, t.named_task_id, ns.name, ws.inputs, t.context,
        coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
                  FROM tasker_workflow_step_edges e
                  JOIN tasker_workflow_steps p ON p.workflow_step_id = e.from_step_id
                  JOIN tasker_named_steps pns ON pns.named_step_id = p.named_step_id
                  WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb) AS parents,
-       (ws.in_process AND ws.claim_token = ?::uuid) AS mine
-FROM tasker_workflow_steps ws
+       (ws.in_process AND ws.claim_token = c.token) AS mine
+FROM unnest(?::bigint[], string_to_array(?, ',')::uuid[]) AS c(step_id, token)
+JOIN tasker_workflow_steps ws ON ws.workflow_step_id = c.step_id
 JOIN tasker_tasks t ON t.task_id = ws.task_id
-JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
-WHERE ws.workflow_step_id = ?`
+JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id`
 
 // errClaimLost cancels a handler whose claim was taken away: the step was cancelled by an
 // operator, or its lease was recovered. The handler's result is discarded.
 var errClaimLost = errors.New("claim lost: the step was cancelled or recovered")
 
-// runStep runs one claimed step: it reads its inputs, runs its handler under the step timeout
-// while renewing the lease and watching for the claim being taken away, records the attempt
-// and finalises the task.
-func (e *Engine) runStep(s claimedStep) {
-	log := e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)
-	hctx, cancel := context.WithCancelCause(e.handlerCtx)
-	defer cancel(nil)
+// run is a claimed step on its way through a worker.
+type run struct {
+	s      claimedStep
+	in     stepInput
+	ctx    context.Context // the handler's context, cancelled with errClaimLost when the claim goes
+	cancel context.CancelCauseFunc
+	sub    *events.Subscription
+	log    *slog.Logger
+}
 
-	// Watch before reading the inputs: a cancellation committed after the read below wakes
-	// the watcher, one committed before it is seen by the read.
-	if e.hub != nil {
-		sub := e.hub.Subscribe(func(ev events.Event) bool {
-			return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == s.StepID &&
-				ev.To != string(models.StateInProgress))
-		})
-		defer sub.Close()
-		go e.watchClaim(hctx, cancel, s, sub.C)
-	} else {
-		go e.watchClaim(hctx, cancel, s, nil)
+// prepare starts watching claimed steps and reads their inputs in one statement. It returns
+// the steps whose claims are still held, ready to run. Watching starts before the read: a
+// cancellation committed after the read wakes the watcher, one committed before it is seen
+// by the read.
+func (e *Engine) prepare(steps []claimedStep) []*run {
+	runs := make([]*run, len(steps))
+	ids := make([]int64, len(steps))
+	tokens := make([]string, len(steps))
+	for i, s := range steps {
+		r := &run{s: s, log: e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)}
+		r.ctx, r.cancel = context.WithCancelCause(e.handlerCtx)
+		var wake <-chan struct{}
+		if e.hub != nil {
+			stepID := s.StepID
+			r.sub = e.hub.Subscribe(func(ev events.Event) bool {
+				return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == stepID &&
+					ev.To != string(models.StateInProgress))
+			})
+			wake = r.sub.C
+		}
+		go e.watchClaim(r.ctx, r.cancel, s, wake)
+		runs[i], ids[i], tokens[i] = r, s.StepID, s.Token
 	}
-
 	dbctx, dbcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	var in stepInput
-	err := e.db.WithContext(dbctx).Raw(stepInputSQL, s.Token, s.StepID).Scan(&in).Error
-	dbcancel()
-	if err != nil {
-		log.Error("orchestration: reading step inputs; the lease will recover the step", "error", err)
-		return
+	defer dbcancel()
+	var inputs []stepInput
+	err := e.db.WithContext(dbctx).Raw(stepInputsSQL, models.Int64Array(ids), strings.Join(tokens, ",")).Scan(&inputs).Error
+	byID := make(map[int64]stepInput, len(inputs))
+	for _, in := range inputs {
+		byID[in.StepID] = in
 	}
-	if !in.Mine {
-		log.Info("orchestration: claim lost before running, step skipped")
-		return
+	ready := runs[:0]
+	for _, r := range runs {
+		in, ok := byID[r.s.StepID]
+		switch {
+		case err != nil:
+			r.log.Error("orchestration: reading step inputs; the lease will recover the step", "error", err)
+		case !ok || !in.Mine:
+			r.log.Info("orchestration: claim lost before running, step skipped")
+		default:
+			r.in = in
+			ready = append(ready, r)
+			continue
+		}
+		r.close()
 	}
+	return ready
+}
+
+// close stops watching the step's claim.
+func (r *run) close() {
+	r.cancel(nil)
+	if r.sub != nil {
+		r.sub.Close()
+	}
+}
+
+// runStep runs one prepared step: its handler runs under the step timeout while the lease is
+// renewed and the claim watched; the outcome goes to the recorder, which records the attempt
+// and finalises the task. A step whose claim was lost meanwhile is discarded; on a hard stop
+// the step is released at once.
+func (e *Engine) runStep(r *run) {
+	defer r.close()
+	s, in, log, hctx := r.s, r.in, r.log, r.ctx
 	var parents map[string]json.RawMessage
 	if err := json.Unmarshal(in.Parents, &parents); err != nil {
 		log.Error("orchestration: decoding parent results", "error", err)
@@ -219,18 +264,7 @@ func (e *Engine) runStep(s claimedStep) {
 		}
 		return
 	}
-
-	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer fcancel()
-	kept, err := e.finish(fctx, s, out, runErr, elapsed)
-	e.observeFinished(in.Name, finishOutcome(runErr, kept, err), elapsed)
-	if err != nil {
-		log.Error("orchestration: recording attempt; the lease will recover the step", "error", err)
-		return
-	}
-	if !kept {
-		log.Info("orchestration: claim lost before recording, result discarded")
-	}
+	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log})
 }
 
 // runHandler calls h, turning a panic into a retryable failure.
@@ -280,94 +314,5 @@ func (e *Engine) watchClaim(ctx context.Context, cancel context.CancelCauseFunc,
 				return
 			}
 		}
-	}
-}
-
-// finish records one attempt and finalises the task in one transaction, if the claim is still
-// held: attempts + 1, last_attempted_at, the claim cleared, and either processed with the
-// results and complete, or the error in results, the requested delay, retryable cleared for a
-// permanent failure, and error; then the task is settled from its execution context (see
-// FinalizeTask). The task row is locked first (the engine's lock order is task, then step), so
-// the finishes of one task's steps are serialised and the last one sees every result. kept is
-// false when the claim was taken away (nothing is written).
-func (e *Engine) finish(ctx context.Context, s claimedStep, out handler.Output, runErr error, elapsed time.Duration) (kept bool, err error) {
-	err = e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := lockTask(tx, s.TaskID); err != nil {
-			return err
-		}
-		if err := e.record(ctx, tx, s, out, runErr, elapsed, &kept); err != nil || !kept {
-			return err
-		}
-		_, err := finalizeLocked(ctx, tx, s.TaskID)
-		return err
-	})
-	return kept, err
-}
-
-// record writes one attempt's outcome inside tx; see finish.
-func (e *Engine) record(ctx context.Context, tx *gorm.DB, s claimedStep, out handler.Output, runErr error, elapsed time.Duration, kept *bool) error {
-	{
-		var held []bool
-		if err := tx.Raw(`SELECT in_process AND claim_token = ?::uuid FROM tasker_workflow_steps
-			WHERE workflow_step_id = ? FOR UPDATE`, s.Token, s.StepID).Scan(&held).Error; err != nil {
-			return fmt.Errorf("locking step %d: %w", s.StepID, err)
-		}
-		if len(held) == 0 || !held[0] {
-			return nil
-		}
-		*kept = true
-		meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": elapsed.Milliseconds()}
-		if runErr == nil {
-			results := out.Results
-			if len(results) == 0 {
-				results = json.RawMessage(`{}`)
-			}
-			if !json.Valid(results) {
-				runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
-			} else {
-				if _, err := sm.TransitionStep(ctx, tx, s.StepID, models.StateComplete, meta); err != nil {
-					return err
-				}
-				if err := tx.Exec(`UPDATE tasker_workflow_steps
-					SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(),
-					    processed = true, processed_at = now(), results = ?::jsonb,
-					    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
-					    updated_at = now()
-					WHERE workflow_step_id = ?`, string(results), s.StepID).Error; err != nil {
-					return fmt.Errorf("recording success of step %d: %w", s.StepID, err)
-				}
-				return nil
-			}
-		}
-		permanent := handler.IsPermanent(runErr)
-		var backoff *int
-		if d, ok := handler.RetryAfter(runErr); ok {
-			secs := min(int(math.Ceil(d.Seconds())), int(handler.MaxRetryAfter/time.Second))
-			backoff = &secs
-		}
-		failure := map[string]any{"error": runErr.Error(), "attempt": s.Attempt, "permanent": permanent}
-		if backoff != nil {
-			failure["retry_after_seconds"] = *backoff
-		}
-		resJSON, err := json.Marshal(failure)
-		if err != nil {
-			return fmt.Errorf("encoding failure of step %d: %w", s.StepID, err)
-		}
-		for k, v := range failure {
-			meta[k] = v
-		}
-		if _, err := sm.TransitionStep(ctx, tx, s.StepID, models.StateError, meta); err != nil {
-			return err
-		}
-		if err := tx.Exec(`UPDATE tasker_workflow_steps
-			SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(),
-			    results = ?::jsonb, backoff_request_seconds = ?,
-			    retryable = retryable AND NOT ?,
-			    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
-			    updated_at = now()
-			WHERE workflow_step_id = ?`, string(resJSON), backoff, permanent, s.StepID).Error; err != nil {
-			return fmt.Errorf("recording failure of step %d: %w", s.StepID, err)
-		}
-		return nil
 	}
 }

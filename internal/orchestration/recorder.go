@@ -1,0 +1,277 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/models"
+	sm "github.com/taskerhq/tasker/internal/statemachine"
+)
+
+// result is the outcome of one attempt, waiting to be recorded.
+type result struct {
+	step    claimedStep
+	name    string
+	out     handler.Output
+	runErr  error
+	elapsed time.Duration
+	log     *slog.Logger
+}
+
+// maxRecordBatch caps the attempts recorded by one transaction.
+const maxRecordBatch = 256
+
+// recorder records finished attempts with group commit: one goroutine takes every result
+// waiting when it becomes free (up to maxRecordBatch) and records them all in one transaction
+// (see recordBatch). While one batch commits, the next one gathers, so the batch size follows
+// the load and an idle engine records a lone result at once.
+type recorder struct {
+	e    *Engine
+	in   chan result
+	done chan struct{}
+}
+
+func newRecorder(e *Engine) *recorder {
+	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{})}
+}
+
+// submit queues a result; it blocks while the queue is full, which holds the worker (and so
+// further claims) back until the recorder catches up.
+func (r *recorder) submit(res result) { r.in <- res }
+
+// close stops the recorder once every queued result is recorded; it waits for that.
+func (r *recorder) close() {
+	close(r.in)
+	<-r.done
+}
+
+func (r *recorder) run() {
+	defer close(r.done)
+	for first := range r.in {
+		batch := []result{first}
+	gather:
+		for len(batch) < maxRecordBatch {
+			select {
+			case res, ok := <-r.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, res)
+			default:
+				break gather
+			}
+		}
+		r.flush(batch)
+	}
+}
+
+// flush records one batch, reports every outcome to the observer and wakes the dispatcher:
+// the recorded steps may have made others ready.
+func (r *recorder) flush(batch []result) {
+	e := r.e
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kept, err := e.recordBatch(ctx, batch)
+	for _, res := range batch {
+		ok := kept[res.step.StepID]
+		e.observeFinished(res.name, finishOutcome(res.runErr, ok, err), res.elapsed)
+		switch {
+		case err != nil:
+			res.log.Error("orchestration: recording attempt; the lease will recover the step", "error", err)
+		case !ok:
+			res.log.Info("orchestration: claim lost before recording, result discarded")
+		}
+	}
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// stepOutcome is what one attempt writes to its step row.
+type stepOutcome struct {
+	StepID    int64           `json:"step_id"`
+	Success   bool            `json:"success"`
+	Results   json.RawMessage `json:"results"`
+	Backoff   *int            `json:"backoff"`
+	Permanent bool            `json:"permanent"`
+	move      sm.Move
+}
+
+// recordBatch records finished attempts in one transaction, with a constant number of
+// statements however many it records:
+//   - the tasks of the batch are locked first, in id order (the engine's lock order is task,
+//     then step), so the recordings of one task's steps, in this engine or another, are
+//     serialised and the last one sees every result: a task is completed exactly once;
+//   - the steps whose claims are still held (same token, still in_process) are locked; an
+//     attempt whose claim was taken away (cancelled, recovered) is discarded, not written;
+//   - the steps move to complete or error in one batch of transitions, and their rows get
+//     attempts + 1, last_attempted_at, the claim cleared, and either processed with the
+//     results, or the error in results, the requested delay (Retry-After, capped) and
+//     retryable cleared for a permanent failure, in one statement;
+//   - the tasks are settled from their execution contexts (see FinalizeTask).
+//
+// It returns which steps were recorded (kept).
+func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]bool, error) {
+	kept := map[int64]bool{}
+	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		clear(kept)
+		if err := e.applySyncCommit(tx); err != nil {
+			return err
+		}
+		taskIDs := make([]int64, 0, len(batch))
+		for _, res := range batch {
+			taskIDs = append(taskIDs, res.step.TaskID)
+		}
+		slices.Sort(taskIDs)
+		taskIDs = slices.Compact(taskIDs)
+		if _, err := lockTasks(tx, taskIDs); err != nil {
+			return err
+		}
+		held, err := lockHeldClaims(tx, batch)
+		if err != nil {
+			return err
+		}
+		outcomes := make([]stepOutcome, 0, len(batch))
+		moves := make([]sm.Move, 0, len(batch))
+		for _, res := range batch {
+			if !held[res.step.StepID] {
+				continue
+			}
+			o, err := e.outcome(res)
+			if err != nil {
+				return err
+			}
+			outcomes = append(outcomes, o)
+			moves = append(moves, o.move)
+		}
+		_, refused, err := sm.TransitionStepsWhereAllowed(ctx, tx, moves)
+		if err != nil {
+			return err
+		}
+		for _, te := range refused {
+			// Only an engine holding the claim moves an in_progress step, so this does not
+			// happen; the step is left to its lease rather than written half.
+			e.log.Error("orchestration: finished step refused its move; the lease will recover it", "step_id", te.ID, "reason", te.Error())
+			held[te.ID] = false
+		}
+		outcomes = slices.DeleteFunc(outcomes, func(o stepOutcome) bool { return !held[o.StepID] })
+		if err := writeOutcomes(tx, outcomes); err != nil {
+			return err
+		}
+		var settle []int64
+		for _, res := range batch {
+			if held[res.step.StepID] {
+				kept[res.step.StepID] = true
+				settle = append(settle, res.step.TaskID)
+			}
+		}
+		slices.Sort(settle)
+		_, err = finalizeTasks(ctx, tx, slices.Compact(settle))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+	}
+	return kept, nil
+}
+
+// lockHeldClaims locks, in id order, the steps of batch whose claims are still held with the
+// batch's tokens, and returns them.
+func lockHeldClaims(tx *gorm.DB, batch []result) (map[int64]bool, error) {
+	ids := make([]int64, len(batch))
+	tokens := make([]string, len(batch))
+	for i, res := range batch {
+		ids[i], tokens[i] = res.step.StepID, res.step.Token
+	}
+	var locked []int64
+	if err := tx.Raw(`
+		SELECT ws.workflow_step_id
+		FROM tasker_workflow_steps ws
+		JOIN unnest(?::bigint[], string_to_array(?, ',')::uuid[]) AS c(step_id, token)
+		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
+		WHERE ws.in_process
+		ORDER BY ws.workflow_step_id
+		FOR UPDATE OF ws`, models.Int64Array(ids), strings.Join(tokens, ",")).Scan(&locked).Error; err != nil {
+		return nil, fmt.Errorf("locking claimed steps: %w", err)
+	}
+	held := make(map[int64]bool, len(locked))
+	for _, id := range locked {
+		held[id] = true
+	}
+	return held, nil
+}
+
+// outcome turns a handler's result into what its step records: complete with the results
+// (results that are not valid JSON make a permanent failure), or error with the failure.
+func (e *Engine) outcome(res result) (stepOutcome, error) {
+	s := res.step
+	meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": res.elapsed.Milliseconds()}
+	runErr := res.runErr
+	if runErr == nil {
+		results := res.out.Results
+		if len(results) == 0 {
+			results = json.RawMessage(`{}`)
+		}
+		if json.Valid(results) {
+			return stepOutcome{StepID: s.StepID, Success: true, Results: results,
+				move: sm.Move{ID: s.StepID, To: models.StateComplete, Metadata: meta}}, nil
+		}
+		runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
+	}
+	permanent := handler.IsPermanent(runErr)
+	var backoff *int
+	if d, ok := handler.RetryAfter(runErr); ok {
+		secs := min(int(math.Ceil(d.Seconds())), int(handler.MaxRetryAfter/time.Second))
+		backoff = &secs
+	}
+	failure := map[string]any{"error": runErr.Error(), "attempt": s.Attempt, "permanent": permanent}
+	if backoff != nil {
+		failure["retry_after_seconds"] = *backoff
+	}
+	resJSON, err := json.Marshal(failure)
+	if err != nil {
+		return stepOutcome{}, fmt.Errorf("encoding failure of step %d: %w", s.StepID, err)
+	}
+	for k, v := range failure {
+		meta[k] = v
+	}
+	return stepOutcome{StepID: s.StepID, Results: resJSON, Backoff: backoff, Permanent: permanent,
+		move: sm.Move{ID: s.StepID, To: models.StateError, Metadata: meta}}, nil
+}
+
+// writeOutcomes writes the attempts' outcomes to their step rows in one statement.
+func writeOutcomes(tx *gorm.DB, outcomes []stepOutcome) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	payload, err := json.Marshal(outcomes)
+	if err != nil {
+		return fmt.Errorf("encoding attempt outcomes: %w", err)
+	}
+	if err := tx.Exec(`
+		UPDATE tasker_workflow_steps ws
+		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
+		    processed = ws.processed OR o.success,
+		    processed_at = CASE WHEN o.success THEN now() ELSE ws.processed_at END,
+		    results = o.results,
+		    backoff_request_seconds = CASE WHEN o.success THEN ws.backoff_request_seconds ELSE o.backoff END,
+		    retryable = ws.retryable AND NOT o.permanent,
+		    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
+		    updated_at = now()
+		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
+		                                       backoff integer, permanent boolean)
+		WHERE ws.workflow_step_id = o.step_id`, string(payload)).Error; err != nil {
+		return fmt.Errorf("recording attempt outcomes: %w", err)
+	}
+	return nil
+}

@@ -90,7 +90,11 @@ func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial 
 	}
 	var written []Transition
 	var refused []*TransitionError
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	// Inside a caller's transaction the batch runs in it directly, without a savepoint: every
+	// move is validated before anything is written, so a refusal writes nothing, and a
+	// database error aborts the caller's transaction.
+	db = db.WithContext(ctx).Session(&gorm.Session{DisableNestedTransaction: true})
+	err := db.Transaction(func(tx *gorm.DB) error {
 		ids := ownerIDs(moves)
 		if err := lockOwners(tx, o, ids); err != nil {
 			return err

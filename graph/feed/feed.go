@@ -153,18 +153,40 @@ func start[T any](ctx context.Context, f *Feed, src source[T], afterID *int64) (
 	return out, nil
 }
 
-// run delivers rows until ctx ends or a read fails (the stream then ends; the client sees
-// the subscription complete and resumes with its last id).
+// Retry delays of a stream whose read failed (the database restarting, a connection cut).
+const (
+	firstRetry = 100 * time.Millisecond
+	maxRetry   = 5 * time.Second
+)
+
+// run delivers rows until ctx ends. A failed read (the database is restarting, its connection
+// was cut) does not end the stream: it keeps its place and its tracked ids and reads again
+// after the hub's next wake-up (the hub wakes every subscriber once it has reconnected) or a
+// growing delay, whichever comes first. So a client sees no gap and no duplicate across a
+// database restart without having to resubscribe.
 func run[T any](ctx context.Context, f *Feed, src source[T], tr *tracker, sub *events.Subscription, out chan<- *T) {
+	retry := firstRetry
 	for {
 		for {
 			rows, err := src.read(ctx, tr.floor, tr.exclude(), f.opts.Batch)
 			if err != nil {
-				if ctx.Err() == nil {
-					f.log.Error("feed: reading transitions, ending stream", "error", err)
+				if ctx.Err() != nil {
+					return
 				}
-				return
+				f.log.Warn("feed: reading transitions failed, retrying", "error", err, "retry_in", retry)
+				timer := time.NewTimer(retry)
+				select {
+				case <-ctx.Done():
+					timer.Stop()
+					return
+				case <-sub.C:
+				case <-timer.C:
+				}
+				timer.Stop()
+				retry = min(2*retry, maxRetry)
+				continue
 			}
+			retry = firstRetry
 			for i := range rows {
 				select {
 				case out <- &rows[i]:

@@ -31,8 +31,8 @@ type claimedStep struct {
 //     index tasker_workflow_steps_claimable_idx, and the view is read per candidate (a fenced
 //     LATERAL: a few index probes each), so the oldest ready steps go first, the walk stops
 //     after @n ready ones, and finished steps are never read.
-//   - locked: up to @n of them (the walk finds 8 more, so that concurrent claimers that skip
-//     each other's rows still fill their batch) are locked FOR UPDATE SKIP LOCKED, so
+//   - locked: up to @n of them (the walk finds 2·@n + 8 ready steps, so that concurrent
+//     claimers that skip each other's rows still fill their batch) are locked FOR UPDATE SKIP LOCKED, so
 //     concurrent claimers (in this process or another) never wait for each other and never
 //     take the same row. Under READ
 //     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
@@ -57,7 +57,7 @@ WITH ready AS (
       AND ts.task_state IN ('pending', 'in_progress')
       AND r.ready_for_execution
     ORDER BY c.workflow_step_id
-    LIMIT @n + 8
+    LIMIT 2 * @n + 8
 ), locked AS (
     SELECT ws.workflow_step_id, ready.task_state, ready.current_state
     FROM tasker_workflow_steps ws

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -135,6 +136,7 @@ type Engine struct {
 	slots          chan struct{} // one token per busy worker
 	kick           chan struct{} // a worker or the recorder finished: look for work
 	rec            *recorder     // records finished attempts, in batches
+	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
 }
 
 // New returns an engine over db. hub (may be nil: the engine then polls) delivers transition
@@ -278,7 +280,12 @@ func wakeFilter(ev events.Event) bool {
 }
 
 // dispatch is the claim loop. It claims while it has idle workers and ready steps, then sleeps
-// until an event, a worker finishing, the next due retry or the poll interval.
+// until an event, a worker or the recorder finishing, the next due retry or the poll interval.
+//
+// The next due retry is read from the database only when it may have changed: at start, after
+// this engine recorded a failure or recovered a claim, when the previous due time arrives, and
+// on every poll tick (which also catches the failures recorded by other engines; each engine
+// wakes for its own failures' retries).
 func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	var wake <-chan struct{}
 	if sub != nil {
@@ -286,6 +293,8 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	}
 	poll := time.NewTicker(e.cfg.PollInterval)
 	defer poll.Stop()
+	e.retryDirty.Store(true)
+	var due time.Time // the next due retry; zero when none is known
 	for ctx.Err() == nil {
 		idle := cap(e.slots) - len(e.slots)
 		var retryAt <-chan time.Time
@@ -307,11 +316,15 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			if err == nil && len(steps) == n {
 				continue // there may be more ready steps
 			}
-			if err == nil {
+			if err == nil && e.retryDirty.Swap(false) {
+				due = time.Time{}
 				if d, ok := e.nextRetryIn(ctx); ok {
-					retryTimer = time.NewTimer(d)
-					retryAt = retryTimer.C
+					due = time.Now().Add(d)
 				}
+			}
+			if !due.IsZero() {
+				retryTimer = time.NewTimer(time.Until(due))
+				retryAt = retryTimer.C
 			}
 		}
 		select {
@@ -319,7 +332,9 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 		case <-wake:
 		case <-e.kick:
 		case <-retryAt:
+			e.retryDirty.Store(true)
 		case <-poll.C:
+			e.retryDirty.Store(true)
 		}
 		if retryTimer != nil {
 			retryTimer.Stop()
@@ -351,6 +366,7 @@ func (e *Engine) recoverLoop(ctx context.Context) {
 			e.log.Error("orchestration: recovering expired claims", "error", err)
 		}
 		if n > 0 {
+			e.retryDirty.Store(true)
 			select {
 			case e.kick <- struct{}{}:
 			default:

@@ -52,11 +52,14 @@ func finalizeLocked(ctx context.Context, tx *gorm.DB, taskID int64) (models.Stat
 // FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
 // returns each task's state afterwards; a task that does not exist is absent.
 func finalizeTasks(ctx context.Context, tx *gorm.DB, taskIDs []int64) (map[int64]models.State, error) {
-	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, taskIDs)
+	settleable, states, err := settleableTasks(tx, taskIDs)
 	if err != nil {
 		return nil, err
 	}
-	states := make(map[int64]models.State, len(ecs))
+	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, settleable)
+	if err != nil {
+		return nil, err
+	}
 	var moves []sm.Move
 	var completed []int64
 	for _, ec := range ecs {
@@ -90,6 +93,59 @@ func finalizeTasks(ctx context.Context, tx *gorm.DB, taskIDs []int64) (map[int64
 		}
 	}
 	return states, nil
+}
+
+// settleableSQL counts, per task, what decides whether it may be settled, so that the
+// execution context (which computes the readiness of every step) is read only for tasks that
+// may be: a task moves only when its execution status is all_complete or blocked_by_failures;
+// both need no step running (in_progress by state or claim), all_complete needs every step
+// complete or resolved_manually, and blocked_by_failures a permanently blocked step
+// (cancelled, or pending or in error and not retry-eligible). Each step's state is an index
+// probe, so the cost follows the tasks' steps, whatever the table statistics say.
+const settleableSQL = `
+SELECT u.id AS task_id,
+       coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                 WHERE tt.task_id = u.id AND tt.most_recent), 'pending') AS state,
+       agg.running, agg.unfinished, agg.blocked
+FROM unnest(?::bigint[]) AS u(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
+           count(*) FILTER (WHERE x.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
+           count(*) FILTER (WHERE x.state = 'cancelled'
+                               OR (x.state IN ('pending', 'error')
+                                   AND NOT (coalesce(s.attempts, 0) = 0
+                                            OR (s.retryable AND coalesce(s.attempts, 0) < coalesce(s.retry_limit, 3)))))
+               AS blocked
+    FROM tasker_workflow_steps s
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
+                         WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS state
+        OFFSET 0
+    ) x
+    WHERE s.task_id = u.id
+) agg`
+
+// settleableTasks returns the tasks among ids that may be settled (see settleableSQL) and the
+// current state of each. The caller holds the locks of the tasks, so they exist.
+func settleableTasks(tx *gorm.DB, ids []int64) ([]int64, map[int64]models.State, error) {
+	var rows []struct {
+		TaskID                       int64
+		State                        models.State
+		Running, Unfinished, Blocked int
+	}
+	if err := tx.Raw(settleableSQL, models.Int64Array(ids)).Scan(&rows).Error; err != nil {
+		return nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
+	}
+	states := make(map[int64]models.State, len(rows))
+	var out []int64
+	for _, r := range rows {
+		states[r.TaskID] = r.State
+		open := r.State == models.StatePending || r.State == models.StateInProgress
+		if open && r.Running == 0 && (r.Unfinished == 0 || r.Blocked > 0) {
+			out = append(out, r.TaskID)
+		}
+	}
+	return out, states, nil
 }
 
 // lockTasks takes the row locks of the existing tasks among ids, in id order (so that

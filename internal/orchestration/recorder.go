@@ -83,6 +83,9 @@ func (r *recorder) flush(batch []result) {
 	kept, err := e.recordBatch(ctx, batch)
 	for _, res := range batch {
 		ok := kept[res.step.StepID]
+		if res.runErr != nil || err != nil {
+			e.retryDirty.Store(true)
+		}
 		e.observeFinished(res.name, finishOutcome(res.runErr, ok, err), res.elapsed)
 		switch {
 		case err != nil:

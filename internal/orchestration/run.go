@@ -156,6 +156,9 @@ type run struct {
 // cancellation committed after the read wakes the watcher, one committed before it is seen
 // by the read.
 func (e *Engine) prepare(steps []claimedStep) []*run {
+	if len(steps) == 0 {
+		return nil
+	}
 	runs := make([]*run, len(steps))
 	ids := make([]int64, len(steps))
 	tokens := make([]string, len(steps))

@@ -179,29 +179,35 @@ func readCurrent(tx *gorm.DB, o owner, ids []int64) (map[int64]current, error) {
 }
 
 // guardSQL lists, per owner, what blocks its guarded move: for a step going to in_progress,
-// its parents that are not complete or resolved_manually; for a task going to complete, up to
-// 20 of its steps that are not.
+// its parents that are not complete or resolved_manually; for a task going to complete, its
+// steps that are not. Each state is read by a scalar subquery on the partial "most_recent"
+// index, so the statement probes indexes per row whatever plan the statistics suggest.
 var guardSQL = map[Kind]string{
 	KindStep: `
 		SELECT e.to_step_id AS owner, e.from_step_id AS blocker
 		FROM tasker_workflow_step_edges e
-		LEFT JOIN tasker_workflow_step_transitions t ON t.workflow_step_id = e.from_step_id AND t.most_recent
 		WHERE e.to_step_id = ANY(?::bigint[])
-		  AND coalesce(t.to_state, 'pending') NOT IN ('complete', 'resolved_manually')
+		  AND coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
+		                WHERE t.workflow_step_id = e.from_step_id AND t.most_recent), 'pending')
+		      NOT IN ('complete', 'resolved_manually')
 		ORDER BY 1, 2`,
 	KindTask: `
-		SELECT o.id AS owner, u.workflow_step_id AS blocker
+		SELECT o.id AS owner, s.workflow_step_id AS blocker
 		FROM unnest(?::bigint[]) AS o(id)
 		CROSS JOIN LATERAL (
-			SELECT s.workflow_step_id
+			SELECT s.workflow_step_id,
+			       coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
+			                 WHERE t.workflow_step_id = s.workflow_step_id AND t.most_recent), 'pending') AS state
 			FROM tasker_workflow_steps s
-			LEFT JOIN tasker_workflow_step_transitions t ON t.workflow_step_id = s.workflow_step_id AND t.most_recent
 			WHERE s.task_id = o.id
-			  AND coalesce(t.to_state, 'pending') NOT IN ('complete', 'resolved_manually')
-			ORDER BY s.workflow_step_id LIMIT 20
-		) u
+			OFFSET 0
+		) s
+		WHERE s.state NOT IN ('complete', 'resolved_manually')
 		ORDER BY 1, 2`,
 }
+
+// maxBlockers caps the blockers a refusal names.
+const maxBlockers = 20
 
 // guarded is the target state that has a guard, per kind.
 var guarded = map[Kind]models.State{KindStep: models.StateInProgress, KindTask: models.StateComplete}
@@ -223,7 +229,9 @@ func readGuards(tx *gorm.DB, o owner, moves []Move) (map[int64][]int64, error) {
 	}
 	out := map[int64][]int64{}
 	for _, r := range rows {
-		out[r.Owner] = append(out[r.Owner], r.Blocker)
+		if len(out[r.Owner]) < maxBlockers {
+			out[r.Owner] = append(out[r.Owner], r.Blocker)
+		}
 	}
 	return out, nil
 }

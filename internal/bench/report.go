@@ -96,7 +96,10 @@ type Section struct {
 	// Reference returns the name of the benchmark to compare with, or "" for none; nil means
 	// SiblingReference.
 	Reference func(name string, all []string) string
-	Expect    []Expect
+	// Also returns the name of a second benchmark to compare with, or "" for none (nil:
+	// none); its comparison follows the reference's in the same cell, naming that benchmark.
+	Also   func(name string, all []string) string
+	Expect []Expect
 }
 
 // SiblingReference compares X/.../v with X/.../baseline, X/.../naive or X/.../live.
@@ -165,7 +168,7 @@ func Write(w io.Writer, m Machine, run Run, sections []Section, findings string)
 		if s.Intro != "" {
 			b.WriteString(s.Intro + "\n\n")
 		}
-		writeTable(&b, rows, s.Reference)
+		writeTable(&b, rows, s.Reference, s.Also)
 		if len(rows) > 0 {
 			b.WriteString("\n")
 		}
@@ -191,7 +194,7 @@ func Write(w io.Writer, m Machine, run Run, sections []Section, findings string)
 	}
 	if len(rest) > 0 {
 		b.WriteString("## Other benchmarks\n\n")
-		writeTable(&b, rest, nil)
+		writeTable(&b, rest, nil, nil)
 		b.WriteString("\n")
 	}
 	if len(run.Failures) > 0 {
@@ -211,7 +214,7 @@ func Write(w io.Writer, m Machine, run Run, sections []Section, findings string)
 	return err
 }
 
-func writeTable(b *strings.Builder, rows []Result, reference func(string, []string) string) {
+func writeTable(b *strings.Builder, rows []Result, reference, also func(string, []string) string) {
 	if len(rows) == 0 {
 		return
 	}
@@ -243,6 +246,14 @@ func writeTable(b *strings.Builder, rows []Result, reference func(string, []stri
 			vs = compare(r, byName[ref])
 		} else if isReference(r.Name, names, reference) {
 			vs = "reference"
+		}
+		if also != nil {
+			if a := also(r.Name, names); a != "" && a != r.Name {
+				if vs != "" {
+					vs += "; "
+				}
+				vs += fmt.Sprintf("%s than `%s`", compare(r, byName[a]), strings.TrimPrefix(a, "Benchmark"))
+			}
 		}
 		fmt.Fprintf(b, "| `%s` | %s | %d | %s | %s | %s | %s |\n", strings.TrimPrefix(r.Name, "Benchmark"),
 			shortPkg(r.Package), r.Iterations, duration(r.Metrics["ns/op"]), stmts, strings.Join(other, ", "), vs)

@@ -14,8 +14,12 @@ BenchmarkReadySteps/steps=10/baseline-2         	      20	   5000000 ns/op	     
 BenchmarkReadinessByDatabaseSize/steps=10000/views-2 	 20	 2000000 ns/op	 1.000 stmts/op
 BenchmarkReadinessByDatabaseSize/steps=1000000/views-2 	 20	 2200000 ns/op	 1.000 stmts/op	 50.5 seed-s
 pkg: github.com/taskerhq/tasker/internal/refresh
-BenchmarkReadModels/dashboard/materialized-2 	 1	 6000000 ns/op
-BenchmarkReadModels/dashboard/live-2 	 1	 84000000 ns/op
+BenchmarkReadModels/steps=10000/dashboard/materialized-2 	 1	 6000000 ns/op
+BenchmarkReadModels/steps=10000/dashboard/live-2 	 1	 84000000 ns/op
+BenchmarkReadModels/steps=1000000/dashboard/materialized-2 	 1	 6600000 ns/op
+BenchmarkReadModels/steps=1000000/dashboard/live-2 	 1	 8400000000 ns/op
+pkg: github.com/taskerhq/tasker/internal/graphapi
+BenchmarkSubscriptionLatency-2 	 100	 7000000 ns/op	 3.5 p50-ms	 6.75 p95-ms
 pkg: github.com/taskerhq/tasker/internal/other
 BenchmarkSomething-2 	 3	 1000 ns/op
 FAIL	github.com/taskerhq/tasker/internal/orchestration [build failed]
@@ -27,7 +31,7 @@ func TestReportPlacesRowsAndComparesWithTheReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(run.Results) != 7 || run.Results[0].Name != "BenchmarkReadySteps/steps=10/views" ||
+	if len(run.Results) != 10 || run.Results[0].Name != "BenchmarkReadySteps/steps=10/views" ||
 		run.Results[0].Metrics["stmts/op"] != 1 || run.Results[3].Metrics["seed-s"] != 50.5 {
 		t.Fatalf("parsed %+v", run.Results)
 	}
@@ -39,7 +43,10 @@ func TestReportPlacesRowsAndComparesWithTheReference(t *testing.T) {
 	for _, want := range []string{
 		"| `ReadySteps/steps=10/views` | internal/bench | 20 | 500.0 µs | 1 | 4 rows | 10.0x faster, 1/37.0 statements (97.30% fewer) |",
 		"| `ReadinessByDatabaseSize/steps=1000000/views` | internal/bench | 20 | 2.20 ms | 1 | 50.50 seed-s | 1.10x slower, same statements |",
-		"| `ReadModels/dashboard/materialized` | internal/refresh | 1 | 6.00 ms | — |  | 14.0x faster |",
+		"| `ReadModels/steps=10000/dashboard/materialized` | internal/refresh | 1 | 6.00 ms | — |  | 14.0x faster |",
+		"| `ReadModels/steps=1000000/dashboard/materialized` | internal/refresh | 1 | 6.60 ms | — |  | 1273x faster; 1.10x slower than `ReadModels/steps=10000/dashboard/materialized` |",
+		"| `ReadModels/steps=1000000/dashboard/live` | internal/refresh | 1 | 8.40 s | — |  | reference; 100x slower than `ReadModels/steps=10000/dashboard/live` |",
+		"| `SubscriptionLatency` | internal/graphapi | 100 | 7.00 ms | — | 3.50 p50-ms, 6.75 p95-ms |  |",
 		"**not yet measured**: orchestration throughput",
 		"**not yet measured**: GraphQL query at 10 tasks",
 		"## Other benchmarks",
@@ -50,5 +57,9 @@ func TestReportPlacesRowsAndComparesWithTheReference(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+	if o, l := strings.Index(out, "## Orchestration"), strings.Index(out, "`SubscriptionLatency`"); o < 0 || l < o ||
+		strings.Contains(out, "not yet measured**: subscription latency") {
+		t.Errorf("subscription latency is not in the orchestration section:\n%s", out)
 	}
 }

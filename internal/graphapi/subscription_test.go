@@ -19,7 +19,7 @@ import (
 
 // wsClient speaks graphql-transport-ws (or the older graphql-ws) by hand.
 type wsClient struct {
-	t     *testing.T
+	t     testing.TB
 	conn  *websocket.Conn
 	proto string
 	ctx   context.Context
@@ -31,7 +31,7 @@ type wsMessage struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
-func (e *env) dialWS(t *testing.T, proto string) *wsClient {
+func (e *env) dialWS(t testing.TB, proto string) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -333,7 +333,7 @@ func TestSubscriptionsEndWithTheClient(t *testing.T) {
 }
 
 // waitFor polls cond until it holds or 10 seconds pass.
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

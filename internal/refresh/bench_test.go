@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,18 +18,24 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 )
 
-// benchSteps is the number of workflow steps the benchmarks load: TASKER_BENCH_STEPS, default
-// 10,000 (make bench runs 1,000,000).
-func benchSteps(b *testing.B) int {
+// benchSizes are the numbers of workflow steps the benchmarks load, one database each:
+// TASKER_BENCH_STEPS, a comma-separated list, default 10,000 (make bench runs
+// 10000,1000000).
+func benchSizes(b *testing.B) []int {
 	b.Helper()
-	n := 10_000
-	if v := os.Getenv("TASKER_BENCH_STEPS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 10 {
-			b.Fatalf("TASKER_BENCH_STEPS=%q is not a number of steps >= 10", v)
-		}
+	v := os.Getenv("TASKER_BENCH_STEPS")
+	if v == "" {
+		return []int{10_000}
 	}
-	return n
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 10 {
+			b.Fatalf("TASKER_BENCH_STEPS=%q: %q is not a number of steps >= 10", v, f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 // loadBenchData writes steps workflow steps, 10 per task, with plain set-based SQL: 4
@@ -131,11 +138,17 @@ func newLiveDashboard(b *testing.B, db *gorm.DB) liveDashboard {
 	}
 }
 
-// BenchmarkReadModels measures, at TASKER_BENCH_STEPS steps: the dashboard (status summaries,
-// top 100 steps, 72 hours of throughput) read from the materialized views and computed live
-// from the tables, and one refresh of each view.
+// BenchmarkReadModels measures, in a database of each size of TASKER_BENCH_STEPS steps
+// (sub-benchmarks steps=N/...): the dashboard (status summaries, top 100 steps, 72 hours of
+// throughput) read from the materialized views and computed live from the tables, and one
+// refresh of each view. The materialized read should cost the same at every size.
 func BenchmarkReadModels(b *testing.B) {
-	steps := benchSteps(b)
+	for _, steps := range benchSizes(b) {
+		benchReadModels(b, steps)
+	}
+}
+
+func benchReadModels(b *testing.B, steps int) {
 	db := dbtest.New(b)
 	loadBenchData(b, db, steps)
 	r, err := New(database.SQL(db), nil, Config{Schedules: offSchedules()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -147,12 +160,13 @@ func BenchmarkReadModels(b *testing.B) {
 		if out, err := r.Refresh(ctx, name); err != nil {
 			b.Fatalf("refreshing %s: %v", name, err)
 		} else {
-			b.Logf("%s: %d rows, first refresh %s", name, out.RowCount, out.Duration.Round(time.Millisecond))
+			b.Logf("steps=%d: %s: %d rows, first refresh %s", steps, name, out.RowCount, out.Duration.Round(time.Millisecond))
 		}
 	}
 	live := newLiveDashboard(b, db)
+	size := fmt.Sprintf("steps=%d/", steps)
 
-	b.Run("dashboard/materialized", func(b *testing.B) {
+	b.Run(size+"dashboard/materialized", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := models.ReadTaskStatusSummaries(ctx, db, ""); err != nil {
 				b.Fatal(err)
@@ -165,7 +179,7 @@ func BenchmarkReadModels(b *testing.B) {
 			}
 		}
 	})
-	b.Run("dashboard/live", func(b *testing.B) {
+	b.Run(size+"dashboard/live", func(b *testing.B) {
 		for b.Loop() {
 			var s []models.TaskStatusSummary
 			var p []models.StepPerformance
@@ -184,7 +198,7 @@ func BenchmarkReadModels(b *testing.B) {
 		}
 	})
 	for _, name := range ViewNames() {
-		b.Run("refresh/"+strings.TrimPrefix(name, "tasker_"), func(b *testing.B) {
+		b.Run(size+"refresh/"+strings.TrimPrefix(name, "tasker_"), func(b *testing.B) {
 			for b.Loop() {
 				if out, err := r.Refresh(ctx, name); err != nil || out.Status != StatusRefreshed {
 					b.Fatalf("refresh: %+v, %v", out, err)

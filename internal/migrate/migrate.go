@@ -71,6 +71,9 @@ func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 		goose.WithGoMigrations(allGoMigrations()...),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSessionLocker(locker),
+		// A migration numbered below the newest applied one (written on a parallel branch)
+		// is applied rather than refused: each is written to be independent of its neighbours.
+		goose.WithAllowOutofOrder(true),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("creating migration provider: %w", err)

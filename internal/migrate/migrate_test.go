@@ -143,3 +143,38 @@ func TestTemplateDatabaseIsCurrent(t *testing.T) {
 		t.Errorf("%d of the %d live views exist", got, len(liveViews))
 	}
 }
+
+// TestUpAppliesAMigrationNumberedBelowTheNewest: a database migrated before a lower-numbered
+// migration existed (here: the record of 00008 removed and its effect undone) gets it on the
+// next Up instead of refusing to start.
+func TestUpAppliesAMigrationNumberedBelowTheNewest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sqlDB := emptyDatabase(t)
+	if _, err := migrate.Up(ctx, sqlDB); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`ALTER FUNCTION tasker_refresh_dag_levels(bigint[]) RESET jit`,
+		`DELETE FROM goose_db_version WHERE version_id = 8`,
+	} {
+		if _, err := sqlDB.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	applied, err := migrate.Up(ctx, sqlDB)
+	if err != nil {
+		t.Fatalf("Up with a missing lower version: %v", err)
+	}
+	if len(applied) != 1 || applied[0].Version != 8 {
+		t.Fatalf("applied %+v, want only version 8", applied)
+	}
+	var config string
+	if err := sqlDB.QueryRowContext(ctx, `SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE proname = 'tasker_refresh_dag_levels'`).
+		Scan(&config); err != nil {
+		t.Fatal(err)
+	}
+	if config != "jit=off" {
+		t.Fatalf("tasker_refresh_dag_levels config %q, want jit=off", config)
+	}
+}

@@ -30,7 +30,7 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Write
 	}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
-	fs.IntVar(&ocfg.Workers, "workers", ocfg.Workers, "steps run at once by this process (env TASKER_WORKERS; 0 means 4)")
+	fs.IntVar(&ocfg.Workers, "workers", ocfg.Workers, "steps run at once by this process (env TASKER_WORKERS; 0 means 32)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for draining running steps (env TASKER_SHUTDOWN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -93,7 +93,7 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
 func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 	var out []claimedStep
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := e.applySyncCommit(tx); err != nil {
+		if err := e.tuneTx(tx); err != nil {
 			return err
 		}
 		var rows []claimedStep
@@ -223,7 +223,12 @@ func (e *Engine) nextRetryIn(ctx context.Context) (time.Duration, bool) {
 		At  *time.Time
 		Now time.Time
 	}
-	err := e.db.WithContext(ctx).Raw(`SELECT (` + nextRetrySQL + `) AS at, now() AS now`).Scan(&row).Error
+	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := e.tuneTx(tx); err != nil {
+			return err
+		}
+		return tx.Raw(`SELECT (` + nextRetrySQL + `) AS at, now() AS now`).Scan(&row).Error
+	})
 	if err != nil {
 		if ctx.Err() == nil {
 			e.log.Error("orchestration: reading next retry time", "error", err)

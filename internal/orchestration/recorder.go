@@ -128,7 +128,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 	kept := map[int64]bool{}
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		clear(kept)
-		if err := e.applySyncCommit(tx); err != nil {
+		if err := e.tuneTx(tx); err != nil {
 			return err
 		}
 		taskIDs := make([]int64, 0, len(batch))

@@ -60,9 +60,10 @@ func TransitionTasksWhereAllowed(ctx context.Context, db *gorm.DB, moves []Move)
 
 // current is an owner's state before the batch.
 type current struct {
-	ID      int64
-	State   *string
-	SortKey int
+	ID        int64
+	State     *string
+	CurrentID *int64 // the id of the owner's current transition row
+	SortKey   int
 }
 
 // planned is one accepted move with its place in the owner's history.
@@ -112,7 +113,7 @@ func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial 
 			return refusals[0]
 		}
 		refused = refusals
-		if written, err = writePlan(tx, o, plan); err != nil {
+		if written, err = writePlan(tx, o, plan, cur); err != nil {
 			return err
 		}
 		return nil
@@ -166,6 +167,7 @@ func readCurrent(tx *gorm.DB, o owner, ids []int64) (map[int64]current, error) {
 	if err := tx.Raw(fmt.Sprintf(`
 		SELECT o.id,
 		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
+		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
 		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
 		FROM unnest(?::bigint[]) AS o(id)`, o.transitionsTable, o.key), models.Int64Array(ids)).
 		Scan(&rows).Error; err != nil {
@@ -357,25 +359,28 @@ type insertRow struct {
 
 // writePlan clears the current rows of the moved owners and inserts the planned rows, one
 // statement each; the owner's last planned row becomes its one current row.
-func writePlan(tx *gorm.DB, o owner, plan []planned) ([]Transition, error) {
+func writePlan(tx *gorm.DB, o owner, plan []planned, cur map[int64]current) ([]Transition, error) {
 	if len(plan) == 0 {
 		return nil, nil
 	}
 	rows := make([]insertRow, len(plan))
-	var moved []int64
+	var cleared []int64 // current rows of the moved owners, by primary key
 	for i, p := range plan {
 		rows[i] = insertRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last}
 		if p.from != nil {
 			f := string(*p.from)
 			rows[i].FromState = &f
 		}
-		moved = append(moved, p.id)
+		if c := cur[p.id].CurrentID; c != nil && !slices.Contains(cleared, *c) {
+			cleared = append(cleared, *c)
+		}
 	}
-	slices.Sort(moved)
-	moved = slices.Compact(moved)
-	if err := tx.Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
-		WHERE %[2]s = ANY(?::bigint[]) AND most_recent`, o.transitionsTable, o.key), models.Int64Array(moved)).Error; err != nil {
-		return nil, fmt.Errorf("clearing current transitions of %ss: %w", o.kind, err)
+	if len(cleared) > 0 {
+		// By primary key: the rows read under the owners' locks are still the current ones.
+		if err := tx.Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
+			WHERE id = ANY(?::bigint[]) AND most_recent`, o.transitionsTable), models.Int64Array(cleared)).Error; err != nil {
+			return nil, fmt.Errorf("clearing current transitions of %ss: %w", o.kind, err)
+		}
 	}
 	payload, err := json.Marshal(rows)
 	if err != nil {

@@ -32,8 +32,8 @@ steps:
 `
 
 // BenchmarkThroughput measures end-to-end throughput of noop steps: N tasks of five steps
-// (a small diamond) are created, then 1 or 2 engines (separate pools, like processes, default
-// 4 workers each) drain them. It reports steps/s and the seconds to drain all N tasks. N is
+// (a small diamond) are created, then 1 or 2 engines (separate pools, like processes, with the
+// default configuration: 32 workers each) drain them. It reports steps/s and the seconds to drain all N tasks. N is
 // TASKER_BENCH_TASKS (default 200; make bench runs 10000).
 func BenchmarkThroughput(b *testing.B) {
 	n := 200
@@ -69,7 +69,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-func waitAllComplete(b *testing.B, h *harness, n int, timeout time.Duration) {
+func waitAllComplete(b testing.TB, h *harness, n int, timeout time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

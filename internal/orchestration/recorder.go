@@ -75,12 +75,22 @@ func (r *recorder) run() {
 }
 
 // flush records one batch, reports every outcome to the observer and wakes the dispatcher:
-// the recorded steps may have made others ready.
+// the recorded steps may have made others ready. When the batch cannot be recorded, each of
+// its results is recorded alone, so that one result the database refuses cannot take the
+// others down with it.
 func (r *recorder) flush(batch []result) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kept, err := e.recordBatch(ctx, batch)
+	if err != nil && len(batch) > 1 {
+		e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
+			"attempts", len(batch), "error", err)
+		for _, res := range batch {
+			r.flush([]result{res})
+		}
+		return
+	}
 	for _, res := range batch {
 		ok := kept[res.step.StepID]
 		if res.runErr != nil || err != nil {

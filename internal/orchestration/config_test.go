@@ -1,0 +1,49 @@
+package orchestration_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/orchestration"
+)
+
+// TestConfigFromEnvReadsWorkersAndSyncCommit sets environment variables, so it does not run in
+// parallel with other tests.
+func TestConfigFromEnvReadsWorkersAndSyncCommit(t *testing.T) {
+	for _, c := range []struct {
+		workers, sync string
+		want          orchestration.Config
+		err           string
+	}{
+		{want: orchestration.Config{}},
+		{workers: "8", sync: "on", want: orchestration.Config{Workers: 8}},
+		{sync: "off", want: orchestration.Config{AsyncCommit: true}},
+		{sync: "maybe", err: `TASKER_SYNC_COMMIT="maybe"`},
+		{workers: "0", err: `TASKER_WORKERS="0"`},
+	} {
+		t.Setenv("TASKER_WORKERS", c.workers)
+		t.Setenv("TASKER_SYNC_COMMIT", c.sync)
+		cfg, err := orchestration.ConfigFromEnv()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("workers %q sync %q: error %v, want one naming %s", c.workers, c.sync, err, c.err)
+			}
+			continue
+		}
+		if err != nil || cfg.Workers != c.want.Workers || cfg.AsyncCommit != c.want.AsyncCommit {
+			t.Errorf("workers %q sync %q: %+v, %v; want %+v", c.workers, c.sync, cfg, err, c.want)
+		}
+	}
+}
+
+func TestDefaultsAllowTensOfStepsInFlight(t *testing.T) {
+	t.Parallel()
+	e, err := orchestration.New(dbtest.New(t), nil, orchestration.NewConfiguredHandlers(nil), orchestration.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := e.Config(); cfg.Workers != 32 || cfg.ClaimBatch != 32 || cfg.AsyncCommit {
+		t.Fatalf("defaults %+v: want 32 workers, claims of up to 32 and durable commits", cfg)
+	}
+}

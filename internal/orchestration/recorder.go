@@ -82,7 +82,15 @@ func (r *recorder) flush(batch []result) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kept, err := e.recordBatch(ctx, batch)
+	// A lost connection (a database restart, a failover) is retried for up to the timeout
+	// above rather than leaving the steps to their leases: retrying is safe, since a batch that
+	// did commit has released its claims, and a second recording of it finds them gone.
+	var kept map[int64]bool
+	err := retryTransient(ctx, func() error {
+		var err error
+		kept, err = e.recordBatch(ctx, batch)
+		return err
+	})
 	if err != nil && len(batch) > 1 {
 		e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 			"attempts", len(batch), "error", err)

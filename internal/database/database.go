@@ -36,6 +36,13 @@ func Open(ctx context.Context, url string, opts Options) (*gorm.DB, error) {
 	if opts.Tracer != nil {
 		cfg.Tracer = opts.Tracer
 	}
+	// The service runs small, index-driven statements. When statistics lag (a fresh or
+	// fast-growing table) the planner's inflated estimates trigger JIT compilation, which then
+	// costs hundreds of milliseconds for a sub-millisecond query. JIT is off on the service's
+	// connections unless the URL sets it (e.g. ?jit=on); other sessions are unaffected.
+	if _, set := cfg.RuntimeParams["jit"]; !set {
+		cfg.RuntimeParams["jit"] = "off"
+	}
 	sqlDB := stdlib.OpenDB(*cfg)
 	maxOpen := opts.MaxOpenConns
 	if maxOpen <= 0 {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -132,53 +130,3 @@ func TestServeDrainsRunningStepsOnSIGTERM(t *testing.T) {
 }
 
 var drainedRE = regexp.MustCompile(`msg="orchestration: engine stopped" .*\bdrained=true`)
-
-// startServeWithEnv runs `tasker serve` with the given environment (on a free port, without
-// the caller's DATABASE_URL, PORT and TASKER_* variables) and returns once it listens.
-func startServeWithEnv(t *testing.T, bin string, env ...string) *serveProcess {
-	t.Helper()
-	cmd := exec.Command(bin, "serve")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "PORT=") && !strings.HasPrefix(kv, "TASKER_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(append(cmd.Env, "PORT=0", "TASKER_HOST=127.0.0.1"), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &serveProcess{cmd: cmd, log: &syncBuilder{}, exited: make(chan struct{})}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-s.exited
-	})
-	found := make(chan struct{})
-	go func() {
-		defer close(s.exited)
-		sc := bufio.NewScanner(stderr)
-		announced := false
-		for sc.Scan() {
-			line := sc.Text()
-			s.log.add(line)
-			if m := listeningRE.FindStringSubmatch(line); m != nil && !announced {
-				s.addr = m[1]
-				announced = true
-				close(found)
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		_ = cmd.Wait()
-	}()
-	select {
-	case <-found:
-	case <-s.exited:
-		t.Fatalf("tasker serve exited before listening:\n%s", s.log.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("tasker serve did not listen within 30s:\n%s", s.log.String())
-	}
-	return s
-}

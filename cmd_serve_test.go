@@ -160,6 +160,21 @@ var (
 // startServe runs `tasker serve` with args on a free port and returns once it listens.
 func startServe(t *testing.T, bin string, args ...string) *serveProcess {
 	t.Helper()
+	return startServeProcess(t, bin, args, nil)
+}
+
+// startServeWithEnv runs `tasker serve` with the given environment and returns once it
+// listens.
+func startServeWithEnv(t *testing.T, bin string, env ...string) *serveProcess {
+	t.Helper()
+	return startServeProcess(t, bin, nil, env)
+}
+
+// startServeProcess runs `tasker serve` with args and extra environment variables, on a free
+// port and without the caller's DATABASE_URL, PORT and TASKER_* variables, and returns once it
+// listens.
+func startServeProcess(t *testing.T, bin string, args, extraEnv []string) *serveProcess {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	var env []string
 	for _, kv := range os.Environ() {
@@ -167,7 +182,7 @@ func startServe(t *testing.T, bin string, args ...string) *serveProcess {
 			env = append(env, kv)
 		}
 	}
-	cmd.Env = append(env, "PORT=0", "TASKER_HOST=127.0.0.1")
+	cmd.Env = append(append(env, "PORT=0", "TASKER_HOST=127.0.0.1"), extraEnv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -89,28 +89,15 @@ func (TaskExecutionContext) TableName() string { return "tasker_task_execution_c
 // TaskWorkflowSummary is one row of tasker_task_workflow_summaries (SEMANTICS §6): the
 // execution context plus the task's roots, ready and blocked steps.
 type TaskWorkflowSummary struct {
-	readOnly                `gorm:"-"`
-	TaskID                  int64 `gorm:"primaryKey"`
-	NamedTaskID             int64
-	Status                  State
-	TotalSteps              int
-	PendingSteps            int
-	InProgressSteps         int
-	CompletedSteps          int
-	FailedSteps             int
-	ReadySteps              int
-	PermanentlyBlockedSteps int
-	ExecutionStatus         string
-	RecommendedAction       string
-	CompletionPercentage    float64
-	HealthStatus            string
-	RootStepIDs             IDList `gorm:"column:root_step_ids;type:jsonb"`
-	RootStepCount           int
-	ReadyStepIDs            IDList     `gorm:"column:ready_step_ids;type:jsonb"`
-	BlockedStepIDs          IDList     `gorm:"column:blocked_step_ids;type:jsonb"`
-	BlockingReasons         StringList `gorm:"column:blocking_reasons;type:jsonb"`
-	MaxDependencyLevel      int
-	ParallelismPotential    string
+	readOnly             `gorm:"-"`
+	TaskExecutionContext `gorm:"embedded"`
+	RootStepIDs          IDList `gorm:"column:root_step_ids;type:jsonb"`
+	RootStepCount        int
+	ReadyStepIDs         IDList     `gorm:"column:ready_step_ids;type:jsonb"`
+	BlockedStepIDs       IDList     `gorm:"column:blocked_step_ids;type:jsonb"`
+	BlockingReasons      StringList `gorm:"column:blocking_reasons;type:jsonb"`
+	MaxDependencyLevel   int
+	ParallelismPotential string
 }
 
 func (TaskWorkflowSummary) TableName() string { return "tasker_task_workflow_summaries" }

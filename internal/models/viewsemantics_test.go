@@ -1149,7 +1149,9 @@ func TestViewModelsAreReadOnly(t *testing.T) {
 		"StepReadinessStatus":  func() any { return &models.StepReadinessStatus{WorkflowStepID: 1, TaskID: 1} },
 		"StepDagRelationship":  func() any { return &models.StepDagRelationship{WorkflowStepID: 1, TaskID: 1} },
 		"TaskExecutionContext": func() any { return &models.TaskExecutionContext{TaskID: 1} },
-		"TaskWorkflowSummary":  func() any { return &models.TaskWorkflowSummary{TaskExecutionContext: models.TaskExecutionContext{TaskID: 1}} },
+		"TaskWorkflowSummary": func() any {
+			return &models.TaskWorkflowSummary{TaskExecutionContext: models.TaskExecutionContext{TaskID: 1}}
+		},
 	}
 	writes := map[string]func(db *gorm.DB, m any) error{
 		"Create":  func(db *gorm.DB, m any) error { return db.Create(m).Error },

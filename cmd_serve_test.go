@@ -160,22 +160,22 @@ var (
 // startServe runs `tasker serve` with args on a free port and returns once it listens.
 func startServe(t *testing.T, bin string, args ...string) *serveProcess {
 	t.Helper()
-	return startServeProcess(t, bin, args, nil)
+	return startProcess(t, bin, "serve", args, nil)
 }
 
 // startServeWithEnv runs `tasker serve` with the given environment and returns once it
 // listens.
 func startServeWithEnv(t *testing.T, bin string, env ...string) *serveProcess {
 	t.Helper()
-	return startServeProcess(t, bin, nil, env)
+	return startProcess(t, bin, "serve", nil, env)
 }
 
-// startServeProcess runs `tasker serve` with args and extra environment variables, on a free
+// startProcess runs `tasker <command>` with args and extra environment variables, on a free
 // port and without the caller's DATABASE_URL, PORT and TASKER_* variables, and returns once it
-// listens.
-func startServeProcess(t *testing.T, bin string, args, extraEnv []string) *serveProcess {
+// listens on HTTP.
+func startProcess(t *testing.T, bin, command string, args, extraEnv []string) *serveProcess {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd := exec.Command(bin, append([]string{command}, args...)...)
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "PORT=") && !strings.HasPrefix(kv, "TASKER_") {
@@ -219,9 +219,9 @@ func startServeProcess(t *testing.T, bin string, args, extraEnv []string) *serve
 	select {
 	case <-found:
 	case <-s.exited:
-		t.Fatalf("tasker serve exited before listening:\n%s", s.log.String())
+		t.Fatalf("tasker %s exited before listening:\n%s", command, s.log.String())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("tasker serve did not listen within 30s:\n%s", s.log.String())
+		t.Fatalf("tasker %s did not listen within 30s:\n%s", command, s.log.String())
 	}
 	return s
 }

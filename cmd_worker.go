@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"gorm.io/gorm"
@@ -15,14 +16,17 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/httpserver"
+	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
-// runWorker runs workers only (no HTTP), to scale step execution out over more processes
+// runWorker runs workers only (no API), to scale step execution out over more processes
 // sharing one database. It migrates (idempotent, serialised across processes), starts its
 // events hub and the engine, and on SIGINT/SIGTERM drains running steps within the shutdown
-// deadline before closing the pool.
+// deadline before closing the pool. With -metrics-listen (TASKER_WORKER_METRICS_LISTEN) it
+// also serves /metrics, /healthz and /readyz on that address, for the process's own steps.
 func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger) error {
 	ocfg, err := orchestration.ConfigFromEnv()
 	if err != nil {
@@ -32,6 +36,8 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Write
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
 	fs.IntVar(&ocfg.Workers, "workers", ocfg.Workers, "steps run at once by this process (env TASKER_WORKERS; 0 means 32)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for draining running steps (env TASKER_SHUTDOWN_TIMEOUT)")
+	metricsListen := fs.String("metrics-listen", os.Getenv("TASKER_WORKER_METRICS_LISTEN"),
+		"serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9091 (env TASKER_WORKER_METRICS_LISTEN); empty serves nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +63,25 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Write
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); _ = hub.Run(hubCtx) }()
 	defer func() { stopHub(); <-hubDone }()
+
+	if *metricsListen != "" {
+		m := metrics.New(metrics.Options{DB: database.SQL(gdb), Hub: hub, Log: log})
+		ocfg.Observer = m
+		srv, err := httpserver.New(*metricsListen, database.SQL(gdb), log)
+		if err != nil {
+			return err
+		}
+		srv.Mux.Handle("GET /metrics", m.Handler())
+		srvCtx, stopSrv := context.WithCancel(context.Background())
+		srvDone := make(chan struct{})
+		go func() {
+			defer close(srvDone)
+			if err := srv.Serve(srvCtx, cfg.ShutdownTimeout); err != nil {
+				log.Error("worker: metrics server", "error", err)
+			}
+		}()
+		defer func() { stopSrv(); <-srvDone }()
+	}
 
 	engine, err := startEngine(ctx, gdb, hub, ocfg, cfg.ShutdownTimeout, log)
 	if err != nil {

@@ -1,7 +1,6 @@
 package events_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"testing"
@@ -9,26 +8,13 @@ import (
 
 	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/events/eventstest"
 )
 
 func startHub(t *testing.T) (*events.Hub, string) {
 	t.Helper()
 	url := dbtest.NewURL(t)
-	hub := events.NewHub(url, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- hub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub.Run: %v", err)
-		}
-	})
-	select {
-	case <-hub.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("hub never connected")
-	}
+	hub := eventstest.Start(t, url, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return hub, url
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/migrate"
@@ -367,17 +368,7 @@ func openDB(t *testing.T, url string) *gorm.DB {
 // startHub runs an events hub until cleanup and waits until it listens.
 func startHub(t *testing.T, url string, log *slog.Logger) *events.Hub {
 	t.Helper()
-	hub := events.NewHub(url, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = hub.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-hub.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("events hub did not connect within 20s")
-	}
-	return hub
+	return eventstest.Start(t, url, log)
 }
 
 // startEngine starts an engine with its own pool and hub, stopped at cleanup.

@@ -1,7 +1,6 @@
 package metrics_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
@@ -31,11 +31,7 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
 	db := dbtest.Open(t, url)
-	hub := events.NewHub(url, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = hub.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	hub := eventstest.Start(t, url, slog.New(slog.DiscardHandler))
 	sub := hub.Subscribe(func(events.Event) bool { return false })
 	defer sub.Close()
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
 )
@@ -48,22 +49,7 @@ func offSchedules() map[string]string {
 // startHub runs an events hub on url until t ends.
 func startHub(t *testing.T, url string) *events.Hub {
 	t.Helper()
-	hub := events.NewHub(url, testLog(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- hub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub.Run: %v", err)
-		}
-	})
-	select {
-	case <-hub.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("events hub never connected")
-	}
-	return hub
+	return eventstest.Start(t, url, testLog(t))
 }
 
 // waitFor polls cond every 20ms until it holds or the deadline passes.

@@ -15,16 +15,15 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/templates"
 )
 
 // loadTemplates returns the templates of dir, or the templates shipped in the binary when dir
 // is empty.
 func loadTemplates(dir string) (*template.Registry, error) {
-	reg := template.NewRegistry(handler.NewBuiltinRegistry())
 	if dir == "" {
-		return reg, reg.LoadFS(templates.FS, ".")
+		return template.Shipped(handler.NewBuiltinRegistry())
 	}
+	reg := template.NewRegistry(handler.NewBuiltinRegistry())
 	return reg, reg.LoadDir(dir)
 }
 

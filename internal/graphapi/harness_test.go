@@ -25,7 +25,6 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/templates"
 )
 
 // env is one test's database, running hub and API server.
@@ -64,8 +63,8 @@ func newEnv(t testing.TB, mutate ...func(*graphapi.Config)) *env {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	reg := template.NewRegistry(handler.NewBuiltinRegistry())
-	if err := reg.LoadFS(templates.FS, "."); err != nil {
+	reg, err := template.Shipped(handler.NewBuiltinRegistry())
+	if err != nil {
 		t.Fatal(err)
 	}
 	api := graphapi.New(cfg, graphapi.Deps{DB: db, Hub: hub, Log: log, Templates: reg})

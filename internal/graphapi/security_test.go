@@ -27,7 +27,6 @@ import (
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/templates"
 )
 
 // secureEnv is the real handler behind the auth guard and metrics, on an httptest server.
@@ -57,8 +56,8 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits) *secureEnv {
 	case <-time.After(10 * time.Second):
 		t.Fatal("events hub not ready after 10s")
 	}
-	reg := template.NewRegistry(handler.NewBuiltinRegistry())
-	if err := reg.LoadFS(templates.FS, "."); err != nil {
+	reg, err := template.Shipped(handler.NewBuiltinRegistry())
+	if err != nil {
 		t.Fatal(err)
 	}
 	store := auth.NewStore(database.SQL(db))

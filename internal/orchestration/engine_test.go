@@ -18,7 +18,6 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/templates"
 )
 
 // harness is one test database with the shipped templates (plus any given as YAML)
@@ -39,9 +38,9 @@ func newHarness(t testing.TB, handlers *handler.Registry, yamls ...string) *harn
 	}
 	h := &harness{t: t, url: dbtest.NewURL(t), handlers: handlers}
 	h.db = openDB(t, h.url)
-	h.reg = template.NewRegistry(handlers)
-	if err := h.reg.LoadFS(templates.FS, "."); err != nil {
-		t.Fatalf("loading shipped templates: %v", err)
+	var err error
+	if h.reg, err = template.Shipped(handlers); err != nil {
+		t.Fatal(err)
 	}
 	for i, y := range yamls {
 		tpl, err := template.Parse(fmt.Sprintf("test%d.yaml", i), []byte(y), handlers)

@@ -13,6 +13,7 @@ import (
 	"github.com/Masterminds/semver/v3"
 
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/templates"
 )
 
 // Registry holds loaded templates, by (namespace, name, version). It is safe for concurrent use.
@@ -192,4 +193,14 @@ func newer(a, b *semver.Version) bool {
 		return bPre
 	}
 	return a.GreaterThan(b)
+}
+
+// Shipped returns a registry of the example templates shipped in the binary (package
+// templates), with handlers checked against the given handler kinds.
+func Shipped(handlers *handler.Registry) (*Registry, error) {
+	reg := NewRegistry(handlers)
+	if err := reg.LoadFS(templates.FS, "."); err != nil {
+		return nil, fmt.Errorf("loading the shipped templates: %w", err)
+	}
+	return reg, nil
 }

@@ -15,15 +15,14 @@ import (
 	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/templates"
 	"gorm.io/gorm"
 )
 
 func shipped(t *testing.T) *template.Registry {
 	t.Helper()
-	reg := template.NewRegistry(handler.NewBuiltinRegistry())
-	if err := reg.LoadFS(templates.FS, "."); err != nil {
-		t.Fatalf("loading shipped templates: %v", err)
+	reg, err := template.Shipped(handler.NewBuiltinRegistry())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return reg
 }

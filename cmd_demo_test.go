@@ -22,7 +22,7 @@ func TestDemoCreatesOneTaskPerDemoTemplateOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 1; round <= 2; round++ {
-		if err := createDemoTasks(ctx, db, reg, log); err != nil {
+		if err := createDemoTasks(ctx, db, reg, "http://127.0.0.1:1/demo", log); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		var n int64

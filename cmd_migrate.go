@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,15 +12,19 @@ import (
 )
 
 func runMigrate(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	dbURL := fs.String("database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet("migrate", "[flags]", "Apply every pending migration to the database and print what was applied (idempotent).", out)
+	databaseFlags(fs, &cfg)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *dbURL == "" {
-		return errors.New("migrate needs a database: set DATABASE_URL or pass -database-url")
+	if err := noArgs(fs); err != nil {
+		return err
 	}
-	gdb, err := database.Open(ctx, *dbURL, database.Options{MaxOpenConns: 2})
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
 	if err != nil {
 		return err
 	}

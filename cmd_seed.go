@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,27 +14,29 @@ import (
 )
 
 func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
-	dbURL := fs.String("database-url", cfg.DatabaseURL, "PostgreSQL URL of a migrated database (env DATABASE_URL)")
+	fs := newFlagSet("seed", "[-steps n] [flags]",
+		"Generate a realistic dataset of about -steps steps into a migrated database, with set-based SQL.", out)
+	databaseFlags(fs, &cfg)
 	steps := fs.Int("steps", 10000, "how many steps to generate in total (10 to any size)")
 	shapes := fs.String("shapes", strings.Join(seed.DefaultShapes, ","),
 		"comma-separated shapes, some of: "+strings.Join(seed.ShapeNames, ", "))
 	seedValue := fs.Int64("seed", 1, "seed of the deterministic draw of scenarios and states")
 	batch := fs.Int("batch-steps", 200000, "at most about this many steps per statement")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *dbURL == "" {
-		return errors.New("seed needs a database: set DATABASE_URL or pass -database-url (run 'tasker migrate' on it first)")
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("seed takes no arguments, got %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	plan, err := seed.Plan(*steps, strings.Split(*shapes, ","), *batch)
 	if err != nil {
 		return fmt.Errorf("planning: %w", err)
 	}
-	conn, err := pgx.Connect(ctx, *dbURL)
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("connecting to database: %w", err)
 	}

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/runstate"
 	"github.com/taskerhq/tasker/internal/template"
 )
 
@@ -31,28 +34,45 @@ import (
 //  1. PostgreSQL: DATABASE_URL, or a private cluster in <data dir>/postgres (internal/pgembed)
 //  2. the connection pool
 //  3. migrations, then the events hub and the read-model refresher (internal/refresh)
-//  4. the HTTP server (/healthz, /readyz and the API)
+//  4. the HTTP server (/healthz, /readyz and the API); with the private cluster, the record of
+//     where the server and its database are, in <data dir>/server.json (internal/runstate),
+//     which the other commands read to find the database; it is removed first at shutdown
 //  5. wait for SIGINT/SIGTERM, a failed HTTP server or the private cluster's unexpected exit
 //
 // Every component registers its stop step with stops.add as soon as it has started; the steps
 // run in reverse order under one deadline (cfg.ShutdownTimeout), also when startup fails
 // half-way. Each start and stop step is logged with its duration.
 func runServe(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
-	return serve(ctx, cfg, args, out, log, nil)
+	return serve(ctx, cfg, args, out, log, serveExtras{
+		command: "serve",
+		about: "Migrate, register the templates, then serve HTTP (API, playground, health) and run workers, " +
+			"the events listener and the read-model refresher. Without a database URL it runs a private " +
+			"PostgreSQL cluster in <data dir>/postgres.",
+	})
 }
 
-// afterStartFunc runs once the service is serving (tasker demo uses it to create tasks).
-type afterStartFunc func(ctx context.Context, db *gorm.DB, templates *template.Registry) error
+// serveExtras is what a command built on serve adds to it (tasker demo).
+type serveExtras struct {
+	// command and about name the command and say what it does, for its -h.
+	command, about string
+	// mount, when set, adds handlers to the HTTP server before it serves.
+	mount func(mux *http.ServeMux)
+	// afterStart, when set, runs once the service is serving; httpURL is its base URL.
+	afterStart func(ctx context.Context, db *gorm.DB, templates *template.Registry, httpURL string) error
+}
 
-// serve is runServe with an optional step run once everything has started.
-func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger, afterStart afterStartFunc) (err error) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// serve is runServe with the extras of the command that runs it.
+func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger, extras serveExtras) (err error) {
+	fs := newFlagSet(extras.command, "[flags]", extras.about, out)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty starts a private cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "local state; the private cluster lives in its postgres/ folder (env TASKER_DATA_DIR)")
 	fs.StringVar(&cfg.PostgresBinDir, "postgres-bin-dir", cfg.PostgresBinDir, "where initdb and postgres are for the private cluster; empty finds them (env TASKER_POSTGRES_BIN_DIR)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address (env TASKER_HOST and PORT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for an orderly shutdown (env TASKER_SHUTDOWN_TIMEOUT)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	if cfg.ShutdownTimeout <= 0 {
@@ -155,11 +175,20 @@ func serve(ctx context.Context, cfg config.Config, args []string, _ io.Writer, l
 	graphapi.New(apiCfg, graphapi.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates,
 		Guard: sec.guard, Metrics: sec.metrics, Refresher: refresher}).Mount(srv.Mux)
 	srv.Mux.Handle("GET /metrics", sec.metrics.Middleware("metrics", sec.metrics.Handler()))
+	if extras.mount != nil {
+		extras.mount(srv.Mux)
+	}
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
+	httpURL := "http://" + srv.Addr()
+	if cluster != nil {
+		if err := recordServer(cfg, cluster, httpURL, stops, log); err != nil {
+			return err
+		}
+	}
 
-	if afterStart != nil {
-		if err := afterStart(ctx, gdb, apiTemplates); err != nil {
+	if extras.afterStart != nil {
+		if err := extras.afterStart(ctx, gdb, apiTemplates, httpURL); err != nil {
 			return err
 		}
 	}
@@ -198,6 +227,32 @@ func startPostgres(ctx context.Context, cfg config.Config, log *slog.Logger) (*p
 	}
 	log.Info("serve: using the private PostgreSQL cluster", "url", cluster.URL(), "data_dir", cluster.DataDir())
 	return cluster, nil
+}
+
+// recordServer writes where this server and its private cluster are into the data folder
+// (internal/runstate), for the commands run beside it, and registers its removal as the first
+// stop step. An unspecified listen address (0.0.0.0, ::) is recorded as loopback, which
+// commands on this machine can always reach.
+func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, stops *shutdown, log *slog.Logger) error {
+	if u, err := url.Parse(httpURL); err == nil {
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+			httpURL = u.String()
+		}
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("resolving the data folder %s: %w", cfg.DataDir, err)
+	}
+	st := runstate.State{DataDir: dataDir, HTTPURL: httpURL, DatabaseURL: cluster.URL(),
+		PostgresDataDir: cluster.DataDir(), ServerPID: os.Getpid(), PostgresPID: cluster.PID(), StartedAt: time.Now().UTC()}
+	if err := runstate.Write(st); err != nil {
+		return err
+	}
+	stops.add("server record", func(context.Context) error { return runstate.Remove(dataDir, st.ServerPID) })
+	log.Info("serve: ready; commands such as `tasker run-task` and `tasker status` find this server through its record",
+		"record", runstate.Path(dataDir), "http", httpURL)
+	return nil
 }
 
 // shutdown is the ordered list of stop steps of a running service.

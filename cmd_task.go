@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,8 +28,9 @@ func loadTemplates(dir string) (*template.Registry, error) {
 
 // runRunTask creates one task from a template and prints its id. The workers run it.
 func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("run-task", flag.ContinueOnError)
-	dbURL := fs.String("database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
+	fs := newFlagSet("run-task", "-template namespace/name[@version] [-context JSON] [flags]",
+		"Create a task from a template and print its id; the server's workers run it.", out)
+	databaseFlags(fs, &cfg)
 	dir := fs.String("templates-dir", os.Getenv("TASKER_TEMPLATES_DIR"),
 		"folder of YAML task templates (env TASKER_TEMPLATES_DIR); empty uses the templates shipped in the binary")
 	ref := fs.String("template", "", "the template: namespace/name[@version] (no version: the newest release)")
@@ -39,17 +39,14 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	initiator := fs.String("initiator", os.Getenv("USER"), "who asks for the task")
 	reason := fs.String("reason", "", "why the task is run")
 	tags := fs.String("tags", "{}", "tags, a JSON object or array")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("run-task: unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *ref == "" {
-		return errors.New("run-task needs -template namespace/name[@version]")
-	}
-	if *dbURL == "" {
-		return errors.New("run-task needs a database: set DATABASE_URL or pass -database-url")
+		return errors.New("run-task: -template is required (namespace/name[@version], e.g. examples/linear_workflow)")
 	}
 	namespace, name, version, err := template.ParseRef(*ref)
 	if err != nil {
@@ -59,7 +56,11 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	if err != nil {
 		return fmt.Errorf("loading templates: %w", err)
 	}
-	gdb, err := database.Open(ctx, *dbURL, database.Options{MaxOpenConns: 2})
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
 	if err != nil {
 		return err
 	}

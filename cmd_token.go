@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -16,67 +17,84 @@ import (
 	"github.com/taskerhq/tasker/internal/migrate"
 )
 
+// tokenSubcommand is a subcommand of `tasker token`, with its synopsis and purpose.
+type tokenSubcommand struct{ name, synopsis, about string }
+
+// tokenSubcommands are the subcommands of `tasker token`.
+var tokenSubcommands = []tokenSubcommand{
+	{"create", "-role reader|operator|admin [-name n] [flags]",
+		"Create an API token with a role and print it, alone, on the last line (it is shown only once)."},
+	{"list", "[flags]", "List the API tokens: id, name, role, prefix, when created and revoked (never the tokens)."},
+	{"revoke", "<id or token prefix> [flags]", "Revoke an API token: requests carrying it are refused from now on."},
+}
+
+// tokenUsage prints the usage of `tasker token`.
+func tokenUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tasker token <create|list|revoke> [flags]\n\nManage API tokens.\n\nsubcommands:")
+	for _, s := range tokenSubcommands {
+		fmt.Fprintf(w, "  %-7s %s\n", s.name, s.about)
+	}
+	fmt.Fprintln(w, "\nrun 'tasker token <subcommand> -h' for its flags")
+}
+
 // runToken manages API tokens:
 //
-//	tasker token create --role reader|operator|admin [--name n]   prints the token on its last line
+//	tasker token create -role reader|operator|admin [-name n]   prints the token on its last line
 //	tasker token revoke <id or token prefix>
 //	tasker token list
 //
-// It uses DATABASE_URL, or the private cluster of the data dir when DATABASE_URL is unset
-// (only while no server is using that cluster). It migrates first, so it also works on a
-// database no server has started on yet.
-func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
+// It finds its database like every other command (resolveDatabaseURL): -database-url,
+// DATABASE_URL, or the private cluster of the running server. It migrates first, so it also
+// works on a database no server has started on yet.
+func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
 	if len(args) == 0 {
-		return errors.New("token needs a subcommand: create, revoke or list")
+		tokenUsage(out)
+		return errors.New("token needs a subcommand: create, list or revoke")
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty uses the private cluster of the data dir")
+	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
+		tokenUsage(out)
+		return flag.ErrHelp
+	}
+	i := slices.IndexFunc(tokenSubcommands, func(s tokenSubcommand) bool { return s.name == sub })
+	if i < 0 {
+		return fmt.Errorf("unknown token subcommand %q: want create, list or revoke (run 'tasker token -h')", sub)
+	}
+	fs := newFlagSet("token "+sub, tokenSubcommands[i].synopsis, tokenSubcommands[i].about, out)
+	databaseFlags(fs, &cfg)
 	var roleFlag, name string
-	switch sub {
-	case "create":
+	if sub == "create" {
 		fs.StringVar(&roleFlag, "role", "", "reader, operator or admin (required)")
 		fs.StringVar(&name, "name", "", "a name for the token, recorded with every change it makes")
-	case "revoke", "list":
-	default:
-		return fmt.Errorf("unknown token subcommand %q: want create, revoke or list", sub)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var role auth.Role
 	switch sub {
-	case "create":
-		if fs.NArg() > 0 {
-			return fmt.Errorf("token create: unexpected arguments %q", fs.Args())
+	case "create", "list":
+		if err := noArgs(fs); err != nil {
+			return err
 		}
-		r, err := auth.ParseRole(roleFlag)
-		if err != nil {
-			return fmt.Errorf("token create --role: %w", err)
-		}
-		role = r
 	case "revoke":
 		if fs.NArg() != 1 {
 			return errors.New("token revoke needs exactly one argument: the token's id or a prefix of the token")
 		}
-	case "list":
-		if fs.NArg() > 0 {
-			return fmt.Errorf("token list: unexpected arguments %q", fs.Args())
+	}
+	if sub == "create" {
+		if roleFlag == "" {
+			return errors.New("token create: -role is required (reader, operator or admin)")
 		}
+		r, err := auth.ParseRole(roleFlag)
+		if err != nil {
+			return fmt.Errorf("token create -role: %w", err)
+		}
+		role = r
 	}
 
-	dbURL := cfg.DatabaseURL
-	if dbURL == "" {
-		cluster, err := startPostgres(ctx, cfg, log)
-		if err != nil {
-			return fmt.Errorf("%w (set DATABASE_URL, or stop the server using the private cluster)", err)
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-			defer cancel()
-			_ = cluster.Stop(sctx)
-		}()
-		dbURL = cluster.URL()
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
 	}
 	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
 	if err != nil {

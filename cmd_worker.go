@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,22 +25,23 @@ import (
 // events hub and the engine, and on SIGINT/SIGTERM drains running steps within the shutdown
 // deadline before closing the pool. With -metrics-listen (TASKER_WORKER_METRICS_LISTEN) it
 // also serves /metrics, /healthz and /readyz on that address, for the process's own steps.
-func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *slog.Logger) error {
+func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
 	ocfg, err := orchestration.ConfigFromEnv()
 	if err != nil {
 		return err
 	}
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
+	fs := newFlagSet("worker", "[flags]",
+		"Run workers only (no API) against the database, to scale step execution out over more processes.", out)
+	databaseFlags(fs, &cfg)
 	fs.IntVar(&ocfg.Workers, "workers", ocfg.Workers, "steps run at once by this process (env TASKER_WORKERS; 0 means 32)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for draining running steps (env TASKER_SHUTDOWN_TIMEOUT)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("TASKER_WORKER_METRICS_LISTEN"),
 		"serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9091 (env TASKER_WORKER_METRICS_LISTEN); empty serves nothing")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if cfg.DatabaseURL == "" {
-		return errors.New("worker needs a database: set DATABASE_URL or pass -database-url")
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if ocfg.Workers < 0 {
 		return fmt.Errorf("-workers %d is negative", ocfg.Workers)
@@ -50,7 +49,11 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Write
 	if cfg.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
 	}
-	gdb, err := database.Open(ctx, cfg.DatabaseURL, database.Options{})
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	gdb, err := database.Open(ctx, dbURL, database.Options{})
 	if err != nil {
 		return err
 	}
@@ -58,7 +61,7 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, _ io.Write
 	if _, err := migrate.Up(ctx, database.SQL(gdb)); err != nil {
 		return err
 	}
-	hub := events.NewHub(cfg.DatabaseURL, log)
+	hub := events.NewHub(dbURL, log)
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); _ = hub.Run(hubCtx) }()

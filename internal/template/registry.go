@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/agnivade/levenshtein"
 
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/templates"
@@ -119,7 +120,9 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 
 // Lookup returns the template namespace/name@version; an empty version means the newest
 // release by semver precedence (a pre-release such as 2.0.0-rc.1 is chosen only when there is
-// no release). A template the registry does not hold is an error wrapping ErrNotFound.
+// no release). A template the registry does not hold is an error wrapping ErrNotFound that
+// says what exists: the versions of namespace/name when it has some, else the registered
+// templates (the closest names to the one asked for, when there are many).
 func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -127,7 +130,7 @@ func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 		if t, ok := r.byKey[key(namespace, name, version)]; ok {
 			return t, nil
 		}
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, key(namespace, name, version))
+		return nil, fmt.Errorf("%w: %s; %s", ErrNotFound, key(namespace, name, version), r.known(namespace, name))
 	}
 	var best *Template
 	var bestV *semver.Version
@@ -141,9 +144,49 @@ func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("%w: %s/%s (any version)", ErrNotFound, namespace, name)
+		return nil, fmt.Errorf("%w: %s/%s (any version); %s", ErrNotFound, namespace, name, r.known(namespace, name))
 	}
 	return best, nil
+}
+
+// maxListed is how many template names a not-found error lists at most.
+const maxListed = 10
+
+// known says which templates exist, for the error of a lookup of namespace/name: its versions
+// when there are some; else every template name, or the maxListed names closest to
+// namespace/name (edit distance) when there are more. The caller holds r.mu.
+func (r *Registry) known(namespace, name string) string {
+	want := namespace + "/" + name
+	var versions []string
+	names := map[string]bool{}
+	for _, t := range r.byKey {
+		ref := t.Namespace + "/" + t.Name
+		names[ref] = true
+		if ref == want {
+			versions = append(versions, t.Version)
+		}
+	}
+	if len(versions) > 0 {
+		sort.Slice(versions, func(i, j int) bool { return semver.MustParse(versions[i]).LessThan(semver.MustParse(versions[j])) })
+		return "its versions are " + strings.Join(versions, ", ")
+	}
+	if len(names) == 0 {
+		return "no templates are loaded"
+	}
+	refs := make([]string, 0, len(names))
+	for ref := range names {
+		refs = append(refs, ref)
+	}
+	sort.Strings(refs)
+	if len(refs) <= maxListed {
+		return "the templates are " + strings.Join(refs, ", ")
+	}
+	dist := make(map[string]int, len(refs))
+	for _, ref := range refs {
+		dist[ref] = levenshtein.ComputeDistance(want, ref)
+	}
+	sort.SliceStable(refs, func(i, j int) bool { return dist[refs[i]] < dist[refs[j]] })
+	return fmt.Sprintf("the closest of the %d templates are %s", len(refs), strings.Join(refs[:maxListed], ", "))
 }
 
 // ParseRef splits "namespace/name[@version]" (or "name[@version]" in the default namespace).

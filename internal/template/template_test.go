@@ -432,3 +432,36 @@ func TestConcurrentRegistration(t *testing.T) {
 		t.Fatalf("%d examples namespaces, want 1", n)
 	}
 }
+
+// A lookup that finds nothing says what exists: the versions of the name, the templates, or
+// the closest names when there are many.
+func TestLookupNotFoundListsWhatExists(t *testing.T) {
+	t.Parallel()
+	reg := shipped(t)
+	_, err := reg.Lookup("examples", "nope", "")
+	if !errors.Is(err, template.ErrNotFound) || !strings.Contains(err.Error(),
+		"the templates are examples/diamond_workflow, examples/http_fetch_and_post, examples/linear_workflow") {
+		t.Fatalf("unknown name: %v, want ErrNotFound listing the templates", err)
+	}
+	if _, err := reg.Lookup("examples", "linear_workflow", "9.9.9"); !errors.Is(err, template.ErrNotFound) ||
+		!strings.HasSuffix(err.Error(), "examples/linear_workflow@9.9.9; its versions are 1.0.0") {
+		t.Fatalf("unknown version: %v, want the versions listed", err)
+	}
+
+	many := template.NewRegistry(handler.NewBuiltinRegistry())
+	for i := range 30 {
+		src := fmt.Sprintf("namespace: ns\nname: flow_%02d\nversion: 1.0.0\nsteps:\n  - name: a\n    handler: {kind: noop}\n", i)
+		tpl, err := template.Parse("f.yaml", []byte(src), many.Handlers())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := many.Add(tpl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = many.Lookup("ns", "flow_7", "")
+	msg := fmt.Sprint(err)
+	if !strings.Contains(msg, "the closest of the 30 templates are ns/flow_07, ") || strings.Count(msg, "ns/flow_") != 11 /* the ref asked for, then 10 */ {
+		t.Fatalf("unknown name among many: %v, want the 10 closest, flow_07 first", err)
+	}
+}

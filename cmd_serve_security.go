@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"math"
 	"os"
 
 	"github.com/taskerhq/tasker/internal/auth"
@@ -32,11 +33,27 @@ type apiSecurity struct {
 	metrics *metrics.Metrics
 }
 
-// newAPISecurity builds the request guard (limits from the TASKER_* variables of
-// auth.LimitsFromEnv) and the metrics registry. With authentication required and no active
-// token, it warns how to create one: every API request is refused until then.
+// apiLimits reads the request limits (auth.LimitsFromEnv). In open mode (authentication off:
+// a private development server, or TASKER_AUTH=off) there is no rate limit unless
+// TASKER_RATE_LIMIT is set: every request is the same anonymous admin, so a per-token rate
+// protects nothing and only refuses a local benchmark. The other limits always apply.
+func apiLimits(mode auth.Mode, getenv func(string) string) (auth.Limits, error) {
+	limits, err := auth.LimitsFromEnv(getenv)
+	if err != nil {
+		return limits, err
+	}
+	if mode == auth.Off && getenv("TASKER_RATE_LIMIT") == "" {
+		limits.RatePerSecond = math.Inf(1) // rate.Inf: every operation is admitted at once
+		limits.Burst = 1                   // ignored at an infinite rate
+	}
+	return limits, nil
+}
+
+// newAPISecurity builds the request guard (limits from apiLimits) and the metrics registry.
+// With authentication required and no active token, it warns how to create one: every API
+// request is refused until then.
 func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *events.Hub, log *slog.Logger) (apiSecurity, error) {
-	limits, err := auth.LimitsFromEnv(os.Getenv)
+	limits, err := apiLimits(d.Mode, os.Getenv)
 	if err != nil {
 		return apiSecurity{}, err
 	}
@@ -60,8 +77,12 @@ func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *event
 	if err != nil {
 		return apiSecurity{}, err
 	}
+	rateLog := any(limits.RatePerSecond)
+	if math.IsInf(limits.RatePerSecond, 1) {
+		rateLog = "unlimited"
+	}
 	log.Info("serve: API access", "authentication", d.Mode.String(),
-		"rate_per_token_per_process", limits.RatePerSecond, "burst", limits.Burst,
+		"rate_per_token_per_process", rateLog, "burst", limits.Burst,
 		"max_body_bytes", limits.MaxBodyBytes, "statement_timeout", limits.StatementTimeout,
 		"max_subscriptions_per_connection", limits.MaxSubscriptions, "max_ws_message_bytes", limits.MaxWebsocketMessageBytes)
 	return apiSecurity{guard: guard, metrics: metrics.New(metrics.Options{DB: db, Hub: hub, Log: log})}, nil

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,5 +107,40 @@ func TestServeAuthDecision(t *testing.T) {
 	if _, err := decideAuth(config.Config{Listen: "127.0.0.1:8080"}, slog.New(slog.DiscardHandler)); err == nil ||
 		!strings.Contains(err.Error(), "TASKER_AUTH") {
 		t.Fatalf("TASKER_AUTH=sometimes: %v, want an error naming TASKER_AUTH", err)
+	}
+}
+
+// In open mode there is no rate limit unless TASKER_RATE_LIMIT is set; with authentication
+// required the default limit applies. Checked through the guard of a real HTTP server.
+func TestOpenModeHasNoRateLimitUnlessSet(t *testing.T) {
+	t.Parallel()
+	refused := func(t *testing.T, mode auth.Mode, env map[string]string) int {
+		t.Helper()
+		limits, err := apiLimits(mode, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		guard, err := auth.NewGuard(auth.Off, nil, limits, nil, nil) // every request is the anonymous admin
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(guard.HTTP(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})))
+		defer srv.Close()
+		n := 0
+		for range 300 {
+			if code, _ := get(t, srv.URL, ""); code == http.StatusTooManyRequests {
+				n++
+			}
+		}
+		return n
+	}
+	if n := refused(t, auth.Off, nil); n != 0 {
+		t.Errorf("open mode, TASKER_RATE_LIMIT unset: %d of 300 requests refused, want none", n)
+	}
+	if n := refused(t, auth.Off, map[string]string{"TASKER_RATE_LIMIT": "5"}); n == 0 {
+		t.Error("open mode, TASKER_RATE_LIMIT=5: no request refused, want the limit applied")
+	}
+	if n := refused(t, auth.Required, nil); n == 0 {
+		t.Error("authentication required, TASKER_RATE_LIMIT unset: no request refused, want the default limit (50/s, burst 100)")
 	}
 }

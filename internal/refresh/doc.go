@@ -19,6 +19,11 @@
 //   - A refresh that fails is rolled back, logged and recorded (tasker_read_model_refreshes and
 //     last_error), leaves the view as it was and stays stale, so the next tick retries it.
 //   - A successful refresh clears the stale mark only when no write was seen after it started.
+//   - At Start, and when the hub wakes subscribers after a (re)connection (writes may have been
+//     missed), a view is marked stale and refreshed after the debounce only when it is not
+//     known to be fresh. Fresh means: not marked stale, and its last refresh's data is as of a
+//     time after the newest write to the tables it reads (an index-driven probe per table). A
+//     server restarted on unchanged data refreshes nothing.
 //
 // Start and Stop are safe to call twice; Refresh runs an on-demand refresh and returns what
 // happened. The dashboard reads themselves are in internal/models (ReadTaskStatusSummaries,

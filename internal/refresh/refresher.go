@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,6 +97,9 @@ type viewRun struct {
 	View
 	// sem holds one token while a refresh of the view runs in this process.
 	sem chan struct{}
+	// wrote is set by the subscription's filter when a write affecting the view arrives, so
+	// that watch tells a write from the hub's wake-up after a (re)connection.
+	wrote atomic.Bool
 
 	mu             sync.Mutex  // guards the fields below
 	dirty          bool        // a write was seen since the last event-triggered refresh began
@@ -127,7 +131,9 @@ func New(db *sql.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher,
 func (r *Refresher) Config() Config { return r.cfg }
 
 // Start schedules every view's cron job and, with a hub, subscribes to the write events. It
-// returns at once; the work runs in the background until Stop. ctx's values are kept but its
+// also checks every view once (catchUp): a view that is not known to be fresh is marked stale
+// and refreshed after the debounce; a fresh one is not refreshed at start-up. It returns at
+// once; the work runs in the background until Stop. ctx's values are kept but its
 // end does not stop the refresher: Stop does. A second Start is a no-op; Start after Stop
 // returns ErrStopped.
 func (r *Refresher) Start(ctx context.Context) error {
@@ -157,11 +163,24 @@ func (r *Refresher) Start(ctx context.Context) error {
 	if r.hub != nil {
 		for _, v := range Views {
 			vr := r.views[v.Name]
-			sub := r.hub.Subscribe(v.Affected)
+			sub := r.hub.Subscribe(func(ev events.Event) bool {
+				if v.Affected == nil || v.Affected(ev) {
+					vr.wrote.Store(true)
+					return true
+				}
+				return false
+			})
 			r.subs = append(r.subs, sub)
 			r.wg.Add(1)
 			go r.watch(vr, sub)
 		}
+	}
+	for _, v := range Views {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.catchUp(runCtx, r.views[v.Name])
+		}()
 	}
 	c.Start()
 	r.started = true
@@ -268,7 +287,9 @@ func (r *Refresher) onTick(vr *viewRun) {
 	r.refresh(ctx, vr, TriggerSchedule)
 }
 
-// watch marks vr stale on every wake-up of sub and schedules a refresh.
+// watch marks vr stale on every write event of sub and schedules a refresh. A wake-up
+// without a write is the hub's after a (re)connection, when writes may have been missed:
+// catchUp decides.
 func (r *Refresher) watch(vr *viewRun, sub *events.Subscription) {
 	defer r.wg.Done()
 	r.mu.Lock()
@@ -280,9 +301,45 @@ func (r *Refresher) watch(vr *viewRun, sub *events.Subscription) {
 			return
 		case <-sub.C:
 		}
+		if !vr.wrote.Swap(false) {
+			r.catchUp(ctx, vr)
+			continue
+		}
 		r.markStale(ctx, vr.Name)
 		r.arm(vr)
 	}
+}
+
+// catchUp marks vr stale and schedules a refresh unless the view is fresh (see fresh).
+func (r *Refresher) catchUp(ctx context.Context, vr *viewRun) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if r.fresh(ctx, vr) {
+		r.log.Debug("refresh: fresh, no catch-up refresh", "view", vr.Name)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	r.markStale(ctx, vr.Name)
+	r.arm(vr)
+}
+
+// fresh reports whether vr is known to be fresh: no process has marked it stale since its
+// last refresh, and that refresh's data is as of a time after the newest write to the tables
+// it reads (View.NewestWrite). A write still in flight during that refresh notified after the
+// refresh began, which marked the view stale in every listening process, so it is not
+// missed; a view whose writes nobody heard is refreshed by its schedule. A check that fails
+// counts as not fresh.
+func (r *Refresher) fresh(ctx context.Context, vr *viewRun) bool {
+	var fresh bool
+	err := r.db.QueryRowContext(ctx, `SELECT stale_since IS NULL AND last_data_as_of IS NOT NULL
+			AND last_data_as_of > coalesce(`+vr.NewestWrite+`, '-infinity')
+		FROM tasker_read_model_state WHERE name = $1`, vr.Name).Scan(&fresh)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) && ctx.Err() == nil {
+		r.log.Warn("refresh: checking freshness failed", "view", vr.Name, "error", err)
+	}
+	return err == nil && fresh
 }
 
 // markStale records in the database that a write affecting view was seen now. Failing to

@@ -14,7 +14,19 @@ type View struct {
 	EnvKey string
 	// Affected reports whether a write event can change the view's rows.
 	Affected events.Filter
+	// NewestWrite is an SQL expression (index-driven, constant time): when the newest row of
+	// the tables whose writes change the view was written. NULL when they are empty.
+	NewestWrite string
 }
+
+// Index-driven probes of the newest write to the tables the views read. A transition table's
+// newest row is its highest id (ids are assigned at insert).
+const (
+	newestNamedTask      = `(SELECT max(created_at) FROM tasker_named_tasks)`
+	newestTask           = `(SELECT max(created_at) FROM tasker_tasks)`
+	newestTaskTransition = `(SELECT created_at FROM tasker_task_transitions ORDER BY id DESC LIMIT 1)`
+	newestStepTransition = `(SELECT created_at FROM tasker_workflow_step_transitions ORDER BY id DESC LIMIT 1)`
+)
 
 // The materialized read models, by name.
 const (
@@ -31,6 +43,8 @@ var Views = []View{
 		Affected: func(ev events.Event) bool {
 			return ev.Channel == events.ChannelTaskTransitions || ev.Channel == events.ChannelTasksCreated
 		},
+		// Every named task has a row, with or without tasks.
+		NewestWrite: "greatest(" + newestNamedTask + ", " + newestTask + ", " + newestTaskTransition + ")",
 	},
 	{
 		Name:   StepPerformance,
@@ -38,6 +52,8 @@ var Views = []View{
 		Affected: func(ev events.Event) bool {
 			return ev.Channel == events.ChannelStepTransitions
 		},
+		// Steps are created with their task.
+		NewestWrite: "greatest(" + newestTask + ", " + newestStepTransition + ")",
 	},
 	{
 		Name:   HourlyThroughput,
@@ -51,6 +67,7 @@ var Views = []View{
 			}
 			return false
 		},
+		NewestWrite: "greatest(" + newestTask + ", " + newestTaskTransition + ", " + newestStepTransition + ")",
 	},
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -180,7 +179,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	}
 	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	stops.add("http", httpRun.stop)
-	httpURL := "http://" + srv.Addr()
+	httpURL := localURL(srv.Addr())
 	if cluster != nil {
 		if err := recordServer(cfg, cluster, httpURL, stops, log); err != nil {
 			return err
@@ -229,17 +228,21 @@ func startPostgres(ctx context.Context, cfg config.Config, log *slog.Logger) (*p
 	return cluster, nil
 }
 
-// recordServer writes where this server and its private cluster are into the data folder
-// (internal/runstate), for the commands run beside it, and registers its removal as the first
-// stop step. An unspecified listen address (0.0.0.0, ::) is recorded as loopback, which
-// commands on this machine can always reach.
-func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, stops *shutdown, log *slog.Logger) error {
-	if u, err := url.Parse(httpURL); err == nil {
-		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
-			u.Host = net.JoinHostPort("127.0.0.1", u.Port())
-			httpURL = u.String()
+// localURL is the base URL at which this machine reaches an HTTP server listening on addr:
+// an unspecified address (0.0.0.0, ::) is reached on loopback.
+func localURL(addr string) string {
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			addr = net.JoinHostPort("127.0.0.1", port)
 		}
 	}
+	return "http://" + addr
+}
+
+// recordServer writes where this server and its private cluster are into the data folder
+// (internal/runstate), for the commands run beside it, and registers its removal as the first
+// stop step.
+func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, stops *shutdown, log *slog.Logger) error {
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("resolving the data folder %s: %w", cfg.DataDir, err)

@@ -77,12 +77,12 @@ func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *event
 	if err != nil {
 		return apiSecurity{}, err
 	}
-	rateLog := any(limits.RatePerSecond)
+	rateLog, burstLog := any(limits.RatePerSecond), any(limits.Burst)
 	if math.IsInf(limits.RatePerSecond, 1) {
-		rateLog = "unlimited"
+		rateLog, burstLog = "unlimited", "-"
 	}
 	log.Info("serve: API access", "authentication", d.Mode.String(),
-		"rate_per_token_per_process", rateLog, "burst", limits.Burst,
+		"rate_per_token_per_process", rateLog, "burst", burstLog,
 		"max_body_bytes", limits.MaxBodyBytes, "statement_timeout", limits.StatementTimeout,
 		"max_subscriptions_per_connection", limits.MaxSubscriptions, "max_ws_message_bytes", limits.MaxWebsocketMessageBytes)
 	return apiSecurity{guard: guard, metrics: metrics.New(metrics.Options{DB: db, Hub: hub, Log: log})}, nil

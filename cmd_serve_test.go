@@ -29,14 +29,7 @@ import (
 func TestServeRunsItsOwnPostgres(t *testing.T) {
 	t.Parallel()
 	bin := buildTasker(t)
-	dataDir := t.TempDir()
-	if os.Geteuid() == 0 { // PostgreSQL then runs as another user, who must traverse these
-		for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
-			if err := os.Chmod(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	dataDir := clusterDataDir(t)
 
 	// First run: a fresh cluster, stopped by SIGTERM.
 	s := startServe(t, bin, "-data-dir", dataDir)
@@ -70,6 +63,11 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	s.wait(t)
 	if !eventually(15*time.Second, func() bool { return !processAlive(s.postgresPID) }) {
 		t.Fatalf("postgres pid %d outlived its killed server", s.postgresPID)
+	}
+	// The killed server left its record behind; commands see that it names a dead server.
+	_, stderr, code := runCLI(t, bin, dataDir, "run-task", "-template", "examples/linear_workflow")
+	if want := fmt.Sprintf("pid %d, has exited", s.cmd.Process.Pid); code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("run-task after the server was killed: exit %d, %q; want 1 and %q", code, stderr, want)
 	}
 
 	// Third run: the cluster dies under the server, which must shut down and report it.
@@ -108,6 +106,21 @@ func TestServeUsesDatabaseURL(t *testing.T) {
 	if code := s.wait(t); code != 0 {
 		t.Fatalf("tasker serve exited %d after SIGINT, want 0", code)
 	}
+}
+
+// clusterDataDir returns a temporary data folder for a server with a private cluster. As root,
+// PostgreSQL runs as another user, who must be able to traverse it.
+func clusterDataDir(t *testing.T) string {
+	t.Helper()
+	dataDir := t.TempDir()
+	if os.Geteuid() == 0 {
+		for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dataDir
 }
 
 var (

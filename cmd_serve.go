@@ -221,6 +221,10 @@ func startPostgres(ctx context.Context, cfg config.Config, log *slog.Logger) (*p
 		opts.FallbackDataDir = pgembed.FallbackDataDir()
 	}
 	cluster, err := pgembed.Start(ctx, opts)
+	if errors.Is(err, pgembed.ErrInUse) {
+		return nil, fmt.Errorf("starting the private PostgreSQL cluster: %w; `tasker status` shows that server, and "+
+			"commands such as `tasker run-task` use it as it is", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("starting the private PostgreSQL cluster: %w", err)
 	}

@@ -47,16 +47,17 @@ var commands = map[string]command{
 // exitUsage is the exit code of a command line that names no command or an unknown one.
 const exitUsage = 2
 
+// errUnknownCommand is returned by dispatch for a command that does not exist.
 var errUnknownCommand = errors.New("unknown command")
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if len(os.Args) < 2 {
 		usage(os.Stderr)
 		os.Exit(exitUsage)
 	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := dispatch(ctx, os.Args[1:], os.Stdout, log); err != nil {
 		stop()
 		if errors.Is(err, flag.ErrHelp) {

@@ -26,6 +26,7 @@ import (
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/runstate"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // runServe starts the service in order, waits for a signal and stops it in reverse order:
@@ -83,6 +84,11 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	}
 	stops := &shutdown{log: log}
 	defer func() { err = errors.Join(err, stops.run(cfg.ShutdownTimeout)) }()
+	traces, err := startTracing(ctx, log) // first, so that it stops last, flushing every span
+	if err != nil {
+		return err
+	}
+	stops.add("tracing", traces.Shutdown)
 
 	// 1. PostgreSQL.
 	dbURL := cfg.DatabaseURL
@@ -206,6 +212,15 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	case <-clusterExited:
 		return fmt.Errorf("the private PostgreSQL cluster exited unexpectedly: %v", cluster.ExitErr())
 	}
+}
+
+// startTracing sets up tracing from the environment (internal/tracing): off unless configured.
+func startTracing(ctx context.Context, log *slog.Logger) (*tracing.Provider, error) {
+	tcfg, err := tracing.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return tracing.Start(ctx, tcfg, log)
 }
 
 // startPostgres starts the private cluster in <data dir>/postgres. With the default data dir,

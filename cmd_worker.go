@@ -49,6 +49,17 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	if cfg.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
 	}
+	traces, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer func() { // last: flushes the spans of the drained steps, within the shutdown deadline
+		flushCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := traces.Shutdown(flushCtx); err != nil {
+			log.Error("worker: flushing traces", "error", err)
+		}
+	}()
 	dbURL, err := resolveDatabaseURL(ctx, cfg)
 	if err != nil {
 		return err

@@ -14,6 +14,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // Options tunes a connection pool. The zero value is a sensible default.
@@ -33,8 +35,8 @@ func Open(ctx context.Context, url string, opts Options) (*gorm.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing database url: %w", err)
 	}
-	if opts.Tracer != nil {
-		cfg.Tracer = opts.Tracer
+	if t := tracing.PGX(opts.Tracer); t != nil { // with SQL spans while tracing is on
+		cfg.Tracer = t
 	}
 	// The service runs small, index-driven statements. When statistics lag (a fresh or
 	// fast-growing table) the planner's inflated estimates trigger JIT compilation, which then

@@ -35,6 +35,7 @@ import (
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // Config tunes the endpoint. Zero fields take the defaults.
@@ -154,6 +155,7 @@ func New(cfg Config, deps Deps) *API {
 	srv.AddTransport(transport.POST{})
 
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
+	tracing.UseGraphQL(srv) // first: its operation spans enclose everything below
 	srv.Use(extension.Introspection{})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.QueryCacheSize)})
 	if deps.Guard != nil {

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // Server is the HTTP front of the process.
@@ -35,7 +37,7 @@ func New(addr string, db *sql.DB, log *slog.Logger) (*Server, error) {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	s.Mux.HandleFunc("GET /readyz", s.ready)
-	s.srv = &http.Server{Handler: s.Mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: tracing.HTTP(s.Mux), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
 

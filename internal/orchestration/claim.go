@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/models"
@@ -21,6 +22,7 @@ type claimedStep struct {
 	TaskNew      bool
 	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
 	Claimed      time.Time
+	trace        trace.SpanContext // the claim's span (see trace.go)
 }
 
 // claimSQL claims up to @n ready steps in one statement.
@@ -91,6 +93,7 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
 //     (the engine's lock order is task, then step); a task skipped here is started by the
 //     claim of its next step, or settled by its finalisation.
 func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
+	began := time.Now()
 	var out []claimedStep
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := e.tuneTx(tx); err != nil {
@@ -111,6 +114,7 @@ func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 		}
 		return e.startTasks(ctx, tx, out)
 	})
+	e.traceClaim(began, n, out, err)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/handler"
@@ -25,6 +26,7 @@ type result struct {
 	runErr  error
 	elapsed time.Duration
 	log     *slog.Logger
+	trace   trace.SpanContext // the run's span (see trace.go)
 }
 
 // maxRecordBatch caps the attempts recorded by one transaction.
@@ -82,6 +84,7 @@ func (r *recorder) flush(batch []result) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried for up to the timeout
 	// above rather than leaving the steps to their leases: retrying is safe, since a batch that
 	// did commit has released its claims, and a second recording of it finds them gone.
@@ -91,6 +94,7 @@ func (r *recorder) flush(batch []result) {
 		kept, err = e.recordBatch(ctx, batch)
 		return err
 	})
+	endRecord(spans, err)
 	if err != nil && len(batch) > 1 {
 		e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 			"attempts", len(batch), "error", err)

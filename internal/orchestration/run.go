@@ -15,6 +15,7 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // StepHandlers resolves what a step runs: its handler and its timeout, from the step's name
@@ -177,7 +178,7 @@ func (e *Engine) prepare(steps []claimedStep) []*run {
 		go e.watchClaim(r.ctx, r.cancel, s, wake)
 		runs[i], ids[i], tokens[i] = r, s.StepID, s.Token
 	}
-	dbctx, dbcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	dbctx, dbcancel := context.WithTimeout(claimContext(context.Background(), steps), 30*time.Second)
 	defer dbcancel()
 	var inputs []stepInput
 	err := e.db.WithContext(dbctx).Raw(stepInputsSQL, models.Int64Array(ids), strings.Join(tokens, ",")).Scan(&inputs).Error
@@ -218,6 +219,7 @@ func (r *run) close() {
 func (e *Engine) runStep(r *run) {
 	defer r.close()
 	s, in, log, hctx := r.s, r.in, r.log, r.ctx
+	hctx, span := startRun(hctx, s, in.Name)
 	var parents map[string]json.RawMessage
 	if err := json.Unmarshal(in.Parents, &parents); err != nil {
 		log.Error("orchestration: decoding parent results", "error", err)
@@ -244,6 +246,7 @@ func (e *Engine) runStep(r *run) {
 		runErr = handler.Permanent(herr)
 	}
 	elapsed := time.Since(begin)
+	tracing.End(span, runErr)
 
 	switch cause := context.Cause(hctx); {
 	case errors.Is(cause, errClaimLost):
@@ -267,7 +270,8 @@ func (e *Engine) runStep(r *run) {
 		}
 		return
 	}
-	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log})
+	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log,
+		trace: span.SpanContext()})
 }
 
 // runHandler calls h, turning a panic into a retryable failure.

@@ -1,6 +1,7 @@
 // Package database opens the service's connections to PostgreSQL: a GORM handle over the pgx
 // driver for the read models and the write side. It holds no global state; callers own the
-// returned handle and close it.
+// returned handle and close it. With tracing on (internal/tracing), every statement run under a
+// traced context gets its span.
 package database
 
 import (

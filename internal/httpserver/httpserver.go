@@ -1,6 +1,7 @@
 // Package httpserver runs the service's HTTP endpoints: liveness (/healthz), readiness
 // (/readyz, which fails while the database is unreachable) and whatever API handlers are
-// mounted. It starts and stops with a context and shuts down within a deadline.
+// mounted. It starts and stops with a context and shuts down within a deadline. With tracing on
+// (internal/tracing), every request gets its id and a server span before any handler runs.
 package httpserver
 
 import (

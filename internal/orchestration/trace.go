@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/taskerhq/tasker/internal/tracing"
 )
@@ -19,12 +20,13 @@ import (
 //     transaction that records the attempt's batch; the batch's SQL spans are children of its
 //     first attempt's record span.
 //
-// Each span of a step carries tasker.task_id, tasker.step_id and tasker.attempt.
+// Each span of a step carries tasker.task_id, tasker.step_id and tasker.attempt. While tracing
+// is off these helpers return at once: no attribute is built, no span started.
 
 // traceClaim records the span of a claim that began at began and took steps (or failed), and
 // gives each claimed step that span as its parent.
 func (e *Engine) traceClaim(began time.Time, n int, steps []claimedStep, err error) {
-	if len(steps) == 0 && err == nil {
+	if !tracing.Enabled() || (len(steps) == 0 && err == nil) {
 		return
 	}
 	ids := make([]int64, len(steps))
@@ -48,7 +50,7 @@ func stepAttributes(s claimedStep) []attribute.KeyValue {
 
 // claimContext returns ctx under the claim span of steps (they share it).
 func claimContext(ctx context.Context, steps []claimedStep) context.Context {
-	if len(steps) == 0 {
+	if len(steps) == 0 || !steps[0].trace.IsValid() {
 		return ctx
 	}
 	return trace.ContextWithSpanContext(ctx, steps[0].trace)
@@ -57,6 +59,9 @@ func claimContext(ctx context.Context, steps []claimedStep) context.Context {
 // startRun starts the span of a step's run as a child of its claim's span, on ctx (the
 // handler's context).
 func startRun(ctx context.Context, s claimedStep, name string) (context.Context, trace.Span) {
+	if !tracing.Enabled() {
+		return ctx, noop.Span{}
+	}
 	return tracing.Tracer().Start(trace.ContextWithSpanContext(ctx, s.trace), "orchestration.run",
 		trace.WithAttributes(append(stepAttributes(s), tracing.StepNameKey.String(name))...))
 }
@@ -64,6 +69,9 @@ func startRun(ctx context.Context, s claimedStep, name string) (context.Context,
 // startRecord starts the record span of each attempt of batch, as a child of its run's span,
 // and returns ctx under the first of them.
 func startRecord(ctx context.Context, batch []result) (context.Context, []trace.Span) {
+	if !tracing.Enabled() {
+		return ctx, nil
+	}
 	spans := make([]trace.Span, len(batch))
 	first := ctx
 	for i, res := range batch {

@@ -125,7 +125,7 @@ type Provider struct {
 // Start sets up tracing as cfg says. Off, it installs nothing and returns a Provider whose
 // Shutdown does nothing. On, it creates the exporter (OTLP over HTTP unless cfg.Exporter is
 // set), installs a tracer provider and the W3C trace-context propagator globally, and logs
-// where spans go.
+// where spans go; the SDK's errors (a failed export) go to log as warnings.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error) {
 	if !cfg.Enabled {
 		return &Provider{}, nil
@@ -161,6 +161,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	enabled.Store(true)
 	if log != nil {
+		// Export failures (an unreachable collector) are logged, never returned to callers.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing: export failed", "error", err) }))
 		log.Info("tracing: on", "exporter", where, "service", serviceName(res))
 	}
 	return &Provider{tp: tp}, nil

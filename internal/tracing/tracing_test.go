@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -50,6 +52,10 @@ func (nopQueryTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tr
 }
 func (nopQueryTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+type extensionCount int
+
+func (c *extensionCount) Use(graphql.HandlerExtension) { *c++ }
+
 // checkOff starts tracing with a configuration that leaves it off and reports what it
 // installed nonetheless.
 func checkOff() []string {
@@ -76,6 +82,10 @@ func checkOff() []string {
 	mux := http.NewServeMux()
 	if h := tracing.HTTP(mux); h != http.Handler(mux) {
 		fails = append(fails, "HTTP wrapped the handler")
+	}
+	var exts extensionCount
+	if tracing.UseGraphQL(&exts); exts > 0 {
+		fails = append(fails, "UseGraphQL added an extension")
 	}
 	if tracing.PGX(nil) != nil {
 		fails = append(fails, "PGX(nil) is not nil")
@@ -469,4 +479,33 @@ func TestEngineSpansClaimRunRecord(t *testing.T) {
 	if len(sqlUnderRecord) == 0 {
 		t.Error("no SQL span under the record spans")
 	}
+}
+
+// A websocket upgrade goes through the traced server: the connection is acknowledged, and its
+// HTTP span, ended when the connection closes, carries the request id.
+func TestWebsocketThroughTracedServer(t *testing.T) {
+	enable(t)
+	t.Parallel()
+	addr, _ := serveAPI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const id = "trace-ws-1"
+	conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/query", &websocket.DialOptions{
+		Subprotocols: []string{"graphql-transport-ws"},
+		HTTPHeader:   http.Header{"X-Request-Id": []string{id}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"type":"connection_init"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := conn.Read(ctx)
+	if err != nil || !strings.Contains(string(msg), `"connection_ack"`) {
+		t.Fatalf("after connection_init: %s %v", msg, err)
+	}
+	_ = conn.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "the upgrade's HTTP span", func() bool {
+		return len(spansWhere(func(s tracetest.SpanStub) bool { return s.Name == "GET /query" && hasAttr(tracing.RequestIDKey, id)(s) })) == 1
+	})
 }

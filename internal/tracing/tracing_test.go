@@ -148,7 +148,7 @@ var (
 )
 
 // enable turns tracing on for the rest of the process, exporting to exporter.
-func enable(t *testing.T) {
+func enable(t testing.TB) {
 	t.Helper()
 	enableOnce.Do(func() {
 		if _, err := tracing.Start(context.Background(), tracing.Config{Enabled: true, Exporter: exporter}, nil); err != nil {
@@ -203,7 +203,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 // serveAPI runs the HTTP server with the GraphQL API on a fresh database, as tasker serve
 // builds them, and returns its address.
-func serveAPI(t *testing.T) (string, *gorm.DB) {
+func serveAPI(t testing.TB) (string, *gorm.DB) {
 	t.Helper()
 	gdb, err := database.Open(context.Background(), dbtest.NewURL(t), database.Options{Tracer: querystats.Tracer{}})
 	if err != nil {
@@ -224,7 +224,7 @@ func serveAPI(t *testing.T) (string, *gorm.DB) {
 
 // postQuery posts a GraphQL request with X-Request-Id requestID (none when empty) and returns
 // the response body and the response's X-Request-Id.
-func postQuery(t *testing.T, addr, requestID, body string) ([]byte, string) {
+func postQuery(t testing.TB, addr, requestID, body string) ([]byte, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/query", strings.NewReader(body))
 	if err != nil {

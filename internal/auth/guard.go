@@ -194,6 +194,12 @@ func (g *Guard) refuseAuth(w http.ResponseWriter, err error) {
 
 // refuse writes a GraphQL error response.
 func (g *Guard) refuse(w http.ResponseWriter, status int, code Code, msg string) {
+	WriteRefusal(w, status, code, msg)
+}
+
+// WriteRefusal writes a GraphQL response of one error with status, extensions.code and, when
+// the response already has an X-Request-Id header, extensions.requestId.
+func WriteRefusal(w http.ResponseWriter, status int, code Code, msg string) {
 	ext := map[string]any{"code": string(code)}
 	if id := w.Header().Get("X-Request-Id"); id != "" {
 		ext["requestId"] = id
@@ -321,6 +327,9 @@ func rootTypeName(op ast.Operation) string {
 // InterceptOperation caps the active subscriptions of a websocket connection
 // (TOO_MANY_SUBSCRIPTIONS); a subscription stops counting when it ends.
 func (g *Guard) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if !graphql.HasOperationContext(ctx) {
+		return next(ctx)
+	}
 	op := graphql.GetOperationContext(ctx)
 	cs, _ := ctx.Value(connKey{}).(*connState)
 	if op == nil || op.Operation == nil || op.Operation.Operation != ast.Subscription || cs == nil {
@@ -338,7 +347,13 @@ func (g *Guard) InterceptOperation(ctx context.Context, next graphql.OperationHa
 // InterceptResponse gives a query's or mutation's database work a deadline of
 // StatementTimeout: statements still running then are cancelled, and the errors they cause
 // are reported as STATEMENT_TIMEOUT rather than internal errors.
+//
+// Responses to requests that never became an operation (a body that did not decode) have no
+// operation context and pass through untouched.
 func (g *Guard) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	if !graphql.HasOperationContext(ctx) {
+		return next(ctx)
+	}
 	op := graphql.GetOperationContext(ctx)
 	if op == nil || op.Operation == nil || op.Operation.Operation == ast.Subscription {
 		return next(ctx)

@@ -28,7 +28,7 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 	cause := gqlErr.Unwrap()
 	if cause == nil {
 		// Raised by gqlgen (parse, validation, limits): already meant for the client.
-		return gqlErr
+		return codeGqlgenError(gqlErr)
 	}
 	if d := apierr.Classify(cause); d != nil {
 		gqlErr.Message = d.Message
@@ -44,6 +44,25 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 	gqlErr.Message = fmt.Sprintf("internal error (request id %s)", id)
 	gqlErr.Extensions = map[string]any{"code": string(apierr.Internal), "requestId": id}
 	return gqlErr
+}
+
+// intVariable matches gqlparser's message for a JSON number that is not an integer given to
+// an Int variable; it prints the value as 0.
+var intVariable = regexp.MustCompile(`^cannot use value .* as Int$`)
+
+// codeGqlgenError gives an error gqlgen raised without extensions.code the code BAD_REQUEST
+// (every refusal has a code), and words gqlparser's misleading Int coercion message.
+func codeGqlgenError(e *gqlerror.Error) *gqlerror.Error {
+	if intVariable.MatchString(e.Message) {
+		e.Message = "the value is not an Int: send a whole number between -2147483648 and 2147483647 (1e12 and 1.0 are not)"
+	}
+	if _, ok := e.Extensions["code"]; !ok {
+		if e.Extensions == nil {
+			e.Extensions = map[string]any{}
+		}
+		e.Extensions["code"] = codeBadRequest
+	}
+	return e
 }
 
 // recover turns a resolver panic into an internal error, logging the panic and its stack.

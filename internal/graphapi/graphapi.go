@@ -144,6 +144,7 @@ func New(cfg Config, deps Deps) *API {
 		KeepAlivePingInterval: 10 * time.Second,
 		InitTimeout:           10 * time.Second,
 	}
+	ws.Implementation = checkedWebsocket{inner: transport.CoderWebsocketImplementation{}}
 	if deps.Guard != nil {
 		ws.InitFunc = deps.Guard.WebsocketInit
 		limit := deps.Guard.Limits().MaxWebsocketMessageBytes
@@ -157,10 +158,11 @@ func New(cfg Config, deps Deps) *API {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
 	tracing.UseGraphQL(srv) // first: its operation spans enclose everything below
 	srv.Use(extension.Introspection{})
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.QueryCacheSize)})
+	srv.Use(codedAPQ{extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.QueryCacheSize)}})
 	if deps.Guard != nil {
 		srv.Use(deps.Guard) // before the limits: who may ask comes before how much
 	}
+	srv.Use(inputCheck{})
 	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats})
@@ -172,7 +174,7 @@ func New(cfg Config, deps Deps) *API {
 	srv.SetErrorPresenter(p.present)
 	srv.SetRecoverFunc(p.recover)
 
-	var h http.Handler = srv
+	var h http.Handler = checkRequests(srv)
 	if deps.Guard != nil {
 		h = deps.Guard.HTTP(h)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -24,6 +25,34 @@ func setComplexity(c *generated.ComplexityRoot) {
 	}
 }
 
+// Codes of the limits; both are refused like a validation failure: HTTP 422, and an error
+// message on a websocket.
+const (
+	codeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
+	codeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
+	codePersistedQuery  = "PERSISTED_QUERY_INVALID"
+)
+
+func init() {
+	for _, c := range []string{codeDepthLimit, codeComplexityLimit, codePersistedQuery} {
+		errcode.RegisterErrorType(c, errcode.KindProtocol)
+	}
+}
+
+// codedAPQ is gqlgen's automatic persisted queries with a code on every refusal: a hash that
+// does not match the query, bad extension data or an unknown version is
+// PERSISTED_QUERY_INVALID; an unknown hash keeps PERSISTED_QUERY_NOT_FOUND (which clients
+// answer by sending the query). Both answer HTTP 422.
+type codedAPQ struct{ extension.AutomaticPersistedQuery }
+
+func (a codedAPQ) MutateOperationParameters(ctx context.Context, raw *graphql.RawParams) *gqlerror.Error {
+	err := a.AutomaticPersistedQuery.MutateOperationParameters(ctx, raw)
+	if err != nil && err.Extensions["code"] == nil {
+		errcode.Set(err, codePersistedQuery)
+	}
+	return err
+}
+
 // depthLimit refuses operations whose fields nest deeper than max (introspection fields,
 // named __*, are not counted). It runs during validation, before any resolver.
 type depthLimit struct{ max int }
@@ -40,7 +69,7 @@ func (d depthLimit) MutateOperationContext(_ context.Context, op *graphql.Operat
 	depth := selectionDepth(op.Doc, op.Operation.SelectionSet, map[string]bool{})
 	if depth > d.max {
 		err := gqlerror.Errorf("operation has depth %d, which exceeds the limit of %d", depth, d.max)
-		errcode.Set(err, "DEPTH_LIMIT_EXCEEDED")
+		errcode.Set(err, codeDepthLimit)
 		return err
 	}
 	return nil

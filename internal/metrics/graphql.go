@@ -33,7 +33,9 @@ func (e gqlExtension) InterceptResponse(ctx context.Context, next graphql.Respon
 		return nil
 	}
 	typ, field := "unknown", "unknown"
-	if op := graphql.GetOperationContext(ctx); op != nil && op.Operation != nil {
+	// A request that never became an operation (a body that did not decode) has no operation
+	// context: GetOperationContext would panic.
+	if op := operationOf(ctx); op != nil && op.Operation != nil {
 		typ = string(op.Operation.Operation)
 		field = rootField(op)
 	}
@@ -71,4 +73,12 @@ func rootField(op *graphql.OperationContext) string {
 		return "introspection"
 	}
 	return name
+}
+
+// operationOf returns the operation context of ctx, or nil when there is none.
+func operationOf(ctx context.Context) *graphql.OperationContext {
+	if !graphql.HasOperationContext(ctx) {
+		return nil
+	}
+	return graphql.GetOperationContext(ctx)
 }

@@ -150,7 +150,9 @@ func literalProblem(src []rune, path string, v *ast.Value) *textcheck.Problem {
 // checked with textcheck before gqlgen decodes it; the finding goes to the connection's
 // inputText slot (put in the request context by checkRequests), which inputCheck reads when
 // the message's operation starts.
-type checkedWebsocket struct{ inner transport.WebsocketImplementation }
+type checkedWebsocket struct {
+	inner transport.WebsocketImplementation
+}
 
 func (c checkedWebsocket) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
 	conn, err := c.inner.Accept(w, r, opts)

@@ -43,7 +43,9 @@ func init() {
 // does not match the query, bad extension data or an unknown version is
 // PERSISTED_QUERY_INVALID; an unknown hash keeps PERSISTED_QUERY_NOT_FOUND (which clients
 // answer by sending the query). Both answer HTTP 422.
-type codedAPQ struct{ extension.AutomaticPersistedQuery }
+type codedAPQ struct {
+	extension.AutomaticPersistedQuery
+}
 
 func (a codedAPQ) MutateOperationParameters(ctx context.Context, raw *graphql.RawParams) *gqlerror.Error {
 	err := a.AutomaticPersistedQuery.MutateOperationParameters(ctx, raw)

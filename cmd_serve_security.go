@@ -77,6 +77,7 @@ func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *event
 	if err != nil {
 		return apiSecurity{}, err
 	}
+	guard.WatchRevocations(hub) // a revoked token's websockets close in every process
 	rateLog, burstLog := any(limits.RatePerSecond), any(limits.Burst)
 	if math.IsInf(limits.RatePerSecond, 1) {
 		rateLog, burstLog = "unlimited", "-"
@@ -84,6 +85,6 @@ func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *event
 	log.Info("serve: API access", "authentication", d.Mode.String(),
 		"rate_per_token_per_process", rateLog, "burst", burstLog,
 		"max_body_bytes", limits.MaxBodyBytes, "statement_timeout", limits.StatementTimeout,
-		"max_subscriptions_per_connection", limits.MaxSubscriptions, "max_ws_message_bytes", limits.MaxWebsocketMessageBytes)
+		"max_subscriptions_per_connection", limits.MaxSubscriptions, "max_subscriptions_per_process", limits.MaxProcessSubscriptions, "max_ws_message_bytes", limits.MaxWebsocketMessageBytes)
 	return apiSecurity{guard: guard, metrics: metrics.New(metrics.Options{DB: db, Hub: hub, Log: log})}, nil
 }

@@ -17,9 +17,10 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/taskerhq/tasker/internal/events"
 )
 
 // Policy is the least role allowed to use each root field, keyed "Type.field" (e.g.
@@ -63,6 +64,8 @@ type Guard struct {
 	log    *slog.Logger
 	rates  *limiters
 	now    func() time.Time
+	hub    *events.Hub  // set by WatchRevocations
+	subs   atomic.Int64 // active websocket subscriptions of this process
 }
 
 // NewGuard returns a guard. store may be nil only when mode is Off. policy nil means
@@ -83,6 +86,9 @@ func NewGuard(mode Mode, store *Store, limits Limits, policy Policy, log *slog.L
 		rates: newLimiters(limits.RatePerSecond, limits.Burst), now: time.Now,
 	}, nil
 }
+
+// Subscriptions returns the number of websocket subscriptions this process runs.
+func (g *Guard) Subscriptions() int { return int(g.subs.Load()) }
 
 // Mode returns the guard's mode.
 func (g *Guard) Mode() Mode { return g.mode }
@@ -132,6 +138,9 @@ func (g *Guard) HTTP(next http.Handler) http.Handler {
 		}
 
 		ctx := r.Context()
+		if upgrade {
+			ctx = context.WithValue(ctx, wsSlotKey{}, &wsSlot{})
+		}
 		header := r.Header.Get("Authorization")
 		switch {
 		case g.mode == Off:
@@ -221,47 +230,6 @@ func isWebsocketUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
-// connState counts the active subscriptions of one websocket connection.
-type connState struct{ subs atomic.Int64 }
-
-type connKey struct{}
-
-// Websocket close codes of refused connection_init messages (graphql-transport-ws uses the
-// 44xx range for these).
-const (
-	CloseUnauthenticated = 4401
-	CloseUnavailable     = 4503
-)
-
-// WebsocketInit is the websocket transport's InitFunc: it authenticates the connection from
-// the Authorization entry of the connection_init payload ("Bearer <token>"), or else from the
-// upgrade request's Authorization header. A refused connection is closed with code 4401 (4503
-// when the token store is unreachable) and a reason that starts with the error code.
-func (g *Guard) WebsocketInit(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
-	ctx = context.WithValue(ctx, connKey{}, &connState{})
-	if g.mode == Off {
-		return WithPrincipal(ctx, anonymous), nil, nil
-	}
-	header := payload.Authorization()
-	if header == "" {
-		if _, ok := FromContext(ctx); ok {
-			return ctx, nil, nil
-		}
-		msg := string(Unauthenticated) + ": send Authorization: Bearer <API token> in the connection_init payload"
-		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseUnauthenticated), msg), nil, errors.New(msg)
-	}
-	p, err := g.authenticate(ctx, header)
-	if err != nil {
-		code, closeCode, msg := Unauthenticated, CloseUnauthenticated, "invalid or revoked API token"
-		if !errors.Is(err, ErrInvalidToken) {
-			code, closeCode, msg = ServiceUnavailable, CloseUnavailable, "the API token could not be checked; retry later"
-		}
-		full := string(code) + ": " + msg
-		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, closeCode), full), nil, errors.New(full)
-	}
-	return WithPrincipal(ctx, p), nil, nil
-}
-
 var _ interface {
 	graphql.HandlerExtension
 	graphql.OperationContextMutator
@@ -292,6 +260,21 @@ func (g *Guard) MutateOperationContext(ctx context.Context, op *graphql.Operatio
 			return coded(Unauthenticated, "authentication required: send the header Authorization: Bearer <API token>")
 		}
 		p = anonymous
+	}
+	if cs, _ := ctx.Value(connKey{}).(*connState); cs != nil && g.mode == Required {
+		// A websocket connection outlives the check at connection_init: every operation
+		// re-reads the token, so a revoked token stops working at its next operation.
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		active, err := g.store.Active(qctx, p.TokenID)
+		cancel()
+		if err != nil {
+			g.log.ErrorContext(ctx, "auth: token lookup failed", "error", err)
+			return coded(ServiceUnavailable, "the API token could not be checked; retry later")
+		}
+		if !active {
+			g.closeRevoked(cs)
+			return coded(Unauthenticated, "invalid or revoked API token")
+		}
 	}
 	if charged, _ := ctx.Value(chargedKey{}).(bool); !charged {
 		if ok, wait := g.rates.allow(p.TokenID, g.now()); !ok {
@@ -324,8 +307,10 @@ func rootTypeName(op ast.Operation) string {
 	return "Query"
 }
 
-// InterceptOperation caps the active subscriptions of a websocket connection
-// (TOO_MANY_SUBSCRIPTIONS); a subscription stops counting when it ends.
+// InterceptOperation caps the active subscriptions of a websocket connection and of the
+// process (TOO_MANY_SUBSCRIPTIONS); a subscription stops counting when it ends. The counts
+// are taken before the subscription starts, atomically, so concurrent subscribes cannot
+// overshoot.
 func (g *Guard) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	if !graphql.HasOperationContext(ctx) {
 		return next(ctx)
@@ -340,7 +325,16 @@ func (g *Guard) InterceptOperation(ctx context.Context, next graphql.OperationHa
 		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{coded(TooManySubs,
 			"this connection already has %d active subscriptions, the limit", g.limits.MaxSubscriptions)}})
 	}
-	context.AfterFunc(ctx, func() { cs.subs.Add(-1) })
+	if n := g.subs.Add(1); n > int64(g.limits.MaxProcessSubscriptions) {
+		g.subs.Add(-1)
+		cs.subs.Add(-1)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{coded(TooManySubs,
+			"this server already runs %d subscriptions, its limit; retry later", g.limits.MaxProcessSubscriptions)}})
+	}
+	context.AfterFunc(ctx, func() {
+		cs.subs.Add(-1)
+		g.subs.Add(-1)
+	})
 	return next(ctx)
 }
 

@@ -24,6 +24,10 @@ type Limits struct {
 	// MaxSubscriptions caps the active subscriptions of one websocket connection (default 20,
 	// TASKER_MAX_SUBSCRIPTIONS).
 	MaxSubscriptions int
+	// MaxProcessSubscriptions caps the active websocket subscriptions of one server process,
+	// all connections together (default 1,000, TASKER_MAX_PROCESS_SUBSCRIPTIONS): each one
+	// re-reads the transition tables when woken, so their number bounds that work.
+	MaxProcessSubscriptions int
 	// StatementTimeout bounds the database work of one query or mutation; when it passes,
 	// the running statement is cancelled (default 15s, TASKER_STATEMENT_TIMEOUT).
 	StatementTimeout time.Duration
@@ -46,6 +50,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxSubscriptions <= 0 {
 		l.MaxSubscriptions = 20
 	}
+	if l.MaxProcessSubscriptions <= 0 {
+		l.MaxProcessSubscriptions = 1000
+	}
 	if l.StatementTimeout <= 0 {
 		l.StatementTimeout = 15 * time.Second
 	}
@@ -66,6 +73,7 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 		{"TASKER_MAX_BODY_BYTES", func(n int64) { l.MaxBodyBytes = n }},
 		{"TASKER_RATE_BURST", func(n int64) { l.Burst = int(n) }},
 		{"TASKER_MAX_SUBSCRIPTIONS", func(n int64) { l.MaxSubscriptions = int(n) }},
+		{"TASKER_MAX_PROCESS_SUBSCRIPTIONS", func(n int64) { l.MaxProcessSubscriptions = int(n) }},
 		{"TASKER_MAX_WS_MESSAGE_BYTES", func(n int64) { l.MaxWebsocketMessageBytes = n }},
 	}
 	for _, v := range ints {

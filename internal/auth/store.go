@@ -96,6 +96,20 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (Principal, err
 	return p, nil
 }
 
+// Active reports whether the token with this id exists and is not revoked: what a long-lived
+// connection asks before each operation and when told of a revocation.
+func (s *Store) Active(ctx context.Context, id int64) (bool, error) {
+	var active bool
+	err := s.db.QueryRowContext(ctx, `SELECT revoked_at IS NULL FROM tasker_api_tokens WHERE api_token_id = $1`, id).Scan(&active)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking API token %d: %w", id, err)
+	}
+	return active, nil
+}
+
 // Revoke revokes the one active token named by ref: its id (digits), the token itself, or a
 // prefix of it at least 8 characters long. A prefix matching several active tokens is refused
 // and revokes nothing.

@@ -25,10 +25,13 @@ const (
 	ChannelStepTransitions = "tasker_step_transitions"
 	ChannelTaskTransitions = "tasker_task_transitions"
 	ChannelTasksCreated    = "tasker_tasks_created"
+	// ChannelTokensRevoked carries {"id": api_token_id} when an API token is revoked or
+	// deleted (db/migrations/00009_api_token_revocations.sql).
+	ChannelTokensRevoked = "tasker_api_tokens_revoked"
 )
 
 // Channels lists every channel a Hub listens on.
-var Channels = []string{ChannelStepTransitions, ChannelTaskTransitions, ChannelTasksCreated}
+var Channels = []string{ChannelStepTransitions, ChannelTaskTransitions, ChannelTasksCreated, ChannelTokensRevoked}
 
 // Event is a decoded notification. Reconnect events (Channel == "") carry nothing else: they
 // mean "anything may have happened, catch up".

@@ -146,6 +146,7 @@ func New(cfg Config, deps Deps) *API {
 	}
 	ws.Implementation = checkedWebsocket{inner: transport.CoderWebsocketImplementation{}}
 	if deps.Guard != nil {
+		ws.Implementation = deps.Guard.WebsocketImplementation(ws.Implementation)
 		ws.InitFunc = deps.Guard.WebsocketInit
 		limit := deps.Guard.Limits().MaxWebsocketMessageBytes
 		ws.PayloadReadLimit = &limit

@@ -34,12 +34,21 @@ type secureEnv struct {
 	t       testing.TB
 	db      *gorm.DB
 	store   *auth.Store
+	guard   *auth.Guard
 	metrics *metrics.Metrics
 	srv     *httptest.Server
 	tokens  map[auth.Role]string
 }
 
-func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits) *secureEnv {
+// secureOption changes how newSecureEnv builds the server.
+type secureOption func(*secureSetup)
+
+type secureSetup struct {
+	noRevocationWatch bool // the guard is not told of revocations (no NOTIFY)
+	store             func(db *gorm.DB) *auth.Store
+}
+
+func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secureOption) *secureEnv {
 	t.Helper()
 	url := dbtest.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -60,10 +69,21 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits) *secureEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var setup secureSetup
+	for _, o := range opts {
+		o(&setup)
+	}
 	store := auth.NewStore(database.SQL(db))
-	guard, err := auth.NewGuard(mode, store, limits, nil, log)
+	guardStore := store
+	if setup.store != nil {
+		guardStore = setup.store(db)
+	}
+	guard, err := auth.NewGuard(mode, guardStore, limits, nil, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !setup.noRevocationWatch {
+		guard.WatchRevocations(hub)
 	}
 	m := metrics.New(metrics.Options{DB: database.SQL(db), Hub: hub, Log: log})
 	api := graphapi.New(graphapi.Config{}, graphapi.Deps{DB: db, Hub: hub, Log: log, Templates: reg, Guard: guard, Metrics: m})
@@ -78,7 +98,7 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits) *secureEnv {
 		<-hubDone
 		_ = database.Close(db)
 	})
-	e := &secureEnv{t: t, db: db, store: store, metrics: m, srv: srv, tokens: map[auth.Role]string{}}
+	e := &secureEnv{t: t, db: db, store: store, guard: guard, metrics: m, srv: srv, tokens: map[auth.Role]string{}}
 	for _, r := range auth.Roles {
 		_, secret, err := store.Create(ctx, r, string(r)+"-token")
 		if err != nil {

@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/graph/feed"
@@ -40,12 +42,16 @@ import (
 
 // Config tunes the endpoint. Zero fields take the defaults.
 type Config struct {
-	// MaxComplexity refuses operations above this complexity (default 50,000). Each field
-	// counts 1 plus its children; Query.tasks multiplies its children by first.
+	// MaxComplexity refuses operations above this complexity (default 100,000): each field
+	// counts 1 plus its children times the size of its list (see complexityLimit).
 	MaxComplexity int
 	// MaxDepth refuses operations nesting fields deeper than this (default 15);
 	// introspection fields do not count.
 	MaxDepth int
+	// MaxResponseBytes replaces a response whose data is larger than this with the error
+	// RESPONSE_TOO_LARGE (default 16 MiB): a backstop behind the complexity limit for values
+	// of unbounded size such as task contexts.
+	MaxResponseBytes int
 	// QueryStats adds extensions.queryStats (sqlStatements, dbTimeMs) to every response.
 	QueryStats bool
 	// QueryCacheSize is the number of parsed queries kept (default 1,000).
@@ -58,8 +64,10 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultMaxComplexity = 50_000
+	DefaultMaxComplexity = 100_000
 	DefaultMaxDepth      = 15
+	// DefaultMaxResponseBytes is 16 MiB.
+	DefaultMaxResponseBytes = 16 << 20
 )
 
 func (c Config) withDefaults() Config {
@@ -69,13 +77,17 @@ func (c Config) withDefaults() Config {
 	if c.MaxDepth <= 0 {
 		c.MaxDepth = DefaultMaxDepth
 	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
 	if c.QueryCacheSize <= 0 {
 		c.QueryCacheSize = 1000
 	}
 	return c
 }
 
-// ConfigFromEnv reads TASKER_GRAPHQL_MAX_COMPLEXITY, TASKER_GRAPHQL_MAX_DEPTH and
+// ConfigFromEnv reads TASKER_GRAPHQL_MAX_COMPLEXITY, TASKER_GRAPHQL_MAX_DEPTH,
+// TASKER_GRAPHQL_MAX_RESPONSE_BYTES and
 // TASKER_QUERY_STATS (1/true/0/false). Query stats default to on when embedded is true (the
 // server runs its own PostgreSQL, i.e. DATABASE_URL is unset), off otherwise.
 func ConfigFromEnv(embedded bool) (Config, error) {
@@ -86,6 +98,7 @@ func ConfigFromEnv(embedded bool) (Config, error) {
 	}{
 		{"TASKER_GRAPHQL_MAX_COMPLEXITY", &cfg.MaxComplexity},
 		{"TASKER_GRAPHQL_MAX_DEPTH", &cfg.MaxDepth},
+		{"TASKER_GRAPHQL_MAX_RESPONSE_BYTES", &cfg.MaxResponseBytes},
 	} {
 		if s := os.Getenv(v.name); s != "" {
 			n, err := strconv.Atoi(s)
@@ -137,7 +150,6 @@ func New(cfg Config, deps Deps) *API {
 	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed),
 		Templates: deps.Templates, Refresher: deps.Refresher}
 	gcfg := generated.Config{Resolvers: res}
-	setComplexity(&gcfg.Complexity)
 	srv := handler.New(generated.NewExecutableSchema(gcfg))
 
 	ws := transport.Websocket{
@@ -164,9 +176,9 @@ func New(cfg Config, deps Deps) *API {
 		srv.Use(deps.Guard) // before the limits: who may ask comes before how much
 	}
 	srv.Use(inputCheck{})
-	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
 	srv.Use(depthLimit{max: cfg.MaxDepth})
-	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats})
+	srv.Use(complexityLimit{max: cfg.MaxComplexity})
+	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
 	if deps.Metrics != nil {
 		srv.Use(deps.Metrics.GraphQL()) // inside perResponse: it reads the statement counter
 	}
@@ -203,9 +215,10 @@ func (a *API) Mount(mux *http.ServeMux) {
 // response rather than per connection, so a websocket connection never serves stale
 // cached rows.
 type perResponse struct {
-	db      *gorm.DB
-	loaders loaders.Options
-	stats   bool
+	db       *gorm.DB
+	loaders  loaders.Options
+	stats    bool
+	maxBytes int
 }
 
 var _ interface {
@@ -219,6 +232,11 @@ func (p perResponse) InterceptResponse(ctx context.Context, next graphql.Respons
 	ctx, counter := querystats.WithCounter(ctx)
 	ctx = loaders.With(ctx, loaders.New(p.db, p.loaders))
 	resp := next(ctx)
+	if resp != nil && len(resp.Data) > p.maxBytes {
+		err := gqlerror.Errorf("the response is %d bytes, over the limit of %d: ask for fewer items or fields", len(resp.Data), p.maxBytes)
+		errcode.Set(err, codeResponseTooLarge)
+		resp.Data, resp.Errors = nil, gqlerror.List{err}
+	}
 	if resp == nil || !p.stats {
 		return resp
 	}

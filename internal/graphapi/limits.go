@@ -2,6 +2,7 @@ package graphapi
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -10,19 +11,165 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/taskerhq/tasker/graph/generated"
-	"github.com/taskerhq/tasker/graph/model"
+	"github.com/taskerhq/tasker/graph/apierr"
 )
 
-// setComplexity makes list fields with a size argument cost their size times their children.
-func setComplexity(c *generated.ComplexityRoot) {
-	c.Query.Tasks = func(child int, _ *model.TaskFilter, first *int, _ *string) int {
-		n := 20
-		if first != nil && *first > 0 {
-			n = *first
-		}
-		return 1 + n*child
+// sizeArgs are the argument names that size the list a field returns, with the largest value
+// each may take. The mechanism is driven by these names only: a new field with one of these
+// arguments is weighed (and capped) without being listed anywhere.
+var sizeArgs = map[string]int64{
+	"first": 500,  // pages: Query.tasks, and any connection
+	"last":  500,  // pages read backwards
+	"limit": 1000, // Dashboard.stepPerformance
+	"hours": 8784, // Dashboard.throughput: a leap year of hours
+}
+
+// unsizedList is the size assumed for a list field that takes no size argument (a task's
+// steps, a step's transitions, the namespaces): nested lists multiply.
+const unsizedList = 10
+
+// costCeiling bounds every intermediate cost, so that nested multipliers cannot overflow.
+const costCeiling = int64(1) << 40
+
+// complexityLimit refuses operations whose cost exceeds max (COMPLEXITY_LIMIT_EXCEEDED, HTTP
+// 422), and size arguments outside 1..their cap (VALIDATION naming the field and argument),
+// before any resolver runs. The cost of a field is 1 plus its children's costs times how many
+// times they repeat:
+//
+//   - a field with a size argument (sizeArgs: first, last, limit, hours) repeats its list by
+//     the argument's value, or its default from the schema: the field itself when it returns
+//     a list, else its list-typed children (a connection's edges and nodes, a dashboard's
+//     rows);
+//   - any other list repeats unsizedList times;
+//   - introspection fields (__schema, __type) cost 1 each: the schema's size is fixed.
+type complexityLimit struct{ max int }
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = complexityLimit{}
+
+func (complexityLimit) ExtensionName() string                   { return "ComplexityLimit" }
+func (complexityLimit) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (c complexityLimit) MutateOperationContext(_ context.Context, op *graphql.OperationContext) *gqlerror.Error {
+	w := weigher{doc: op.Doc, vars: op.Variables, seen: map[string]bool{}}
+	cost := w.set(op.Operation.SelectionSet, "", 0)
+	if w.err != nil {
+		return w.err
 	}
+	if cost > int64(c.max) {
+		err := gqlerror.Errorf("operation has complexity %d, which exceeds the limit of %d", cost, c.max)
+		errcode.Set(err, codeComplexityLimit)
+		return err
+	}
+	op.Stats.SetExtension("complexity", cost)
+	return nil
+}
+
+// weigher computes the cost of an operation; err is the first size argument out of range.
+type weigher struct {
+	doc  *ast.QueryDocument
+	vars map[string]any
+	seen map[string]bool // fragments being expanded (cycles are refused by validation)
+	err  *gqlerror.Error
+}
+
+// set is the cost of a selection set. inherited is the size argument of the parent field
+// when that field does not return a list itself (0 when none): it sizes the set's lists.
+func (w *weigher) set(set ast.SelectionSet, parent string, inherited int64) int64 {
+	var total int64
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			total = satAdd(total, w.field(s, parent, inherited))
+		case *ast.InlineFragment:
+			total = satAdd(total, w.set(s.SelectionSet, parent, inherited))
+		case *ast.FragmentSpread:
+			if w.seen[s.Name] {
+				continue
+			}
+			if f := w.doc.Fragments.ForName(s.Name); f != nil {
+				w.seen[s.Name] = true
+				total = satAdd(total, w.set(f.SelectionSet, parent, inherited))
+				delete(w.seen, s.Name)
+			}
+		}
+	}
+	return total
+}
+
+func (w *weigher) field(f *ast.Field, parent string, inherited int64) int64 {
+	if strings.HasPrefix(f.Name, "__") || f.Definition == nil {
+		return 1
+	}
+	size := w.sizeOf(f)
+	isList := f.Definition.Type.Elem != nil
+	times, childSize := int64(1), int64(0)
+	switch {
+	case size > 0 && isList:
+		times = size
+	case size > 0:
+		childSize = size
+	case isList && inherited > 0:
+		times = inherited
+	case isList:
+		times = unsizedList
+	}
+	return satAdd(1, satMul(times, w.set(f.SelectionSet, f.Name, childSize)))
+}
+
+// sizeOf returns the value of f's size argument (its default when not given), 0 when f has
+// none; a value outside 1..cap records a VALIDATION error.
+func (w *weigher) sizeOf(f *ast.Field) int64 {
+	var size int64
+	for _, def := range f.Definition.Arguments {
+		limit, ok := sizeArgs[def.Name]
+		if !ok {
+			continue
+		}
+		v, given := f.ArgumentMap(w.vars)[def.Name]
+		if !given || v == nil {
+			continue
+		}
+		n, ok := toInt64(v)
+		if !ok || n < 1 || n > limit {
+			if w.err == nil {
+				w.err = gqlerror.Errorf("%s.%s: %s %v is out of range: it must be 1..%d",
+					f.ObjectDefinition.Name, f.Name, def.Name, v, limit)
+				errcode.Set(w.err, string(apierr.Validation))
+			}
+			continue
+		}
+		size = max(size, n)
+	}
+	return size
+}
+
+func toInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int:
+		return int64(n), true
+	case int64:
+		return n, true
+	case int32:
+		return int64(n), true
+	case float64:
+		return int64(n), n == float64(int64(n))
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	}
+	return 0, false
+}
+
+func satAdd(a, b int64) int64 { return min(a+b, costCeiling) }
+
+func satMul(a, b int64) int64 {
+	if a != 0 && b > costCeiling/a {
+		return costCeiling
+	}
+	return min(a*b, costCeiling)
 }
 
 // Codes of the limits; both are refused like a validation failure: HTTP 422, and an error
@@ -31,6 +178,9 @@ const (
 	codeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
 	codeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
 	codePersistedQuery  = "PERSISTED_QUERY_INVALID"
+	// codeResponseTooLarge answers a response over Config.MaxResponseBytes (HTTP 200: the
+	// operation ran).
+	codeResponseTooLarge = "RESPONSE_TOO_LARGE"
 )
 
 func init() {

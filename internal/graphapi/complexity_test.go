@@ -23,10 +23,10 @@ func TestListSizesWeighInTheComplexity(t *testing.T) {
 	}
 	aliases.WriteString(" }")
 	for name, q := range map[string]string{
-		"fifty years of hours":   aliases.String(),
-		"two years of hours":     "{ a: " + yearOfHours + " b: " + yearOfHours + " }",
-		"twelve step tables":     twelveStepTables(),
-		"nested unsized lists":   `{ tasks(first: 500) { nodes { steps { children { parents { transitions { id } } } } } } }`,
+		"fifty years of hours": aliases.String(),
+		"two years of hours":   "{ a: " + yearOfHours + " b: " + yearOfHours + " }",
+		"twelve step tables":   twelveStepTables(),
+		"nested unsized lists": `{ tasks(first: 500) { nodes { steps { children { parents { transitions { id } } } } } } }`,
 	} {
 		r := e.do(q, nil)
 		if len(r.Errors) != 1 || r.Errors[0].Extensions["code"] != "COMPLEXITY_LIMIT_EXCEEDED" || r.status != http.StatusUnprocessableEntity {
@@ -38,7 +38,9 @@ func TestListSizesWeighInTheComplexity(t *testing.T) {
 		}
 	}
 	var one struct {
-		Dashboard struct{ Throughput struct{ Rows []struct{ Hour string } } }
+		Dashboard struct {
+			Throughput struct{ Rows []struct{ Hour string } }
+		}
 	}
 	e.data("{ "+yearOfHours+" }", nil, &one)
 	if len(one.Dashboard.Throughput.Rows) != 8784 {

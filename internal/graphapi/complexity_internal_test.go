@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2"
@@ -63,5 +64,32 @@ func TestComplexityIsDrivenByArgumentNames(t *testing.T) {
 	deep := `{ steps(first: 500) { nodes { parents { parents { parents { parents { parents { parents { parents { parents { parents { parents { parents { parents { parents { parents { id } } } } } } } } } } } } } } } } }`
 	if _, msg := cost(deep, nil); !strings.Contains(msg, "operation has complexity 1099511627776, which exceeds") {
 		t.Errorf("deeply nested lists: %q, want a saturated cost refused", msg)
+	}
+}
+
+// Operations wait for their share of the process's in-flight complexity, and are refused with
+// SERVER_BUSY when it does not come in time; a released share admits the next one.
+func TestInFlightComplexityBudget(t *testing.T) {
+	c := newComplexityLimit(1000, 100)
+	c.wait = 50 * time.Millisecond
+	doc := gqlparser.MustLoadQuery(gqlparser.MustLoadSchema(&ast.Source{Input: `type Query { a: Int }`}), `{ a }`)
+	run := func(cost int64) *graphql.Response {
+		op := &graphql.OperationContext{Doc: doc, Operation: doc.Operations[0]}
+		op.Stats.SetExtension("complexity", cost)
+		ctx := graphql.WithOperationContext(context.Background(), op)
+		return c.InterceptResponse(ctx, func(context.Context) *graphql.Response { return &graphql.Response{} })
+	}
+	if !c.inFlight.TryAcquire(80) {
+		t.Fatal("could not take the budget")
+	}
+	if r := run(30); len(r.Errors) != 1 || r.Errors[0].Extensions["code"] != "SERVER_BUSY" {
+		t.Fatalf("over the in-flight budget: %+v, want SERVER_BUSY", r.Errors)
+	}
+	if r := run(20); len(r.Errors) != 0 {
+		t.Fatalf("within the in-flight budget: %+v", r.Errors)
+	}
+	c.inFlight.Release(80)
+	if r := run(5000); len(r.Errors) != 0 { // more than the whole budget: waits for all of it
+		t.Fatalf("an operation larger than the budget after release: %+v", r.Errors)
 	}
 }

@@ -48,6 +48,10 @@ type Config struct {
 	// MaxDepth refuses operations nesting fields deeper than this (default 15);
 	// introspection fields do not count.
 	MaxDepth int
+	// MaxInFlightComplexity bounds the summed complexity of the queries and mutations the
+	// process runs at once (default 4 × MaxComplexity); an operation that does not fit within
+	// 5 s is refused with SERVER_BUSY.
+	MaxInFlightComplexity int
 	// MaxResponseBytes replaces a response whose data is larger than this with the error
 	// RESPONSE_TOO_LARGE (default 16 MiB): a backstop behind the complexity limit for values
 	// of unbounded size such as task contexts.
@@ -77,6 +81,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxDepth <= 0 {
 		c.MaxDepth = DefaultMaxDepth
 	}
+	if c.MaxInFlightComplexity <= 0 {
+		c.MaxInFlightComplexity = 4 * c.MaxComplexity
+	}
 	if c.MaxResponseBytes <= 0 {
 		c.MaxResponseBytes = DefaultMaxResponseBytes
 	}
@@ -87,7 +94,7 @@ func (c Config) withDefaults() Config {
 }
 
 // ConfigFromEnv reads TASKER_GRAPHQL_MAX_COMPLEXITY, TASKER_GRAPHQL_MAX_DEPTH,
-// TASKER_GRAPHQL_MAX_RESPONSE_BYTES and
+// TASKER_GRAPHQL_MAX_RESPONSE_BYTES, TASKER_GRAPHQL_MAX_INFLIGHT_COMPLEXITY and
 // TASKER_QUERY_STATS (1/true/0/false). Query stats default to on when embedded is true (the
 // server runs its own PostgreSQL, i.e. DATABASE_URL is unset), off otherwise.
 func ConfigFromEnv(embedded bool) (Config, error) {
@@ -99,6 +106,7 @@ func ConfigFromEnv(embedded bool) (Config, error) {
 		{"TASKER_GRAPHQL_MAX_COMPLEXITY", &cfg.MaxComplexity},
 		{"TASKER_GRAPHQL_MAX_DEPTH", &cfg.MaxDepth},
 		{"TASKER_GRAPHQL_MAX_RESPONSE_BYTES", &cfg.MaxResponseBytes},
+		{"TASKER_GRAPHQL_MAX_INFLIGHT_COMPLEXITY", &cfg.MaxInFlightComplexity},
 	} {
 		if s := os.Getenv(v.name); s != "" {
 			n, err := strconv.Atoi(s)
@@ -177,7 +185,7 @@ func New(cfg Config, deps Deps) *API {
 	}
 	srv.Use(inputCheck{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
-	srv.Use(complexityLimit{max: cfg.MaxComplexity})
+	srv.Use(newComplexityLimit(cfg.MaxComplexity, cfg.MaxInFlightComplexity))
 	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
 	if deps.Metrics != nil {
 		srv.Use(deps.Metrics.GraphQL()) // inside perResponse: it reads the statement counter

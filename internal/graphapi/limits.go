@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/taskerhq/tasker/graph/apierr"
 )
@@ -42,12 +44,55 @@ const costCeiling = int64(1) << 40
 //     rows);
 //   - any other list repeats unsizedList times;
 //   - introspection fields (__schema, __type) cost 1 each: the schema's size is fixed.
-type complexityLimit struct{ max int }
+//
+// The process also bounds the complexity of the queries and mutations it runs at once
+// (inFlight, Config.MaxInFlightComplexity): an operation waits for its share up to
+// inFlightWait, then is refused with SERVER_BUSY. So concurrent large reads cannot take more
+// memory or CPU than that budget, and the rest of the server (health checks, small
+// requests) keeps answering.
+type complexityLimit struct {
+	max      int
+	inFlight *semaphore.Weighted // nil: no process budget
+	capacity int64
+	wait     time.Duration // how long an operation waits for its share
+}
+
+// inFlightWait is how long an operation waits for its share of the in-flight budget.
+const inFlightWait = 5 * time.Second
+
+func newComplexityLimit(max, inFlight int) complexityLimit {
+	return complexityLimit{max: max, inFlight: semaphore.NewWeighted(int64(inFlight)), capacity: int64(inFlight), wait: inFlightWait}
+}
 
 var _ interface {
 	graphql.HandlerExtension
 	graphql.OperationContextMutator
+	graphql.ResponseInterceptor
 } = complexityLimit{}
+
+// InterceptResponse runs a query or mutation once its complexity fits in the process's
+// in-flight budget, and releases it when the response is built.
+func (c complexityLimit) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	if c.inFlight == nil || !graphql.HasOperationContext(ctx) {
+		return next(ctx)
+	}
+	op := graphql.GetOperationContext(ctx)
+	cost, _ := op.Stats.GetExtension("complexity").(int64)
+	if op.Operation == nil || op.Operation.Operation == ast.Subscription || cost <= 0 {
+		return next(ctx)
+	}
+	cost = min(cost, c.capacity)
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
+	err := c.inFlight.Acquire(wctx, cost)
+	cancel()
+	if err != nil {
+		busy := gqlerror.Errorf("the server is busy with other large operations (complexity %d requested); retry later", cost)
+		errcode.Set(busy, codeServerBusy)
+		return &graphql.Response{Errors: gqlerror.List{busy}}
+	}
+	defer c.inFlight.Release(cost)
+	return next(ctx)
+}
 
 func (complexityLimit) ExtensionName() string                   { return "ComplexityLimit" }
 func (complexityLimit) Validate(graphql.ExecutableSchema) error { return nil }
@@ -181,6 +226,9 @@ const (
 	// codeResponseTooLarge answers a response over Config.MaxResponseBytes (HTTP 200: the
 	// operation ran).
 	codeResponseTooLarge = "RESPONSE_TOO_LARGE"
+	// codeServerBusy answers an operation that waited too long for its share of the
+	// in-flight complexity budget (HTTP 200: a GraphQL response).
+	codeServerBusy = "SERVER_BUSY"
 )
 
 func init() {

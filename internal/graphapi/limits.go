@@ -82,16 +82,23 @@ func (c complexityLimit) InterceptResponse(ctx context.Context, next graphql.Res
 		return next(ctx)
 	}
 	cost = min(cost, c.capacity)
-	wctx, cancel := context.WithTimeout(ctx, c.wait)
-	err := c.inFlight.Acquire(wctx, cost)
-	cancel()
-	if err != nil {
-		busy := gqlerror.Errorf("the server is busy with other large operations (complexity %d requested); retry later", cost)
-		errcode.Set(busy, codeServerBusy)
-		return &graphql.Response{Errors: gqlerror.List{busy}}
+	if !c.inFlight.TryAcquire(cost) {
+		wctx, cancel := context.WithTimeout(ctx, c.wait)
+		err := c.inFlight.Acquire(wctx, cost)
+		cancel()
+		if err != nil {
+			return busy(cost)
+		}
 	}
 	defer c.inFlight.Release(cost)
 	return next(ctx)
+}
+
+// busy is the SERVER_BUSY response of an operation of this cost.
+func busy(cost int64) *graphql.Response {
+	err := gqlerror.Errorf("the server is busy with other large operations (complexity %d requested); retry later", cost)
+	errcode.Set(err, codeServerBusy)
+	return &graphql.Response{Errors: gqlerror.List{err}}
 }
 
 func (complexityLimit) ExtensionName() string                   { return "ComplexityLimit" }

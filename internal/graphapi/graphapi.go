@@ -184,6 +184,7 @@ func New(cfg Config, deps Deps) *API {
 		srv.Use(deps.Guard) // before the limits: who may ask comes before how much
 	}
 	srv.Use(inputCheck{})
+	srv.Use(subscriptionTransport{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(newComplexityLimit(cfg.MaxComplexity, cfg.MaxInFlightComplexity))
 	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})

@@ -239,7 +239,7 @@ const (
 )
 
 func init() {
-	for _, c := range []string{codeDepthLimit, codeComplexityLimit, codePersistedQuery} {
+	for _, c := range []string{codeDepthLimit, codeComplexityLimit, codePersistedQuery, codeBadRequest} {
 		errcode.RegisterErrorType(c, errcode.KindProtocol)
 	}
 }

@@ -2,6 +2,7 @@ package graphapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/taskerhq/tasker/internal/auth"
@@ -31,8 +35,9 @@ const (
 // messages are read and their operations started one at a time, so one slot per connection
 // suffices.
 type inputText struct {
-	mu      sync.Mutex
-	problem *textcheck.Problem
+	websocket bool // the request is a websocket upgrade
+	mu        sync.Mutex
+	problem   *textcheck.Problem
 }
 
 func (t *inputText) set(p *textcheck.Problem) {
@@ -58,6 +63,8 @@ type inputTextKey struct{}
 //   - a POST body that is not one JSON object {"query": string, "operationName": string,
 //     "variables": object, "extensions": object} (a batch array, a bare string or number,
 //     "query": 5): 400 BAD_REQUEST naming what is wrong;
+//   - a subscription over plain HTTP: 422 BAD_REQUEST (it would hold the request open until
+//     its first event; see subscriptionTransport);
 //   - GET parameters that do not decode (variables or extensions not a JSON object): 400
 //     BAD_REQUEST; a GET of a mutation or subscription: 405 METHOD_NOT_ALLOWED (Allow: POST).
 //
@@ -66,10 +73,10 @@ type inputTextKey struct{}
 // Websocket upgrades get a slot that each message fills (see checkedWebsocket).
 func checkRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		text := &inputText{}
+		text := &inputText{websocket: strings.EqualFold(r.Header.Get("Upgrade"), "websocket")}
 		r = r.WithContext(contextWithInputText(r.Context(), text))
 		switch {
-		case strings.EqualFold(r.Header.Get("Upgrade"), "websocket"), r.Method == http.MethodOptions:
+		case text.websocket, r.Method == http.MethodOptions:
 		case r.Method == http.MethodGet:
 			if !checkGET(w, r, text) {
 				return
@@ -188,4 +195,26 @@ func checkGET(w http.ResponseWriter, r *http.Request, text *inputText) bool {
 // refuseHTTP writes a GraphQL error response with extensions.code and the request id.
 func refuseHTTP(w http.ResponseWriter, status int, code, msg string) {
 	auth.WriteRefusal(w, status, auth.Code(code), msg)
+}
+
+// subscriptionTransport refuses subscriptions that do not come over a websocket: over POST a
+// subscription would hold the request until its first event, which may never come.
+type subscriptionTransport struct{}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = subscriptionTransport{}
+
+func (subscriptionTransport) ExtensionName() string                   { return "SubscriptionTransport" }
+func (subscriptionTransport) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (subscriptionTransport) MutateOperationContext(ctx context.Context, op *graphql.OperationContext) *gqlerror.Error {
+	t, _ := ctx.Value(inputTextKey{}).(*inputText)
+	if t == nil || t.websocket || op.Operation == nil || op.Operation.Operation != ast.Subscription {
+		return nil
+	}
+	err := gqlerror.Errorf("subscriptions are served over websockets only (graphql-transport-ws or graphql-ws at this URL)")
+	errcode.Set(err, codeBadRequest)
+	return err
 }

@@ -35,6 +35,7 @@ type secureEnv struct {
 	db      *gorm.DB
 	store   *auth.Store
 	guard   *auth.Guard
+	logs    *lockedWriter
 	metrics *metrics.Metrics
 	srv     *httptest.Server
 	tokens  map[auth.Role]string
@@ -56,7 +57,8 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secu
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &lockedWriter{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	hub := events.NewHub(url, log)
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); _ = hub.Run(ctx) }()
@@ -98,7 +100,7 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secu
 		<-hubDone
 		_ = database.Close(db)
 	})
-	e := &secureEnv{t: t, db: db, store: store, guard: guard, metrics: m, srv: srv, tokens: map[auth.Role]string{}}
+	e := &secureEnv{t: t, db: db, store: store, guard: guard, metrics: m, srv: srv, logs: logs, tokens: map[auth.Role]string{}}
 	for _, r := range auth.Roles {
 		_, secret, err := store.Create(ctx, r, string(r)+"-token")
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/textcheck"
 )
 
 // loadTemplates returns the templates of dir, or the templates shipped in the binary when dir
@@ -47,6 +48,18 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	}
 	if *ref == "" {
 		return errors.New("run-task: -template is required (namespace/name[@version], e.g. examples/linear_workflow)")
+	}
+	// Text PostgreSQL cannot store, or that decoding would silently change, is refused
+	// before anything is read or written (internal/textcheck).
+	for flagName, v := range map[string]string{"-context": *taskContext, "-tags": *tags} {
+		if p := textcheck.JSON(flagName, []byte(v)); p != nil {
+			return fmt.Errorf("run-task: %w: %s", orchestration.ErrValidation, p)
+		}
+	}
+	for flagName, v := range map[string]string{"-idempotency-key": *key, "-initiator": *initiator, "-reason": *reason} {
+		if reason := textcheck.String(v); reason != "" {
+			return fmt.Errorf("run-task: %w: %s %s", orchestration.ErrValidation, flagName, reason)
+		}
 	}
 	namespace, name, version, err := template.ParseRef(*ref)
 	if err != nil {

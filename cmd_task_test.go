@@ -80,3 +80,29 @@ func TestRunTaskCommand(t *testing.T) {
 		t.Fatalf("broken template dir: err = %v, want the file named", err)
 	}
 }
+
+// run-task refuses text PostgreSQL cannot store or that decoding would change (a NUL escape,
+// a lone surrogate, invalid UTF-8) with ErrValidation naming the flag, and creates nothing.
+func TestRunTaskRefusesUnstorableText(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	db := dbtest.Open(t, url)
+	for _, c := range []struct{ args []string }{
+		{[]string{"-context", `{"batch_size": 3, "note": "a\u0000b"}`}},
+		{[]string{"-context", `{"batch_size": 3, "note": "\ud800"}`}},
+		{[]string{"-tags", `["ok", "\udc00"]`}},
+		{[]string{"-idempotency-key", "k\xff"}},
+		{[]string{"-reason", "why\xc3"}},
+	} {
+		args := append([]string{"-template", "examples/linear_workflow", "-templates-dir", ""}, c.args...)
+		_, err := runTask(t, url, args...)
+		if !errors.Is(err, orchestration.ErrValidation) || !strings.Contains(err.Error(), c.args[0]) {
+			t.Errorf("run-task %q: err = %v, want ErrValidation naming %s", c.args, err, c.args[0])
+		}
+	}
+	var tasks int64
+	db.Raw(`SELECT count(*) FROM tasker_tasks`).Scan(&tasks)
+	if tasks != 0 {
+		t.Fatalf("refused run-task calls created %d tasks", tasks)
+	}
+}

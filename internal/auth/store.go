@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/textcheck"
 )
 
 // TokenPrefix starts every API token, so that a leaked one is recognisable.
@@ -60,6 +62,9 @@ func (s *Store) Create(ctx context.Context, role Role, name string) (Token, stri
 	}
 	if len(name) > 128 {
 		return Token{}, "", fmt.Errorf("creating API token: name is %d bytes, the limit is 128", len(name))
+	}
+	if reason := textcheck.String(name); reason != "" {
+		return Token{}, "", fmt.Errorf("creating API token: the name %s", reason)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -120,6 +125,8 @@ func (s *Store) Revoke(ctx context.Context, ref string) (Token, error) {
 	switch {
 	case ref == "":
 		return Token{}, errors.New("revoking API token: give its id or a prefix of the token")
+	case textcheck.String(ref) != "":
+		return Token{}, fmt.Errorf("revoking API token: the reference %s", textcheck.String(ref))
 	case isDigits(ref):
 		id, perr := strconv.ParseInt(ref, 10, 64)
 		if perr != nil {

@@ -103,6 +103,15 @@ func TestStoreRevokeByIDTokenAndRefusals(t *testing.T) {
 	if _, _, err := s.Create(ctx, auth.Reader, strings.Repeat("n", 129)); err == nil {
 		t.Error("Create with a 129-byte name succeeded")
 	}
+	// Text PostgreSQL cannot store is refused with a message, not a database error.
+	for _, name := range []string{"a\x00b", "bad\xff"} {
+		if _, _, err := s.Create(ctx, auth.Reader, name); err == nil || strings.Contains(err.Error(), "SQLSTATE") {
+			t.Errorf("Create with name %q: %v, want a refusal naming the problem", name, err)
+		}
+	}
+	if _, err := s.Revoke(ctx, "tkr_\xff\xfe\xfd\xfc"); err == nil || strings.Contains(err.Error(), "SQLSTATE") {
+		t.Errorf("Revoke of invalid UTF-8: %v, want a refusal naming the problem", err)
+	}
 }
 
 func TestDecideMode(t *testing.T) {

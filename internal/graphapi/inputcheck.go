@@ -2,6 +2,7 @@ package graphapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -187,6 +188,52 @@ func (c *checkedConn) NextReader() (int, io.Reader, error) {
 		p.Path = strings.Replace(p.Path, "message.payload", "payload", 1)
 	}
 	return typ, strings.NewReader(string(raw)), nil
+}
+
+// WriteJSON sends v, giving every error of an "error" or "connection_error" message that has
+// no extensions.code the code BAD_REQUEST: gqlgen's websocket transport answers a payload it
+// cannot decode ("invalid json") without one, and every refusal carries a code.
+func (c *checkedConn) WriteJSON(v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var msg struct {
+		Type    string          `json:"type"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if json.Unmarshal(raw, &msg) != nil || (msg.Type != "error" && msg.Type != "connection_error") || len(msg.Payload) == 0 {
+		return c.WebsocketConn.WriteJSON(json.RawMessage(raw))
+	}
+	var errs []map[string]any
+	single := false
+	if json.Unmarshal(msg.Payload, &errs) != nil {
+		var one map[string]any
+		if json.Unmarshal(msg.Payload, &one) != nil {
+			return c.WebsocketConn.WriteJSON(json.RawMessage(raw))
+		}
+		errs, single = []map[string]any{one}, true
+	}
+	for _, e := range errs {
+		ext, _ := e["extensions"].(map[string]any)
+		if ext == nil {
+			ext = map[string]any{}
+			e["extensions"] = ext
+		}
+		if _, ok := ext["code"]; !ok {
+			ext["code"] = codeBadRequest
+		}
+	}
+	var full map[string]any
+	if err := json.Unmarshal(raw, &full); err != nil {
+		return c.WebsocketConn.WriteJSON(json.RawMessage(raw))
+	}
+	if single {
+		full["payload"] = errs[0]
+	} else {
+		full["payload"] = errs
+	}
+	return c.WebsocketConn.WriteJSON(full)
 }
 
 func (c *checkedConn) SetReadLimit(limit int64) {

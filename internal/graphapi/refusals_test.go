@@ -165,6 +165,9 @@ func (p *probeEnv) wsOutcome(t *testing.T, env *secureEnv, token string, message
 			continue
 		}
 		c, _ := errs[0].Extensions["code"].(string)
+		if m.Type == "error" {
+			return outcome{"error message", c}
+		}
 		return outcome{m.Type + " message with errors", c}
 	}
 }
@@ -445,6 +448,12 @@ var probes = map[string]func(t *testing.T, p *probeEnv) []outcome{
 	},
 	"websocket: reader sends a mutation": func(t *testing.T, p *probeEnv) []outcome {
 		return []outcome{p.wsOutcome(t, p.secureEnv, p.tokens[auth.Reader], payload(cancelTaskMut, map[string]any{"id": p.taskID}))}
+	},
+	"websocket: a `subscribe` message whose payload is not a request object (`[]`, `\"x\"`)": func(t *testing.T, p *probeEnv) []outcome {
+		return []outcome{
+			p.wsOutcome(t, p.secureEnv, p.tokens[auth.Reader], json.RawMessage(`[]`)),
+			p.wsOutcome(t, p.secureEnv, p.tokens[auth.Reader], json.RawMessage(`"x"`)),
+		}
 	},
 	"websocket: a NUL character or lone surrogate in a message": func(t *testing.T, p *probeEnv) []outcome {
 		q := `query($ns: String) { namedTasks(namespace: $ns) { name } }`

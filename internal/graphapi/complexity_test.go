@@ -80,7 +80,7 @@ func TestSizeArgumentsAreCapped(t *testing.T) {
 	defer resp.Body.Close()
 	r := decode(t, resp)
 	if len(r.Errors) != 1 || r.Errors[0].Extensions["code"] != "GRAPHQL_VALIDATION_FAILED" ||
-		!strings.Contains(r.Errors[0].Message, "not an Int") || strings.Contains(r.Errors[0].Message, "value 0") {
+		!strings.Contains(r.Errors[0].Message, "variable $n is not an Int") || strings.Contains(r.Errors[0].Message, "value 0") {
 		t.Errorf("first: 1e12 as a variable: %+v, want GRAPHQL_VALIDATION_FAILED saying it is not an Int", r.Errors)
 	}
 }

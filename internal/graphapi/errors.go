@@ -54,7 +54,11 @@ var intVariable = regexp.MustCompile(`^cannot use value .* as Int$`)
 // (every refusal has a code), and words gqlparser's misleading Int coercion message.
 func codeGqlgenError(e *gqlerror.Error) *gqlerror.Error {
 	if intVariable.MatchString(e.Message) {
-		e.Message = "the value is not an Int: send a whole number between -2147483648 and 2147483647 (1e12 and 1.0 are not)"
+		what := "the value"
+		if len(e.Path) == 2 && fmt.Sprint(e.Path[0]) == "variable" {
+			what = fmt.Sprintf("variable $%v", e.Path[1])
+		}
+		e.Message = what + " is not an Int: send a whole number between -2147483648 and 2147483647 (1e12 and 1.0 are not)"
 	}
 	if _, ok := e.Extensions["code"]; !ok {
 		if e.Extensions == nil {

@@ -19,6 +19,8 @@ func FuzzGraphQLInputs(f *testing.F) {
 	f.Add([]byte(`{"batch_size": "x"}`), "", "nope", "1.0.0", "NOT_A_STATE", "yesterday", "-1", "bad-cursor")
 	f.Add([]byte(`[1,2,3]`), "default", "", "not-semver", "", "", "99999999999999999999", "eyJ4Ijp9")
 	f.Add([]byte(`not json`), "\x00", "\u2028", "", "COMPLETE", "0000-00-00T00:00:00Z", "abc", "MTIz")
+	f.Add([]byte(`{"batch_size": 1, "note": "\u0000", "\ud800": "\udc00x"}`), "exa\x00mples", "linear_workflow", "", "", "", "k\xff", "")
+	f.Add([]byte("{\"a\": \"\xff\"}"), "examples", "linear_workflow", "", "", "", "\U0001F600", "")
 	f.Add([]byte(`{"a":{"b":{"c":{"d":[[[[[[[[[[]]]]]]]]]]}}}}`), "examples", "diamond_workflow", "@", "", "9999-12-31T23:59:59Z", "0", "")
 
 	e := newSecureEnv(f, auth.Required, auth.Limits{RatePerSecond: 1e9, Burst: 1 << 30})

@@ -1,13 +1,15 @@
 // Package auth admits GraphQL requests: who is calling and how much they may ask.
 //
 //   - Identity: bearer API tokens (Store), created with a role and revocable. Only a SHA-256
-//     hash of a token is stored; every request looks its token up again, so a revoked token is
-//     refused by the very next request, in every process.
+//     hash of a token is stored; every request, and every operation on a websocket, looks its
+//     token up again, so a revoked token is refused by the very next request, in every
+//     process. A revocation is also published (NOTIFY), on which every process closes that
+//     token's websockets with 4401 (WatchRevocations).
 //   - Roles: reader < operator < admin. Policy maps each root field of the schema to the least
 //     role allowed to use it; Guard checks it once per operation, before any resolver runs.
 //   - Limits: request body size, requests per token per second (in-process: each server
-//     process keeps its own budget), subscriptions per websocket connection, and a deadline on
-//     each query's and mutation's database work.
+//     process keeps its own budget), subscriptions per websocket connection and per process,
+//     and a deadline on each query's and mutation's database work.
 //
 // Every refusal carries extensions.code (see the Code constants) and a message that names the
 // limit, never internals.

@@ -1,6 +1,7 @@
 package graphapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -183,11 +184,8 @@ func (c *checkedConn) NextReader() (int, io.Reader, error) {
 	if err != nil {
 		return typ, nil, err
 	}
-	c.text.set(textcheck.JSON("message", raw))
-	if p := c.text.get(); p != nil {
-		p.Path = strings.Replace(p.Path, "message.payload", "payload", 1)
-	}
-	return typ, strings.NewReader(string(raw)), nil
+	c.text.set(textcheck.JSON("", raw)) // paths read "payload.variables.x"
+	return typ, bytes.NewReader(raw), nil
 }
 
 // WriteJSON sends v, giving every error of an "error" or "connection_error" message that has

@@ -5,7 +5,11 @@
 // playground.
 //
 // Limits are checked while the operation is validated, before any resolver runs, so a
-// refused request runs no SQL.
+// refused request runs no SQL. In front of gqlgen, a request layer refuses what its
+// transports cannot serve with a coded error (checkRequests), and every string a client
+// sends is checked for NUL characters, invalid UTF-8 and lone surrogates (inputCheck). Every
+// refusal carries extensions.code; SECURITY.md tables them and refusals_test.go holds the
+// server to that table.
 package graphapi
 
 import (

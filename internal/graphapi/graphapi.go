@@ -189,10 +189,12 @@ func (a *API) Config() Config { return a.cfg }
 // Handler serves /query: POST, GET and websocket upgrades.
 func (a *API) Handler() http.Handler { return a.query }
 
-// Mount registers /query and the playground at / on mux.
+// Mount registers /query and the playground at / (its files under /playground/) on mux.
 func (a *API) Mount(mux *http.ServeMux) {
 	mux.Handle("/query", a.query)
-	mux.Handle("GET /{$}", Playground("/query"))
+	pg := Playground("/query")
+	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET "+PlaygroundPrefix, pg)
 }
 
 // perResponse gives every response (each query or mutation, each subscription event) fresh

@@ -69,7 +69,7 @@ function throughputChart(part) {
 // stepPerformance: per step, p50 and p95 durations as bars, error rate as text.
 function stepChart(part) {
   const rows = part.rows;
-  const rowH = 26, left = 190, right = 110;
+  const rowH = 26, left = 190, right = 150;
   const H = Math.max(40, rows.length * rowH + 10);
   const max = Math.max(1, ...rows.map((r) => r.p95DurationMs || 0));
   const x = (v) => left + (W - left - right) * ((v || 0) / max);
@@ -83,7 +83,7 @@ function stepChart(part) {
         s('title', {}, 'p95 ' + fmtMs(r.p95DurationMs))),
       s('rect', { x: left, y: y0 + 7, width: Math.max(1, x(r.p50DurationMs) - left), height: 8, fill: COLOR.in_progress },
         s('title', {}, 'p50 ' + fmtMs(r.p50DurationMs))),
-      s('text', { x: W - right + 6, y: y0 + 15 }, fmtMs(r.p50DurationMs) + ' / ' + fmtMs(r.p95DurationMs)),
+      s('text', { x: W - 56, y: y0 + 15, 'text-anchor': 'end' }, fmtMs(r.p50DurationMs) + ' / ' + fmtMs(r.p95DurationMs)),
       s('text', { x: W - 4, y: y0 + 15, 'text-anchor': 'end', fill: r.errorRate > 0 ? COLOR.error : undefined },
         (r.errorRate * 100).toFixed(1) + '%'));
   });

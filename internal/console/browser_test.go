@@ -26,7 +26,7 @@ import (
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/querystats"
@@ -53,14 +53,7 @@ func newServer(t *testing.T, required bool) *server {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	hub := events.NewHub(dbURL, log)
-	hubDone := make(chan struct{})
-	go func() { defer close(hubDone); _ = hub.Run(ctx) }()
-	select {
-	case <-hub.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("events hub not ready after 10s")
-	}
+	hub := eventstest.Start(t, dbURL, log)
 	reg, err := template.Shipped(handler.NewBuiltinRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +84,6 @@ func newServer(t *testing.T, required bool) *server {
 		srv.CloseClientConnections()
 		srv.Close()
 		cancel()
-		<-hubDone
 		_ = database.Close(db)
 	})
 	return &server{url: srv.URL, db: db, store: store, refresher: refresher}

@@ -234,7 +234,7 @@ var playgroundPage = template.Must(template.New("graphiql").Parse(`<!DOCTYPE htm
   <script defer src="{{.PageJS}}"></script>
 </head>
 <body>
-  <div id="graphiql">Loading…</div>
+  <div id="graphiql">Loading GraphiQL…</div>
   <script id="playground-data" type="application/json">{{.Data}}</script>
 </body>
 </html>

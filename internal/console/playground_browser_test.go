@@ -12,6 +12,7 @@ import (
 // GraphiQL starts from the files the binary serves, with one tab per example, and every
 // request the page makes stays on the server's host.
 func TestBrowserPlaygroundOffline(t *testing.T) {
+	t.Parallel()
 	srv := newServer(t, false)
 	b := newBrowser(t, srv.url)
 	b.open("/")

@@ -115,6 +115,7 @@ func (b *browser) onPage() (steps, edges []string) {
 // their current states, exactly its edges, the blocked steps' reasons and retry times, and
 // the detail of a clicked step. The screenshot is the README's (docs/console-task.png).
 func TestBrowserTaskPageShowsTheDAG(t *testing.T) {
+	t.Parallel()
 	srv := newServer(t, false)
 	taskID, ids := srv.diamond(t, "")
 	srv.diamond(t, "") // another task, whose steps must not show
@@ -183,6 +184,7 @@ func TestBrowserTaskPageShowsTheDAG(t *testing.T) {
 // node changes state without a reload, and moves made while the websocket is down arrive
 // once it reconnects (the client resumes with afterTransitionId).
 func TestBrowserTaskPageFollowsTransitions(t *testing.T) {
+	t.Parallel()
 	srv := newServer(t, false)
 	taskID, ids := srv.diamond(t, "")
 	b := newBrowser(t, srv.url)
@@ -225,6 +227,7 @@ func TestBrowserTaskPageFollowsTransitions(t *testing.T) {
 
 // TestBrowserTaskPageThousandSteps opens a 1,000-step task: every step and edge is drawn.
 func TestBrowserTaskPageThousandSteps(t *testing.T) {
+	t.Parallel()
 	srv := newServer(t, false)
 	wide, err := shape.Wide(1000)
 	if err != nil {

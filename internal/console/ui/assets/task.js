@@ -196,8 +196,11 @@ export function taskView(root, ctx) {
     let d;
     try { d = await client.query(TASK, { id: taskId }); } catch (e) { fail(e); return; }
     if (stopped) return;
+    // Resume after the newest transition read ("0": the task has none yet, replay them all),
+    // so a move made while the page loads is not missed.
+    lastTransitionId = '0';
     for (const st of d.task.steps) {
-      for (const tr of st.transitions) if (lastTransitionId === null || Number(tr.id) > Number(lastTransitionId)) lastTransitionId = tr.id;
+      for (const tr of st.transitions) if (Number(tr.id) > Number(lastTransitionId)) lastTransitionId = tr.id;
     }
     picture = render(d.task.steps, select);
     canvas.replaceChildren(picture.svg);
@@ -209,6 +212,9 @@ export function taskView(root, ctx) {
     const want = new URLSearchParams(location.search).get('step');
     if (want && steps.has(want)) select(want);
     subscribe();
+    // The steps and their transition ids were read by separate statements: one more read
+    // covers a move that committed between them (later ones come from the subscription).
+    refresh();
   }
 
   let loading = false;
@@ -228,7 +234,7 @@ export function taskView(root, ctx) {
     stop = client.subscribe(STEP_TRANSITIONS, () => ({ taskId, after: lastTransitionId }), {
       next: (d) => {
         const tr = d.stepTransitions;
-        if (lastTransitionId === null || Number(tr.id) > Number(lastTransitionId)) lastTransitionId = tr.id;
+        if (Number(tr.id) > Number(lastTransitionId)) lastTransitionId = tr.id;
         const st = steps.get(tr.stepId);
         const g = picture.nodes.get(tr.stepId);
         if (st && g) {

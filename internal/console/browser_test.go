@@ -26,6 +26,7 @@ import (
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/handler"
@@ -41,6 +42,7 @@ type server struct {
 	db        *gorm.DB
 	store     *auth.Store
 	refresher *refresh.Refresher
+	hub       *events.Hub
 }
 
 // newServer starts the server over a fresh database; required makes it ask for API tokens.
@@ -86,7 +88,7 @@ func newServer(t *testing.T, required bool) *server {
 		cancel()
 		_ = database.Close(db)
 	})
-	return &server{url: srv.URL, db: db, store: store, refresher: refresher}
+	return &server{url: srv.URL, db: db, store: store, refresher: refresher, hub: hub}
 }
 
 // browser is a headless Chromium tab that records every request the page makes and every

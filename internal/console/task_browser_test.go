@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/taskerhq/tasker/internal/fixture"
+	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/shape"
 	"github.com/taskerhq/tasker/internal/statemachine"
 )
@@ -249,4 +253,56 @@ func TestBrowserTaskPageThousandSteps(t *testing.T) {
 		t.Errorf("%d edges on the page, want the task's %d", len(edges), len(wantEdges))
 	}
 	b.screenshot("task-1000-steps")
+}
+
+// TestBrowserTaskPageFollowsTheEngine opens the demo's diamond before any worker runs, then
+// starts the engine: the page goes through what the engine does (steps in progress, the
+// failing branch in error, its retry) to every step complete, without a reload, and ends
+// equal to the database.
+func TestBrowserTaskPageFollowsTheEngine(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, false)
+	taskID, _ := srv.diamond(t, "")
+	b := newBrowser(t, srv.url)
+	b.open("/ui/tasks/" + taskID)
+	b.waitFor("the DAG", `document.querySelector('#app[data-ready]')`, 15*time.Second)
+	// Record every state each node shows, and mark the page to detect a reload.
+	eval[bool](b, `(() => {
+		window.notReloaded = true;
+		window.seen = new Set([...document.querySelectorAll('[data-step-id]')].map(e => e.dataset.state));
+		new MutationObserver((ms) => ms.forEach((m) => window.seen.add(m.target.dataset.state)))
+			.observe(document.querySelector('svg.dag'), { subtree: true, attributeFilter: ['data-state'] });
+		return true;
+	})()`)
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	eng, err := orchestration.New(srv.db, srv.hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()),
+		orchestration.Config{Workers: 4, PollInterval: 200 * time.Millisecond}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = eng.Stop(ctx)
+	})
+
+	b.waitFor("every step complete", `[...document.querySelectorAll('[data-step-id]')].every(e => e.dataset.state === 'complete')`, 60*time.Second)
+	b.waitFor("the task complete", `document.querySelector('[data-task-state=complete]')`, 10*time.Second)
+	seen := eval[[]string](b, `[...window.seen].sort()`)
+	if strings.Join(seen, " ") != "complete error in_progress pending" {
+		t.Errorf("states shown while the engine ran: %v, want pending, in_progress, error (the failing branch) and complete", seen)
+	}
+	if !eval[bool](b, `window.notReloaded === true`) {
+		t.Error("the page reloaded")
+	}
+	wantSteps, _ := srv.stepsInDB(t, taskID)
+	gotSteps, _ := b.onPage()
+	if strings.Join(gotSteps, " ") != strings.Join(wantSteps, " ") {
+		t.Errorf("steps on the page %v, in the database %v", gotSteps, wantSteps)
+	}
+	b.screenshot("task-engine-done")
 }

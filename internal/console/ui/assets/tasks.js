@@ -102,9 +102,9 @@ export function tasksView(root, ctx) {
   const stop = client.subscribe(TASK_TRANSITIONS, () => ({ namespace: ns || null }), {
     next: (d) => {
       const tr = d.taskTransitions;
-      const row = rows.get(tr.taskId);
+      const shown = rows.has(tr.taskId);
       note.textContent = 'task ' + tr.taskId + ' → ' + label(tr.toState);
-      if (row || !after) reload();
+      if (shown || !after) reload();
     },
     error: fail,
   });

@@ -182,6 +182,13 @@ func TestBrowserTaskPageShowsTheDAG(t *testing.T) {
 		t.Error("an admin (open mode) is not offered Retry on a step in error")
 	}
 	b.screenshot("task-diamond")
+
+	// The operator action goes through the API and the picture follows.
+	b.do("clicking Retry", chromedpClick(`aside.detail button.primary`))
+	b.waitFor("branch_one_process pending again", fmt.Sprintf(`document.querySelector('[data-step-id="%d"][data-state=pending]')`, ids["branch_one_process"]), 10*time.Second)
+	if steps, _ := srv.stepsInDB(t, taskID); !strings.Contains(" "+strings.Join(steps, " ")+" ", fmt.Sprintf(" %d=pending ", ids["branch_one_process"])) {
+		t.Errorf("after Retry the database has %v", steps)
+	}
 }
 
 // TestBrowserTaskPageFollowsTransitions moves a task's steps while its page is open: each

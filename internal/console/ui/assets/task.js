@@ -127,8 +127,10 @@ export function taskView(root, ctx) {
     loadDetail();
   }
 
-  async function loadDetail() {
+  async function loadDetail(again) {
     if (!selected) return;
+    // Do not redraw under someone typing a reason: the next transition brings it up to date.
+    if (again && detail.contains(document.activeElement) && document.activeElement.tagName === 'INPUT') return;
     const id = selected;
     let d;
     try { d = await client.query(STEP, { id }); } catch (e) { detail.replaceChildren(h('div', { class: 'error-box' }, e.message)); return; }
@@ -237,7 +239,7 @@ export function taskView(root, ctx) {
       const d = await client.query(TASK_REFRESH, { id: taskId });
       if (!stopped) apply(d, true);
     } catch (e) { if (!stopped) fail(e); } finally { loading = false; }
-    if (selected) loadDetail();
+    if (selected) loadDetail(true);
   }
   const refresh = throttle(refreshNow, 700);
 

@@ -180,4 +180,10 @@ func TestBrowserConsoleAsksForToken(t *testing.T) {
 	}
 	b.open("/ui/dashboard") // a new page load: the session's token is used without asking
 	b.waitFor("the dashboard", `document.querySelector('#app[data-ready]')`, 15*time.Second)
+
+	// The playground sends the session's token too.
+	b.open("/")
+	b.waitFor("GraphiQL", `document.querySelector('.graphiql-container .graphiql-query-editor')`, 20*time.Second)
+	b.do("running the first example", chromedpClick(`.graphiql-execute-button`))
+	b.waitFor("the example's result with the token", `(document.querySelector('.graphiql-response') || {}).textContent?.includes('"nodes"')`, 20*time.Second)
 }

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/tasker
 
-.PHONY: help build run demo test bench bench-quick generate verify-generate lint ensure-postgres
+.PHONY: help build run demo test bench bench-quick generate verify-generate lint ensure-postgres playground-assets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: ## gofmt and go vet
 
 generate: ## regenerate generated code (gqlgen)
 	$(GO) generate ./...
+
+playground-assets: ## refresh the playground's GraphiQL and React from the npm registry (versions pinned in scripts/playground-assets.sh)
+	./scripts/playground-assets.sh
 
 verify-generate: ## fail when generated code is stale
 	$(GO) generate ./...

@@ -82,6 +82,16 @@ type TaskFilter struct {
 	CreatedBefore *time.Time `json:"createdBefore,omitempty"`
 }
 
+// The caller of the request, as the server admitted it.
+type Viewer struct {
+	// The API token's name; "anonymous" when authentication is off.
+	Name string `json:"name"`
+	// What the caller may do: a client shows only the actions this role allows.
+	Role Role `json:"role"`
+	// False when the server runs without authentication (every caller is then an anonymous admin).
+	Authenticated bool `json:"authenticated"`
+}
+
 // Why a step is not ready to run (the readiness view's blocking_reason), first that applies.
 type BlockingReason string
 
@@ -385,6 +395,67 @@ func (e *RecommendedAction) UnmarshalJSON(b []byte) error {
 }
 
 func (e RecommendedAction) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What a caller may do; each role includes the ones before it.
+type Role string
+
+const (
+	// May query and subscribe.
+	RoleReader Role = "READER"
+	// May also create, cancel, retry and resolve.
+	RoleOperator Role = "OPERATOR"
+	// May also manage tokens and refresh read models.
+	RoleAdmin Role = "ADMIN"
+)
+
+var AllRole = []Role{
+	RoleReader,
+	RoleOperator,
+	RoleAdmin,
+}
+
+func (e Role) IsValid() bool {
+	switch e {
+	case RoleReader, RoleOperator, RoleAdmin:
+		return true
+	}
+	return false
+}
+
+func (e Role) String() string {
+	return string(e)
+}
+
+func (e *Role) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Role(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Role", str)
+	}
+	return nil
+}
+
+func (e Role) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Role) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Role) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

@@ -36,6 +36,7 @@ import (
 	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/resolvers"
 	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/console"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
@@ -217,10 +218,14 @@ func (a *API) Config() Config { return a.cfg }
 // Handler serves /query: POST, GET and websocket upgrades.
 func (a *API) Handler() http.Handler { return a.query }
 
-// Mount registers /query and the playground at / on mux.
+// Mount registers /query, the playground at / (its files under /playground/) and the task
+// console under /ui/ on mux.
 func (a *API) Mount(mux *http.ServeMux) {
 	mux.Handle("/query", a.query)
-	mux.Handle("GET /{$}", Playground("/query"))
+	pg := Playground("/query")
+	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET "+PlaygroundPrefix, pg)
+	console.Mount(mux)
 }
 
 // perResponse gives every response (each query or mutation, each subscription event) fresh

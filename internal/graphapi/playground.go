@@ -1,10 +1,17 @@
 package graphapi
 
 import (
+	"bufio"
 	"bytes"
+	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
+	"io/fs"
 	"net/http"
+	"strings"
+
+	"github.com/taskerhq/tasker/internal/webasset"
 )
 
 // Example is a query the playground opens as a tab.
@@ -148,54 +155,115 @@ subscription WatchSteps {
 	},
 }
 
-// GraphiQL 4 and React 18 from jsDelivr, pinned with subresource integrity.
-const (
-	graphiqlJS     = "https://cdn.jsdelivr.net/npm/graphiql@4.1.2/graphiql.min.js"
-	graphiqlJSSRI  = "sha256-hnImuor1znlJkD/FOTL3jayfS/xsyNoP04abi8bFJWs="
-	graphiqlCSS    = "https://cdn.jsdelivr.net/npm/graphiql@4.1.2/graphiql.min.css"
-	graphiqlCSSSRI = "sha256-MEh+B2NdMSpj9kexQNN3QKc8UzMrCXW/Sx/phcpuyIU="
-	reactJS        = "https://cdn.jsdelivr.net/npm/react@18.2.0/umd/react.production.min.js"
-	reactJSSRI     = "sha256-S0lp+k7zWUMk2ixteM6HZvu8L9Eh//OVrt+ZfbCpmgY="
-	reactDOMJS     = "https://cdn.jsdelivr.net/npm/react-dom@18.2.0/umd/react-dom.production.min.js"
-	reactDOMJSSRI  = "sha256-IXWO0ITNDjfnNXIu5POVfqlgYoop36bDzhodR6LW5Pc="
-)
+// playgroundFiles are GraphiQL, React and React DOM, pinned and checksummed in
+// playground/VERSIONS; `make playground-assets` refreshes them from the npm registry.
+//
+//go:embed playground
+var playgroundFiles embed.FS
+
+// PlaygroundPrefix is the path under which the playground's scripts and styles are served.
+const PlaygroundPrefix = "/playground/"
+
+// VendoredFile is one third-party file of the playground, as listed in playground/VERSIONS.
+type VendoredFile struct {
+	Name    string // served as PlaygroundPrefix + Name
+	Package string // npm package@version it comes from
+	SHA256  string // hex checksum of the embedded file
+}
+
+// Vendored lists the playground's third-party files from playground/VERSIONS.
+func Vendored() ([]VendoredFile, error) {
+	b, err := playgroundFiles.ReadFile("playground/VERSIONS")
+	if err != nil {
+		return nil, err
+	}
+	var out []VendoredFile
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("playground/VERSIONS: malformed line %q", line)
+		}
+		out = append(out, VendoredFile{Name: f[0], Package: f[1], SHA256: f[2]})
+	}
+	return out, sc.Err()
+}
+
+// playgroundJS starts GraphiQL once the vendored scripts have run. It says on the page why
+// when they did not, rather than leaving "Loading…". A token the console keeps for the
+// browser session is sent as the Authorization header and in the websocket's connection_init.
+const playgroundJS = `"use strict";
+(function () {
+  const root = document.getElementById('graphiql');
+  const data = JSON.parse(document.getElementById('playground-data').textContent);
+  if (typeof window.GraphiQL === 'undefined' || typeof window.React === 'undefined' || typeof window.ReactDOM === 'undefined') {
+    root.textContent = 'The playground could not start: its scripts (' + data.prefix +
+      '*.js) did not load. Reload the page; if it persists, check the server log.';
+    return;
+  }
+  const url = location.origin + data.endpoint;
+  const subscriptionUrl = (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + data.endpoint;
+  let token = null;
+  try { token = sessionStorage.getItem('tasker.token'); } catch (e) { /* storage disabled */ }
+  const auth = token ? { Authorization: 'Bearer ' + token } : {};
+  ReactDOM.createRoot(root).render(React.createElement(GraphiQL, {
+    fetcher: GraphiQL.createFetcher({ url, subscriptionUrl, headers: auth, wsConnectionParams: auth }),
+    defaultTabs: data.tabs,
+    defaultQuery: data.tabs[0].query,
+    defaultHeaders: token ? JSON.stringify(auth, null, 2) : undefined,
+    isHeadersEditorEnabled: true,
+  }));
+})();
+`
 
 var playgroundPage = template.Must(template.New("graphiql").Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <title>Tasker GraphQL</title>
-  <style>body { margin: 0; } #graphiql { height: 100vh; }</style>
-  <script src="{{.ReactJS}}" integrity="{{.ReactJSSRI}}" crossorigin="anonymous"></script>
-  <script src="{{.ReactDOMJS}}" integrity="{{.ReactDOMJSSRI}}" crossorigin="anonymous"></script>
-  <link rel="stylesheet" href="{{.CSS}}" integrity="{{.CSSSRI}}" crossorigin="anonymous">
+  <link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">
+  <link rel="stylesheet" href="{{.CSS}}">
+  <link rel="stylesheet" href="{{.PageCSS}}">
+  <script defer src="{{.React}}"></script>
+  <script defer src="{{.ReactDOM}}"></script>
+  <script defer src="{{.GraphiQL}}"></script>
+  <script defer src="{{.PageJS}}"></script>
 </head>
 <body>
-  <div id="graphiql">Loading…</div>
-  <script src="{{.JS}}" integrity="{{.JSSRI}}" crossorigin="anonymous"></script>
-  <script id="default-tabs" type="application/json">{{.Tabs}}</script>
-  <script>
-    const endpoint = {{.Endpoint}};
-    const url = location.protocol + '//' + location.host + endpoint;
-    const subscriptionUrl = (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + endpoint;
-    const defaultTabs = JSON.parse(document.getElementById('default-tabs').textContent);
-    ReactDOM.render(
-      React.createElement(GraphiQL, {
-        fetcher: GraphiQL.createFetcher({ url, subscriptionUrl }),
-        defaultTabs: defaultTabs,
-        defaultQuery: defaultTabs[0].query,
-        isHeadersEditorEnabled: true,
-      }),
-      document.getElementById('graphiql'),
-    );
-  </script>
+  <div id="graphiql">Loading GraphiQL…</div>
+  <script id="playground-data" type="application/json">{{.Data}}</script>
 </body>
 </html>
 `))
 
-// Playground serves GraphiQL talking to endpoint (a path on the same host, e.g. /query),
-// with Examples open as tabs.
+// Playground serves GraphiQL talking to endpoint (a path on the same host, e.g. /query), with
+// Examples open as tabs: the page at any path outside PlaygroundPrefix, and its scripts and
+// styles under PlaygroundPrefix. Everything comes from the binary: the page loads nothing
+// from another host, and its Content-Security-Policy forbids it to.
 func Playground(endpoint string) http.Handler {
+	files := map[string]*webasset.File{}
+	url := map[string]string{}
+	vendored, err := Vendored()
+	if err != nil {
+		panic(err) // embedded data
+	}
+	for _, v := range vendored {
+		body, err := fs.ReadFile(playgroundFiles, "playground/"+v.Name)
+		if err != nil {
+			panic(err) // embedded data
+		}
+		files[v.Name] = webasset.NewFile(v.Name, body, webasset.Immutable)
+		// The checksum in the URL changes with the content, so the file may be cached for good.
+		url[v.Name] = PlaygroundPrefix + v.Name + "?v=" + v.SHA256[:16]
+	}
+	files["playground.js"] = webasset.NewFile("playground.js", []byte(playgroundJS), webasset.Revalidate)
+	files["playground.css"] = webasset.NewFile("playground.css",
+		[]byte("body { margin: 0; } #graphiql { height: 100vh; }\n"), webasset.Revalidate)
+
 	type tab struct {
 		Query     string `json:"query"`
 		Variables string `json:"variables,omitempty"`
@@ -204,26 +272,36 @@ func Playground(endpoint string) http.Handler {
 	for i, e := range Examples {
 		tabs[i] = tab{Query: e.Query, Variables: e.Variables}
 	}
-	tabsJSON, err := json.Marshal(tabs)
+	data, err := json.Marshal(map[string]any{"endpoint": endpoint, "prefix": PlaygroundPrefix, "tabs": tabs})
 	if err != nil {
 		panic(err) // static data
 	}
 	var buf bytes.Buffer
 	err = playgroundPage.Execute(&buf, map[string]any{
-		"Endpoint": endpoint,
 		// Marshalled JSON escapes <, > and & so it cannot close the script element.
-		"Tabs": template.JS(tabsJSON),
-		"JS":   template.URL(graphiqlJS), "JSSRI": graphiqlJSSRI,
-		"CSS": template.URL(graphiqlCSS), "CSSSRI": graphiqlCSSSRI,
-		"ReactJS": template.URL(reactJS), "ReactJSSRI": reactJSSRI,
-		"ReactDOMJS": template.URL(reactDOMJS), "ReactDOMJSSRI": reactDOMJSSRI,
+		"Data":     template.JS(data),
+		"CSS":      url["graphiql.min.css"],
+		"React":    url["react.production.min.js"],
+		"ReactDOM": url["react-dom.production.min.js"],
+		"GraphiQL": url["graphiql.min.js"],
+		"PageJS":   PlaygroundPrefix + "playground.js",
+		"PageCSS":  PlaygroundPrefix + "playground.css",
 	})
 	if err != nil {
 		panic(err) // static template and data
 	}
-	page := buf.Bytes()
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(page)
+	page := webasset.NewFile("index.html", buf.Bytes(), webasset.Revalidate)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, isAsset := strings.CutPrefix(r.URL.Path, PlaygroundPrefix)
+		if !isAsset {
+			page.ServeHTTP(w, r)
+			return
+		}
+		f, ok := files[name]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		f.ServeHTTP(w, r)
 	})
 }

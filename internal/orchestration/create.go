@@ -83,85 +83,30 @@ type querier interface {
 
 // CreateTask creates a task of a registered template with all its steps and edges, in one
 // transaction, or writes nothing. Steps take the template's retry defaults and are created,
-// like the task, without a transition row (state pending). Steps and edges are written with
-// one set-based statement each, whatever the template's size. The template is registered in
-// the template tables first when it is not yet.
+// like the task, without a transition row (state pending), with their DAG depth computed from
+// the template. It is CreateTasks with a batch of one: the number of statements does not
+// depend on the template's size. The template is registered in the template tables first when
+// it is not yet.
 //
 // With an IdempotencyKey whose task already exists, CreateTask returns that task and
 // created=false; concurrent requests with one key create one task. An unknown template is an
 // error wrapping ErrNotFound; a bad request (context refused by the schema, malformed tags,
 // a key already used for another template) wraps ErrValidation and lists what was wrong.
 func CreateTask(ctx context.Context, db *gorm.DB, reg *template.Registry, req CreateTaskRequest) (task models.Task, created bool, err error) {
-	if req.Namespace == "" {
-		req.Namespace = "default"
-	}
-	if req.Name == "" {
-		return task, false, &ValidationError{Field: "template", Problems: []string{"a template name is required"}}
-	}
-	tpl, err := reg.Lookup(req.Namespace, req.Name, req.Version)
-	if err != nil {
-		return task, false, fmt.Errorf("creating task: %w: %w", ErrNotFound, err)
-	}
-	taskContext, tags, err := checkRequest(tpl, req)
+	res, err := CreateTasks(ctx, db, reg, []CreateTaskRequest{req})
 	if err != nil {
 		return task, false, err
 	}
-	identity := ""
-	if req.IdempotencyKey != "" {
-		identity = IdentityHash(req.IdempotencyKey)
-	} else if identity, err = randomIdentity(); err != nil {
-		return task, false, err
+	if len(res.Errors) > 0 {
+		if errors.Is(res.Errors[0].Err, ErrNotFound) {
+			return task, false, fmt.Errorf("creating task: %w", res.Errors[0].Err)
+		}
+		return task, false, res.Errors[0].Err
 	}
-	if req.IdempotencyKey != "" {
-		// A repeated request returns its task without touching the template tables.
-		existing, found, err := taskByIdentity(ctx, db, identity, req.IdempotencyKey, tpl)
-		if err != nil || found {
-			return existing, false, err
-		}
+	if err := db.WithContext(ctx).First(&task, res.Tasks[0].TaskID).Error; err != nil {
+		return models.Task{}, false, fmt.Errorf("reading task %d: %w", res.Tasks[0].TaskID, err)
 	}
-	regn, err := template.Ensure(ctx, db, tpl)
-	if err != nil {
-		return task, false, fmt.Errorf("creating task of %s: %w", tpl.Key(), err)
-	}
-
-	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		q, ok := tx.Statement.ConnPool.(querier)
-		if !ok {
-			return errors.New("the transaction cannot run queries")
-		}
-		var taskID, namedTaskID int64
-		err := q.QueryRowContext(ctx, `
-			INSERT INTO tasker_tasks (named_task_id, initiator, source_system, reason, tags, context, identity_hash)
-			VALUES ($1, NULLIF($2, ''), NULLIF($3, ''), NULLIF($4, ''), $5::jsonb, $6::jsonb, $7)
-			ON CONFLICT (identity_hash) DO NOTHING
-			RETURNING task_id`,
-			regn.NamedTaskID, req.Initiator, req.SourceSystem, req.Reason, string(tags), string(taskContext), identity,
-		).Scan(&taskID)
-		if errors.Is(err, sql.ErrNoRows) {
-			// The key is taken: a committed task holds it (ON CONFLICT waited for any concurrent
-			// insert of the same key to finish).
-			if err := q.QueryRowContext(ctx, `SELECT task_id, named_task_id FROM tasker_tasks WHERE identity_hash = $1`,
-				identity).Scan(&taskID, &namedTaskID); err != nil {
-				return fmt.Errorf("reading the task of idempotency key %q: %w", req.IdempotencyKey, err)
-			}
-			if namedTaskID != regn.NamedTaskID {
-				return keyReused(req.IdempotencyKey, taskID, tpl)
-			}
-			return tx.First(&task, taskID).Error
-		}
-		if err != nil {
-			return fmt.Errorf("writing task: %w", err)
-		}
-		created = true
-		if err := insertSteps(ctx, q, tpl, regn, taskID); err != nil {
-			return err
-		}
-		return tx.First(&task, taskID).Error
-	})
-	if err != nil {
-		return models.Task{}, false, fmt.Errorf("creating task of %s: %w", tpl.Key(), err)
-	}
-	return task, created, nil
+	return task, res.Tasks[0].Created, nil
 }
 
 // checkRequest validates the request against the template and returns the context and tags as
@@ -212,96 +157,7 @@ func checkRequest(tpl *template.Template, req CreateTaskRequest) (taskContext, t
 	return taskContext, tags, nil
 }
 
-// insertSteps writes the steps of a new task and then its edges, one statement each.
-func insertSteps(ctx context.Context, q querier, tpl *template.Template, regn template.Registration, taskID int64) error {
-	n := len(tpl.Steps)
-	namedIDs := make([]int64, n)
-	retryable := make([]bool, n)
-	limits := make([]int32, n)
-	skippable := make([]bool, n)
-	inputs := make([]string, n)
-	stepOfNamed := make(map[int64]string, n)
-	for i, s := range tpl.Steps {
-		id, ok := regn.NamedStepIDs[s.Name]
-		if !ok {
-			return fmt.Errorf("step %q of %s has no registered named step", s.Name, tpl.Key())
-		}
-		namedIDs[i], retryable[i], limits[i], skippable[i], inputs[i] = id, s.Retryable, int32(s.RetryLimit), s.Skippable, string(s.Inputs)
-		stepOfNamed[id] = s.Name
-	}
-	rows, err := q.QueryContext(ctx, `
-		INSERT INTO tasker_workflow_steps (task_id, named_step_id, retryable, retry_limit, skippable, inputs)
-		SELECT $1, u.named_step_id, u.retryable, u.retry_limit, u.skippable, NULLIF(u.inputs, '')::jsonb
-		FROM unnest($2::bigint[], $3::boolean[], $4::integer[], $5::boolean[], $6::text[])
-			WITH ORDINALITY AS u (named_step_id, retryable, retry_limit, skippable, inputs, ord)
-		ORDER BY u.ord
-		RETURNING workflow_step_id, named_step_id`,
-		taskID, namedIDs, retryable, limits, skippable, inputs)
-	if err != nil {
-		return fmt.Errorf("writing steps: %w", err)
-	}
-	stepID := make(map[string]int64, n)
-	for rows.Next() {
-		var id, named int64
-		if err := rows.Scan(&id, &named); err != nil {
-			rows.Close()
-			return fmt.Errorf("writing steps: %w", err)
-		}
-		stepID[stepOfNamed[named]] = id
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("writing steps: %w", err)
-	}
-	if len(stepID) != n {
-		return fmt.Errorf("writing steps: %d of %d written", len(stepID), n)
-	}
-
-	edges := tpl.Edges()
-	if len(edges) == 0 {
-		return nil
-	}
-	from := make([]int64, len(edges))
-	to := make([]int64, len(edges))
-	for i, e := range edges {
-		from[i], to[i] = stepID[e.From], stepID[e.To]
-	}
-	if _, err := q.ExecContext(ctx, `
-		INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name)
-		SELECT u.from_step_id, u.to_step_id, 'provides'
-		FROM unnest($1::bigint[], $2::bigint[]) AS u (from_step_id, to_step_id)`, from, to); err != nil {
-		return fmt.Errorf("writing edges: %w", err)
-	}
-	return nil
-}
-
 func keyReused(key string, taskID int64, tpl *template.Template) error {
 	return &ValidationError{Field: "idempotency_key", Problems: []string{fmt.Sprintf(
 		"key %q already created task %d, of another template than %s", key, taskID, tpl.Key())}}
-}
-
-// taskByIdentity reads the task holding identity, checking that it is a task of tpl.
-func taskByIdentity(ctx context.Context, db *gorm.DB, identity, key string, tpl *template.Template) (models.Task, bool, error) {
-	var found struct {
-		models.Task
-		Namespace string
-		Name      string
-		Version   string
-	}
-	err := db.WithContext(ctx).Raw(`
-		SELECT t.*, ns.name AS namespace, nt.name AS name, nt.version AS version
-		FROM tasker_tasks t
-		JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
-		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
-		WHERE t.identity_hash = ?`, identity).Scan(&found).Error
-	if err != nil {
-		return models.Task{}, false, fmt.Errorf("reading the task of idempotency key %q: %w", key, err)
-	}
-	if found.TaskID == 0 {
-		return models.Task{}, false, nil
-	}
-	if found.Namespace != tpl.Namespace || found.Name != tpl.Name || found.Version != tpl.Version {
-		return models.Task{}, false, keyReused(key, found.TaskID, tpl)
-	}
-	return found.Task, true, nil
 }

@@ -1,0 +1,478 @@
+package orchestration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/template"
+)
+
+// MaxBatch is the most requests one CreateTasks call takes. A larger batch is refused whole
+// with a ValidationError on field "inputs"; callers with more work send several batches.
+const MaxBatch = 1000
+
+// BatchTask is the outcome of one accepted request of a batch.
+type BatchTask struct {
+	TaskID int64
+	// Created is false when the request's idempotency key returned a task that already
+	// existed, or that an earlier request of the same batch created.
+	Created bool
+}
+
+// ItemError is what is wrong with the request at Index (0-based) of a batch. Err is a
+// *ValidationError (its Field names the field at fault; Field "idempotency_key" is a key
+// already used for another template) or wraps ErrNotFound (an unknown template).
+type ItemError struct {
+	Index int
+	Err   error
+}
+
+func (e ItemError) Error() string { return fmt.Sprintf("request %d: %v", e.Index, e.Err) }
+
+// Unwrap returns the cause.
+func (e ItemError) Unwrap() error { return e.Err }
+
+// BatchResult is the outcome of CreateTasks. Either Errors is empty and Tasks holds one entry
+// per request, in request order, or Errors lists every request at fault (ascending index) and
+// Tasks is nil: nothing was written.
+type BatchResult struct {
+	Tasks  []BatchTask
+	Errors []ItemError
+}
+
+// Created counts the tasks the batch created.
+func (r BatchResult) Created() int {
+	n := 0
+	for _, t := range r.Tasks {
+		if t.Created {
+			n++
+		}
+	}
+	return n
+}
+
+// batchItem is one request of a batch, checked and resolved against its template.
+type batchItem struct {
+	req      CreateTaskRequest
+	tpl      *template.Template
+	context  []byte
+	tags     []byte
+	identity string
+}
+
+// CreateTasks creates the tasks of a batch of requests (each as CreateTask would) in one
+// transaction, all or nothing: when any request is at fault, the result lists every request at
+// fault and nothing is written. A batch is all or nothing so that a client can fix the bad
+// requests and send the same batch again: with idempotency keys, a resend never duplicates.
+//
+// Every request is validated before anything is written (template, context, tags, lengths,
+// one key used with two templates in the batch). The writes are set-based and their number
+// does not depend on the batch size: one INSERT for the tasks, one SELECT for the keys that
+// already have a task (only when some do), one statement for all steps and edges, plus two
+// reads per distinct template to find its registration (registering it when needed).
+// Steps are written with their DAG depth computed from the template, and the edges statement
+// tells the edges trigger to skip its walk (migration 00009).
+//
+// Idempotency: requests of one batch with the same key get one task (the first created it);
+// a key whose task already exists returns it (Created false); a key held by a task of another
+// template is an error on field idempotency_key. Concurrent batches with overlapping keys
+// create one task per key: tasks are inserted in identity order, so two batches wait on each
+// other's keys in the same order and never deadlock.
+//
+// More than MaxBatch requests is an error (a *ValidationError on field "inputs"), as is an
+// error from the database; an empty batch returns an empty result.
+func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs []CreateTaskRequest) (BatchResult, error) {
+	if len(reqs) > MaxBatch {
+		return BatchResult{}, &ValidationError{Field: "inputs", Problems: []string{fmt.Sprintf(
+			"a batch holds at most %d requests, got %d: send it in several batches", MaxBatch, len(reqs))}}
+	}
+	if len(reqs) == 0 {
+		return BatchResult{Tasks: []BatchTask{}}, nil
+	}
+	items, itemErrs := checkBatch(reg, reqs)
+	if len(itemErrs) > 0 {
+		return BatchResult{Errors: itemErrs}, nil
+	}
+
+	// Keys that already have a task: a key held by another template refuses the batch before
+	// anything (even a template registration) is written; a batch of repeats writes nothing.
+	known, err := keyedTasks(ctx, db, items)
+	if err != nil {
+		return BatchResult{}, err
+	}
+	if errs := reusedKeys(items, known); len(errs) > 0 {
+		return BatchResult{Errors: errs}, nil
+	}
+	if repeats := allKnown(items, known); repeats != nil {
+		return BatchResult{Tasks: repeats}, nil
+	}
+
+	regs := make(map[*template.Template]template.Registration)
+	for _, it := range items {
+		if _, ok := regs[it.tpl]; ok {
+			continue
+		}
+		regn, err := template.Ensure(ctx, db, it.tpl)
+		if err != nil {
+			return BatchResult{}, fmt.Errorf("creating tasks of %s: %w", it.tpl.Key(), err)
+		}
+		regs[it.tpl] = regn
+	}
+
+	var result BatchResult
+	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		q, ok := tx.Statement.ConnPool.(querier)
+		if !ok {
+			return errors.New("the transaction cannot run queries")
+		}
+		var err error
+		result, err = writeBatch(ctx, q, items, regs)
+		if err != nil {
+			return err
+		}
+		if len(result.Errors) > 0 {
+			return errBatchRefused
+		}
+		return nil
+	})
+	if errors.Is(err, errBatchRefused) {
+		return BatchResult{Errors: result.Errors}, nil
+	}
+	if err != nil {
+		return BatchResult{}, fmt.Errorf("creating %d tasks: %w", len(reqs), err)
+	}
+	return result, nil
+}
+
+// errBatchRefused rolls back a batch in which a request was found at fault while writing.
+var errBatchRefused = errors.New("batch refused")
+
+// checkBatch validates every request, without reading the database.
+func checkBatch(reg *template.Registry, reqs []CreateTaskRequest) ([]batchItem, []ItemError) {
+	items := make([]batchItem, len(reqs))
+	var errs []ItemError
+	keyTemplate := make(map[string]*template.Template)
+	for i, req := range reqs {
+		if req.Namespace == "" {
+			req.Namespace = "default"
+		}
+		if req.Name == "" {
+			errs = append(errs, ItemError{i, &ValidationError{Field: "template", Problems: []string{"a template name is required"}}})
+			continue
+		}
+		tpl, err := reg.Lookup(req.Namespace, req.Name, req.Version)
+		if err != nil {
+			errs = append(errs, ItemError{i, fmt.Errorf("%w: %w", ErrNotFound, err)})
+			continue
+		}
+		taskContext, tags, err := checkRequest(tpl, req)
+		if err != nil {
+			errs = append(errs, ItemError{i, err})
+			continue
+		}
+		identity := ""
+		if req.IdempotencyKey != "" {
+			identity = IdentityHash(req.IdempotencyKey)
+			if other, ok := keyTemplate[req.IdempotencyKey]; ok && other != tpl {
+				errs = append(errs, ItemError{i, &ValidationError{Field: "idempotency_key", Problems: []string{fmt.Sprintf(
+					"key %q is used in this batch for %s and for %s", req.IdempotencyKey, other.Key(), tpl.Key())}}})
+				continue
+			}
+			keyTemplate[req.IdempotencyKey] = tpl
+		} else if identity, err = randomIdentity(); err != nil {
+			errs = append(errs, ItemError{i, err})
+			continue
+		}
+		items[i] = batchItem{req: req, tpl: tpl, context: taskContext, tags: tags, identity: identity}
+	}
+	return items, errs
+}
+
+// writeBatch writes the tasks, steps and edges of a checked batch inside transaction q.
+func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*template.Template]template.Registration) (BatchResult, error) {
+	// One row per distinct identity, in identity order (the lock order across batches).
+	first := make(map[string]int, len(items))
+	var order []int
+	for i, it := range items {
+		if _, ok := first[it.identity]; !ok {
+			first[it.identity] = i
+			order = append(order, i)
+		}
+	}
+	sort.Slice(order, func(a, b int) bool { return items[order[a]].identity < items[order[b]].identity })
+	n := len(order)
+	named := make([]int64, n)
+	initiators, sources, reasons := make([]string, n), make([]string, n), make([]string, n)
+	tags, contexts, identities := make([]string, n), make([]string, n), make([]string, n)
+	for j, i := range order {
+		it := items[i]
+		named[j] = regs[it.tpl].NamedTaskID
+		initiators[j], sources[j], reasons[j] = it.req.Initiator, it.req.SourceSystem, it.req.Reason
+		tags[j], contexts[j], identities[j] = string(it.tags), string(it.context), it.identity
+	}
+	rows, err := q.QueryContext(ctx, `
+		INSERT INTO tasker_tasks (named_task_id, initiator, source_system, reason, tags, context, identity_hash)
+		SELECT u.named_task_id, NULLIF(u.initiator, ''), NULLIF(u.source_system, ''), NULLIF(u.reason, ''),
+			u.tags::jsonb, u.context::jsonb, u.identity_hash
+		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+			WITH ORDINALITY AS u (named_task_id, initiator, source_system, reason, tags, context, identity_hash, ord)
+		ORDER BY u.ord
+		ON CONFLICT (identity_hash) DO NOTHING
+		RETURNING task_id, identity_hash`,
+		named, initiators, sources, reasons, tags, contexts, identities)
+	if err != nil {
+		return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
+	}
+	taskOf := make(map[string]int64, n)
+	newTask := make(map[string]bool, n)
+	for rows.Next() {
+		var id int64
+		var identity string
+		if err := rows.Scan(&id, &identity); err != nil {
+			rows.Close()
+			return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
+		}
+		taskOf[identity], newTask[identity] = id, true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
+	}
+
+	// Keys already taken: a committed task holds each (ON CONFLICT waited for any concurrent
+	// insert of the same key to finish).
+	var taken []string
+	for _, id := range identities {
+		if !newTask[id] {
+			taken = append(taken, id)
+		}
+	}
+	var errs []ItemError
+	if len(taken) > 0 {
+		existing, err := tasksByIdentity(ctx, q, taken)
+		if err != nil {
+			return BatchResult{}, err
+		}
+		for _, id := range taken {
+			i := first[id]
+			t, ok := existing[id]
+			if !ok {
+				return BatchResult{}, fmt.Errorf("reading the task of idempotency key %q: not found", items[i].req.IdempotencyKey)
+			}
+			taskOf[id] = t.taskID
+		}
+		for i, it := range items {
+			if t, ok := existing[it.identity]; ok && t.namedTaskID != regs[it.tpl].NamedTaskID {
+				errs = append(errs, ItemError{i, keyReused(it.req.IdempotencyKey, t.taskID, it.tpl)})
+			}
+		}
+		if len(errs) > 0 {
+			return BatchResult{Errors: errs}, nil
+		}
+	}
+
+	if err := insertBatchSteps(ctx, q, items, order, regs, taskOf, newTask); err != nil {
+		return BatchResult{}, err
+	}
+	tasks := make([]BatchTask, len(items))
+	for i, it := range items {
+		tasks[i] = BatchTask{TaskID: taskOf[it.identity], Created: newTask[it.identity] && first[it.identity] == i}
+	}
+	return BatchResult{Tasks: tasks}, nil
+}
+
+type existingTask struct{ taskID, namedTaskID int64 }
+
+// knownTask is a task that holds an idempotency key, with its template's identity.
+type knownTask struct {
+	TaskID       int64
+	IdentityHash string
+	Namespace    string
+	Name         string
+	Version      string
+}
+
+// keyedTasks reads the tasks that already hold the keys of the batch (no statement when no
+// request has a key).
+func keyedTasks(ctx context.Context, db *gorm.DB, items []batchItem) (map[string]knownTask, error) {
+	var identities []string
+	for _, it := range items {
+		if it.req.IdempotencyKey != "" {
+			identities = append(identities, it.identity)
+		}
+	}
+	if len(identities) == 0 {
+		return nil, nil
+	}
+	var rows []knownTask
+	if err := db.WithContext(ctx).Raw(`
+		SELECT t.task_id, t.identity_hash, ns.name AS namespace, nt.name AS name, nt.version AS version
+		FROM tasker_tasks t
+		JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
+		WHERE t.identity_hash IN ?`, identities).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
+	}
+	out := make(map[string]knownTask, len(rows))
+	for _, r := range rows {
+		out[r.IdentityHash] = r
+	}
+	return out, nil
+}
+
+// reusedKeys lists the requests whose key is held by a task of another template.
+func reusedKeys(items []batchItem, known map[string]knownTask) []ItemError {
+	var errs []ItemError
+	for i, it := range items {
+		k, ok := known[it.identity]
+		if ok && (k.Namespace != it.tpl.Namespace || k.Name != it.tpl.Name || k.Version != it.tpl.Version) {
+			errs = append(errs, ItemError{i, keyReused(it.req.IdempotencyKey, k.TaskID, it.tpl)})
+		}
+	}
+	return errs
+}
+
+// allKnown returns the outcome of a batch whose every request's key already has its task, or
+// nil when some request creates a task.
+func allKnown(items []batchItem, known map[string]knownTask) []BatchTask {
+	tasks := make([]BatchTask, len(items))
+	for i, it := range items {
+		k, ok := known[it.identity]
+		if !ok {
+			return nil
+		}
+		tasks[i] = BatchTask{TaskID: k.TaskID}
+	}
+	return tasks
+}
+
+func tasksByIdentity(ctx context.Context, q querier, identities []string) (map[string]existingTask, error) {
+	rows, err := q.QueryContext(ctx, `SELECT identity_hash, task_id, named_task_id FROM tasker_tasks WHERE identity_hash = ANY($1::text[])`, identities)
+	if err != nil {
+		return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]existingTask, len(identities))
+	for rows.Next() {
+		var id string
+		var t existingTask
+		if err := rows.Scan(&id, &t.taskID, &t.namedTaskID); err != nil {
+			return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
+		}
+		out[id] = t
+	}
+	return out, rows.Err()
+}
+
+// insertBatchSteps writes the steps of every new task of the batch, with their DAG depth taken
+// from the template, and their edges, in one statement. The edges trigger is told that the
+// depths are already stored (migration 00009): the template is acyclic (checked when it was
+// loaded) and both ends of every edge are steps of one new task (the join on task_id).
+func insertBatchSteps(ctx context.Context, q querier, items []batchItem, order []int, regs map[*template.Template]template.Registration,
+	taskOf map[string]int64, newTask map[string]bool) error {
+	var (
+		stepTask, stepNamed        []int64
+		retryable, skippable       []bool
+		limits, levels, depths     []int32
+		inputs                     []string
+		edgeTask, edgeFrom, edgeTo []int64
+	)
+	depthCache := make(map[*template.Template]dagDepths)
+	for _, i := range order {
+		it := items[i]
+		if !newTask[it.identity] {
+			continue
+		}
+		taskID, regn := taskOf[it.identity], regs[it.tpl]
+		d, ok := depthCache[it.tpl]
+		if !ok {
+			d = templateDepths(it.tpl)
+			depthCache[it.tpl] = d
+		}
+		for k, s := range it.tpl.Steps {
+			id, ok := regn.NamedStepIDs[s.Name]
+			if !ok {
+				return fmt.Errorf("step %q of %s has no registered named step", s.Name, it.tpl.Key())
+			}
+			stepTask, stepNamed = append(stepTask, taskID), append(stepNamed, id)
+			retryable, skippable = append(retryable, s.Retryable), append(skippable, s.Skippable)
+			limits, inputs = append(limits, int32(s.RetryLimit)), append(inputs, string(s.Inputs))
+			levels, depths = append(levels, d.level[k]), append(depths, d.minDepth[k])
+		}
+		for _, e := range it.tpl.Edges() {
+			edgeTask = append(edgeTask, taskID)
+			edgeFrom, edgeTo = append(edgeFrom, regn.NamedStepIDs[e.From]), append(edgeTo, regn.NamedStepIDs[e.To])
+		}
+	}
+	if len(stepTask) == 0 {
+		return nil
+	}
+	// The flag is set (local to the transaction) before the edges are inserted and the edges
+	// trigger turns it off again at the end of this statement.
+	res, err := q.ExecContext(ctx, `
+		WITH flag AS MATERIALIZED (
+			SELECT set_config('tasker.dag_levels_precomputed', 'on', true)
+		), steps AS (
+			INSERT INTO tasker_workflow_steps (task_id, named_step_id, retryable, retry_limit, skippable, inputs,
+				dependency_level, min_depth_from_root)
+			SELECT u.task_id, u.named_step_id, u.retryable, u.retry_limit, u.skippable, NULLIF(u.inputs, '')::jsonb,
+				u.level, u.min_depth
+			FROM flag, unnest($1::bigint[], $2::bigint[], $3::boolean[], $4::integer[], $5::boolean[], $6::text[],
+				$7::integer[], $8::integer[]) WITH ORDINALITY
+				AS u (task_id, named_step_id, retryable, retry_limit, skippable, inputs, level, min_depth, ord)
+			ORDER BY u.ord
+			RETURNING workflow_step_id, task_id, named_step_id
+		)
+		INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name)
+		SELECT f.workflow_step_id, c.workflow_step_id, 'provides'
+		FROM unnest($9::bigint[], $10::bigint[], $11::bigint[]) AS e (task_id, from_named, to_named)
+		JOIN steps f ON f.task_id = e.task_id AND f.named_step_id = e.from_named
+		JOIN steps c ON c.task_id = e.task_id AND c.named_step_id = e.to_named`,
+		stepTask, stepNamed, retryable, limits, skippable, inputs, levels, depths, edgeTask, edgeFrom, edgeTo)
+	if err != nil {
+		return fmt.Errorf("writing steps and edges: %w", err)
+	}
+	if got, err := res.RowsAffected(); err == nil && got != int64(len(edgeTask)) {
+		return fmt.Errorf("writing edges: %d of %d written", got, len(edgeTask))
+	}
+	return nil
+}
+
+// dagDepths are the stored DAG depths of a template's steps, in declaration order.
+type dagDepths struct{ level, minDepth []int32 }
+
+// templateDepths computes each step's dependency_level (longest path from a root) and
+// min_depth_from_root (shortest path from any root), as the edges trigger of migration 00002
+// stores them. The template is acyclic (checked when it was loaded).
+func templateDepths(tpl *template.Template) dagDepths {
+	n := len(tpl.Steps)
+	d := dagDepths{level: make([]int32, n), minDepth: make([]int32, n)}
+	index := make(map[string]int, n)
+	for i, s := range tpl.Steps {
+		index[s.Name] = i
+	}
+	done := make([]bool, n)
+	var visit func(i int)
+	visit = func(i int) {
+		if done[i] {
+			return
+		}
+		done[i] = true
+		for k, p := range tpl.Steps[i].DependsOn {
+			j := index[p]
+			visit(j)
+			d.level[i] = max(d.level[i], d.level[j]+1)
+			if k == 0 || d.minDepth[j]+1 < d.minDepth[i] {
+				d.minDepth[i] = d.minDepth[j] + 1
+			}
+		}
+	}
+	for i := range tpl.Steps {
+		visit(i)
+	}
+	return d
+}

@@ -55,6 +55,19 @@ type ComplexityRoot struct {
 		StepID         func(childComplexity int) int
 	}
 
+	CreateTasksItem struct {
+		Created func(childComplexity int) int
+		Error   func(childComplexity int) int
+		Index   func(childComplexity int) int
+		Task    func(childComplexity int) int
+	}
+
+	CreateTasksResult struct {
+		CreatedCount func(childComplexity int) int
+		Items        func(childComplexity int) int
+		Ok           func(childComplexity int) int
+	}
+
 	Dashboard struct {
 		StepPerformance     func(childComplexity int, namespace *string, limit *int) int
 		TaskStatusSummaries func(childComplexity int, namespace *string) int
@@ -70,10 +83,17 @@ type ComplexityRoot struct {
 		TasksFailed    func(childComplexity int) int
 	}
 
+	InputError struct {
+		Code    func(childComplexity int) int
+		Field   func(childComplexity int) int
+		Message func(childComplexity int) int
+	}
+
 	Mutation struct {
 		CancelStep          func(childComplexity int, id int64) int
 		CancelTask          func(childComplexity int, id int64) int
 		CreateTask          func(childComplexity int, input model.CreateTaskInput) int
+		CreateTasks         func(childComplexity int, inputs []model.CreateTaskInput) int
 		RefreshReadModel    func(childComplexity int, name string) int
 		ResolveStepManually func(childComplexity int, id int64, reason *string) int
 		RetryStep           func(childComplexity int, id int64) int
@@ -357,6 +377,7 @@ type MutationResolver interface {
 	ResolveStepManually(ctx context.Context, id int64, reason *string) (*models.StepRecord, error)
 	RetryStep(ctx context.Context, id int64) (*models.StepRecord, error)
 	RefreshReadModel(ctx context.Context, name string) (*models.ReadModelStatus, error)
+	CreateTasks(ctx context.Context, inputs []model.CreateTaskInput) (*model.CreateTasksResult, error)
 }
 type NamedTaskResolver interface {
 	Namespace(ctx context.Context, obj *models.NamedTask) (*models.TaskNamespace, error)
@@ -463,6 +484,50 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.BlockedStep.StepID(childComplexity), true
 
+	case "CreateTasksItem.created":
+		if e.ComplexityRoot.CreateTasksItem.Created == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksItem.Created(childComplexity), true
+	case "CreateTasksItem.error":
+		if e.ComplexityRoot.CreateTasksItem.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksItem.Error(childComplexity), true
+	case "CreateTasksItem.index":
+		if e.ComplexityRoot.CreateTasksItem.Index == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksItem.Index(childComplexity), true
+	case "CreateTasksItem.task":
+		if e.ComplexityRoot.CreateTasksItem.Task == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksItem.Task(childComplexity), true
+
+	case "CreateTasksResult.createdCount":
+		if e.ComplexityRoot.CreateTasksResult.CreatedCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksResult.CreatedCount(childComplexity), true
+	case "CreateTasksResult.items":
+		if e.ComplexityRoot.CreateTasksResult.Items == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksResult.Items(childComplexity), true
+	case "CreateTasksResult.ok":
+		if e.ComplexityRoot.CreateTasksResult.Ok == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateTasksResult.Ok(childComplexity), true
+
 	case "Dashboard.stepPerformance":
 		if e.ComplexityRoot.Dashboard.StepPerformance == nil {
 			break
@@ -534,6 +599,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.HourlyThroughput.TasksFailed(childComplexity), true
 
+	case "InputError.code":
+		if e.ComplexityRoot.InputError.Code == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InputError.Code(childComplexity), true
+	case "InputError.field":
+		if e.ComplexityRoot.InputError.Field == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InputError.Field(childComplexity), true
+	case "InputError.message":
+		if e.ComplexityRoot.InputError.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.InputError.Message(childComplexity), true
+
 	case "Mutation.cancelStep":
 		if e.ComplexityRoot.Mutation.CancelStep == nil {
 			break
@@ -567,6 +651,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateTask(childComplexity, args["input"].(model.CreateTaskInput)), true
+	case "Mutation.createTasks":
+		if e.ComplexityRoot.Mutation.CreateTasks == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createTasks_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateTasks(childComplexity, args["inputs"].([]model.CreateTaskInput)), true
 	case "Mutation.refreshReadModel":
 		if e.ComplexityRoot.Mutation.RefreshReadModel == nil {
 			break
@@ -2158,6 +2253,51 @@ type Mutation {
   "Moves a step in error back to pending; grants one more attempt when retries were exhausted."
   retryStep(id: ID!): Step!
 }
+
+"What is wrong with one input of a batch."
+type InputError {
+  "VALIDATION (the input is wrong as given), NOT_FOUND (no such template) or CONFLICT (the idempotency key belongs to a task of another template)."
+  code: String!
+  "The input field at fault: name, context, tags, initiator, sourceSystem, reason, idempotencyKey."
+  field: String!
+  message: String!
+}
+
+"The outcome of the input at position index of createTasks."
+type CreateTasksItem {
+  "0-based position of the input in inputs."
+  index: Int!
+  "The task created, or returned by the input's idempotency key; null when the batch was refused."
+  task: Task
+  "True when this input created its task; false when its idempotency key returned a task that already existed or that an earlier input of the batch created."
+  created: Boolean!
+  "What is wrong with this input; null when nothing is."
+  error: InputError
+}
+
+"""
+The outcome of createTasks. A batch is all or nothing: when any input is wrong, nothing is
+written, ok is false, and the items of the inputs at fault carry an error (the others have
+neither task nor error). Fix those inputs and send the batch again: with idempotency keys a
+resend never duplicates a task.
+"""
+type CreateTasksResult {
+  "True when every input was accepted and the batch is written."
+  ok: Boolean!
+  "How many tasks the batch created (inputs whose key returned an existing task do not count)."
+  createdCount: Int!
+  "One item per input, in input order."
+  items: [CreateTasksItem!]!
+}
+
+extend type Mutation {
+  """
+  Creates many tasks in one transaction (each input as createTask would), all or nothing:
+  see CreateTasksResult. At most 1000 inputs (more: VALIDATION error, nothing written); the
+  operation's complexity counts each input times the fields selected per item.
+  """
+  createTasks(inputs: [CreateTaskInput!]!): CreateTasksResult!
+}
 `, BuiltIn: false},
 	{Name: "../schema/scalars.graphqls", Input: `"A JSON value: the content of a jsonb column, passed through as is."
 scalar JSON
@@ -2462,6 +2602,32 @@ func (ec *executionContext) childFields_BlockedStep(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type BlockedStep", field.Name)
 }
 
+func (ec *executionContext) childFields_CreateTasksItem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "index":
+		return ec.fieldContext_CreateTasksItem_index(ctx, field)
+	case "task":
+		return ec.fieldContext_CreateTasksItem_task(ctx, field)
+	case "created":
+		return ec.fieldContext_CreateTasksItem_created(ctx, field)
+	case "error":
+		return ec.fieldContext_CreateTasksItem_error(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateTasksItem", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateTasksResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "ok":
+		return ec.fieldContext_CreateTasksResult_ok(ctx, field)
+	case "createdCount":
+		return ec.fieldContext_CreateTasksResult_createdCount(ctx, field)
+	case "items":
+		return ec.fieldContext_CreateTasksResult_items(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateTasksResult", field.Name)
+}
+
 func (ec *executionContext) childFields_Dashboard(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "taskStatusSummaries":
@@ -2490,6 +2656,18 @@ func (ec *executionContext) childFields_HourlyThroughput(ctx context.Context, fi
 		return ec.fieldContext_HourlyThroughput_stepsFailed(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type HourlyThroughput", field.Name)
+}
+
+func (ec *executionContext) childFields_InputError(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "code":
+		return ec.fieldContext_InputError_code(ctx, field)
+	case "field":
+		return ec.fieldContext_InputError_field(ctx, field)
+	case "message":
+		return ec.fieldContext_InputError_message(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type InputError", field.Name)
 }
 
 func (ec *executionContext) childFields_NamedTask(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3190,6 +3368,20 @@ func (ec *executionContext) field_Mutation_createTask_args(ctx context.Context, 
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_createTasks_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "inputs",
+		func(ctx context.Context, v any) ([]model.CreateTaskInput, error) {
+			return ec.unmarshalNCreateTaskInput2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTaskInputᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["inputs"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_refreshReadModel_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -3490,6 +3682,194 @@ func (ec *executionContext) fieldContext_BlockedStep_blockingReason(_ context.Co
 	return graphql.NewScalarFieldContext("BlockedStep", field, false, false, "BlockingReason")
 }
 
+func (ec *executionContext) _CreateTasksItem_index(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksItem_index(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Index, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksItem_index(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateTasksItem", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreateTasksItem_task(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksItem_task(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Task, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.TaskRecord) graphql.Marshaler {
+			return ec.marshalOTask2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐTaskRecord(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksItem_task(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateTasksItem",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Task(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateTasksItem_created(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksItem_created(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Created, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksItem_created(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateTasksItem", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreateTasksItem_error(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksItem) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksItem_error(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Error, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.InputError) graphql.Marshaler {
+			return ec.marshalOInputError2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐInputError(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksItem_error(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateTasksItem",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_InputError(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _CreateTasksResult_ok(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksResult_ok(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Ok, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksResult_ok(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateTasksResult", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _CreateTasksResult_createdCount(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksResult_createdCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksResult_createdCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CreateTasksResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _CreateTasksResult_items(ctx context.Context, field graphql.CollectedField, obj *model.CreateTasksResult) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CreateTasksResult_items(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Items, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.CreateTasksItem) graphql.Marshaler {
+			return ec.marshalNCreateTasksItem2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksItemᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CreateTasksResult_items(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "CreateTasksResult",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateTasksItem(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Dashboard_taskStatusSummaries(ctx context.Context, field graphql.CollectedField, obj *model.Dashboard) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3760,6 +4140,75 @@ func (ec *executionContext) fieldContext_HourlyThroughput_stepsFailed(_ context.
 	return graphql.NewScalarFieldContext("HourlyThroughput", field, false, false, "Int")
 }
 
+func (ec *executionContext) _InputError_code(ctx context.Context, field graphql.CollectedField, obj *model.InputError) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InputError_code(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Code, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InputError_code(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InputError", field, false, false, "String")
+}
+
+func (ec *executionContext) _InputError_field(ctx context.Context, field graphql.CollectedField, obj *model.InputError) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InputError_field(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Field, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InputError_field(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InputError", field, false, false, "String")
+}
+
+func (ec *executionContext) _InputError_message(ctx context.Context, field graphql.CollectedField, obj *model.InputError) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_InputError_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_InputError_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("InputError", field, false, false, "String")
+}
+
 func (ec *executionContext) _Mutation_createTask(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4018,6 +4467,50 @@ func (ec *executionContext) fieldContext_Mutation_refreshReadModel(ctx context.C
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_refreshReadModel_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_createTasks(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_createTasks(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CreateTasks(ctx, fc.Args["inputs"].([]model.CreateTaskInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.CreateTasksResult) graphql.Marshaler {
+			return ec.marshalNCreateTasksResult2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksResult(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_createTasks(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_CreateTasksResult(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_createTasks_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -10248,6 +10741,97 @@ func (ec *executionContext) _BlockedStep(ctx context.Context, sel ast.SelectionS
 	return out
 }
 
+var createTasksItemImplementors = []string{"CreateTasksItem"}
+
+func (ec *executionContext) _CreateTasksItem(ctx context.Context, sel ast.SelectionSet, obj *model.CreateTasksItem) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createTasksItemImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateTasksItem")
+		case "index":
+			out.Values[i] = ec._CreateTasksItem_index(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "task":
+			out.Values[i] = ec._CreateTasksItem_task(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "created":
+			out.Values[i] = ec._CreateTasksItem_created(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "error":
+			out.Values[i] = ec._CreateTasksItem_error(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var createTasksResultImplementors = []string{"CreateTasksResult"}
+
+func (ec *executionContext) _CreateTasksResult(ctx context.Context, sel ast.SelectionSet, obj *model.CreateTasksResult) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, createTasksResultImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("CreateTasksResult")
+		case "ok":
+			out.Values[i] = ec._CreateTasksResult_ok(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdCount":
+			out.Values[i] = ec._CreateTasksResult_createdCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "items":
+			out.Values[i] = ec._CreateTasksResult_items(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var dashboardImplementors = []string{"Dashboard"}
 
 func (ec *executionContext) _Dashboard(ctx context.Context, sel ast.SelectionSet, obj *model.Dashboard) graphql.Marshaler {
@@ -10352,6 +10936,49 @@ func (ec *executionContext) _HourlyThroughput(ctx context.Context, sel ast.Selec
 	return out
 }
 
+var inputErrorImplementors = []string{"InputError"}
+
+func (ec *executionContext) _InputError(ctx context.Context, sel ast.SelectionSet, obj *model.InputError) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, inputErrorImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("InputError")
+		case "code":
+			out.Values[i] = ec._InputError_code(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "field":
+			out.Values[i] = ec._InputError_field(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._InputError_message(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
@@ -10409,6 +11036,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "refreshReadModel":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_refreshReadModel(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createTasks":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_createTasks(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -12508,6 +13142,48 @@ func (ec *executionContext) unmarshalNCreateTaskInput2githubᚗcomᚋtaskerhqᚋ
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) unmarshalNCreateTaskInput2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTaskInputᚄ(ctx context.Context, v any) ([]model.CreateTaskInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.CreateTaskInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNCreateTaskInput2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTaskInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNCreateTasksItem2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksItem(ctx context.Context, sel ast.SelectionSet, v model.CreateTasksItem) graphql.Marshaler {
+	return ec._CreateTasksItem(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNCreateTasksItem2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksItemᚄ(ctx context.Context, sel ast.SelectionSet, v []model.CreateTasksItem) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNCreateTasksItem2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksItem(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNCreateTasksResult2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐCreateTasksResult(ctx context.Context, sel ast.SelectionSet, v *model.CreateTasksResult) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "CreateTasksResult!")
+		return graphql.Null
+	}
+	return ec._CreateTasksResult(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNDashboard2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐDashboard(ctx context.Context, sel ast.SelectionSet, v *model.Dashboard) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Dashboard!")
@@ -13326,6 +14002,13 @@ func (ec *executionContext) marshalOID2ᚖint64(ctx context.Context, sel ast.Sel
 	_ = ctx
 	res := model.MarshalInt64ID(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOInputError2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐInputError(ctx context.Context, sel ast.SelectionSet, v *model.InputError) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._InputError(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {

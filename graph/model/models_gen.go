@@ -37,6 +37,40 @@ type CreateTaskInput struct {
 	IdempotencyKey *string `json:"idempotencyKey,omitempty"`
 }
 
+// The outcome of the input at position index of createTasks.
+type CreateTasksItem struct {
+	// 0-based position of the input in inputs.
+	Index int `json:"index"`
+	// The task created, or returned by the input's idempotency key; null when the batch was refused.
+	Task *models.TaskRecord `json:"task,omitempty"`
+	// True when this input created its task; false when its idempotency key returned a task that already existed or that an earlier input of the batch created.
+	Created bool `json:"created"`
+	// What is wrong with this input; null when nothing is.
+	Error *InputError `json:"error,omitempty"`
+}
+
+// The outcome of createTasks. A batch is all or nothing: when any input is wrong, nothing is
+// written, ok is false, and the items of the inputs at fault carry an error (the others have
+// neither task nor error). Fix those inputs and send the batch again: with idempotency keys a
+// resend never duplicates a task.
+type CreateTasksResult struct {
+	// True when every input was accepted and the batch is written.
+	Ok bool `json:"ok"`
+	// How many tasks the batch created (inputs whose key returned an existing task do not count).
+	CreatedCount int `json:"createdCount"`
+	// One item per input, in input order.
+	Items []CreateTasksItem `json:"items"`
+}
+
+// What is wrong with one input of a batch.
+type InputError struct {
+	// VALIDATION (the input is wrong as given), NOT_FOUND (no such template) or CONFLICT (the idempotency key belongs to a task of another template).
+	Code string `json:"code"`
+	// The input field at fault: name, context, tags, initiator, sourceSystem, reason, idempotencyKey.
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
 // Operator actions. Each is one transaction: a refused action (unknown id: NOT_FOUND; a move
 // the state machine forbids: INVALID_TRANSITION; bad input: VALIDATION; an idempotency key
 // already used for another template: CONFLICT) changes nothing. Each returns the object as it

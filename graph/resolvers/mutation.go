@@ -3,6 +3,8 @@ package resolvers
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/taskerhq/tasker/graph/apierr"
@@ -30,9 +32,9 @@ func initiatorOf(ctx context.Context, given *string) string {
 	return ""
 }
 
-// createTask translates the input and delegates to orchestration.CreateTask.
-func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*models.TaskRecord, error) {
-	task, _, err := orchestration.CreateTask(ctx, r.DB, r.Templates, orchestration.CreateTaskRequest{
+// createRequest translates one CreateTaskInput.
+func createRequest(ctx context.Context, in model.CreateTaskInput) orchestration.CreateTaskRequest {
+	return orchestration.CreateTaskRequest{
 		Namespace:      deref(in.Namespace),
 		Name:           in.Name,
 		Version:        deref(in.Version),
@@ -42,11 +44,85 @@ func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*m
 		Reason:         deref(in.Reason),
 		Tags:           json.RawMessage(in.Tags),
 		IdempotencyKey: deref(in.IdempotencyKey),
-	})
+	}
+}
+
+// createTask translates the input and delegates to orchestration.CreateTask.
+func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*models.TaskRecord, error) {
+	task, _, err := orchestration.CreateTask(ctx, r.DB, r.Templates, createRequest(ctx, in))
 	if err != nil {
 		return nil, err
 	}
 	return r.taskAfter(ctx, task.TaskID)
+}
+
+// createTasks delegates a batch to orchestration.CreateTasks and reads the tasks back with
+// one statement. Item errors become InputErrors with the code createTask would have given.
+func (r *Resolver) createTasks(ctx context.Context, inputs []model.CreateTaskInput) (*model.CreateTasksResult, error) {
+	reqs := make([]orchestration.CreateTaskRequest, len(inputs))
+	for i, in := range inputs {
+		reqs[i] = createRequest(ctx, in)
+	}
+	res, err := orchestration.CreateTasks(ctx, r.DB, r.Templates, reqs)
+	if err != nil {
+		return nil, err
+	}
+	out := &model.CreateTasksResult{Ok: len(res.Errors) == 0, CreatedCount: res.Created(),
+		Items: make([]model.CreateTasksItem, len(inputs))}
+	for i := range out.Items {
+		out.Items[i].Index = i
+	}
+	for _, e := range res.Errors {
+		out.Items[e.Index].Error = inputError(e.Err)
+	}
+	if !out.Ok {
+		return out, nil
+	}
+	ids := make([]int64, len(res.Tasks))
+	for i, t := range res.Tasks {
+		ids[i] = t.TaskID
+	}
+	loaders.Forget(ctx)
+	rows, err := models.TasksByIDs(ctx, r.DB, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[int64]*models.TaskRecord, len(rows))
+	for i := range rows {
+		byID[rows[i].TaskID] = &rows[i]
+	}
+	for i, t := range res.Tasks {
+		out.Items[i].Task, out.Items[i].Created = byID[t.TaskID], t.Created
+		if out.Items[i].Task == nil {
+			return nil, fmt.Errorf("task %d of input %d not found after createTasks", t.TaskID, i)
+		}
+	}
+	return out, nil
+}
+
+// inputFields maps the fields named by orchestration errors to CreateTaskInput's fields.
+var inputFields = map[string]string{
+	"template": "name", "source_system": "sourceSystem", "idempotency_key": "idempotencyKey",
+}
+
+// inputError describes what is wrong with one input of a batch, with the code and message a
+// single createTask would have given.
+func inputError(err error) *model.InputError {
+	out := &model.InputError{Code: string(apierr.Internal), Field: "", Message: "internal error"}
+	if ae := apierr.Classify(err); ae != nil {
+		out.Code, out.Message = string(ae.Code), ae.Message
+	}
+	var ve *orchestration.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		out.Field = ve.Field
+		if f, ok := inputFields[ve.Field]; ok {
+			out.Field = f
+		}
+	case errors.Is(err, orchestration.ErrNotFound):
+		out.Field = "name"
+	}
+	return out
 }
 
 // taskAfter and stepAfter read an object as it is after a mutation: the response's loader

@@ -37,6 +37,10 @@ func (r *mutationResolver) RetryStep(ctx context.Context, id int64) (*models.Ste
 	return r.stepAction(ctx, id, func() error { return orchestration.RetryStep(ctx, r.DB, id, actionMeta(ctx)) })
 }
 
+func (r *mutationResolver) CreateTasks(ctx context.Context, inputs []model.CreateTaskInput) (*model.CreateTasksResult, error) {
+	return r.createTasks(ctx, inputs)
+}
+
 func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }
 
 type mutationResolver struct{ *Resolver }

@@ -33,6 +33,7 @@ type Policy map[string]Role
 func DefaultPolicy() Policy {
 	return Policy{
 		"Mutation.createTask":          Operator,
+		"Mutation.createTasks":         Operator,
 		"Mutation.cancelTask":          Operator,
 		"Mutation.retryTask":           Operator,
 		"Mutation.cancelStep":          Operator,

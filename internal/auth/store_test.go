@@ -162,6 +162,7 @@ func TestPolicyDefaults(t *testing.T) {
 		{"Query", "tasks", auth.Reader},
 		{"Subscription", "stepChanged", auth.Reader},
 		{"Mutation", "createTask", auth.Operator},
+		{"Mutation", "createTasks", auth.Operator},
 		{"Mutation", "retryStep", auth.Operator},
 		{"Mutation", "somethingNew", auth.Admin},
 	} {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
 // sizeArgs are the argument names that size the list a field returns, with the largest value
@@ -24,6 +25,13 @@ var sizeArgs = map[string]int64{
 	"last":  500,  // pages read backwards
 	"limit": 1000, // Dashboard.stepPerformance
 	"hours": 8784, // Dashboard.throughput: a leap year of hours
+}
+
+// listArgs are the list-valued arguments that size what a field returns (one result per
+// element: Mutation.createTasks's inputs), with the most elements each may hold. A field
+// with one repeats its list, or its list-typed children, by the list's length.
+var listArgs = map[string]int64{
+	"inputs": orchestration.MaxBatch,
 }
 
 // unsizedList is the size assumed for a list field that takes no size argument (a task's
@@ -176,6 +184,17 @@ func (w *weigher) field(f *ast.Field, parent string, inherited int64) int64 {
 func (w *weigher) sizeOf(f *ast.Field) int64 {
 	var size int64
 	for _, def := range f.Definition.Arguments {
+		if limit, ok := listArgs[def.Name]; ok {
+			list, _ := f.ArgumentMap(w.vars)[def.Name].([]any)
+			if n := int64(len(list)); n > limit && w.err == nil {
+				w.err = gqlerror.Errorf("%s.%s: %s holds %d elements, at most %d allowed: send several operations",
+					f.ObjectDefinition.Name, f.Name, def.Name, n, limit)
+				errcode.Set(w.err, string(apierr.Validation))
+			} else {
+				size = max(size, n)
+			}
+			continue
+		}
 		limit, ok := sizeArgs[def.Name]
 		if !ok {
 			continue

@@ -382,7 +382,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 		4: {"template", orchestration.ErrValidation, "name is required"},
 		5: {"tags", orchestration.ErrValidation, "object or array"},
 		8: {"idempotency_key", orchestration.ErrValidation, "twice"},
-		9: {"request", orchestration.ErrValidation, "reason"},
+		9: {"reason", orchestration.ErrValidation, "reason"},
 	}
 	if len(res.Errors) != len(wants) {
 		t.Fatalf("errors %v; want requests 1, 3, 4, 5, 8, 9 at fault", res.Errors)

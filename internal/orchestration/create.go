@@ -143,16 +143,21 @@ func checkRequest(tpl *template.Template, req CreateTaskRequest) (taskContext, t
 		return nil, nil, &ValidationError{Field: "tags", Problems: []string{"must be a JSON object or array"}}
 	}
 	var problems []string
+	field := ""
 	for _, f := range []struct {
 		name, value string
 		max         int
 	}{{"initiator", req.Initiator, 128}, {"source_system", req.SourceSystem, 128}, {"reason", req.Reason, 255}} {
 		if n := len([]rune(f.value)); n > f.max {
 			problems = append(problems, fmt.Sprintf("%s is %d characters long, at most %d allowed", f.name, n, f.max))
+			if field == "" {
+				field = f.name
+			}
 		}
 	}
 	if len(problems) > 0 {
-		return nil, nil, &ValidationError{Field: "request", Problems: problems}
+		// Field names the first field at fault; Problems lists every one.
+		return nil, nil, &ValidationError{Field: field, Problems: problems}
 	}
 	return taskContext, tags, nil
 }

@@ -106,3 +106,91 @@ func TestRunTaskRefusesUnstorableText(t *testing.T) {
 		t.Fatalf("refused run-task calls created %d tasks", tasks)
 	}
 }
+
+func TestRunTaskJSONLines(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	db := dbtest.Open(t, url)
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run := func(path string, extra ...string) ([]int64, error) {
+		var out bytes.Buffer
+		err := runRunTask(context.Background(), config.Config{DatabaseURL: url}, append([]string{"-jsonl", path, "-templates-dir", ""}, extra...),
+			&out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		var ids []int64
+		for _, f := range strings.Fields(out.String()) {
+			id, perr := strconv.ParseInt(f, 10, 64)
+			if perr != nil {
+				t.Fatalf("run-task printed %q, want task ids", out.String())
+			}
+			ids = append(ids, id)
+		}
+		return ids, err
+	}
+	good := write("good.jsonl", `{"template": "examples/linear_workflow", "context": {"batch_size": 3}, "idempotencyKey": "a"}
+{"template": "examples/diamond_workflow@1.0.0"}
+
+{"template": "examples/linear_workflow", "idempotencyKey": "a"}
+{"template": "examples/tree_workflow", "reason": "nightly", "tags": ["x"]}
+{"template": "examples/diamond_workflow", "idempotencyKey": "b"}
+`)
+	ids, err := run(good, "-batch", "2")
+	if err != nil || len(ids) != 5 {
+		t.Fatalf("run-task -jsonl: ids %v, %v; want 5 ids", ids, err)
+	}
+	wantNames := []string{"linear_workflow", "diamond_workflow", "linear_workflow", "tree_workflow", "diamond_workflow"}
+	for i, id := range ids {
+		var name string
+		db.Raw(`SELECT nt.name FROM tasker_tasks t JOIN tasker_named_tasks nt USING (named_task_id) WHERE t.task_id = ?`, id).Scan(&name)
+		if name != wantNames[i] {
+			t.Fatalf("id %d of line %d is a task of %q, want %s", id, i, name, wantNames[i])
+		}
+	}
+	if ids[0] != ids[2] {
+		t.Fatalf("lines with one key gave tasks %d and %d", ids[0], ids[2])
+	}
+	again, err := run(good)
+	if err != nil || again[0] != ids[0] || again[4] != ids[4] || again[1] == ids[1] {
+		t.Fatalf("second run: %v, %v; keyed lines must return the first run's tasks (%v)", again, err, ids)
+	}
+
+	var tasks int64
+	db.Raw(`SELECT count(*) FROM tasker_tasks`).Scan(&tasks)
+	bad := write("bad.jsonl", `{"template": "examples/linear_workflow"}
+{"template": "examples/linear_workflow", "context": {"batch_size": "x"}}
+not json
+{"template": "examples/no_such_workflow"}
+{"context": {}}
+{"template": "examples/linear_workflow", "colour": "red"}
+{"template": "examples/linear_workflow", "reason": "a\u0000b"}
+`)
+	ids, err = run(bad)
+	if err == nil || len(ids) != 0 {
+		t.Fatalf("bad lines: ids %v, err %v; want an error and no ids", ids, err)
+	}
+	for _, want := range []string{"line 3", "line 5", "line 6", "colour", "line 7"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	// Once every line parses, the lines the templates refuse are reported.
+	bad = write("bad2.jsonl", `{"template": "examples/linear_workflow"}
+{"template": "examples/linear_workflow", "context": {"batch_size": "x"}}
+{"template": "examples/no_such_workflow"}
+`)
+	if _, err = run(bad); !errors.Is(err, orchestration.ErrValidation) || !strings.Contains(err.Error(), "line 2") ||
+		!strings.Contains(err.Error(), "line 3: ") || !strings.Contains(err.Error(), "no_such_workflow") {
+		t.Fatalf("refused lines: %v", err)
+	}
+	var after int64
+	db.Raw(`SELECT count(*) FROM tasker_tasks`).Scan(&after)
+	if after != tasks {
+		t.Fatalf("bad input wrote tasks: %d -> %d", tasks, after)
+	}
+}

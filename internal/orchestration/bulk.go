@@ -148,6 +148,16 @@ func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs 
 	return result, nil
 }
 
+// CheckTasks validates requests as CreateTasks does before it writes anything, without the
+// database, whatever their number: it returns the errors CreateTasks would give for them as one
+// batch, except a key held by an existing task of another template (found only by reading).
+// A caller that splits many requests into several batches checks them all first, so that a bad
+// request refuses the whole input rather than the batches after the ones already written.
+func CheckTasks(reg *template.Registry, reqs []CreateTaskRequest) []ItemError {
+	_, errs := checkBatch(reg, reqs)
+	return errs
+}
+
 // errBatchRefused rolls back a batch in which a request was found at fault while writing.
 var errBatchRefused = errors.New("batch refused")
 

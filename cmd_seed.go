@@ -48,7 +48,7 @@ func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Write
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "seeded %d tasks, %d steps, %d edges in %s (%d batches; tasks, steps and transitions %s, edges with DAG-depth trigger %s, then ANALYZE)\n",
+	fmt.Fprintf(out, "seeded %d tasks, %d steps, %d edges in %s (%d batches; tasks, steps and transitions %s, edges %s, then ANALYZE)\n",
 		rep.Tasks, rep.Steps, rep.Edges, rep.Total.Round(1e6), len(rep.Batches), rep.Insert.Round(1e6), rep.EdgesTime.Round(1e6))
 	return nil
 }

@@ -13,7 +13,8 @@
 //
 // Everything is written with set-based SQL: one statement creates a batch's tasks, steps and
 // both transition histories (generate_series and unnest over the shape), and one more inserts
-// all its edges, so the edges trigger recomputes DAG depth once for the whole batch. Drawing is
+// all its edges; steps carry their DAG depth computed from the shape, so the edges trigger's walk
+// is skipped (in bulk mode no trigger fires at all). Drawing is
 // deterministic: the same seed, shapes and sizes produce the same data in an empty database.
 package seed
 
@@ -72,7 +73,7 @@ type Result struct {
 	Edges   int
 	TaskIDs []int64
 	// Insert is the time of the statement writing tasks, steps and transitions; Edges the
-	// time of the statement writing edges, including the DAG-depth trigger.
+	// time of the statement writing edges.
 	Insert    time.Duration
 	EdgesTime time.Duration
 	// Bulk reports that the tasks, steps and transitions were written in bulk mode (see
@@ -189,18 +190,11 @@ func Run(ctx context.Context, conn *pgx.Conn, seed int64, b Batch) (Result, erro
 	res.Insert = time.Since(start)
 	res.TaskIDs = ids
 	res.Steps = len(ids) * len(b.Shape.Steps)
-	if bulk {
-		// The edges go through their triggers: the DAG-depth trigger computes the stored
-		// depth, and the task-created wake-up is sent once for the whole batch.
-		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = origin"); err != nil {
-			return res, fmt.Errorf("seeding shape %q: leaving bulk mode: %w", b.Shape.Name, err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify('tasker_tasks_created', json_build_object('count', $1::int)::text)`,
-			len(ids)); err != nil {
-			return res, fmt.Errorf("seeding shape %q: notifying new tasks: %w", b.Shape.Name, err)
-		}
-	}
-
+	// The edges are written with the depth already stored on their steps: the shape is acyclic
+	// (parents are declared before their children) and both ends of every edge are steps of
+	// one task (the join on task_id). In bulk mode they are written in replica mode too (no
+	// per-row foreign-key checks, no DAG-depth trigger); otherwise the statement tells the
+	// DAG-depth trigger to skip its walk (migration 00009), as task creation does.
 	if len(edges) > 0 {
 		from := make([]int64, len(edges))
 		to := make([]int64, len(edges))
@@ -208,12 +202,26 @@ func Run(ctx context.Context, conn *pgx.Conn, seed int64, b Batch) (Result, erro
 			from[i], to[i] = namedStepIDs[e[0]], namedStepIDs[e[1]]
 		}
 		start = time.Now()
-		tag, err := tx.Exec(ctx, edgesSQL, ids, from, to)
+		query := edgesTrustedSQL
+		if bulk {
+			query = edgesSQL
+		}
+		tag, err := tx.Exec(ctx, query, ids, from, to)
 		if err != nil {
 			return res, fmt.Errorf("seeding edges of %d tasks of shape %q: %w", len(ids), b.Shape.Name, err)
 		}
 		res.EdgesTime = time.Since(start)
 		res.Edges = int(tag.RowsAffected())
+	}
+	if bulk {
+		// The task-created wake-up is sent once for the whole batch.
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = origin"); err != nil {
+			return res, fmt.Errorf("seeding shape %q: leaving bulk mode: %w", b.Shape.Name, err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify('tasker_tasks_created', json_build_object('count', $1::int)::text)`,
+			len(ids)); err != nil {
+			return res, fmt.Errorf("seeding shape %q: notifying new tasks: %w", b.Shape.Name, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("seeding shape %q: committing: %w", b.Shape.Name, err)
@@ -297,8 +305,7 @@ func ensureTemplate(ctx context.Context, tx pgx.Tx, s shape.Shape) (int64, []int
 // task ids, ascending. Parameters: $1 tasks, $2 seed, $3..$6 cumulative scenario thresholds
 // out of 1000, $7 fixed frontier (< 0: drawn), $8 the shape's deepest level, $9 named task,
 // $10 named step ids, $11 their dependency levels and $12 their shortest depths, in
-// declaration order. Steps are written with their depth already right, so the edges trigger
-// that recomputes it finds nothing to rewrite.
+// declaration order. Steps are written with their depth already right (see Run).
 //
 // A step's kind follows from its task's scenario and its level against the frontier:
 //
@@ -411,6 +418,8 @@ SELECT task_id FROM tasks ORDER BY task_id`
 
 // edgesSQL writes the edges of every task of a batch in one statement: $1 task ids, $2/$3 the
 // shape's edges as parallel arrays of (parent, child) named step ids.
+// In bulk mode no trigger fires; otherwise edgesTrustedSQL runs it with the flag of migration
+// 00009 set for that one statement.
 const edgesSQL = `
 INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
 SELECT p.workflow_step_id, c.workflow_step_id
@@ -418,6 +427,9 @@ FROM unnest($1::bigint[]) AS t (task_id)
 CROSS JOIN unnest($2::bigint[], $3::bigint[]) AS e (parent, child)
 JOIN tasker_workflow_steps p ON p.task_id = t.task_id AND p.named_step_id = e.parent
 JOIN tasker_workflow_steps c ON c.task_id = t.task_id AND c.named_step_id = e.child`
+
+var edgesTrustedSQL = "WITH flag AS MATERIALIZED (SELECT set_config('tasker.dag_levels_precomputed', 'on', true))" +
+	strings.Replace(edgesSQL, "FROM unnest", "FROM flag, unnest", 1)
 
 // ShapeNames lists the shape names Plan accepts.
 var ShapeNames = []string{"linear", "diamond", "parallel_merge", "tree", "mixed", "wide", "deep"}

@@ -75,7 +75,7 @@ type batchItem struct {
 // already have a task (only when some do), one statement for all steps and edges, plus two
 // reads per distinct template to find its registration (registering it when needed).
 // Steps are written with their DAG depth computed from the template, and the edges statement
-// tells the edges trigger to skip its walk (migration 00009).
+// tells the edges trigger to skip its walk (migration 00030).
 //
 // Idempotency: requests of one batch with the same key get one task (the first created it);
 // a key whose task already exists returns it (Created false); a key held by a task of another
@@ -380,7 +380,7 @@ func tasksByIdentity(ctx context.Context, q querier, identities []string) (map[s
 
 // insertBatchSteps writes the steps of every new task of the batch, with their DAG depth taken
 // from the template, and their edges, in one statement. The edges trigger is told that the
-// depths are already stored (migration 00009): the template is acyclic (checked when it was
+// depths are already stored (migration 00030): the template is acyclic (checked when it was
 // loaded) and both ends of every edge are steps of one new task (the join on task_id).
 func insertBatchSteps(ctx context.Context, q querier, items []batchItem, order []int, regs map[*template.Template]template.Registration,
 	taskOf map[string]int64, newTask map[string]bool) error {

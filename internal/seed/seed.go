@@ -194,7 +194,7 @@ func Run(ctx context.Context, conn *pgx.Conn, seed int64, b Batch) (Result, erro
 	// (parents are declared before their children) and both ends of every edge are steps of
 	// one task (the join on task_id). In bulk mode they are written in replica mode too (no
 	// per-row foreign-key checks, no DAG-depth trigger); otherwise the statement tells the
-	// DAG-depth trigger to skip its walk (migration 00009), as task creation does.
+	// DAG-depth trigger to skip its walk (migration 00030), as task creation does.
 	if len(edges) > 0 {
 		from := make([]int64, len(edges))
 		to := make([]int64, len(edges))
@@ -419,7 +419,7 @@ SELECT task_id FROM tasks ORDER BY task_id`
 // edgesSQL writes the edges of every task of a batch in one statement: $1 task ids, $2/$3 the
 // shape's edges as parallel arrays of (parent, child) named step ids.
 // In bulk mode no trigger fires; otherwise edgesTrustedSQL runs it with the flag of migration
-// 00009 set for that one statement.
+// 00030 set for that one statement.
 const edgesSQL = `
 INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
 SELECT p.workflow_step_id, c.workflow_step_id

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/tasker
 
-.PHONY: help build run demo test bench bench-quick generate verify-generate lint ensure-postgres playground-assets
+.PHONY: help build run demo test bench bench-quick bench-river bench-river-quick bench-peers generate verify-generate lint ensure-postgres playground-assets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -65,3 +65,19 @@ bench-quick: ## run every benchmark at small sizes, one iteration for other pack
 		$(GO) test -run '^$$' -bench . -benchtime=1x -timeout 10m $(BENCH_OTHER_PKGS); } 2>&1 | tee bin/bench.txt; \
 	$(GO) run ./internal/bench/cmd/benchreport -in bin/bench.txt -out BENCHMARKS.md \
 		-command "make bench-quick" -seconds $$(( $$(date +%s) - start ))
+
+# Engine vs River (bench/river, a module of its own so that go.mod does not depend on River):
+# River and tasker worker processes drain the same work on the same PostgreSQL, a fresh
+# database per run; writes the section "Engine vs River" of BENCHMARKS.md. RIVER_BENCH_URL is
+# the server (each run creates and drops its own database there).
+RIVER_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+
+bench-river: build ## tasker engine vs River: 10,000 one-step tasks at 32 and 100 workers, 10,000 five-step tasks at 32 (several minutes)
+	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
+		-tasks 10000 -out ../../BENCHMARKS.md -command "make bench-river"
+
+bench-river-quick: build ## the same with 2,000 tasks per run (about a minute)
+	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
+		-tasks 2000 -out ../../BENCHMARKS.md -command "make bench-river-quick"
+
+bench-peers: bench-river ## benchmarks against comparable projects (Engine vs River)

@@ -335,3 +335,20 @@ func shortPkg(p string) string {
 	}
 	return p
 }
+
+// keptSection matches a section written by another tool into the report (e.g. make
+// bench-river's "Engine vs River"): everything from <!-- name:start --> to <!-- name:end -->.
+var keptSection = regexp.MustCompile(`(?s)<!-- ([a-z0-9-]+):start -->.*?<!-- ([a-z0-9-]+):end -->`)
+
+// KeptSections returns the sections of a previous report that other tools wrote between
+// <!-- name:start --> and <!-- name:end --> markers, in order, each followed by a blank line,
+// so that regenerating the report keeps them.
+func KeptSections(previous string) string {
+	var b strings.Builder
+	for _, m := range keptSection.FindAllStringSubmatch(previous, -1) {
+		if m[1] == m[2] {
+			b.WriteString(m[0] + "\n\n")
+		}
+	}
+	return b.String()
+}

@@ -63,3 +63,16 @@ func TestReportPlacesRowsAndComparesWithTheReference(t *testing.T) {
 		t.Errorf("subscription latency is not in the orchestration section:\n%s", out)
 	}
 }
+
+func TestKeptSectionsSurviveRegeneration(t *testing.T) {
+	previous := "# Benchmarks\n\nold rows\n\n<!-- engine-vs-river:start -->\n## Engine vs River\n| a | b |\n<!-- engine-vs-river:end -->\n" +
+		"tail\n<!-- broken:start -->\nno end\n<!-- x:start -->y<!-- z:end -->\n"
+	got := bench.KeptSections(previous)
+	want := "<!-- engine-vs-river:start -->\n## Engine vs River\n| a | b |\n<!-- engine-vs-river:end -->\n\n"
+	if got != want {
+		t.Fatalf("KeptSections = %q, want %q", got, want)
+	}
+	if bench.KeptSections("# Benchmarks\n") != "" {
+		t.Fatal("a report without marked sections keeps nothing")
+	}
+}

@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -63,6 +64,15 @@ func run() error {
 		Duration: (time.Duration(*seconds) * time.Second).String(), GoVersion: runtime.Version(),
 		Notes: []string{fmt.Sprintf("load average when the report was written: %s (the machine is shared; "+
 			"figures are noisy, compare rows of one run rather than runs)", loadAvg())},
+	}
+	// Sections other tools wrote into the previous report (between <!-- name:start --> and
+	// <!-- name:end -->) are kept, after the generated ones.
+	previous, err := os.ReadFile(*out)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading %s: %w", *out, err)
+	}
+	if kept := bench.KeptSections(string(previous)); kept != "" {
+		notes = append(append(notes, "\n\n"...), kept...)
 	}
 	w, err := os.Create(*out)
 	if err != nil {

@@ -1,0 +1,389 @@
+// Command bench-river measures tasker's engine against River (a Go job queue on PostgreSQL)
+// on the same PostgreSQL server, with the same unit counts and worker counts, and writes the
+// section "Engine vs River" of BENCHMARKS.md.
+//
+// Each run gets a fresh database, created for it and dropped after it. Work is created before
+// the clock starts: River's jobs with InsertMany, tasker's tasks with `tasker run-task -jsonl`
+// (the createTasks service, in batches of 1,000); the creation rate of each is reported too.
+// Then River's client, or one or two `tasker worker` processes, drain the work. A run's rate is
+// its units divided by the span the database records, from the first unit started (River: the
+// first attempted_at; tasker: the first step transition) to the last finished (River: the last
+// finalized_at; tasker: the last task transition): neither process's start-up is counted. The
+// wall time from start-up to the last unit seen finished is reported beside it.
+//
+// River runs with the fetch settings of its own benchmark (cmd/river bench): a 2 ms fetch
+// cooldown and a 20 ms fetch poll interval; its MaxWorkers is the run's worker count, and each
+// tasker worker process runs that many workers (-workers).
+//
+// This is a module of its own so that the product's go.mod does not depend on River.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// scenario is one comparison: units of work of a shape, drained by a number of workers.
+type scenario struct {
+	name     string
+	template string // tasker template, namespace/name
+	steps    int    // steps per task = River jobs per task
+	workers  int
+}
+
+// result is one drain.
+type result struct {
+	units      int           // steps or jobs
+	span       time.Duration // first unit started to last finished, as the database records
+	wall       time.Duration // process start to last unit seen finished
+	createRate float64       // units created per second, before the drain
+}
+
+func (r result) rate() float64 { return float64(r.units) / r.span.Seconds() }
+
+func main() {
+	serverURL := flag.String("server-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"PostgreSQL server (any database): each run creates and drops its own database there")
+	tasker := flag.String("tasker", "bin/tasker", "the tasker binary")
+	templates := flag.String("templates-dir", "bench/river/templates", "templates of the benchmark's tasks")
+	tasks := flag.Int("tasks", 10000, "tasks per run (River: jobs per run = tasks x steps per task)")
+	out := flag.String("out", "BENCHMARKS.md", "file whose section \"Engine vs River\" is replaced (created when missing); - prints it")
+	command := flag.String("command", "make bench-river", "the command named in the report")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(context.Background(), log, *serverURL, *tasker, *templates, *tasks, *out, *command); err != nil {
+		log.Error("bench-river", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates string, tasks int, out, command string) error {
+	if tasks < 1 {
+		return fmt.Errorf("-tasks %d: want at least 1", tasks)
+	}
+	scenarios := []scenario{
+		{"one-step tasks vs jobs", "bench/noop_one", 1, 32},
+		{"one-step tasks vs jobs", "bench/noop_one", 1, 100},
+		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32},
+	}
+	begin := time.Now()
+	load := loadAverage()
+	var rows []string
+	for _, sc := range scenarios {
+		units := tasks * sc.steps
+		rv, err := fresh(ctx, serverURL, func(dbURL string) (result, error) { return runRiver(ctx, dbURL, units, sc.workers) })
+		if err != nil {
+			return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
+		}
+		log.Info("River", "scenario", sc.name, "workers", sc.workers, "jobs", units, "jobs/s", int(rv.rate()), "wall", rv.wall)
+		var tk [2]result
+		for p := range 2 {
+			tk[p], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
+				return runTasker(ctx, dbURL, tasker, templates, sc, tasks, p+1)
+			})
+			if err != nil {
+				return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, p+1, err)
+			}
+			log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "processes", p+1, "steps", units,
+				"steps/s", int(tk[p].rate()), "wall", tk[p].wall)
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %s | %.2f | %s | %.2f | %s | %s |",
+			fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), sc.workers,
+			rateCell(rv, "jobs/s"), rateCell(tk[0], "steps/s"), tk[0].rate()/rv.rate(),
+			rateCell(tk[1], "steps/s"), tk[1].rate()/rv.rate(),
+			thousands(int(rv.createRate)), thousands(int(tk[0].createRate))))
+	}
+	section := report(rows, tasks, command, time.Since(begin), load)
+	if out == "-" {
+		fmt.Print(section)
+		return nil
+	}
+	return replaceSection(out, section)
+}
+
+func rateCell(r result, unit string) string {
+	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s)", thousands(int(r.rate())), unit, r.span.Seconds(), r.wall.Seconds())
+}
+
+// fresh runs f on a database created for it, dropped afterwards.
+func fresh(ctx context.Context, serverURL string, f func(dbURL string) (result, error)) (result, error) {
+	admin, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return result{}, err
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("bench_river_%d_%d", os.Getpid(), time.Now().UnixNano())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return result{}, err
+	}
+	defer admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return result{}, err
+	}
+	u.Path = "/" + name
+	return f(u.String())
+}
+
+// benchArgs is River's job: it does nothing, like tasker's noop handler.
+type benchArgs struct {
+	N int `json:"n"`
+}
+
+func (benchArgs) Kind() string { return "bench_noop" }
+
+type benchWorker struct {
+	river.WorkerDefaults[benchArgs]
+}
+
+func (benchWorker) Work(context.Context, *river.Job[benchArgs]) error { return nil }
+
+func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, error) {
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return result{}, err
+	}
+	defer pool.Close()
+	driver := riverpgxv5.New(pool)
+	migrator, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		return result{}, err
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return result{}, fmt.Errorf("migrating: %w", err)
+	}
+	ws := river.NewWorkers()
+	river.AddWorker(ws, &benchWorker{})
+	client, err := river.NewClient(driver, &river.Config{
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: 20 * time.Millisecond,
+		Logger:            slog.New(slog.DiscardHandler),
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: workers}},
+		Workers:           ws,
+	})
+	if err != nil {
+		return result{}, err
+	}
+	var res result
+	start := time.Now()
+	const batch = 1000
+	params := make([]river.InsertManyParams, 0, batch)
+	for n := 0; n < jobs; n += batch {
+		params = params[:0]
+		for i := n; i < min(n+batch, jobs); i++ {
+			params = append(params, river.InsertManyParams{Args: benchArgs{N: i}})
+		}
+		if _, err := client.InsertMany(ctx, params); err != nil {
+			return res, fmt.Errorf("inserting jobs: %w", err)
+		}
+	}
+	res.createRate = float64(jobs) / time.Since(start).Seconds()
+	res.units = jobs
+
+	start = time.Now()
+	if err := client.Start(ctx); err != nil {
+		return res, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = client.Stop(stopCtx)
+	}()
+	if err := waitFor(ctx, pool, jobs, `SELECT count(*) FROM river_job WHERE state = 'completed'`); err != nil {
+		return res, err
+	}
+	res.wall = time.Since(start)
+	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM max(finalized_at) - min(attempted_at)) FROM river_job`)
+	return res, err
+}
+
+func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, processes int) (result, error) {
+	var res result
+	if err := command(ctx, nil, nil, tasker, "migrate", "-database-url", dbURL); err != nil {
+		return res, err
+	}
+	var lines bytes.Buffer
+	for range tasks {
+		fmt.Fprintf(&lines, "{\"template\": %q, \"context\": {}}\n", sc.template)
+	}
+	var ids bytes.Buffer
+	start := time.Now()
+	if err := command(ctx, &lines, &ids, tasker, "run-task", "-jsonl", "-", "-templates-dir", templates, "-database-url", dbURL); err != nil {
+		return res, err
+	}
+	res.createRate = float64(tasks*sc.steps) / time.Since(start).Seconds()
+	if got := len(strings.Fields(ids.String())); got != tasks {
+		return res, fmt.Errorf("run-task printed %d ids for %d tasks", got, tasks)
+	}
+	res.units = tasks * sc.steps
+
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return res, err
+	}
+	defer pool.Close()
+	logDir, err := os.MkdirTemp("", "bench-river-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(logDir)
+	start = time.Now()
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			_ = p.Wait()
+		}
+	}()
+	for i := range processes {
+		logFile, err := os.Create(filepath.Join(logDir, "worker-"+strconv.Itoa(i)+".log"))
+		if err != nil {
+			return res, err
+		}
+		defer logFile.Close()
+		p := exec.Command(tasker, "worker", "-database-url", dbURL, "-workers", strconv.Itoa(sc.workers))
+		p.Stdout, p.Stderr = logFile, logFile
+		if err := p.Start(); err != nil {
+			return res, err
+		}
+		procs = append(procs, p)
+	}
+	if err := waitFor(ctx, pool, tasks, `SELECT count(*) FROM tasker_task_transitions WHERE most_recent AND to_state = 'complete'`); err != nil {
+		return res, err
+	}
+	res.wall = time.Since(start)
+	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM
+		(SELECT max(created_at) FROM tasker_task_transitions) - (SELECT min(created_at) FROM tasker_workflow_step_transitions))`)
+	return res, err
+}
+
+// command runs the tasker binary; its standard error is returned in the error when it fails.
+func command(ctx context.Context, stdin io.Reader, stdout io.Writer, name string, args ...string) error {
+	c := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, &stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, args[0], err, stderr.String())
+	}
+	return nil
+}
+
+// waitFor polls query (a count) every 50 ms until it reaches n, for at most 20 minutes.
+func waitFor(ctx context.Context, pool *pgxpool.Pool, n int, query string) error {
+	deadline := time.Now().Add(20 * time.Minute)
+	for {
+		var done int
+		if err := pool.QueryRow(ctx, query).Scan(&done); err != nil {
+			return err
+		}
+		if done >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d finished after 20 minutes", done, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func span(ctx context.Context, pool *pgxpool.Pool, query string) (time.Duration, error) {
+	var secs float64
+	if err := pool.QueryRow(ctx, query).Scan(&secs); err != nil {
+		return 0, err
+	}
+	if secs <= 0 {
+		return 0, errors.New("no span recorded")
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages of the machine.
+func loadAverage() string {
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil && len(strings.Fields(string(b))) >= 3 {
+		return strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return "unknown"
+}
+
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+const (
+	sectionStart = "<!-- engine-vs-river:start -->"
+	sectionEnd   = "<!-- engine-vs-river:end -->"
+)
+
+func report(rows []string, tasks int, command string, took time.Duration, load string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n## Engine vs River\n\n", sectionStart)
+	fmt.Fprintf(&b, "Written by `%s` (bench/river, a module of its own) on %s, in %s, %d tasks per run; "+
+		"load average at the start %s on %d cores (the machine is shared: other work ran at the same time, "+
+		"so compare the rows of one run, not runs).\n\n", command, time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		took.Round(time.Second), tasks, load, runtime.NumCPU())
+	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
+		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
+		"tasker `worker` processes (`-workers` each; two processes run twice the workers). The rate is units over " +
+		"the span the database records from the first unit started to the last finished (process start-up not " +
+		"counted; the wall time from start-up is in brackets). Work is created before the clock starts: River's " +
+		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
+		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
+	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | River insert/s | tasker create steps/s |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---:|---:|---:|\n")
+	for _, r := range rows {
+		b.WriteString(r + "\n")
+	}
+	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run (several minutes), "+
+		"`make bench-river-quick` 2,000; `make bench-peers` runs `make bench-river`. tasker's creation rate includes "+
+		"the start of the `run-task` process.\n%s\n", command, sectionEnd)
+	return b.String()
+}
+
+// replaceSection puts section in place of the previous one in path, or at its end.
+func replaceSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	text := string(old)
+	i, j := strings.Index(text, sectionStart), strings.Index(text, sectionEnd)
+	if i >= 0 && j > i {
+		text = text[:i] + strings.TrimSuffix(section, "\n") + text[j+len(sectionEnd):]
+	} else {
+		if text != "" && !strings.HasSuffix(text, "\n\n") {
+			text = strings.TrimRight(text, "\n") + "\n\n"
+		}
+		text += section
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}

@@ -375,6 +375,14 @@ var probes = map[string]func(t *testing.T, p *probeEnv) []outcome{
 	"a move the state machine forbids (retry a pending step)": func(t *testing.T, p *probeEnv) []outcome {
 		return []outcome{p.gqlOutcome(t, auth.Operator, `mutation($id: ID!) { retryStep(id: $id) { id } }`, map[string]any{"id": p.stepID})}
 	},
+	"`createTasks` with more than 1,000 inputs": func(t *testing.T, p *probeEnv) []outcome {
+		inputs := make([]any, 1001)
+		for i := range inputs {
+			inputs[i] = map[string]any{"namespace": "examples", "name": "linear_workflow"}
+		}
+		return []outcome{p.gqlOutcome(t, auth.Operator, `mutation($in: [CreateTaskInput!]!) { createTasks(inputs: $in) { ok } }`,
+			map[string]any{"in": inputs})}
+	},
 	"`resolveStepManually` without a reason": func(t *testing.T, p *probeEnv) []outcome {
 		return []outcome{p.gqlOutcome(t, auth.Operator, `mutation($id: ID!) { resolveStepManually(id: $id) { id } }`, map[string]any{"id": p.stepID})}
 	},

@@ -70,10 +70,13 @@ type batchItem struct {
 // requests and send the same batch again: with idempotency keys, a resend never duplicates.
 //
 // Every request is validated before anything is written (template, context, tags, lengths,
-// one key used with two templates in the batch). The writes are set-based and their number
-// does not depend on the batch size: one INSERT for the tasks, one SELECT for the keys that
-// already have a task (only when some do), one statement for all steps and edges, plus two
-// reads per distinct template to find its registration (registering it when needed).
+// one key used with two templates in the batch). The statements are set-based and their
+// number does not depend on the batch size: one read of the tasks that already hold the
+// batch's keys (when a request has a key), two reads per distinct template to find its
+// registration (registering it when needed), then in one transaction one INSERT for the
+// tasks, one SELECT for the keys whose task already exists (only when some do) and one
+// statement for all steps and edges. Like CreateTask, it writes no transition: new tasks and
+// steps are pending.
 // Steps are written with their DAG depth computed from the template, and the edges statement
 // tells the edges trigger to skip its walk (migration 00030).
 //

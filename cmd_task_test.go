@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -192,5 +193,32 @@ not json
 	db.Raw(`SELECT count(*) FROM tasker_tasks`).Scan(&after)
 	if after != tasks {
 		t.Fatalf("bad input wrote tasks: %d -> %d", tasks, after)
+	}
+}
+
+// TestRunTaskJSONLinesFromStandardInput drives the real binary: -jsonl - reads standard input
+// and prints one id per line, in input order.
+func TestRunTaskJSONLinesFromStandardInput(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	db := dbtest.Open(t, url)
+	cmd := exec.Command(buildTasker(t), "run-task", "-jsonl", "-", "-templates-dir", "", "-database-url", url)
+	cmd.Stdin = strings.NewReader(`{"template": "examples/tree_workflow"}
+{"template": "examples/linear_workflow", "idempotencyKey": "one"}
+{"template": "examples/linear_workflow", "idempotencyKey": "one"}
+`)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run-task -jsonl -: %v\n%s", err, stderr.String())
+	}
+	ids := strings.Fields(stdout.String())
+	if len(ids) != 3 || ids[1] != ids[2] || ids[0] == ids[1] {
+		t.Fatalf("printed %q; want three ids in input order, the last two the same task", stdout.String())
+	}
+	var name string
+	db.Raw(`SELECT nt.name FROM tasker_tasks t JOIN tasker_named_tasks nt USING (named_task_id) WHERE t.task_id = ?`, ids[0]).Scan(&name)
+	if name != "tree_workflow" {
+		t.Fatalf("first id %s is a task of %q, want tree_workflow", ids[0], name)
 	}
 }

@@ -2,12 +2,17 @@
 // driver for the read models and the write side. It holds no global state; callers own the
 // returned handle and close it. With tracing on (internal/tracing), every statement run under a
 // traced context gets its span.
+//
+// OpenWithReplicas adds streaming replicas: the handle's connection pool is then a
+// replica.Router, which sends a statement to a replica only when its context carries a
+// read-only replica.Route (the GraphQL API's queries) and everything else to the primary.
 package database
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +21,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/taskerhq/tasker/internal/replica"
 	"github.com/taskerhq/tasker/internal/tracing"
 )
 
@@ -32,10 +38,83 @@ type Options struct {
 // Open connects to url, checks the connection and returns a GORM handle whose *sql.DB is a
 // pgx pool. The caller closes it with Close.
 func Open(ctx context.Context, url string, opts Options) (*gorm.DB, error) {
+	sqlDB, err := openSQL(ctx, url, opts)
+	if err != nil {
+		return nil, err
+	}
+	return onPool(sqlDB, sqlDB, opts)
+}
+
+// OpenWithReplicas is Open with streaming replicas of the primary at replicaURLs: the handle
+// routes by context (internal/replica) and its *sql.DB is the primary's. Every pool gets the
+// same options (tracer, size). A replica that is unreachable at start is left out until it
+// answers; a URL that cannot be parsed, or names a server that is not a standby, is an error.
+// Without replica URLs it is Open. The caller closes it with Close, which closes every pool.
+func OpenWithReplicas(ctx context.Context, url string, replicaURLs []string, opts Options, ropts replica.Options) (*gorm.DB, error) {
+	if len(replicaURLs) == 0 {
+		return Open(ctx, url, opts)
+	}
+	primary, err := openSQL(ctx, url, opts)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	var pools []*sql.DB
+	closeAll := func() {
+		for _, p := range pools {
+			_ = p.Close()
+		}
+		_ = primary.Close()
+	}
+	for _, u := range replicaURLs {
+		cfg, err := parse(u)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("replica: %w", err)
+		}
+		names = append(names, fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database))
+		pools = append(pools, pool(cfg, opts))
+	}
+	router, err := replica.New(ctx, primary, names, pools, ropts)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	gdb, err := onPool(router, primary, opts)
+	if err != nil {
+		_ = router.Close()
+		return nil, err
+	}
+	return gdb, nil
+}
+
+// ReplicaURLs splits DATABASE_REPLICA_URLS: comma-separated, blanks ignored.
+func ReplicaURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Router returns the replica router of a handle opened with replicas, or nil.
+func Router(gdb *gorm.DB) *replica.Router {
+	r, _ := gdb.ConnPool.(*replica.Router)
+	return r
+}
+
+func parse(url string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing database url: %w", err)
 	}
+	return cfg, nil
+}
+
+// pool is a pgx-backed *sql.DB for cfg, sized and traced by opts; it connects lazily.
+func pool(cfg *pgx.ConnConfig, opts Options) *sql.DB {
 	if t := tracing.PGX(opts.Tracer); t != nil { // with SQL spans while tracing is on
 		cfg.Tracer = t
 	}
@@ -54,30 +133,48 @@ func Open(ctx context.Context, url string, opts Options) (*gorm.DB, error) {
 	sqlDB.SetMaxOpenConns(maxOpen)
 	sqlDB.SetMaxIdleConns(maxOpen)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	return sqlDB
+}
+
+// openSQL is pool for url, once a connection has answered.
+func openSQL(ctx context.Context, url string, opts Options) (*sql.DB, error) {
+	cfg, err := parse(url)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB := pool(cfg, opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pingCtx); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("connecting to database: %w", err)
 	}
+	return sqlDB, nil
+}
+
+// onPool opens GORM over conn; primary is closed when that fails.
+func onPool(conn gorm.ConnPool, primary *sql.DB, opts Options) (*gorm.DB, error) {
 	gormLogger := opts.Logger
 	if gormLogger == nil {
 		gormLogger = logger.Discard
 	}
-	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), &gorm.Config{
+	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: conn}), &gorm.Config{
 		Logger:                 gormLogger,
 		SkipDefaultTransaction: true,
 		TranslateError:         true,
 	})
 	if err != nil {
-		_ = sqlDB.Close()
+		_ = primary.Close()
 		return nil, fmt.Errorf("opening gorm: %w", err)
 	}
 	return gdb, nil
 }
 
-// Close closes the pool behind a handle returned by Open.
+// Close closes the pools behind a handle returned by Open or OpenWithReplicas.
 func Close(gdb *gorm.DB) error {
+	if r := Router(gdb); r != nil {
+		return r.Close()
+	}
 	sqlDB, err := gdb.DB()
 	if err != nil {
 		return err

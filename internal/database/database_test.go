@@ -7,6 +7,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/replica"
 )
 
 func TestOpenTurnsJITOffUnlessTheURLSetsIt(t *testing.T) {
@@ -42,5 +43,50 @@ func TestOpenNamesWhatIsWrong(t *testing.T) {
 	if _, err := database.Open(context.Background(), "postgres://postgres@127.0.0.1:1/none?connect_timeout=2", database.Options{}); err == nil ||
 		!strings.Contains(err.Error(), "connecting to database") {
 		t.Fatalf("unreachable server: %v", err)
+	}
+}
+
+func TestReplicaURLsSplitsOnCommas(t *testing.T) {
+	t.Parallel()
+	got := database.ReplicaURLs(" postgres://a/x , ,postgres://b/x,")
+	if len(got) != 2 || got[0] != "postgres://a/x" || got[1] != "postgres://b/x" {
+		t.Fatalf("ReplicaURLs = %q", got)
+	}
+	if got := database.ReplicaURLs(""); got != nil {
+		t.Fatalf("ReplicaURLs(\"\") = %q, want none", got)
+	}
+}
+
+// A "replica" that is a primary is refused; one that does not answer is left out and the
+// handle reads from the primary.
+func TestOpenWithReplicasChecksTheReplicas(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	if _, err := database.OpenWithReplicas(ctx, url, []string{url}, database.Options{MaxOpenConns: 1}, replica.Options{}); err == nil ||
+		!strings.Contains(err.Error(), "is not a standby") {
+		t.Fatalf("a primary as replica: %v", err)
+	}
+	if _, err := database.OpenWithReplicas(ctx, url, []string{"postgres://%zz"}, database.Options{MaxOpenConns: 1}, replica.Options{}); err == nil ||
+		!strings.Contains(err.Error(), "replica: parsing database url") {
+		t.Fatalf("a malformed replica URL: %v", err)
+	}
+	gdb, err := database.OpenWithReplicas(ctx, url, []string{"postgres://postgres@127.0.0.1:1/none?connect_timeout=2"},
+		database.Options{MaxOpenConns: 1}, replica.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer database.Close(gdb)
+	r := database.Router(gdb)
+	if r == nil || r.Replicas()[0].Up() {
+		t.Fatal("an unreachable replica is in service")
+	}
+	rctx, _ := replica.WithRoute(ctx, true, 0)
+	var one int
+	if err := gdb.WithContext(rctx).Raw("SELECT 1").Scan(&one).Error; err != nil || one != 1 {
+		t.Fatalf("a read with the only replica out: %v", err)
+	}
+	if r.PrimaryStatements() != 1 {
+		t.Fatalf("primary statements = %d, want 1", r.PrimaryStatements())
 	}
 }

@@ -37,10 +37,12 @@ import (
 	"github.com/taskerhq/tasker/graph/resolvers"
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/console"
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/replica"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/tracing"
 )
@@ -61,7 +63,8 @@ type Config struct {
 	// RESPONSE_TOO_LARGE (default 16 MiB): a backstop behind the complexity limit for values
 	// of unbounded size such as task contexts.
 	MaxResponseBytes int
-	// QueryStats adds extensions.queryStats (sqlStatements, dbTimeMs) to every response.
+	// QueryStats adds extensions.queryStats (sqlStatements, dbTimeMs, servedBy: "primary" or
+	// "replica", replicaLagMs) to every response.
 	QueryStats bool
 	// QueryCacheSize is the number of parsed queries kept (default 1,000).
 	QueryCacheSize int
@@ -192,7 +195,8 @@ func New(cfg Config, deps Deps) *API {
 	srv.Use(subscriptionTransport{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(newComplexityLimit(cfg.MaxComplexity, cfg.MaxInFlightComplexity))
-	srv.Use(perResponse{db: deps.DB, loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
+	srv.Use(perResponse{db: deps.DB, router: database.Router(deps.DB), log: deps.Log,
+		loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
 	if deps.Metrics != nil {
 		srv.Use(deps.Metrics.GraphQL()) // inside perResponse: it reads the statement counter
 	}
@@ -229,11 +233,13 @@ func (a *API) Mount(mux *http.ServeMux) {
 }
 
 // perResponse gives every response (each query or mutation, each subscription event) fresh
-// dataloaders and a statement counter, and reports the counter when stats are on. Per
-// response rather than per connection, so a websocket connection never serves stale
-// cached rows.
+// dataloaders, a statement counter and its replica route (readafter.go), and reports the
+// counter and who served when stats are on. Per response rather than per connection, so a
+// websocket connection never serves stale cached rows.
 type perResponse struct {
 	db       *gorm.DB
+	router   *replica.Router // nil without replicas
+	log      *slog.Logger
 	loaders  loaders.Options
 	stats    bool
 	maxBytes int
@@ -247,6 +253,10 @@ var _ interface {
 func (perResponse) ExtensionName() string                   { return "PerResponseLoadersAndStats" }
 func (perResponse) Validate(graphql.ExecutableSchema) error { return nil }
 func (p perResponse) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	ctx, route, refused := p.route(ctx)
+	if refused != nil {
+		return refused
+	}
 	ctx, counter := querystats.WithCounter(ctx)
 	ctx = loaders.With(ctx, loaders.New(p.db, p.loaders))
 	resp := next(ctx)
@@ -255,15 +265,22 @@ func (p perResponse) InterceptResponse(ctx context.Context, next graphql.Respons
 		errcode.Set(err, codeResponseTooLarge)
 		resp.Data, resp.Errors = nil, gqlerror.List{err}
 	}
-	if resp == nil || !p.stats {
+	if resp == nil {
 		return resp
 	}
-	if resp.Extensions == nil {
-		resp.Extensions = map[string]any{}
+	var stats map[string]any
+	if p.stats {
+		stats = map[string]any{
+			"sqlStatements": counter.Statements(),
+			"dbTimeMs":      float64(counter.Duration().Microseconds()) / 1000,
+		}
 	}
-	resp.Extensions["queryStats"] = map[string]any{
-		"sqlStatements": counter.Statements(),
-		"dbTimeMs":      float64(counter.Duration().Microseconds()) / 1000,
+	p.served(ctx, route, resp, stats)
+	if stats != nil {
+		if resp.Extensions == nil {
+			resp.Extensions = map[string]any{}
+		}
+		resp.Extensions["queryStats"] = stats
 	}
 	return resp
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/replica"
 	"github.com/taskerhq/tasker/internal/runstate"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/tracing"
@@ -65,6 +66,7 @@ type serveExtras struct {
 func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger, extras serveExtras) (err error) {
 	fs := newFlagSet(extras.command, "[flags]", extras.about, out)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty starts a private cluster")
+	fs.StringVar(&cfg.ReplicaURLs, "database-replica-urls", cfg.ReplicaURLs, "comma-separated streaming replicas of the database that serve GraphQL queries (env DATABASE_REPLICA_URLS)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "local state; the private cluster lives in its postgres/ folder (env TASKER_DATA_DIR)")
 	fs.StringVar(&cfg.PostgresBinDir, "postgres-bin-dir", cfg.PostgresBinDir, "where initdb and postgres are for the private cluster; empty finds them (env TASKER_POSTGRES_BIN_DIR)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address (env TASKER_HOST and PORT)")
@@ -77,6 +79,10 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
+	}
+	if len(database.ReplicaURLs(cfg.ReplicaURLs)) > 0 && cfg.DatabaseURL == "" {
+		return errors.New("-database-replica-urls (DATABASE_REPLICA_URLS) needs -database-url (DATABASE_URL): " +
+			"the replicas stream from that primary, not from a private cluster")
 	}
 	authDecision, err := decideAuth(cfg, log) // before anything starts: a bad TASKER_AUTH refuses
 	if err != nil {
@@ -103,10 +109,17 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 
 	// 2. Connection pool.
 	began := time.Now()
-	// querystats.Tracer counts the statements of each GraphQL response (graphapi).
-	gdb, err := database.Open(ctx, dbURL, database.Options{Tracer: querystats.Tracer{}})
+	// querystats.Tracer counts the statements of each GraphQL response (graphapi). With
+	// replicas, GraphQL queries read from them and everything else stays on the primary
+	// (internal/replica).
+	replicaURLs := database.ReplicaURLs(cfg.ReplicaURLs)
+	gdb, err := database.OpenWithReplicas(ctx, dbURL, replicaURLs, database.Options{Tracer: querystats.Tracer{}},
+		replica.Options{Log: log})
 	if err != nil {
 		return err
+	}
+	if len(replicaURLs) > 0 {
+		log.Info("serve: GraphQL queries read from replicas", "replicas", len(replicaURLs))
 	}
 	stops.add("database pool", func(context.Context) error { return database.Close(gdb) })
 	log.Info("serve: database connected", "took", time.Since(began))

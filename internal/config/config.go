@@ -14,6 +14,9 @@ import (
 type Config struct {
 	// DatabaseURL is the PostgreSQL to use. Empty means: start a private embedded cluster.
 	DatabaseURL string
+	// ReplicaURLs are streaming replicas of DatabaseURL (DATABASE_REPLICA_URLS, comma-separated)
+	// that serve the GraphQL API's queries; empty means every read goes to DatabaseURL.
+	ReplicaURLs string
 	// DataDir holds tasker's local state (TASKER_DATA_DIR, default DefaultDataDir()); the
 	// embedded cluster lives in DataDir/postgres.
 	DataDir string
@@ -31,6 +34,7 @@ type Config struct {
 func FromEnv() (Config, error) {
 	cfg := Config{
 		DatabaseURL:     os.Getenv("DATABASE_URL"),
+		ReplicaURLs:     os.Getenv("DATABASE_REPLICA_URLS"),
 		DataDir:         os.Getenv("TASKER_DATA_DIR"),
 		PostgresBinDir:  os.Getenv("TASKER_POSTGRES_BIN_DIR"),
 		ShutdownTimeout: 30 * time.Second,

@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 		return err
 	}
 	workerCfg.Observer = sec.metrics
+	if router := database.Router(gdb); router != nil {
+		sec.metrics.Registry().MustRegister(router.Collector()) // statements per server, replica health
+	}
 	engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
 	if err != nil {
 		return err

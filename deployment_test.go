@@ -26,7 +26,8 @@ type deployResponse struct {
 	Extensions struct {
 		ReadAfter  string `json:"readAfter"`
 		QueryStats struct {
-			ServedBy string `json:"servedBy"`
+			ServedBy      string `json:"servedBy"`
+			SQLStatements int64  `json:"sqlStatements"`
 		} `json:"queryStats"`
 	} `json:"extensions"`
 }
@@ -183,18 +184,33 @@ func TestManyProcessesShareOneDatabase(t *testing.T) {
 	db.Raw(`SELECT count(DISTINCT metadata->>'worker_id') FROM tasker_workflow_step_transitions WHERE to_state = 'in_progress'`).Scan(&workers)
 	t.Logf("%d tasks, %d steps, run by %d distinct workers of 4 processes", tasks, len(rows), workers)
 
-	// Reads on server b come from the replica once it has replayed.
+	// Reads on both servers come from the replica once it has replayed.
 	pair.WaitReplayed()
 	taskQuery := func(id string) string { return fmt.Sprintf(`{ task(id: "%s") { id status } }`, id) }
 	pair.ResetStatements()
 	const detail = `{ tasks(first: 10) { nodes { id status steps { name status readiness { readyForExecution } } } } }`
+	var statements int64
 	for _, s := range []string{a, b, a, b} {
-		if r := postAs(t, s, token, "", detail); r.Extensions.QueryStats.ServedBy != "replica" || len(r.Errors) > 0 {
+		r := postAs(t, s, token, "", detail)
+		if r.Extensions.QueryStats.ServedBy != "replica" || len(r.Errors) > 0 {
 			t.Fatalf("a query on server %s: servedBy %q, errors %v; want the replica", s, r.Extensions.QueryStats.ServedBy, r.Errors)
 		}
+		statements += r.Extensions.QueryStats.SQLStatements
 	}
-	t.Logf("4 task-list queries (10 tasks with their steps and readiness): %d statements on the standby; "+
-		"meanwhile %d on the primary from four idle processes", pair.Statements(pair.Standby), pair.Statements(pair.Primary))
+	t.Logf("4 task-list queries (10 tasks with their steps and readiness) ran %d statements, all on the standby "+
+		"(which ran %d with the servers' probes); meanwhile the primary ran %d for four idle processes",
+		statements, pair.Statements(pair.Standby), pair.Statements(pair.Primary))
+
+	// Each server counts what it routed where, and its replica's state, on /metrics.
+	replicaName := fmt.Sprintf("127.0.0.1:%d/tasker", pair.Standby.Port())
+	code, metrics := get(t, "http://"+b+"/metrics", "")
+	for _, want := range []string{`tasker_replica_up{replica="` + replicaName + `"} 1`,
+		`tasker_db_routed_statements_total{replica="` + replicaName + `",server="replica"}`,
+		`tasker_db_routed_statements_total{replica="",server="primary"}`, `tasker_replica_lag_seconds{replica="` + replicaName + `"}`} {
+		if code != http.StatusOK || !strings.Contains(metrics, want) {
+			t.Errorf("/metrics (%d) lacks %s", code, want)
+		}
+	}
 
 	// A write through a, read through b with its token while the replica lags: b asks the
 	// primary and sees it; without the token, b's replica does not have it yet.

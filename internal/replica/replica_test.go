@@ -193,6 +193,12 @@ func queriesReadFromTheReplicaOnly(t *testing.T, a *api) {
 // replica, which does not have it yet; once replay resumes, the token's reads go to the replica.
 func aWriterReadsItsWriteWhileTheReplicaLags(t *testing.T, a *api) {
 	a.pair.Exec(a.pair.AdminURL(a.pair.Standby), "SELECT pg_wal_replay_pause()")
+	resumed := false
+	defer func() { // also when an assertion fails, so that the next part finds the replica replaying
+		if !resumed {
+			a.pair.Exec(a.pair.AdminURL(a.pair.Standby), "SELECT pg_wal_replay_resume()")
+		}
+	}()
 	id, token := a.createTask()
 
 	r := a.must(taskQuery(id), token)
@@ -205,6 +211,7 @@ func aWriterReadsItsWriteWhileTheReplicaLags(t *testing.T, a *api) {
 	}
 
 	a.pair.Exec(a.pair.AdminURL(a.pair.Standby), "SELECT pg_wal_replay_resume()")
+	resumed = true
 	a.pair.WaitReplayed()
 	r = a.must(taskQuery(id), token)
 	if r.Extensions.QueryStats.ServedBy != "replica" {

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type Pair struct {
 	Primary  *pgembed.Cluster
 	Standby  *pgembed.Cluster
 	database string
+	log      *slog.Logger
 }
 
 // Start starts the primary, creates database on it, takes a base backup and starts the
@@ -45,8 +47,12 @@ func Start(t testing.TB, database string) *Pair {
 			}
 		}
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p := &Pair{t: t, database: database}
+	// Registered first, so it runs after both servers have stopped: their output goroutines
+	// may still drain a line, which must not reach a finished test.
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p := &Pair{t: t, database: database, log: log}
 	primaryDir := filepath.Join(dir, "primary")
 	// First start initialises the cluster; the second loads pg_stat_statements.
 	c, err := pgembed.Start(ctx, pgembed.Options{DataDir: primaryDir, Database: database, Logger: log})
@@ -205,11 +211,26 @@ func chownLike(dir, like string) error {
 	})
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter logs PostgreSQL's warnings to the test until close.
+type testWriter struct {
+	t      testing.TB
+	mu     sync.Mutex
+	closed bool
+}
 
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
 	return len(b), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 // StandbyURL is the URL of the test database on the standby.
@@ -231,7 +252,7 @@ func (p *Pair) RestartStandby() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := pgembed.Start(ctx, pgembed.Options{DataDir: p.Standby.DataDir(), Port: p.Standby.Port(), Database: p.database,
-		Logger: slog.New(slog.NewTextHandler(testWriter{p.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: p.log})
 	if err != nil {
 		p.t.Fatalf("restarting the standby: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/models"
 )
@@ -162,10 +163,11 @@ const (
 // run delivers rows until ctx ends. A failed read (the database is restarting, its connection
 // was cut) does not end the stream: it keeps its place and its tracked ids and reads again
 // after the hub's next wake-up (the hub wakes every subscriber once it has reconnected) or a
-// growing delay, whichever comes first. So a client sees no gap and no duplicate across a
-// database restart without having to resubscribe.
+// growing, jittered delay (100ms to 5s), whichever comes first; the stream's failure streak is
+// logged once, not per read (see internal/dbretry). So a client sees no gap and no duplicate
+// across a database restart without having to resubscribe.
 func run[T any](ctx context.Context, f *Feed, src source[T], tr *tracker, sub *events.Subscription, out chan<- *T) {
-	retry := firstRetry
+	streak := dbretry.New(f.log, "feed: reading transitions", firstRetry, maxRetry)
 	for {
 		for {
 			rows, err := src.read(ctx, tr.floor, tr.exclude(), f.opts.Batch)
@@ -173,20 +175,12 @@ func run[T any](ctx context.Context, f *Feed, src source[T], tr *tracker, sub *e
 				if ctx.Err() != nil {
 					return
 				}
-				f.log.Warn("feed: reading transitions failed, retrying", "error", err, "retry_in", retry)
-				timer := time.NewTimer(retry)
-				select {
-				case <-ctx.Done():
-					timer.Stop()
+				if !dbretry.Wait(ctx, streak.Fail(err), sub.C) {
 					return
-				case <-sub.C:
-				case <-timer.C:
 				}
-				timer.Stop()
-				retry = min(2*retry, maxRetry)
 				continue
 			}
-			retry = firstRetry
+			streak.Succeed()
 			for i := range rows {
 				select {
 				case out <- &rows[i]:

@@ -1,6 +1,8 @@
 // Package events fans PostgreSQL notifications out to the goroutines of one process. A Hub
 // holds the process's single LISTEN connection (reconnecting on its own after a database
-// restart) and wakes subscribers whose filter matches a notification.
+// restart, with exponential backoff from 100ms to 2s while the database stays unreachable,
+// and the failure streak logged once: see internal/dbretry) and wakes subscribers whose filter
+// matches a notification.
 //
 // A notification is a wake-up, never the data: subscribers re-read the transition tables, so a
 // missed or coalesced notification loses nothing. After every (re)connection the hub wakes
@@ -10,6 +12,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -18,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgxlisten"
+
+	"github.com/taskerhq/tasker/internal/dbretry"
 )
 
 // The channels the database publishes on (db/migrations/00003_transition_events.sql).
@@ -58,8 +63,17 @@ type Subscription struct {
 	hub    *Hub
 }
 
-// Close removes the subscription. It is safe to call twice.
+// OnlyReconnects is a Filter that accepts no notification: its subscriber is woken only when
+// the hub (re)connects, which is when a loop backing off from database failures should try
+// again.
+func OnlyReconnects(Event) bool { return false }
+
+// Close removes the subscription. It is safe to call twice, and on a zero Subscription (which
+// never wakes).
 func (s *Subscription) Close() {
+	if s.hub == nil {
+		return
+	}
 	s.hub.mu.Lock()
 	delete(s.hub.subs, s)
 	s.hub.mu.Unlock()
@@ -83,11 +97,16 @@ type Hub struct {
 	listened  int           // channels LISTENed on the current connection
 	ready     chan struct{} // closed at the first successful LISTEN
 	readyOnce sync.Once
+	streak    *dbretry.Streak // failures to (re)connect and listen
 }
 
 // NewHub returns a hub that will listen on databaseURL once Run is called.
 func NewHub(databaseURL string, log *slog.Logger) *Hub {
-	return &Hub{url: databaseURL, log: log, subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{url: databaseURL, log: log, subs: map[*Subscription]struct{}{}, ready: make(chan struct{}),
+		streak: dbretry.New(log, "events: listening", 100*time.Millisecond, maxReconnectDelay)}
 }
 
 // Subscribe registers a subscriber. Close it when done.
@@ -117,10 +136,22 @@ func (h *Hub) Subscribers() int {
 	return len(h.subs)
 }
 
-// Run listens until ctx ends, reconnecting after failures (every second).
+// maxReconnectDelay caps the wait between two reconnection attempts of a hub. It is short on
+// purpose: the hub's reconnection is what wakes the other loops backing off from database
+// failures (they wait for it, up to their own longer backoff), so it bounds how long after
+// the database's return the whole process resumes.
+const maxReconnectDelay = 2 * time.Second
+
+// Run listens until ctx ends, reconnecting after failures with exponential backoff and
+// jitter (100ms to 2s); the failure streak is logged once, then every 30s while it lasts, then
+// its recovery (see internal/dbretry).
 func (h *Hub) Run(ctx context.Context) error {
+	var wait time.Duration // before the next connection attempt; zero after a success
 	l := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			if !dbretry.Wait(ctx, wait, nil) {
+				return nil, ctx.Err()
+			}
 			h.mu.Lock()
 			h.listened = 0
 			h.mu.Unlock()
@@ -129,12 +160,18 @@ func (h *Hub) Run(ctx context.Context) error {
 			return pgx.Connect(connectCtx, h.url)
 		},
 		LogError: func(ctx context.Context, err error) {
+			var nerr notificationError
+			if errors.As(err, &nerr) {
+				// One notification could not be handled; the connection is still up.
+				h.log.Warn("events: handling a notification", "error", err)
+				return
+			}
 			h.setConnected(false)
 			if ctx.Err() == nil {
-				h.log.Warn("events: listener error, reconnecting", "error", err)
+				wait = h.streak.Fail(err)
 			}
 		},
-		ReconnectDelay: time.Second,
+		ReconnectDelay: -1, // Connect waits the backoff itself
 	}
 	for _, ch := range Channels {
 		l.Handle(ch, handler{hub: h})
@@ -172,7 +209,7 @@ func (hd handler) HandleNotification(_ context.Context, n *pgconn.Notification, 
 	if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {
 		// Undecodable payload: wake everyone on the channel rather than lose the signal.
 		hd.hub.dispatch(Event{})
-		return fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)
+		return notificationError{fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)}
 	}
 	ev.Channel = n.Channel
 	hd.hub.dispatch(ev)
@@ -192,8 +229,14 @@ func (hd handler) HandleBacklog(context.Context, string, *pgx.Conn) error {
 	}
 	h.mu.Unlock()
 	if all {
+		h.streak.Succeed()
 		h.readyOnce.Do(func() { close(h.ready) })
 		h.dispatch(Event{})
 	}
 	return nil
 }
+
+// notificationError is the failure to handle one notification, on a connection that is up.
+type notificationError struct{ error }
+
+func (e notificationError) Unwrap() error { return e.error }

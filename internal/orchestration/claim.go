@@ -222,7 +222,7 @@ WHERE NOT c.processed AND NOT c.in_process
   AND r.next_retry_at > now()`
 
 // nextRetryIn returns how long until the earliest waiting retry becomes due, if any.
-func (e *Engine) nextRetryIn(ctx context.Context) (time.Duration, bool) {
+func (e *Engine) nextRetryIn(ctx context.Context) (time.Duration, bool, error) {
 	var row struct {
 		At  *time.Time
 		Now time.Time
@@ -234,14 +234,11 @@ func (e *Engine) nextRetryIn(ctx context.Context) (time.Duration, bool) {
 		return tx.Raw(`SELECT (` + nextRetrySQL + `) AS at, now() AS now`).Scan(&row).Error
 	})
 	if err != nil {
-		if ctx.Err() == nil {
-			e.log.Error("orchestration: reading next retry time", "error", err)
-		}
-		return 0, false
+		return 0, false, fmt.Errorf("reading next retry time: %w", err)
 	}
 	if row.At == nil {
-		return 0, false
+		return 0, false, nil
 	}
 	// A little slack so that the readiness view agrees once the timer fires.
-	return row.At.Sub(row.Now) + 10*time.Millisecond, true
+	return row.At.Sub(row.Now) + 10*time.Millisecond, true, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 )
 
@@ -137,6 +138,9 @@ type Engine struct {
 	kick           chan struct{} // a worker or the recorder finished: look for work
 	rec            *recorder     // records finished attempts, in batches
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
+
+	// One failure streak per loop that talks to the database (see internal/dbretry).
+	claims, inputs, recovery *dbretry.Streak
 }
 
 // New returns an engine over db. hub (may be nil: the engine then polls) delivers transition
@@ -159,6 +163,10 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 		kick:  make(chan struct{}, 1),
 	}
 	e.rec = newRecorder(e)
+	e.claims = dbretry.New(e.log, "orchestration: claiming steps", 100*time.Millisecond, max(cfg.PollInterval, time.Second))
+	e.inputs = dbretry.New(e.log, "orchestration: reading step inputs", 50*time.Millisecond, 2*time.Second)
+	e.recovery = dbretry.New(e.log, "orchestration: recovering expired claims", cfg.RecoveryInterval,
+		max(cfg.RecoveryInterval, time.Minute))
 	return e, nil
 }
 
@@ -203,7 +211,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	if e.hub != nil {
 		sub = e.hub.Subscribe(wakeFilter)
 	}
-	go e.rec.run()
+	recSub, recoverySub := e.reconnects(), e.reconnects()
+	go func() {
+		defer recSub.Close()
+		e.rec.run(recSub.C)
+	}()
 	e.loops.Add(2)
 	go func() {
 		defer e.loops.Done()
@@ -215,7 +227,8 @@ func (e *Engine) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer e.loops.Done()
-		e.recoverLoop(loopCtx)
+		defer recoverySub.Close()
+		e.recoverLoop(loopCtx, recoverySub.C)
 	}()
 	e.log.Info("orchestration: engine started", "workers", e.cfg.Workers, "lease", e.cfg.LeaseDuration,
 		"poll_interval", e.cfg.PollInterval)
@@ -291,6 +304,11 @@ func wakeFilter(ev events.Event) bool {
 // this engine recorded a failure or recovered a claim, when the previous due time arrives, and
 // on every poll tick (which also catches the failures recorded by other engines; each engine
 // wakes for its own failures' retries).
+//
+// While claiming fails (the database is down), the loop backs off exponentially with jitter up
+// to the poll interval (at least 1s), logging the failure streak once (see internal/dbretry);
+// only an event wakes it earlier, and the events hub sends one when it reconnects, so claiming
+// resumes as soon as the database is back.
 func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	var wake <-chan struct{}
 	if sub != nil {
@@ -307,25 +325,32 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 		if idle > 0 {
 			n := min(idle, e.cfg.ClaimBatch)
 			steps, err := e.claim(ctx, n)
+			if err == nil && e.retryDirty.Load() && len(steps) < n {
+				var d time.Duration
+				var ok bool
+				if d, ok, err = e.nextRetryIn(ctx); err == nil {
+					e.retryDirty.Store(false)
+					due = time.Time{}
+					if ok {
+						due = time.Now().Add(d)
+					}
+				}
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				e.log.Error("orchestration: claiming steps", "error", err)
+				dbretry.Wait(ctx, e.claims.Fail(err), wake)
+				continue
 			}
-			for _, r := range e.prepare(steps) {
+			e.claims.Succeed()
+			for _, r := range e.prepare(ctx, steps, wake) {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
 				go e.work(r)
 			}
-			if err == nil && len(steps) == n {
+			if len(steps) == n {
 				continue // there may be more ready steps
-			}
-			if err == nil && e.retryDirty.Swap(false) {
-				due = time.Time{}
-				if d, ok := e.nextRetryIn(ctx); ok {
-					due = time.Now().Add(d)
-				}
 			}
 			if !due.IsZero() {
 				retryTimer = time.NewTimer(time.Until(due))
@@ -347,6 +372,15 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	}
 }
 
+// reconnects subscribes to the events hub's (re)connections, which is when a loop backing off
+// should try the database again. Without a hub it returns a subscription that never wakes.
+func (e *Engine) reconnects() *events.Subscription {
+	if e.hub == nil {
+		return &events.Subscription{}
+	}
+	return e.hub.Subscribe(events.OnlyReconnects)
+}
+
 // work runs a prepared step on a worker and frees the worker once its handler has returned:
 // the outcome is recorded by the recorder, and the dispatcher, woken, claims the next steps
 // in one batch.
@@ -362,13 +396,17 @@ func (e *Engine) work(r *run) {
 	e.runStep(r)
 }
 
-func (e *Engine) recoverLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.RecoveryInterval)
-	defer t.Stop()
+// recoverLoop recovers expired claims every RecoveryInterval; while that fails it backs off
+// from RecoveryInterval up to a minute, or until the events hub reconnects.
+func (e *Engine) recoverLoop(ctx context.Context, reconnected <-chan struct{}) {
 	for {
+		wait, wake := e.cfg.RecoveryInterval, (<-chan struct{})(nil)
 		n, err := RecoverExpired(ctx, e.db, e.log)
-		if err != nil && ctx.Err() == nil {
-			e.log.Error("orchestration: recovering expired claims", "error", err)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			wait, wake = e.recovery.Fail(err), reconnected // only a failing loop wakes on reconnection
+		case err == nil:
+			e.recovery.Succeed()
 		}
 		if n > 0 {
 			e.retryDirty.Store(true)
@@ -377,10 +415,8 @@ func (e *Engine) recoverLoop(ctx context.Context) {
 			default:
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !dbretry.Wait(ctx, wait, wake) {
 			return
-		case <-t.C:
 		}
 	}
 }

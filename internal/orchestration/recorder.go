@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
@@ -37,13 +38,18 @@ const maxRecordBatch = 256
 // (see recordBatch). While one batch commits, the next one gathers, so the batch size follows
 // the load and an idle engine records a lone result at once.
 type recorder struct {
-	e    *Engine
-	in   chan result
-	done chan struct{}
+	e      *Engine
+	in     chan result
+	done   chan struct{}
+	streak *dbretry.Streak
+	// reconnected receives when the events hub reconnects: a recording backing off from a
+	// lost database tries again at once.
+	reconnected <-chan struct{}
 }
 
 func newRecorder(e *Engine) *recorder {
-	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{})}
+	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{}),
+		streak: dbretry.New(e.log, "orchestration: recording attempts", 50*time.Millisecond, 2*time.Second)}
 }
 
 // submit queues a result; it blocks while the queue is full, which holds the worker (and so
@@ -56,7 +62,8 @@ func (r *recorder) close() {
 	<-r.done
 }
 
-func (r *recorder) run() {
+func (r *recorder) run(reconnected <-chan struct{}) {
+	r.reconnected = reconnected
 	defer close(r.done)
 	for first := range r.in {
 		batch := []result{first}
@@ -77,31 +84,37 @@ func (r *recorder) run() {
 }
 
 // flush records one batch, reports every outcome to the observer and wakes the dispatcher:
-// the recorded steps may have made others ready. When the batch cannot be recorded, each of
+// the recorded steps may have made others ready. When the database refuses the batch, each of
 // its results is recorded alone, so that one result the database refuses cannot take the
-// others down with it.
+// others down with it; a batch that failed for want of a database is not split (each result
+// would wait as long again).
 func (r *recorder) flush(batch []result) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ctx, spans := startRecord(ctx, batch)
-	// A lost connection (a database restart, a failover) is retried for up to the timeout
-	// above rather than leaving the steps to their leases: retrying is safe, since a batch that
-	// did commit has released its claims, and a second recording of it finds them gone.
+	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
+	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
+	// a batch that did commit has released its claims, and a second recording of it finds
+	// them gone.
 	var kept map[int64]bool
-	err := retryTransient(ctx, func() error {
+	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
 		kept, err = e.recordBatch(ctx, batch)
 		return err
 	})
 	endRecord(spans, err)
-	if err != nil && len(batch) > 1 {
+	if err != nil && len(batch) > 1 && !dbretry.Transient(err) {
 		e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 			"attempts", len(batch), "error", err)
 		for _, res := range batch {
 			r.flush([]result{res})
 		}
 		return
+	}
+	if err != nil {
+		e.log.Error("orchestration: recording attempts failed; the lease will recover their steps",
+			"attempts", len(batch), "error", err)
 	}
 	for _, res := range batch {
 		ok := kept[res.step.StepID]
@@ -111,7 +124,7 @@ func (r *recorder) flush(batch []result) {
 		e.observeFinished(res.name, finishOutcome(res.runErr, ok, err), res.elapsed)
 		switch {
 		case err != nil:
-			res.log.Error("orchestration: recording attempt; the lease will recover the step", "error", err)
+			res.log.Debug("orchestration: attempt not recorded; the lease will recover the step", "error", err)
 		case !ok:
 			res.log.Info("orchestration: claim lost before recording, result discarded")
 		}

@@ -12,6 +12,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
@@ -156,7 +157,17 @@ type run struct {
 // the steps whose claims are still held, ready to run. Watching starts before the read: a
 // cancellation committed after the read wakes the watcher, one committed before it is seen
 // by the read.
-func (e *Engine) prepare(steps []claimedStep) []*run {
+//
+// A read that fails for want of a database (a restart, a cut connection) is retried with
+// backoff (see internal/dbretry; wake, the dispatcher's events, cuts a wait short: the events
+// hub sends one when it reconnects) for up to half the lease, while the watchers keep renewing
+// the leases: the engine is alive and holds the claims, so it runs the steps as soon as the
+// database is back instead of leaving them to the lease. Retrying is safe: the read changes
+// nothing, and a claim taken away meanwhile (recovered, cancelled) reads as not ours. When the
+// retries end (ctx ends, the half lease passes, or the database refuses the read), the steps
+// are released at once as lost attempts (reason "inputs_unreadable", or "worker_stopped" when
+// ctx ended), or, if the database cannot be reached for that either, left to their leases.
+func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan struct{}) []*run {
 	if len(steps) == 0 {
 		return nil
 	}
@@ -166,22 +177,32 @@ func (e *Engine) prepare(steps []claimedStep) []*run {
 	for i, s := range steps {
 		r := &run{s: s, log: e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)}
 		r.ctx, r.cancel = context.WithCancelCause(e.handlerCtx)
-		var wake <-chan struct{}
+		var claimWake <-chan struct{}
 		if e.hub != nil {
 			stepID := s.StepID
 			r.sub = e.hub.Subscribe(func(ev events.Event) bool {
 				return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == stepID &&
 					ev.To != string(models.StateInProgress))
 			})
-			wake = r.sub.C
+			claimWake = r.sub.C
 		}
-		go e.watchClaim(r.ctx, r.cancel, s, wake)
+		go e.watchClaim(r.ctx, r.cancel, s, claimWake)
 		runs[i], ids[i], tokens[i] = r, s.StepID, s.Token
 	}
-	dbctx, dbcancel := context.WithTimeout(claimContext(context.Background(), steps), 30*time.Second)
-	defer dbcancel()
+	readCtx, readCancel := context.WithTimeout(claimContext(ctx, steps), max(e.cfg.LeaseDuration/2, time.Second))
+	defer readCancel()
 	var inputs []stepInput
-	err := e.db.WithContext(dbctx).Raw(stepInputsSQL, models.Int64Array(ids), strings.Join(tokens, ",")).Scan(&inputs).Error
+	err := dbretry.Do(readCtx, e.inputs, wake, func() error {
+		inputs = nil
+		stmtCtx, cancel := context.WithTimeout(readCtx, 30*time.Second)
+		defer cancel()
+		return e.db.WithContext(stmtCtx).Raw(stepInputsSQL, models.Int64Array(ids), strings.Join(tokens, ",")).
+			Scan(&inputs).Error
+	})
+	if err != nil {
+		e.releaseUnread(ctx, runs, err)
+		return nil
+	}
 	byID := make(map[int64]stepInput, len(inputs))
 	for _, in := range inputs {
 		byID[in.StepID] = in
@@ -189,19 +210,43 @@ func (e *Engine) prepare(steps []claimedStep) []*run {
 	ready := runs[:0]
 	for _, r := range runs {
 		in, ok := byID[r.s.StepID]
-		switch {
-		case err != nil:
-			r.log.Error("orchestration: reading step inputs; the lease will recover the step", "error", err)
-		case !ok || !in.Mine:
+		if !ok || !in.Mine {
 			r.log.Info("orchestration: claim lost before running, step skipped")
-		default:
-			r.in = in
-			ready = append(ready, r)
+			r.close()
 			continue
 		}
-		r.close()
+		r.in = in
+		ready = append(ready, r)
 	}
 	return ready
+}
+
+// releaseUnread gives back the claims of steps whose inputs could not be read (readErr): each
+// step's attempt is recorded as lost, so that it is retried under a new attempt number (see
+// recoverClaim), and its task is settled. A step that cannot be released is left to its lease.
+func (e *Engine) releaseUnread(ctx context.Context, runs []*run, readErr error) {
+	reason := "inputs_unreadable"
+	if ctx.Err() != nil {
+		reason = "worker_stopped"
+	}
+	e.log.Error("orchestration: reading step inputs failed; releasing the claimed steps",
+		"steps", len(runs), "reason", reason, "error", readErr)
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, r := range runs {
+		r.close()
+		ok, err := recoverClaim(rctx, e.db, r.s.StepID, r.s.Token, reason, e.cfg.WorkerID)
+		if err != nil {
+			r.log.Error("orchestration: releasing a step whose inputs were not read; its lease will recover it", "error", err)
+			continue
+		}
+		if ok {
+			e.retryDirty.Store(true)
+			if _, err := FinalizeTask(rctx, e.db, r.s.TaskID); err != nil {
+				r.log.Error("orchestration: finalising task", "error", err)
+			}
+		}
+	}
 }
 
 // close stops watching the step's claim.

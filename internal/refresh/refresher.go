@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/robfig/cron/v3"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 )
 
@@ -82,6 +83,13 @@ type Refresher struct {
 
 	views map[string]*viewRun
 
+	// streak follows the refreshes and staleness marks that failed for want of a database (see
+	// internal/dbretry): logged once per streak, and scheduled refreshes are skipped until
+	// the backoff it gives has passed (retryAt).
+	streak  *dbretry.Streak
+	retryMu sync.Mutex
+	retryAt time.Time
+
 	mu      sync.Mutex // guards the lifecycle fields below
 	started bool
 	stopped bool
@@ -120,7 +128,8 @@ func New(db *sql.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher,
 	if err != nil {
 		return nil, fmt.Errorf("creating refresher: %w", err)
 	}
-	r := &Refresher{db: db, hub: hub, cfg: full, log: log, views: make(map[string]*viewRun, len(Views))}
+	r := &Refresher{db: db, hub: hub, cfg: full, log: log, views: make(map[string]*viewRun, len(Views)),
+		streak: dbretry.New(log, "refresh: reaching the database", time.Second, full.MinInterval+time.Minute)}
 	for _, v := range Views {
 		r.views[v.Name] = &viewRun{View: v, sem: make(chan struct{}, 1)}
 	}
@@ -277,6 +286,10 @@ func (r *Refresher) onTick(vr *viewRun) {
 		return
 	}
 	defer r.wg.Done()
+	if r.backingOff() {
+		r.log.Debug("refresh: tick skipped, the database is unreachable", "view", vr.Name)
+		return
+	}
 	select {
 	case vr.sem <- struct{}{}:
 	default:
@@ -350,9 +363,32 @@ func (r *Refresher) markStale(ctx context.Context, view string) {
 	_, err := r.db.ExecContext(ctx, `UPDATE tasker_read_model_state
 		SET stale_since = coalesce(stale_since, clock_timestamp()), marked_at = clock_timestamp()
 		WHERE name = $1`, view)
-	if err != nil && ctx.Err() == nil {
+	switch {
+	case err == nil:
+		r.streak.Succeed()
+	case ctx.Err() != nil:
+	case dbretry.Transient(err):
+		r.failedToReach(err)
+	default:
 		r.log.Warn("refresh: marking view stale failed", "view", view, "error", err)
 	}
+}
+
+// failedToReach counts a failure to reach the database in the streak and holds scheduled
+// refreshes back for the backoff it gives.
+func (r *Refresher) failedToReach(err error) {
+	wait := r.streak.Fail(err)
+	r.retryMu.Lock()
+	r.retryAt = time.Now().Add(wait)
+	r.retryMu.Unlock()
+}
+
+// backingOff reports whether scheduled refreshes are held back after failures to reach the
+// database.
+func (r *Refresher) backingOff() bool {
+	r.retryMu.Lock()
+	defer r.retryMu.Unlock()
+	return time.Now().Before(r.retryAt)
 }
 
 // arm marks vr dirty and, unless one is pending, schedules an event-triggered refresh after
@@ -413,6 +449,9 @@ func (r *Refresher) fire(vr *viewRun) {
 func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) Outcome {
 	out := Outcome{View: vr.Name, Trigger: trigger}
 	err := r.refreshTx(ctx, vr, &out)
+	if err == nil {
+		r.streak.Succeed()
+	}
 	switch {
 	case err == nil:
 		if out.Status == StatusRefreshed {
@@ -425,6 +464,12 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 		out.Status = StatusCancelled
 		out.Err = fmt.Errorf("refreshing %s: %w", vr.Name, ctx.Err())
 		r.log.Info("refresh: cancelled", "view", vr.Name, "trigger", trigger)
+	case dbretry.Transient(err):
+		// The database is unreachable: the failure cannot be logged in it either; the streak
+		// logs it here once.
+		out.Status = StatusFailed
+		out.Err = fmt.Errorf("refreshing %s: %w", vr.Name, err)
+		r.failedToReach(err)
 	default:
 		out.Status = StatusFailed
 		out.Err = fmt.Errorf("refreshing %s: %w", vr.Name, err)

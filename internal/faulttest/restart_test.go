@@ -335,11 +335,17 @@ func (pg *cluster) start(t *testing.T, log *slog.Logger) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := pgembed.Start(ctx, pgembed.Options{DataDir: pg.dir, Port: pg.port, Database: "tasker", Logger: log})
+	c, err := startOn(ctx, pg, log)
 	if err != nil {
 		t.Fatalf("starting PostgreSQL: %v", err)
 	}
 	pg.c, pg.port = c, c.Port()
+}
+
+// startOn starts the cluster's server on its data directory and port (a free one the first
+// time); it may run outside the test's goroutine.
+func startOn(ctx context.Context, pg *cluster, log *slog.Logger) (*pgembed.Cluster, error) {
+	return pgembed.Start(ctx, pgembed.Options{DataDir: pg.dir, Port: pg.port, Database: "tasker", Logger: log})
 }
 
 // restart stops the cluster with a fast shutdown (every connection is cut) and starts it

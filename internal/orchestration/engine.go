@@ -139,7 +139,9 @@ type Engine struct {
 	rec            *recorder     // records finished attempts, in batches
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
 
-	// One failure streak per loop that talks to the database (see internal/dbretry).
+	// One failure streak per loop that talks to the database (see internal/dbretry): claims
+	// (the dispatcher), inputs (reading claimed steps' inputs and handlers, releasing them),
+	// recovery (the recovery loop).
 	claims, inputs, recovery *dbretry.Streak
 }
 
@@ -164,7 +166,7 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 	}
 	e.rec = newRecorder(e)
 	e.claims = dbretry.New(e.log, "orchestration: claiming steps", 100*time.Millisecond, max(cfg.PollInterval, time.Second))
-	e.inputs = dbretry.New(e.log, "orchestration: reading step inputs", 50*time.Millisecond, 2*time.Second)
+	e.inputs = dbretry.New(e.log, "orchestration: preparing claimed steps", 50*time.Millisecond, 2*time.Second)
 	e.recovery = dbretry.New(e.log, "orchestration: recovering expired claims", cfg.RecoveryInterval,
 		max(cfg.RecoveryInterval, time.Minute))
 	return e, nil
@@ -325,7 +327,16 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 		if idle > 0 {
 			n := min(idle, e.cfg.ClaimBatch)
 			steps, err := e.claim(ctx, n)
-			if err == nil && e.retryDirty.Load() && len(steps) < n {
+			for _, r := range e.prepare(ctx, steps, wake) {
+				e.slots <- struct{}{}
+				e.inflight.Add(1)
+				go e.work(r)
+			}
+			if err == nil && len(steps) == n {
+				e.claims.Succeed()
+				continue // there may be more ready steps
+			}
+			if err == nil && e.retryDirty.Load() {
 				var d time.Duration
 				var ok bool
 				if d, ok, err = e.nextRetryIn(ctx); err == nil {
@@ -344,14 +355,6 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 				continue
 			}
 			e.claims.Succeed()
-			for _, r := range e.prepare(ctx, steps, wake) {
-				e.slots <- struct{}{}
-				e.inflight.Add(1)
-				go e.work(r)
-			}
-			if len(steps) == n {
-				continue // there may be more ready steps
-			}
 			if !due.IsZero() {
 				retryTimer = time.NewTimer(time.Until(due))
 				retryAt = retryTimer.C

@@ -269,7 +269,7 @@ func (e *Engine) runStep(r *run) {
 	if err := json.Unmarshal(in.Parents, &parents); err != nil {
 		log.Error("orchestration: decoding parent results", "error", err)
 	}
-	h, timeout, herr := e.handlers.StepHandler(hctx, e.db, in.NamedTaskID, in.Name)
+	h, timeout, herr := e.stepHandler(hctx, in)
 
 	begin := time.Now()
 	var out handler.Output
@@ -303,7 +303,11 @@ func (e *Engine) runStep(r *run) {
 		e.observeFinished(in.Name, OutcomeStopped, elapsed)
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer rcancel()
-		ok, err := recoverClaim(rctx, e.db, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
+		var ok bool
+		err := dbretry.Do(rctx, e.inputs, nil, func() (err error) {
+			ok, err = recoverClaim(rctx, e.db, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
+			return err
+		})
 		if err != nil {
 			log.Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
 			return
@@ -317,6 +321,28 @@ func (e *Engine) runStep(r *run) {
 	}
 	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log,
 		trace: span.SpanContext()})
+}
+
+// stepHandler resolves the step's handler. Resolving may read the named task's configuration
+// (the first time in this process); a read that fails for want of a database is retried with
+// backoff while the claim is held (ctx) and for at most half the lease, so that a short drop
+// does not cost the step an attempt whose handler never ran.
+func (e *Engine) stepHandler(ctx context.Context, in stepInput) (h handler.Handler, timeout time.Duration, err error) {
+	rctx, cancel := context.WithTimeout(ctx, max(e.cfg.LeaseDuration/2, time.Second))
+	defer cancel()
+	var unconfigured error // a configuration problem: not retried
+	err = dbretry.Do(rctx, e.inputs, nil, func() error {
+		h, timeout, err = e.handlers.StepHandler(rctx, e.db, in.NamedTaskID, in.Name)
+		if errors.Is(err, ErrNoHandler) {
+			unconfigured = err
+			return nil
+		}
+		return err
+	})
+	if unconfigured != nil {
+		return nil, 0, unconfigured
+	}
+	return h, timeout, err
 }
 
 // runHandler calls h, turning a panic into a retryable failure.

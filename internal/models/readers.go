@@ -166,14 +166,12 @@ func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, l
 }
 
 // StepTransitionsAfter reads up to limit step transitions with id > afterID and not in
-// exclude, by id, of the task taskID when it is positive. One statement.
+// exclude, by id, of the task taskID when it is positive. One statement, through the function
+// tasker_step_transitions_after (db/migrations/00014_index_plans.sql), which keeps its index
+// plan whatever the planner's statistics say.
 func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, taskID int64, limit int) ([]StepTransitionRecord, error) {
 	var rows []StepTransitionRecord
-	err := db.WithContext(ctx).Raw(`SELECT tr.*, s.task_id FROM tasker_workflow_step_transitions tr
-		JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
-		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
-		  AND (@task <= 0 OR s.task_id = @task)
-		ORDER BY tr.id LIMIT @limit`,
+	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_step_transitions_after(@after, CAST(@exclude AS bigint[]), @task, @limit)`,
 		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "task": taskID, "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {
@@ -184,17 +182,10 @@ func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 
 // TaskTransitionsAfter reads up to limit task transitions with id > afterID and not in
 // exclude, by id, of tasks in the namespace called namespace when it is not empty. One
-// statement.
+// statement, through the function tasker_task_transitions_after (see StepTransitionsAfter).
 func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, namespace string, limit int) ([]TaskTransitionRecord, error) {
 	var rows []TaskTransitionRecord
-	err := db.WithContext(ctx).Raw(`SELECT tr.* FROM tasker_task_transitions tr
-		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
-		  AND (@namespace = '' OR EXISTS (
-			SELECT 1 FROM tasker_tasks t
-			JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
-			JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
-			WHERE t.task_id = tr.task_id AND ns.name = @namespace))
-		ORDER BY tr.id LIMIT @limit`,
+	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), @namespace, @limit)`,
 		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "namespace": namespace, "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {

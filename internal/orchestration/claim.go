@@ -207,13 +207,19 @@ func clearClaim(tx *gorm.DB, stepID int64) error {
 
 // nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
 // been attempted or asked for a delay, are neither processed nor claimed, could run again, and
-// belong to pending or in_progress tasks. The candidates are the same partial index as the
-// claim, narrowed to steps with attempts or a backoff request, so it reads only failed or
-// delayed steps.
+// belong to pending or in_progress tasks. The candidates come from the partial index
+// tasker_workflow_steps_retrying_idx, which holds exactly those steps, and the readiness view
+// is read per candidate (a fenced LATERAL, like the claim's), so the statement reads the
+// steps waiting for a retry and nothing else, whatever the planner believes about the tables.
 const nextRetrySQL = `
 SELECT min(r.next_retry_at)
 FROM tasker_workflow_steps c
-JOIN tasker_step_readiness_statuses r ON r.workflow_step_id = c.workflow_step_id
+CROSS JOIN LATERAL (
+    SELECT rs.next_retry_at, rs.retry_eligible, rs.dependencies_satisfied
+    FROM tasker_step_readiness_statuses rs
+    WHERE rs.workflow_step_id = c.workflow_step_id
+    LIMIT 1
+) r
 WHERE NOT c.processed AND NOT c.in_process
   AND (coalesce(c.attempts, 0) > 0 OR c.backoff_request_seconds IS NOT NULL)
   AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt

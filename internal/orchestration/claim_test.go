@@ -14,38 +14,56 @@ import (
 // complete (every step processed and complete), the rest are fresh.
 func seedChains(t testing.TB, db *gorm.DB, total, done int) {
 	t.Helper()
+	seedChainRows(t, db, total, done)
+	if err := db.Exec(`VACUUM ANALYZE`).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// seedChainRows is seedChains without the final VACUUM ANALYZE. It may be called again to add
+// more tasks: the first done of each call's tasks are complete.
+func seedChainRows(t testing.TB, db *gorm.DB, total, done int) {
+	t.Helper()
+	var first int64
+	if err := db.Raw(`SELECT coalesce(max(task_id), 0) FROM tasker_tasks`).Row().Scan(&first); err != nil {
+		t.Fatal(err)
+	}
 	stmts := []string{
-		`INSERT INTO tasker_dependent_systems (name) VALUES ('seed')`,
-		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'seed_chain')`,
+		`INSERT INTO tasker_dependent_systems (name) SELECT 'seed'
+		 WHERE NOT EXISTS (SELECT 1 FROM tasker_dependent_systems WHERE name = 'seed')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) SELECT 1, 'seed_chain'
+		 WHERE NOT EXISTS (SELECT 1 FROM tasker_named_tasks WHERE name = 'seed_chain')`,
 		`INSERT INTO tasker_named_steps (dependent_system_id, name)
-		 SELECT d.dependent_system_id, 's' || i FROM tasker_dependent_systems d, generate_series(1, 5) i WHERE d.name = 'seed'`,
+		 SELECT d.dependent_system_id, 's' || i FROM tasker_dependent_systems d, generate_series(1, 5) i
+		 WHERE d.name = 'seed' AND NOT EXISTS (SELECT 1 FROM tasker_named_steps WHERE name = 's1')`,
 		`INSERT INTO tasker_tasks (named_task_id)
 		 SELECT named_task_id FROM tasker_named_tasks, generate_series(1, @total) WHERE name = 'seed_chain'`,
 		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
 		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t CROSS JOIN tasker_named_steps ns
-		 WHERE ns.name LIKE 's_' ORDER BY t.task_id, ns.name`,
+		 WHERE ns.name LIKE 's_' AND t.task_id > @first ORDER BY t.task_id, ns.name`,
 		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
 		 SELECT a.workflow_step_id, b.workflow_step_id
 		 FROM tasker_workflow_steps a JOIN tasker_named_steps na ON na.named_step_id = a.named_step_id
 		 JOIN tasker_workflow_steps b ON b.task_id = a.task_id
 		 JOIN tasker_named_steps nb ON nb.named_step_id = b.named_step_id
-		 WHERE substr(nb.name, 2)::int = substr(na.name, 2)::int + 1`,
+		 WHERE substr(nb.name, 2)::int = substr(na.name, 2)::int + 1 AND a.task_id > @first`,
 		`UPDATE tasker_workflow_steps SET processed = true, processed_at = now(), attempts = 1,
-		 last_attempted_at = now() WHERE task_id <= @done`,
+		 last_attempted_at = now() WHERE task_id > @first AND task_id <= @last`,
 		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
-		 SELECT workflow_step_id, 'in_progress', NULL, 1, false FROM tasker_workflow_steps WHERE task_id <= @done
+		 SELECT workflow_step_id, 'in_progress', NULL, 1, false FROM tasker_workflow_steps
+		 WHERE task_id > @first AND task_id <= @last
 		 UNION ALL
-		 SELECT workflow_step_id, 'complete', 'in_progress', 2, true FROM tasker_workflow_steps WHERE task_id <= @done`,
+		 SELECT workflow_step_id, 'complete', 'in_progress', 2, true FROM tasker_workflow_steps
+		 WHERE task_id > @first AND task_id <= @last`,
 		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
-		 SELECT task_id, 'in_progress', NULL, 1, false FROM tasker_tasks WHERE task_id <= @done
+		 SELECT task_id, 'in_progress', NULL, 1, false FROM tasker_tasks WHERE task_id > @first AND task_id <= @last
 		 UNION ALL
-		 SELECT task_id, 'complete', 'in_progress', 2, true FROM tasker_tasks WHERE task_id <= @done`,
-		`VACUUM ANALYZE`,
+		 SELECT task_id, 'complete', 'in_progress', 2, true FROM tasker_tasks WHERE task_id > @first AND task_id <= @last`,
 	}
 	for _, s := range stmts {
 		var args []any
 		if strings.Contains(s, "@") {
-			args = append(args, map[string]any{"total": total, "done": done})
+			args = append(args, map[string]any{"total": total, "first": first, "last": first + int64(done)})
 		}
 		if err := db.Exec(s, args...).Error; err != nil {
 			t.Fatalf("seeding: %v\n%s", err, s)

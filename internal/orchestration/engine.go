@@ -176,14 +176,26 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 //   - jit off: the engine's statements touch a few rows each, but on tables whose statistics
 //     lag behind their growth the planner's cost estimates can pass jit_above_cost, and
 //     compiling a statement then takes hundreds of milliseconds for a millisecond of work;
+//   - enable_seqscan and enable_bitmapscan off: every statement the engine runs reads a few
+//     rows through an index, in index order where it has a LIMIT (the claim walks the
+//     claimable steps oldest first and stops after the batch); a sequential scan of a growing
+//     table, or a bitmap scan that reads every candidate and sorts them, is never the right
+//     plan for it. But when the tables were analysed while (nearly) empty, the planner
+//     believes them small and costs those plans below the index walk: throughput fell from
+//     about 900 to 120 steps/s here (BenchmarkThroughput, stats=stale). The settings only
+//     weigh against those scans: a table with no usable index is still read, so no statement
+//     fails for them (TestHotStatementsKeepIndexPlansWhateverTheStatistics);
 //   - synchronous_commit off when the engine is configured so (see Config.AsyncCommit).
+//
+// (The service's connections also plan every execution afresh, plan_cache_mode =
+// force_custom_plan, so that no plan made for empty tables is kept: see internal/database.)
 func (e *Engine) tuneTx(tx *gorm.DB) error {
 	syncCommit := "on"
 	if e.cfg.AsyncCommit {
 		syncCommit = "off"
 	}
-	if err := tx.Exec(`SELECT set_config('jit', 'off', true), set_config('synchronous_commit', ?, true)`,
-		syncCommit).Error; err != nil {
+	if err := tx.Exec(`SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true),
+		set_config('enable_bitmapscan', 'off', true), set_config('synchronous_commit', ?, true)`, syncCommit).Error; err != nil {
 		return fmt.Errorf("setting the engine's transaction settings: %w", err)
 	}
 	return nil

@@ -1,0 +1,498 @@
+package orchestration
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/models"
+)
+
+// growingTables are the tables that grow with the workload: no hot statement may scan one.
+var growingTables = []string{
+	"tasker_tasks", "tasker_workflow_steps", "tasker_workflow_step_edges",
+	"tasker_task_transitions", "tasker_workflow_step_transitions",
+}
+
+// analyseEmpty gives the planner the statistics of an empty database and keeps them: it turns
+// autovacuum off for the growing tables of the test's database and analyses them as they are.
+func analyseEmpty(t testing.TB, db *gorm.DB) {
+	t.Helper()
+	for _, tbl := range growingTables {
+		if err := db.Exec(`ALTER TABLE ` + tbl + ` SET (autovacuum_enabled = false)`).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Exec(`ANALYZE ` + tbl).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// AnalyseEmpty is analyseEmpty for the package's external tests and benchmarks.
+var AnalyseEmpty = analyseEmpty
+
+// captured is one statement as the service ran it: its text, its arguments, and the settings
+// statements (set_config, SET LOCAL) its transaction ran before it.
+type captured struct {
+	sql      string
+	args     []any
+	settings []captured
+}
+
+// statementLog is a pgx tracer that keeps the first run of every distinct statement.
+type statementLog struct {
+	mu       sync.Mutex
+	seen     map[string]bool
+	order    []captured
+	settings map[*pgx.Conn][]captured // per connection, since its transaction began
+}
+
+func (l *statementLog) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := strings.TrimSpace(data.SQL)
+	lower := strings.ToLower(q)
+	switch {
+	case lower == "begin" || strings.HasPrefix(lower, "begin ") || lower == "commit" || lower == "rollback":
+		delete(l.settings, conn)
+	case strings.Contains(lower, "set_config(") || strings.HasPrefix(lower, "set local"):
+		l.settings[conn] = append(l.settings[conn], captured{sql: q, args: data.Args})
+	case !l.seen[q]:
+		l.seen[q] = true
+		l.order = append(l.order, captured{sql: q, args: statementArgs(data.Args), settings: append([]captured(nil), l.settings[conn]...)})
+	}
+	return ctx
+}
+
+// statementArgs drops the options database/sql passes to pgx among a statement's arguments
+// (result formats, execution mode): they are not parameters.
+func statementArgs(args []any) []any {
+	out := make([]any, 0, len(args))
+	for _, a := range args {
+		if t := reflect.TypeOf(a); t != nil && t.PkgPath() == "github.com/jackc/pgx/v5" {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// reset forgets the statements seen so far.
+func (l *statementLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen, l.order = map[string]bool{}, nil
+}
+
+func (l *statementLog) statements() []captured {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]captured(nil), l.order...)
+}
+
+// planNode is the part of an EXPLAIN (FORMAT JSON) node the test looks at.
+type planNode struct {
+	NodeType     string     `json:"Node Type"`
+	RelationName string     `json:"Relation Name"`
+	PlanRows     float64    `json:"Plan Rows"`
+	ActualRows   float64    `json:"Actual Rows"`
+	ActualLoops  float64    `json:"Actual Loops"`
+	Removed      float64    `json:"Rows Removed by Filter"`
+	Plans        []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(visit func(planNode)) {
+	visit(n)
+	for _, c := range n.Plans {
+		c.walk(visit)
+	}
+}
+
+// prober plans the captured statements on one connection of a pool opened like the
+// service's (database.Open, with its connection settings): each statement is prepared there
+// once, as the service's statement cache does, so that a plan the connection caches while the
+// tables are small is the one checked once they are large.
+type prober struct {
+	t    *testing.T
+	conn *sql.Conn
+	n    int
+	name map[string]string // statement text -> prepared statement name
+}
+
+// inTx runs fn in a transaction on the prober's connection, rolled back afterwards, after
+// replaying the settings the statement's own transaction ran.
+func (p *prober) inTx(c captured, fn func(tx *sql.Tx)) {
+	ctx := context.Background()
+	tx, err := p.conn.BeginTx(ctx, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, s := range c.settings {
+		if _, err := tx.ExecContext(ctx, s.sql, s.args...); err != nil {
+			p.t.Fatalf("replaying %s: %v", s.sql, err)
+		}
+	}
+	fn(tx)
+}
+
+// execute returns EXPLAIN EXECUTE of c's prepared statement (preparing it the first time):
+// the plan the connection's plan cache gives for it now, a cached generic plan included.
+func (p *prober) execute(c captured) planNode {
+	ctx := context.Background()
+	name, ok := p.name[c.sql]
+	if !ok {
+		p.n++
+		name = fmt.Sprintf("plan_probe_%d", p.n)
+		if _, err := p.conn.ExecContext(ctx, "PREPARE "+name+" AS "+c.sql); err != nil {
+			p.t.Fatalf("preparing %s: %v", c.sql, err)
+		}
+		p.name[c.sql] = name
+	}
+	// EXECUTE takes no bound parameters inside EXPLAIN: the arguments go in as literals.
+	lits := make([]string, len(c.args))
+	for i, a := range c.args {
+		lits[i] = literal(p.t, a)
+	}
+	q := "EXPLAIN (FORMAT JSON) EXECUTE " + name
+	if len(lits) > 0 {
+		q += "(" + strings.Join(lits, ", ") + ")"
+	}
+	var plan planNode
+	p.inTx(c, func(tx *sql.Tx) { plan = p.plan(tx, c, q) })
+	return plan
+}
+
+// rowsRead runs c (rolled back) under EXPLAIN ANALYZE with its real arguments and returns how
+// many rows its plan read from the growing tables (returned or filtered out, over all loops);
+// ok is false when the statement cannot run again as captured (an insert of a transition
+// that now exists).
+func (p *prober) rowsRead(c captured) (read float64, ok bool) {
+	p.inTx(c, func(tx *sql.Tx) {
+		var raw string
+		if err := tx.QueryRowContext(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+c.sql, c.args...).Scan(&raw); err != nil {
+			return
+		}
+		var out []struct {
+			Plan planNode `json:"Plan"`
+		}
+		if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
+			p.t.Fatalf("parsing the plan of %s: %v", c.sql, err)
+		}
+		out[0].Plan.walk(func(n planNode) {
+			if isGrowing(n.RelationName) {
+				read += (n.ActualRows + n.Removed) * n.ActualLoops
+			}
+		})
+		ok = true
+	})
+	return read, ok
+}
+
+// fresh returns EXPLAIN of c planned now with its real arguments (a custom plan).
+func (p *prober) fresh(c captured) planNode {
+	var plan planNode
+	p.inTx(c, func(tx *sql.Tx) { plan = p.plan(tx, c, "EXPLAIN (FORMAT JSON) "+c.sql, c.args...) })
+	return plan
+}
+
+func (p *prober) plan(tx *sql.Tx, c captured, query string, args ...any) planNode {
+	var raw string
+	if err := tx.QueryRowContext(context.Background(), query, args...).Scan(&raw); err != nil {
+		p.t.Fatalf("explaining %s: %v", c.sql, err)
+	}
+	var out []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
+		p.t.Fatalf("parsing the plan of %s: %v", c.sql, err)
+	}
+	return out[0].Plan
+}
+
+// functionBodies returns, for every captured call of a tasker_* SQL function (the streams'
+// re-reads), the statement inside the function as a statement of its own: its parameters
+// become $1..$n with the call's arguments, and the function's SET clauses its settings. An
+// EXPLAIN of the call shows only a Function Scan; this shows what the function runs.
+func functionBodies(t *testing.T, db *gorm.DB, stmts []captured) []captured {
+	t.Helper()
+	var out []captured
+	for _, c := range stmts {
+		m := regexp.MustCompile(`FROM (tasker_\w+)\(`).FindStringSubmatch(c.sql)
+		if m == nil {
+			continue
+		}
+		var fn struct {
+			Body            string
+			Names, Settings []string
+		}
+		var names, settings []byte
+		if err := db.Raw(`SELECT prosrc, to_jsonb(proargnames), to_jsonb(coalesce(proconfig, '{}'))
+			FROM pg_proc WHERE proname = ? AND prokind = 'f'`, m[1]).Row().Scan(&fn.Body, &names, &settings); err != nil {
+			t.Fatalf("reading function %s: %v", m[1], err)
+		}
+		if err := json.Unmarshal(names, &fn.Names); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(settings, &fn.Settings); err != nil {
+			t.Fatal(err)
+		}
+		body := fn.Body
+		for i, name := range fn.Names {
+			if i >= len(c.args) {
+				break // the output columns of RETURNS TABLE
+			}
+			body = regexp.MustCompile(`\b`+name+`\b`).ReplaceAllLiteralString(body, fmt.Sprintf("$%d", i+1))
+		}
+		inner := captured{sql: strings.TrimSpace(body), args: c.args}
+		for _, kv := range fn.Settings {
+			k, v, _ := strings.Cut(kv, "=")
+			inner.settings = append(inner.settings, captured{sql: "SELECT set_config($1, $2, true)", args: []any{k, v}})
+		}
+		out = append(out, inner)
+	}
+	if len(out) < 2 {
+		t.Fatalf("found %d function calls among the hot statements, want the two streams' re-reads", len(out))
+	}
+	return out
+}
+
+// seqScans lists the growing tables a plan scans sequentially.
+func seqScans(plan planNode) []string {
+	var out []string
+	plan.walk(func(n planNode) {
+		if n.NodeType == "Seq Scan" && isGrowing(n.RelationName) {
+			out = append(out, n.RelationName)
+		}
+	})
+	return out
+}
+
+// literal writes a statement argument as an SQL literal.
+func literal(t *testing.T, a any) string {
+	t.Helper()
+	if v, ok := a.(driver.Valuer); ok {
+		var err error
+		if a, err = v.Value(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	switch v := a.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+	case []byte:
+		return "'" + strings.ReplaceAll(string(v), "'", "''") + "'"
+	case time.Time:
+		return "'" + v.Format(time.RFC3339Nano) + "'"
+	case bool, int, int32, int64, float64:
+		return fmt.Sprint(v)
+	}
+	t.Fatalf("no literal for argument %v (%T)", a, a)
+	return ""
+}
+
+func isGrowing(table string) bool {
+	for _, g := range growingTables {
+		if g == table {
+			return true
+		}
+	}
+	return false
+}
+
+// noopHandlers runs every step with a handler that succeeds at once.
+type noopHandlers struct{}
+
+func (noopHandlers) StepHandler(context.Context, *gorm.DB, int64, string) (handler.Handler, time.Duration, error) {
+	return handler.HandlerFunc(func(context.Context, handler.Input) (handler.Output, error) {
+		return handler.Output{Results: json.RawMessage(`{"ok": true}`)}, nil
+	}), time.Second, nil
+}
+
+// runHotStatements runs, once each, the statements the service repeats for every step and
+// every subscription wake-up, on db (whose pool is traced): a claim of 8 steps with their
+// inputs, the recording of their attempts (one failed, the others complete), the next retry
+// time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
+// transition streams' re-reads.
+func runHotStatements(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := New(db, nil, noopHandlers{}, Config{WorkerID: "plans"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
+	defer e.cancelHandlers()
+	steps, err := e.claim(ctx, 8)
+	if err != nil || len(steps) != 8 {
+		t.Fatalf("claimed %d steps (%v), want 8", len(steps), err)
+	}
+	runs := e.prepare(ctx, steps, nil)
+	if len(runs) != 8 {
+		t.Fatalf("prepared %d steps, want 8", len(runs))
+	}
+	batch := make([]result, len(runs))
+	for i, r := range runs {
+		r.close()
+		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
+	}
+	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
+	if _, err := e.recordBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.nextRetryIn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RecoverExpired(ctx, db, nil); err != nil {
+		t.Fatal(err)
+	}
+	taskIDs := []int64{steps[0].TaskID, steps[len(steps)-1].TaskID}
+	stepIDs := []int64{steps[0].StepID, steps[1].StepID}
+	if _, err := models.ReadinessByTaskIDs(ctx, db, taskIDs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.ReadinessByStepIDs(ctx, db, stepIDs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.ExecutionContextsByTaskIDs(ctx, db, taskIDs); err != nil {
+		t.Fatal(err)
+	}
+	last, err := models.MaxStepTransitionID(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.StepTransitionsAfter(ctx, db, last-256, []int64{last - 1, last}, 0, 500); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.StepTransitionsAfter(ctx, db, last-256, nil, steps[0].TaskID, 500); err != nil {
+		t.Fatal(err)
+	}
+	lastTask, err := models.MaxTaskTransitionID(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.TaskTransitionsAfter(ctx, db, lastTask-256, nil, "", 500); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.TaskTransitionsAfter(ctx, db, lastTask-256, nil, "default", 500); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// maxRowsRead bounds the rows of growing tables one hot statement may read in
+// TestHotStatementsKeepIndexPlansWhateverTheStatistics: a claim of 8 steps walks a few dozen
+// candidates, a stream's re-read a few hundred transitions; a statement that reads all the
+// claimable steps (12,500) or a whole table (50,000 steps) is over it.
+const maxRowsRead = 1500
+
+// TestHotStatementsKeepIndexPlansWhateverTheStatistics runs the service's hot statements with
+// their real arguments and checks the plans they get for sequential scans of the growing
+// tables, as a long-running process would see them:
+//   - the tables are analysed while empty (a fresh database, or autovacuum at the wrong
+//     moment) and autovacuum is off for them, so those statistics stay;
+//   - a few tasks are created and the statements run (and are planned, 6 times each, on a
+//     connection of a pool opened like the service's, so that its plan cache may settle on a
+//     generic plan made for nearly empty tables);
+//   - 10,000 tasks of five steps are loaded (50,000 steps, 7,500 tasks complete) WITHOUT
+//     re-analysing: the same connection's plans, and fresh plans with the real arguments,
+//     must not scan a growing table, and the statements, run (and rolled back), must not read
+//     more than maxRowsRead rows of them;
+//   - after ANALYZE, likewise.
+func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	trace := &statementLog{seen: map[string]bool{}, settings: map[*pgx.Conn][]captured{}}
+	db, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 4, Tracer: trace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	admin := dbtest.Open(t, url)
+	analyseEmpty(t, admin)
+	seedChainRows(t, admin, 20, 10)
+	runHotStatements(t, db)
+	stmts := trace.statements()
+	if len(stmts) < 20 {
+		t.Fatalf("captured only %d distinct statements", len(stmts))
+	}
+
+	probeDB, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(probeDB) })
+	sqlDB, err := probeDB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := sqlDB.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	p := &prober{t: t, conn: conn, name: map[string]string{}}
+	for _, c := range stmts {
+		for range 6 { // after five custom plans, the plan cache may keep a generic one
+			p.execute(c)
+		}
+	}
+
+	// A new pool loads the data: the test's own connections cached plans for small tables too
+	// (foreign key checks among them).
+	seedChainRows(t, dbtest.Open(t, url), 10000, 2500)
+	// The statements run again on the large tables, for arguments that fit them (the
+	// streams' positions, the steps claimed); their plans stay those the connection made.
+	trace.reset()
+	runHotStatements(t, db)
+	args := map[string][]any{}
+	for _, c := range trace.statements() {
+		args[c.sql] = c.args
+	}
+	for i, c := range stmts {
+		if a, ok := args[c.sql]; ok {
+			stmts[i].args = a
+		}
+	}
+	stmts = append(stmts, functionBodies(t, admin, stmts)...)
+	failures := 0
+	for _, phase := range []string{"stale statistics", "analysed"} {
+		if phase == "analysed" {
+			if err := admin.Exec(`ANALYZE`).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range stmts {
+			for kind, plan := range map[string]planNode{"the connection's plan": p.execute(c), "a fresh plan": p.fresh(c)} {
+				if scans := seqScans(plan); len(scans) > 0 {
+					failures++
+					t.Errorf("%s, %s: sequential scan of %v in\n%s\n(transaction settings %d)",
+						phase, kind, scans, c.sql, len(c.settings))
+				}
+			}
+			read, ok := p.rowsRead(c)
+			if ok && read > maxRowsRead {
+				failures++
+				t.Errorf("%s: %.0f rows of growing tables read (at most %d expected) by\n%s", phase, read, maxRowsRead, c.sql)
+			}
+		}
+	}
+	t.Logf("%d distinct hot statements checked, %d plans with sequential scans of growing tables", len(stmts), failures)
+}

@@ -11,11 +11,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
-	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/orchestration"
-	"github.com/taskerhq/tasker/internal/template"
 )
 
 // cut stops the cluster once, at its first call, and starts it again after down; restored
@@ -98,26 +95,9 @@ func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
 	pg := startCluster(t, quiet)
 	url := pg.c.URL()
 	ctx := context.Background()
-	db := openDB(t, url)
-	if _, err := migrate.Up(ctx, database.SQL(db)); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	calls := newCounter()
-	handlers := handler.NewBuiltinRegistry()
-	if err := handlers.Register("count", calls.factory); err != nil {
-		t.Fatal(err)
-	}
-	reg := template.NewRegistry(handlers)
-	tpl, err := template.Parse("single.yaml", []byte(singleYAML), handlers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Add(tpl); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.RegisterAll(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedDB(t, url)
+	calls, handlers := countingHandlers(t)
+	reg := registerTemplate(t, db, handlers, "single.yaml", singleYAML)
 	task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
-	"github.com/taskerhq/tasker/internal/template"
 )
 
 // workerEnvVar makes the test binary act as a worker process on the named database: its
@@ -86,22 +85,8 @@ func TestKilledWorkersStepIsRecovered(t *testing.T) {
 	url := dbtest.NewURL(t)
 	db := openDB(t, url)
 	ctx := context.Background()
-	calls := newCounter()
-	handlers := handler.NewBuiltinRegistry()
-	if err := handlers.Register("count", calls.factory); err != nil {
-		t.Fatal(err)
-	}
-	reg := template.NewRegistry(handlers)
-	tpl, err := template.Parse("single.yaml", []byte(singleYAML), handlers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Add(tpl); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.RegisterAll(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	calls, handlers := countingHandlers(t)
+	reg := registerTemplate(t, db, handlers, "single.yaml", singleYAML)
 	task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
 	if err != nil {
 		t.Fatal(err)

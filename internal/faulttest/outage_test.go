@@ -16,11 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
-	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/orchestration"
-	"github.com/taskerhq/tasker/internal/template"
 )
 
 // retryYAML is one step that fails its first attempt and asks for its retry 2s later.
@@ -49,22 +46,8 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 	pg := startCluster(t, log)
 	url := pg.c.URL()
 	ctx := context.Background()
-	db := openDB(t, url)
-	if _, err := migrate.Up(ctx, database.SQL(db)); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	handlers := handler.NewBuiltinRegistry()
-	reg := template.NewRegistry(handlers)
-	tpl, err := template.Parse("retry.yaml", []byte(retryYAML), handlers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Add(tpl); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.RegisterAll(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedDB(t, url)
+	reg := registerTemplate(t, db, handler.NewBuiltinRegistry(), "retry.yaml", retryYAML)
 
 	env := []string{"DATABASE_URL=" + url, "TASKER_AUTH=off", "PORT=0", "TASKER_HOST=127.0.0.1"}
 	procs := []*process{

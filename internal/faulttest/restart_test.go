@@ -90,26 +90,9 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 
 	// The test's own pool, for set-up and checks.
 	ctx := context.Background()
-	db := openDB(t, url)
-	if _, err := migrate.Up(ctx, database.SQL(db)); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	calls := newCounter()
-	handlers := handler.NewBuiltinRegistry()
-	if err := handlers.Register("count", calls.factory); err != nil {
-		t.Fatal(err)
-	}
-	reg := template.NewRegistry(handlers)
-	tpl, err := template.Parse("dag.yaml", []byte(dagYAML), handlers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Add(tpl); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.RegisterAll(ctx, db); err != nil {
-		t.Fatalf("registering the template: %v", err)
-	}
+	db := migratedDB(t, url)
+	calls, handlers := countingHandlers(t)
+	reg := registerTemplate(t, db, handlers, "dag.yaml", dagYAML)
 
 	// The API process: its own pool and listener, and 10 subscribed clients.
 	apiHub := startHub(t, url, log)
@@ -283,6 +266,17 @@ type counter struct {
 
 func newCounter() *counter { return &counter{calls: map[[2]int64]int{}} }
 
+// countingHandlers returns the built-in handler kinds plus "count", and its counter.
+func countingHandlers(t *testing.T) (*counter, *handler.Registry) {
+	t.Helper()
+	calls := newCounter()
+	handlers := handler.NewBuiltinRegistry()
+	if err := handlers.Register("count", calls.factory); err != nil {
+		t.Fatal(err)
+	}
+	return calls, handlers
+}
+
 func (c *counter) factory(map[string]any) (handler.Handler, error) {
 	return handler.HandlerFunc(func(ctx context.Context, in handler.Input) (handler.Output, error) {
 		c.mu.Lock()
@@ -359,6 +353,34 @@ func (pg *cluster) restart(t *testing.T, log *slog.Logger) {
 	}
 	pg.c = nil
 	pg.start(t, log)
+}
+
+// registerTemplate registers the template yaml (file name) with handlers in db and returns
+// the registry that holds it.
+func registerTemplate(t *testing.T, db *gorm.DB, handlers *handler.Registry, name, yaml string) *template.Registry {
+	t.Helper()
+	reg := template.NewRegistry(handlers)
+	tpl, err := template.Parse(name, []byte(yaml), handlers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Add(tpl); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.RegisterAll(context.Background(), db); err != nil {
+		t.Fatalf("registering the template: %v", err)
+	}
+	return reg
+}
+
+// migratedDB opens a pool on url and migrates its database.
+func migratedDB(t *testing.T, url string) *gorm.DB {
+	t.Helper()
+	db := openDB(t, url)
+	if _, err := migrate.Up(context.Background(), database.SQL(db)); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	return db
 }
 
 func openDB(t *testing.T, url string) *gorm.DB {

@@ -73,7 +73,8 @@ func seedChainRows(t testing.TB, db *gorm.DB, total, done int) {
 
 // TestClaimQueryUsesTheClaimableIndex checks the plan of the claim on 3,000 tasks (2,500 of
 // them complete): the candidate steps come from the partial index, so finished work is never
-// read, and the statement stays fast.
+// read, and the statement stays fast; the next-retry query reads the partial index of steps
+// waiting for a retry.
 func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
@@ -110,8 +111,8 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	}
 	next := explain(nextRetrySQL)
 	t.Logf("next retry time:\n%s", next)
-	if !strings.Contains(next, "tasker_workflow_steps_claimable_idx") {
-		t.Errorf("the next-retry query does not use the claimable index:\n%s", next)
+	if !strings.Contains(next, "tasker_workflow_steps_retrying_idx") {
+		t.Errorf("the next-retry query does not use the index of steps waiting for a retry:\n%s", next)
 	}
 }
 

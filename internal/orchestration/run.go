@@ -164,7 +164,7 @@ type run struct {
 // the leases: the engine is alive and holds the claims, so it runs the steps as soon as the
 // database is back instead of leaving them to the lease. Retrying is safe: the read changes
 // nothing, and a claim taken away meanwhile (recovered, cancelled) reads as not ours. When the
-// retries end (ctx ends, the half lease passes, or the database refuses the read), the steps
+// retries end (the engine stops, the half lease passes, or the database refuses the read), the steps
 // are released at once as lost attempts (reason "inputs_unreadable", or "worker_stopped" when
 // ctx ended), or, if the database cannot be reached for that either, left to their leases.
 func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan struct{}) []*run {
@@ -189,10 +189,17 @@ func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan s
 		go e.watchClaim(r.ctx, r.cancel, s, claimWake)
 		runs[i], ids[i], tokens[i] = r, s.StepID, s.Token
 	}
-	readCtx, readCancel := context.WithTimeout(claimContext(ctx, steps), max(e.cfg.LeaseDuration/2, time.Second))
+	// The engine stopping (ctx) ends the retries but not a read: steps claimed before the stop
+	// are read and run, and Stop drains them.
+	readCtx, readCancel := context.WithTimeout(context.WithoutCancel(claimContext(ctx, steps)),
+		max(e.cfg.LeaseDuration/2, time.Second))
 	defer readCancel()
 	var inputs []stepInput
+	tries := 0
 	err := dbretry.Do(readCtx, e.inputs, wake, func() error {
+		if tries++; tries > 1 && ctx.Err() != nil {
+			return fmt.Errorf("engine stopping: %w", ctx.Err())
+		}
 		inputs = nil
 		stmtCtx, cancel := context.WithTimeout(readCtx, 30*time.Second)
 		defer cancel()

@@ -365,7 +365,7 @@ func (r *Refresher) markStale(ctx context.Context, view string) {
 		WHERE name = $1`, view)
 	switch {
 	case err == nil:
-		r.streak.Succeed()
+		r.reached()
 	case ctx.Err() != nil:
 	case dbretry.Transient(err):
 		r.failedToReach(err)
@@ -380,6 +380,15 @@ func (r *Refresher) failedToReach(err error) {
 	wait := r.streak.Fail(err)
 	r.retryMu.Lock()
 	r.retryAt = time.Now().Add(wait)
+	r.retryMu.Unlock()
+}
+
+// reached ends a streak of failures to reach the database: scheduled refreshes run again at
+// once.
+func (r *Refresher) reached() {
+	r.streak.Succeed()
+	r.retryMu.Lock()
+	r.retryAt = time.Time{}
 	r.retryMu.Unlock()
 }
 
@@ -450,7 +459,7 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 	out := Outcome{View: vr.Name, Trigger: trigger}
 	err := r.refreshTx(ctx, vr, &out)
 	if err == nil {
-		r.streak.Succeed()
+		r.reached()
 	}
 	switch {
 	case err == nil:

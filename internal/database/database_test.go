@@ -10,26 +10,31 @@ import (
 	"github.com/taskerhq/tasker/internal/replica"
 )
 
-func TestOpenTurnsJITOffUnlessTheURLSetsIt(t *testing.T) {
+// TestOpenSetsPlannerSettingsUnlessTheURLSetsThem: the service's connections run without JIT
+// and plan every execution afresh (no generic plan cached for tables that were small), unless
+// the URL says otherwise.
+func TestOpenSetsPlannerSettingsUnlessTheURLSetsThem(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
-	for _, tc := range []struct{ url, want string }{
-		{url, "off"},
-		{url + "&jit=on", "on"},
+	for _, tc := range []struct{ url, setting, want string }{
+		{url, "jit", "off"},
+		{url + "&jit=on", "jit", "on"},
+		{url, "plan_cache_mode", "force_custom_plan"},
+		{url + "&plan_cache_mode=auto", "plan_cache_mode", "auto"},
 	} {
 		gdb, err := database.Open(context.Background(), tc.url, database.Options{MaxOpenConns: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var jit string
-		if err := gdb.Raw("SHOW jit").Scan(&jit).Error; err != nil {
+		var got string
+		if err := gdb.Raw("SHOW " + tc.setting).Scan(&got).Error; err != nil {
 			t.Fatal(err)
 		}
 		if err := database.Close(gdb); err != nil {
 			t.Fatal(err)
 		}
-		if jit != tc.want {
-			t.Errorf("%s: jit = %s, want %s", tc.url[strings.Index(tc.url, "?"):], jit, tc.want)
+		if got != tc.want {
+			t.Errorf("%s: %s = %s, want %s", tc.url[strings.Index(tc.url, "?"):], tc.setting, got, tc.want)
 		}
 	}
 }

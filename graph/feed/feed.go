@@ -1,54 +1,81 @@
 // Package feed turns the process's transition notifications (internal/events) into ordered
 // streams of transition rows for GraphQL subscriptions.
 //
-// A notification is only a wake-up: on every wake-up a stream re-reads the transition table
-// for rows it has not delivered, in id order, with its filter applied in SQL. So a stream
-// started with an afterTransitionId first delivers what the client missed, in order, then live
-// rows, with no gap and no duplicate; and a transition written by any process reaches it.
+// A notification is only a wake-up: rows are always re-read from the transition tables, in
+// id order. So a stream started with an afterTransitionId first delivers what the client
+// missed, in order, then live rows, with no gap and no duplicate; and a transition written by
+// any process reaches it.
+//
+// Multiplexing. The live part of every stream of one table is served by one reader per
+// process (a pump): on each wake-up it reads, in one statement per page, every transition
+// above its own horizon (all tasks, all namespaces) and hands each row to the streams whose
+// filter accepts it (task id, namespace), in memory. So the database work per transition
+// does not grow with the number of subscribers nor with the number of distinct filters; a
+// pump runs only while it has streams, and is woken only by notifications one of them wants.
+//
+// Joining. A stream first catches up on its own, reading its filter's rows above its cursor
+// in pages (so a client resuming far in the past costs only itself), until a page comes back
+// short. It then joins the pump and, once the pump's horizon is set, reads its filter's rows
+// once more: that read sees every row the pump had passed before the stream joined, and every
+// row above it comes from the pump. Rows it gets twice (from its own read and the pump) are
+// delivered once: each stream tracks the ids it delivered, as below.
 //
 // Late arrivals. Transition ids come from identity sequences, so a transaction that commits
-// later can hold a smaller id than a row already delivered. A stream therefore keeps, above a
-// floor, the set of ids it has delivered, and every read asks for "id > floor and not
-// delivered": a late row below the highest delivered id is still found and delivered (after
-// rows with higher ids; it is the only case where delivery is out of id order). The floor
-// advances past a delivered id once that id has been delivered for Options.SettleAfter
+// later can hold a smaller id than a row already delivered. Every reader (each stream during
+// its catch-up, and each pump) therefore keeps, above a floor, the set of ids it has read, and
+// asks for "id > floor and not read": a late row below the highest delivered id is still found
+// and delivered (after rows with higher ids; it is the only case where delivery is out of id
+// order). The floor advances past an id once that id has been read for Options.SettleAfter
 // (default 5s), or when more than Options.MaxTracked ids are tracked (catch-up of a long
 // history). The guarantee is thus: a transaction that commits within SettleAfter of a
-// higher-numbered transition being delivered is delivered too. The engine's transitions are
-// short single-row transactions, well inside that window.
+// higher-numbered transition being read is delivered too. The engine's transitions are short
+// single-row transactions, well inside that window. A pump starts at the table's end less
+// Options.Lookback ids, so late commits just below the end when it starts are caught too.
 //
 // A stream without afterTransitionId starts at the table's current end, treating the last
 // Options.Lookback ids as already delivered, so late commits among them are still caught.
 //
-// A stream ends when its context ends; it never blocks the hub or other streams (the hub's
-// wake-ups coalesce, and a slow client only delays its own stream).
+// Slow clients. A pump never waits for a stream: each stream has a buffer of Options.Buffer
+// rows (default 1,024). A stream whose buffer is full (its client does not read) is closed
+// with a SlowSubscriberError, recorded for EndError, rather than losing rows silently: the
+// client resumes with afterTransitionId. A stream also ends when its context ends.
+//
+// Database failures. A failed read (the database restarting, a connection cut) ends nothing:
+// the reader keeps its place and its tracked ids and reads again after the hub's next wake-up
+// (the hub wakes every subscriber once it has reconnected) or a growing delay, whichever
+// comes first. So a client sees no gap and no duplicate across a database restart.
 package feed
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/models"
 )
 
 // Options tunes streams; the zero value gives the defaults.
 type Options struct {
-	// SettleAfter is how long a delivered id keeps being checked for late arrivals below it
+	// SettleAfter is how long a read id keeps being checked for late arrivals below it
 	// (default 5s).
 	SettleAfter time.Duration
-	// MaxTracked caps the delivered ids tracked per stream (default 10,000).
+	// MaxTracked caps the read ids tracked per reader (default 10,000).
 	MaxTracked int
-	// Lookback is how many ids below the table's end a fresh stream checks for late commits
-	// (default 256).
+	// Lookback is how many ids below the table's end a fresh stream or a starting pump checks
+	// for late commits (default 256).
 	Lookback int64
 	// Batch is the number of rows read per statement (default 500).
 	Batch int
+	// Buffer is how many rows a stream may fall behind the pump before it is closed with a
+	// SlowSubscriberError (default 1,024).
+	Buffer int
 }
 
 func (o Options) withDefaults() Options {
@@ -64,135 +91,395 @@ func (o Options) withDefaults() Options {
 	if o.Batch <= 0 {
 		o.Batch = 500
 	}
+	if o.Buffer <= 0 {
+		o.Buffer = 1024
+	}
 	return o
+}
+
+// SlowSubscriberError ends a stream whose client fell Buffer rows behind.
+type SlowSubscriberError struct{ Buffer int }
+
+func (e *SlowSubscriberError) Error() string {
+	return fmt.Sprintf("the subscription fell %d transitions behind because its client reads too slowly, and was closed: "+
+		"subscribe again with afterTransitionId set to the last id received", e.Buffer)
 }
 
 // Feed opens transition streams over one database and one events hub.
 type Feed struct {
-	db   *gorm.DB
-	hub  *events.Hub
-	log  *slog.Logger
-	opts Options
-	now  func() time.Time
+	db    *gorm.DB
+	hub   *events.Hub
+	log   *slog.Logger
+	opts  Options
+	now   func() time.Time
+	open  atomic.Int64 // streams not ended
+	steps *pump[models.StepTransitionRecord]
+	tasks *pump[models.TaskTransitionRecord]
 }
 
 // New returns a Feed reading db and woken by hub (which must be running).
 func New(db *gorm.DB, hub *events.Hub, log *slog.Logger, opts Options) *Feed {
-	return &Feed{db: db, hub: hub, log: log, opts: opts.withDefaults(), now: time.Now}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Feed{db: db, hub: hub, log: log, opts: opts.withDefaults(), now: time.Now}
+	f.steps = &pump[models.StepTransitionRecord]{
+		f: f, channel: events.ChannelStepTransitions,
+		keyOf: func(ev events.Event) int64 { return ev.TaskID },
+		read: func(ctx context.Context, floor int64, exclude []int64, limit int) ([]models.StepTransitionRecord, error) {
+			return models.StepTransitionsAfter(ctx, db, floor, exclude, 0, limit)
+		},
+		max: func(ctx context.Context) (int64, error) { return models.MaxStepTransitionID(ctx, db) },
+		id:  func(r *models.StepTransitionRecord) int64 { return r.ID },
+	}
+	f.tasks = &pump[models.TaskTransitionRecord]{
+		f: f, channel: events.ChannelTaskTransitions,
+		read: func(ctx context.Context, floor int64, exclude []int64, limit int) ([]models.TaskTransitionRecord, error) {
+			return models.TaskTransitionsWithNamespaceAfter(ctx, db, floor, exclude, limit)
+		},
+		max: func(ctx context.Context) (int64, error) { return models.MaxTaskTransitionID(ctx, db) },
+		id:  func(r *models.TaskTransitionRecord) int64 { return r.ID },
+	}
+	return f
 }
+
+// Subscribers counts the streams opened and not yet ended.
+func (f *Feed) Subscribers() int { return int(f.open.Load()) }
 
 // StepTransitions streams step transitions (of task taskID when positive) with ids above
 // *afterID (from the table's current end when afterID is nil) until ctx ends.
 func (f *Feed) StepTransitions(ctx context.Context, taskID int64, afterID *int64) (<-chan *models.StepTransitionRecord, error) {
-	src := source[models.StepTransitionRecord]{
-		filter: func(ev events.Event) bool {
-			return ev.Channel == events.ChannelStepTransitions && (taskID <= 0 || ev.TaskID == taskID)
-		},
+	m := &member[models.StepTransitionRecord]{
+		key:    max(taskID, 0),
+		accept: func(r *models.StepTransitionRecord) bool { return taskID <= 0 || r.TaskID == taskID },
 		read: func(ctx context.Context, floor int64, exclude []int64, limit int) ([]models.StepTransitionRecord, error) {
 			return models.StepTransitionsAfter(ctx, f.db, floor, exclude, taskID, limit)
 		},
-		max: func(ctx context.Context) (int64, error) { return models.MaxStepTransitionID(ctx, f.db) },
-		id:  func(r *models.StepTransitionRecord) int64 { return r.ID },
 	}
-	return start(ctx, f, src, afterID)
+	return open(ctx, f, f.steps, m, afterID)
 }
 
 // TaskTransitions streams task transitions (of tasks in namespace when not empty) with ids
 // above *afterID (from the table's current end when afterID is nil) until ctx ends.
 func (f *Feed) TaskTransitions(ctx context.Context, namespace string, afterID *int64) (<-chan *models.TaskTransitionRecord, error) {
-	src := source[models.TaskTransitionRecord]{
-		filter: func(ev events.Event) bool { return ev.Channel == events.ChannelTaskTransitions },
+	m := &member[models.TaskTransitionRecord]{
+		accept: func(r *models.TaskTransitionRecord) bool { return namespace == "" || r.Namespace == namespace },
 		read: func(ctx context.Context, floor int64, exclude []int64, limit int) ([]models.TaskTransitionRecord, error) {
 			return models.TaskTransitionsAfter(ctx, f.db, floor, exclude, namespace, limit)
 		},
-		max: func(ctx context.Context) (int64, error) { return models.MaxTaskTransitionID(ctx, f.db) },
-		id:  func(r *models.TaskTransitionRecord) int64 { return r.ID },
 	}
-	return start(ctx, f, src, afterID)
+	return open(ctx, f, f.tasks, m, afterID)
 }
 
-// source is what a stream needs to know about one transition table.
-type source[T any] struct {
-	filter events.Filter
+// member is one stream: its filter, its own reader (for catching up) and its buffer of rows
+// handed over by the pump.
+type member[T any] struct {
+	key    int64 // the task id it watches for wake-ups, 0 for any
+	accept func(*T) bool
 	read   func(ctx context.Context, floor int64, exclude []int64, limit int) ([]T, error)
-	max    func(ctx context.Context) (int64, error)
-	id     func(*T) int64
+	buf    chan *T
+	lagged chan struct{} // closed by the pump when buf overflowed; the member has left it
 }
 
-// start subscribes to the hub before the first read, so nothing committed after the read
-// can be missed, sets the stream's starting point, and runs it on its own goroutine.
-func start[T any](ctx context.Context, f *Feed, src source[T], afterID *int64) (<-chan *T, error) {
-	sub := f.hub.Subscribe(src.filter)
+// offer hands row over without waiting, reporting whether buf had room.
+func (m *member[T]) offer(row *T) bool {
+	select {
+	case m.buf <- row:
+		return true
+	default:
+		return false
+	}
+}
+
+// open sets the stream's starting point (reading the table's end when afterID is nil) and
+// runs it on its own goroutine.
+func open[T any](ctx context.Context, f *Feed, p *pump[T], m *member[T], afterID *int64) (<-chan *T, error) {
+	m.buf = make(chan *T, f.opts.Buffer)
+	m.lagged = make(chan struct{})
 	tr := &tracker{seen: map[int64]time.Time{}}
 	if afterID != nil {
 		tr.floor = *afterID
 	} else {
-		end, err := src.max(ctx)
+		end, err := p.max(ctx)
 		if err != nil {
-			sub.Close()
 			return nil, err
 		}
 		tr.floor = max(0, end-f.opts.Lookback)
-		existing, err := src.read(ctx, tr.floor, nil, int(f.opts.Lookback))
+		existing, err := m.read(ctx, tr.floor, nil, int(f.opts.Lookback))
 		if err != nil {
-			sub.Close()
 			return nil, err
 		}
 		now := f.now()
 		for i := range existing {
-			if id := src.id(&existing[i]); id <= end {
+			if id := p.id(&existing[i]); id <= end {
 				tr.seen[id] = now
 			}
 		}
 	}
 	out := make(chan *T)
+	f.open.Add(1)
 	go func() {
+		defer f.open.Add(-1)
 		defer close(out)
-		defer sub.Close()
-		run(ctx, f, src, tr, sub, out)
+		s := &stream[T]{f: f, p: p, m: m, tr: tr, out: out}
+		if err := s.run(ctx); err != nil {
+			recordEnd(ctx, err)
+		}
 	}()
 	return out, nil
 }
 
-// Retry delays of a stream whose read failed (the database restarting, a connection cut).
+// stream delivers one member's rows to out.
+type stream[T any] struct {
+	f   *Feed
+	p   *pump[T]
+	m   *member[T]
+	tr  *tracker
+	out chan<- *T
+}
+
+// errStopped: the stream's context ended.
+var errStopped = context.Canceled
+
+// run catches up alone, joins the pump, reads once more, then forwards the pump's rows, until
+// ctx ends (nil) or the client falls behind (a SlowSubscriberError).
+func (s *stream[T]) run(ctx context.Context) error {
+	defer s.p.leave(s.m)
+	if err := s.catchUp(ctx); err != nil {
+		return s.ended(err)
+	}
+	ready := s.p.join(s.m)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-s.m.lagged:
+		return s.ended(s.slow())
+	case <-ready:
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return s.ended(err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.m.lagged:
+			return s.ended(s.slow())
+		case row := <-s.m.buf:
+			if err := s.send(ctx, row); err != nil {
+				return s.ended(err)
+			}
+			if len(s.m.buf) == 0 {
+				s.tr.settle(s.f.now().Add(-s.f.opts.SettleAfter), s.f.opts.MaxTracked)
+			}
+		}
+	}
+}
+
+// ended maps the end of the context to a clean end.
+func (s *stream[T]) ended(err error) error {
+	if err == errStopped {
+		return nil
+	}
+	return err
+}
+
+func (s *stream[T]) slow() error {
+	s.f.log.Info("feed: closing a subscription whose client fell behind", "buffer", s.f.opts.Buffer)
+	return &SlowSubscriberError{Buffer: s.f.opts.Buffer}
+}
+
+// catchUp reads the member's rows above its floor, in pages, until a page comes back short.
+func (s *stream[T]) catchUp(ctx context.Context) error {
+	retry := firstRetry
+	for {
+		rows, err := s.m.read(ctx, s.tr.floor, s.tr.exclude(), s.f.opts.Batch)
+		if err != nil {
+			if !s.f.backoff(ctx, &retry, err, nil) {
+				return errStopped
+			}
+			continue
+		}
+		retry = firstRetry
+		for i := range rows {
+			if err := s.send(ctx, &rows[i]); err != nil {
+				return err
+			}
+		}
+		s.tr.settle(s.f.now().Add(-s.f.opts.SettleAfter), s.f.opts.MaxTracked)
+		if len(rows) < s.f.opts.Batch {
+			return nil
+		}
+	}
+}
+
+// send delivers row unless it was already delivered (or is below the settled floor).
+func (s *stream[T]) send(ctx context.Context, row *T) error {
+	id := s.p.id(row)
+	if _, dup := s.tr.seen[id]; dup || id <= s.tr.floor {
+		return nil
+	}
+	select {
+	case s.out <- row:
+	case <-ctx.Done():
+		return errStopped
+	case <-s.m.lagged:
+		return s.slow()
+	}
+	s.tr.seen[id] = s.f.now()
+	return nil
+}
+
+// Retry delays of a reader whose read failed (the database restarting, a connection cut).
 const (
 	firstRetry = 100 * time.Millisecond
 	maxRetry   = 5 * time.Second
 )
 
-// run delivers rows until ctx ends. A failed read (the database is restarting, its connection
-// was cut) does not end the stream: it keeps its place and its tracked ids and reads again
-// after the hub's next wake-up (the hub wakes every subscriber once it has reconnected) or a
-// growing, jittered delay (100ms to 5s), whichever comes first; the stream's failure streak is
-// logged once, not per read (see internal/dbretry). So a client sees no gap and no duplicate
-// across a database restart without having to resubscribe.
-func run[T any](ctx context.Context, f *Feed, src source[T], tr *tracker, sub *events.Subscription, out chan<- *T) {
-	streak := dbretry.New(f.log, "feed: reading transitions", firstRetry, maxRetry)
+// backoff waits after a failed read for *retry, or until wake fires, and doubles *retry up to
+// maxRetry. It reports false when ctx ended.
+func (f *Feed) backoff(ctx context.Context, retry *time.Duration, err error, wake <-chan struct{}) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	f.log.Warn("feed: reading transitions failed, retrying", "error", err, "retry_in", *retry)
+	timer := time.NewTimer(*retry)
+	defer timer.Stop()
+	*retry = min(2**retry, maxRetry)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-timer.C:
+	}
+	return true
+}
+
+// pump reads one transition table for every stream of the process and fans the rows out.
+type pump[T any] struct {
+	f       *Feed
+	channel string
+	keyOf   func(events.Event) int64 // the task a notification concerns; nil: unknown
+	read    func(ctx context.Context, floor int64, exclude []int64, limit int) ([]T, error)
+	max     func(ctx context.Context) (int64, error)
+	id      func(*T) int64
+
+	mu      sync.Mutex
+	members map[*member[T]]struct{}
+	cur     *pumpRun                      // nil while there is no member
+	keys    atomic.Pointer[map[int64]int] // members per watched task id (0: any), read by wants
+}
+
+// pumpRun is one period during which a pump has members.
+type pumpRun struct {
+	cancel context.CancelFunc
+	ready  chan struct{} // closed once the run's horizon is set
+}
+
+// wants is the pump's hub filter: a notification on its channel that some member watches.
+// It runs on the hub's goroutine and takes no lock.
+func (p *pump[T]) wants(ev events.Event) bool {
+	if ev.Channel != p.channel {
+		return false
+	}
+	keys := p.keys.Load()
+	if keys == nil || len(*keys) == 0 {
+		return false
+	}
+	return p.keyOf == nil || (*keys)[0] > 0 || (*keys)[p.keyOf(ev)] > 0
+}
+
+// join adds m to the members, starting a run when it is the first, and returns the channel
+// closed once the run's horizon is set.
+func (p *pump[T]) join(m *member[T]) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.members == nil {
+		p.members = map[*member[T]]struct{}{}
+	}
+	p.members[m] = struct{}{}
+	p.count(m.key, 1)
+	if p.cur == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &pumpRun{cancel: cancel, ready: make(chan struct{})}
+		p.cur = r
+		// Subscribed before the run reads anything: no notification after its reads is missed.
+		sub := p.f.hub.Subscribe(p.wants)
+		go p.run(ctx, r, sub)
+	}
+	return p.cur.ready
+}
+
+// leave removes m (when still a member), stopping the run when it was the last.
+func (p *pump[T]) leave(m *member[T]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.remove(m)
+}
+
+// remove is leave with p.mu held.
+func (p *pump[T]) remove(m *member[T]) {
+	if _, ok := p.members[m]; !ok {
+		return
+	}
+	delete(p.members, m)
+	p.count(m.key, -1)
+	if len(p.members) == 0 && p.cur != nil {
+		p.cur.cancel()
+		p.cur = nil
+	}
+}
+
+// count adds delta to the members watching key, copying the map (wants reads it unlocked).
+func (p *pump[T]) count(key int64, delta int) {
+	next := map[int64]int{}
+	if old := p.keys.Load(); old != nil {
+		for k, n := range *old {
+			next[k] = n
+		}
+	}
+	if next[key] += delta; next[key] <= 0 {
+		delete(next, key)
+	}
+	p.keys.Store(&next)
+}
+
+// run sets the run's horizon, then reads every new row after each wake-up and hands it to
+// the members, until the run is cancelled (its last member left).
+func (p *pump[T]) run(ctx context.Context, r *pumpRun, sub *events.Subscription) {
+	defer sub.Close()
+	f := p.f
+	tr := &tracker{seen: map[int64]time.Time{}}
+	retry := firstRetry
 	for {
-		for {
-			rows, err := src.read(ctx, tr.floor, tr.exclude(), f.opts.Batch)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if !dbretry.Wait(ctx, streak.Fail(err), sub.C) {
-					return
-				}
-				continue
+		end, err := p.max(ctx)
+		if err == nil {
+			tr.floor = max(0, end-f.opts.Lookback)
+			break
+		}
+		if !f.backoff(ctx, &retry, err, sub.C) {
+			return
+		}
+	}
+	close(r.ready)
+	retry = firstRetry
+	for {
+		rows, err := p.read(ctx, tr.floor, tr.exclude(), f.opts.Batch)
+		if err != nil {
+			if !f.backoff(ctx, &retry, err, sub.C) {
+				return
 			}
-			streak.Succeed()
-			for i := range rows {
-				select {
-				case out <- &rows[i]:
-				case <-ctx.Done():
-					return
-				}
-				tr.seen[src.id(&rows[i])] = f.now()
-			}
-			tr.settle(f.now().Add(-f.opts.SettleAfter), f.opts.MaxTracked)
-			if len(rows) < f.opts.Batch {
-				break
-			}
+			continue
+		}
+		retry = firstRetry
+		p.deliver(r, rows)
+		now := f.now()
+		for i := range rows {
+			tr.seen[p.id(&rows[i])] = now
+		}
+		tr.settle(now.Add(-f.opts.SettleAfter), f.opts.MaxTracked)
+		if len(rows) == f.opts.Batch {
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -202,8 +489,30 @@ func run[T any](ctx context.Context, f *Feed, src source[T], tr *tracker, sub *e
 	}
 }
 
-// tracker remembers which ids above floor were delivered (or existed when the stream
-// started), and since when.
+// deliver hands every row to the members that accept it, in order, without waiting: a member
+// whose buffer is full is removed and told through its lagged channel.
+func (p *pump[T]) deliver(r *pumpRun, rows []T) {
+	if len(rows) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != r {
+		return // stopped: its members left
+	}
+	for i := range rows {
+		row := &rows[i]
+		for m := range p.members {
+			if m.accept(row) && !m.offer(row) {
+				p.remove(m)
+				close(m.lagged)
+			}
+		}
+	}
+}
+
+// tracker remembers which ids above floor were read (or existed when the stream started),
+// and since when.
 type tracker struct {
 	floor int64
 	seen  map[int64]time.Time
@@ -232,5 +541,42 @@ func (t *tracker) settle(cutoff time.Time, maxTracked int) {
 	}
 	if n > 0 {
 		t.floor = ids[n-1]
+	}
+}
+
+// endKey is the context key of an endRecord.
+type endKey struct{}
+
+// endRecord holds the error a stream ended with, until EndError takes it.
+type endRecord struct {
+	mu  sync.Mutex
+	err error
+}
+
+// WithEndRecord returns a context under which a stream opened records the error it ends with
+// (a SlowSubscriberError), for EndError.
+func WithEndRecord(ctx context.Context) context.Context {
+	return context.WithValue(ctx, endKey{}, &endRecord{})
+}
+
+// EndError returns the error a stream opened under ctx (see WithEndRecord) ended with, once:
+// later calls return nil. It returns nil while the stream runs or when it ended cleanly.
+func EndError(ctx context.Context) error {
+	rec, _ := ctx.Value(endKey{}).(*endRecord)
+	if rec == nil {
+		return nil
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	err := rec.err
+	rec.err = nil
+	return err
+}
+
+func recordEnd(ctx context.Context, err error) {
+	if rec, _ := ctx.Value(endKey{}).(*endRecord); rec != nil {
+		rec.mu.Lock()
+		rec.err = err
+		rec.mu.Unlock()
 	}
 }

@@ -155,6 +155,7 @@ type Deps struct {
 
 // API is the GraphQL endpoint and its playground.
 type API struct {
+	feed  *feed.Feed
 	query http.Handler
 	cfg   Config
 	log   *slog.Logger
@@ -163,7 +164,8 @@ type API struct {
 // New builds the API.
 func New(cfg Config, deps Deps) *API {
 	cfg = cfg.withDefaults()
-	res := &resolvers.Resolver{DB: deps.DB, Feed: feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed),
+	fd := feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed)
+	res := &resolvers.Resolver{DB: deps.DB, Feed: fd,
 		Templates: deps.Templates, Refresher: deps.Refresher}
 	gcfg := generated.Config{Resolvers: res}
 	srv := handler.New(generated.NewExecutableSchema(gcfg))
@@ -193,6 +195,7 @@ func New(cfg Config, deps Deps) *API {
 	}
 	srv.Use(inputCheck{})
 	srv.Use(subscriptionTransport{})
+	srv.Use(streamEnd{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(newComplexityLimit(cfg.MaxComplexity, cfg.MaxInFlightComplexity))
 	srv.Use(perResponse{db: deps.DB, router: database.Router(deps.DB), log: deps.Log,
@@ -213,11 +216,14 @@ func New(cfg Config, deps Deps) *API {
 	if deps.Metrics != nil {
 		h = deps.Metrics.Middleware("graphql", h)
 	}
-	return &API{query: h, cfg: cfg, log: deps.Log}
+	return &API{query: h, cfg: cfg, log: deps.Log, feed: fd}
 }
 
 // Config returns the effective configuration.
 func (a *API) Config() Config { return a.cfg }
+
+// Subscribers counts the subscription streams open on this API.
+func (a *API) Subscribers() int { return a.feed.Subscribers() }
 
 // Handler serves /query: POST, GET and websocket upgrades.
 func (a *API) Handler() http.Handler { return a.query }

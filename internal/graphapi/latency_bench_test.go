@@ -30,7 +30,7 @@ func BenchmarkSubscriptionLatency(b *testing.B) {
 	other := dbtest.Open(b, e.url)
 	c := e.dialWS(b, "graphql-transport-ws")
 	c.subscribe("1", stepSub, map[string]any{"task": id(tk.ID)})
-	waitFor(b, func() bool { return e.hub.Subscribers() == 1 })
+	waitFor(b, func() bool { return e.api.Subscribers() == 1 })
 
 	ctx := context.Background()
 	cycle := []models.State{models.StateInProgress, models.StateError, models.StatePending}

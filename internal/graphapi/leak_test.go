@@ -21,11 +21,11 @@ func TestDisconnectingClientsLeaveNoGoroutine(t *testing.T) {
 		c := e.dialWS(t, "graphql-transport-ws")
 		c.subscribe("1", stepSub, map[string]any{"after": "0"})
 		c.subscribe("2", `subscription { taskTransitions { id } }`, nil)
-		waitFor(t, func() bool { return e.hub.Subscribers() == 2 })
+		waitFor(t, func() bool { return e.api.Subscribers() == 2 })
 		insertTransition(t, e.db, tk.Step("one"), models.StateInProgress)
 		c.event("1", "stepTransitions")
 		_ = c.conn.CloseNow()
-		waitFor(t, func() bool { return e.hub.Subscribers() == 0 })
+		waitFor(t, func() bool { return e.api.Subscribers() == 0 })
 	}
 	cycle() // warm up pools and servers, whose goroutines live as long as the test
 	baseline := settledGoroutines()

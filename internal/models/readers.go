@@ -39,6 +39,9 @@ type StepTransitionRecord struct {
 // TaskTransitionRecord is a task transition.
 type TaskTransitionRecord struct {
 	TaskTransition `gorm:"embedded"`
+	// Namespace is the name of the task's namespace, read by TaskTransitionsWithNamespaceAfter
+	// only (empty otherwise).
+	Namespace string `gorm:"->;column:namespace"`
 }
 
 const taskRecordSelect = `SELECT t.*, n.task_namespace_id,
@@ -187,6 +190,24 @@ func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 	var rows []TaskTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), @namespace, @limit)`,
 		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "namespace": namespace, "limit": limit}).
+		Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
+	}
+	return rows, nil
+}
+
+// TaskTransitionsWithNamespaceAfter reads up to limit task transitions with id > afterID and
+// not in exclude, by id, each with its task's namespace name in Namespace. One statement.
+func TaskTransitionsWithNamespaceAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, limit int) ([]TaskTransitionRecord, error) {
+	var rows []TaskTransitionRecord
+	err := db.WithContext(ctx).Raw(`SELECT tr.*, ns.name AS namespace FROM tasker_task_transitions tr
+		JOIN tasker_tasks t ON t.task_id = tr.task_id
+		JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
+		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
+		ORDER BY tr.id LIMIT @limit`,
+		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)

@@ -36,7 +36,7 @@
 // Options.Lookback ids as already delivered, so late commits among them are still caught.
 //
 // Slow clients. A pump never waits for a stream: each stream has a buffer of Options.Buffer
-// rows (default 1,024). A stream whose buffer is full (its client does not read) is closed
+// rows (default 4,096), allocated as it fills. A stream whose buffer is full (its client does not read) is closed
 // with a SlowSubscriberError, recorded for EndError, rather than losing rows silently: the
 // client resumes with afterTransitionId. A stream also ends when its context ends.
 //
@@ -74,7 +74,7 @@ type Options struct {
 	// Batch is the number of rows read per statement (default 500).
 	Batch int
 	// Buffer is how many rows a stream may fall behind the pump before it is closed with a
-	// SlowSubscriberError (default 1,024).
+	// SlowSubscriberError (default 4,096: eight pages of a burst).
 	Buffer int
 }
 
@@ -92,7 +92,7 @@ func (o Options) withDefaults() Options {
 		o.Batch = 500
 	}
 	if o.Buffer <= 0 {
-		o.Buffer = 1024
+		o.Buffer = 4096
 	}
 	return o
 }
@@ -112,7 +112,7 @@ type Feed struct {
 	log   *slog.Logger
 	opts  Options
 	now   func() time.Time
-	open  atomic.Int64 // streams not ended
+	live  atomic.Int64 // streams caught up and served by a pump
 	steps *pump[models.StepTransitionRecord]
 	tasks *pump[models.TaskTransitionRecord]
 }
@@ -143,8 +143,9 @@ func New(db *gorm.DB, hub *events.Hub, log *slog.Logger, opts Options) *Feed {
 	return f
 }
 
-// Subscribers counts the streams opened and not yet ended.
-func (f *Feed) Subscribers() int { return int(f.open.Load()) }
+// Subscribers counts the live streams: caught up, joined to their pump and not ended. A
+// stream counted here receives every later transition it accepts.
+func (f *Feed) Subscribers() int { return int(f.live.Load()) }
 
 // StepTransitions streams step transitions (of task taskID when positive) with ids above
 // *afterID (from the table's current end when afterID is nil) until ctx ends.
@@ -171,30 +172,51 @@ func (f *Feed) TaskTransitions(ctx context.Context, namespace string, afterID *i
 	return open(ctx, f, f.tasks, m, afterID)
 }
 
-// member is one stream: its filter, its own reader (for catching up) and its buffer of rows
-// handed over by the pump.
+// member is one stream: its filter, its own reader (for catching up) and the queue of rows
+// the pump handed over, at most limit long (allocated as it fills, not up front).
 type member[T any] struct {
 	key    int64 // the task id it watches for wake-ups, 0 for any
 	accept func(*T) bool
 	read   func(ctx context.Context, floor int64, exclude []int64, limit int) ([]T, error)
-	buf    chan *T
-	lagged chan struct{} // closed by the pump when buf overflowed; the member has left it
+	limit  int
+
+	mu     sync.Mutex
+	queue  []*T
+	signal chan struct{} // room for one: rows were queued
+	lagged chan struct{} // closed when the queue overflowed; the pump has dropped the member
 }
 
-// offer hands row over without waiting, reporting whether buf had room.
+// offer queues row without waiting, reporting whether the queue had room; on overflow it
+// closes lagged.
 func (m *member[T]) offer(row *T) bool {
-	select {
-	case m.buf <- row:
-		return true
-	default:
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.queue) >= m.limit {
+		close(m.lagged)
 		return false
 	}
+	m.queue = append(m.queue, row)
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take empties the queue.
+func (m *member[T]) take() []*T {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rows := m.queue
+	m.queue = nil
+	return rows
 }
 
 // open sets the stream's starting point (reading the table's end when afterID is nil) and
 // runs it on its own goroutine.
 func open[T any](ctx context.Context, f *Feed, p *pump[T], m *member[T], afterID *int64) (<-chan *T, error) {
-	m.buf = make(chan *T, f.opts.Buffer)
+	m.limit = f.opts.Buffer
+	m.signal = make(chan struct{}, 1)
 	m.lagged = make(chan struct{})
 	tr := &tracker{seen: map[int64]time.Time{}}
 	if afterID != nil {
@@ -217,9 +239,7 @@ func open[T any](ctx context.Context, f *Feed, p *pump[T], m *member[T], afterID
 		}
 	}
 	out := make(chan *T)
-	f.open.Add(1)
 	go func() {
-		defer f.open.Add(-1)
 		defer close(out)
 		s := &stream[T]{f: f, p: p, m: m, tr: tr, out: out}
 		if err := s.run(ctx); err != nil {
@@ -259,19 +279,21 @@ func (s *stream[T]) run(ctx context.Context) error {
 	if err := s.catchUp(ctx); err != nil {
 		return s.ended(err)
 	}
+	s.f.live.Add(1)
+	defer s.f.live.Add(-1)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.m.lagged:
 			return s.ended(s.slow())
-		case row := <-s.m.buf:
-			if err := s.send(ctx, row); err != nil {
-				return s.ended(err)
+		case <-s.m.signal:
+			for _, row := range s.m.take() {
+				if err := s.send(ctx, row); err != nil {
+					return s.ended(err)
+				}
 			}
-			if len(s.m.buf) == 0 {
-				s.tr.settle(s.f.now().Add(-s.f.opts.SettleAfter), s.f.opts.MaxTracked)
-			}
+			s.tr.settle(s.f.now().Add(-s.f.opts.SettleAfter), s.f.opts.MaxTracked)
 		}
 	}
 }
@@ -505,7 +527,6 @@ func (p *pump[T]) deliver(r *pumpRun, rows []T) {
 		for m := range p.members {
 			if m.accept(row) && !m.offer(row) {
 				p.remove(m)
-				close(m.lagged)
 			}
 		}
 	}

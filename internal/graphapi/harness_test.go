@@ -12,9 +12,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
@@ -37,6 +39,20 @@ type env struct {
 	srv  *httptest.Server
 	fx   *fixture.Builder
 	logs *lockedWriter
+	// statements counts every statement the server's pool runs (its own counter, whatever
+	// the statement's context).
+	statements *atomic.Int64
+}
+
+// countAll counts every statement of a pool, and what querystats.Tracer counts.
+type countAll struct {
+	querystats.Tracer
+	n *atomic.Int64
+}
+
+func (c countAll) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return c.Tracer.TraceQueryStart(ctx, conn, data)
 }
 
 // newEnv starts the real handler on an httptest server over a fresh database. Query stats
@@ -45,7 +61,8 @@ func newEnv(t testing.TB, mutate ...func(*graphapi.Config)) *env {
 	t.Helper()
 	url := dbtest.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	db, err := database.Open(ctx, url, database.Options{Tracer: querystats.Tracer{}, MaxOpenConns: 30})
+	statements := &atomic.Int64{}
+	db, err := database.Open(ctx, url, database.Options{Tracer: countAll{n: statements}, MaxOpenConns: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +95,7 @@ func newEnv(t testing.TB, mutate ...func(*graphapi.Config)) *env {
 		<-hubDone
 		_ = database.Close(db)
 	})
-	return &env{t: t, url: url, db: db, hub: hub, api: api, srv: srv, fx: fixture.New(t, db), logs: logs}
+	return &env{t: t, url: url, db: db, hub: hub, api: api, srv: srv, fx: fixture.New(t, db), logs: logs, statements: statements}
 }
 
 // gqlError is one entry of a response's errors.

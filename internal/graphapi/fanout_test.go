@@ -276,3 +276,63 @@ func TestSlowSubscriberIsClosedWithACode(t *testing.T) {
 		}
 	}
 }
+
+// A subscriber resuming far in the past catches up alone, in pages of 500, and then joins the
+// live reader: its replay costs its own pages only (the live reader does not re-read the
+// range for everyone), and it gets every transition once, in order.
+func TestResumingFarBehindCatchesUpAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tk := e.fx.Task(fixture.FourStep)
+	other := dbtest.Open(t, e.url)
+	var start int64
+	if err := e.db.Raw(`SELECT coalesce(max(id), 0) FROM tasker_workflow_step_transitions`).Row().Scan(&start); err != nil {
+		t.Fatal(err)
+	}
+	live := e.dialWS(t, "graphql-transport-ws")
+	live.subscribe("live", fanoutSub, map[string]any{"after": id(start)})
+	waitFor(t, func() bool { return e.api.Subscribers() == 1 })
+
+	const n = 1200
+	var written []int64
+	if err := other.Raw(`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent)
+		SELECT ?, 'in_progress', 1000 + g, false FROM generate_series(1, ?) g ORDER BY g RETURNING id`, tk.Step("one"), n).
+		Scan(&written).Error; err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(written)
+	for _, want := range written {
+		if got := live.event("live", "stepTransitions"); got.ID != id(want) {
+			t.Fatalf("live subscriber got %s, want %d", got.ID, want)
+		}
+	}
+	// Let the live reader's last wake-ups pass, then count.
+	for last := int64(-1); last != e.statements.Load(); {
+		last = e.statements.Load()
+		time.Sleep(200 * time.Millisecond)
+	}
+	before := e.statements.Load()
+	late := e.dialWS(t, "graphql-transport-ws")
+	late.subscribe("late", fanoutSub, map[string]any{"after": id(start)})
+	for _, want := range written {
+		if got := late.event("late", "stepTransitions"); got.ID != id(want) {
+			t.Fatalf("resuming subscriber got %s, want %d", got.ID, want)
+		}
+	}
+	waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+	// Three pages (500, 500, 200) and the read after joining; at most one more if a wake-up
+	// of the live reader was still pending.
+	if got := e.statements.Load() - before; got < 4 || got > 5 {
+		t.Fatalf("resuming over %d transitions ran %d statements, want 4 (its pages and one read after joining)", n, got)
+	}
+	// Both are live now: the next transition reaches each once.
+	next := insertTransition(t, other, tk.Step("two"), models.StateInProgress)
+	for _, c := range []struct {
+		c   *wsClient
+		sub string
+	}{{live, "live"}, {late, "late"}} {
+		if got := c.c.event(c.sub, "stepTransitions"); got.ID != id(next) {
+			t.Fatalf("%s got %s after catching up, want %d", c.sub, got.ID, next)
+		}
+	}
+}

@@ -42,8 +42,9 @@
 //
 // Database failures. A failed read (the database restarting, a connection cut) ends nothing:
 // the reader keeps its place and its tracked ids and reads again after the hub's next wake-up
-// (the hub wakes every subscriber once it has reconnected) or a growing delay, whichever
-// comes first. So a client sees no gap and no duplicate across a database restart.
+// (the hub wakes every subscriber once it has reconnected) or a growing, jittered delay (100ms
+// to 5s), whichever comes first; its failure streak is logged once, not per read (see
+// internal/dbretry). So a client sees no gap and no duplicate across a database restart.
 package feed
 
 import (
@@ -57,6 +58,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/models"
 )
@@ -313,16 +315,28 @@ func (s *stream[T]) slow() error {
 
 // catchUp reads the member's rows above its floor, in pages, until a page comes back short.
 func (s *stream[T]) catchUp(ctx context.Context) error {
-	retry := firstRetry
+	streak := dbretry.New(s.f.log, "feed: reading transitions", firstRetry, maxRetry)
+	var reconnected *events.Subscription // from the first failure: the hub's reconnection ends a wait
+	defer func() {
+		if reconnected != nil {
+			reconnected.Close()
+		}
+	}()
 	for {
 		rows, err := s.m.read(ctx, s.tr.floor, s.tr.exclude(), s.f.opts.Batch)
 		if err != nil {
-			if !s.f.backoff(ctx, &retry, err, nil) {
+			if ctx.Err() != nil {
+				return errStopped
+			}
+			if reconnected == nil {
+				reconnected = s.f.hub.Subscribe(events.OnlyReconnects)
+			}
+			if !dbretry.Wait(ctx, streak.Fail(err), reconnected.C) {
 				return errStopped
 			}
 			continue
 		}
-		retry = firstRetry
+		streak.Succeed()
 		for i := range rows {
 			if err := s.send(ctx, &rows[i]); err != nil {
 				return err
@@ -352,30 +366,12 @@ func (s *stream[T]) send(ctx context.Context, row *T) error {
 	return nil
 }
 
-// Retry delays of a reader whose read failed (the database restarting, a connection cut).
+// Retry delays of a reader whose read failed (the database restarting, a connection cut):
+// exponential with jitter (internal/dbretry), its failure streak logged once.
 const (
 	firstRetry = 100 * time.Millisecond
 	maxRetry   = 5 * time.Second
 )
-
-// backoff waits after a failed read for *retry, or until wake fires, and doubles *retry up to
-// maxRetry. It reports false when ctx ended.
-func (f *Feed) backoff(ctx context.Context, retry *time.Duration, err error, wake <-chan struct{}) bool {
-	if ctx.Err() != nil {
-		return false
-	}
-	f.log.Warn("feed: reading transitions failed, retrying", "error", err, "retry_in", *retry)
-	timer := time.NewTimer(*retry)
-	defer timer.Stop()
-	*retry = min(2**retry, maxRetry)
-	select {
-	case <-ctx.Done():
-		return false
-	case <-wake:
-	case <-timer.C:
-	}
-	return true
-}
 
 // pump reads one transition table for every stream of the process and fans the rows out.
 type pump[T any] struct {
@@ -472,28 +468,27 @@ func (p *pump[T]) run(ctx context.Context, r *pumpRun, sub *events.Subscription)
 	defer sub.Close()
 	f := p.f
 	tr := &tracker{seen: map[int64]time.Time{}}
-	retry := firstRetry
+	streak := dbretry.New(f.log, "feed: reading transitions", firstRetry, maxRetry)
 	for {
 		end, err := p.max(ctx)
 		if err == nil {
 			tr.floor = max(0, end-f.opts.Lookback)
 			break
 		}
-		if !f.backoff(ctx, &retry, err, sub.C) {
+		if ctx.Err() != nil || !dbretry.Wait(ctx, streak.Fail(err), sub.C) {
 			return
 		}
 	}
 	close(r.ready)
-	retry = firstRetry
 	for {
 		rows, err := p.read(ctx, tr.floor, tr.exclude(), f.opts.Batch)
 		if err != nil {
-			if !f.backoff(ctx, &retry, err, sub.C) {
+			if ctx.Err() != nil || !dbretry.Wait(ctx, streak.Fail(err), sub.C) {
 				return
 			}
 			continue
 		}
-		retry = firstRetry
+		streak.Succeed()
 		p.deliver(r, rows)
 		now := f.now()
 		for i := range rows {

@@ -199,16 +199,16 @@ func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 
 // TaskTransitionsWithNamespaceAfter reads up to limit task transitions with id > afterID and
 // not in exclude, by id, each with its task's namespace name in Namespace. One statement: the
-// namespace is a subquery per row returned, so the plan stays a walk of the primary key.
+// rows come from tasker_task_transitions_after (see TaskTransitionsAfter), and each row's
+// namespace from a lookup by the task's primary key.
 func TaskTransitionsWithNamespaceAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, limit int) ([]TaskTransitionRecord, error) {
 	var rows []TaskTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT tr.*, (SELECT ns.name FROM tasker_tasks t
 			JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
 			JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
 			WHERE t.task_id = tr.task_id) AS namespace
-		FROM tasker_task_transitions tr
-		WHERE tr.id > @after AND NOT (tr.id = ANY(CAST(@exclude AS bigint[])))
-		ORDER BY tr.id LIMIT @limit`,
+		FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), '', @limit) tr
+		ORDER BY tr.id`,
 		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {

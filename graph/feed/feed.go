@@ -30,15 +30,17 @@
 // history). The guarantee is thus: a transaction that commits within SettleAfter of a
 // higher-numbered transition being read is delivered too. The engine's transitions are short
 // single-row transactions, well inside that window. A pump starts at the table's end less
-// Options.Lookback ids, so late commits just below the end when it starts are caught too.
+// Options.Lookback ids, so late commits just below the end when it starts are caught too (the
+// rows of that range it hands over again are dropped by the streams that have them).
 //
 // A stream without afterTransitionId starts at the table's current end, treating the last
 // Options.Lookback ids as already delivered, so late commits among them are still caught.
 //
 // Slow clients. A pump never waits for a stream: each stream has a buffer of Options.Buffer
-// rows (default 4,096), allocated as it fills. A stream whose buffer is full (its client does not read) is closed
-// with a SlowSubscriberError, recorded for EndError, rather than losing rows silently: the
-// client resumes with afterTransitionId. A stream also ends when its context ends.
+// rows (default 4,096), allocated as it fills. A stream whose buffer is full (its client does
+// not read) is closed with a SlowSubscriberError, recorded for EndError, rather than losing
+// rows silently: the client resumes with afterTransitionId. A stream also ends when its
+// context ends.
 //
 // Database failures. A failed read (the database restarting, a connection cut) ends nothing:
 // the reader keeps its place and its tracked ids and reads again after the hub's next wake-up

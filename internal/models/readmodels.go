@@ -9,9 +9,11 @@ import (
 	"gorm.io/gorm"
 )
 
-// The materialized read models (db/materialized) and their freshness records. Like the live
-// view models they are read-only: the views are written only by REFRESH, the freshness tables
-// only by the refresher (internal/refresh) and the migrations.
+// The dashboard read models and their freshness records. Each dashboard is a view over
+// incremental aggregate tables (tasker_rm_*, db/migrations/00023_incremental_read_models.sql)
+// that only the refresher (internal/refresh) writes; a read is a few index probes whatever the
+// history's size. Like the live view models they are read-only: the freshness tables are
+// written only by the refresher and the migrations.
 
 // TaskStatusSummary is one row of tasker_task_status_summaries: the tasks of one named task
 // by current state. Ages are not stored; compute them at read time with the Oldest* methods.

@@ -164,6 +164,18 @@ func floatsEqual(a, b *float64) bool {
 	return math.Abs(*a-*b) < 1e-6
 }
 
+// PercentileBound is the documented relative error of the incremental percentiles.
+const PercentileBound = 0.01
+
+// withinBound reports whether the approximate percentile got is within PercentileBound
+// (relative) of the exact one, or both are nil.
+func withinBound(got, exact *float64) bool {
+	if got == nil || exact == nil {
+		return got == nil && exact == nil
+	}
+	return math.Abs(*got-*exact) <= PercentileBound*math.Abs(*exact)+1e-9
+}
+
 func timesEqual(a, b *time.Time) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil

@@ -60,6 +60,10 @@ type Outcome struct {
 	Duration   time.Duration
 	// RowCount is the number of rows in the view after a successful refresh.
 	RowCount int64
+	// Pending is true after a successful refresh that left committed changes for the next
+	// one: they belong to transactions above its horizon (see foldIn). The read model stays
+	// stale and, while the refresher runs, another refresh is scheduled.
+	Pending bool
 	// Err is why the refresh failed or was cancelled.
 	Err error
 }
@@ -249,6 +253,13 @@ func (r *Refresher) enter() (context.Context, bool) {
 	}
 	r.wg.Add(1)
 	return r.runCtx, true
+}
+
+// running reports whether the refresher is started and not stopping.
+func (r *Refresher) running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started && !r.stopped
 }
 
 func (r *Refresher) stopping() bool {
@@ -463,6 +474,9 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 	}
 	switch {
 	case err == nil:
+		if out.Pending && r.running() {
+			r.arm(vr)
+		}
 		if out.Status == StatusRefreshed {
 			r.log.Info("refresh: refreshed", "view", vr.Name, "trigger", trigger,
 				"duration_ms", out.Duration.Milliseconds(), "rows", out.RowCount)
@@ -491,7 +505,8 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 }
 
 // refreshTx is the refresh transaction: the cross-process lock, the statement timeout, the
-// REFRESH, the freshness update and the log row, committed together.
+// folding in of the changes (foldIn), the freshness update and the log row, committed
+// together.
 func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) error {
 	tx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -526,8 +541,8 @@ func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) er
 		return fmt.Errorf("reading the clock: %w", err)
 	}
 	ident := pgx.Identifier{vr.Name}.Sanitize()
-	if _, err := tx.ExecContext(ctx, `REFRESH MATERIALIZED VIEW CONCURRENTLY `+ident); err != nil {
-		return fmt.Errorf("running REFRESH: %w", err)
+	if _, out.Pending, err = foldIn(ctx, tx, vr.Name); err != nil {
+		return err
 	}
 	if err := tx.QueryRowContext(ctx, `SELECT count(*), clock_timestamp() FROM `+ident).
 		Scan(&out.RowCount, &out.FinishedAt); err != nil {
@@ -536,10 +551,11 @@ func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) er
 	out.Duration = out.FinishedAt.Sub(out.StartedAt)
 	durMs := float64(out.Duration.Microseconds()) / 1000
 	_, err = tx.ExecContext(ctx, `UPDATE tasker_read_model_state SET
-			stale_since = CASE WHEN marked_at IS NULL OR marked_at < $2 THEN NULL ELSE stale_since END,
+			stale_since = CASE WHEN $6 THEN coalesce(stale_since, $2)
+			                   WHEN marked_at IS NULL OR marked_at < $2 THEN NULL ELSE stale_since END,
 			last_refreshed_at = $3, last_data_as_of = $2, last_duration_ms = $4, last_row_count = $5,
 			last_attempt_at = $2, last_error = NULL
-		WHERE name = $1`, vr.Name, out.StartedAt, out.FinishedAt, durMs, out.RowCount)
+		WHERE name = $1`, vr.Name, out.StartedAt, out.FinishedAt, durMs, out.RowCount, out.Pending)
 	if err != nil {
 		return fmt.Errorf("updating freshness: %w", err)
 	}

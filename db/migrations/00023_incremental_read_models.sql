@@ -1,0 +1,293 @@
+-- +goose Up
+-- The dashboards become incremental read models: aggregate tables updated by the refresher
+-- (internal/refresh) with what changed since their last refresh, so a refresh costs the
+-- change, not the history. The view names of the three dashboards stay; each is now a plain
+-- view over its aggregate tables, and the exact definitions stay available as
+-- <name>_exact views (a full scan: for tests and admin checks only).
+--
+-- Change tracking. tasker_tasks and both transition tables get created_xid, the id of the
+-- transaction that inserted the row (pg_current_xact_id(), the same for every row of one
+-- transaction), indexed. tasker_read_model_state.processed_xid is each read model's horizon:
+-- every row whose created_xid is below it has been folded in, and no row at or above it.
+-- A refresh reads the horizon H = pg_snapshot_xmin(pg_current_snapshot()) (every transaction
+-- below H has ended, committed or not, so its rows are all visible or gone for good), folds in
+-- the rows with processed_xid <= created_xid < H and stores H. Each transaction's rows are
+-- therefore folded in exactly once, whatever order ids were assigned or transactions
+-- committed in. Rows inserted before this migration have a NULL created_xid; the first
+-- refresh of each read model (processed_xid NULL) folds in the NULL rows and those below H.
+
+ALTER TABLE tasker_tasks ADD COLUMN created_xid xid8;
+ALTER TABLE tasker_tasks ALTER COLUMN created_xid SET DEFAULT pg_current_xact_id();
+CREATE INDEX tasker_tasks_created_xid_idx ON tasker_tasks (created_xid);
+ALTER TABLE tasker_task_transitions ADD COLUMN created_xid xid8;
+ALTER TABLE tasker_task_transitions ALTER COLUMN created_xid SET DEFAULT pg_current_xact_id();
+CREATE INDEX tasker_task_transitions_created_xid_idx ON tasker_task_transitions (created_xid);
+ALTER TABLE tasker_workflow_step_transitions ADD COLUMN created_xid xid8;
+ALTER TABLE tasker_workflow_step_transitions ALTER COLUMN created_xid SET DEFAULT pg_current_xact_id();
+CREATE INDEX tasker_workflow_step_transitions_created_xid_idx ON tasker_workflow_step_transitions (created_xid);
+
+ALTER TABLE tasker_read_model_state ADD COLUMN processed_xid xid8;
+
+-- Durations histograms. Bucket 0 holds exactly 0 ms; bucket b >= 1 holds the durations in
+-- [0.001 * 1.02^(b-1), 0.001 * 1.02^b) ms, bucket -b their negatives (timestamps have
+-- microsecond resolution, so every other duration is at least 0.001 ms in size). A bucket
+-- reads as its geometric midpoint 0.001 * 1.02^(b-0.5): within a relative error of
+-- sqrt(1.02) - 1 < 1% of every duration in it.
+-- +goose StatementBegin
+CREATE FUNCTION tasker_rm_duration_bucket(ms numeric) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN ms = 0 THEN 0
+                ELSE sign(ms)::integer * (1 + floor(ln(abs(ms)::double precision / 0.001) / ln(1.02))::integer)
+           END
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION tasker_rm_bucket_ms(bucket integer) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN bucket = 0 THEN 0::double precision
+                ELSE sign(bucket) * 0.001 * power(1.02::double precision, abs(bucket) - 0.5)
+           END
+$$;
+-- +goose StatementEnd
+
+-- tasker_task_status_summaries: the current state of every task seen (the transition with
+-- the highest sort_key folded in so far) and, per named task, the counts by state. Counts
+-- only move by the transitions folded in: deleting tasks never subtracts.
+CREATE TABLE tasker_rm_task_states (
+    task_id       bigint      PRIMARY KEY,
+    named_task_id bigint      NOT NULL,
+    state         varchar(32) NOT NULL,
+    sort_key      integer     NOT NULL,
+    requested_at  timestamptz NOT NULL,
+    state_since   timestamptz
+);
+CREATE INDEX tasker_rm_task_states_pending_idx ON tasker_rm_task_states (named_task_id, requested_at)
+    WHERE state = 'pending';
+CREATE INDEX tasker_rm_task_states_in_progress_idx ON tasker_rm_task_states (named_task_id, state_since)
+    WHERE state = 'in_progress';
+
+CREATE TABLE tasker_rm_task_counts (
+    named_task_id           bigint PRIMARY KEY,
+    pending_count           bigint NOT NULL DEFAULT 0,
+    in_progress_count       bigint NOT NULL DEFAULT 0,
+    complete_count          bigint NOT NULL DEFAULT 0,
+    error_count             bigint NOT NULL DEFAULT 0,
+    cancelled_count         bigint NOT NULL DEFAULT 0,
+    resolved_manually_count bigint NOT NULL DEFAULT 0,
+    total_count             bigint NOT NULL DEFAULT 0
+);
+
+-- tasker_step_performance: counters, the exact sum and max of durations, and the
+-- histogram from which p50 and p95 are computed at refresh time.
+CREATE TABLE tasker_rm_step_performance (
+    task_namespace_id bigint  NOT NULL,
+    named_step_id     bigint  NOT NULL,
+    executions        bigint  NOT NULL DEFAULT 0,
+    successes         bigint  NOT NULL DEFAULT 0,
+    failures          bigint  NOT NULL DEFAULT 0,
+    retries           bigint  NOT NULL DEFAULT 0,
+    finished_runs     bigint  NOT NULL DEFAULT 0,
+    duration_sum_ms   numeric NOT NULL DEFAULT 0,
+    max_duration_ms   double precision,
+    p50_duration_ms   double precision,
+    p95_duration_ms   double precision,
+    PRIMARY KEY (task_namespace_id, named_step_id)
+);
+
+CREATE TABLE tasker_rm_step_durations (
+    task_namespace_id bigint  NOT NULL,
+    named_step_id     bigint  NOT NULL,
+    bucket            integer NOT NULL,
+    runs              bigint  NOT NULL,
+    PRIMARY KEY (task_namespace_id, named_step_id, bucket)
+);
+
+-- tasker_hourly_throughput: counters per UTC hour.
+CREATE TABLE tasker_rm_hourly_throughput (
+    hour            timestamptz PRIMARY KEY,
+    tasks_created   bigint NOT NULL DEFAULT 0,
+    tasks_completed bigint NOT NULL DEFAULT 0,
+    tasks_failed    bigint NOT NULL DEFAULT 0,
+    steps_completed bigint NOT NULL DEFAULT 0,
+    steps_failed    bigint NOT NULL DEFAULT 0
+);
+
+-- The percentile p (0..1) of one step's durations from its histogram, interpolated like
+-- percentile_cont between the bucket values of the two ranks around p * (n - 1): within 1%
+-- (relative) of the exact percentile_cont. NULL without durations.
+-- +goose StatementBegin
+CREATE FUNCTION tasker_rm_step_percentile(ns bigint, step bigint, p double precision) RETURNS double precision
+LANGUAGE sql STABLE AS $$
+    WITH h AS (
+        SELECT bucket, sum(runs) OVER (ORDER BY bucket) AS cum
+        FROM tasker_rm_step_durations WHERE task_namespace_id = ns AND named_step_id = step
+    ), r AS (
+        SELECT p * (max(cum) - 1) AS rank FROM h HAVING max(cum) > 0
+    ), lo AS (
+        SELECT tasker_rm_bucket_ms(min(h.bucket)) AS v FROM h, r WHERE h.cum > floor(r.rank)
+    ), hi AS (
+        SELECT tasker_rm_bucket_ms(min(h.bucket)) AS v FROM h, r WHERE h.cum > ceil(r.rank)
+    )
+    SELECT lo.v + (r.rank - floor(r.rank)) * (hi.v - lo.v) FROM r, lo, hi
+$$;
+-- +goose StatementEnd
+
+-- The exact aggregates (the released materialized definitions, computed at read time).
+ALTER MATERIALIZED VIEW tasker_task_status_summaries RENAME TO tasker_task_status_summaries_mv;
+ALTER MATERIALIZED VIEW tasker_step_performance RENAME TO tasker_step_performance_mv;
+ALTER MATERIALIZED VIEW tasker_hourly_throughput RENAME TO tasker_hourly_throughput_mv;
+
+CREATE VIEW tasker_task_status_summaries_exact AS
+WITH task_states AS (
+    SELECT t.task_id, t.named_task_id, t.requested_at,
+           coalesce(cur.to_state, 'pending') AS state, cur.created_at AS state_since
+    FROM tasker_tasks t
+    LEFT JOIN tasker_task_transitions cur ON cur.task_id = t.task_id AND cur.most_recent
+)
+SELECT nt.named_task_id, nt.task_namespace_id,
+       ns.name::varchar(64) AS namespace_name, nt.name::varchar(64) AS task_name, nt.version::varchar(32) AS version,
+       count(ts.task_id) FILTER (WHERE ts.state = 'pending')           AS pending_count,
+       count(ts.task_id) FILTER (WHERE ts.state = 'in_progress')       AS in_progress_count,
+       count(ts.task_id) FILTER (WHERE ts.state = 'complete')          AS complete_count,
+       count(ts.task_id) FILTER (WHERE ts.state = 'error')             AS error_count,
+       count(ts.task_id) FILTER (WHERE ts.state = 'cancelled')         AS cancelled_count,
+       count(ts.task_id) FILTER (WHERE ts.state = 'resolved_manually') AS resolved_manually_count,
+       count(ts.task_id)                                               AS total_count,
+       min(ts.requested_at) FILTER (WHERE ts.state = 'pending')        AS oldest_pending_requested_at,
+       min(ts.state_since) FILTER (WHERE ts.state = 'in_progress')     AS oldest_in_progress_since
+FROM tasker_named_tasks nt
+JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
+LEFT JOIN task_states ts ON ts.named_task_id = nt.named_task_id
+GROUP BY nt.named_task_id, nt.task_namespace_id, ns.name, nt.name, nt.version;
+
+CREATE VIEW tasker_step_performance_exact AS
+WITH history AS (
+    SELECT st.workflow_step_id, st.to_state, st.from_state,
+           CASE WHEN st.to_state = 'in_progress' AND lead(st.to_state) OVER w IN ('complete', 'error')
+                THEN extract(epoch FROM lead(st.created_at) OVER w - st.created_at) * 1000
+           END AS duration_ms
+    FROM tasker_workflow_step_transitions st
+    WINDOW w AS (PARTITION BY st.workflow_step_id ORDER BY st.sort_key)
+), agg AS (
+    SELECT nt.task_namespace_id, ws.named_step_id,
+           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'in_progress') AS executions,
+           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'complete')    AS successes,
+           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'error')       AS failures,
+           count(h.workflow_step_id) FILTER (WHERE h.from_state = 'error' AND h.to_state = 'pending') AS retries,
+           avg(h.duration_ms)                                          AS avg_duration_ms,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY h.duration_ms)  AS p50_duration_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY h.duration_ms) AS p95_duration_ms,
+           max(h.duration_ms)                                          AS max_duration_ms
+    FROM tasker_workflow_steps ws
+    JOIN tasker_tasks t ON t.task_id = ws.task_id
+    JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
+    LEFT JOIN history h ON h.workflow_step_id = ws.workflow_step_id
+    GROUP BY nt.task_namespace_id, ws.named_step_id
+)
+SELECT agg.task_namespace_id, agg.named_step_id,
+       ns.name::varchar(64) AS namespace_name, nstep.name::varchar(128) AS step_name,
+       ds.name::varchar(64) AS dependent_system_name,
+       agg.executions, agg.successes, agg.failures, agg.retries,
+       CASE WHEN agg.executions = 0 THEN 0
+            ELSE round(agg.failures::numeric / agg.executions, 4)::double precision
+       END AS error_rate,
+       agg.avg_duration_ms::double precision AS avg_duration_ms,
+       agg.p50_duration_ms, agg.p95_duration_ms,
+       agg.max_duration_ms::double precision AS max_duration_ms
+FROM agg
+JOIN tasker_task_namespaces ns ON ns.task_namespace_id = agg.task_namespace_id
+JOIN tasker_named_steps nstep ON nstep.named_step_id = agg.named_step_id
+JOIN tasker_dependent_systems ds ON ds.dependent_system_id = nstep.dependent_system_id;
+
+CREATE VIEW tasker_hourly_throughput_exact AS
+WITH events AS (
+    SELECT date_trunc('hour', created_at, 'UTC') AS hour, 1 AS created, 0 AS t_done, 0 AS t_failed, 0 AS s_done, 0 AS s_failed
+    FROM tasker_tasks
+    UNION ALL
+    SELECT date_trunc('hour', created_at, 'UTC'), 0, (to_state = 'complete')::int, (to_state = 'error')::int, 0, 0
+    FROM tasker_task_transitions WHERE to_state IN ('complete', 'error')
+    UNION ALL
+    SELECT date_trunc('hour', created_at, 'UTC'), 0, 0, 0, (to_state = 'complete')::int, (to_state = 'error')::int
+    FROM tasker_workflow_step_transitions WHERE to_state IN ('complete', 'error')
+)
+SELECT hour, sum(created)::bigint AS tasks_created, sum(t_done)::bigint AS tasks_completed,
+       sum(t_failed)::bigint AS tasks_failed, sum(s_done)::bigint AS steps_completed,
+       sum(s_failed)::bigint AS steps_failed
+FROM events GROUP BY hour;
+
+DROP MATERIALIZED VIEW tasker_task_status_summaries_mv;
+DROP MATERIALIZED VIEW tasker_step_performance_mv;
+DROP MATERIALIZED VIEW tasker_hourly_throughput_mv;
+
+-- The dashboards, read by internal/models: a few index probes whatever the history's size.
+-- Named tasks and names are joined live; the oldest pending / in-progress times come from
+-- the partial indexes of tasker_rm_task_states.
+CREATE VIEW tasker_task_status_summaries AS
+SELECT nt.named_task_id, nt.task_namespace_id,
+       ns.name::varchar(64) AS namespace_name, nt.name::varchar(64) AS task_name, nt.version::varchar(32) AS version,
+       coalesce(c.pending_count, 0)           AS pending_count,
+       coalesce(c.in_progress_count, 0)       AS in_progress_count,
+       coalesce(c.complete_count, 0)          AS complete_count,
+       coalesce(c.error_count, 0)             AS error_count,
+       coalesce(c.cancelled_count, 0)         AS cancelled_count,
+       coalesce(c.resolved_manually_count, 0) AS resolved_manually_count,
+       coalesce(c.total_count, 0)             AS total_count,
+       (SELECT min(s.requested_at) FROM tasker_rm_task_states s
+        WHERE s.named_task_id = nt.named_task_id AND s.state = 'pending') AS oldest_pending_requested_at,
+       (SELECT min(s.state_since) FROM tasker_rm_task_states s
+        WHERE s.named_task_id = nt.named_task_id AND s.state = 'in_progress') AS oldest_in_progress_since
+FROM tasker_named_tasks nt
+JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
+LEFT JOIN tasker_rm_task_counts c ON c.named_task_id = nt.named_task_id;
+
+CREATE VIEW tasker_step_performance AS
+SELECT p.task_namespace_id, p.named_step_id,
+       ns.name::varchar(64) AS namespace_name, nstep.name::varchar(128) AS step_name,
+       ds.name::varchar(64) AS dependent_system_name,
+       p.executions, p.successes, p.failures, p.retries,
+       CASE WHEN p.executions = 0 THEN 0
+            ELSE round(p.failures::numeric / p.executions, 4)::double precision
+       END AS error_rate,
+       (p.duration_sum_ms / nullif(p.finished_runs, 0))::double precision AS avg_duration_ms,
+       p.p50_duration_ms, p.p95_duration_ms, p.max_duration_ms
+FROM tasker_rm_step_performance p
+JOIN tasker_task_namespaces ns ON ns.task_namespace_id = p.task_namespace_id
+JOIN tasker_named_steps nstep ON nstep.named_step_id = p.named_step_id
+JOIN tasker_dependent_systems ds ON ds.dependent_system_id = nstep.dependent_system_id;
+
+CREATE VIEW tasker_hourly_throughput AS
+SELECT hour, tasks_created, tasks_completed, tasks_failed, steps_completed, steps_failed
+FROM tasker_rm_hourly_throughput;
+
+-- Without history (a new database) every read model is complete as it is: its horizon is
+-- the oldest running transaction (any later row gets a created_xid at or above it). With
+-- history nothing is folded in yet: every read model is stale until its first refresh.
+UPDATE tasker_read_model_state
+SET processed_xid = pg_snapshot_xmin(pg_current_snapshot())
+WHERE name IN ('tasker_task_status_summaries', 'tasker_step_performance', 'tasker_hourly_throughput')
+  AND NOT EXISTS (SELECT 1 FROM tasker_tasks)
+  AND NOT EXISTS (SELECT 1 FROM tasker_task_transitions)
+  AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_transitions);
+UPDATE tasker_read_model_state
+SET processed_xid = NULL, last_data_as_of = NULL, stale_since = coalesce(stale_since, now()), marked_at = now()
+WHERE name IN ('tasker_task_status_summaries', 'tasker_step_performance', 'tasker_hourly_throughput')
+  AND (EXISTS (SELECT 1 FROM tasker_tasks)
+    OR EXISTS (SELECT 1 FROM tasker_task_transitions)
+    OR EXISTS (SELECT 1 FROM tasker_workflow_step_transitions));
+
+-- +goose Down
+DROP VIEW tasker_task_status_summaries, tasker_step_performance, tasker_hourly_throughput;
+CREATE MATERIALIZED VIEW tasker_task_status_summaries AS SELECT * FROM tasker_task_status_summaries_exact;
+CREATE UNIQUE INDEX tasker_task_status_summaries_named_task_idx ON tasker_task_status_summaries (named_task_id);
+CREATE MATERIALIZED VIEW tasker_step_performance AS SELECT * FROM tasker_step_performance_exact;
+CREATE UNIQUE INDEX tasker_step_performance_namespace_step_idx ON tasker_step_performance (task_namespace_id, named_step_id);
+CREATE MATERIALIZED VIEW tasker_hourly_throughput AS SELECT * FROM tasker_hourly_throughput_exact;
+CREATE UNIQUE INDEX tasker_hourly_throughput_hour_idx ON tasker_hourly_throughput (hour);
+DROP FUNCTION tasker_rm_step_percentile(bigint, bigint, double precision);
+DROP TABLE tasker_rm_task_states, tasker_rm_task_counts, tasker_rm_step_performance, tasker_rm_step_durations,
+    tasker_rm_hourly_throughput;
+DROP FUNCTION tasker_rm_duration_bucket(numeric), tasker_rm_bucket_ms(integer);
+ALTER TABLE tasker_read_model_state DROP COLUMN processed_xid;
+ALTER TABLE tasker_workflow_step_transitions DROP COLUMN created_xid;
+ALTER TABLE tasker_task_transitions DROP COLUMN created_xid;
+ALTER TABLE tasker_tasks DROP COLUMN created_xid;

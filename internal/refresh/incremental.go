@@ -1,0 +1,263 @@
+package refresh
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// Incremental read models. Each dashboard is a set of aggregate tables (tasker_rm_*, see
+// db/migrations/00023_incremental_read_models.sql) behind a plain view of the dashboard's
+// name. A refresh folds in the rows of tasker_tasks and the transition tables whose
+// created_xid lies in [processed_xid, H), where H is the horizon (readHorizon): every
+// transaction of this database below H has ended, so its rows are all visible to the
+// statements that follow (or rolled back for good), and each transaction's rows are folded in by exactly one
+// refresh, whatever order ids were assigned or transactions committed in. The first refresh
+// (processed_xid NULL) folds in the history written before created_xid existed (NULL) too.
+//
+// Rows of transactions at or above H that have already committed wait for the next
+// refresh; the refresh reports them (Outcome.Pending) and leaves the read model stale.
+
+// span selects the rows one refresh folds in; its SQL is a predicate on alias.created_xid
+// with $1 the previous horizon and $2 the new one.
+type span struct{ first bool }
+
+// pred returns the predicate on alias's created_xid.
+func (s span) pred(alias string) string {
+	if s.first {
+		return fmt.Sprintf("($1::xid8 IS NULL AND (%[1]s.created_xid IS NULL OR %[1]s.created_xid < $2::xid8))", alias)
+	}
+	return fmt.Sprintf("(%[1]s.created_xid >= $1::xid8 AND %[1]s.created_xid < $2::xid8)", alias)
+}
+
+// expand replaces {tasks}, {task_transitions} and {step_transitions} in q by the predicates
+// on the aliases t, tt and st.
+func (s span) expand(q string) string {
+	return strings.NewReplacer(
+		"{tasks}", s.pred("t"),
+		"{task_transitions}", s.pred("tt"),
+		"{step_transitions}", s.pred("st"),
+	).Replace(q)
+}
+
+// The statements of each read model's refresh, in order; each takes $1 (the previous horizon,
+// NULL on the first refresh) and $2 (the new horizon), as text.
+var incrementalSQL = map[string][]string{
+	TaskStatusSummaries: {
+		// Tasks created in the span, and tasks whose transitions are in it but whose own row
+		// is not (its transaction is above the horizon of an earlier refresh), enter as
+		// pending, each once.
+		`WITH cand AS (
+			SELECT t.task_id, t.named_task_id, t.requested_at FROM tasker_tasks t WHERE {tasks}
+			UNION
+			SELECT t.task_id, t.named_task_id, t.requested_at
+			FROM tasker_task_transitions tt JOIN tasker_tasks t ON t.task_id = tt.task_id
+			WHERE {task_transitions}
+		), ins AS (
+			INSERT INTO tasker_rm_task_states (task_id, named_task_id, state, sort_key, requested_at)
+			SELECT task_id, named_task_id, 'pending', 0, requested_at FROM cand
+			ON CONFLICT (task_id) DO NOTHING
+			RETURNING named_task_id
+		)
+		INSERT INTO tasker_rm_task_counts AS c (named_task_id, pending_count, total_count)
+		SELECT named_task_id, count(*), count(*) FROM ins GROUP BY named_task_id
+		ON CONFLICT (named_task_id) DO UPDATE SET pending_count = c.pending_count + EXCLUDED.pending_count,
+			total_count = c.total_count + EXCLUDED.total_count`,
+		// Each task moves to its newest transition in the span, when that is newer (by
+		// sort_key) than the one it is in; the counts move with it.
+		`WITH latest AS (
+			SELECT DISTINCT ON (tt.task_id) tt.task_id, tt.to_state, tt.sort_key, tt.created_at
+			FROM tasker_task_transitions tt WHERE {task_transitions}
+			ORDER BY tt.task_id, tt.sort_key DESC
+		), moved AS (
+			SELECT s.task_id, s.named_task_id, s.state AS old_state, l.to_state, l.sort_key, l.created_at
+			FROM latest l JOIN tasker_rm_task_states s ON s.task_id = l.task_id
+			WHERE l.sort_key > s.sort_key
+		), upd AS (
+			UPDATE tasker_rm_task_states s SET state = m.to_state, sort_key = m.sort_key, state_since = m.created_at
+			FROM moved m WHERE s.task_id = m.task_id
+		), delta AS (
+			SELECT named_task_id, state, sum(d) AS d FROM (
+				SELECT named_task_id, old_state AS state, -1 AS d FROM moved
+				UNION ALL
+				SELECT named_task_id, to_state, 1 FROM moved
+			) x GROUP BY named_task_id, state
+		), per_task AS (
+			SELECT named_task_id,
+			       coalesce(sum(d) FILTER (WHERE state = 'pending'), 0) AS pending,
+			       coalesce(sum(d) FILTER (WHERE state = 'in_progress'), 0) AS in_progress,
+			       coalesce(sum(d) FILTER (WHERE state = 'complete'), 0) AS complete,
+			       coalesce(sum(d) FILTER (WHERE state = 'error'), 0) AS error,
+			       coalesce(sum(d) FILTER (WHERE state = 'cancelled'), 0) AS cancelled,
+			       coalesce(sum(d) FILTER (WHERE state = 'resolved_manually'), 0) AS resolved_manually
+			FROM delta GROUP BY named_task_id
+		)
+		UPDATE tasker_rm_task_counts c SET
+			pending_count = c.pending_count + p.pending,
+			in_progress_count = c.in_progress_count + p.in_progress,
+			complete_count = c.complete_count + p.complete,
+			error_count = c.error_count + p.error,
+			cancelled_count = c.cancelled_count + p.cancelled,
+			resolved_manually_count = c.resolved_manually_count + p.resolved_manually
+		FROM per_task p WHERE c.named_task_id = p.named_task_id`,
+	},
+	StepPerformance: {
+		// Every (namespace, named step) with a workflow step has a row.
+		`INSERT INTO tasker_rm_step_performance (task_namespace_id, named_step_id)
+		SELECT DISTINCT nt.task_namespace_id, ws.named_step_id
+		FROM tasker_tasks t
+		JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
+		JOIN tasker_workflow_steps ws ON ws.task_id = t.task_id
+		WHERE {tasks}
+		ON CONFLICT DO NOTHING`,
+		// The span's transitions: a transition into complete or error whose previous
+		// transition (by sort_key) went to in_progress ends a run of that duration.
+		`CREATE TEMP TABLE IF NOT EXISTS tasker_rm_step_span (
+			task_namespace_id bigint, named_step_id bigint, to_state varchar(32), from_state varchar(32), ms numeric
+		) ON COMMIT DELETE ROWS`,
+		`INSERT INTO tasker_rm_step_span
+		SELECT nt.task_namespace_id, ws.named_step_id, st.to_state, st.from_state,
+		       CASE WHEN prev.to_state = 'in_progress'
+		            THEN extract(epoch FROM st.created_at - prev.created_at) * 1000 END
+		FROM tasker_workflow_step_transitions st
+		JOIN tasker_workflow_steps ws ON ws.workflow_step_id = st.workflow_step_id
+		JOIN tasker_tasks t ON t.task_id = ws.task_id
+		JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
+		LEFT JOIN LATERAL (
+			SELECT p.to_state, p.created_at FROM tasker_workflow_step_transitions p
+			WHERE p.workflow_step_id = st.workflow_step_id AND p.sort_key < st.sort_key
+			ORDER BY p.sort_key DESC LIMIT 1
+		) prev ON st.to_state IN ('complete', 'error')
+		WHERE {step_transitions}`,
+		`INSERT INTO tasker_rm_step_durations AS d (task_namespace_id, named_step_id, bucket, runs)
+		SELECT task_namespace_id, named_step_id, tasker_rm_duration_bucket(ms), count(*)
+		FROM tasker_rm_step_span WHERE ms IS NOT NULL GROUP BY 1, 2, 3
+		ON CONFLICT (task_namespace_id, named_step_id, bucket) DO UPDATE SET runs = d.runs + EXCLUDED.runs`,
+		`INSERT INTO tasker_rm_step_performance AS p (task_namespace_id, named_step_id, executions, successes,
+			failures, retries, finished_runs, duration_sum_ms, max_duration_ms)
+		SELECT task_namespace_id, named_step_id,
+		       count(*) FILTER (WHERE to_state = 'in_progress'),
+		       count(*) FILTER (WHERE to_state = 'complete'),
+		       count(*) FILTER (WHERE to_state = 'error'),
+		       count(*) FILTER (WHERE from_state = 'error' AND to_state = 'pending'),
+		       count(ms), coalesce(sum(ms), 0), max(ms)::double precision
+		FROM tasker_rm_step_span GROUP BY 1, 2
+		ON CONFLICT (task_namespace_id, named_step_id) DO UPDATE SET
+			executions = p.executions + EXCLUDED.executions,
+			successes = p.successes + EXCLUDED.successes,
+			failures = p.failures + EXCLUDED.failures,
+			retries = p.retries + EXCLUDED.retries,
+			finished_runs = p.finished_runs + EXCLUDED.finished_runs,
+			duration_sum_ms = p.duration_sum_ms + EXCLUDED.duration_sum_ms,
+			max_duration_ms = greatest(p.max_duration_ms, EXCLUDED.max_duration_ms)`,
+		// Percentiles of the rows whose histogram changed.
+		`UPDATE tasker_rm_step_performance p SET
+			p50_duration_ms = tasker_rm_step_percentile(p.task_namespace_id, p.named_step_id, 0.5),
+			p95_duration_ms = tasker_rm_step_percentile(p.task_namespace_id, p.named_step_id, 0.95)
+		FROM (SELECT DISTINCT task_namespace_id, named_step_id FROM tasker_rm_step_span WHERE ms IS NOT NULL) c
+		WHERE p.task_namespace_id = c.task_namespace_id AND p.named_step_id = c.named_step_id`,
+	},
+	HourlyThroughput: {
+		`WITH events AS (
+			SELECT date_trunc('hour', t.created_at, 'UTC') AS hour, 1 AS created, 0 AS t_done, 0 AS t_failed,
+			       0 AS s_done, 0 AS s_failed
+			FROM tasker_tasks t WHERE {tasks}
+			UNION ALL
+			SELECT date_trunc('hour', tt.created_at, 'UTC'), 0, (tt.to_state = 'complete')::int,
+			       (tt.to_state = 'error')::int, 0, 0
+			FROM tasker_task_transitions tt WHERE {task_transitions} AND tt.to_state IN ('complete', 'error')
+			UNION ALL
+			SELECT date_trunc('hour', st.created_at, 'UTC'), 0, 0, 0, (st.to_state = 'complete')::int,
+			       (st.to_state = 'error')::int
+			FROM tasker_workflow_step_transitions st WHERE {step_transitions} AND st.to_state IN ('complete', 'error')
+		)
+		INSERT INTO tasker_rm_hourly_throughput AS h (hour, tasks_created, tasks_completed, tasks_failed,
+			steps_completed, steps_failed)
+		SELECT hour, sum(created), sum(t_done), sum(t_failed), sum(s_done), sum(s_failed)
+		FROM events GROUP BY hour
+		ON CONFLICT (hour) DO UPDATE SET
+			tasks_created = h.tasks_created + EXCLUDED.tasks_created,
+			tasks_completed = h.tasks_completed + EXCLUDED.tasks_completed,
+			tasks_failed = h.tasks_failed + EXCLUDED.tasks_failed,
+			steps_completed = h.steps_completed + EXCLUDED.steps_completed,
+			steps_failed = h.steps_failed + EXCLUDED.steps_failed`,
+	},
+}
+
+// pendingSQL reports whether rows at or above the horizon $1 are visible already (committed
+// by transactions that ended after an older one began): one index probe per source table.
+const pendingSQL = `SELECT EXISTS (SELECT 1 FROM tasker_tasks WHERE created_xid >= $1::xid8)
+	OR EXISTS (SELECT 1 FROM tasker_task_transitions WHERE created_xid >= $1::xid8)
+	OR EXISTS (SELECT 1 FROM tasker_workflow_step_transitions WHERE created_xid >= $1::xid8)`
+
+// The horizon is the oldest transaction that was running when the refresh took its snapshot
+// (or the snapshot's xmax when none was), leaving out the transactions known to belong to
+// other databases of the cluster, whose rows cannot be in these tables: a long transaction
+// elsewhere does not hold the read models back. A transaction that is not known to be
+// elsewhere (it ended before pg_stat_activity was read, or is a prepared transaction) counts,
+// which can only lower the horizon. pg_stat_activity is read after the snapshot (and its
+// cached copy cleared first), so a transaction of this database running at the snapshot is
+// either listed with its xid or has ended.
+const (
+	snapshotSQL = `SELECT pg_current_snapshot()::text`
+	horizonSQL  = `SELECT coalesce(min(x), pg_snapshot_xmax($1::pg_snapshot))::text
+		FROM pg_snapshot_xip($1::pg_snapshot) AS x
+		WHERE NOT EXISTS (
+			SELECT 1 FROM pg_stat_activity a
+			WHERE a.backend_xid IS NOT NULL AND a.datid IS DISTINCT FROM
+			      (SELECT oid FROM pg_database WHERE datname = current_database())
+			  AND a.backend_xid::text::numeric = x::text::numeric % 4294967296)`
+)
+
+// readHorizon returns the horizon of a refresh (see above); tx must not have an xid yet.
+func readHorizon(ctx context.Context, tx *sql.Tx) (string, error) {
+	var snap, horizon string
+	if err := tx.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
+		return "", fmt.Errorf("reading the snapshot: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
+		return "", fmt.Errorf("clearing the statistics snapshot: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, horizonSQL, snap).Scan(&horizon); err != nil {
+		return "", fmt.Errorf("reading the horizon: %w", err)
+	}
+	return horizon, nil
+}
+
+// foldIn runs the refresh statements of view in tx: it folds in the rows between the view's
+// stored horizon and a new one, stores the new horizon and reports the horizon and whether
+// committed rows above it are waiting.
+func foldIn(ctx context.Context, tx *sql.Tx, view string) (horizon string, pending bool, err error) {
+	stmts, ok := incrementalSQL[view]
+	if !ok {
+		return "", false, fmt.Errorf("no incremental definition of %s", view)
+	}
+	if horizon, err = readHorizon(ctx, tx); err != nil {
+		return "", false, err
+	}
+	var prev sql.NullString
+	if err := tx.QueryRowContext(ctx, `SELECT processed_xid::text FROM tasker_read_model_state WHERE name = $1`,
+		view).Scan(&prev); err != nil {
+		return "", false, fmt.Errorf("reading the previous horizon: %w", err)
+	}
+	s := span{first: !prev.Valid}
+	for _, q := range stmts {
+		q = s.expand(q)
+		var args []any
+		if strings.Contains(q, "$2") {
+			args = []any{prev, horizon}
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return "", false, fmt.Errorf("folding in changes: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tasker_read_model_state SET processed_xid = $2::xid8 WHERE name = $1`,
+		view, horizon); err != nil {
+		return "", false, fmt.Errorf("storing the horizon: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, pendingSQL, horizon).Scan(&pending); err != nil {
+		return "", false, fmt.Errorf("looking for changes above the horizon: %w", err)
+	}
+	return horizon, pending, nil
+}

@@ -132,88 +132,20 @@ LANGUAGE sql STABLE AS $$
 $$;
 -- +goose StatementEnd
 
--- The exact aggregates (the released materialized definitions, computed at read time).
-ALTER MATERIALIZED VIEW tasker_task_status_summaries RENAME TO tasker_task_status_summaries_mv;
-ALTER MATERIALIZED VIEW tasker_step_performance RENAME TO tasker_step_performance_mv;
-ALTER MATERIALIZED VIEW tasker_hourly_throughput RENAME TO tasker_hourly_throughput_mv;
-
-CREATE VIEW tasker_task_status_summaries_exact AS
-WITH task_states AS (
-    SELECT t.task_id, t.named_task_id, t.requested_at,
-           coalesce(cur.to_state, 'pending') AS state, cur.created_at AS state_since
-    FROM tasker_tasks t
-    LEFT JOIN tasker_task_transitions cur ON cur.task_id = t.task_id AND cur.most_recent
-)
-SELECT nt.named_task_id, nt.task_namespace_id,
-       ns.name::varchar(64) AS namespace_name, nt.name::varchar(64) AS task_name, nt.version::varchar(32) AS version,
-       count(ts.task_id) FILTER (WHERE ts.state = 'pending')           AS pending_count,
-       count(ts.task_id) FILTER (WHERE ts.state = 'in_progress')       AS in_progress_count,
-       count(ts.task_id) FILTER (WHERE ts.state = 'complete')          AS complete_count,
-       count(ts.task_id) FILTER (WHERE ts.state = 'error')             AS error_count,
-       count(ts.task_id) FILTER (WHERE ts.state = 'cancelled')         AS cancelled_count,
-       count(ts.task_id) FILTER (WHERE ts.state = 'resolved_manually') AS resolved_manually_count,
-       count(ts.task_id)                                               AS total_count,
-       min(ts.requested_at) FILTER (WHERE ts.state = 'pending')        AS oldest_pending_requested_at,
-       min(ts.state_since) FILTER (WHERE ts.state = 'in_progress')     AS oldest_in_progress_since
-FROM tasker_named_tasks nt
-JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
-LEFT JOIN task_states ts ON ts.named_task_id = nt.named_task_id
-GROUP BY nt.named_task_id, nt.task_namespace_id, ns.name, nt.name, nt.version;
-
-CREATE VIEW tasker_step_performance_exact AS
-WITH history AS (
-    SELECT st.workflow_step_id, st.to_state, st.from_state,
-           CASE WHEN st.to_state = 'in_progress' AND lead(st.to_state) OVER w IN ('complete', 'error')
-                THEN extract(epoch FROM lead(st.created_at) OVER w - st.created_at) * 1000
-           END AS duration_ms
-    FROM tasker_workflow_step_transitions st
-    WINDOW w AS (PARTITION BY st.workflow_step_id ORDER BY st.sort_key)
-), agg AS (
-    SELECT nt.task_namespace_id, ws.named_step_id,
-           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'in_progress') AS executions,
-           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'complete')    AS successes,
-           count(h.workflow_step_id) FILTER (WHERE h.to_state = 'error')       AS failures,
-           count(h.workflow_step_id) FILTER (WHERE h.from_state = 'error' AND h.to_state = 'pending') AS retries,
-           avg(h.duration_ms)                                          AS avg_duration_ms,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY h.duration_ms)  AS p50_duration_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY h.duration_ms) AS p95_duration_ms,
-           max(h.duration_ms)                                          AS max_duration_ms
-    FROM tasker_workflow_steps ws
-    JOIN tasker_tasks t ON t.task_id = ws.task_id
-    JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
-    LEFT JOIN history h ON h.workflow_step_id = ws.workflow_step_id
-    GROUP BY nt.task_namespace_id, ws.named_step_id
-)
-SELECT agg.task_namespace_id, agg.named_step_id,
-       ns.name::varchar(64) AS namespace_name, nstep.name::varchar(128) AS step_name,
-       ds.name::varchar(64) AS dependent_system_name,
-       agg.executions, agg.successes, agg.failures, agg.retries,
-       CASE WHEN agg.executions = 0 THEN 0
-            ELSE round(agg.failures::numeric / agg.executions, 4)::double precision
-       END AS error_rate,
-       agg.avg_duration_ms::double precision AS avg_duration_ms,
-       agg.p50_duration_ms, agg.p95_duration_ms,
-       agg.max_duration_ms::double precision AS max_duration_ms
-FROM agg
-JOIN tasker_task_namespaces ns ON ns.task_namespace_id = agg.task_namespace_id
-JOIN tasker_named_steps nstep ON nstep.named_step_id = agg.named_step_id
-JOIN tasker_dependent_systems ds ON ds.dependent_system_id = nstep.dependent_system_id;
-
-CREATE VIEW tasker_hourly_throughput_exact AS
-WITH events AS (
-    SELECT date_trunc('hour', created_at, 'UTC') AS hour, 1 AS created, 0 AS t_done, 0 AS t_failed, 0 AS s_done, 0 AS s_failed
-    FROM tasker_tasks
-    UNION ALL
-    SELECT date_trunc('hour', created_at, 'UTC'), 0, (to_state = 'complete')::int, (to_state = 'error')::int, 0, 0
-    FROM tasker_task_transitions WHERE to_state IN ('complete', 'error')
-    UNION ALL
-    SELECT date_trunc('hour', created_at, 'UTC'), 0, 0, 0, (to_state = 'complete')::int, (to_state = 'error')::int
-    FROM tasker_workflow_step_transitions WHERE to_state IN ('complete', 'error')
-)
-SELECT hour, sum(created)::bigint AS tasks_created, sum(t_done)::bigint AS tasks_completed,
-       sum(t_failed)::bigint AS tasks_failed, sum(s_done)::bigint AS steps_completed,
-       sum(s_failed)::bigint AS steps_failed
-FROM events GROUP BY hour;
+-- The exact aggregates: the released materialized definitions (db/materialized/*_v01.sql),
+-- as plain views computed at read time.
+-- +goose StatementBegin
+DO $$
+DECLARE
+    v text;
+BEGIN
+    FOREACH v IN ARRAY ARRAY['tasker_task_status_summaries', 'tasker_step_performance', 'tasker_hourly_throughput'] LOOP
+        EXECUTE format('ALTER MATERIALIZED VIEW %I RENAME TO %I', v, v || '_mv');
+        EXECUTE format('CREATE VIEW %I AS %s', v || '_exact', pg_get_viewdef((v || '_mv')::regclass));
+    END LOOP;
+END
+$$;
+-- +goose StatementEnd
 
 DROP MATERIALIZED VIEW tasker_task_status_summaries_mv;
 DROP MATERIALIZED VIEW tasker_step_performance_mv;

@@ -1,5 +1,6 @@
-// Package refresh keeps the materialized read models (db/materialized) fresh: the hybrid
-// refresher.
+// Package refresh keeps the dashboard read models fresh: the hybrid refresher of the
+// incremental aggregates behind tasker_task_status_summaries, tasker_step_performance and
+// tasker_hourly_throughput.
 //
 // Every view has a cron schedule (robfig/cron, default "@every 1m") and is refreshed on each
 // tick. Between ticks, the transition events of internal/events mark the views a write affects
@@ -8,9 +9,26 @@
 // 5 s); one refresh at its end covers every write in it, and event-triggered refreshes of one
 // view start at least MinInterval apart, so a burst of writes costs one refresh.
 //
+// The read models are incremental (db/migrations/00023_incremental_read_models.sql): each
+// dashboard view reads aggregate tables (tasker_rm_*) that a refresh updates with what changed
+// since the previous one, so a refresh costs the change, not the history. The change is
+// tracked by transaction: tasks and transitions carry created_xid, and each read model a
+// horizon (tasker_read_model_state.processed_xid). A refresh takes a new horizon H, the oldest
+// transaction of this database running at its snapshot (transactions of other databases of
+// the cluster are left out), folds in the rows with old horizon <= created_xid < H and stores
+// H. Every transaction below H has ended, so each transaction's rows are folded in by exactly
+// one refresh, whatever order their ids were assigned or they committed in. Committed rows at
+// or above H (a younger transaction ended while an older one still runs) wait for the next
+// refresh; the refresh reports them (Outcome.Pending), keeps the read model stale and
+// schedules another refresh. A transaction that stays open in this database therefore holds
+// the read models back (never wrong, only stale) until it ends. Counts, sums and maxima are
+// exact; p50 and p95 come from duration histograms with log-scale buckets 2% wide, read at
+// their geometric midpoints, and are within 1% (relative) of the exact percentile_cont. The
+// exact definitions remain as the views <name>_exact (full scans; for tests and checks).
+//
 // Guarantees:
-//   - A view is refreshed with REFRESH MATERIALIZED VIEW CONCURRENTLY: readers of the view are
-//     never blocked, and they see the old rows until the refresh commits.
+//   - A refresh is one transaction: readers of a dashboard never wait for it, and see the
+//     previous aggregates until it commits.
 //   - Refreshes of one view never overlap: within a process through a per-view lock (and
 //     cron.SkipIfStillRunning for ticks); across processes through a transaction-level
 //     advisory lock taken inside the refresh transaction. A refresher that does not get it

@@ -209,11 +209,23 @@ WHERE name IN ('tasker_task_status_summaries', 'tasker_step_performance', 'taske
 
 -- +goose Down
 DROP VIEW tasker_task_status_summaries, tasker_step_performance, tasker_hourly_throughput;
-CREATE MATERIALIZED VIEW tasker_task_status_summaries AS SELECT * FROM tasker_task_status_summaries_exact;
+-- +goose StatementBegin
+DO $$
+DECLARE
+    v text;
+BEGIN
+    FOREACH v IN ARRAY ARRAY['tasker_task_status_summaries', 'tasker_step_performance', 'tasker_hourly_throughput'] LOOP
+        EXECUTE format('CREATE MATERIALIZED VIEW %I AS %s', v, pg_get_viewdef((v || '_exact')::regclass));
+        EXECUTE format('DROP VIEW %I', v || '_exact');
+    END LOOP;
+END
+$$;
+-- +goose StatementEnd
 CREATE UNIQUE INDEX tasker_task_status_summaries_named_task_idx ON tasker_task_status_summaries (named_task_id);
-CREATE MATERIALIZED VIEW tasker_step_performance AS SELECT * FROM tasker_step_performance_exact;
+CREATE INDEX tasker_task_status_summaries_namespace_idx
+    ON tasker_task_status_summaries (namespace_name, task_name, version);
 CREATE UNIQUE INDEX tasker_step_performance_namespace_step_idx ON tasker_step_performance (task_namespace_id, named_step_id);
-CREATE MATERIALIZED VIEW tasker_hourly_throughput AS SELECT * FROM tasker_hourly_throughput_exact;
+CREATE INDEX tasker_step_performance_namespace_name_idx ON tasker_step_performance (namespace_name, executions DESC);
 CREATE UNIQUE INDEX tasker_hourly_throughput_hour_idx ON tasker_hourly_throughput (hour);
 DROP FUNCTION tasker_rm_step_percentile(bigint, bigint, double precision);
 DROP TABLE tasker_rm_task_states, tasker_rm_task_counts, tasker_rm_step_performance, tasker_rm_step_durations,

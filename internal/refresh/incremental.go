@@ -46,26 +46,43 @@ func (s span) expand(q string) string {
 var incrementalSQL = map[string][]string{
 	TaskStatusSummaries: {
 		// Tasks created in the span, and tasks whose transitions are in it but whose own row
-		// is not (its transaction is above the horizon of an earlier refresh), enter as
-		// pending, each once.
+		// is not (its transaction is above the horizon of an earlier refresh), enter in the
+		// state of their newest transition in the span (pending without one), each once.
 		`WITH cand AS (
 			SELECT t.task_id, t.named_task_id, t.requested_at FROM tasker_tasks t WHERE {tasks}
 			UNION
 			SELECT t.task_id, t.named_task_id, t.requested_at
 			FROM tasker_task_transitions tt JOIN tasker_tasks t ON t.task_id = tt.task_id
 			WHERE {task_transitions}
+		), latest AS (
+			SELECT DISTINCT ON (tt.task_id) tt.task_id, tt.to_state, tt.sort_key, tt.created_at
+			FROM tasker_task_transitions tt WHERE {task_transitions}
+			ORDER BY tt.task_id, tt.sort_key DESC
 		), ins AS (
-			INSERT INTO tasker_rm_task_states (task_id, named_task_id, state, sort_key, requested_at)
-			SELECT task_id, named_task_id, 'pending', 0, requested_at FROM cand
+			INSERT INTO tasker_rm_task_states (task_id, named_task_id, state, sort_key, requested_at, state_since)
+			SELECT c.task_id, c.named_task_id, coalesce(l.to_state, 'pending'), coalesce(l.sort_key, 0),
+			       c.requested_at, l.created_at
+			FROM cand c LEFT JOIN latest l ON l.task_id = c.task_id
 			ON CONFLICT (task_id) DO NOTHING
-			RETURNING named_task_id
+			RETURNING named_task_id, state
 		)
-		INSERT INTO tasker_rm_task_counts AS c (named_task_id, pending_count, total_count)
-		SELECT named_task_id, count(*), count(*) FROM ins GROUP BY named_task_id
-		ON CONFLICT (named_task_id) DO UPDATE SET pending_count = c.pending_count + EXCLUDED.pending_count,
+		INSERT INTO tasker_rm_task_counts AS c (named_task_id, pending_count, in_progress_count, complete_count,
+			error_count, cancelled_count, resolved_manually_count, total_count)
+		SELECT named_task_id, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in_progress'),
+		       count(*) FILTER (WHERE state = 'complete'), count(*) FILTER (WHERE state = 'error'),
+		       count(*) FILTER (WHERE state = 'cancelled'), count(*) FILTER (WHERE state = 'resolved_manually'),
+		       count(*)
+		FROM ins GROUP BY named_task_id
+		ON CONFLICT (named_task_id) DO UPDATE SET
+			pending_count = c.pending_count + EXCLUDED.pending_count,
+			in_progress_count = c.in_progress_count + EXCLUDED.in_progress_count,
+			complete_count = c.complete_count + EXCLUDED.complete_count,
+			error_count = c.error_count + EXCLUDED.error_count,
+			cancelled_count = c.cancelled_count + EXCLUDED.cancelled_count,
+			resolved_manually_count = c.resolved_manually_count + EXCLUDED.resolved_manually_count,
 			total_count = c.total_count + EXCLUDED.total_count`,
-		// Each task moves to its newest transition in the span, when that is newer (by
-		// sort_key) than the one it is in; the counts move with it.
+		// Each task seen before moves to its newest transition in the span, when that is
+		// newer (by sort_key) than the one it is in; the counts move with it.
 		`WITH latest AS (
 			SELECT DISTINCT ON (tt.task_id) tt.task_id, tt.to_state, tt.sort_key, tt.created_at
 			FROM tasker_task_transitions tt WHERE {task_transitions}
@@ -186,24 +203,25 @@ var incrementalSQL = map[string][]string{
 }
 
 // pendingSQL reports whether rows at or above the horizon $1 are visible already (committed
-// by transactions that ended after an older one began): one index probe per source table.
-const pendingSQL = `SELECT EXISTS (SELECT 1 FROM tasker_tasks WHERE created_xid >= $1::xid8)
-	OR EXISTS (SELECT 1 FROM tasker_task_transitions WHERE created_xid >= $1::xid8)
-	OR EXISTS (SELECT 1 FROM tasker_workflow_step_transitions WHERE created_xid >= $1::xid8)`
+// by transactions that ended after an older one began): one backward index probe per source
+// table (max over the created_xid index; an EXISTS with a range could be planned as a scan).
+const pendingSQL = `SELECT coalesce((SELECT max(created_xid) FROM tasker_tasks), '0') >= $1::xid8
+	OR coalesce((SELECT max(created_xid) FROM tasker_task_transitions), '0') >= $1::xid8
+	OR coalesce((SELECT max(created_xid) FROM tasker_workflow_step_transitions), '0') >= $1::xid8`
 
 // The horizon is the oldest transaction that was running when the refresh took its snapshot
-// (or the snapshot's xmax when none was), leaving out the transactions known to belong to
-// other databases of the cluster, whose rows cannot be in these tables: a long transaction
-// elsewhere does not hold the read models back. A transaction that is not known to be
-// elsewhere (it ended before pg_stat_activity was read, or is a prepared transaction) counts,
-// which can only lower the horizon. pg_stat_activity is read after the snapshot (and its
-// cached copy cleared first), so a transaction of this database running at the snapshot is
-// either listed with its xid or has ended.
+// and is still running now (or the snapshot's xmax when there is none), leaving out the
+// transactions known to belong to other databases of the cluster, whose rows cannot be in
+// these tables: a long transaction elsewhere does not hold the read models back. A
+// transaction that ended after the snapshot does not count either: the statements that fold
+// changes in start later, so they see its rows. A running transaction not listed in
+// pg_stat_activity (a prepared transaction) counts, which can only lower the horizon.
 const (
 	snapshotSQL = `SELECT pg_current_snapshot()::text`
 	horizonSQL  = `SELECT coalesce(min(x), pg_snapshot_xmax($1::pg_snapshot))::text
 		FROM pg_snapshot_xip($1::pg_snapshot) AS x
-		WHERE NOT EXISTS (
+		WHERE pg_xact_status(x) = 'in progress'
+		  AND NOT EXISTS (
 			SELECT 1 FROM pg_stat_activity a
 			WHERE a.backend_xid IS NOT NULL AND a.datid IS DISTINCT FROM
 			      (SELECT oid FROM pg_database WHERE datname = current_database())

@@ -508,7 +508,9 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 // folding in of the changes (foldIn), the freshness update and the log row, committed
 // together.
 func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) error {
-	tx, err := r.db.BeginTx(ctx, nil)
+	// Read committed: each statement that folds changes in sees every transaction that ended
+	// before it started (see foldIn).
+	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("beginning refresh transaction: %w", err)
 	}

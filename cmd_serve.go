@@ -25,6 +25,7 @@ import (
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/replica"
+	"github.com/taskerhq/tasker/internal/retention"
 	"github.com/taskerhq/tasker/internal/runstate"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/tracing"
@@ -150,6 +151,20 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 		return err
 	}
 	stops.add("read-model refresher", refresher.Stop)
+	// Retention (internal/retention): deletes finished tasks past their namespace's period
+	// (TASKER_RETENTION, default keep forever) on its cron schedule.
+	retentionCfg, err := retention.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	retainer, err := retention.New(database.SQL(gdb), retentionCfg, log)
+	if err != nil {
+		return err
+	}
+	if err := retainer.Start(ctx); err != nil {
+		return err
+	}
+	stops.add("retention", retainer.Stop)
 
 	// 3c. Workers (internal/orchestration, see cmd_worker.go): claim and run ready steps.
 	// Stopped after HTTP and before the hub and the pool, draining running steps first.

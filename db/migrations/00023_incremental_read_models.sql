@@ -78,7 +78,9 @@ CREATE TABLE tasker_rm_task_counts (
 );
 
 -- tasker_step_performance: counters, the exact sum and max of durations, and the
--- histogram from which p50 and p95 are computed at refresh time.
+-- histogram from which p50 and p95 are computed at refresh time (internal/refresh):
+-- interpolated like percentile_cont between the bucket values of the two ranks around
+-- p * (n - 1), so within 1% (relative) of the exact percentile_cont.
 CREATE TABLE tasker_rm_step_performance (
     task_namespace_id bigint  NOT NULL,
     named_step_id     bigint  NOT NULL,
@@ -111,26 +113,6 @@ CREATE TABLE tasker_rm_hourly_throughput (
     steps_completed bigint NOT NULL DEFAULT 0,
     steps_failed    bigint NOT NULL DEFAULT 0
 );
-
--- The percentile p (0..1) of one step's durations from its histogram, interpolated like
--- percentile_cont between the bucket values of the two ranks around p * (n - 1): within 1%
--- (relative) of the exact percentile_cont. NULL without durations.
--- +goose StatementBegin
-CREATE FUNCTION tasker_rm_step_percentile(ns bigint, step bigint, p double precision) RETURNS double precision
-LANGUAGE sql STABLE AS $$
-    WITH h AS (
-        SELECT bucket, sum(runs) OVER (ORDER BY bucket) AS cum
-        FROM tasker_rm_step_durations WHERE task_namespace_id = ns AND named_step_id = step
-    ), r AS (
-        SELECT p * (max(cum) - 1) AS rank FROM h HAVING max(cum) > 0
-    ), lo AS (
-        SELECT tasker_rm_bucket_ms(min(h.bucket)) AS v FROM h, r WHERE h.cum > floor(r.rank)
-    ), hi AS (
-        SELECT tasker_rm_bucket_ms(min(h.bucket)) AS v FROM h, r WHERE h.cum > ceil(r.rank)
-    )
-    SELECT lo.v + (r.rank - floor(r.rank)) * (hi.v - lo.v) FROM r, lo, hi
-$$;
--- +goose StatementEnd
 
 -- The exact aggregates: the released materialized definitions (db/materialized/*_v01.sql),
 -- as plain views computed at read time.
@@ -227,7 +209,6 @@ CREATE INDEX tasker_task_status_summaries_namespace_idx
 CREATE UNIQUE INDEX tasker_step_performance_namespace_step_idx ON tasker_step_performance (task_namespace_id, named_step_id);
 CREATE INDEX tasker_step_performance_namespace_name_idx ON tasker_step_performance (namespace_name, executions DESC);
 CREATE UNIQUE INDEX tasker_hourly_throughput_hour_idx ON tasker_hourly_throughput (hour);
-DROP FUNCTION tasker_rm_step_percentile(bigint, bigint, double precision);
 DROP TABLE tasker_rm_task_states, tasker_rm_task_counts, tasker_rm_step_performance, tasker_rm_step_durations,
     tasker_rm_hourly_throughput;
 DROP FUNCTION tasker_rm_duration_bucket(numeric), tasker_rm_bucket_ms(integer);

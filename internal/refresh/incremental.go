@@ -265,13 +265,26 @@ func readHorizon(ctx context.Context, tx *sql.Tx) (string, error) {
 	return horizon, nil
 }
 
+// smallSpan is the most rows a source table may have in a span for indexDriven to apply;
+// smallSpanSQL tells (reading at most that many index entries per table) whether a span
+// between $1 and $2 is larger.
+const (
+	smallSpan    = 10_000
+	smallSpanSQL = `SELECT (SELECT count(*) FROM (SELECT 1 FROM tasker_workflow_step_transitions
+			WHERE created_xid >= $1::xid8 AND created_xid < $2::xid8 LIMIT $3) x) >= $3
+		OR (SELECT count(*) FROM (SELECT 1 FROM tasker_task_transitions
+			WHERE created_xid >= $1::xid8 AND created_xid < $2::xid8 LIMIT $3) x) >= $3
+		OR (SELECT count(*) FROM (SELECT 1 FROM tasker_tasks
+			WHERE created_xid >= $1::xid8 AND created_xid < $2::xid8 LIMIT $3) x) >= $3`
+)
+
 // indexDriven makes the rest of tx plan joins as index lookups. The planner cannot estimate
 // a created_xid range (xid8 has no statistics it can interpolate), so it guesses a fixed share
 // of the table, which in a large database makes hash joins over whole tables look cheaper
 // than the few index lookups a span of recent changes needs. Folding in a span touches only
 // the rows of the span and the rows they reference, so nested loops over indexes are the
 // plan whose cost follows the change, not the history. The first fold (the whole history)
-// keeps the planner's choice.
+// and a span of more than smallSpan rows in a table keep the planner's choice.
 func indexDriven(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, `SELECT set_config('enable_seqscan', 'off', true),
 		set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`)
@@ -299,8 +312,14 @@ func foldIn(ctx context.Context, tx *sql.Tx, view string) (horizon string, pendi
 	}
 	s := span{first: !prev.Valid}
 	if !s.first {
-		if err := indexDriven(ctx, tx); err != nil {
-			return "", false, err
+		var large bool
+		if err := tx.QueryRowContext(ctx, smallSpanSQL, prev, horizon, smallSpan).Scan(&large); err != nil {
+			return "", false, fmt.Errorf("measuring the changes: %w", err)
+		}
+		if !large {
+			if err := indexDriven(ctx, tx); err != nil {
+				return "", false, err
+			}
 		}
 	}
 	for _, q := range stmts {

@@ -53,8 +53,9 @@ type Outcome struct {
 	View    string
 	Trigger Trigger
 	Status  Status
-	// StartedAt and FinishedAt are database clock readings around the REFRESH statement
-	// (zero when it did not run). The refreshed rows reflect the database as of StartedAt.
+	// StartedAt and FinishedAt are database clock readings around the folding in of the
+	// changes (zero when it did not run). The read model then reflects every transaction of
+	// this database that ended before StartedAt, unless Pending.
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Duration   time.Duration
@@ -78,7 +79,7 @@ var ErrStopped = errors.New("refresher is stopped")
 // by every process.
 const lockKeySQL = `hashtextextended('tasker.read_model_refresh:' || $1, 0)`
 
-// Refresher keeps the materialized read models fresh. Create it with New.
+// Refresher keeps the dashboard read models fresh. Create it with New.
 type Refresher struct {
 	db  *sql.DB
 	hub *events.Hub

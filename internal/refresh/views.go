@@ -6,9 +6,9 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 )
 
-// View is one materialized read model the refresher maintains.
+// View is one dashboard read model the refresher maintains.
 type View struct {
-	// Name is the materialized view's name (and its tasker_read_model_state key).
+	// Name is the dashboard view's name (and its tasker_read_model_state key).
 	Name string
 	// EnvKey names the view in environment variables: TASKER_REFRESH_SCHEDULE_<EnvKey>.
 	EnvKey string

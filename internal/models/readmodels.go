@@ -10,7 +10,7 @@ import (
 )
 
 // The dashboard read models and their freshness records. Each dashboard is a view over
-// incremental aggregate tables (tasker_rm_*, db/migrations/00023_incremental_read_models.sql)
+// incremental aggregate tables (tasker_rm_*, db/migrations/00031_incremental_read_models.sql)
 // that only the refresher (internal/refresh) writes; a read is a few index probes whatever the
 // history's size. Like the live view models they are read-only: the freshness tables are
 // written only by the refresher and the migrations.

@@ -9,7 +9,7 @@
 // 5 s); one refresh at its end covers every write in it, and event-triggered refreshes of one
 // view start at least MinInterval apart, so a burst of writes costs one refresh.
 //
-// The read models are incremental (db/migrations/00023_incremental_read_models.sql): each
+// The read models are incremental (db/migrations/00031_incremental_read_models.sql): each
 // dashboard view reads aggregate tables (tasker_rm_*) that a refresh updates with what changed
 // since the previous one, so a refresh costs the change, not the history. The change is
 // tracked by transaction: tasks and transitions carry created_xid, and each read model a

@@ -8,7 +8,7 @@ import (
 )
 
 // Incremental read models. Each dashboard is a set of aggregate tables (tasker_rm_*, see
-// db/migrations/00023_incremental_read_models.sql) behind a plain view of the dashboard's
+// db/migrations/00031_incremental_read_models.sql) behind a plain view of the dashboard's
 // name. A refresh folds in the rows of tasker_tasks and the transition tables whose
 // created_xid lies in [processed_xid, H), where H is the horizon (readHorizon): every
 // transaction of this database below H has ended, so its rows are all visible to the

@@ -388,7 +388,7 @@ func lockAndWaitForRefresh(t *testing.T, r *Refresher, view, table string) (done
 			SELECT 1 FROM pg_stat_activity a
 			JOIN pg_locks l ON l.pid = a.pid AND l.relation = $1::regclass AND NOT l.granted
 			WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
-			  AND a.query LIKE '%tasker_rm_%')`, table).Scan(&waiting)
+			  AND a.query LIKE '%created_xid%')`, table).Scan(&waiting)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,11 +2,13 @@ package baseline_test
 
 import (
 	"context"
+	"database/sql"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/baseline"
 	"github.com/taskerhq/tasker/internal/dbtest"
@@ -67,18 +69,31 @@ func TestBaselineMatchesViews(t *testing.T) {
 	if err := db.Raw(`SELECT task_id FROM tasker_tasks ORDER BY task_id`).Scan(&taskIDs).Error; err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	views, err := models.ReadinessByTaskIDs(ctx, db, taskIDs)
+	// The views read the clock through now(), which PostgreSQL fixes at the start of the
+	// transaction: both views are read in one transaction, and the baseline is evaluated at
+	// that transaction's now(), so a step whose retry time falls between two reads cannot be
+	// judged ready by one side and in backoff by the other.
+	var (
+		now      time.Time
+		views    []models.StepReadinessStatus
+		contexts []models.TaskExecutionContext
+	)
+	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw(`SELECT now()`).Scan(&now).Error; err != nil {
+			return err
+		}
+		if views, err = models.ReadinessByTaskIDs(ctx, tx, taskIDs); err != nil {
+			return err
+		}
+		contexts, err = models.ExecutionContextsByTaskIDs(ctx, tx, taskIDs)
+		return err
+	}, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	byStep := make(map[int64]models.StepReadinessStatus, len(views))
 	for _, v := range views {
 		byStep[v.WorkflowStepID] = v
-	}
-	contexts, err := models.ExecutionContextsByTaskIDs(ctx, db, taskIDs)
-	if err != nil {
-		t.Fatal(err)
 	}
 	naive, err := baseline.TaskContexts(ctx, db, taskIDs, now)
 	if err != nil {

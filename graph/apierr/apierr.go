@@ -24,6 +24,9 @@ const (
 	Internal          Code = "INTERNAL"
 	// Unavailable: this server does not run what the operation needs (e.g. a refresher).
 	Unavailable Code = "SERVICE_UNAVAILABLE"
+	// Cancelled: the client cancelled the request (it closed the connection, navigated away,
+	// stopped the subscription) before it was answered. It is not an internal error.
+	Cancelled Code = "CANCELLED"
 )
 
 // Error is a domain error: its message says what was wrong and is shown as is.

@@ -19,7 +19,9 @@ import (
 
 // presenter is the API's one error presenter. Errors that gqlgen raised itself (parse,
 // validation, limits) are shown as they are. Resolver errors are classified: a domain error
-// is shown with its message and extensions.code; anything else is logged with the request id
+// is shown with its message and extensions.code; an error met after the client cancelled the
+// request (its context ended with context.Canceled: the client went away) is logged at debug
+// level only and coded CANCELLED; anything else is logged at error level with the request id
 // and shown as "internal error (request id ...)" with code INTERNAL.
 type presenter struct{ log *slog.Logger }
 
@@ -40,6 +42,14 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		return gqlErr // an input coercion error from generated code: already for the client
 	}
 	id := RequestID(ctx)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// Whatever failed, failed because the request was abandoned: nobody reads the answer,
+		// and nothing is wrong with the server.
+		p.log.DebugContext(ctx, "graphql: request cancelled by the client", "request_id", id, "path", gqlErr.Path.String(), "error", err)
+		gqlErr.Message = "the request was cancelled by the client"
+		gqlErr.Extensions = map[string]any{"code": string(apierr.Cancelled), "requestId": id}
+		return gqlErr
+	}
 	p.log.ErrorContext(ctx, "graphql: internal error", "request_id", id, "path", gqlErr.Path.String(), "error", err)
 	gqlErr.Message = fmt.Sprintf("internal error (request id %s)", id)
 	gqlErr.Extensions = map[string]any{"code": string(apierr.Internal), "requestId": id}

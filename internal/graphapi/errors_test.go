@@ -52,6 +52,28 @@ func TestPresenterMasksInternalErrorsAndCodesDomainErrors(t *testing.T) {
 	}
 }
 
+func TestPresenterDoesNotCallAnAbandonedRequestInternal(t *testing.T) {
+	var logs bytes.Buffer
+	p := presenter{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, cancel := context.WithCancel(requestCtx("req-9"))
+	cancel()
+	shown := p.present(ctx, fmt.Errorf("reading tasks: %w", context.Canceled))
+	if shown.Extensions["code"] != "CANCELLED" || strings.Contains(shown.Message, "internal") {
+		t.Errorf("abandoned request shown as %q %v", shown.Message, shown.Extensions)
+	}
+	if !strings.Contains(logs.String(), "level=DEBUG") || strings.Contains(logs.String(), "level=ERROR") ||
+		!strings.Contains(logs.String(), "request_id=req-9") {
+		t.Errorf("abandoned request not logged at debug level only: %s", logs.String())
+	}
+
+	// A cancellation the client did not ask for (its request is still live) is a fault.
+	logs.Reset()
+	live := p.present(requestCtx("req-10"), fmt.Errorf("batch: %w", context.Canceled))
+	if live.Extensions["code"] != "INTERNAL" || !strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("cancellation inside a live request shown as %q %v, logged %s", live.Message, live.Extensions, logs.String())
+	}
+}
+
 func TestRecoverTurnsPanicsIntoMaskedErrors(t *testing.T) {
 	var logs bytes.Buffer
 	p := presenter{log: slog.New(slog.NewTextHandler(&logs, nil))}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -40,7 +41,10 @@ func (e gqlExtension) InterceptResponse(ctx context.Context, next graphql.Respon
 		field = rootField(op)
 	}
 	outcome := "ok"
-	if len(resp.Errors) > 0 {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		outcome = "cancelled" // the client went away: not a failure of the server
+	case len(resp.Errors) > 0:
 		outcome = "error"
 	}
 	e.m.gqlRequests.WithLabelValues(typ, field, outcome).Inc()

@@ -68,7 +68,7 @@ func New(opts Options) *Metrics {
 	durations := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m.gqlRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tasker_graphql_requests_total",
-		Help: "GraphQL responses (one per query or mutation, one per subscription event), by operation type, root field and outcome (ok or error).",
+		Help: "GraphQL responses (one per query or mutation, one per subscription event), by operation type, root field and outcome (ok, error, or cancelled when the client went away before the answer).",
 	}, []string{"type", "field", "outcome"})
 	m.gqlDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tasker_graphql_request_duration_seconds",

@@ -81,6 +81,10 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
           coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
           locked.current_state, now() AS claimed`
 
+// claimTimeout bounds one claim transaction, which takes milliseconds: it is also how long
+// Stop may wait for a claim in flight when the database hangs.
+const claimTimeout = 10 * time.Second
+
 // claim claims up to n ready steps and starts them in one transaction, with a constant
 // number of statements however many it claims:
 //   - the claim statement (claimSQL) marks them in_process with fresh claim tokens;
@@ -92,8 +96,16 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
 //     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
 //     (the engine's lock order is task, then step); a task skipped here is started by the
 //     claim of its next step, or settled by its finalisation.
+//
+// The transaction is not cancelled with ctx (a shutdown): cancelling it while COMMIT is in
+// flight would report an error for a claim PostgreSQL made, and its steps would wait for their
+// lease. claimTimeout bounds it instead, so a claim that returns no error is one the caller
+// must run or release, and one that began before a shutdown always ends with its steps
+// returned or not claimed.
 func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
 	var out []claimedStep
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := e.tuneTx(tx); err != nil {

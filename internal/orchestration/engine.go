@@ -338,11 +338,16 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 		var retryTimer *time.Timer
 		if idle > 0 {
 			n := min(idle, e.cfg.ClaimBatch)
+			// A claim outlives ctx (see claim): its steps are handed to workers even when the
+			// engine began stopping meanwhile, and Stop drains them like any running step.
 			steps, err := e.claim(ctx, n)
 			for _, r := range e.prepare(ctx, steps, wake) {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
 				go e.work(r)
+			}
+			if ctx.Err() != nil {
+				return
 			}
 			if err == nil && len(steps) == n {
 				e.claims.Succeed()

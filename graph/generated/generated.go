@@ -259,9 +259,10 @@ type ComplexityRoot struct {
 	}
 
 	TaskConnection struct {
-		Edges    func(childComplexity int) int
-		Nodes    func(childComplexity int) int
-		PageInfo func(childComplexity int) int
+		Edges            func(childComplexity int) int
+		Nodes            func(childComplexity int) int
+		PageInfo         func(childComplexity int) int
+		TransitionCursor func(childComplexity int) int
 	}
 
 	TaskEdge struct {
@@ -1478,6 +1479,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.TaskConnection.PageInfo(childComplexity), true
+	case "TaskConnection.transitionCursor":
+		if e.ComplexityRoot.TaskConnection.TransitionCursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TaskConnection.TransitionCursor(childComplexity), true
 
 	case "TaskEdge.cursor":
 		if e.ComplexityRoot.TaskEdge.Cursor == nil {
@@ -2393,7 +2400,9 @@ extend type Subscription {
   """
   Step transitions (of one task when taskId is given), in id order: first those with an id
   above afterTransitionId when it is given ("0" for all), then live ones as they are written.
-  Without afterTransitionId the stream starts at the current end.
+  Without afterTransitionId the stream starts at the current end, which the server reads some
+  time after the subscription was sent: a client that must not miss a move after data it read
+  passes the newest transition id of that data (e.g. the largest Step.transitions id).
   """
   stepTransitions(taskId: ID, afterTransitionId: ID): StepTransition!
 }
@@ -2518,6 +2527,14 @@ type TaskConnection {
   edges: [TaskEdge!]!
   nodes: [Task!]!
   pageInfo: PageInfo!
+  """
+  The id of the newest task transition ("0" when there is none), read just before the page,
+  so never later than the data the page shows. Subscribing to
+  taskTransitions(afterTransitionId: transitionCursor) delivers every task transition
+  committed after that read: a client that shows the page and follows that subscription
+  misses no move, however long the subscription takes to start.
+  """
+  transitionCursor: ID!
 }
 
 type Query {
@@ -2531,7 +2548,9 @@ type Subscription {
   """
   Task transitions (of tasks in one namespace when given), in id order: first those with an
   id above afterTransitionId when it is given ("0" for all), then live ones as they are
-  written. Without afterTransitionId the stream starts at the current end.
+  written. Without afterTransitionId the stream starts at the current end, which the server
+  reads some time after the subscription was sent: a client that must not miss a move after
+  data it read passes that data's cursor (e.g. TaskConnection.transitionCursor).
   """
   taskTransitions(namespace: String, afterTransitionId: ID): TaskTransition!
 }
@@ -2964,6 +2983,8 @@ func (ec *executionContext) childFields_TaskConnection(ctx context.Context, fiel
 		return ec.fieldContext_TaskConnection_nodes(ctx, field)
 	case "pageInfo":
 		return ec.fieldContext_TaskConnection_pageInfo(ctx, field)
+	case "transitionCursor":
+		return ec.fieldContext_TaskConnection_transitionCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type TaskConnection", field.Name)
 }
@@ -7746,6 +7767,29 @@ func (ec *executionContext) fieldContext_TaskConnection_pageInfo(_ context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _TaskConnection_transitionCursor(ctx context.Context, field graphql.CollectedField, obj *model.TaskConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TaskConnection_transitionCursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TransitionCursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int64) graphql.Marshaler {
+			return ec.marshalNID2int64(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TaskConnection_transitionCursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TaskConnection", field, false, false, "ID")
+}
+
 func (ec *executionContext) _TaskEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.TaskEdge) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -12082,6 +12126,11 @@ func (ec *executionContext) _TaskConnection(ctx context.Context, sel ast.Selecti
 			}
 		case "pageInfo":
 			out.Values[i] = ec._TaskConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "transitionCursor":
+			out.Values[i] = ec._TaskConnection_transitionCursor(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -94,6 +94,12 @@ type TaskConnection struct {
 	Edges    []TaskEdge          `json:"edges"`
 	Nodes    []models.TaskRecord `json:"nodes"`
 	PageInfo *PageInfo           `json:"pageInfo"`
+	// The id of the newest task transition ("0" when there is none), read just before the page,
+	// so never later than the data the page shows. Subscribing to
+	// taskTransitions(afterTransitionId: transitionCursor) delivers every task transition
+	// committed after that read: a client that shows the page and follows that subscription
+	// misses no move, however long the subscription takes to start.
+	TransitionCursor int64 `json:"transitionCursor"`
 }
 
 type TaskEdge struct {

@@ -343,3 +343,41 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The tasks page's transitionCursor is the newest task transition id read no later than the
+// page: a taskTransitions subscription from it delivers a move made after the page was read
+// but before the subscription started, and nothing the page already shows.
+func TestTaskTransitionsFromThePagesCursorMissNoMove(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	shown, later := e.fx.Task(fixture.Linear), e.fx.Task(fixture.Linear)
+	shown.TaskTransition(0, models.StateInProgress)
+	var page struct {
+		Tasks struct {
+			Nodes []struct {
+				ID     string `json:"id"`
+				Status string `json:"status"`
+			} `json:"nodes"`
+			TransitionCursor string `json:"transitionCursor"`
+		} `json:"tasks"`
+	}
+	r := e.data(`{ tasks(first: 5) { nodes { id status } transitionCursor } }`, nil, &page)
+	var newest int64
+	if err := e.db.Raw(`SELECT max(id) FROM tasker_task_transitions`).Scan(&newest).Error; err != nil {
+		t.Fatal(err)
+	}
+	if page.Tasks.TransitionCursor != id(newest) || len(page.Tasks.Nodes) != 2 || page.Tasks.Nodes[1].Status != "IN_PROGRESS" {
+		t.Fatalf("page %+v, want both tasks and the cursor %d of the move it shows", page.Tasks, newest)
+	}
+	if n := r.Extensions.QueryStats.SQLStatements; n != 2 {
+		t.Errorf("tasks with transitionCursor ran %d statements, want 2 (the cursor, then the page)", n)
+	}
+
+	later.TaskTransition(0, models.StateInProgress) // after the page, before the subscription
+	c := e.dialWS(t, "graphql-transport-ws")
+	c.subscribe("1", `subscription($after: ID) { taskTransitions(afterTransitionId: $after) { id taskId toState } }`,
+		map[string]any{"after": page.Tasks.TransitionCursor})
+	if got := c.event("1", "taskTransitions"); got.TaskID != id(later.ID) || got.ToState != "IN_PROGRESS" {
+		t.Fatalf("first event from the page's cursor = %+v, want task %d's move", got, later.ID)
+	}
+}

@@ -1,5 +1,8 @@
 // /ui/: tasks newest first, filtered by namespace, template and state (kept in the URL's
 // query string), a page at a time with the API's cursors, updated live from taskTransitions.
+// The subscription starts after the first page is read, from that page's transitionCursor
+// (the newest transition id read no later than the page), and resumes after the last
+// transition heard when the connection drops: no move made after the page was read is missed.
 
 import { h, lower, label, time, throttle, fill } from './dom.js';
 
@@ -14,6 +17,7 @@ export const TASKS = `query Tasks($filter: TaskFilter, $first: Int, $after: Stri
       executionContext { totalSteps completedSteps failedSteps completionPercentage healthStatus }
     }
     pageInfo { hasNextPage endCursor }
+    transitionCursor
   }
 }`;
 
@@ -22,8 +26,8 @@ const FILTERS = `query Filters($namespace: String) {
   namedTasks(namespace: $namespace) { name version namespace { name } }
 }`;
 
-export const TASK_TRANSITIONS = `subscription TaskTransitions($namespace: String) {
-  taskTransitions(namespace: $namespace) { id taskId toState createdAt }
+export const TASK_TRANSITIONS = `subscription TaskTransitions($namespace: String, $after: ID) {
+  taskTransitions(namespace: $namespace, afterTransitionId: $after) { id taskId toState createdAt }
 }`;
 
 const STATES = ['PENDING', 'IN_PROGRESS', 'COMPLETE', 'ERROR', 'CANCELLED', 'RESOLVED_MANUALLY'];
@@ -69,10 +73,16 @@ export function tasksView(root, ctx) {
     first: PAGE, after: after || null,
   });
   let stopped = false;
+  let stop = null;
+  let lastTransitionId = null; // the newest transition heard, or the first page's cursor
   const load = async () => {
     let d;
     try { d = await client.query(TASKS, variables()); } catch (e) { fail(e); return; }
     if (stopped) return;
+    if (stop === null) {
+      lastTransitionId = d.tasks.transitionCursor;
+      subscribe();
+    }
     rows.clear();
     body.replaceChildren(...d.tasks.nodes.map((t) => {
       const tr = row(t);
@@ -99,16 +109,19 @@ export function tasksView(root, ctx) {
 
   // Live: a transition of a task on this page updates its row; on the first page a
   // transition of any other task reloads the page (a new task moving shows up first).
-  const stop = client.subscribe(TASK_TRANSITIONS, () => ({ namespace: ns || null }), {
-    next: (d) => {
-      const tr = d.taskTransitions;
-      const shown = rows.has(tr.taskId);
-      note.textContent = 'task ' + tr.taskId + ' → ' + label(tr.toState);
-      if (shown || !after) reload();
-    },
-    error: fail,
-  });
-  return () => { stopped = true; stop(); };
+  function subscribe() {
+    stop = client.subscribe(TASK_TRANSITIONS, () => ({ namespace: ns || null, after: lastTransitionId }), {
+      next: (d) => {
+        const tr = d.taskTransitions;
+        if (Number(tr.id) > Number(lastTransitionId)) lastTransitionId = tr.id;
+        const shown = rows.has(tr.taskId);
+        note.textContent = 'task ' + tr.taskId + ' → ' + label(tr.toState);
+        if (shown || !after) reload();
+      },
+      error: fail,
+    });
+  }
+  return () => { stopped = true; if (stop) stop(); };
 }
 
 function row(t) {

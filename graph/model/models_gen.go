@@ -96,9 +96,11 @@ type TaskConnection struct {
 	PageInfo *PageInfo           `json:"pageInfo"`
 	// The id of the newest task transition ("0" when there is none), read just before the page,
 	// so never later than the data the page shows. Subscribing to
-	// taskTransitions(afterTransitionId: transitionCursor) delivers every task transition
-	// committed after that read: a client that shows the page and follows that subscription
-	// misses no move, however long the subscription takes to start.
+	// taskTransitions(afterTransitionId: transitionCursor) delivers every task transition with a
+	// larger id: a client that shows the page and follows that subscription misses no move made
+	// after the page was read, however long the subscription takes to start. (Ids are drawn when
+	// a transition is written: the one move not covered is one written concurrently with, and
+	// committed after, a move with a larger id that the read saw.)
 	TransitionCursor int64 `json:"transitionCursor"`
 }
 

@@ -213,7 +213,11 @@ func TestBrowserTaskPageFollowsTransitions(t *testing.T) {
 	b.waitFor("start_workflow complete", node("start_workflow", "complete"), 10*time.Second)
 	b.waitFor("branch_one_process ready", `document.querySelector('[data-step-id="`+fmt.Sprint(ids["branch_one_process"])+`"].ready')`, 10*time.Second)
 
-	// Offline: the websocket is closed and held; the moves happen; then it reconnects.
+	// Offline: the websocket is closed and held; the moves happen; then it reconnects. The
+	// page's own reload after the last move it heard must be over first, or it would show the
+	// offline moves without the subscription.
+	b.waitFor("the page's reload after start_workflow's moves",
+		`(d => Number(d.refreshedThrough) >= Number(d.lastTransitionId))(document.querySelector('#app').dataset)`, 10*time.Second)
 	eval[bool](b, `(window.taskerConsole.client.drop(true), true)`)
 	b.waitFor("the websocket to close", `window.taskerConsole.client.state === 'reconnecting'`, 10*time.Second)
 	srv.move(t, ids["branch_one_process"], models.StateInProgress, models.StateComplete)

@@ -231,13 +231,20 @@ export function taskView(root, ctx) {
     refresh();
   }
 
+  // root.dataset.refreshedThrough is the newest transition heard when the last applied reload
+  // began: once it is at least root.dataset.lastTransitionId, the page shows every move heard
+  // and no reload is pending.
   let loading = false;
   async function refreshNow() {
     if (loading) { refresh(); return; }
     loading = true;
+    const through = lastTransitionId;
     try {
       const d = await client.query(TASK_REFRESH, { id: taskId });
-      if (!stopped) apply(d, true);
+      if (!stopped) {
+        apply(d, true);
+        root.dataset.refreshedThrough = through;
+      }
     } catch (e) { if (!stopped) fail(e); } finally { loading = false; }
     if (selected) loadDetail(true);
   }

@@ -168,24 +168,32 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 
 	// 3c. Workers (internal/orchestration, see cmd_worker.go): claim and run ready steps.
 	// Stopped after HTTP and before the hub and the pool, draining running steps first.
-	workerCfg, err := orchestration.ConfigFromEnv()
-	if err != nil {
-		return err
+	// TASKER_WORKERS=0 runs none: an API-only process, while other processes run the steps.
+	apiOnly := os.Getenv("TASKER_WORKERS") == "0"
+	var workerCfg orchestration.Config
+	if !apiOnly {
+		if workerCfg, err = orchestration.ConfigFromEnv(); err != nil {
+			return err
+		}
 	}
 	// API access control and metrics (cmd_serve_security.go); the workers report to the metrics.
 	sec, err := newAPISecurity(ctx, authDecision, database.SQL(gdb), hub, log)
 	if err != nil {
 		return err
 	}
-	workerCfg.Observer = sec.metrics
 	if router := database.Router(gdb); router != nil {
 		sec.metrics.Registry().MustRegister(router.Collector()) // statements per server, replica health
 	}
-	engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
-	if err != nil {
-		return err
+	if apiOnly {
+		log.Info("serve: no workers (TASKER_WORKERS=0): this process serves the API only")
+	} else {
+		workerCfg.Observer = sec.metrics
+		engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
+		if err != nil {
+			return err
+		}
+		stops.add("workers", engine.Stop)
 	}
-	stops.add("workers", engine.Stop)
 
 	// 4. HTTP, with the GraphQL API (internal/graphapi) at /query and its playground at /.
 	// Query stats are reported by default with the private cluster (TASKER_QUERY_STATS).

@@ -125,6 +125,7 @@ type ComplexityRoot struct {
 		Namespaces func(childComplexity int) int
 		ReadModels func(childComplexity int) int
 		Step       func(childComplexity int, id int64) int
+		Steps      func(childComplexity int, filter *model.StepFilter, first *int, after *string) int
 		Task       func(childComplexity int, id int64) int
 		Tasks      func(childComplexity int, filter *model.TaskFilter, first *int, after *string) int
 		Viewer     func(childComplexity int) int
@@ -164,6 +165,12 @@ type ComplexityRoot struct {
 		WorkflowStepID        func(childComplexity int) int
 	}
 
+	StepConnection struct {
+		Edges    func(childComplexity int) int
+		Nodes    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
 	StepDag struct {
 		ChildCount       func(childComplexity int) int
 		ChildStepIds     func(childComplexity int) int
@@ -176,6 +183,11 @@ type ComplexityRoot struct {
 		ParentStepIds    func(childComplexity int) int
 		TaskID           func(childComplexity int) int
 		WorkflowStepID   func(childComplexity int) int
+	}
+
+	StepEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
 	}
 
 	StepPerformance struct {
@@ -389,6 +401,7 @@ type QueryResolver interface {
 	ReadModels(ctx context.Context) ([]models.ReadModelStatus, error)
 	Dashboard(ctx context.Context) (*model.Dashboard, error)
 	Step(ctx context.Context, id int64) (*models.StepRecord, error)
+	Steps(ctx context.Context, filter *model.StepFilter, first *int, after *string) (*model.StepConnection, error)
 	Namespaces(ctx context.Context) ([]models.TaskNamespace, error)
 	NamedTasks(ctx context.Context, namespace *string) ([]models.NamedTask, error)
 	Viewer(ctx context.Context) (*model.Viewer, error)
@@ -807,6 +820,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Step(childComplexity, args["id"].(int64)), true
+	case "Query.steps":
+		if e.ComplexityRoot.Query.Steps == nil {
+			break
+		}
+
+		args, err := ec.field_Query_steps_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Steps(childComplexity, args["filter"].(*model.StepFilter), args["first"].(*int), args["after"].(*string)), true
 	case "Query.task":
 		if e.ComplexityRoot.Query.Task == nil {
 			break
@@ -1006,6 +1030,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Step.WorkflowStepID(childComplexity), true
 
+	case "StepConnection.edges":
+		if e.ComplexityRoot.StepConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepConnection.Edges(childComplexity), true
+	case "StepConnection.nodes":
+		if e.ComplexityRoot.StepConnection.Nodes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepConnection.Nodes(childComplexity), true
+	case "StepConnection.pageInfo":
+		if e.ComplexityRoot.StepConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepConnection.PageInfo(childComplexity), true
+
 	case "StepDag.childCount":
 		if e.ComplexityRoot.StepDag.ChildCount == nil {
 			break
@@ -1072,6 +1115,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.StepDag.WorkflowStepID(childComplexity), true
+
+	case "StepEdge.cursor":
+		if e.ComplexityRoot.StepEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepEdge.Cursor(childComplexity), true
+	case "StepEdge.node":
+		if e.ComplexityRoot.StepEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.StepEdge.Node(childComplexity), true
 
 	case "StepPerformance.avgDurationMs":
 		if e.ComplexityRoot.StepPerformance.AvgDurationMs == nil {
@@ -1936,6 +1992,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("CreateTaskInput", ec.unmarshalInputCreateTaskInput),
+			graphql.NewInputUnmarshaler("StepFilter", ec.unmarshalInputStepFilter),
 			graphql.NewInputUnmarshaler("TaskFilter", ec.unmarshalInputTaskFilter),
 		)
 	}
@@ -2406,6 +2463,44 @@ extend type Subscription {
   """
   stepTransitions(taskId: ID, afterTransitionId: ID): StepTransition!
 }
+
+"""
+Which steps to list (Query.steps). Every given condition must hold; each is a column of the
+readiness view (tasker_step_readiness_statuses) or the step's task.
+"""
+input StepFilter {
+  "readyForExecution equals this: true answers \"what can run now?\"."
+  ready: Boolean
+  "Current state is one of these."
+  state: [State!]
+  "blockingReason is one of these (a ready step has none): \"what is blocked, and why?\"."
+  blockingReason: [BlockingReason!]
+  "The step's task is in the namespace of this name."
+  namespace: String
+  "The step belongs to this task."
+  taskId: ID
+}
+
+type StepEdge {
+  cursor: String!
+  node: Step!
+}
+
+"A page of steps, newest first."
+type StepConnection {
+  edges: [StepEdge!]!
+  nodes: [Step!]!
+  pageInfo: PageInfo!
+}
+
+extend type Query {
+  """
+  Steps of every task, newest first (step id descending), first (1..500, default 20) at a time
+  after the cursor. Ready and blocked steps are found through indexes of the unfinished steps,
+  so the cost does not grow with the history of finished ones.
+  """
+  steps(filter: StepFilter, first: Int = 20, after: String): StepConnection!
+}
 `, BuiltIn: false},
 	{Name: "../schema/task.graphqls", Input: `"One run of a named task."
 type Task {
@@ -2799,6 +2894,18 @@ func (ec *executionContext) childFields_Step(ctx context.Context, field graphql.
 	return nil, fmt.Errorf("no field named %q was found under type Step", field.Name)
 }
 
+func (ec *executionContext) childFields_StepConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_StepConnection_edges(ctx, field)
+	case "nodes":
+		return ec.fieldContext_StepConnection_nodes(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_StepConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StepConnection", field.Name)
+}
+
 func (ec *executionContext) childFields_StepDag(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "stepId":
@@ -2825,6 +2932,16 @@ func (ec *executionContext) childFields_StepDag(ctx context.Context, field graph
 		return ec.fieldContext_StepDag_dependencyLevel(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type StepDag", field.Name)
+}
+
+func (ec *executionContext) childFields_StepEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_StepEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_StepEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type StepEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_StepPerformance(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -3494,6 +3611,36 @@ func (ec *executionContext) field_Query_step_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_steps_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "filter",
+		func(ctx context.Context, v any) (*model.StepFilter, error) {
+			return ec.unmarshalOStepFilter2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepFilter(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["filter"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
 	return args, nil
 }
 
@@ -4998,6 +5145,50 @@ func (ec *executionContext) fieldContext_Query_step(ctx context.Context, field g
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_steps(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_steps(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().Steps(ctx, fc.Args["filter"].(*model.StepFilter), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.StepConnection) graphql.Marshaler {
+			return ec.marshalNStepConnection2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_steps(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_steps_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_namespaces(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5880,6 +6071,102 @@ func (ec *executionContext) fieldContext_Step_transitions(_ context.Context, fie
 	return fc, nil
 }
 
+func (ec *executionContext) _StepConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.StepConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []model.StepEdge) graphql.Marshaler {
+			return ec.marshalNStepEdge2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_StepEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepConnection_nodes(ctx context.Context, field graphql.CollectedField, obj *model.StepConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepConnection_nodes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Nodes, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []models.StepRecord) graphql.Marshaler {
+			return ec.marshalNStep2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepRecordᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepConnection_nodes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Step(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _StepConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.StepConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _StepDag_stepId(ctx context.Context, field graphql.CollectedField, obj *models.StepDagRelationship) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6131,6 +6418,61 @@ func (ec *executionContext) _StepDag_dependencyLevel(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_StepDag_dependencyLevel(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("StepDag", field, false, false, "Int")
+}
+
+func (ec *executionContext) _StepEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.StepEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("StepEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _StepEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.StepEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_StepEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *models.StepRecord) graphql.Marshaler {
+			return ec.marshalNStep2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepRecord(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_StepEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "StepEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Step(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _StepPerformance_namedStepId(ctx context.Context, field graphql.CollectedField, obj *models.StepPerformance) (ret graphql.Marshaler) {
@@ -10664,6 +11006,76 @@ func UnmarshalCreateTaskInput(ctx context.Context, raw any) (model.CreateTaskInp
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputStepFilter(ctx context.Context, obj any) (model.StepFilter, error) {
+	var it model.StepFilter
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"ready", "state", "blockingReason", "namespace", "taskId"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "ready":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("ready"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Ready = data
+		case "state":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("state"))
+			data, err := ec.unmarshalOState2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStateᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.State = data
+		case "blockingReason":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("blockingReason"))
+			data, err := ec.unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.BlockingReason = data
+		case "namespace":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("namespace"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Namespace = data
+		case "taskId":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("taskId"))
+			data, err := ec.unmarshalOID2ᚖint64(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TaskID = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalStepFilter unmarshals raw into the StepFilter input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalStepFilter(ctx context.Context, raw any) (model.StepFilter, error) {
+	var out model.StepFilter
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "StepFilter", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputTaskFilter(ctx context.Context, obj any) (model.TaskFilter, error) {
 	var it model.TaskFilter
 	if obj == nil {
@@ -11299,6 +11711,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_step(ctx, field)
 				})
+		case "steps":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_steps(ctx, field)
+				})
 		case "namespaces":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -11550,6 +11968,49 @@ func (ec *executionContext) _Step(ctx context.Context, sel ast.SelectionSet, obj
 	return out
 }
 
+var stepConnectionImplementors = []string{"StepConnection"}
+
+func (ec *executionContext) _StepConnection(ctx context.Context, sel ast.SelectionSet, obj *model.StepConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, stepConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StepConnection")
+		case "edges":
+			out.Values[i] = ec._StepConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "nodes":
+			out.Values[i] = ec._StepConnection_nodes(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._StepConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var stepDagImplementors = []string{"StepDag"}
 
 func (ec *executionContext) _StepDag(ctx context.Context, sel ast.SelectionSet, obj *models.StepDagRelationship) graphql.Marshaler {
@@ -11617,6 +12078,44 @@ func (ec *executionContext) _StepDag(ctx context.Context, sel ast.SelectionSet, 
 			out.Values[i] = ec._StepDag_dependencyLevel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var stepEdgeImplementors = []string{"StepEdge"}
+
+func (ec *executionContext) _StepEdge(ctx context.Context, sel ast.SelectionSet, obj *model.StepEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, stepEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("StepEdge")
+		case "cursor":
+			out.Values[i] = ec._StepEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._StepEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -13588,12 +14087,40 @@ func (ec *executionContext) marshalNStep2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋi
 	return ec._Step(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNStepConnection2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepConnection(ctx context.Context, sel ast.SelectionSet, v *model.StepConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "StepConnection!")
+		return graphql.Null
+	}
+	return ec._StepConnection(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNStepDag2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepDagRelationship(ctx context.Context, sel ast.SelectionSet, v *models.StepDagRelationship) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "StepDag!")
 		return graphql.Null
 	}
 	return ec._StepDag(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNStepEdge2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepEdge(ctx context.Context, sel ast.SelectionSet, v model.StepEdge) graphql.Marshaler {
+	return ec._StepEdge(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNStepEdge2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []model.StepEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNStepEdge2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
 }
 
 func (ec *executionContext) marshalNStepPerformance2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐStepPerformance(ctx context.Context, sel ast.SelectionSet, v models.StepPerformance) graphql.Marshaler {
@@ -13974,6 +14501,42 @@ func (ec *executionContext) marshalN__TypeKind2string(ctx context.Context, sel a
 	return res
 }
 
+func (ec *executionContext) unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, v any) ([]model.BlockingReason, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]model.BlockingReason, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, sel ast.SelectionSet, v []model.BlockingReason) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx context.Context, v any) (*model.BlockingReason, error) {
 	if v == nil {
 		return nil, nil
@@ -14195,6 +14758,14 @@ func (ec *executionContext) marshalOStep2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋi
 		return graphql.Null
 	}
 	return ec._Step(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOStepFilter2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐStepFilter(ctx context.Context, v any) (*model.StepFilter, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputStepFilter(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -2,6 +2,7 @@ package loaders
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -30,19 +31,7 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 		return
 	}
 	l := For(ctx)
-	var taskSel ast.SelectionSet
-	for _, f := range graphql.CollectFields(oc, fc.Field.Selections, []string{"TaskConnection"}) {
-		switch f.Name {
-		case "nodes":
-			taskSel = append(taskSel, f.Selections...)
-		case "edges":
-			for _, e := range graphql.CollectFields(oc, f.Selections, []string{"TaskEdge"}) {
-				if e.Name == "node" {
-					taskSel = append(taskSel, e.Selections...)
-				}
-			}
-		}
-	}
+	taskSel := nodeSelections(oc, fc, "TaskConnection", "TaskEdge")
 	ids := make([]int64, len(rows))
 	for i := range rows {
 		ids[i] = rows[i].TaskID
@@ -56,7 +45,7 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 			wg.Go(func() {
 				steps := primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids,
 					func(r *models.StepRecord) int64 { return r.TaskID })
-				l.prefetchSteps(ctx, oc, sel, steps)
+				l.prefetchSteps(ctx, oc, sel, steps, false)
 			})
 		case "executionContext":
 			wg.Go(func() {
@@ -78,8 +67,69 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 	wg.Wait()
 }
 
-// prefetchSteps primes the step loader with steps and reads the selected step fields.
-func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord) {
+// PrefetchStepPage reads the steps of a page of readiness rows (one statement), in the
+// order of rows, primes the loaders with them and with the rows, and reads the fields selected
+// on the steps as PrefetchTasks does. ctx is the resolver context of the field that returns
+// the page; the steps are found under its "nodes" and "edges { node }". A step missing from
+// the read (deleted since the page was read) is an error.
+func PrefetchStepPage(ctx context.Context, rows []models.StepReadinessStatus) ([]models.StepRecord, error) {
+	if len(rows) == 0 {
+		return []models.StepRecord{}, nil
+	}
+	l := For(ctx)
+	ids := make([]int64, len(rows))
+	for i := range rows {
+		ids[i] = rows[i].WorkflowStepID
+		l.readiness.Prime(ctx, rows[i].WorkflowStepID, &rows[i])
+	}
+	read, err := models.StepsByIDs(ctx, l.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[int64]models.StepRecord, len(read))
+	for _, s := range read {
+		byID[s.WorkflowStepID] = s
+	}
+	steps := make([]models.StepRecord, len(ids))
+	for i, id := range ids {
+		s, ok := byID[id]
+		if !ok {
+			return nil, &NotFoundError{Kind: "step", ID: id}
+		}
+		steps[i] = s
+	}
+	fc := graphql.GetFieldContext(ctx)
+	oc := graphql.GetOperationContext(ctx)
+	if fc == nil || oc == nil {
+		return steps, nil
+	}
+	l.prefetchSteps(ctx, oc, nodeSelections(oc, fc, "StepConnection", "StepEdge"), steps, true)
+	return steps, nil
+}
+
+// nodeSelections returns what a query selects on the nodes of the connection field of fc
+// (of type conn, with edges of type edge): under "nodes" and under "edges { node }".
+func nodeSelections(oc *graphql.OperationContext, fc *graphql.FieldContext, conn, edge string) ast.SelectionSet {
+	var sel ast.SelectionSet
+	for _, f := range graphql.CollectFields(oc, fc.Field.Selections, []string{conn}) {
+		switch f.Name {
+		case "nodes":
+			sel = append(sel, f.Selections...)
+		case "edges":
+			for _, e := range graphql.CollectFields(oc, f.Selections, []string{edge}) {
+				if e.Name == "node" {
+					sel = append(sel, e.Selections...)
+				}
+			}
+		}
+	}
+	return sel
+}
+
+// prefetchSteps primes the step loader with steps and reads the selected step fields. For a
+// page of steps (page true) the caller primed their readiness already, and their tasks are
+// read here; for the steps of a page of tasks, the tasks are primed already.
+func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord, page bool) {
 	if len(steps) == 0 {
 		return
 	}
@@ -89,10 +139,13 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 		l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
 	}
 	var wg sync.WaitGroup
-	dag := false
+	dag, parents, children := false, false, false
 	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
 		switch f.Name {
 		case "readiness":
+			if page {
+				continue
+			}
 			wg.Go(func() {
 				primeOne(ctx, l, l.readiness, models.ReadinessByStepIDs, ids,
 					func(r *models.StepReadinessStatus) int64 { return r.WorkflowStepID })
@@ -102,29 +155,86 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 				primeMany(ctx, l, l.stepTransitions, models.StepTransitionsByStepIDs, ids,
 					func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID })
 			})
-		case "dag", "parents", "children":
-			// Parents and children are steps of the same task: primed above.
+		case "task":
+			if !page {
+				continue
+			}
+			wg.Go(func() {
+				primeOne(ctx, l, l.tasks, models.TasksByIDs, distinctTasks(steps),
+					func(r *models.TaskRecord) int64 { return r.TaskID })
+			})
+		case "dag":
 			dag = true
+		case "parents":
+			dag, parents = true, true
+		case "children":
+			dag, children = true, true
 		}
 	}
 	if dag {
 		wg.Go(func() {
-			primeOne(ctx, l, l.dags, models.DagByStepIDs, ids,
+			rows := primeOne(ctx, l, l.dags, models.DagByStepIDs, ids,
 				func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID })
+			// Parents and children are steps of the same task: in a task's step list they
+			// are primed already; in a page of steps of many tasks, the others are read here.
+			missing := relatives(rows, ids, parents, children)
+			if len(missing) > 0 {
+				primeOne(ctx, l, l.steps, models.StepsByIDs, missing,
+					func(r *models.StepRecord) int64 { return r.WorkflowStepID })
+			}
 		})
 	}
 	wg.Wait()
 }
 
-// primeOne reads the rows of ids in one statement and primes loader with each.
-func primeOne[V any](ctx context.Context, l *Loaders, loader *dataloader.Loader[int64, *V], fetch fetchFunc[V], ids []int64, key func(*V) int64) {
+// distinctTasks returns the task ids of steps, ascending, once each.
+func distinctTasks(steps []models.StepRecord) []int64 {
+	ids := make([]int64, len(steps))
+	for i := range steps {
+		ids[i] = steps[i].TaskID
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// relatives returns, ascending and once each, the parent (when parents) and child (when
+// children) step ids of the DAG rows that are not in have.
+func relatives(rows []models.StepDagRelationship, have []int64, parents, children bool) []int64 {
+	seen := make(map[int64]bool, len(have))
+	for _, id := range have {
+		seen[id] = true
+	}
+	var out []int64
+	add := func(ids []int64) {
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	for _, r := range rows {
+		if parents {
+			add(r.ParentStepIDs)
+		}
+		if children {
+			add(r.ChildStepIDs)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// primeOne reads the rows of ids in one statement, primes loader with each and returns them.
+func primeOne[V any](ctx context.Context, l *Loaders, loader *dataloader.Loader[int64, *V], fetch fetchFunc[V], ids []int64, key func(*V) int64) []V {
 	rows, err := fetch(ctx, l.db, ids)
 	if err != nil {
-		return
+		return nil
 	}
 	for i := range rows {
 		loader.Prime(ctx, key(&rows[i]), &rows[i])
 	}
+	return rows
 }
 
 // primeMany reads the rows of ids in one statement and primes loader with each id's list

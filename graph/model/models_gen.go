@@ -86,6 +86,33 @@ type PageInfo struct {
 type Query struct {
 }
 
+// A page of steps, newest first.
+type StepConnection struct {
+	Edges    []StepEdge          `json:"edges"`
+	Nodes    []models.StepRecord `json:"nodes"`
+	PageInfo *PageInfo           `json:"pageInfo"`
+}
+
+type StepEdge struct {
+	Cursor string             `json:"cursor"`
+	Node   *models.StepRecord `json:"node"`
+}
+
+// Which steps to list (Query.steps). Every given condition must hold; each is a column of the
+// readiness view (tasker_step_readiness_statuses) or the step's task.
+type StepFilter struct {
+	// readyForExecution equals this: true answers "what can run now?".
+	Ready *bool `json:"ready,omitempty"`
+	// Current state is one of these.
+	State []models.State `json:"state,omitempty"`
+	// blockingReason is one of these (a ready step has none): "what is blocked, and why?".
+	BlockingReason []BlockingReason `json:"blockingReason,omitempty"`
+	// The step's task is in the namespace of this name.
+	Namespace *string `json:"namespace,omitempty"`
+	// The step belongs to this task.
+	TaskID *int64 `json:"taskId,omitempty"`
+}
+
 type Subscription struct {
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 )
 
-// Page size bounds of Query.tasks.
+// Page size bounds of Query.tasks and Query.steps.
 const (
 	defaultPageSize = 20
 	maxPageSize     = 500
@@ -84,19 +84,10 @@ type pageRequest struct {
 }
 
 func parsePageRequest(filter *model.TaskFilter, first *int, after *string) (pageRequest, error) {
-	req := pageRequest{first: defaultPageSize}
-	if first != nil {
-		req.first = *first
-	}
-	if req.first < 1 || req.first > maxPageSize {
-		return req, apierr.Validationf("first must be between 1 and %d, got %d", maxPageSize, req.first)
-	}
-	if after != nil && *after != "" {
-		id, err := decodeCursor(*after)
-		if err != nil {
-			return req, err
-		}
-		req.beforeID = id
+	n, beforeID, err := parsePage(first, after, taskCursor)
+	req := pageRequest{first: n, beforeID: beforeID}
+	if err != nil {
+		return req, err
 	}
 	if filter != nil {
 		req.filter = models.TaskFilter{
@@ -111,39 +102,112 @@ func parsePageRequest(filter *model.TaskFilter, first *int, after *string) (page
 	return req, nil
 }
 
+// stepPageRequest is a validated Query.steps request.
+type stepPageRequest struct {
+	filter   models.StepFilter
+	first    int
+	beforeID int64
+}
+
+func parseStepPageRequest(filter *model.StepFilter, first *int, after *string) (stepPageRequest, error) {
+	n, beforeID, err := parsePage(first, after, stepCursor)
+	req := stepPageRequest{first: n, beforeID: beforeID}
+	if err != nil {
+		return req, err
+	}
+	if filter != nil {
+		req.filter = models.StepFilter{
+			Ready:     filter.Ready,
+			States:    filter.State,
+			Namespace: deref(filter.Namespace),
+		}
+		for _, r := range filter.BlockingReason {
+			req.filter.BlockingReasons = append(req.filter.BlockingReasons, strings.ToLower(string(r)))
+		}
+		if filter.TaskID != nil {
+			if *filter.TaskID <= 0 {
+				return req, apierr.Validationf("taskId must be positive, got %d", *filter.TaskID)
+			}
+			req.filter.TaskID = *filter.TaskID
+		}
+	}
+	return req, nil
+}
+
+// parsePage validates the page size and decodes the cursor (of kind c) of a connection field.
+func parsePage(first *int, after *string, c cursorKind) (n int, beforeID int64, err error) {
+	n = defaultPageSize
+	if first != nil {
+		n = *first
+	}
+	if n < 1 || n > maxPageSize {
+		return n, 0, apierr.Validationf("first must be between 1 and %d, got %d", maxPageSize, n)
+	}
+	if after != nil && *after != "" {
+		beforeID, err = c.decode(*after)
+	}
+	return n, beforeID, err
+}
+
 // connection builds a page from up to first+1 rows: the extra row only says there is more.
 func connection(rows []models.TaskRecord, first int) *model.TaskConnection {
 	more := len(rows) > first
 	if more {
 		rows = rows[:first]
 	}
-	c := &model.TaskConnection{Edges: make([]model.TaskEdge, len(rows)), Nodes: rows,
-		PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i := range rows {
-		c.Edges[i] = model.TaskEdge{Cursor: encodeCursor(rows[i].TaskID), Node: &rows[i]}
-	}
-	if len(rows) > 0 {
-		end := c.Edges[len(rows)-1].Cursor
-		c.PageInfo.EndCursor = &end
-	}
-	return c
+	edges, info := pageOf(rows, more, taskCursor, func(r *models.TaskRecord) int64 { return r.TaskID },
+		func(cursor string, r *models.TaskRecord) model.TaskEdge {
+			return model.TaskEdge{Cursor: cursor, Node: r}
+		})
+	return &model.TaskConnection{Edges: edges, Nodes: rows, PageInfo: info}
 }
 
-const cursorPrefix = "task:"
-
-func encodeCursor(taskID int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + strconv.FormatInt(taskID, 10)))
+// stepConnection builds a page of steps; more says that rows beyond these match.
+func stepConnection(steps []models.StepRecord, more bool) *model.StepConnection {
+	edges, info := pageOf(steps, more, stepCursor, func(r *models.StepRecord) int64 { return r.WorkflowStepID },
+		func(cursor string, r *models.StepRecord) model.StepEdge {
+			return model.StepEdge{Cursor: cursor, Node: r}
+		})
+	return &model.StepConnection{Edges: edges, Nodes: steps, PageInfo: info}
 }
 
-func decodeCursor(c string) (int64, error) {
+// pageOf returns the edges of the nodes of a page (each with the cursor of its id) and the
+// page info, whose end cursor is the last edge's.
+func pageOf[N, E any](nodes []N, more bool, c cursorKind, id func(*N) int64, edge func(string, *N) E) ([]E, *model.PageInfo) {
+	edges := make([]E, len(nodes))
+	info := &model.PageInfo{HasNextPage: more}
+	for i := range nodes {
+		cursor := c.encode(id(&nodes[i]))
+		edges[i] = edge(cursor, &nodes[i])
+		if i == len(nodes)-1 {
+			info.EndCursor = &cursor
+		}
+	}
+	return edges, info
+}
+
+// cursorKind is the opaque cursor of one connection field: base64url of "<prefix>:<id>". A
+// cursor of one field is refused by another.
+type cursorKind struct{ prefix, field string }
+
+var (
+	taskCursor = cursorKind{prefix: "task:", field: "tasks"}
+	stepCursor = cursorKind{prefix: "step:", field: "steps"}
+)
+
+func (k cursorKind) encode(id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(k.prefix + strconv.FormatInt(id, 10)))
+}
+
+func (k cursorKind) decode(c string) (int64, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(c)
-	if err == nil && strings.HasPrefix(string(raw), cursorPrefix) {
-		id, perr := strconv.ParseInt(strings.TrimPrefix(string(raw), cursorPrefix), 10, 64)
+	if err == nil && strings.HasPrefix(string(raw), k.prefix) {
+		id, perr := strconv.ParseInt(strings.TrimPrefix(string(raw), k.prefix), 10, 64)
 		if perr == nil && id > 0 {
 			return id, nil
 		}
 	}
-	return 0, apierr.Validationf("after %q is not a cursor returned by tasks", c)
+	return 0, apierr.Validationf("after %q is not a cursor returned by %s", c, k.field)
 }
 
 func deref(s *string) string {

@@ -44,3 +44,25 @@ func selects(ctx context.Context, name string) bool {
 	}
 	return false
 }
+
+// stepsPage validates a Query.steps request and reads one page: the readiness rows (one
+// statement), then the steps and the fields selected on them (one statement per level).
+func (r *Resolver) stepsPage(ctx context.Context, filter *model.StepFilter, first *int, after *string) (*model.StepConnection, error) {
+	req, err := parseStepPageRequest(filter, first, after)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := models.ReadinessPage(ctx, r.DB, req.filter, req.beforeID, req.first+1)
+	if err != nil {
+		return nil, err
+	}
+	more := len(rows) > req.first
+	if more {
+		rows = rows[:req.first]
+	}
+	steps, err := loaders.PrefetchStepPage(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	return stepConnection(steps, more), nil
+}

@@ -18,6 +18,10 @@ func (r *queryResolver) Step(ctx context.Context, id int64) (*models.StepRecord,
 	return loaders.Step(ctx, id)
 }
 
+func (r *queryResolver) Steps(ctx context.Context, filter *model.StepFilter, first *int, after *string) (*model.StepConnection, error) {
+	return r.stepsPage(ctx, filter, first, after)
+}
+
 func (r *stepResolver) Task(ctx context.Context, obj *models.StepRecord) (*models.TaskRecord, error) {
 	return loaders.Task(ctx, obj.TaskID)
 }

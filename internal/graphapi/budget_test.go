@@ -45,10 +45,7 @@ func seedWide(t testing.TB, fx *fixture.Builder, tasks int) {
 
 func TestStatementBudgetIsConstant(t *testing.T) {
 	t.Parallel()
-	counts := map[int]int64{}
-	for _, n := range []int{10, 100} {
-		e := newEnv(t)
-		seedWide(t, e.fx, n)
+	constantBudget(t, func(e *env, n int) response {
 		var out struct {
 			Tasks struct {
 				Nodes []struct {
@@ -77,7 +74,20 @@ func TestStatementBudgetIsConstant(t *testing.T) {
 		if want := (n + 1) / 2 * 8; completeParents != want {
 			t.Errorf("%d tasks: %d complete parents, want %d", n, completeParents, want)
 		}
-		stats := r.Extensions.QueryStats
+		return r
+	})
+}
+
+// constantBudget runs query over a fresh database of 10 and then 100 wide tasks (seedWide)
+// and checks that each response ran at most maxBudget statements, and as many for 100 tasks
+// as for 10.
+func constantBudget(t *testing.T, query func(e *env, n int) response) {
+	t.Helper()
+	counts := map[int]int64{}
+	for _, n := range []int{10, 100} {
+		e := newEnv(t)
+		seedWide(t, e.fx, n)
+		stats := query(e, n).Extensions.QueryStats
 		if stats == nil {
 			t.Fatalf("%d tasks: no queryStats", n)
 		}

@@ -66,6 +66,32 @@ query WhyIsThisStepBlocked($id: ID!) {
 		Variables: `{ "id": "1" }`,
 	},
 	{
+		Title: "Ready and blocked steps",
+		Query: `# Steps across every task, newest first: what can run now, and what is blocked and why.
+query ReadyAndBlockedSteps($after: String) {
+  ready: steps(first: 50, filter: { ready: true }) {
+    nodes {
+      id
+      name
+      status
+      task { id namedTask { name } }
+      readiness { attempts retryLimit nextRetryAt }
+    }
+  }
+  blocked: steps(first: 50, after: $after,
+                 filter: { blockingReason: [RETRIES_EXHAUSTED, NOT_RETRYABLE, BACKOFF] }) {
+    nodes {
+      id
+      name
+      status
+      task { id }
+      readiness { blockingReason attempts retryLimit lastFailureAt nextRetryAt }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}`,
+	},
+	{
 		Title: "Task dashboard",
 		Query: `# Newest tasks with progress and health.
 query TaskDashboard($after: String) {

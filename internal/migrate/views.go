@@ -17,6 +17,9 @@ type viewMigration struct {
 	version int64
 	up      []string // paths inside db.Views, applied in order
 	down    string   // literal SQL run on the way down
+	// downUp are paths inside db.Views applied after down: the previous versions of the views
+	// that down dropped.
+	downUp []string
 }
 
 // viewMigrations lists, in version order, the migrations that install live view definitions.
@@ -44,6 +47,16 @@ var viewMigrations = []viewMigration{
 		up:      []string{"views/tasker_task_workflow_summaries_v01.sql"},
 		down:    "DROP VIEW tasker_task_workflow_summaries",
 	},
+	{
+		// Version 2 appends processed and in_process; PostgreSQL cannot drop columns of a
+		// view with CREATE OR REPLACE, so the way down recreates the dependent views on v01.
+		version: 24,
+		up:      []string{"views/tasker_step_readiness_statuses_v02.sql"},
+		down: "DROP VIEW tasker_task_workflow_summaries; DROP VIEW tasker_task_execution_contexts; " +
+			"DROP VIEW tasker_step_readiness_statuses",
+		downUp: []string{"views/tasker_step_readiness_statuses_v01.sql",
+			"views/tasker_task_execution_contexts_v01.sql", "views/tasker_task_workflow_summaries_v01.sql"},
+	},
 }
 
 func goMigrations() []*goose.Migration {
@@ -51,22 +64,29 @@ func goMigrations() []*goose.Migration {
 	for _, vm := range viewMigrations {
 		vm := vm
 		up := &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
-			for _, path := range vm.up {
-				body, err := db.Views.ReadFile(path)
-				if err != nil {
-					return fmt.Errorf("reading %s: %w", path, err)
-				}
-				if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-					return fmt.Errorf("installing %s: %w", path, err)
-				}
-			}
-			return nil
+			return installViews(ctx, tx, vm.up)
 		}}
 		down := &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, vm.down)
-			return err
+			if _, err := tx.ExecContext(ctx, vm.down); err != nil {
+				return err
+			}
+			return installViews(ctx, tx, vm.downUp)
 		}}
 		out = append(out, goose.NewGoMigration(vm.version, up, down))
 	}
 	return out
+}
+
+// installViews runs the view files at paths (inside db.Views) in order.
+func installViews(ctx context.Context, tx *sql.Tx, paths []string) error {
+	for _, path := range paths {
+		body, err := db.Views.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("installing %s: %w", path, err)
+		}
+	}
+	return nil
 }

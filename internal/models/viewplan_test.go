@@ -133,6 +133,25 @@ func explain(t *testing.T, conn *sql.Conn, query, paramType, arg string) planNod
 	return out[0].Plan
 }
 
+// hotRows returns the rows each hot table's plan nodes touched (returned, filtered out or
+// rechecked, over all loops), and fails t for a sequential scan of any of them.
+func hotRows(t *testing.T, query string, plan planNode) map[string]float64 {
+	t.Helper()
+	touched := map[string]float64{}
+	plan.walk(func(n planNode) {
+		for _, table := range hotTables {
+			if n.RelationName != table {
+				continue
+			}
+			if n.NodeType == "Seq Scan" {
+				t.Errorf("%s: sequential scan of %s", query, table)
+			}
+			touched[table] += (n.ActualRows + n.RowsRemovedByFilter + n.RowsRemovedByRecheck) * n.ActualLoops
+		}
+	})
+	return touched
+}
+
 func idLiteral(ids []int64) string {
 	parts := make([]string, len(ids))
 	for i, id := range ids {
@@ -240,18 +259,7 @@ func TestViewReadsUseIndexesAndTouchOnlyTheirTasks(t *testing.T) {
 				query := "SELECT * FROM " + r.view + " WHERE " + r.filter
 
 				plan := explain(t, conn, query, paramType, arg)
-				touched := map[string]float64{}
-				plan.walk(func(n planNode) {
-					for _, table := range hotTables {
-						if n.RelationName != table {
-							continue
-						}
-						if n.NodeType == "Seq Scan" {
-							t.Errorf("%s: sequential scan of %s", query, table)
-						}
-						touched[table] += (n.ActualRows + n.RowsRemovedByFilter + n.RowsRemovedByRecheck) * n.ActualLoops
-					}
-				})
+				touched := hotRows(t, query, plan)
 				// Each step is read a bounded number of times per view (itself, its parents'
 				// states, a few probes); 20 rows per step is far below any table scan here.
 				limit := float64(20*budgetSteps + 10)

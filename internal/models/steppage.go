@@ -1,0 +1,169 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// The blocking reasons of SEMANTICS §3.4, as tasker_step_readiness_statuses spells them, in
+// the order in which the first that applies is chosen.
+const (
+	ReasonAlreadyProcessed         = "already_processed"
+	ReasonInProgress               = "in_progress"
+	ReasonTerminalState            = "terminal_state"
+	ReasonDependenciesNotSatisfied = "dependencies_not_satisfied"
+	ReasonRetriesExhausted         = "retries_exhausted"
+	ReasonNotRetryable             = "not_retryable"
+	ReasonBackoff                  = "backoff"
+)
+
+// BlockingReasons lists every blocking reason in the order of SEMANTICS §3.4.
+var BlockingReasons = []string{ReasonAlreadyProcessed, ReasonInProgress, ReasonTerminalState,
+	ReasonDependenciesNotSatisfied, ReasonRetriesExhausted, ReasonNotRetryable, ReasonBackoff}
+
+// StepFilter selects steps for ReadinessPage; zero fields do not filter, and every given
+// condition must hold.
+type StepFilter struct {
+	// Ready, when set, keeps the steps whose ready_for_execution equals it.
+	Ready *bool
+	// States keeps the steps whose current state is one of these.
+	States []State
+	// BlockingReasons keeps the steps whose blocking_reason is one of these (ready steps have
+	// none, so they never match).
+	BlockingReasons []string
+	// Namespace keeps the steps of tasks in the namespace of this name.
+	Namespace string
+	// TaskID keeps the steps of this task.
+	TaskID int64
+}
+
+// Which partial index of tasker_workflow_steps a page can walk instead of the primary key
+// (the readiness view passes the step's processed and in_process flags through).
+// A ready step is neither processed nor claimed (SEMANTICS §3.3, conditions 2 and 5); a step
+// blocked for any reason after in_progress in the ladder of §3.4 is neither either, since an
+// earlier reason would have applied; a step blocked as in_progress is not processed. These
+// implications come from the rules alone, not from what the engine happens to write, so
+// adding the matching predicate on tasker_workflow_steps never changes a result: it only lets
+// the planner walk the small partial index (tasker_workflow_steps_claimable_idx, or
+// tasker_workflow_steps_unprocessed_idx) rather than every step ever run.
+const (
+	scanAll = iota
+	scanUnprocessed
+	scanClaimable
+)
+
+func (f StepFilter) scan() int {
+	if f.Ready != nil && *f.Ready {
+		return scanClaimable
+	}
+	if len(f.BlockingReasons) == 0 {
+		return scanAll
+	}
+	s := scanClaimable
+	for _, r := range f.BlockingReasons {
+		switch r {
+		case ReasonAlreadyProcessed:
+			return scanAll
+		case ReasonInProgress:
+			s = scanUnprocessed
+		}
+	}
+	return s
+}
+
+// Validate refuses a filter naming a state or blocking reason the views do not know.
+func (f StepFilter) Validate() error {
+	for _, s := range f.States {
+		if _, err := ParseState(string(s)); err != nil {
+			return err
+		}
+	}
+	for _, r := range f.BlockingReasons {
+		known := false
+		for _, k := range BlockingReasons {
+			known = known || r == k
+		}
+		if !known {
+			return fmt.Errorf("unknown blocking reason %q (want one of %s)", r, strings.Join(BlockingReasons, ", "))
+		}
+	}
+	if f.TaskID < 0 {
+		return fmt.Errorf("task id %d is not positive", f.TaskID)
+	}
+	return nil
+}
+
+// ReadinessPage reads up to limit rows of tasker_step_readiness_statuses whose steps match f,
+// newest first (step id descending), with ids below beforeID when it is positive. It runs one
+// statement, built with only the conditions f gives so that its plan (custom or generic)
+// is the plan of that question: the rows are walked in step id order through the primary
+// key or a partial index of unfinished steps (see scan) and stop at limit, so the statement
+// never reads the history of finished steps to answer "what is ready" or "what is blocked".
+func ReadinessPage(ctx context.Context, db *gorm.DB, f StepFilter, beforeID int64, limit int) ([]StepReadinessStatus, error) {
+	if limit <= 0 {
+		return nil, errors.New("reading steps page: limit must be positive")
+	}
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("reading steps page: %w", err)
+	}
+	q, args := readinessPageSQL(f, beforeID, limit)
+	var rows []StepReadinessStatus
+	if err := db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading steps page: %w", err)
+	}
+	return rows, nil
+}
+
+// readinessPageSQL builds ReadinessPage's statement for a valid filter, with ? placeholders.
+func readinessPageSQL(f StepFilter, beforeID int64, limit int) (string, []any) {
+	var q strings.Builder
+	var args []any
+	q.WriteString(`SELECT r.* FROM tasker_step_readiness_statuses r WHERE true`)
+	switch f.scan() {
+	case scanClaimable:
+		q.WriteString(` AND NOT r.processed AND NOT r.in_process`)
+	case scanUnprocessed:
+		q.WriteString(` AND NOT r.processed`)
+	}
+	if beforeID > 0 {
+		q.WriteString(` AND r.workflow_step_id < ?`)
+		args = append(args, beforeID)
+	}
+	if f.TaskID > 0 {
+		q.WriteString(` AND r.task_id = ?`)
+		args = append(args, f.TaskID)
+	}
+	if f.Namespace != "" {
+		q.WriteString(` AND r.task_id IN (SELECT t.task_id FROM tasker_tasks t
+		JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
+		WHERE ns.name = ?)`)
+		args = append(args, f.Namespace)
+	}
+	if f.Ready != nil {
+		if *f.Ready {
+			q.WriteString(` AND r.ready_for_execution`)
+		} else {
+			q.WriteString(` AND NOT r.ready_for_execution`)
+		}
+	}
+	if len(f.States) > 0 {
+		states := make(textArray, len(f.States))
+		for i, s := range f.States {
+			states[i] = string(s)
+		}
+		q.WriteString(` AND r.current_state = ANY(CAST(? AS text[]))`)
+		args = append(args, states)
+	}
+	if len(f.BlockingReasons) > 0 {
+		q.WriteString(` AND r.blocking_reason = ANY(CAST(? AS text[]))`)
+		args = append(args, textArray(f.BlockingReasons))
+	}
+	q.WriteString(` ORDER BY r.workflow_step_id DESC LIMIT ?`)
+	args = append(args, limit)
+	return q.String(), args
+}

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/tasker
 
-.PHONY: help build run demo test bench bench-quick bench-river bench-river-quick bench-peers generate verify-generate lint ensure-postgres playground-assets
+.PHONY: help build run demo test bench bench-quick bench-river bench-river-quick bench-postgraphile bench-peers generate verify-generate lint ensure-postgres playground-assets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -80,4 +80,24 @@ bench-river-quick: build ## the same with 2,000 tasks per run (about a minute)
 	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
 		-tasks 2000 -out ../../BENCHMARKS.md -command "make bench-river-quick"
 
-bench-peers: bench-river ## benchmarks against comparable projects (Engine vs River)
+# The peer server of bench-postgraphile: PostGraphile 5 on Node 22 from the npm registry, at the exact
+# versions of internal/bench/peers/package-lock.json, installed into bin/peers (not committed).
+PEERS_DIR := bin/peers
+$(PEERS_DIR)/node_modules/.package-lock.json: internal/bench/peers/package.json internal/bench/peers/package-lock.json
+	@mkdir -p $(PEERS_DIR)
+	cp internal/bench/peers/package.json internal/bench/peers/package-lock.json $(PEERS_DIR)/
+	cd $(PEERS_DIR) && npm ci --no-audit --no-fund --engine-strict=false
+
+# PEERS_DURATION per query, server and concurrency (20s; 4s for a quick run); PEERS_STEPS steps
+# in the database (100000); PEERS_REUSE=1 keeps an already seeded database; PEERS_ADMIN_URL may
+# create databases (default postgres on 127.0.0.1:5432).
+PEERS_DURATION ?= 20s
+PEERS_STEPS ?= 100000
+PEERS_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+bench-postgraphile: build $(PEERS_DIR)/node_modules/.package-lock.json ## GraphQL reads against PostGraphile 5 on one seeded database; writes the Peers section of BENCHMARKS.md
+	cp internal/bench/peers/graphile.config.mjs $(PEERS_DIR)/
+	$(GO) run ./internal/bench/cmd/peers -tasker $(BIN) -peers-dir $(PEERS_DIR) -admin-url '$(PEERS_ADMIN_URL)' \
+		-steps $(PEERS_STEPS) -duration $(PEERS_DURATION) $(if $(PEERS_REUSE),-reuse) \
+		-command "make bench-postgraphile$(if $(filter-out 20s,$(PEERS_DURATION)), PEERS_DURATION=$(PEERS_DURATION))"
+
+bench-peers: bench-river bench-postgraphile ## benchmarks against comparable projects (Engine vs River, GraphQL reads vs PostGraphile)

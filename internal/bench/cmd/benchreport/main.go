@@ -1,7 +1,7 @@
 // Command benchreport writes BENCHMARKS.md from `go test -bench` output, using the mapping
 // table of internal/bench. It adds what the output lacks: the machine (CPU, cores, memory),
-// the PostgreSQL server's version, the date, the command and its duration, and the findings
-// file.
+// the PostgreSQL server's version, the date, the command and its duration, the findings
+// file, and the last Peers section written by `make bench-peers` (between its markers).
 //
 //	go test -run '^$' -bench . ./... | tee bench.txt
 //	go run ./internal/bench/cmd/benchreport -in bench.txt -out BENCHMARKS.md -command "make bench"
@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime"
 	"strings"
@@ -36,6 +37,7 @@ func run() error {
 	command := flag.String("command", "make bench", "the command that produced the output")
 	seconds := flag.Int("seconds", 0, "how long the command took, in seconds")
 	findings := flag.String("findings", "internal/bench/findings.md", "markdown appended verbatim (slow spots and fixes)")
+	peers := flag.String("peers", "internal/bench/peers.md", "the last Peers section (make bench-peers), kept between its markers; ignored when missing")
 	flag.Parse()
 	if *in == "" {
 		return fmt.Errorf("-in is required: the go test -bench output")
@@ -57,6 +59,11 @@ func run() error {
 		if notes, err = os.ReadFile(*findings); err != nil {
 			return fmt.Errorf("reading findings: %w", err)
 		}
+	}
+	if raw, err := os.ReadFile(*peers); err == nil {
+		notes = append(append(notes, '\n'), bench.PeersBlock(string(raw))...)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("reading the Peers section: %w", err)
 	}
 	m := bench.Machine{
 		CPU: cpuModel(), Cores: runtime.NumCPU(), Memory: memTotal(), Postgres: postgresVersion(),

@@ -18,7 +18,9 @@ import (
 // Query.tasks, once it has its page, reads the levels below it that the query selects (steps;
 // their readiness, DAG rows and transitions; the task projections) with one statement each,
 // concurrently, and primes the loaders with the rows before any resolver below it runs; those
-// resolvers then find every key cached. Fields that are not selected are not read. A failed
+// resolvers then find every key cached. Query.steps does the same for its page, and Query.task
+// and Query.step for their one object, which they read at once rather than through a batch
+// window that nothing else could join. Fields that are not selected are not read. A failed
 // prefetch primes nothing: the resolvers then load (and report the error) as usual.
 
 // PrefetchTasks primes the loaders for the tasks of a page (rows) and the fields selected
@@ -31,22 +33,64 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 		return
 	}
 	l := For(ctx)
-	taskSel := nodeSelections(oc, fc, "TaskConnection", "TaskEdge")
 	ids := make([]int64, len(rows))
 	for i := range rows {
 		ids[i] = rows[i].TaskID
 		l.tasks.Prime(ctx, rows[i].TaskID, &rows[i])
 	}
+	l.prefetchTasks(ctx, oc, nodeSelections(oc, fc, "TaskConnection", "TaskEdge"), ids)
+}
+
+// TaskNow reads one task at once, without waiting out a batch window (a root field's task has
+// nothing to batch with), and, concurrently with it, the fields selected on it as
+// PrefetchTasks does, so that no level below it waits for a window or for the level above.
+// ctx is the resolver context of the field that returns the task. A missing task is a
+// *NotFoundError.
+func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
+	l := For(ctx)
+	var wg sync.WaitGroup
+	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
+		wg.Go(func() { l.prefetchTasks(ctx, oc, fc.Field.Selections, []int64{id}) })
+	}
+	rows, err := models.TasksByIDs(ctx, l.db, []int64{id})
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, &NotFoundError{Kind: "task", ID: id}
+	}
+	l.tasks.Prime(ctx, id, &rows[0])
+	return &rows[0], nil
+}
+
+// StepNow reads one step at once and prefetches the fields selected on it, as TaskNow does
+// for a task.
+func StepNow(ctx context.Context, id int64) (*models.StepRecord, error) {
+	l := For(ctx)
+	rows, err := models.StepsByIDs(ctx, l.db, []int64{id})
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, &NotFoundError{Kind: "step", ID: id}
+	}
+	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
+		l.prefetchSteps(ctx, oc, fc.Field.Selections, rows, false)
+	}
+	return &rows[0], nil
+}
+
+// prefetchTasks reads the fields selected on the tasks of ids (taskSel) and below, one
+// statement per field, all concurrently: the steps' own fields are read by task id too, so
+// nothing waits for the level above it. It returns when the priming is done.
+func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContext, taskSel ast.SelectionSet, ids []int64) {
 	var wg sync.WaitGroup
 	for _, f := range graphql.CollectFields(oc, taskSel, []string{"Task"}) {
 		switch f.Name {
 		case "steps":
 			sel := f.Selections
-			wg.Go(func() {
-				steps := primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids,
-					func(r *models.StepRecord) int64 { return r.TaskID })
-				l.prefetchSteps(ctx, oc, sel, steps, false)
-			})
+			wg.Go(func() { l.prefetchTaskSteps(ctx, oc, sel, ids) })
 		case "executionContext":
 			wg.Go(func() {
 				primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, ids,
@@ -65,6 +109,58 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 		}
 	}
 	wg.Wait()
+}
+
+// prefetchTaskSteps reads the steps of the tasks of ids and the fields selected on them
+// (sel): readiness, DAG rows and transitions, each by task id, concurrently with the steps.
+// Parents and children are steps of the same task, primed with the steps.
+func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, ids []int64) {
+	var wg sync.WaitGroup
+	var steps []models.StepRecord
+	wg.Go(func() {
+		steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids,
+			func(r *models.StepRecord) int64 { return r.TaskID })
+		for i := range steps {
+			l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
+		}
+	})
+	dag := false
+	var transitions []models.StepTransitionRecord
+	var transitionsErr error
+	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
+		switch f.Name {
+		case "readiness":
+			wg.Go(func() {
+				primeOne(ctx, l, l.readiness, models.ReadinessByTaskIDs, ids,
+					func(r *models.StepReadinessStatus) int64 { return r.WorkflowStepID })
+			})
+		case "transitions":
+			wg.Go(func() { transitions, transitionsErr = models.StepTransitionsByTaskIDs(ctx, l.db, ids) })
+		case "dag", "parents", "children":
+			dag = true
+		}
+	}
+	if dag {
+		wg.Go(func() {
+			primeOne(ctx, l, l.dags, models.DagByTaskIDs, ids,
+				func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID })
+		})
+	}
+	wg.Wait()
+	if transitions == nil || transitionsErr != nil {
+		return
+	}
+	byStep := make(map[int64][]models.StepTransitionRecord, len(steps))
+	for _, tr := range transitions {
+		byStep[tr.WorkflowStepID] = append(byStep[tr.WorkflowStepID], tr)
+	}
+	for _, s := range steps {
+		list := byStep[s.WorkflowStepID]
+		if list == nil {
+			list = []models.StepTransitionRecord{}
+		}
+		l.stepTransitions.Prime(ctx, s.WorkflowStepID, list)
+	}
 }
 
 // PrefetchStepPage reads the steps of a page of readiness rows (one statement), in the
@@ -126,10 +222,10 @@ func nodeSelections(oc *graphql.OperationContext, fc *graphql.FieldContext, conn
 	return sel
 }
 
-// prefetchSteps primes the step loader with steps and reads the selected step fields. For a
-// page of steps (page true) the caller primed their readiness already, and their tasks are
-// read here; for the steps of a page of tasks, the tasks are primed already.
-func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord, page bool) {
+// prefetchSteps primes the step loader with steps (of any tasks) and reads the selected step
+// fields by step id: readiness too unless readinessPrimed (a page read from the readiness
+// view), the steps' tasks, and the parents and children that are not among steps.
+func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord, readinessPrimed bool) {
 	if len(steps) == 0 {
 		return
 	}
@@ -143,7 +239,7 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
 		switch f.Name {
 		case "readiness":
-			if page {
+			if readinessPrimed {
 				continue
 			}
 			wg.Go(func() {
@@ -156,9 +252,6 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 					func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID })
 			})
 		case "task":
-			if !page {
-				continue
-			}
 			wg.Go(func() {
 				primeOne(ctx, l, l.tasks, models.TasksByIDs, distinctTasks(steps),
 					func(r *models.TaskRecord) int64 { return r.TaskID })
@@ -175,8 +268,8 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 		wg.Go(func() {
 			rows := primeOne(ctx, l, l.dags, models.DagByStepIDs, ids,
 				func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID })
-			// Parents and children are steps of the same task: in a task's step list they
-			// are primed already; in a page of steps of many tasks, the others are read here.
+			// Parents and children are steps of the same tasks; those not among steps are
+			// read here.
 			missing := relatives(rows, ids, parents, children)
 			if len(missing) > 0 {
 				primeOne(ctx, l, l.steps, models.StepsByIDs, missing,

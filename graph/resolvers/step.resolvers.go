@@ -15,7 +15,7 @@ import (
 )
 
 func (r *queryResolver) Step(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return loaders.Step(ctx, id)
+	return loaders.StepNow(ctx, id)
 }
 
 func (r *queryResolver) Steps(ctx context.Context, filter *model.StepFilter, first *int, after *string) (*model.StepConnection, error) {

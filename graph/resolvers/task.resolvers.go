@@ -15,7 +15,7 @@ import (
 )
 
 func (r *queryResolver) Task(ctx context.Context, id int64) (*models.TaskRecord, error) {
-	return loaders.Task(ctx, id)
+	return loaders.TaskNow(ctx, id)
 }
 
 func (r *queryResolver) Tasks(ctx context.Context, filter *model.TaskFilter, first *int, after *string) (*model.TaskConnection, error) {

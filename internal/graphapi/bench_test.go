@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/querystats"
 )
@@ -120,4 +121,25 @@ func naiveDashboard(ctx context.Context, db *gorm.DB, first int) error {
 		}
 	}
 	return nil
+}
+
+// BenchmarkOneTaskDetail runs detailQuery (one task: transitions, steps with readiness, DAG,
+// parents and transitions) through the real HTTP handler, one request at a time: the latency
+// of the one-object read that clients compare with PostGraphile (make bench-peers).
+//
+//	go test ./internal/graphapi -run '^$' -bench OneTaskDetail -benchtime 500x -cpuprofile cpu.out
+func BenchmarkOneTaskDetail(b *testing.B) {
+	e := newEnv(b)
+	tk := e.fx.Task(fixture.Mixed)
+	tk.Complete("init_auth")
+	vars := map[string]any{"id": id(tk.ID)}
+	var stmts int64
+	for b.Loop() {
+		r := e.do(detailQuery, vars)
+		if len(r.Errors) > 0 {
+			b.Fatalf("errors: %+v", r.Errors)
+		}
+		stmts = r.Extensions.QueryStats.SQLStatements
+	}
+	b.ReportMetric(float64(stmts), "stmts/op")
 }

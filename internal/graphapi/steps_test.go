@@ -3,8 +3,10 @@ package graphapi_test
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/taskerhq/tasker/internal/fixture"
+	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/models"
 )
 
@@ -214,4 +216,68 @@ func TestStepsStatementBudgetIsConstant(t *testing.T) {
 		}
 		return r
 	})
+}
+
+// detailQuery is one task's detail: its transitions, its steps with readiness, DAG, parents
+// and transitions.
+const detailQuery = `query($id: ID!) { task(id: $id) { id status
+	transitions { id toState }
+	steps { id name status
+		readiness { readyForExecution blockingReason }
+		dag { parentStepIds dependencyLevel }
+		parents { id status }
+		transitions { id toState } } } }`
+
+// TestOneObjectWaitsForNoBatchWindow gives the dataloaders a batch window of 10 s: a query of
+// one task or one step with fields below it must still answer at once, with one statement per
+// level, because the root object is read directly and every level below it is prefetched
+// rather than batched by time.
+func TestOneObjectWaitsForNoBatchWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *graphapi.Config) { c.Loaders.Wait = 10 * time.Second })
+	d := e.fx.Task(fixture.Diamond)
+	d.Complete("start_workflow")
+	begin := time.Now()
+	var out struct {
+		Task struct {
+			Steps []struct {
+				Name    string
+				Parents []struct{ Status string }
+			}
+		}
+	}
+	r := e.data(detailQuery, map[string]any{"id": id(d.ID)}, &out)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("one task's detail took %s: a level waited for a batch window", took)
+	}
+	if len(out.Task.Steps) != 7 {
+		t.Fatalf("task has %d steps, want 7", len(out.Task.Steps))
+	}
+	for _, s := range out.Task.Steps {
+		if s.Name == "branch_one_process" && (len(s.Parents) != 1 || s.Parents[0].Status != "COMPLETE") {
+			t.Errorf("branch_one_process parents: %+v", s.Parents)
+		}
+	}
+	// task, its transitions, steps, and the steps' readiness, DAG rows and transitions.
+	if n := r.Extensions.QueryStats.SQLStatements; n != 6 {
+		t.Errorf("one task's detail ran %d statements, want 6", n)
+	}
+
+	begin = time.Now()
+	var step struct {
+		Step struct {
+			Readiness struct{ ReadyForExecution bool }
+			Parents   []struct{ ID string }
+			Task      struct{ ID string }
+		}
+	}
+	e.data(`query($id: ID!) { step(id: $id) { readiness { readyForExecution } parents { id } task { id } } }`,
+		map[string]any{"id": id(d.Step("branch_one_process"))}, &step)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("one step took %s: a level waited for a batch window", took)
+	}
+	if !step.Step.Readiness.ReadyForExecution || len(step.Step.Parents) != 1 || step.Step.Task.ID != id(d.ID) {
+		t.Errorf("step reads %+v", step.Step)
+	}
+	e.oneError(detailQuery, map[string]any{"id": "999999"}, "NOT_FOUND")
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -83,6 +84,15 @@ func StepTransitionsByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64)
 		WHERE tr.workflow_step_id = ANY(?::bigint[]) ORDER BY tr.workflow_step_id, tr.sort_key`)
 }
 
+// StepTransitionsByTaskIDs reads the transitions of every step of the given tasks, by step id
+// then sort key.
+func StepTransitionsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepTransitionRecord, error) {
+	return rawRows[StepTransitionRecord](ctx, db, "reading step transitions by task", taskIDs,
+		`SELECT tr.*, s.task_id FROM tasker_workflow_steps s
+		JOIN tasker_workflow_step_transitions tr ON tr.workflow_step_id = s.workflow_step_id
+		WHERE s.task_id = ANY(?::bigint[]) ORDER BY tr.workflow_step_id, tr.sort_key`)
+}
+
 // TaskTransitionsByTaskIDs reads the transitions of the given tasks, by task id then sort key.
 func TaskTransitionsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]TaskTransitionRecord, error) {
 	return rawRows[TaskTransitionRecord](ctx, db, "reading task transitions", taskIDs,
@@ -136,33 +146,50 @@ type TaskFilter struct {
 }
 
 // TasksPage reads up to limit tasks matching f, newest first (task id descending), with ids
-// below beforeID when it is positive. It runs one statement.
+// below beforeID when it is positive. It runs one statement, built with only the conditions f
+// gives, so that its plan is the plan of that question also when it is generic.
 func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, limit int) ([]TaskRecord, error) {
 	if limit <= 0 {
 		return nil, errors.New("reading tasks page: limit must be positive")
 	}
-	q := `SELECT * FROM (` + taskRecordSelect + `
-		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
-		WHERE (@before <= 0 OR t.task_id < @before)
-		  AND (@namespace = '' OR ns.name = @namespace)
-		  AND (@named_task = '' OR n.name = @named_task)
-		  AND (@version = '' OR n.version = @version)
-		  AND (CAST(@created_after AS timestamptz) IS NULL OR t.created_at >= CAST(@created_after AS timestamptz))
-		  AND (CAST(@created_before AS timestamptz) IS NULL OR t.created_at < CAST(@created_before AS timestamptz))
-		) AS page
-		WHERE (cardinality(CAST(@statuses AS text[])) = 0 OR page.status = ANY(CAST(@statuses AS text[])))
-		ORDER BY page.task_id DESC LIMIT @limit`
-	statuses := make(textArray, len(f.Statuses))
-	for i, s := range f.Statuses {
-		statuses[i] = string(s)
+	var q strings.Builder
+	var args []any
+	cond := func(sql string, arg any) {
+		q.WriteString(" AND " + sql)
+		args = append(args, arg)
 	}
+	q.WriteString(`SELECT * FROM (` + taskRecordSelect + `
+		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id WHERE true`)
+	if beforeID > 0 {
+		cond("t.task_id < ?", beforeID)
+	}
+	if f.Namespace != "" {
+		cond("ns.name = ?", f.Namespace)
+	}
+	if f.NamedTask != "" {
+		cond("n.name = ?", f.NamedTask)
+	}
+	if f.Version != "" {
+		cond("n.version = ?", f.Version)
+	}
+	if f.CreatedAfter != nil {
+		cond("t.created_at >= ?", *f.CreatedAfter)
+	}
+	if f.CreatedBefore != nil {
+		cond("t.created_at < ?", *f.CreatedBefore)
+	}
+	q.WriteString(`) AS page WHERE true`)
+	if len(f.Statuses) > 0 {
+		statuses := make(textArray, len(f.Statuses))
+		for i, s := range f.Statuses {
+			statuses[i] = string(s)
+		}
+		cond("page.status = ANY(CAST(? AS text[]))", statuses)
+	}
+	q.WriteString(` ORDER BY page.task_id DESC LIMIT ?`)
+	args = append(args, limit)
 	var rows []TaskRecord
-	err := db.WithContext(ctx).Raw(q, map[string]any{
-		"before": beforeID, "namespace": f.Namespace, "named_task": f.NamedTask, "version": f.Version,
-		"created_after": f.CreatedAfter, "created_before": f.CreatedBefore,
-		"statuses": statuses, "limit": limit,
-	}).Scan(&rows).Error
-	if err != nil {
+	if err := db.WithContext(ctx).Raw(q.String(), args...).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("reading tasks page: %w", err)
 	}
 	return rows, nil

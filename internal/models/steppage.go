@@ -41,15 +41,16 @@ type StepFilter struct {
 	TaskID int64
 }
 
-// Which partial index of tasker_workflow_steps a page can walk instead of the primary key
-// (the readiness view passes the step's processed and in_process flags through).
-// A ready step is neither processed nor claimed (SEMANTICS §3.3, conditions 2 and 5); a step
-// blocked for any reason after in_progress in the ladder of §3.4 is neither either, since an
-// earlier reason would have applied; a step blocked as in_progress is not processed. These
-// implications come from the rules alone, not from what the engine happens to write, so
-// adding the matching predicate on tasker_workflow_steps never changes a result: it only lets
-// the planner walk the small partial index (tasker_workflow_steps_claimable_idx, or
-// tasker_workflow_steps_unprocessed_idx) rather than every step ever run.
+// Which partial indexes of tasker_workflow_steps a page can walk instead of the primary key
+// (the readiness view passes the step's processed and in_process flags through). A ready step
+// is neither processed nor claimed (SEMANTICS §3.3, conditions 2 and 5); a step blocked for
+// any reason after in_progress in the ladder of §3.4 is neither either, since an earlier
+// reason would have applied; a step blocked as in_progress is not processed, and claimed or
+// not. These implications come from the rules alone, not from what the engine happens to
+// write, so adding the matching predicate never changes a result: it only lets the planner
+// walk tasker_workflow_steps_claimable_idx (NOT processed AND NOT in_process) and, for
+// in_progress, also tasker_workflow_steps_claimed_idx (NOT processed AND in_process), rather
+// than every step ever run.
 const (
 	scanAll = iota
 	scanUnprocessed
@@ -119,16 +120,36 @@ func ReadinessPage(ctx context.Context, db *gorm.DB, f StepFilter, beforeID int6
 }
 
 // readinessPageSQL builds ReadinessPage's statement for a valid filter, with ? placeholders.
+// The unfinished steps are walked as two branches, unclaimed and claimed, each on its partial
+// index in step id order, merged newest first.
 func readinessPageSQL(f StepFilter, beforeID int64, limit int) (string, []any) {
-	var q strings.Builder
-	var args []any
-	q.WriteString(`SELECT r.* FROM tasker_step_readiness_statuses r WHERE true`)
 	switch f.scan() {
 	case scanClaimable:
-		q.WriteString(` AND NOT r.processed AND NOT r.in_process`)
+		q, args := readinessBranch(f, beforeID, ` AND NOT r.processed AND NOT r.in_process`)
+		return q + ` ORDER BY r.workflow_step_id DESC LIMIT ?`, append(args, limit)
 	case scanUnprocessed:
-		q.WriteString(` AND NOT r.processed`)
+		unclaimed := ` AND NOT r.processed AND NOT r.in_process`
+		if len(f.BlockingReasons) == 1 {
+			// Only in_progress is asked: an unclaimed step has it only in state in_progress.
+			unclaimed += ` AND r.workflow_step_id IN (SELECT tr.workflow_step_id
+			FROM tasker_workflow_step_transitions tr WHERE tr.most_recent AND tr.to_state = 'in_progress')`
+		}
+		q1, args1 := readinessBranch(f, beforeID, unclaimed)
+		q2, args2 := readinessBranch(f, beforeID, ` AND NOT r.processed AND r.in_process`)
+		return `SELECT * FROM ((` + q1 + ` ORDER BY r.workflow_step_id DESC LIMIT ?) UNION ALL (` +
+				q2 + ` ORDER BY r.workflow_step_id DESC LIMIT ?)) AS r ORDER BY r.workflow_step_id DESC LIMIT ?`,
+			append(append(append(args1, limit), append(args2, limit)...), limit)
 	}
+	q, args := readinessBranch(f, beforeID, "")
+	return q + ` ORDER BY r.workflow_step_id DESC LIMIT ?`, append(args, limit)
+}
+
+// readinessBranch selects the readiness rows matching f, below beforeID, and scan (extra
+// conditions on r), unordered.
+func readinessBranch(f StepFilter, beforeID int64, scan string) (string, []any) {
+	var q strings.Builder
+	var args []any
+	q.WriteString(`SELECT r.* FROM tasker_step_readiness_statuses r WHERE true` + scan)
 	if beforeID > 0 {
 		q.WriteString(` AND r.workflow_step_id < ?`)
 		args = append(args, beforeID)
@@ -163,7 +184,5 @@ func readinessPageSQL(f StepFilter, beforeID int64, limit int) (string, []any) {
 		q.WriteString(` AND r.blocking_reason = ANY(CAST(? AS text[]))`)
 		args = append(args, textArray(f.BlockingReasons))
 	}
-	q.WriteString(` ORDER BY r.workflow_step_id DESC LIMIT ?`)
-	args = append(args, limit)
 	return q.String(), args
 }

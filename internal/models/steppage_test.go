@@ -119,6 +119,10 @@ func TestReadinessPageMatchesBaseline(t *testing.T) {
 			func(s stepInfo) bool { return s.ReadyForExecution && s.CurrentState == models.StateError }},
 		{"ready with a reason (none)", models.StepFilter{Ready: &yes, BlockingReasons: []string{models.ReasonBackoff}},
 			func(stepInfo) bool { return false }},
+		{"running or retrying", models.StepFilter{BlockingReasons: []string{models.ReasonInProgress, models.ReasonBackoff}},
+			func(s stepInfo) bool {
+				return s.BlockingReason == models.ReasonInProgress || s.BlockingReason == models.ReasonBackoff
+			}},
 		{"waiting: dependencies or backoff", models.StepFilter{BlockingReasons: []string{
 			models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
 			func(s stepInfo) bool {
@@ -236,11 +240,12 @@ func TestReadinessPageWalksUnfinishedSteps(t *testing.T) {
 
 	yes := true
 	filters := map[string]models.StepFilter{
-		"ready":           {Ready: &yes},
-		"in progress":     {BlockingReasons: []string{models.ReasonInProgress}},
-		"waiting":         {BlockingReasons: []string{models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
-		"terminal":        {BlockingReasons: []string{models.ReasonTerminalState}},
-		"ready in a task": {Ready: &yes, TaskID: 50},
+		"ready":               {Ready: &yes},
+		"in progress":         {BlockingReasons: []string{models.ReasonInProgress}},
+		"running or retrying": {BlockingReasons: []string{models.ReasonInProgress, models.ReasonBackoff}},
+		"waiting":             {BlockingReasons: []string{models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
+		"terminal":            {BlockingReasons: []string{models.ReasonTerminalState}},
+		"ready in a task":     {Ready: &yes, TaskID: 50},
 	}
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 		for name, f := range filters {

@@ -1,12 +1,12 @@
 // Command peers measures tasker's GraphQL reads against PostGraphile 5 on one database.
 //
 // It creates (or, with -reuse, keeps) a database seeded by `tasker seed`, starts `tasker
-// serve` on it (auth and rate limit out of the way, no workers, no refresher) and PostGraphile
-// (installed by `make bench-postgraphile` into -peers-dir, configured by graphile.config.mjs there),
-// checks that both servers return the same ids for each query, then drives each query at each
-// concurrency against both servers in alternating rounds, and writes the figures as the Peers
-// section of BENCHMARKS.md (between the markers of bench.PeersBegin and bench.PeersEnd) and
-// into -section, which benchreport includes when it rewrites BENCHMARKS.md.
+// serve` on it (open mode: no auth, no rate limit; no workers, no refresher) and PostGraphile
+// (installed by `make bench-postgraphile` into -peers-dir, configured by graphile.config.mjs
+// there), checks that both servers return the same ids for each query, then drives each query
+// at each concurrency against both servers in alternating rounds, and writes the figures as
+// the Peers section of BENCHMARKS.md (between the markers of bench.PeersBegin and
+// bench.PeersEnd) and into -section, which benchreport includes when it rewrites BENCHMARKS.md.
 //
 //	make bench-postgraphile                   # 20 s per query, server and concurrency
 //	make bench-postgraphile PEERS_DURATION=4s # a quick run
@@ -301,8 +301,7 @@ func startTasker(o options, dbURL string) (*server, error) {
 	}
 	cmd := exec.Command(o.taskerBin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PORT="+strconv.Itoa(port), "TASKER_HOST=127.0.0.1",
-		"TASKER_AUTH=off", "TASKER_WORKERS=0", "TASKER_QUERY_STATS=0", "TASKER_REFRESH_SCHEDULE=off",
-		"TASKER_RATE_LIMIT=1000000", "TASKER_RATE_BURST=1000000")
+		"TASKER_AUTH=off", "TASKER_WORKERS=0", "TASKER_QUERY_STATS=0", "TASKER_REFRESH_SCHEDULE=off")
 	return start("tasker", cmd, fmt.Sprintf("http://127.0.0.1:%d/query", port))
 }
 
@@ -547,7 +546,7 @@ func report(o options, rows []row, taskID int64) string {
 	b.WriteString("## Peers: tasker and PostGraphile on one database\n\n")
 	fmt.Fprintf(&b, "Reproduce with `%s` (about %s of load; `PEERS_DURATION=4s` for a quick run). "+
 		"One database seeded by `tasker seed -steps %d` and analysed; `tasker serve` with "+
-		"`TASKER_AUTH=off`, the rate limit raised out of the way, `TASKER_WORKERS=0` and the "+
+		"`TASKER_AUTH=off` (open mode: no rate limit either), `TASKER_WORKERS=0` and the "+
 		"refresher off; PostGraphile %s (amber preset, smart tags giving the views primary and "+
 		"foreign keys: `internal/bench/peers/graphile.config.mjs`) on Node %s. Before measuring, "+
 		"both servers were checked to return the same ids for each query. Each query ran %s per "+

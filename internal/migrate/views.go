@@ -50,7 +50,7 @@ var viewMigrations = []viewMigration{
 	{
 		// Version 2 appends processed and in_process; PostgreSQL cannot drop columns of a
 		// view with CREATE OR REPLACE, so the way down recreates the dependent views on v01.
-		version: 32,
+		version: 33,
 		up:      []string{"views/tasker_step_readiness_statuses_v02.sql"},
 		down: "DROP VIEW tasker_task_workflow_summaries; DROP VIEW tasker_task_execution_contexts; " +
 			"DROP VIEW tasker_step_readiness_statuses",

@@ -103,11 +103,14 @@ var Sections = []Section{
 			return strings.HasSuffix(pkg, "/internal/orchestration") || strings.Contains(name, "Subscription")
 		},
 		Intro: "Throughput: steps per second through the engines. Creation (`CreateTasks`): steps and tasks " +
-			"per second created through the bulk service, in batches of 1,000 five-step tasks. Subscription latency: a step transition " +
+			"per second created through the bulk service, in batches of 1,000 five-step tasks. Pickup: one one-step task at a time " +
+			"created on an idle engine (poll interval an hour), p50-ms and p99-ms from `CreateTask` returning to its step's " +
+			"in_progress transition arriving at another process's events hub. Subscription latency: a step transition " +
 			"committed through internal/statemachine on another pool, until a `stepTransitions` subscriber " +
 			"has it over a real websocket (graphql-transport-ws); time/op is the whole round, p50-ms and " +
 			"p95-ms the latency from the commit returning to the event decoded.",
 		Expect: []Expect{{"orchestration throughput", "Throughput"}, {"task creation through CreateTasks", "CreateTasks"},
+			{"pickup of a new task by an idle engine", "Pickup"},
 			{"subscription latency (step change to subscriber)", "Subscription"}},
 	},
 }

@@ -25,7 +25,9 @@ import (
 	"github.com/taskerhq/tasker/internal/dbretry"
 )
 
-// The channels the database publishes on (db/migrations/00003_transition_events.sql).
+// The channels the database publishes on (db/migrations/00003_transition_events.sql; since
+// 00032 a transition notification lists the rows of one inserting statement, up to 50, and
+// the hub turns it into one Event per row).
 const (
 	ChannelStepTransitions = "tasker_step_transitions"
 	ChannelTaskTransitions = "tasker_task_transitions"
@@ -191,12 +193,19 @@ func (h *Hub) setConnected(up bool) {
 	h.mu.Unlock()
 }
 
-// dispatch wakes the subscribers whose filter accepts ev.
-func (h *Hub) dispatch(ev Event) {
+// dispatch wakes the subscribers whose filter accepts any of evs; every filter sees every
+// event, in order.
+func (h *Hub) dispatch(evs ...Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
-		if ev.Channel == "" || s.filter == nil || s.filter(ev) {
+		woken := false
+		for _, ev := range evs {
+			if ev.Channel == "" || s.filter == nil || s.filter(ev) {
+				woken = true
+			}
+		}
+		if woken {
 			s.wake()
 		}
 	}
@@ -204,15 +213,27 @@ func (h *Hub) dispatch(ev Event) {
 
 type handler struct{ hub *Hub }
 
+// payload is a notification's payload: either one event's fields, or (transitions, one
+// notification per inserting statement) the events of several rows.
+type payload struct {
+	Event
+	Rows []Event `json:"rows"`
+}
+
 func (hd handler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
-	ev := Event{Channel: n.Channel}
-	if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {
+	var p payload
+	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
 		// Undecodable payload: wake everyone on the channel rather than lose the signal.
 		hd.hub.dispatch(Event{})
 		return notificationError{fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)}
 	}
-	ev.Channel = n.Channel
-	hd.hub.dispatch(ev)
+	if p.Rows == nil {
+		p.Rows = []Event{p.Event}
+	}
+	for i := range p.Rows {
+		p.Rows[i].Channel = n.Channel
+	}
+	hd.hub.dispatch(p.Rows...)
 	return nil
 }
 

@@ -1,10 +1,16 @@
 package events_test
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/events"
@@ -139,5 +145,72 @@ func TestNewTasksWakeWorkers(t *testing.T) {
 	waitWake(t, sub, true)
 	if count != 3 {
 		t.Fatalf("count %d, want 3", count)
+	}
+}
+
+// TestOneStatementOfTransitionsIsNotifiedInChunks: 120 task transitions inserted by one
+// statement are published as 3 notifications (50, 50 and 20 rows), and the hub hands every
+// subscriber filter all 120 rows as separate events, with their fields.
+func TestOneStatementOfTransitionsIsNotifiedInChunks(t *testing.T) {
+	t.Parallel()
+	hub, url := startHub(t)
+	db := dbtest.Open(t, url)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = listener.Close(ctx) }()
+	if _, err := listener.Exec(ctx, "LISTEN "+events.ChannelTaskTransitions); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[int64]events.Event{} // by transition id
+	sub := hub.Subscribe(func(ev events.Event) bool {
+		if ev.Channel != events.ChannelTaskTransitions {
+			return false
+		}
+		mu.Lock()
+		seen[ev.ID] = ev
+		mu.Unlock()
+		return true
+	})
+	defer sub.Close()
+	var want []events.Event
+	if err := db.Raw(`
+		WITH nt AS (INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 't') RETURNING named_task_id),
+		     task AS (INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM nt, generate_series(1, 120) RETURNING task_id)
+		INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		SELECT task_id, 'in_progress', 'pending', 1, true FROM task
+		RETURNING id, task_id, from_state AS "from", to_state AS "to"`).Scan(&want).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 120 {
+		t.Fatalf("%d transitions inserted", len(want))
+	}
+	var sizes []int
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		n, err := listener.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		var p struct{ Rows []json.RawMessage }
+		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil || len(n.Payload) >= 8000 {
+			t.Fatalf("payload of %d bytes %q: %v", len(n.Payload), n.Payload, err)
+		}
+		sizes = append(sizes, len(p.Rows))
+	}
+	if !slices.Equal(sizes, []int{50, 50, 20}) {
+		t.Fatalf("notifications of %v rows, want [50 50 20]", sizes)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, w := range want {
+		w.Channel = events.ChannelTaskTransitions
+		if got := seen[w.ID]; got != w {
+			t.Fatalf("event of transition %d: %+v, want %+v", w.ID, got, w)
+		}
 	}
 }

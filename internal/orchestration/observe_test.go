@@ -36,6 +36,16 @@ func TestObserverSeesClaimsAndOutcomes(t *testing.T) {
 	h.engine(orchestration.Config{Observer: rec})
 	id := h.create("tests", "permanent", "")
 	h.waitTasks("error", 30*time.Second, id)
+	// The observer is told once the recording has committed, so a moment after the task's
+	// state can be read.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		rec.mu.Lock()
+		n := len(rec.finished["broken"])
+		rec.mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

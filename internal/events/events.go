@@ -26,7 +26,7 @@ import (
 )
 
 // The channels the database publishes on (db/migrations/00003_transition_events.sql; since
-// 00032 a transition notification lists the rows of one inserting statement, up to 50, and
+// 00034 a transition notification lists the rows of one inserting statement, up to 50, and
 // the hub turns it into one Event per row).
 const (
 	ChannelStepTransitions = "tasker_step_transitions"

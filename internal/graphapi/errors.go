@@ -2,8 +2,6 @@ package graphapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/requestid"
 )
 
 // presenter is the API's one error presenter. Errors that gqlgen raised itself (parse,
@@ -94,19 +93,11 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // withRequestID gives every request an id: the client's X-Request-Id when it is sane, else a
 // random one. The id is echoed in the X-Request-Id response header.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID.MatchString(id) {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
-		}
-		w.Header().Set("X-Request-Id", id)
+		id := requestid.Ensure(w, r)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})
 }

@@ -3,15 +3,14 @@ package metrics
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/requestid"
 )
 
 type requestIDKey struct{}
@@ -22,15 +21,6 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// NewRequestID returns a random request id.
-func NewRequestID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // Middleware instruments next as handler name: it gives the request an id (the client's
 // X-Request-Id when it is 1–64 characters of [A-Za-z0-9._-], else a random one), echoes it in
 // the X-Request-Id response header and sets it on the request so that inner handlers reuse it,
@@ -39,12 +29,7 @@ func NewRequestID() string {
 func (m *Metrics) Middleware(name string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		began := time.Now()
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID.MatchString(id) {
-			id = NewRequestID()
-			r.Header.Set("X-Request-Id", id)
-		}
-		w.Header().Set("X-Request-Id", id)
+		id := requestid.Ensure(w, r)
 		sw := &statusWriter{ResponseWriter: w}
 		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
 		next.ServeHTTP(sw, r.WithContext(ctx))

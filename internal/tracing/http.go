@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/taskerhq/tasker/internal/requestid"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 )
 
@@ -20,12 +21,7 @@ func HTTP(next http.Handler) http.Handler {
 	}
 	traced := otelhttp.NewHandler(next, "http", otelhttp.WithSpanNameFormatter(routeNamer(next)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID.MatchString(id) {
-			id = newRequestID()
-			r.Header.Set("X-Request-Id", id)
-		}
-		w.Header().Set("X-Request-Id", id)
+		id := requestid.Ensure(w, r)
 		traced.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
 	})
 }

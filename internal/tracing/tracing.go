@@ -16,11 +16,8 @@ package tracing
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -213,16 +210,6 @@ func (requestIDProcessor) OnStart(parent context.Context, s sdktrace.ReadWriteSp
 func (requestIDProcessor) OnEnd(sdktrace.ReadOnlySpan)      {}
 func (requestIDProcessor) Shutdown(context.Context) error   { return nil }
 func (requestIDProcessor) ForceFlush(context.Context) error { return nil }
-
-// validRequestID is the rule of internal/metrics and internal/graphapi for a client's
-// X-Request-Id: an id they accept is the one HTTP puts on the spans.
-var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-func newRequestID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // End ends span, marked as failed with err when err is not nil.
 func End(span trace.Span, err error) {

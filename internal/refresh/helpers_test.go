@@ -182,3 +182,19 @@ func timesEqual(a, b *time.Time) bool {
 	}
 	return a.Equal(*b)
 }
+
+// checkStatusRow fails t unless the task status summary row i read as got equals want: its
+// times equal to the microsecond (timesEqual), every other column exactly.
+func checkStatusRow(t *testing.T, i int, gotName string, got models.TaskStatusSummary, wantName string, want models.TaskStatusSummary) {
+	t.Helper()
+	if !timesEqual(want.OldestPendingRequestedAt, got.OldestPendingRequestedAt) ||
+		!timesEqual(want.OldestInProgressSince, got.OldestInProgressSince) {
+		t.Errorf("status row %d times: %s %v/%v, %s %v/%v", i, gotName, got.OldestPendingRequestedAt,
+			got.OldestInProgressSince, wantName, want.OldestPendingRequestedAt, want.OldestInProgressSince)
+	}
+	got.OldestPendingRequestedAt, got.OldestInProgressSince = nil, nil
+	want.OldestPendingRequestedAt, want.OldestInProgressSince = nil, nil
+	if got != want {
+		t.Errorf("status row %d:\n %-12s %+v\n %-12s %+v", i, gotName, got, wantName, want)
+	}
+}

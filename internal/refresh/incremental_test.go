@@ -27,17 +27,7 @@ func requireEqualToExact(t *testing.T, db *gorm.DB) {
 		t.Fatalf("%d status summaries, exact %d", len(gotS), len(exactS))
 	}
 	for i := range exactS {
-		e, g := exactS[i], gotS[i]
-		if !timesEqual(e.OldestPendingRequestedAt, g.OldestPendingRequestedAt) ||
-			!timesEqual(e.OldestInProgressSince, g.OldestInProgressSince) {
-			t.Errorf("status row %d times: %v/%v, exact %v/%v", i, g.OldestPendingRequestedAt,
-				g.OldestInProgressSince, e.OldestPendingRequestedAt, e.OldestInProgressSince)
-		}
-		e.OldestPendingRequestedAt, e.OldestInProgressSince = nil, nil
-		g.OldestPendingRequestedAt, g.OldestInProgressSince = nil, nil
-		if e != g {
-			t.Errorf("status row %d:\n incremental %+v\n exact       %+v", i, g, e)
-		}
+		checkStatusRow(t, i, "incremental", gotS[i], "exact", exactS[i])
 	}
 	var exactP, gotP []models.StepPerformance
 	mustScan(t, db, &exactP, `SELECT * FROM tasker_step_performance_exact ORDER BY task_namespace_id, named_step_id`)

@@ -117,17 +117,8 @@ func TestRefreshedViewsEqualLiveAggregates(t *testing.T) {
 		}
 		var sawInProgress, sawPending bool
 		for i := range live {
-			l, m := live[i], mat[i]
-			if !timesEqual(l.OldestPendingRequestedAt, m.OldestPendingRequestedAt) ||
-				!timesEqual(l.OldestInProgressSince, m.OldestInProgressSince) {
-				t.Errorf("row %d times: materialized %v/%v, live %v/%v", i, m.OldestPendingRequestedAt,
-					m.OldestInProgressSince, l.OldestPendingRequestedAt, l.OldestInProgressSince)
-			}
-			l.OldestPendingRequestedAt, l.OldestInProgressSince = nil, nil
-			m.OldestPendingRequestedAt, m.OldestInProgressSince = nil, nil
-			if l != m {
-				t.Errorf("row %d:\n materialized %+v\n live         %+v", i, m, l)
-			}
+			checkStatusRow(t, i, "materialized", mat[i], "live", live[i])
+			l := live[i]
 			sawInProgress = sawInProgress || l.InProgressCount > 0
 			sawPending = sawPending || l.PendingCount > 0
 		}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/testbin"
 )
 
 // TestServeRunsItsOwnPostgres builds the binary and runs `tasker serve` without DATABASE_URL:
@@ -123,37 +124,12 @@ func clusterDataDir(t *testing.T) string {
 	return dataDir
 }
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-	buildDir  string
-)
-
-// buildTasker builds the tasker binary once per test run.
-func buildTasker(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "tasker-bin-"); buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(buildDir, "tasker")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
+// buildTasker builds the tasker binary once per test run (internal/testbin).
+func buildTasker(t *testing.T) string { return testbin.Tasker(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
+	testbin.Remove()
 	os.Exit(code)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testbin"
 )
 
 // workerEnvVar makes the test binary act as a worker process on the named database: its
@@ -32,7 +33,9 @@ func TestMain(m *testing.M) {
 	if url := os.Getenv(workerEnvVar); url != "" {
 		os.Exit(runHangingWorker(url))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
 }
 
 func runHangingWorker(url string) int {

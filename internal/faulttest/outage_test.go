@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testbin"
 )
 
 // retryYAML is one step that fails its first attempt and asks for its retry 2s later.
@@ -153,32 +153,8 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 
 func head2(lines []string, n int) []string { return lines[:min(len(lines), n)] }
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-// buildTasker builds the tasker binary once per test run.
-func buildTasker(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tasker-faulttest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "tasker")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/taskerhq/tasker").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
+// buildTasker builds the tasker binary once per test run (internal/testbin).
+func buildTasker(t *testing.T) string { return testbin.Tasker(t) }
 
 // process is a running tasker command whose log lines are collected.
 type process struct {

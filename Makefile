@@ -42,28 +42,28 @@ verify-generate: ## fail when generated code is stale
 	$(GO) generate ./...
 	@git diff --exit-code -- graph/ || (echo "generated code is stale: run make generate and commit" >&2; exit 1)
 
-# Benchmarks: internal/bench (read side: views vs the naive baseline, at growing sizes) and every
-# other package's Benchmark functions, collected into BENCHMARKS.md by internal/bench/cmd/benchreport.
-# internal/bench runs with BENCH_TIME; other packages with BENCH_OTHER_TIME (their sizes are their own,
+# Benchmarks: internal/testkit/bench (read side: views vs the naive baseline, at growing sizes) and every
+# other package's Benchmark functions, collected into BENCHMARKS.md by internal/testkit/bench/cmd/benchreport.
+# internal/testkit/bench runs with BENCH_TIME; other packages with BENCH_OTHER_TIME (their sizes are their own,
 # except internal/refresh's dashboards: TASKER_BENCH_STEPS databases, 10,000 and 1,000,000 steps in make bench).
-BENCH_OTHER_PKGS = $$($(GO) list ./... | grep -v /internal/bench)
+BENCH_OTHER_PKGS = $$($(GO) list ./... | grep -v /internal/testkit/bench)
 
 bench: ## run every benchmark at full size (10,000-step tasks, 1,000,000-step databases, 10,000 tasks drained) and write BENCHMARKS.md
 	@mkdir -p bin; start=$$(date +%s); \
 	{ TASKER_BENCH_TASK_STEPS=10,100,1000,10000 TASKER_BENCH_DB_STEPS=10000,1000000 \
-		$(GO) test -run '^$$' -bench . -benchtime=2s -timeout 25m ./internal/bench/; \
+		$(GO) test -run '^$$' -bench . -benchtime=2s -timeout 25m ./internal/testkit/bench/; \
 	  TASKER_BENCH_STEPS=10000,1000000 TASKER_BENCH_TASKS=10000 \
 		$(GO) test -p 1 -run '^$$' -bench . -benchtime=2s -timeout 25m $(BENCH_OTHER_PKGS); } 2>&1 | tee bin/bench.txt; \
-	$(GO) run ./internal/bench/cmd/benchreport -in bin/bench.txt -out BENCHMARKS.md \
+	$(GO) run ./internal/testkit/bench/cmd/benchreport -in bin/bench.txt -out BENCHMARKS.md \
 		-command "make bench" -seconds $$(( $$(date +%s) - start ))
 
 bench-quick: ## run every benchmark at small sizes, one iteration for other packages' (about two minutes); write BENCHMARKS.md
 	@mkdir -p bin; start=$$(date +%s); \
 	{ TASKER_BENCH_TASK_STEPS=10,100,1000 TASKER_BENCH_DB_STEPS=10000,100000 \
-		$(GO) test -run '^$$' -bench . -benchtime=20x -timeout 10m ./internal/bench/; \
+		$(GO) test -run '^$$' -bench . -benchtime=20x -timeout 10m ./internal/testkit/bench/; \
 	  TASKER_BENCH_STEPS=10000 \
 		$(GO) test -run '^$$' -bench . -benchtime=1x -timeout 10m $(BENCH_OTHER_PKGS); } 2>&1 | tee bin/bench.txt; \
-	$(GO) run ./internal/bench/cmd/benchreport -in bin/bench.txt -out BENCHMARKS.md \
+	$(GO) run ./internal/testkit/bench/cmd/benchreport -in bin/bench.txt -out BENCHMARKS.md \
 		-command "make bench-quick" -seconds $$(( $$(date +%s) - start ))
 
 # Engine vs River (bench/river, a module of its own so that go.mod does not depend on River):
@@ -81,11 +81,11 @@ bench-river-quick: build ## the same with 2,000 tasks per run (about a minute)
 		-tasks 2000 -out ../../BENCHMARKS.md -command "make bench-river-quick"
 
 # The peer server of bench-postgraphile: PostGraphile 5 on Node 22 from the npm registry, at the exact
-# versions of internal/bench/peers/package-lock.json, installed into bin/peers (not committed).
+# versions of internal/testkit/bench/peers/package-lock.json, installed into bin/peers (not committed).
 PEERS_DIR := bin/peers
-$(PEERS_DIR)/node_modules/.package-lock.json: internal/bench/peers/package.json internal/bench/peers/package-lock.json
+$(PEERS_DIR)/node_modules/.package-lock.json: internal/testkit/bench/peers/package.json internal/testkit/bench/peers/package-lock.json
 	@mkdir -p $(PEERS_DIR)
-	cp internal/bench/peers/package.json internal/bench/peers/package-lock.json $(PEERS_DIR)/
+	cp internal/testkit/bench/peers/package.json internal/testkit/bench/peers/package-lock.json $(PEERS_DIR)/
 	cd $(PEERS_DIR) && npm ci --no-audit --no-fund --engine-strict=false
 
 # PEERS_DURATION per query, server and concurrency (20s; 4s for a quick run); PEERS_STEPS steps
@@ -95,8 +95,8 @@ PEERS_DURATION ?= 20s
 PEERS_STEPS ?= 100000
 PEERS_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 bench-postgraphile: build $(PEERS_DIR)/node_modules/.package-lock.json ## GraphQL reads against PostGraphile 5 on one seeded database; writes the Peers section of BENCHMARKS.md
-	cp internal/bench/peers/graphile.config.mjs $(PEERS_DIR)/
-	$(GO) run ./internal/bench/cmd/peers -tasker $(BIN) -peers-dir $(PEERS_DIR) -admin-url '$(PEERS_ADMIN_URL)' \
+	cp internal/testkit/bench/peers/graphile.config.mjs $(PEERS_DIR)/
+	$(GO) run ./internal/testkit/bench/cmd/peers -tasker $(BIN) -peers-dir $(PEERS_DIR) -admin-url '$(PEERS_ADMIN_URL)' \
 		-steps $(PEERS_STEPS) -duration $(PEERS_DURATION) $(if $(PEERS_REUSE),-reuse) \
 		-command "make bench-postgraphile$(if $(filter-out 20s,$(PEERS_DURATION)), PEERS_DURATION=$(PEERS_DURATION))"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refreshes the GraphQL playground's third-party files (GraphiQL, React, React DOM) from the npm
-# registry into internal/graphapi/playground/, where go:embed puts them in the binary, and writes
-# their versions and SHA-256 checksums to internal/graphapi/playground/VERSIONS (committed; a Go
+# registry into graph/server/playground/, where go:embed puts them in the binary, and writes
+# their versions and SHA-256 checksums to graph/server/playground/VERSIONS (committed; a Go
 # test checks the embedded files against it). Change the pinned versions here, run
 # `make playground-assets`, and commit the result.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 GRAPHIQL_VERSION=3.8.3 # 3.x ships a UMD build (graphiql.min.js) that runs on React 18's UMD build
 REACT_VERSION=18.3.1   # React 19 has no UMD build
-dest=internal/graphapi/playground
+dest=graph/server/playground
 
 command -v npm >/dev/null || { echo "playground-assets: npm is required (apt-get install npm)" >&2; exit 1; }
 tmp=$(mktemp -d)

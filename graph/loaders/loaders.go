@@ -2,7 +2,7 @@
 // parent id goes through one of them, so a request runs one SQL statement per field level
 // rather than one per object.
 //
-// A Loaders value is created for every response (middleware in internal/graphapi), stored
+// A Loaders value is created for every response (middleware in graph/server), stored
 // under a private context key and reached through the accessor functions of this package.
 // Its caches live as long as that response, never longer. Every batch function issues one
 // statement for the whole batch (internal/models readers) and returns exactly one result per

@@ -9,7 +9,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func newStore(t *testing.T) *auth.Store {

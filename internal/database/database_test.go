@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/replica"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // TestOpenSetsPlannerSettingsUnlessTheURLSetsThem: the service's connections run without JIT

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // TestTransientClassifiesRealDatabaseErrors gets its errors from a real server: a connection

@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/events/eventstest"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func startHub(t *testing.T) (*events.Hub, string) {

@@ -13,8 +13,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/httpserver"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func serve(t *testing.T, db *sql.DB) string {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/shape"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func migratedDB(t *testing.T) *sql.DB {

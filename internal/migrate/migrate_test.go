@@ -10,8 +10,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/migrate"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // emptyDatabase creates a database with no schema at all on the test server and returns an

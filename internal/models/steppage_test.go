@@ -13,15 +13,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/taskerhq/tasker/internal/baseline"
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/seed"
+	"github.com/taskerhq/tasker/internal/testkit/baseline"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // TestReadinessPageMatchesBaseline checks Query.steps' reader against the naive evaluation of
-// SEMANTICS §3 (internal/baseline): on generated data of every scenario plus hand-built edge
+// SEMANTICS §3 (internal/testkit/baseline): on generated data of every scenario plus hand-built edge
 // cases, every filter returns exactly the steps the baseline selects, newest first, and paging
 // through it with a small page size loses or repeats none.
 func TestReadinessPageMatchesBaseline(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // planTasks is the number of tasks generated for the plan tests: enough that a scan of a whole

@@ -1,7 +1,7 @@
 package models_test
 
 // Acceptance tests of the live views against the domain contract (SEMANTICS §3–8). Every
-// subtest builds its situation with internal/fixture in its own database and reads it back
+// subtest builds its situation with internal/testkit/fixture in its own database and reads it back
 // through the batch readers of views.go. Times are relative to the database's now().
 
 import (
@@ -17,9 +17,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // Blocking reasons of SEMANTICS §3.4; "" means ready.

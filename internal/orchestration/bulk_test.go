@@ -15,13 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/baseline"
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/baseline"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // skipEdgeYAML has a step whose shortest and longest paths from the root differ, and a step

@@ -7,7 +7,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // seedChains writes total tasks of five chained steps with plain SQL; the first done tasks are

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // TestConfigFromEnvReadsWorkersAndSyncCommit sets environment variables, so it does not run in

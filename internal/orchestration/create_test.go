@@ -15,10 +15,10 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func shipped(t *testing.T) *template.Registry {

@@ -17,9 +17,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // growingTables are the tables that grow with the workload: no hot statement may scan one.

@@ -9,8 +9,8 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 type noHandlers struct{}

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/querystats"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func TestTracerCountsStatementsOfTheCountersContextOnly(t *testing.T) {

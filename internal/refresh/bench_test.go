@@ -14,8 +14,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // benchSizes are the numbers of workflow steps the benchmarks load, one database each:

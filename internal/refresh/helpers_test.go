@@ -12,8 +12,8 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/events/eventstest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 func testLog(t testing.TB) *slog.Logger {

@@ -10,9 +10,9 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // requireEqualToExact compares every incremental read model with its exact definition (the

@@ -12,9 +12,9 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // The live aggregates, written independently of db/materialized: the current state from the

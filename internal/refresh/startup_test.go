@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // A refresher that starts refreshes only the views written since their last refresh: fresh

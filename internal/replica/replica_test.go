@@ -16,14 +16,14 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/replica"
-	"github.com/taskerhq/tasker/internal/replica/replicatest"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/replicatest"
 )
 
 // api is the GraphQL handler over a primary and its standby.
@@ -61,7 +61,7 @@ func newAPI(t *testing.T) *api {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	graphapi.New(graphapi.Config{QueryStats: true}, graphapi.Deps{DB: db, Log: log, Templates: reg}).Mount(mux)
+	server.New(server.Config{QueryStats: true}, server.Deps{DB: db, Log: log, Templates: reg}).Mount(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
@@ -94,7 +94,7 @@ func (a *api) do(query, readAfter string) (response, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if readAfter != "" {
-		req.Header.Set(graphapi.ReadAfterHeader, readAfter)
+		req.Header.Set(server.ReadAfterHeader, readAfter)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

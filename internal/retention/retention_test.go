@@ -11,10 +11,10 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/fixture"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 func TestParsePolicy(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/runstate"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // Find returns a record only while its server process lives and its database answers, and

@@ -6,8 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/taskerhq/tasker/internal/dbtest"
 	"github.com/taskerhq/tasker/internal/seed"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func TestGenerateWritesConsistentHistories(t *testing.T) {

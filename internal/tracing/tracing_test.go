@@ -25,14 +25,14 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/dbtest"
-	"github.com/taskerhq/tasker/internal/graphapi"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/tracing"
 )
 
@@ -214,7 +214,7 @@ func serveAPI(t testing.TB) (string, *gorm.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	graphapi.New(graphapi.Config{QueryStats: true}, graphapi.Deps{DB: gdb, Log: quietLog()}).Mount(srv.Mux)
+	server.New(server.Config{QueryStats: true}, server.Deps{DB: gdb, Log: quietLog()}).Mount(srv.Mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, 5*time.Second) }()
@@ -357,7 +357,7 @@ func TestFailedOperationMarksItsSpans(t *testing.T) {
 }
 
 // Every statement of a request has its SQL span: as many as the statements the response
-// reports, the same count as without tracing (the statement budgets of internal/graphapi).
+// reports, the same count as without tracing (the statement budgets of graph/server).
 func TestEveryStatementHasItsSpan(t *testing.T) {
 	enable(t)
 	t.Parallel()

@@ -1,0 +1,45 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/taskerhq/tasker/internal/config"
+	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/migrate"
+)
+
+func runMigrate(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
+	fs := newFlagSet("migrate", "[flags]", "Apply every pending migration to the database and print what was applied (idempotent).", out)
+	databaseFlags(fs, &cfg)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+	if err != nil {
+		return err
+	}
+	defer database.Close(gdb)
+	applied, err := migrate.Up(ctx, database.SQL(gdb))
+	if err != nil {
+		return err
+	}
+	for _, a := range applied {
+		fmt.Fprintf(out, "applied %05d %s (%s)\n", a.Version, a.Source, a.Duration)
+	}
+	version, err := migrate.Version(ctx, database.SQL(gdb))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "database is at version %d (%d applied now)\n", version, len(applied))
+	return nil
+}

@@ -1,0 +1,178 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/runstate"
+)
+
+// TestNewcomerPath drives the real binary the way the README tells a newcomer to: `tasker
+// serve` with no DATABASE_URL (its private cluster, in a temporary data folder), then, as from
+// another shell, `tasker run-task`, `tasker status` and `tasker token create`, which find the
+// server's database by themselves; the task completes (GraphQL); after the server stops,
+// `tasker run-task` and `tasker status` say clearly that no server is running.
+func TestNewcomerPath(t *testing.T) {
+	t.Parallel()
+	bin := buildTasker(t)
+	dataDir := clusterDataDir(t)
+	s := startServeWithEnv(t, bin, "TASKER_DATA_DIR="+dataDir)
+	s.waitHealthy(t)
+
+	// run-task beside the server, with no database given.
+	out, stderr, code := runCLI(t, bin, dataDir, "run-task", "-template", "examples/linear_workflow", "-context", `{"batch_size": 2}`)
+	if code != 0 {
+		t.Fatalf("run-task exited %d: %s", code, stderr)
+	}
+	taskID := strings.TrimSpace(out)
+
+	// status says where everything is, and that it answers.
+	out, stderr, code = runCLI(t, bin, dataDir, "status")
+	if code != 0 {
+		t.Fatalf("status exited %d:\n%s%s", code, out, stderr)
+	}
+	t.Logf("tasker status:\n%s", out)
+	for _, want := range []string{dataDir, "http://" + s.addr + " (pid " + fmt.Sprint(s.cmd.Process.Pid), "postgres://postgres@127.0.0.1:",
+		fmt.Sprintf("postgres pid %d", s.postgresPID), "answering"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "NOT ANSWERING") {
+		t.Errorf("status reports a failure:\n%s", out)
+	}
+
+	// The workers run the task to complete; the playground's API shows it.
+	query := fmt.Sprintf(`{"query":"{ task(id: \"%s\") { status complete } }"}`, taskID)
+	var last string
+	if !eventually(30*time.Second, func() bool {
+		last = postGraphQL(t, s.addr, query)
+		return strings.Contains(last, `"status":"COMPLETE","complete":true`)
+	}) {
+		t.Fatalf("task %s did not complete within 30s: %s", taskID, last)
+	}
+	if out, _, _ = runCLI(t, bin, dataDir, "status"); !strings.Contains(out, "1 (1 complete)") {
+		t.Errorf("status does not count the completed task:\n%s", out)
+	}
+
+	// Open mode has no rate limit: a burst far above the default (50/s, burst 100) is served.
+	for i := range 250 {
+		if resp := postGraphQL(t, s.addr, `{"query":"{ namespaces { name } }"}`); strings.Contains(resp, "RATE_LIMITED") {
+			t.Fatalf("request %d of a burst refused in open mode: %s", i, resp)
+		}
+	}
+
+	// token create works beside the server.
+	out, stderr, code = runCLI(t, bin, dataDir, "token", "create", "-role", "reader", "-name", "newcomer")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || !strings.HasPrefix(lines[len(lines)-1], auth.TokenPrefix) {
+		t.Fatalf("token create exited %d: %s%s", code, out, stderr)
+	}
+
+	// A wrong template name lists the templates that exist.
+	_, stderr, code = runCLI(t, bin, dataDir, "run-task", "-template", "examples/nope")
+	if code != 1 || !strings.Contains(stderr, "examples/linear_workflow") || !strings.Contains(stderr, "examples/nope") {
+		t.Errorf("unknown template: exit %d, %q; want 1 and the templates listed", code, stderr)
+	}
+
+	// Stopped: the record is gone and the commands say no server is running.
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.wait(t); code != 0 {
+		t.Fatalf("tasker serve exited %d after SIGTERM, want 0", code)
+	}
+	if _, err := os.Stat(runstate.Path(dataDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the server record outlived the server: %v", err)
+	}
+	_, stderr, code = runCLI(t, bin, dataDir, "run-task", "-template", "examples/linear_workflow")
+	if want := "no tasker server is running with data folder " + dataDir + ": start one with `make run`"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("run-task with no server: exit %d, %q; want 1 and %q", code, stderr, want)
+	}
+	if out, _, code = runCLI(t, bin, dataDir, "status"); code != 1 || !strings.Contains(out, "not running") {
+		t.Errorf("status with no server: exit %d, %q; want 1 and not running", code, out)
+	}
+}
+
+// TestCommandLineUsage checks the usage of the binary: bare tasker prints usage and exits 2,
+// every command and token subcommand answers -h with its own usage and exits 0, and a missing
+// required flag is named.
+func TestCommandLineUsage(t *testing.T) {
+	t.Parallel()
+	bin := buildTasker(t)
+	dataDir := t.TempDir()
+	if _, stderr, code := runCLI(t, bin, dataDir); code != 2 || !strings.Contains(stderr, "usage: tasker <command>") {
+		t.Errorf("bare tasker: exit %d, stderr %q; want 2 and the usage", code, stderr)
+	}
+	if _, _, code := runCLI(t, bin, dataDir, "nope"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+	for _, args := range [][]string{
+		{"serve"}, {"demo"}, {"worker"}, {"migrate"}, {"run-task"}, {"seed"}, {"status"},
+		{"token"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
+	} {
+		name := strings.Join(args, " ")
+		out, stderr, code := runCLI(t, bin, dataDir, append(args, "-h")...)
+		if code != 0 || !strings.HasPrefix(out, "usage: tasker "+name+" ") || stderr != "" {
+			t.Errorf("%s -h: exit %d, stdout %q, stderr %q; want 0 and its usage", name, code, out, stderr)
+		}
+	}
+	for args, want := range map[string]string{
+		"token create":      "token create: -role is required (reader, operator or admin)",
+		"run-task":          "run-task: -template is required",
+		"run-task -nope":    "run-task: flag provided but not defined: -nope (run 'tasker run-task -h' for its flags)",
+		"token rotate":      `unknown token subcommand "rotate"`,
+		"status extra-args": "status: unexpected arguments",
+	} {
+		if _, stderr, code := runCLI(t, bin, dataDir, strings.Fields(args)...); code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("tasker %s: exit %d, stderr %q; want 1 and %q", args, code, stderr, want)
+		}
+	}
+}
+
+// runCLI runs `tasker args...` with dataDir as TASKER_DATA_DIR and without the caller's
+// DATABASE_URL and TASKER_* variables, and returns its output and exit code.
+func runCLI(t *testing.T, bin, dataDir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "TASKER_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "TASKER_DATA_DIR="+dataDir)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("running tasker %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// postGraphQL posts a GraphQL request body to the server at addr and returns the response.
+func postGraphQL(t *testing.T, addr, body string) string {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/query", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !json.Valid(b) {
+		t.Fatalf("POST /query: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}

@@ -1,0 +1,38 @@
+// Package store holds every write statement of the product, and the reads the write side
+// needs inside its transactions, as context-first methods on one handle. The whole catalogue
+// of statements that change data can be read here, file by area (engine.go, transitions.go,
+// tasks.go, tokens.go, …); the services above it (internal/orchestration, internal/auth,
+// internal/refresh, internal/retention, internal/seed, internal/template) hold the rules and
+// never see SQL.
+//
+// A Store is safe for concurrent use. Tx gives a Store whose every statement runs in one
+// transaction. Lists are passed as one array parameter with database.Array.
+package store
+
+import (
+	"context"
+	"database/sql"
+
+	"gorm.io/gorm"
+)
+
+// Store runs the write side's statements on one database handle (the product's one handle
+// type, a *gorm.DB over a pgx pool opened by internal/database), or on one transaction of it.
+type Store struct {
+	db *gorm.DB
+}
+
+// New returns a Store over db.
+func New(db *gorm.DB) *Store { return &Store{db: db} }
+
+// Tx runs fn in one transaction: every statement of the Store given to fn runs in it. The
+// transaction commits when fn returns nil and rolls back otherwise (fn's error is returned
+// as is). Within a transaction, Tx runs fn in a savepoint.
+func (s *Store) Tx(ctx context.Context, fn func(tx *Store) error, opts ...*sql.TxOptions) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return fn(&Store{db: tx})
+	}, opts...)
+}
+
+// conn is the handle for one statement under ctx.
+func (s *Store) conn(ctx context.Context) *gorm.DB { return s.db.WithContext(ctx) }

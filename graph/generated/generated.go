@@ -35,15 +35,11 @@ type ResolverRoot interface {
 	NamedTask() NamedTaskResolver
 	Query() QueryResolver
 	Step() StepResolver
-	StepDag() StepDagResolver
-	StepReadiness() StepReadinessResolver
 	StepTransition() StepTransitionResolver
 	Subscription() SubscriptionResolver
 	Task() TaskResolver
-	TaskExecutionContext() TaskExecutionContextResolver
 	TaskStatusSummary() TaskStatusSummaryResolver
 	TaskTransition() TaskTransitionResolver
-	TaskWorkflowSummary() TaskWorkflowSummaryResolver
 }
 
 type DirectiveRoot struct {
@@ -173,14 +169,14 @@ type ComplexityRoot struct {
 
 	StepDag struct {
 		ChildCount       func(childComplexity int) int
-		ChildStepIds     func(childComplexity int) int
+		ChildStepIDs     func(childComplexity int) int
 		DependencyLevel  func(childComplexity int) int
 		IsLeafStep       func(childComplexity int) int
 		IsRootStep       func(childComplexity int) int
 		MinDepthFromRoot func(childComplexity int) int
 		NamedStepID      func(childComplexity int) int
 		ParentCount      func(childComplexity int) int
-		ParentStepIds    func(childComplexity int) int
+		ParentStepIDs    func(childComplexity int) int
 		TaskID           func(childComplexity int) int
 		WorkflowStepID   func(childComplexity int) int
 	}
@@ -415,13 +411,6 @@ type StepResolver interface {
 	Children(ctx context.Context, obj *models.StepRecord) ([]models.StepRecord, error)
 	Transitions(ctx context.Context, obj *models.StepRecord) ([]models.StepTransitionRecord, error)
 }
-type StepDagResolver interface {
-	ParentStepIds(ctx context.Context, obj *models.StepDagRelationship) ([]int64, error)
-	ChildStepIds(ctx context.Context, obj *models.StepDagRelationship) ([]int64, error)
-}
-type StepReadinessResolver interface {
-	BlockingReason(ctx context.Context, obj *models.StepReadinessStatus) (*model.BlockingReason, error)
-}
 type StepTransitionResolver interface {
 	Step(ctx context.Context, obj *models.StepTransitionRecord) (*models.StepRecord, error)
 }
@@ -438,12 +427,6 @@ type TaskResolver interface {
 	WorkflowSummary(ctx context.Context, obj *models.TaskRecord) (*models.TaskWorkflowSummary, error)
 	Transitions(ctx context.Context, obj *models.TaskRecord) ([]models.TaskTransitionRecord, error)
 }
-type TaskExecutionContextResolver interface {
-	ExecutionStatus(ctx context.Context, obj *models.TaskExecutionContext) (model.ExecutionStatus, error)
-	RecommendedAction(ctx context.Context, obj *models.TaskExecutionContext) (model.RecommendedAction, error)
-
-	HealthStatus(ctx context.Context, obj *models.TaskExecutionContext) (model.HealthStatus, error)
-}
 type TaskStatusSummaryResolver interface {
 	OldestPendingAgeSeconds(ctx context.Context, obj *models.TaskStatusSummary) (*float64, error)
 
@@ -451,20 +434,6 @@ type TaskStatusSummaryResolver interface {
 }
 type TaskTransitionResolver interface {
 	Task(ctx context.Context, obj *models.TaskTransitionRecord) (*models.TaskRecord, error)
-}
-type TaskWorkflowSummaryResolver interface {
-	ExecutionStatus(ctx context.Context, obj *models.TaskWorkflowSummary) (model.ExecutionStatus, error)
-	RecommendedAction(ctx context.Context, obj *models.TaskWorkflowSummary) (model.RecommendedAction, error)
-
-	HealthStatus(ctx context.Context, obj *models.TaskWorkflowSummary) (model.HealthStatus, error)
-	RootStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error)
-
-	ReadyStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error)
-	BlockedStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error)
-	BlockingReasons(ctx context.Context, obj *models.TaskWorkflowSummary) ([]model.BlockingReason, error)
-	BlockedSteps(ctx context.Context, obj *models.TaskWorkflowSummary) ([]model.BlockedStep, error)
-
-	ParallelismPotential(ctx context.Context, obj *models.TaskWorkflowSummary) (model.ParallelismPotential, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -1056,11 +1025,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepDag.ChildCount(childComplexity), true
 	case "StepDag.childStepIds":
-		if e.ComplexityRoot.StepDag.ChildStepIds == nil {
+		if e.ComplexityRoot.StepDag.ChildStepIDs == nil {
 			break
 		}
 
-		return e.ComplexityRoot.StepDag.ChildStepIds(childComplexity), true
+		return e.ComplexityRoot.StepDag.ChildStepIDs(childComplexity), true
 	case "StepDag.dependencyLevel":
 		if e.ComplexityRoot.StepDag.DependencyLevel == nil {
 			break
@@ -1098,11 +1067,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.StepDag.ParentCount(childComplexity), true
 	case "StepDag.parentStepIds":
-		if e.ComplexityRoot.StepDag.ParentStepIds == nil {
+		if e.ComplexityRoot.StepDag.ParentStepIDs == nil {
 			break
 		}
 
-		return e.ComplexityRoot.StepDag.ParentStepIds(childComplexity), true
+		return e.ComplexityRoot.StepDag.ParentStepIDs(childComplexity), true
 	case "StepDag.taskId":
 		if e.ComplexityRoot.StepDag.TaskID == nil {
 			break
@@ -3806,7 +3775,7 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 
 // region    **************************** field.gotpl *****************************
 
-func (ec *executionContext) _BlockedStep_stepId(ctx context.Context, field graphql.CollectedField, obj *model.BlockedStep) (ret graphql.Marshaler) {
+func (ec *executionContext) _BlockedStep_stepId(ctx context.Context, field graphql.CollectedField, obj *models.BlockedStep) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3829,7 +3798,7 @@ func (ec *executionContext) fieldContext_BlockedStep_stepId(_ context.Context, f
 	return graphql.NewScalarFieldContext("BlockedStep", field, false, false, "ID")
 }
 
-func (ec *executionContext) _BlockedStep_blockingReason(ctx context.Context, field graphql.CollectedField, obj *model.BlockedStep) (ret graphql.Marshaler) {
+func (ec *executionContext) _BlockedStep_blockingReason(ctx context.Context, field graphql.CollectedField, obj *models.BlockedStep) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3841,8 +3810,8 @@ func (ec *executionContext) _BlockedStep_blockingReason(ctx context.Context, fie
 			return obj.BlockingReason, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.BlockingReason) graphql.Marshaler {
-			return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.BlockingReason) graphql.Marshaler {
+			return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, selections, v)
 		},
 		true,
 		true,
@@ -6245,7 +6214,7 @@ func (ec *executionContext) _StepDag_parentStepIds(ctx context.Context, field gr
 			return ec.fieldContext_StepDag_parentStepIds(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.StepDag().ParentStepIds(ctx, obj)
+			return obj.ParentStepIDs, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
@@ -6256,7 +6225,7 @@ func (ec *executionContext) _StepDag_parentStepIds(ctx context.Context, field gr
 	)
 }
 func (ec *executionContext) fieldContext_StepDag_parentStepIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("StepDag", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("StepDag", field, false, false, "ID")
 }
 
 func (ec *executionContext) _StepDag_childStepIds(ctx context.Context, field graphql.CollectedField, obj *models.StepDagRelationship) (ret graphql.Marshaler) {
@@ -6268,7 +6237,7 @@ func (ec *executionContext) _StepDag_childStepIds(ctx context.Context, field gra
 			return ec.fieldContext_StepDag_childStepIds(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.StepDag().ChildStepIds(ctx, obj)
+			return obj.ChildStepIDs, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
@@ -6279,7 +6248,7 @@ func (ec *executionContext) _StepDag_childStepIds(ctx context.Context, field gra
 	)
 }
 func (ec *executionContext) fieldContext_StepDag_childStepIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("StepDag", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("StepDag", field, false, false, "ID")
 }
 
 func (ec *executionContext) _StepDag_parentCount(ctx context.Context, field graphql.CollectedField, obj *models.StepDagRelationship) (ret graphql.Marshaler) {
@@ -7252,18 +7221,18 @@ func (ec *executionContext) _StepReadiness_blockingReason(ctx context.Context, f
 			return ec.fieldContext_StepReadiness_blockingReason(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.StepReadiness().BlockingReason(ctx, obj)
+			return obj.BlockingReason, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *model.BlockingReason) graphql.Marshaler {
-			return ec.marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *models.BlockingReason) graphql.Marshaler {
+			return ec.marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, selections, v)
 		},
 		true,
 		false,
 	)
 }
 func (ec *executionContext) fieldContext_StepReadiness_blockingReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("StepReadiness", field, true, true, "BlockingReason")
+	return graphql.NewScalarFieldContext("StepReadiness", field, false, false, "BlockingReason")
 }
 
 func (ec *executionContext) _StepTransition_id(ctx context.Context, field graphql.CollectedField, obj *models.StepTransitionRecord) (ret graphql.Marshaler) {
@@ -8428,18 +8397,18 @@ func (ec *executionContext) _TaskExecutionContext_executionStatus(ctx context.Co
 			return ec.fieldContext_TaskExecutionContext_executionStatus(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskExecutionContext().ExecutionStatus(ctx, obj)
+			return obj.ExecutionStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.ExecutionStatus) graphql.Marshaler {
-			return ec.marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐExecutionStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.ExecutionStatus) graphql.Marshaler {
+			return ec.marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskExecutionContext_executionStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskExecutionContext", field, true, true, "ExecutionStatus")
+	return graphql.NewScalarFieldContext("TaskExecutionContext", field, false, false, "ExecutionStatus")
 }
 
 func (ec *executionContext) _TaskExecutionContext_recommendedAction(ctx context.Context, field graphql.CollectedField, obj *models.TaskExecutionContext) (ret graphql.Marshaler) {
@@ -8451,18 +8420,18 @@ func (ec *executionContext) _TaskExecutionContext_recommendedAction(ctx context.
 			return ec.fieldContext_TaskExecutionContext_recommendedAction(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskExecutionContext().RecommendedAction(ctx, obj)
+			return obj.RecommendedAction, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.RecommendedAction) graphql.Marshaler {
-			return ec.marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRecommendedAction(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.RecommendedAction) graphql.Marshaler {
+			return ec.marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskExecutionContext_recommendedAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskExecutionContext", field, true, true, "RecommendedAction")
+	return graphql.NewScalarFieldContext("TaskExecutionContext", field, false, false, "RecommendedAction")
 }
 
 func (ec *executionContext) _TaskExecutionContext_completionPercentage(ctx context.Context, field graphql.CollectedField, obj *models.TaskExecutionContext) (ret graphql.Marshaler) {
@@ -8497,18 +8466,18 @@ func (ec *executionContext) _TaskExecutionContext_healthStatus(ctx context.Conte
 			return ec.fieldContext_TaskExecutionContext_healthStatus(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskExecutionContext().HealthStatus(ctx, obj)
+			return obj.HealthStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.HealthStatus) graphql.Marshaler {
-			return ec.marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐHealthStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.HealthStatus) graphql.Marshaler {
+			return ec.marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskExecutionContext_healthStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskExecutionContext", field, true, true, "HealthStatus")
+	return graphql.NewScalarFieldContext("TaskExecutionContext", field, false, false, "HealthStatus")
 }
 
 func (ec *executionContext) _TaskStatusSummaries_refreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.TaskStatusSummaries) (ret graphql.Marshaler) {
@@ -9412,18 +9381,18 @@ func (ec *executionContext) _TaskWorkflowSummary_executionStatus(ctx context.Con
 			return ec.fieldContext_TaskWorkflowSummary_executionStatus(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().ExecutionStatus(ctx, obj)
+			return obj.ExecutionStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.ExecutionStatus) graphql.Marshaler {
-			return ec.marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐExecutionStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.ExecutionStatus) graphql.Marshaler {
+			return ec.marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_executionStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ExecutionStatus")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "ExecutionStatus")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_recommendedAction(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9435,18 +9404,18 @@ func (ec *executionContext) _TaskWorkflowSummary_recommendedAction(ctx context.C
 			return ec.fieldContext_TaskWorkflowSummary_recommendedAction(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().RecommendedAction(ctx, obj)
+			return obj.RecommendedAction, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.RecommendedAction) graphql.Marshaler {
-			return ec.marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRecommendedAction(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.RecommendedAction) graphql.Marshaler {
+			return ec.marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_recommendedAction(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "RecommendedAction")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "RecommendedAction")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_completionPercentage(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9481,18 +9450,18 @@ func (ec *executionContext) _TaskWorkflowSummary_healthStatus(ctx context.Contex
 			return ec.fieldContext_TaskWorkflowSummary_healthStatus(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().HealthStatus(ctx, obj)
+			return obj.HealthStatus, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.HealthStatus) graphql.Marshaler {
-			return ec.marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐHealthStatus(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.HealthStatus) graphql.Marshaler {
+			return ec.marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_healthStatus(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "HealthStatus")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "HealthStatus")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_rootStepIds(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9504,7 +9473,7 @@ func (ec *executionContext) _TaskWorkflowSummary_rootStepIds(ctx context.Context
 			return ec.fieldContext_TaskWorkflowSummary_rootStepIds(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().RootStepIDs(ctx, obj)
+			return obj.RootStepIDs, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
@@ -9515,7 +9484,7 @@ func (ec *executionContext) _TaskWorkflowSummary_rootStepIds(ctx context.Context
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_rootStepIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "ID")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_rootStepCount(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9550,7 +9519,7 @@ func (ec *executionContext) _TaskWorkflowSummary_readyStepIds(ctx context.Contex
 			return ec.fieldContext_TaskWorkflowSummary_readyStepIds(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().ReadyStepIDs(ctx, obj)
+			return obj.ReadyStepIDs, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
@@ -9561,7 +9530,7 @@ func (ec *executionContext) _TaskWorkflowSummary_readyStepIds(ctx context.Contex
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_readyStepIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "ID")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_blockedStepIds(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9573,7 +9542,7 @@ func (ec *executionContext) _TaskWorkflowSummary_blockedStepIds(ctx context.Cont
 			return ec.fieldContext_TaskWorkflowSummary_blockedStepIds(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().BlockedStepIDs(ctx, obj)
+			return obj.BlockedStepIDs, nil
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
@@ -9584,7 +9553,7 @@ func (ec *executionContext) _TaskWorkflowSummary_blockedStepIds(ctx context.Cont
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_blockedStepIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ID")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "ID")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_blockingReasons(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9596,18 +9565,18 @@ func (ec *executionContext) _TaskWorkflowSummary_blockingReasons(ctx context.Con
 			return ec.fieldContext_TaskWorkflowSummary_blockingReasons(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().BlockingReasons(ctx, obj)
+			return obj.BlockingReasons, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []model.BlockingReason) graphql.Marshaler {
-			return ec.marshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []models.BlockingReason) graphql.Marshaler {
+			return ec.marshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_blockingReasons(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "BlockingReason")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "BlockingReason")
 }
 
 func (ec *executionContext) _TaskWorkflowSummary_blockedSteps(ctx context.Context, field graphql.CollectedField, obj *models.TaskWorkflowSummary) (ret graphql.Marshaler) {
@@ -9619,11 +9588,11 @@ func (ec *executionContext) _TaskWorkflowSummary_blockedSteps(ctx context.Contex
 			return ec.fieldContext_TaskWorkflowSummary_blockedSteps(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().BlockedSteps(ctx, obj)
+			return obj.BlockedSteps()
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []model.BlockedStep) graphql.Marshaler {
-			return ec.marshalNBlockedStep2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockedStepᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []models.BlockedStep) graphql.Marshaler {
+			return ec.marshalNBlockedStep2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockedStepᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -9634,7 +9603,7 @@ func (ec *executionContext) fieldContext_TaskWorkflowSummary_blockedSteps(_ cont
 		Object:     "TaskWorkflowSummary",
 		Field:      field,
 		IsMethod:   true,
-		IsResolver: true,
+		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_BlockedStep(ctx, field)
 		},
@@ -9674,18 +9643,18 @@ func (ec *executionContext) _TaskWorkflowSummary_parallelismPotential(ctx contex
 			return ec.fieldContext_TaskWorkflowSummary_parallelismPotential(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.TaskWorkflowSummary().ParallelismPotential(ctx, obj)
+			return obj.ParallelismPotential, nil
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v model.ParallelismPotential) graphql.Marshaler {
-			return ec.marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐParallelismPotential(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v models.ParallelismPotential) graphql.Marshaler {
+			return ec.marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_TaskWorkflowSummary_parallelismPotential(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, true, true, "ParallelismPotential")
+	return graphql.NewScalarFieldContext("TaskWorkflowSummary", field, false, false, "ParallelismPotential")
 }
 
 func (ec *executionContext) _Throughput_refreshedAt(ctx context.Context, field graphql.CollectedField, obj *models.HourlyThroughputs) (ret graphql.Marshaler) {
@@ -11040,7 +11009,7 @@ func (ec *executionContext) unmarshalInputStepFilter(ctx context.Context, obj an
 			it.State = data
 		case "blockingReason":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("blockingReason"))
-			data, err := ec.unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx, v)
+			data, err := ec.unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx, v)
 			if err != nil {
 				return it, err
 			}
@@ -11163,7 +11132,7 @@ func UnmarshalTaskFilter(ctx context.Context, raw any) (model.TaskFilter, error)
 
 var blockedStepImplementors = []string{"BlockedStep"}
 
-func (ec *executionContext) _BlockedStep(ctx context.Context, sel ast.SelectionSet, obj *model.BlockedStep) graphql.Marshaler {
+func (ec *executionContext) _BlockedStep(ctx context.Context, sel ast.SelectionSet, obj *models.BlockedStep) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, blockedStepImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -12025,59 +11994,57 @@ func (ec *executionContext) _StepDag(ctx context.Context, sel ast.SelectionSet, 
 		case "stepId":
 			out.Values[i] = ec._StepDag_stepId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "taskId":
 			out.Values[i] = ec._StepDag_taskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "namedStepId":
 			out.Values[i] = ec._StepDag_namedStepId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "parentStepIds":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._StepDag_parentStepIds(ctx, field, obj)
-				})
+			out.Values[i] = ec._StepDag_parentStepIds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "childStepIds":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._StepDag_childStepIds(ctx, field, obj)
-				})
+			out.Values[i] = ec._StepDag_childStepIds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "parentCount":
 			out.Values[i] = ec._StepDag_parentCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "childCount":
 			out.Values[i] = ec._StepDag_childCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "isRootStep":
 			out.Values[i] = ec._StepDag_isRootStep(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "isLeafStep":
 			out.Values[i] = ec._StepDag_isLeafStep(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "minDepthFromRoot":
 			out.Values[i] = ec._StepDag_minDepthFromRoot(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "dependencyLevel":
 			out.Values[i] = ec._StepDag_dependencyLevel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -12289,89 +12256,88 @@ func (ec *executionContext) _StepReadiness(ctx context.Context, sel ast.Selectio
 		case "stepId":
 			out.Values[i] = ec._StepReadiness_stepId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "taskId":
 			out.Values[i] = ec._StepReadiness_taskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "namedStepId":
 			out.Values[i] = ec._StepReadiness_namedStepId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "name":
 			out.Values[i] = ec._StepReadiness_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "currentState":
 			out.Values[i] = ec._StepReadiness_currentState(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "dependenciesSatisfied":
 			out.Values[i] = ec._StepReadiness_dependenciesSatisfied(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "retryEligible":
 			out.Values[i] = ec._StepReadiness_retryEligible(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "readyForExecution":
 			out.Values[i] = ec._StepReadiness_readyForExecution(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "lastFailureAt":
 			out.Values[i] = ec._StepReadiness_lastFailureAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "nextRetryAt":
 			out.Values[i] = ec._StepReadiness_nextRetryAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "totalParents":
 			out.Values[i] = ec._StepReadiness_totalParents(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "completedParents":
 			out.Values[i] = ec._StepReadiness_completedParents(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "attempts":
 			out.Values[i] = ec._StepReadiness_attempts(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "retryLimit":
 			out.Values[i] = ec._StepReadiness_retryLimit(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "backoffRequestSeconds":
 			out.Values[i] = ec._StepReadiness_backoffRequestSeconds(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "lastAttemptedAt":
 			out.Values[i] = ec._StepReadiness_lastAttemptedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "blockingReason":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, false,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._StepReadiness_blockingReason(ctx, field, obj)
-				})
+			out.Values[i] = ec._StepReadiness_blockingReason(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -12704,76 +12670,73 @@ func (ec *executionContext) _TaskExecutionContext(ctx context.Context, sel ast.S
 		case "taskId":
 			out.Values[i] = ec._TaskExecutionContext_taskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "namedTaskId":
 			out.Values[i] = ec._TaskExecutionContext_namedTaskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "status":
 			out.Values[i] = ec._TaskExecutionContext_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "totalSteps":
 			out.Values[i] = ec._TaskExecutionContext_totalSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "pendingSteps":
 			out.Values[i] = ec._TaskExecutionContext_pendingSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "inProgressSteps":
 			out.Values[i] = ec._TaskExecutionContext_inProgressSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "completedSteps":
 			out.Values[i] = ec._TaskExecutionContext_completedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "failedSteps":
 			out.Values[i] = ec._TaskExecutionContext_failedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "readySteps":
 			out.Values[i] = ec._TaskExecutionContext_readySteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "permanentlyBlockedSteps":
 			out.Values[i] = ec._TaskExecutionContext_permanentlyBlockedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "executionStatus":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskExecutionContext_executionStatus(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskExecutionContext_executionStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "recommendedAction":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskExecutionContext_recommendedAction(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskExecutionContext_recommendedAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "completionPercentage":
 			out.Values[i] = ec._TaskExecutionContext_completionPercentage(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "healthStatus":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskExecutionContext_healthStatus(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskExecutionContext_healthStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -13032,122 +12995,113 @@ func (ec *executionContext) _TaskWorkflowSummary(ctx context.Context, sel ast.Se
 		case "taskId":
 			out.Values[i] = ec._TaskWorkflowSummary_taskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "namedTaskId":
 			out.Values[i] = ec._TaskWorkflowSummary_namedTaskId(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "status":
 			out.Values[i] = ec._TaskWorkflowSummary_status(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "totalSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_totalSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "pendingSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_pendingSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "inProgressSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_inProgressSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "completedSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_completedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "failedSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_failedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "readySteps":
 			out.Values[i] = ec._TaskWorkflowSummary_readySteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "permanentlyBlockedSteps":
 			out.Values[i] = ec._TaskWorkflowSummary_permanentlyBlockedSteps(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "executionStatus":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_executionStatus(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_executionStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "recommendedAction":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_recommendedAction(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_recommendedAction(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "completionPercentage":
 			out.Values[i] = ec._TaskWorkflowSummary_completionPercentage(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "healthStatus":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_healthStatus(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_healthStatus(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "rootStepIds":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_rootStepIds(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_rootStepIds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "rootStepCount":
 			out.Values[i] = ec._TaskWorkflowSummary_rootStepCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "readyStepIds":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_readyStepIds(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_readyStepIds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "blockedStepIds":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_blockedStepIds(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_blockedStepIds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "blockingReasons":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_blockingReasons(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_blockingReasons(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "blockedSteps":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_blockedSteps(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_blockedSteps(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "maxDependencyLevel":
 			out.Values[i] = ec._TaskWorkflowSummary_maxDependencyLevel(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				atomic.AddUint32(&out.Invalids, 1)
+				out.Invalids++
 			}
 		case "parallelismPotential":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
-				true, true,
-				func(ctx context.Context) graphql.Marshaler {
-					return ec._TaskWorkflowSummary_parallelismPotential(ctx, field, obj)
-				})
+			out.Values[i] = ec._TaskWorkflowSummary_parallelismPotential(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -13613,15 +13567,15 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
-func (ec *executionContext) marshalNBlockedStep2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockedStep(ctx context.Context, sel ast.SelectionSet, v model.BlockedStep) graphql.Marshaler {
+func (ec *executionContext) marshalNBlockedStep2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockedStep(ctx context.Context, sel ast.SelectionSet, v models.BlockedStep) graphql.Marshaler {
 	return ec._BlockedStep(ctx, sel, &v)
 }
 
-func (ec *executionContext) marshalNBlockedStep2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockedStepᚄ(ctx context.Context, sel ast.SelectionSet, v []model.BlockedStep) graphql.Marshaler {
+func (ec *executionContext) marshalNBlockedStep2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockedStepᚄ(ctx context.Context, sel ast.SelectionSet, v []models.BlockedStep) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNBlockedStep2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockedStep(ctx, sel, v[i])
+		return ec.marshalNBlockedStep2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockedStep(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -13633,23 +13587,49 @@ func (ec *executionContext) marshalNBlockedStep2ᚕgithubᚗcomᚋtaskerhqᚋtas
 	return ret
 }
 
-func (ec *executionContext) unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx context.Context, v any) (model.BlockingReason, error) {
-	var res model.BlockingReason
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx context.Context, v any) (models.BlockingReason, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx context.Context, sel ast.SelectionSet, v model.BlockingReason) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx context.Context, sel ast.SelectionSet, v models.BlockingReason) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "BlockingReason!")
+	}
+	return res
 }
 
-func (ec *executionContext) unmarshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, v any) ([]model.BlockingReason, error) {
+var (
+	unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason = map[string]models.BlockingReason{
+		"ALREADY_PROCESSED":          models.ReasonAlreadyProcessed,
+		"IN_PROGRESS":                models.ReasonInProgress,
+		"TERMINAL_STATE":             models.ReasonTerminalState,
+		"DEPENDENCIES_NOT_SATISFIED": models.ReasonDependenciesNotSatisfied,
+		"RETRIES_EXHAUSTED":          models.ReasonRetriesExhausted,
+		"NOT_RETRYABLE":              models.ReasonNotRetryable,
+		"BACKOFF":                    models.ReasonBackoff,
+	}
+	marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason = map[models.BlockingReason]string{
+		models.ReasonAlreadyProcessed:         "ALREADY_PROCESSED",
+		models.ReasonInProgress:               "IN_PROGRESS",
+		models.ReasonTerminalState:            "TERMINAL_STATE",
+		models.ReasonDependenciesNotSatisfied: "DEPENDENCIES_NOT_SATISFIED",
+		models.ReasonRetriesExhausted:         "RETRIES_EXHAUSTED",
+		models.ReasonNotRetryable:             "NOT_RETRYABLE",
+		models.ReasonBackoff:                  "BACKOFF",
+	}
+)
+
+func (ec *executionContext) unmarshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx context.Context, v any) ([]models.BlockingReason, error) {
 	vSlice := graphql.CoerceList(v)
 	var err error
-	res := make([]model.BlockingReason, len(vSlice))
+	res := make([]models.BlockingReason, len(vSlice))
 	for i := range vSlice {
 		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
-		res[i], err = ec.unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, vSlice[i])
+		res[i], err = ec.unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, vSlice[i])
 		if err != nil {
 			return nil, err
 		}
@@ -13657,11 +13637,11 @@ func (ec *executionContext) unmarshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhq�
 	return res, nil
 }
 
-func (ec *executionContext) marshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, sel ast.SelectionSet, v []model.BlockingReason) graphql.Marshaler {
+func (ec *executionContext) marshalNBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx context.Context, sel ast.SelectionSet, v []models.BlockingReason) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, sel, v[i])
+		return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -13742,15 +13722,37 @@ func (ec *executionContext) marshalNDashboard2ᚖgithubᚗcomᚋtaskerhqᚋtaske
 	return ec._Dashboard(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐExecutionStatus(ctx context.Context, v any) (model.ExecutionStatus, error) {
-	var res model.ExecutionStatus
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus(ctx context.Context, v any) (models.ExecutionStatus, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐExecutionStatus(ctx context.Context, sel ast.SelectionSet, v model.ExecutionStatus) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus(ctx context.Context, sel ast.SelectionSet, v models.ExecutionStatus) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "ExecutionStatus!")
+	}
+	return res
 }
+
+var (
+	unmarshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus = map[string]models.ExecutionStatus{
+		"HAS_READY_STEPS":          models.ExecutionHasReadySteps,
+		"PROCESSING":               models.ExecutionProcessing,
+		"BLOCKED_BY_FAILURES":      models.ExecutionBlockedByFailures,
+		"ALL_COMPLETE":             models.ExecutionAllComplete,
+		"WAITING_FOR_DEPENDENCIES": models.ExecutionWaitingForDependencies,
+	}
+	marshalNExecutionStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐExecutionStatus = map[models.ExecutionStatus]string{
+		models.ExecutionHasReadySteps:          "HAS_READY_STEPS",
+		models.ExecutionProcessing:             "PROCESSING",
+		models.ExecutionBlockedByFailures:      "BLOCKED_BY_FAILURES",
+		models.ExecutionAllComplete:            "ALL_COMPLETE",
+		models.ExecutionWaitingForDependencies: "WAITING_FOR_DEPENDENCIES",
+	}
+)
 
 func (ec *executionContext) unmarshalNFloat2float64(ctx context.Context, v any) (float64, error) {
 	res, err := graphql.UnmarshalFloatContext(ctx, v)
@@ -13766,15 +13768,33 @@ func (ec *executionContext) marshalNFloat2float64(ctx context.Context, sel ast.S
 	return graphql.WrapContextMarshaler(ctx, res)
 }
 
-func (ec *executionContext) unmarshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐHealthStatus(ctx context.Context, v any) (model.HealthStatus, error) {
-	var res model.HealthStatus
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus(ctx context.Context, v any) (models.HealthStatus, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐHealthStatus(ctx context.Context, sel ast.SelectionSet, v model.HealthStatus) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus(ctx context.Context, sel ast.SelectionSet, v models.HealthStatus) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "HealthStatus!")
+	}
+	return res
 }
+
+var (
+	unmarshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus = map[string]models.HealthStatus{
+		"HEALTHY":    models.HealthHealthy,
+		"RECOVERING": models.HealthRecovering,
+		"BLOCKED":    models.HealthBlocked,
+	}
+	marshalNHealthStatus2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHealthStatus = map[models.HealthStatus]string{
+		models.HealthHealthy:    "HEALTHY",
+		models.HealthRecovering: "RECOVERING",
+		models.HealthBlocked:    "BLOCKED",
+	}
+)
 
 func (ec *executionContext) marshalNHourlyThroughput2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐHourlyThroughput(ctx context.Context, sel ast.SelectionSet, v models.HourlyThroughput) graphql.Marshaler {
 	return ec._HourlyThroughput(ctx, sel, &v)
@@ -13967,15 +13987,35 @@ func (ec *executionContext) marshalNPageInfo2ᚖgithubᚗcomᚋtaskerhqᚋtasker
 	return ec._PageInfo(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐParallelismPotential(ctx context.Context, v any) (model.ParallelismPotential, error) {
-	var res model.ParallelismPotential
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential(ctx context.Context, v any) (models.ParallelismPotential, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐParallelismPotential(ctx context.Context, sel ast.SelectionSet, v model.ParallelismPotential) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential(ctx context.Context, sel ast.SelectionSet, v models.ParallelismPotential) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "ParallelismPotential!")
+	}
+	return res
 }
+
+var (
+	unmarshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential = map[string]models.ParallelismPotential{
+		"HIGH_PARALLELISM":     models.ParallelismHigh,
+		"MODERATE_PARALLELISM": models.ParallelismModerate,
+		"SEQUENTIAL_ONLY":      models.ParallelismSequentialOnly,
+		"NO_READY_WORK":        models.ParallelismNoReadyWork,
+	}
+	marshalNParallelismPotential2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐParallelismPotential = map[models.ParallelismPotential]string{
+		models.ParallelismHigh:           "HIGH_PARALLELISM",
+		models.ParallelismModerate:       "MODERATE_PARALLELISM",
+		models.ParallelismSequentialOnly: "SEQUENTIAL_ONLY",
+		models.ParallelismNoReadyWork:    "NO_READY_WORK",
+	}
+)
 
 func (ec *executionContext) marshalNReadModel2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐReadModelStatus(ctx context.Context, sel ast.SelectionSet, v models.ReadModelStatus) graphql.Marshaler {
 	return ec._ReadModel(ctx, sel, &v)
@@ -14005,15 +14045,37 @@ func (ec *executionContext) marshalNReadModel2ᚖgithubᚗcomᚋtaskerhqᚋtaske
 	return ec._ReadModel(ctx, sel, v)
 }
 
-func (ec *executionContext) unmarshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRecommendedAction(ctx context.Context, v any) (model.RecommendedAction, error) {
-	var res model.RecommendedAction
-	err := res.UnmarshalGQL(v)
+func (ec *executionContext) unmarshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction(ctx context.Context, v any) (models.RecommendedAction, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction[tmp]
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRecommendedAction(ctx context.Context, sel ast.SelectionSet, v model.RecommendedAction) graphql.Marshaler {
-	return v
+func (ec *executionContext) marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction(ctx context.Context, sel ast.SelectionSet, v models.RecommendedAction) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction[v])
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "RecommendedAction!")
+	}
+	return res
 }
+
+var (
+	unmarshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction = map[string]models.RecommendedAction{
+		"EXECUTE_READY_STEPS":   models.ActionExecuteReadySteps,
+		"WAIT_FOR_COMPLETION":   models.ActionWaitForCompletion,
+		"HANDLE_FAILURES":       models.ActionHandleFailures,
+		"FINALIZE_TASK":         models.ActionFinalizeTask,
+		"WAIT_FOR_DEPENDENCIES": models.ActionWaitForDependencies,
+	}
+	marshalNRecommendedAction2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐRecommendedAction = map[models.RecommendedAction]string{
+		models.ActionExecuteReadySteps:   "EXECUTE_READY_STEPS",
+		models.ActionWaitForCompletion:   "WAIT_FOR_COMPLETION",
+		models.ActionHandleFailures:      "HANDLE_FAILURES",
+		models.ActionFinalizeTask:        "FINALIZE_TASK",
+		models.ActionWaitForDependencies: "WAIT_FOR_DEPENDENCIES",
+	}
+)
 
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
 	var res model.Role
@@ -14501,16 +14563,16 @@ func (ec *executionContext) marshalN__TypeKind2string(ctx context.Context, sel a
 	return res
 }
 
-func (ec *executionContext) unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, v any) ([]model.BlockingReason, error) {
+func (ec *executionContext) unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx context.Context, v any) ([]models.BlockingReason, error) {
 	if v == nil {
 		return nil, nil
 	}
 	vSlice := graphql.CoerceList(v)
 	var err error
-	res := make([]model.BlockingReason, len(vSlice))
+	res := make([]models.BlockingReason, len(vSlice))
 	for i := range vSlice {
 		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
-		res[i], err = ec.unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, vSlice[i])
+		res[i], err = ec.unmarshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, vSlice[i])
 		if err != nil {
 			return nil, err
 		}
@@ -14518,14 +14580,14 @@ func (ec *executionContext) unmarshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhq�
 	return res, nil
 }
 
-func (ec *executionContext) marshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReasonᚄ(ctx context.Context, sel ast.SelectionSet, v []model.BlockingReason) graphql.Marshaler {
+func (ec *executionContext) marshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReasonᚄ(ctx context.Context, sel ast.SelectionSet, v []models.BlockingReason) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx, sel, v[i])
+		return ec.marshalNBlockingReason2githubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -14537,21 +14599,45 @@ func (ec *executionContext) marshalOBlockingReason2ᚕgithubᚗcomᚋtaskerhqᚋ
 	return ret
 }
 
-func (ec *executionContext) unmarshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx context.Context, v any) (*model.BlockingReason, error) {
+func (ec *executionContext) unmarshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx context.Context, v any) (*models.BlockingReason, error) {
 	if v == nil {
 		return nil, nil
 	}
-	var res = new(model.BlockingReason)
-	err := res.UnmarshalGQL(v)
-	return res, graphql.ErrorOnPath(ctx, err)
+	tmp, err := graphql.UnmarshalString(v)
+	res := unmarshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason[tmp]
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
-func (ec *executionContext) marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋgraphᚋmodelᚐBlockingReason(ctx context.Context, sel ast.SelectionSet, v *model.BlockingReason) graphql.Marshaler {
+func (ec *executionContext) marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason(ctx context.Context, sel ast.SelectionSet, v *models.BlockingReason) graphql.Marshaler {
 	if v == nil {
 		return graphql.Null
 	}
-	return v
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason[*v])
+	return res
 }
+
+var (
+	unmarshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason = map[string]models.BlockingReason{
+		"ALREADY_PROCESSED":          models.ReasonAlreadyProcessed,
+		"IN_PROGRESS":                models.ReasonInProgress,
+		"TERMINAL_STATE":             models.ReasonTerminalState,
+		"DEPENDENCIES_NOT_SATISFIED": models.ReasonDependenciesNotSatisfied,
+		"RETRIES_EXHAUSTED":          models.ReasonRetriesExhausted,
+		"NOT_RETRYABLE":              models.ReasonNotRetryable,
+		"BACKOFF":                    models.ReasonBackoff,
+	}
+	marshalOBlockingReason2ᚖgithubᚗcomᚋtaskerhqᚋtaskerᚋinternalᚋmodelsᚐBlockingReason = map[models.BlockingReason]string{
+		models.ReasonAlreadyProcessed:         "ALREADY_PROCESSED",
+		models.ReasonInProgress:               "IN_PROGRESS",
+		models.ReasonTerminalState:            "TERMINAL_STATE",
+		models.ReasonDependenciesNotSatisfied: "DEPENDENCIES_NOT_SATISFIED",
+		models.ReasonRetriesExhausted:         "RETRIES_EXHAUSTED",
+		models.ReasonNotRetryable:             "NOT_RETRYABLE",
+		models.ReasonBackoff:                  "BACKOFF",
+	}
+)
 
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {
 	res, err := graphql.UnmarshalBoolean(v)

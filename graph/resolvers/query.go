@@ -15,7 +15,7 @@ import (
 // statement), so the cursor is never later than the page: every transition the page may not
 // show has a larger id.
 func (r *Resolver) tasksPage(ctx context.Context, filter *model.TaskFilter, first *int, after *string) (*model.TaskConnection, error) {
-	req, err := parsePageRequest(filter, first, after)
+	req, err := parseTasksPage(filter, first, after)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func selects(ctx context.Context, name string) bool {
 // stepsPage validates a Query.steps request and reads one page: the readiness rows (one
 // statement), then the steps and the fields selected on them (one statement per level).
 func (r *Resolver) stepsPage(ctx context.Context, filter *model.StepFilter, first *int, after *string) (*model.StepConnection, error) {
-	req, err := parseStepPageRequest(filter, first, after)
+	req, err := parseStepsPage(filter, first, after)
 	if err != nil {
 		return nil, err
 	}

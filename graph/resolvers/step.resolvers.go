@@ -46,18 +46,6 @@ func (r *stepResolver) Transitions(ctx context.Context, obj *models.StepRecord) 
 	return loaders.StepTransitions(ctx, obj.WorkflowStepID)
 }
 
-func (r *stepDagResolver) ParentStepIds(ctx context.Context, obj *models.StepDagRelationship) ([]int64, error) {
-	return obj.ParentStepIDs, nil
-}
-
-func (r *stepDagResolver) ChildStepIds(ctx context.Context, obj *models.StepDagRelationship) ([]int64, error) {
-	return obj.ChildStepIDs, nil
-}
-
-func (r *stepReadinessResolver) BlockingReason(ctx context.Context, obj *models.StepReadinessStatus) (*model.BlockingReason, error) {
-	return optionalEnum[model.BlockingReason](obj.BlockingReason)
-}
-
 func (r *stepTransitionResolver) Step(ctx context.Context, obj *models.StepTransitionRecord) (*models.StepRecord, error) {
 	return loaders.Step(ctx, obj.WorkflowStepID)
 }
@@ -68,17 +56,11 @@ func (r *subscriptionResolver) StepTransitions(ctx context.Context, taskID *int6
 
 func (r *Resolver) Step() generated.StepResolver { return &stepResolver{r} }
 
-func (r *Resolver) StepDag() generated.StepDagResolver { return &stepDagResolver{r} }
-
-func (r *Resolver) StepReadiness() generated.StepReadinessResolver { return &stepReadinessResolver{r} }
-
 func (r *Resolver) StepTransition() generated.StepTransitionResolver {
 	return &stepTransitionResolver{r}
 }
 
 type (
 	stepResolver           struct{ *Resolver }
-	stepDagResolver        struct{ *Resolver }
-	stepReadinessResolver  struct{ *Resolver }
 	stepTransitionResolver struct{ *Resolver }
 )

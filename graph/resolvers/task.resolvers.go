@@ -50,56 +50,8 @@ func (r *taskResolver) Transitions(ctx context.Context, obj *models.TaskRecord) 
 	return loaders.TaskTransitions(ctx, obj.TaskID)
 }
 
-func (r *taskExecutionContextResolver) ExecutionStatus(ctx context.Context, obj *models.TaskExecutionContext) (model.ExecutionStatus, error) {
-	return enumValue[model.ExecutionStatus](obj.ExecutionStatus)
-}
-
-func (r *taskExecutionContextResolver) RecommendedAction(ctx context.Context, obj *models.TaskExecutionContext) (model.RecommendedAction, error) {
-	return enumValue[model.RecommendedAction](obj.RecommendedAction)
-}
-
-func (r *taskExecutionContextResolver) HealthStatus(ctx context.Context, obj *models.TaskExecutionContext) (model.HealthStatus, error) {
-	return enumValue[model.HealthStatus](obj.HealthStatus)
-}
-
 func (r *taskTransitionResolver) Task(ctx context.Context, obj *models.TaskTransitionRecord) (*models.TaskRecord, error) {
 	return loaders.Task(ctx, obj.TaskID)
-}
-
-func (r *taskWorkflowSummaryResolver) ExecutionStatus(ctx context.Context, obj *models.TaskWorkflowSummary) (model.ExecutionStatus, error) {
-	return enumValue[model.ExecutionStatus](obj.ExecutionStatus)
-}
-
-func (r *taskWorkflowSummaryResolver) RecommendedAction(ctx context.Context, obj *models.TaskWorkflowSummary) (model.RecommendedAction, error) {
-	return enumValue[model.RecommendedAction](obj.RecommendedAction)
-}
-
-func (r *taskWorkflowSummaryResolver) HealthStatus(ctx context.Context, obj *models.TaskWorkflowSummary) (model.HealthStatus, error) {
-	return enumValue[model.HealthStatus](obj.HealthStatus)
-}
-
-func (r *taskWorkflowSummaryResolver) RootStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error) {
-	return obj.RootStepIDs, nil
-}
-
-func (r *taskWorkflowSummaryResolver) ReadyStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error) {
-	return obj.ReadyStepIDs, nil
-}
-
-func (r *taskWorkflowSummaryResolver) BlockedStepIDs(ctx context.Context, obj *models.TaskWorkflowSummary) ([]int64, error) {
-	return obj.BlockedStepIDs, nil
-}
-
-func (r *taskWorkflowSummaryResolver) BlockingReasons(ctx context.Context, obj *models.TaskWorkflowSummary) ([]model.BlockingReason, error) {
-	return enumList[model.BlockingReason](obj.BlockingReasons)
-}
-
-func (r *taskWorkflowSummaryResolver) BlockedSteps(ctx context.Context, obj *models.TaskWorkflowSummary) ([]model.BlockedStep, error) {
-	return blockedSteps(obj)
-}
-
-func (r *taskWorkflowSummaryResolver) ParallelismPotential(ctx context.Context, obj *models.TaskWorkflowSummary) (model.ParallelismPotential, error) {
-	return enumValue[model.ParallelismPotential](obj.ParallelismPotential)
 }
 
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
@@ -108,23 +60,13 @@ func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subsc
 
 func (r *Resolver) Task() generated.TaskResolver { return &taskResolver{r} }
 
-func (r *Resolver) TaskExecutionContext() generated.TaskExecutionContextResolver {
-	return &taskExecutionContextResolver{r}
-}
-
 func (r *Resolver) TaskTransition() generated.TaskTransitionResolver {
 	return &taskTransitionResolver{r}
 }
 
-func (r *Resolver) TaskWorkflowSummary() generated.TaskWorkflowSummaryResolver {
-	return &taskWorkflowSummaryResolver{r}
-}
-
 type (
-	queryResolver                struct{ *Resolver }
-	subscriptionResolver         struct{ *Resolver }
-	taskResolver                 struct{ *Resolver }
-	taskExecutionContextResolver struct{ *Resolver }
-	taskTransitionResolver       struct{ *Resolver }
-	taskWorkflowSummaryResolver  struct{ *Resolver }
+	queryResolver          struct{ *Resolver }
+	subscriptionResolver   struct{ *Resolver }
+	taskResolver           struct{ *Resolver }
+	taskTransitionResolver struct{ *Resolver }
 )

@@ -2,13 +2,14 @@ package models
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/database"
 )
 
 // The batch readers below serve the GraphQL API's dataloaders. Each runs exactly one SQL
@@ -180,11 +181,7 @@ func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, l
 	}
 	q.WriteString(`) AS page WHERE true`)
 	if len(f.Statuses) > 0 {
-		statuses := make(textArray, len(f.Statuses))
-		for i, s := range f.Statuses {
-			statuses[i] = string(s)
-		}
-		cond("page.status = ANY(CAST(? AS text[]))", statuses)
+		cond("page.status = ANY(CAST(? AS text[]))", database.Array[State](f.Statuses))
 	}
 	q.WriteString(` ORDER BY page.task_id DESC LIMIT ?`)
 	args = append(args, limit)
@@ -202,7 +199,7 @@ func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, l
 func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, taskID int64, limit int) ([]StepTransitionRecord, error) {
 	var rows []StepTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_step_transitions_after(@after, CAST(@exclude AS bigint[]), @task, @limit)`,
-		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "task": taskID, "limit": limit}).
+		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "task": taskID, "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading step transitions after %d: %w", afterID, err)
@@ -216,7 +213,7 @@ func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, namespace string, limit int) ([]TaskTransitionRecord, error) {
 	var rows []TaskTransitionRecord
 	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), @namespace, @limit)`,
-		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "namespace": namespace, "limit": limit}).
+		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "namespace": namespace, "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
@@ -236,7 +233,7 @@ func TaskTransitionsWithNamespaceAfter(ctx context.Context, db *gorm.DB, afterID
 			WHERE t.task_id = tr.task_id) AS namespace
 		FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), '', @limit) tr
 		ORDER BY tr.id`,
-		map[string]any{"after": afterID, "exclude": Int64Array(exclude), "limit": limit}).
+		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "limit": limit}).
 		Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
@@ -268,31 +265,8 @@ func rawRows[T any](ctx context.Context, db *gorm.DB, doing string, ids []int64,
 	if len(ids) == 0 {
 		return rows, nil
 	}
-	if err := db.WithContext(ctx).Raw(query, Int64Array(ids)).Scan(&rows).Error; err != nil {
+	if err := db.WithContext(ctx).Raw(query, database.Array[int64](ids)).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("%s: %w", doing, err)
 	}
 	return rows, nil
-}
-
-// textArray passes a list of strings as one PostgreSQL text[] parameter.
-type textArray []string
-
-// Value renders the array as a PostgreSQL array literal with every element quoted.
-func (a textArray) Value() (driver.Value, error) {
-	b := []byte{'{'}
-	for i, s := range a {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		for _, r := range []byte(s) {
-			if r == '"' || r == '\\' {
-				b = append(b, '\\')
-			}
-			b = append(b, r)
-		}
-		b = append(b, '"')
-	}
-	b = append(b, '}')
-	return string(b), nil
 }

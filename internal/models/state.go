@@ -25,7 +25,7 @@ func ParseState(s string) (State, error) {
 			return st, nil
 		}
 	}
-	return "", fmt.Errorf("unknown state %q (want one of pending, in_progress, complete, error, cancelled, resolved_manually)", s)
+	return "", fmt.Errorf("unknown state %q (want one of %s)", s, joinLabels(AllStates))
 }
 
 // SatisfiesDependency reports whether a parent in this state lets its children run.

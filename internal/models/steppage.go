@@ -4,26 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"gorm.io/gorm"
-)
 
-// The blocking reasons of SEMANTICS §3.4, as tasker_step_readiness_statuses spells them, in
-// the order in which the first that applies is chosen.
-const (
-	ReasonAlreadyProcessed         = "already_processed"
-	ReasonInProgress               = "in_progress"
-	ReasonTerminalState            = "terminal_state"
-	ReasonDependenciesNotSatisfied = "dependencies_not_satisfied"
-	ReasonRetriesExhausted         = "retries_exhausted"
-	ReasonNotRetryable             = "not_retryable"
-	ReasonBackoff                  = "backoff"
+	"github.com/taskerhq/tasker/internal/database"
 )
-
-// BlockingReasons lists every blocking reason in the order of SEMANTICS §3.4.
-var BlockingReasons = []string{ReasonAlreadyProcessed, ReasonInProgress, ReasonTerminalState,
-	ReasonDependenciesNotSatisfied, ReasonRetriesExhausted, ReasonNotRetryable, ReasonBackoff}
 
 // StepFilter selects steps for ReadinessPage; zero fields do not filter, and every given
 // condition must hold.
@@ -34,7 +21,7 @@ type StepFilter struct {
 	States []State
 	// BlockingReasons keeps the steps whose blocking_reason is one of these (ready steps have
 	// none, so they never match).
-	BlockingReasons []string
+	BlockingReasons []BlockingReason
 	// Namespace keeps the steps of tasks in the namespace of this name.
 	Namespace string
 	// TaskID keeps the steps of this task.
@@ -84,12 +71,8 @@ func (f StepFilter) Validate() error {
 		}
 	}
 	for _, r := range f.BlockingReasons {
-		known := false
-		for _, k := range BlockingReasons {
-			known = known || r == k
-		}
-		if !known {
-			return fmt.Errorf("unknown blocking reason %q (want one of %s)", r, strings.Join(BlockingReasons, ", "))
+		if !slices.Contains(BlockingReasons, r) {
+			return fmt.Errorf("unknown blocking reason %q (want one of %s)", r, joinLabels(BlockingReasons))
 		}
 	}
 	if f.TaskID < 0 {
@@ -173,16 +156,12 @@ func readinessBranch(f StepFilter, beforeID int64, scan string) (string, []any) 
 		}
 	}
 	if len(f.States) > 0 {
-		states := make(textArray, len(f.States))
-		for i, s := range f.States {
-			states[i] = string(s)
-		}
 		q.WriteString(` AND r.current_state = ANY(CAST(? AS text[]))`)
-		args = append(args, states)
+		args = append(args, database.Array[State](f.States))
 	}
 	if len(f.BlockingReasons) > 0 {
 		q.WriteString(` AND r.blocking_reason = ANY(CAST(? AS text[]))`)
-		args = append(args, textArray(f.BlockingReasons))
+		args = append(args, database.Array[BlockingReason](f.BlockingReasons))
 	}
 	return q.String(), args
 }

@@ -117,16 +117,16 @@ func TestReadinessPageMatchesBaseline(t *testing.T) {
 			}},
 		{"ready and in error", models.StepFilter{Ready: &yes, States: []models.State{models.StateError}},
 			func(s stepInfo) bool { return s.ReadyForExecution && s.CurrentState == models.StateError }},
-		{"ready with a reason (none)", models.StepFilter{Ready: &yes, BlockingReasons: []string{models.ReasonBackoff}},
+		{"ready with a reason (none)", models.StepFilter{Ready: &yes, BlockingReasons: []models.BlockingReason{models.ReasonBackoff}},
 			func(stepInfo) bool { return false }},
-		{"running or retrying", models.StepFilter{BlockingReasons: []string{models.ReasonInProgress, models.ReasonBackoff}},
+		{"running or retrying", models.StepFilter{BlockingReasons: []models.BlockingReason{models.ReasonInProgress, models.ReasonBackoff}},
 			func(s stepInfo) bool {
-				return s.BlockingReason == models.ReasonInProgress || s.BlockingReason == models.ReasonBackoff
+				return models.BlockingReason(s.BlockingReason) == models.ReasonInProgress || models.BlockingReason(s.BlockingReason) == models.ReasonBackoff
 			}},
-		{"waiting: dependencies or backoff", models.StepFilter{BlockingReasons: []string{
+		{"waiting: dependencies or backoff", models.StepFilter{BlockingReasons: []models.BlockingReason{
 			models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
 			func(s stepInfo) bool {
-				return s.BlockingReason == models.ReasonDependenciesNotSatisfied || s.BlockingReason == models.ReasonBackoff
+				return models.BlockingReason(s.BlockingReason) == models.ReasonDependenciesNotSatisfied || models.BlockingReason(s.BlockingReason) == models.ReasonBackoff
 			}},
 	}
 	for _, r := range models.BlockingReasons {
@@ -134,8 +134,8 @@ func TestReadinessPageMatchesBaseline(t *testing.T) {
 			name string
 			f    models.StepFilter
 			keep func(s stepInfo) bool
-		}{"reason " + r, models.StepFilter{BlockingReasons: []string{r}},
-			func(s stepInfo) bool { return s.BlockingReason == r }})
+		}{"reason " + string(r), models.StepFilter{BlockingReasons: []models.BlockingReason{r}},
+			func(s stepInfo) bool { return models.BlockingReason(s.BlockingReason) == r }})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -186,7 +186,7 @@ func TestReadinessPageRefusesUnknownValues(t *testing.T) {
 	ctx := context.Background()
 	for _, f := range []models.StepFilter{
 		{States: []models.State{"paused"}},
-		{BlockingReasons: []string{"because"}},
+		{BlockingReasons: []models.BlockingReason{"because"}},
 		{TaskID: -1},
 	} {
 		if _, err := models.ReadinessPage(ctx, db, f, 0, 10); err == nil {
@@ -241,10 +241,10 @@ func TestReadinessPageWalksUnfinishedSteps(t *testing.T) {
 	yes := true
 	filters := map[string]models.StepFilter{
 		"ready":               {Ready: &yes},
-		"in progress":         {BlockingReasons: []string{models.ReasonInProgress}},
-		"running or retrying": {BlockingReasons: []string{models.ReasonInProgress, models.ReasonBackoff}},
-		"waiting":             {BlockingReasons: []string{models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
-		"terminal":            {BlockingReasons: []string{models.ReasonTerminalState}},
+		"in progress":         {BlockingReasons: []models.BlockingReason{models.ReasonInProgress}},
+		"running or retrying": {BlockingReasons: []models.BlockingReason{models.ReasonInProgress, models.ReasonBackoff}},
+		"waiting":             {BlockingReasons: []models.BlockingReason{models.ReasonDependenciesNotSatisfied, models.ReasonBackoff}},
+		"terminal":            {BlockingReasons: []models.BlockingReason{models.ReasonTerminalState}},
 		"ready in a task":     {Ready: &yes, TaskID: 50},
 	}
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {

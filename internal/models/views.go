@@ -2,12 +2,13 @@ package models
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/database"
 )
 
 // ErrReadOnly is returned when code tries to write a view-backed read model.
@@ -42,7 +43,7 @@ type StepReadinessStatus struct {
 	RetryLimit            int
 	BackoffRequestSeconds *int
 	LastAttemptedAt       *time.Time
-	BlockingReason        *string
+	BlockingReason        *BlockingReason
 }
 
 func (StepReadinessStatus) TableName() string { return "tasker_step_readiness_statuses" }
@@ -53,8 +54,8 @@ type StepDagRelationship struct {
 	WorkflowStepID   int64 `gorm:"primaryKey"`
 	TaskID           int64
 	NamedStepID      int64
-	ParentStepIDs    IDList `gorm:"column:parent_step_ids;type:jsonb"`
-	ChildStepIDs     IDList `gorm:"column:child_step_ids;type:jsonb"`
+	ParentStepIDs    []int64 `gorm:"column:parent_step_ids;type:jsonb;serializer:json"`
+	ChildStepIDs     []int64 `gorm:"column:child_step_ids;type:jsonb;serializer:json"`
 	ParentCount      int
 	ChildCount       int
 	IsRootStep       bool
@@ -78,10 +79,10 @@ type TaskExecutionContext struct {
 	FailedSteps             int
 	ReadySteps              int
 	PermanentlyBlockedSteps int
-	ExecutionStatus         string
-	RecommendedAction       string
+	ExecutionStatus         ExecutionStatus
+	RecommendedAction       RecommendedAction
 	CompletionPercentage    float64
-	HealthStatus            string
+	HealthStatus            HealthStatus
 }
 
 func (TaskExecutionContext) TableName() string { return "tasker_task_execution_contexts" }
@@ -91,46 +92,16 @@ func (TaskExecutionContext) TableName() string { return "tasker_task_execution_c
 type TaskWorkflowSummary struct {
 	readOnly             `gorm:"-"`
 	TaskExecutionContext `gorm:"embedded"`
-	RootStepIDs          IDList `gorm:"column:root_step_ids;type:jsonb"`
+	RootStepIDs          []int64 `gorm:"column:root_step_ids;type:jsonb;serializer:json"`
 	RootStepCount        int
-	ReadyStepIDs         IDList     `gorm:"column:ready_step_ids;type:jsonb"`
-	BlockedStepIDs       IDList     `gorm:"column:blocked_step_ids;type:jsonb"`
-	BlockingReasons      StringList `gorm:"column:blocking_reasons;type:jsonb"`
+	ReadyStepIDs         []int64          `gorm:"column:ready_step_ids;type:jsonb;serializer:json"`
+	BlockedStepIDs       []int64          `gorm:"column:blocked_step_ids;type:jsonb;serializer:json"`
+	BlockingReasons      []BlockingReason `gorm:"column:blocking_reasons;type:jsonb;serializer:json"`
 	MaxDependencyLevel   int
-	ParallelismPotential string
+	ParallelismPotential ParallelismPotential
 }
 
 func (TaskWorkflowSummary) TableName() string { return "tasker_task_workflow_summaries" }
-
-// IDList is a jsonb array of ids, read from a view.
-type IDList []int64
-
-// Scan implements sql.Scanner for a jsonb array of numbers.
-func (l *IDList) Scan(src any) error { return scanJSON(src, l) }
-
-// StringList is a jsonb array of strings, read from a view.
-type StringList []string
-
-// Scan implements sql.Scanner for a jsonb array of strings.
-func (l *StringList) Scan(src any) error { return scanJSON(src, l) }
-
-func scanJSON(src any, dst any) error {
-	var raw []byte
-	switch v := src.(type) {
-	case nil:
-		return nil
-	case []byte:
-		raw = v
-	case string:
-		raw = []byte(v)
-	default:
-		return fmt.Errorf("scanning jsonb: unexpected %T", src)
-	}
-	if err := json.Unmarshal(raw, dst); err != nil {
-		return fmt.Errorf("scanning jsonb %s: %w", raw, err)
-	}
-	return nil
-}
 
 // ReadinessByStepIDs reads the readiness rows of the given steps, in step id order.
 func ReadinessByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepReadinessStatus, error) {
@@ -170,7 +141,7 @@ func readView[T any](ctx context.Context, db *gorm.DB, column string, ids []int6
 	if len(ids) == 0 {
 		return rows, nil
 	}
-	err := db.WithContext(ctx).Where(column+" = ANY(?::bigint[])", Int64Array(ids)).Order(order).Find(&rows).Error
+	err := db.WithContext(ctx).Where(column+" = ANY(?::bigint[])", database.Array[int64](ids)).Order(order).Find(&rows).Error
 	if err != nil {
 		var zero T
 		return nil, fmt.Errorf("reading %T by %s: %w", zero, column, err)

@@ -143,7 +143,9 @@ func (e *env) summary(tk *fixture.Task) models.TaskWorkflowSummary {
 type taskWant struct {
 	Status                                                            models.State // "" reads as pending
 	Total, Pending, InProgress, Completed, Failed, Ready, PermBlocked int
-	ExecutionStatus, Action, Health                                   string
+	ExecutionStatus                                                   models.ExecutionStatus
+	Action                                                            models.RecommendedAction
+	Health                                                            models.HealthStatus
 	Percent                                                           float64
 }
 
@@ -182,7 +184,7 @@ func reasonOf(r models.StepReadinessStatus) string {
 	if r.BlockingReason == nil {
 		return ""
 	}
-	return *r.BlockingReason
+	return string(*r.BlockingReason)
 }
 
 func eq[T comparable](t *testing.T, what string, got, want T) {
@@ -193,7 +195,7 @@ func eq[T comparable](t *testing.T, what string, got, want T) {
 }
 
 // eqIDs asserts a jsonb id array: present (not SQL null) and equal to want, in order.
-func eqIDs(t *testing.T, what string, got models.IDList, want []int64) {
+func eqIDs(t *testing.T, what string, got, want []int64) {
 	t.Helper()
 	if got == nil || !slices.Equal(got, want) {
 		t.Errorf("%s = %v (nil: %v), want %v", what, got, got == nil, want)
@@ -990,7 +992,7 @@ func TestWorkflowSummary(t *testing.T) {
 		shape fixture.Shape
 		setup func(tk *fixture.Task)
 		ready int
-		want  string
+		want  models.ParallelismPotential
 	}{
 		{"0 ready", single, func(tk *fixture.Task) { tk.Transition("only", 0, models.StateInProgress) },
 			0, "no_ready_work"},
@@ -1108,8 +1110,8 @@ func TestRowCountsAndBatchReads(t *testing.T) {
 	}
 }
 
-func stepIDsOf[T any](rows []T, id func(T) int64) models.IDList {
-	out := models.IDList{}
+func stepIDsOf[T any](rows []T, id func(T) int64) []int64 {
+	out := []int64{}
 	for _, r := range rows {
 		out = append(out, id(r))
 	}

@@ -169,8 +169,8 @@ func TestCreateTasksMatchesTheTriggerAndTheBaseline(t *testing.T) {
 	for i, v := range contexts {
 		n := naive[i]
 		if v.TaskID != n.TaskID || v.Status != n.Status || v.TotalSteps != n.TotalSteps || v.PendingSteps != n.PendingSteps ||
-			v.ReadySteps != n.ReadySteps || v.ExecutionStatus != n.ExecutionStatus || v.HealthStatus != n.HealthStatus ||
-			v.RecommendedAction != n.RecommendedAction || math.Abs(v.CompletionPercentage-n.CompletionPercentage) > 0.001 {
+			v.ReadySteps != n.ReadySteps || string(v.ExecutionStatus) != n.ExecutionStatus || string(v.HealthStatus) != n.HealthStatus ||
+			string(v.RecommendedAction) != n.RecommendedAction || math.Abs(v.CompletionPercentage-n.CompletionPercentage) > 0.001 {
 			t.Errorf("task %d: view %+v\nbaseline %+v", v.TaskID, v, n)
 		}
 		steps, err := baseline.Steps(ctx, h.db, v.TaskID, now)
@@ -181,7 +181,7 @@ func TestCreateTasksMatchesTheTriggerAndTheBaseline(t *testing.T) {
 			w := byStep[s.WorkflowStepID]
 			reason := ""
 			if w.BlockingReason != nil {
-				reason = *w.BlockingReason
+				reason = string(*w.BlockingReason)
 			}
 			if w.CurrentState != s.CurrentState || w.ReadyForExecution != s.ReadyForExecution ||
 				w.DependenciesSatisfied != s.DependenciesSatisfied || w.TotalParents != s.TotalParents ||

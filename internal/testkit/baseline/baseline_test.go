@@ -108,8 +108,8 @@ func TestBaselineMatchesViews(t *testing.T) {
 		got := baseline.Context{TaskID: v.TaskID, Status: v.Status, TotalSteps: v.TotalSteps,
 			PendingSteps: v.PendingSteps, InProgressSteps: v.InProgressSteps, CompletedSteps: v.CompletedSteps,
 			FailedSteps: v.FailedSteps, ReadySteps: v.ReadySteps, PermanentlyBlockedSteps: v.PermanentlyBlockedSteps,
-			ExecutionStatus: v.ExecutionStatus, RecommendedAction: v.RecommendedAction,
-			CompletionPercentage: n.CompletionPercentage, HealthStatus: v.HealthStatus}
+			ExecutionStatus: string(v.ExecutionStatus), RecommendedAction: string(v.RecommendedAction),
+			CompletionPercentage: n.CompletionPercentage, HealthStatus: string(v.HealthStatus)}
 		if got != n || math.Abs(v.CompletionPercentage-n.CompletionPercentage) > 0.001 {
 			t.Errorf("task %d: view %+v\nbaseline %+v", v.TaskID, v, n)
 		}
@@ -124,7 +124,7 @@ func TestBaselineMatchesViews(t *testing.T) {
 			}
 			reason := ""
 			if w.BlockingReason != nil {
-				reason = *w.BlockingReason
+				reason = string(*w.BlockingReason)
 			}
 			if w.CurrentState != s.CurrentState || w.ReadyForExecution != s.ReadyForExecution ||
 				w.DependenciesSatisfied != s.DependenciesSatisfied || w.RetryEligible != s.RetryEligible ||

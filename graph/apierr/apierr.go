@@ -1,13 +1,14 @@
-// Package apierr defines the errors a GraphQL client may see, each with a stable code in
-// extensions.code, and classifies the errors of the layers below into them. Anything it does
-// not recognise is internal: the error presenter logs it and shows it masked.
+// Package apierr classifies the errors of the layers below the GraphQL API into what a client
+// may see: a domain error shown with its message and a stable code in extensions.code. The
+// mapping is internal/errs's (errs.Describe): this package only decides which errors are
+// shown. Anything it does not recognise is internal: the error presenter logs it and shows it
+// masked.
 package apierr
 
 import (
 	"errors"
-	"fmt"
 
-	"github.com/taskerhq/tasker/graph/loaders"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/statemachine"
 )
@@ -15,25 +16,20 @@ import (
 // Code is the value of extensions.code.
 type Code string
 
-// The codes clients can rely on.
-const (
-	NotFound          Code = "NOT_FOUND"
-	InvalidTransition Code = "INVALID_TRANSITION"
-	Validation        Code = "VALIDATION"
-	Conflict          Code = "CONFLICT"
-	Internal          Code = "INTERNAL"
-	// Unavailable: this server does not run what the operation needs (e.g. a refresher).
-	Unavailable Code = "SERVICE_UNAVAILABLE"
-	// Cancelled: the client cancelled the request (it closed the connection, navigated away,
-	// stopped the subscription) before it was answered. It is not an internal error.
-	Cancelled Code = "CANCELLED"
+// The codes of the domain error kinds that the classification below gives by error type.
+var (
+	NotFound          = Code(errs.NotFound.Code())
+	InvalidTransition = Code(errs.IllegalTransition.Code())
+	Validation        = Code(errs.Invalid.Code())
+	Conflict          = Code(errs.Conflict.Code())
 )
 
-// Error is a domain error: its message says what was wrong and is shown as is.
+// Error is a domain error as a client sees it: its message says what was wrong and is shown
+// as is.
 type Error struct {
 	Code    Code
 	Message string
-	Err     error // the cause, if any
+	Err     error // the cause
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -41,20 +37,13 @@ func (e *Error) Error() string { return e.Message }
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Validationf returns a VALIDATION error with a formatted message.
-func Validationf(format string, args ...any) error {
-	return &Error{Code: Validation, Message: fmt.Sprintf(format, args...)}
-}
-
-// Classify returns the domain error err stands for, or nil when err is internal.
+// Classify returns the domain error err stands for, or nil when err is internal. A cancelled
+// request is not classified here: whether a request was abandoned is the presenter's call, from
+// the request's context.
 func Classify(err error) *Error {
-	var ae *Error
-	if errors.As(err, &ae) {
-		return ae
-	}
-	var lnf *loaders.NotFoundError
-	if errors.As(err, &lnf) {
-		return &Error{Code: NotFound, Message: lnf.Error(), Err: err}
+	if k := errs.KindOf(err); k != errs.Internal && k != errs.Cancelled {
+		code, msg := errs.Describe(err)
+		return &Error{Code: Code(code), Message: msg, Err: err}
 	}
 	var snf *statemachine.NotFoundError
 	if errors.As(err, &snf) {

@@ -38,7 +38,7 @@
 //
 // Slow clients. A pump never waits for a stream: each stream has a buffer of Options.Buffer
 // rows (default 4,096), allocated as it fills. A stream whose buffer is full (its client does
-// not read) is closed with a SlowSubscriberError, recorded for EndError, rather than losing
+// not read) is closed with an errs.SlowSubscriber error, recorded for EndError, rather than losing
 // rows silently: the client resumes with afterTransitionId. A stream also ends when its
 // context ends.
 //
@@ -51,7 +51,6 @@ package feed
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -61,6 +60,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/models"
 )
@@ -78,7 +78,7 @@ type Options struct {
 	// Batch is the number of rows read per statement (default 500).
 	Batch int
 	// Buffer is how many rows a stream may fall behind the pump before it is closed with a
-	// SlowSubscriberError (default 4,096: eight pages of a burst).
+	// errs.SlowSubscriber error (default 4,096: eight pages of a burst).
 	Buffer int
 }
 
@@ -101,12 +101,10 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// SlowSubscriberError ends a stream whose client fell Buffer rows behind.
-type SlowSubscriberError struct{ Buffer int }
-
-func (e *SlowSubscriberError) Error() string {
-	return fmt.Sprintf("the subscription fell %d transitions behind because its client reads too slowly, and was closed: "+
-		"subscribe again with afterTransitionId set to the last id received", e.Buffer)
+// slowSubscriber is the error that ends a stream whose client fell buffer rows behind.
+func slowSubscriber(buffer int) error {
+	return errs.E(errs.SlowSubscriber, "the subscription fell %d transitions behind because its client reads too slowly, and was closed: "+
+		"subscribe again with afterTransitionId set to the last id received", buffer)
 }
 
 // Feed opens transition streams over one database and one events hub.
@@ -266,7 +264,7 @@ type stream[T any] struct {
 var errStopped = context.Canceled
 
 // run catches up alone, joins the pump, reads once more, then forwards the pump's rows, until
-// ctx ends (nil) or the client falls behind (a SlowSubscriberError).
+// ctx ends (nil) or the client falls behind (an errs.SlowSubscriber error).
 func (s *stream[T]) run(ctx context.Context) error {
 	defer s.p.leave(s.m)
 	if err := s.catchUp(ctx); err != nil {
@@ -312,7 +310,7 @@ func (s *stream[T]) ended(err error) error {
 
 func (s *stream[T]) slow() error {
 	s.f.log.Info("feed: closing a subscription whose client fell behind", "buffer", s.f.opts.Buffer)
-	return &SlowSubscriberError{Buffer: s.f.opts.Buffer}
+	return slowSubscriber(s.f.opts.Buffer)
 }
 
 // catchUp reads the member's rows above its floor, in pages, until a page comes back short.
@@ -572,7 +570,7 @@ type endRecord struct {
 }
 
 // WithEndRecord returns a context under which a stream opened records the error it ends with
-// (a SlowSubscriberError), for EndError.
+// (an errs.SlowSubscriber error), for EndError.
 func WithEndRecord(ctx context.Context) context.Context {
 	return context.WithValue(ctx, endKey{}, &endRecord{})
 }

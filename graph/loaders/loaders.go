@@ -6,7 +6,7 @@
 // under a private context key and reached through the accessor functions of this package.
 // Its caches live as long as that response, never longer. Every batch function issues one
 // statement for the whole batch (internal/models readers) and returns exactly one result per
-// key, in key order: a missing row is an explicit *NotFoundError for that key, never a
+// key, in key order: a missing row is an explicit errs.NotFound error for that key, never a
 // shifted slice. List-valued loaders return an empty list for a key without rows.
 //
 // Batching is by time window (graph-gophers/dataloader): the first key of a batch opens a
@@ -18,29 +18,14 @@ package loaders
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/graph-gophers/dataloader/v7"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 )
-
-// ErrNotFound is matched (errors.Is) by every *NotFoundError.
-var ErrNotFound = errors.New("not found")
-
-// NotFoundError names an object that does not exist.
-type NotFoundError struct {
-	Kind string
-	ID   int64
-}
-
-func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %d not found", e.Kind, e.ID) }
-
-// Is makes errors.Is(err, ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 // Options tunes batching. The zero value gives the defaults.
 type Options struct {
@@ -127,62 +112,83 @@ func For(ctx context.Context) *Loaders {
 // fetchFunc is a batch reader of internal/models: one statement for all ids.
 type fetchFunc[V any] func(ctx context.Context, db *gorm.DB, ids []int64) ([]V, error)
 
-// one builds a loader of one row per key; a key without a row gets a *NotFoundError.
+// notFound is the error of a key without a row: an errs.NotFound naming the object.
+func notFound(kind string, id int64) error {
+	return errs.E(errs.NotFound, "%s %d not found", kind, id)
+}
+
+// one builds a loader of one row per key; a key without a row gets a notFound error.
 func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, *V] {
-	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[*V] {
+	return newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[*V] {
+		byID := index(rows, key)
 		out := make([]*dataloader.Result[*V], len(ids))
-		rows, err := fetch(ctx, db, ids)
-		if err != nil {
-			for i := range out {
-				out[i] = &dataloader.Result[*V]{Error: err}
-			}
-			return out
-		}
-		byID := make(map[int64]*V, len(rows))
-		for i := range rows {
-			byID[key(&rows[i])] = &rows[i]
-		}
 		for i, id := range ids {
 			if v, ok := byID[id]; ok {
 				out[i] = &dataloader.Result[*V]{Data: v}
 			} else {
-				out[i] = &dataloader.Result[*V]{Error: &NotFoundError{Kind: kind, ID: id}}
+				out[i] = &dataloader.Result[*V]{Error: notFound(kind, id)}
 			}
 		}
 		return out
-	}
-	return dataloader.NewBatchedLoader(batch,
-		dataloader.WithWait[int64, *V](o.Wait), dataloader.WithBatchCapacity[int64, *V](o.BatchCapacity))
+	})
 }
 
 // many builds a loader of a list of rows per key, in the reader's order; a key without rows
 // gets an empty list.
 func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, []V] {
-	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[[]V] {
+	return newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[[]V] {
+		lists := group(rows, ids, key)
 		out := make([]*dataloader.Result[[]V], len(ids))
+		for i := range lists {
+			out[i] = &dataloader.Result[[]V]{Data: lists[i]}
+		}
+		return out
+	})
+}
+
+// newLoader builds a loader whose batch reads every key with one call of fetch and turns the
+// rows into one result per key, in key order, with results. A failed read is every key's
+// error.
+func newLoader[V, R any](o Options, db *gorm.DB, fetch fetchFunc[V], results func(rows []V, ids []int64) []*dataloader.Result[R]) *dataloader.Loader[int64, R] {
+	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[R] {
 		rows, err := fetch(ctx, db, ids)
 		if err != nil {
+			out := make([]*dataloader.Result[R], len(ids))
 			for i := range out {
-				out[i] = &dataloader.Result[[]V]{Error: err}
+				out[i] = &dataloader.Result[R]{Error: err}
 			}
 			return out
 		}
-		byID := make(map[int64][]V, len(ids))
-		for i := range rows {
-			k := key(&rows[i])
-			byID[k] = append(byID[k], rows[i])
-		}
-		for i, id := range ids {
-			list := byID[id]
-			if list == nil {
-				list = []V{}
-			}
-			out[i] = &dataloader.Result[[]V]{Data: list}
-		}
-		return out
+		return results(rows, ids)
 	}
 	return dataloader.NewBatchedLoader(batch,
-		dataloader.WithWait[int64, []V](o.Wait), dataloader.WithBatchCapacity[int64, []V](o.BatchCapacity))
+		dataloader.WithWait[int64, R](o.Wait), dataloader.WithBatchCapacity[int64, R](o.BatchCapacity))
+}
+
+// index maps each row's key to the row.
+func index[V any](rows []V, key func(*V) int64) map[int64]*V {
+	byID := make(map[int64]*V, len(rows))
+	for i := range rows {
+		byID[key(&rows[i])] = &rows[i]
+	}
+	return byID
+}
+
+// group returns the rows of each id of ids, in the rows' order: one list per id, in the order
+// of ids, empty (not nil) for an id without rows.
+func group[V any](rows []V, ids []int64, key func(*V) int64) [][]V {
+	byID := make(map[int64][]V, len(ids))
+	for i := range rows {
+		k := key(&rows[i])
+		byID[k] = append(byID[k], rows[i])
+	}
+	out := make([][]V, len(ids))
+	for i, id := range ids {
+		if out[i] = byID[id]; out[i] == nil {
+			out[i] = []V{}
+		}
+	}
+	return out
 }
 
 // Task loads a task by id.

@@ -45,7 +45,7 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 // nothing to batch with), and, concurrently with it, the fields selected on it as
 // PrefetchTasks does, so that no level below it waits for a window or for the level above.
 // ctx is the resolver context of the field that returns the task. A missing task is a
-// *NotFoundError.
+// NOT_FOUND error (errs.NotFound).
 func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
 	l := For(ctx)
 	var wg sync.WaitGroup
@@ -58,7 +58,7 @@ func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
 		return nil, err
 	}
 	if len(rows) == 0 {
-		return nil, &NotFoundError{Kind: "task", ID: id}
+		return nil, notFound("task", id)
 	}
 	l.tasks.Prime(ctx, id, &rows[0])
 	return &rows[0], nil
@@ -73,7 +73,7 @@ func StepNow(ctx context.Context, id int64) (*models.StepRecord, error) {
 		return nil, err
 	}
 	if len(rows) == 0 {
-		return nil, &NotFoundError{Kind: "step", ID: id}
+		return nil, notFound("step", id)
 	}
 	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
 		l.prefetchSteps(ctx, oc, fc.Field.Selections, rows, false)
@@ -150,16 +150,13 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	if transitions == nil || transitionsErr != nil {
 		return
 	}
-	byStep := make(map[int64][]models.StepTransitionRecord, len(steps))
-	for _, tr := range transitions {
-		byStep[tr.WorkflowStepID] = append(byStep[tr.WorkflowStepID], tr)
+	stepIDs := make([]int64, len(steps))
+	for i := range steps {
+		stepIDs[i] = steps[i].WorkflowStepID
 	}
-	for _, s := range steps {
-		list := byStep[s.WorkflowStepID]
-		if list == nil {
-			list = []models.StepTransitionRecord{}
-		}
-		l.stepTransitions.Prime(ctx, s.WorkflowStepID, list)
+	lists := group(transitions, stepIDs, func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID })
+	for i, id := range stepIDs {
+		l.stepTransitions.Prime(ctx, id, lists[i])
 	}
 }
 
@@ -182,17 +179,14 @@ func PrefetchStepPage(ctx context.Context, rows []models.StepReadinessStatus) ([
 	if err != nil {
 		return nil, err
 	}
-	byID := make(map[int64]models.StepRecord, len(read))
-	for _, s := range read {
-		byID[s.WorkflowStepID] = s
-	}
+	byID := index(read, func(s *models.StepRecord) int64 { return s.WorkflowStepID })
 	steps := make([]models.StepRecord, len(ids))
 	for i, id := range ids {
 		s, ok := byID[id]
 		if !ok {
-			return nil, &NotFoundError{Kind: "step", ID: id}
+			return nil, notFound("step", id)
 		}
-		steps[i] = s
+		steps[i] = *s
 	}
 	fc := graphql.GetFieldContext(ctx)
 	oc := graphql.GetOperationContext(ctx)
@@ -337,17 +331,8 @@ func primeMany[V any](ctx context.Context, l *Loaders, loader *dataloader.Loader
 	if err != nil {
 		return nil
 	}
-	byID := make(map[int64][]V, len(ids))
-	for i := range rows {
-		k := key(&rows[i])
-		byID[k] = append(byID[k], rows[i])
-	}
-	for _, id := range ids {
-		list := byID[id]
-		if list == nil {
-			list = []V{}
-		}
-		loader.Prime(ctx, id, list)
+	for i, list := range group(rows, ids, key) {
+		loader.Prime(ctx, ids[i], list)
 	}
 	return rows
 }

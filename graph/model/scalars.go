@@ -10,7 +10,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 
-	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // MarshalInt64ID writes an int64 key as a GraphQL ID (a JSON string).
@@ -35,11 +35,11 @@ func UnmarshalInt64ID(v any) (int64, error) {
 	case int64:
 		s = strconv.FormatInt(x, 10)
 	default:
-		return 0, apierr.Validationf("ID %v (%T) is not a non-negative integer", v, v)
+		return 0, errs.E(errs.Invalid, "ID %v (%T) is not a non-negative integer", v, v)
 	}
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 0 {
-		return 0, apierr.Validationf("ID %q is not a non-negative integer", s)
+		return 0, errs.E(errs.Invalid, "ID %q is not a non-negative integer", s)
 	}
 	return id, nil
 }
@@ -59,7 +59,7 @@ func MarshalRawJSON(raw json.RawMessage) graphql.Marshaler {
 func UnmarshalRawJSON(v any) (json.RawMessage, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, apierr.Validationf("JSON input cannot be encoded: %v", err)
+		return nil, errs.E(errs.Invalid, "JSON input cannot be encoded: %v", err)
 	}
 	return b, nil
 }
@@ -73,11 +73,11 @@ func MarshalTimestamp(t time.Time) graphql.Marshaler {
 func UnmarshalTimestamp(v any) (time.Time, error) {
 	s, ok := v.(string)
 	if !ok {
-		return time.Time{}, apierr.Validationf("Time %v (%T) is not an RFC 3339 string", v, v)
+		return time.Time{}, errs.E(errs.Invalid, "Time %v (%T) is not an RFC 3339 string", v, v)
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, apierr.Validationf("Time %q is not an RFC 3339 instant (e.g. 2024-05-01T12:00:00Z)", s)
+		return time.Time{}, errs.E(errs.Invalid, "Time %q is not an RFC 3339 instant (e.g. 2024-05-01T12:00:00Z)", s)
 	}
 	return t, nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/refresh"
 )
@@ -64,7 +64,7 @@ func (r *Resolver) throughput(ctx context.Context, hours *int) (*models.HourlyTh
 // internal.
 func dashboardErr(field string, err error) error {
 	if errors.Is(err, models.ErrBadDashboardInput) {
-		return &apierr.Error{Code: apierr.Validation, Message: fmt.Sprintf("dashboard.%s: %v", field, err), Err: err}
+		return errs.E(errs.Invalid, "dashboard.%s: %w", field, err)
 	}
 	return fmt.Errorf("reading dashboard.%s: %w", field, err)
 }
@@ -96,12 +96,11 @@ func ageSeconds(d *time.Duration) *float64 {
 // is the current one. A failed refresh is an (internal) error; readModels shows its lastError.
 func (r *Resolver) refreshReadModel(ctx context.Context, name string) (*models.ReadModelStatus, error) {
 	if !slices.Contains(refresh.ViewNames(), name) {
-		return nil, &apierr.Error{Code: apierr.NotFound, Message: fmt.Sprintf(
-			"read model %q does not exist; the read models are %s", name, strings.Join(refresh.ViewNames(), ", "))}
+		return nil, errs.E(errs.NotFound, "read model %q does not exist; the read models are %s",
+			name, strings.Join(refresh.ViewNames(), ", "))
 	}
 	if r.Refresher == nil {
-		return nil, &apierr.Error{Code: apierr.Unavailable,
-			Message: "refreshReadModel: this server runs no read-model refresher"}
+		return nil, errs.E(errs.Unavailable, "refreshReadModel: this server runs no read-model refresher")
 	}
 	if _, err := r.Refresher.Refresh(ctx, name); err != nil {
 		return nil, fmt.Errorf("refreshing read model %s: %w", name, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/model"
 	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
@@ -108,7 +109,7 @@ var inputFields = map[string]string{
 // inputError describes what is wrong with one input of a batch, with the code and message a
 // single createTask would have given.
 func inputError(err error) *model.InputError {
-	out := &model.InputError{Code: string(apierr.Internal), Field: "", Message: "internal error"}
+	out := &model.InputError{Code: errs.Internal.Code(), Field: "", Message: "internal error"}
 	if ae := apierr.Classify(err); ae != nil {
 		out.Code, out.Message = string(ae.Code), ae.Message
 	}
@@ -148,7 +149,7 @@ func (r *Resolver) stepAction(ctx context.Context, id int64, action func() error
 // resolveStep checks the reason (required, as the engine requires it) and resolves the step.
 func (r *Resolver) resolveStep(ctx context.Context, id int64, reason *string) (*models.StepRecord, error) {
 	if strings.TrimSpace(deref(reason)) == "" {
-		return nil, apierr.Validationf("resolveStepManually of step %d needs a reason", id)
+		return nil, errs.E(errs.Invalid, "resolveStepManually of step %d needs a reason", id)
 	}
 	return r.stepAction(ctx, id, func() error {
 		return orchestration.ResolveStepManually(ctx, r.DB, id, *reason, actionMeta(ctx))

@@ -13,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/requestid"
 )
 
@@ -46,12 +47,12 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		// and nothing is wrong with the server.
 		p.log.DebugContext(ctx, "graphql: request cancelled by the client", "request_id", id, "path", gqlErr.Path.String(), "error", err)
 		gqlErr.Message = "the request was cancelled by the client"
-		gqlErr.Extensions = map[string]any{"code": string(apierr.Cancelled), "requestId": id}
+		gqlErr.Extensions = map[string]any{"code": errs.Cancelled.Code(), "requestId": id}
 		return gqlErr
 	}
 	p.log.ErrorContext(ctx, "graphql: internal error", "request_id", id, "path", gqlErr.Path.String(), "error", err)
 	gqlErr.Message = fmt.Sprintf("internal error (request id %s)", id)
-	gqlErr.Extensions = map[string]any{"code": string(apierr.Internal), "requestId": id}
+	gqlErr.Extensions = map[string]any{"code": errs.Internal.Code(), "requestId": id}
 	return gqlErr
 }
 

@@ -15,9 +15,8 @@ import (
 	"github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/taskerhq/tasker/graph/apierr"
 	"github.com/taskerhq/tasker/graph/generated"
-	"github.com/taskerhq/tasker/graph/loaders"
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 func requestCtx(id string) context.Context {
@@ -38,11 +37,11 @@ func TestPresenterMasksInternalErrorsAndCodesDomainErrors(t *testing.T) {
 		t.Errorf("internal error not logged with its cause and request id: %s", logs.String())
 	}
 
-	nf := p.present(ctx, fmt.Errorf("loading: %w", &loaders.NotFoundError{Kind: "step", ID: 7}))
+	nf := p.present(ctx, fmt.Errorf("loading: %w", errs.E(errs.NotFound, "step %d not found", 7)))
 	if nf.Message != "step 7 not found" || nf.Extensions["code"] != "NOT_FOUND" {
 		t.Errorf("not found shown as %q %v", nf.Message, nf.Extensions)
 	}
-	v := p.present(ctx, apierr.Validationf("first must be between 1 and 500, got 0"))
+	v := p.present(ctx, errs.E(errs.Invalid, "first must be between 1 and 500, got 0"))
 	if v.Extensions["code"] != "VALIDATION" || !strings.Contains(v.Message, "got 0") {
 		t.Errorf("validation shown as %q %v", v.Message, v.Extensions)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/textcheck"
 )
 
@@ -43,7 +43,7 @@ func (inputCheck) Validate(graphql.ExecutableSchema) error { return nil }
 
 func refuseText(p *textcheck.Problem) *gqlerror.Error {
 	err := gqlerror.Errorf("invalid input: %s", p.Error())
-	errcode.Set(err, string(apierr.Validation))
+	errcode.Set(err, errs.Invalid.Code())
 	return err
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/taskerhq/tasker/graph/apierr"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
@@ -189,7 +189,7 @@ func (w *weigher) sizeOf(f *ast.Field) int64 {
 			if n := int64(len(list)); n > limit && w.err == nil {
 				w.err = gqlerror.Errorf("%s.%s: %s holds %d elements, at most %d allowed: send several operations",
 					f.ObjectDefinition.Name, f.Name, def.Name, n, limit)
-				errcode.Set(w.err, string(apierr.Validation))
+				errcode.Set(w.err, errs.Invalid.Code())
 			} else {
 				size = max(size, n)
 			}
@@ -208,7 +208,7 @@ func (w *weigher) sizeOf(f *ast.Field) int64 {
 			if w.err == nil {
 				w.err = gqlerror.Errorf("%s.%s: %s %v is out of range: it must be 1..%d",
 					f.ObjectDefinition.Name, f.Name, def.Name, v, limit)
-				errcode.Set(w.err, string(apierr.Validation))
+				errcode.Set(w.err, errs.Invalid.Code())
 			}
 			continue
 		}

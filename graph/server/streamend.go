@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
@@ -10,14 +9,13 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskerhq/tasker/graph/feed"
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
-// codeSlowSubscriber ends a subscription whose client fell too far behind its stream (see
-// feed.SlowSubscriberError): the client resumes with afterTransitionId.
-const codeSlowSubscriber = "SLOW_SUBSCRIBER"
-
 // streamEnd tells a subscriber why its stream ended when it did not end cleanly: the last
-// message before "complete" is an error with a code (SLOW_SUBSCRIBER), never a silent end.
+// message before "complete" is an error with a code, never a silent end. A stream closed
+// because its client fell too far behind (errs.SlowSubscriber) ends with SLOW_SUBSCRIBER: the
+// client resumes with afterTransitionId.
 type streamEnd struct{}
 
 var _ interface {
@@ -44,10 +42,10 @@ func (streamEnd) InterceptResponse(ctx context.Context, next graphql.ResponseHan
 	if resp != nil {
 		return resp
 	}
-	var slow *feed.SlowSubscriberError
-	if err := feed.EndError(ctx); errors.As(err, &slow) {
-		gerr := gqlerror.Errorf("%s", slow.Error())
-		errcode.Set(gerr, codeSlowSubscriber)
+	if err := feed.EndError(ctx); errs.Is(err, errs.SlowSubscriber) {
+		code, msg := errs.Describe(err)
+		gerr := gqlerror.Errorf("%s", msg)
+		errcode.Set(gerr, code)
 		return &graphql.Response{Errors: gqlerror.List{gerr}}
 	}
 	return nil

@@ -188,9 +188,18 @@ func (g *Guard) authenticate(ctx context.Context, header string) (Principal, err
 	defer cancel()
 	p, err := g.store.Authenticate(ctx, strings.TrimSpace(token))
 	if err != nil && !errors.Is(err, ErrInvalidToken) {
-		g.log.ErrorContext(ctx, "auth: token lookup failed", "error", err)
+		g.log.Log(ctx, lookupLevel(ctx), "auth: token lookup failed", "error", err)
 	}
 	return p, err
+}
+
+// lookupLevel is the log level of a failed token lookup made under ctx: debug when the client
+// cancelled the request (the lookup failed because nobody waits for it), error otherwise.
+func lookupLevel(ctx context.Context) slog.Level {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return slog.LevelDebug
+	}
+	return slog.LevelError
 }
 
 func (g *Guard) refuseAuth(w http.ResponseWriter, err error) {
@@ -269,7 +278,7 @@ func (g *Guard) MutateOperationContext(ctx context.Context, op *graphql.Operatio
 		active, err := g.store.Active(qctx, p.TokenID)
 		cancel()
 		if err != nil {
-			g.log.ErrorContext(ctx, "auth: token lookup failed", "error", err)
+			g.log.Log(ctx, lookupLevel(ctx), "auth: token lookup failed", "error", err)
 			return coded(ServiceUnavailable, "the API token could not be checked; retry later")
 		}
 		if !active {

@@ -35,6 +35,9 @@ const (
 	Unavailable
 	// Cancelled: the caller went away (closed the connection, cancelled the context) first.
 	Cancelled
+	// SlowSubscriber: a stream was closed because its reader fell too far behind; the reader
+	// resumes from the last item it received.
+	SlowSubscriber
 )
 
 var codes = [...]string{
@@ -45,6 +48,7 @@ var codes = [...]string{
 	IllegalTransition: "INVALID_TRANSITION",
 	Unavailable:       "SERVICE_UNAVAILABLE",
 	Cancelled:         "CANCELLED",
+	SlowSubscriber:    "SLOW_SUBSCRIBER",
 }
 
 // Code is the kind's stable code: a GraphQL error's extensions.code, and the first word of a

@@ -49,17 +49,30 @@ func (o Options) withDefaults() Options {
 // Loaders is one response's set of dataloaders.
 type Loaders struct {
 	db                *gorm.DB
-	tasks             *dataloader.Loader[int64, *models.TaskRecord]
-	steps             *dataloader.Loader[int64, *models.StepRecord]
-	stepsByTask       *dataloader.Loader[int64, []models.StepRecord]
-	readiness         *dataloader.Loader[int64, *models.StepReadinessStatus]
-	dags              *dataloader.Loader[int64, *models.StepDagRelationship]
-	executionContexts *dataloader.Loader[int64, *models.TaskExecutionContext]
-	workflowSummaries *dataloader.Loader[int64, *models.TaskWorkflowSummary]
-	stepTransitions   *dataloader.Loader[int64, []models.StepTransitionRecord]
-	taskTransitions   *dataloader.Loader[int64, []models.TaskTransitionRecord]
-	namedTasks        *dataloader.Loader[int64, *models.NamedTask]
-	namespaces        *dataloader.Loader[int64, *models.TaskNamespace]
+	tasks             rowLoader[models.TaskRecord]
+	steps             rowLoader[models.StepRecord]
+	stepsByTask       listLoader[models.StepRecord]
+	readiness         rowLoader[models.StepReadinessStatus]
+	dags              rowLoader[models.StepDagRelationship]
+	executionContexts rowLoader[models.TaskExecutionContext]
+	workflowSummaries rowLoader[models.TaskWorkflowSummary]
+	stepTransitions   listLoader[models.StepTransitionRecord]
+	taskTransitions   listLoader[models.TaskTransitionRecord]
+	namedTasks        rowLoader[models.NamedTask]
+	namespaces        rowLoader[models.TaskNamespace]
+}
+
+// rowLoader loads one row per key. key is the key of a row, so that rows read in another way
+// (prefetch.go) prime the loader under the right keys.
+type rowLoader[V any] struct {
+	*dataloader.Loader[int64, *V]
+	key func(*V) int64
+}
+
+// listLoader loads the list of rows of each key; key is the key of a row, as for rowLoader.
+type listLoader[V any] struct {
+	*dataloader.Loader[int64, []V]
+	key func(*V) int64
 }
 
 // New returns fresh loaders reading through db.
@@ -118,8 +131,8 @@ func notFound(kind string, id int64) error {
 }
 
 // one builds a loader of one row per key; a key without a row gets a notFound error.
-func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, *V] {
-	return newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[*V] {
+func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key func(*V) int64) rowLoader[V] {
+	return rowLoader[V]{key: key, Loader: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[*V] {
 		byID := index(rows, key)
 		out := make([]*dataloader.Result[*V], len(ids))
 		for i, id := range ids {
@@ -130,20 +143,20 @@ func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key fun
 			}
 		}
 		return out
-	})
+	})}
 }
 
 // many builds a loader of a list of rows per key, in the reader's order; a key without rows
 // gets an empty list.
-func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64) *dataloader.Loader[int64, []V] {
-	return newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[[]V] {
+func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64) listLoader[V] {
+	return listLoader[V]{key: key, Loader: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[[]V] {
 		lists := group(rows, ids, key)
 		out := make([]*dataloader.Result[[]V], len(ids))
 		for i := range lists {
 			out[i] = &dataloader.Result[[]V]{Data: lists[i]}
 		}
 		return out
-	})
+	})}
 }
 
 // newLoader builds a loader whose batch reads every key with one call of fetch and turns the

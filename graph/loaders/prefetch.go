@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/graph-gophers/dataloader/v7"
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/taskerhq/tasker/internal/models"
@@ -92,20 +91,11 @@ func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContex
 			sel := f.Selections
 			wg.Go(func() { l.prefetchTaskSteps(ctx, oc, sel, ids) })
 		case "executionContext":
-			wg.Go(func() {
-				primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, ids,
-					func(r *models.TaskExecutionContext) int64 { return r.TaskID })
-			})
+			wg.Go(func() { primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, ids) })
 		case "workflowSummary":
-			wg.Go(func() {
-				primeOne(ctx, l, l.workflowSummaries, models.WorkflowSummariesByTaskIDs, ids,
-					func(r *models.TaskWorkflowSummary) int64 { return r.TaskID })
-			})
+			wg.Go(func() { primeOne(ctx, l, l.workflowSummaries, models.WorkflowSummariesByTaskIDs, ids) })
 		case "transitions":
-			wg.Go(func() {
-				primeMany(ctx, l, l.taskTransitions, models.TaskTransitionsByTaskIDs, ids,
-					func(r *models.TaskTransitionRecord) int64 { return r.TaskID })
-			})
+			wg.Go(func() { primeMany(ctx, l, l.taskTransitions, models.TaskTransitionsByTaskIDs, ids) })
 		}
 	}
 	wg.Wait()
@@ -118,8 +108,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	var wg sync.WaitGroup
 	var steps []models.StepRecord
 	wg.Go(func() {
-		steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids,
-			func(r *models.StepRecord) int64 { return r.TaskID })
+		steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids)
 		for i := range steps {
 			l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
 		}
@@ -130,10 +119,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
 		switch f.Name {
 		case "readiness":
-			wg.Go(func() {
-				primeOne(ctx, l, l.readiness, models.ReadinessByTaskIDs, ids,
-					func(r *models.StepReadinessStatus) int64 { return r.WorkflowStepID })
-			})
+			wg.Go(func() { primeOne(ctx, l, l.readiness, models.ReadinessByTaskIDs, ids) })
 		case "transitions":
 			wg.Go(func() { transitions, transitionsErr = models.StepTransitionsByTaskIDs(ctx, l.db, ids) })
 		case "dag", "parents", "children":
@@ -141,10 +127,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 		}
 	}
 	if dag {
-		wg.Go(func() {
-			primeOne(ctx, l, l.dags, models.DagByTaskIDs, ids,
-				func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID })
-		})
+		wg.Go(func() { primeOne(ctx, l, l.dags, models.DagByTaskIDs, ids) })
 	}
 	wg.Wait()
 	if transitions == nil || transitionsErr != nil {
@@ -154,7 +137,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	for i := range steps {
 		stepIDs[i] = steps[i].WorkflowStepID
 	}
-	lists := group(transitions, stepIDs, func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID })
+	lists := group(transitions, stepIDs, l.stepTransitions.key)
 	for i, id := range stepIDs {
 		l.stepTransitions.Prime(ctx, id, lists[i])
 	}
@@ -179,7 +162,7 @@ func PrefetchStepPage(ctx context.Context, rows []models.StepReadinessStatus) ([
 	if err != nil {
 		return nil, err
 	}
-	byID := index(read, func(s *models.StepRecord) int64 { return s.WorkflowStepID })
+	byID := index(read, l.steps.key)
 	steps := make([]models.StepRecord, len(ids))
 	for i, id := range ids {
 		s, ok := byID[id]
@@ -236,20 +219,11 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 			if readinessPrimed {
 				continue
 			}
-			wg.Go(func() {
-				primeOne(ctx, l, l.readiness, models.ReadinessByStepIDs, ids,
-					func(r *models.StepReadinessStatus) int64 { return r.WorkflowStepID })
-			})
+			wg.Go(func() { primeOne(ctx, l, l.readiness, models.ReadinessByStepIDs, ids) })
 		case "transitions":
-			wg.Go(func() {
-				primeMany(ctx, l, l.stepTransitions, models.StepTransitionsByStepIDs, ids,
-					func(r *models.StepTransitionRecord) int64 { return r.WorkflowStepID })
-			})
+			wg.Go(func() { primeMany(ctx, l, l.stepTransitions, models.StepTransitionsByStepIDs, ids) })
 		case "task":
-			wg.Go(func() {
-				primeOne(ctx, l, l.tasks, models.TasksByIDs, distinctTasks(steps),
-					func(r *models.TaskRecord) int64 { return r.TaskID })
-			})
+			wg.Go(func() { primeOne(ctx, l, l.tasks, models.TasksByIDs, distinctTasks(steps)) })
 		case "dag":
 			dag = true
 		case "parents":
@@ -260,14 +234,12 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 	}
 	if dag {
 		wg.Go(func() {
-			rows := primeOne(ctx, l, l.dags, models.DagByStepIDs, ids,
-				func(r *models.StepDagRelationship) int64 { return r.WorkflowStepID })
+			rows := primeOne(ctx, l, l.dags, models.DagByStepIDs, ids)
 			// Parents and children are steps of the same tasks; those not among steps are
 			// read here.
 			missing := relatives(rows, ids, parents, children)
 			if len(missing) > 0 {
-				primeOne(ctx, l, l.steps, models.StepsByIDs, missing,
-					func(r *models.StepRecord) int64 { return r.WorkflowStepID })
+				primeOne(ctx, l, l.steps, models.StepsByIDs, missing)
 			}
 		})
 	}
@@ -313,25 +285,25 @@ func relatives(rows []models.StepDagRelationship, have []int64, parents, childre
 }
 
 // primeOne reads the rows of ids in one statement, primes loader with each and returns them.
-func primeOne[V any](ctx context.Context, l *Loaders, loader *dataloader.Loader[int64, *V], fetch fetchFunc[V], ids []int64, key func(*V) int64) []V {
+func primeOne[V any](ctx context.Context, l *Loaders, loader rowLoader[V], fetch fetchFunc[V], ids []int64) []V {
 	rows, err := fetch(ctx, l.db, ids)
 	if err != nil {
 		return nil
 	}
 	for i := range rows {
-		loader.Prime(ctx, key(&rows[i]), &rows[i])
+		loader.Prime(ctx, loader.key(&rows[i]), &rows[i])
 	}
 	return rows
 }
 
 // primeMany reads the rows of ids in one statement and primes loader with each id's list
 // (empty when it has none). It returns the rows.
-func primeMany[V any](ctx context.Context, l *Loaders, loader *dataloader.Loader[int64, []V], fetch fetchFunc[V], ids []int64, key func(*V) int64) []V {
+func primeMany[V any](ctx context.Context, l *Loaders, loader listLoader[V], fetch fetchFunc[V], ids []int64) []V {
 	rows, err := fetch(ctx, l.db, ids)
 	if err != nil {
 		return nil
 	}
-	for i, list := range group(rows, ids, key) {
+	for i, list := range group(rows, ids, loader.key) {
 		loader.Prime(ctx, ids[i], list)
 	}
 	return rows

@@ -2,7 +2,6 @@ package resolvers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -60,10 +59,10 @@ func (r *Resolver) throughput(ctx context.Context, hours *int) (*models.HourlyTh
 	return &out, nil
 }
 
-// dashboardErr makes a bad argument a VALIDATION error naming the field; other errors stay
+// dashboardErr names the field in a bad argument's VALIDATION error; other errors stay
 // internal.
 func dashboardErr(field string, err error) error {
-	if errors.Is(err, models.ErrBadDashboardInput) {
+	if errs.Is(err, errs.Invalid) {
 		return errs.E(errs.Invalid, "dashboard.%s: %w", field, err)
 	}
 	return fmt.Errorf("reading dashboard.%s: %w", field, err)

@@ -59,11 +59,41 @@ func (c countAll) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.
 // are on unless cfg says otherwise through mutate.
 func newEnv(t testing.TB, mutate ...func(*server.Config)) *env {
 	t.Helper()
+	statements := &atomic.Int64{}
+	b := newBackend(t, countAll{n: statements}, 30)
+	cfg := server.Config{QueryStats: true}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	api := server.New(cfg, server.Deps{DB: b.db, Hub: b.hub, Log: b.log, Templates: b.templates})
+	mux := http.NewServeMux()
+	api.Mount(mux)
+	return &env{t: t, url: b.url, db: b.db, hub: b.hub, api: api, srv: b.serve(mux), fx: fixture.New(t, b.db),
+		logs: b.logs, statements: statements}
+}
+
+// backend is what a test's server runs on: a fresh database, a pool with tracer, a running
+// events hub, the shipped templates and a log collected in logs.
+type backend struct {
+	t         testing.TB
+	ctx       context.Context // ends when the test ends
+	url       string
+	db        *gorm.DB
+	hub       *events.Hub
+	log       *slog.Logger
+	logs      *lockedWriter
+	templates *template.Registry
+}
+
+// newBackend starts a backend; everything stops when the test ends, after the server serve
+// starts.
+func newBackend(t testing.TB, tracer pgx.QueryTracer, maxOpenConns int) *backend {
+	t.Helper()
 	url := dbtest.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	statements := &atomic.Int64{}
-	db, err := database.Open(ctx, url, database.Options{Tracer: countAll{n: statements}, MaxOpenConns: 30})
+	db, err := database.Open(ctx, url, database.Options{Tracer: tracer, MaxOpenConns: maxOpenConns})
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	logs := &lockedWriter{}
@@ -71,31 +101,31 @@ func newEnv(t testing.TB, mutate ...func(*server.Config)) *env {
 	hub := events.NewHub(url, log)
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); _ = hub.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-hubDone
+		_ = database.Close(db)
+	})
 	select {
 	case <-hub.Ready():
 	case <-time.After(10 * time.Second):
 		t.Fatal("events hub not ready after 10s")
 	}
-	cfg := server.Config{QueryStats: true}
-	for _, m := range mutate {
-		m(&cfg)
-	}
 	reg, err := template.Shipped(handler.NewBuiltinRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := server.New(cfg, server.Deps{DB: db, Hub: hub, Log: log, Templates: reg})
-	mux := http.NewServeMux()
-	api.Mount(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
+	return &backend{t: t, ctx: ctx, url: url, db: db, hub: hub, log: log, logs: logs, templates: reg}
+}
+
+// serve starts an httptest server of h, closed when the test ends, before the backend stops.
+func (b *backend) serve(h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	b.t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
-		cancel()
-		<-hubDone
-		_ = database.Close(db)
 	})
-	return &env{t: t, url: url, db: db, hub: hub, api: api, srv: srv, fx: fixture.New(t, db), logs: logs, statements: statements}
+	return srv
 }
 
 // gqlError is one entry of a response's errors.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,12 +20,8 @@ import (
 	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/database"
-	"github.com/taskerhq/tasker/internal/events"
-	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
-	"github.com/taskerhq/tasker/internal/template"
-	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // secureEnv is the real handler behind the auth guard and metrics, on an httptest server.
@@ -51,26 +46,8 @@ type secureSetup struct {
 
 func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secureOption) *secureEnv {
 	t.Helper()
-	url := dbtest.NewURL(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	db, err := database.Open(ctx, url, database.Options{Tracer: querystats.Tracer{}, MaxOpenConns: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedWriter{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	hub := events.NewHub(url, log)
-	hubDone := make(chan struct{})
-	go func() { defer close(hubDone); _ = hub.Run(ctx) }()
-	select {
-	case <-hub.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("events hub not ready after 10s")
-	}
-	reg, err := template.Shipped(handler.NewBuiltinRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newBackend(t, querystats.Tracer{}, 20)
+	ctx, db, hub, log := b.ctx, b.db, b.hub, b.log
 	var setup secureSetup
 	for _, o := range opts {
 		o(&setup)
@@ -88,19 +65,12 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secu
 		guard.WatchRevocations(hub)
 	}
 	m := metrics.New(metrics.Options{DB: database.SQL(db), Hub: hub, Log: log})
-	api := server.New(server.Config{}, server.Deps{DB: db, Hub: hub, Log: log, Templates: reg, Guard: guard, Metrics: m})
+	api := server.New(server.Config{}, server.Deps{DB: db, Hub: hub, Log: log, Templates: b.templates, Guard: guard, Metrics: m})
 	mux := http.NewServeMux()
 	api.Mount(mux)
 	mux.Handle("GET /metrics", m.Handler())
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		<-hubDone
-		_ = database.Close(db)
-	})
-	e := &secureEnv{t: t, db: db, store: store, guard: guard, metrics: m, srv: srv, logs: logs, tokens: map[auth.Role]string{}}
+	e := &secureEnv{t: t, db: db, store: store, guard: guard, metrics: m, srv: b.serve(mux), logs: b.logs,
+		tokens: map[auth.Role]string{}}
 	for _, r := range auth.Roles {
 		_, secret, err := store.Create(ctx, r, string(r)+"-token")
 		if err != nil {

@@ -197,28 +197,18 @@ func TasksPage(ctx context.Context, db *gorm.DB, f TaskFilter, beforeID int64, l
 // tasker_step_transitions_after (db/migrations/00014_index_plans.sql), which keeps its index
 // plan whatever the planner's statistics say.
 func StepTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, taskID int64, limit int) ([]StepTransitionRecord, error) {
-	var rows []StepTransitionRecord
-	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_step_transitions_after(@after, CAST(@exclude AS bigint[]), @task, @limit)`,
-		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "task": taskID, "limit": limit}).
-		Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("reading step transitions after %d: %w", afterID, err)
-	}
-	return rows, nil
+	return transitionsAfter[StepTransitionRecord](ctx, db, "step", afterID, exclude,
+		`SELECT * FROM tasker_step_transitions_after(@after, CAST(@exclude AS bigint[]), @task, @limit)`,
+		map[string]any{"task": taskID, "limit": limit})
 }
 
 // TaskTransitionsAfter reads up to limit task transitions with id > afterID and not in
 // exclude, by id, of tasks in the namespace called namespace when it is not empty. One
 // statement, through the function tasker_task_transitions_after (see StepTransitionsAfter).
 func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, namespace string, limit int) ([]TaskTransitionRecord, error) {
-	var rows []TaskTransitionRecord
-	err := db.WithContext(ctx).Raw(`SELECT * FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), @namespace, @limit)`,
-		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "namespace": namespace, "limit": limit}).
-		Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
-	}
-	return rows, nil
+	return transitionsAfter[TaskTransitionRecord](ctx, db, "task", afterID, exclude,
+		`SELECT * FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), @namespace, @limit)`,
+		map[string]any{"namespace": namespace, "limit": limit})
 }
 
 // TaskTransitionsWithNamespaceAfter reads up to limit task transitions with id > afterID and
@@ -226,17 +216,22 @@ func TaskTransitionsAfter(ctx context.Context, db *gorm.DB, afterID int64, exclu
 // rows come from tasker_task_transitions_after (see TaskTransitionsAfter), and each row's
 // namespace from a lookup by the task's primary key.
 func TaskTransitionsWithNamespaceAfter(ctx context.Context, db *gorm.DB, afterID int64, exclude []int64, limit int) ([]TaskTransitionRecord, error) {
-	var rows []TaskTransitionRecord
-	err := db.WithContext(ctx).Raw(`SELECT tr.*, (SELECT ns.name FROM tasker_tasks t
+	return transitionsAfter[TaskTransitionRecord](ctx, db, "task", afterID, exclude, `SELECT tr.*, (SELECT ns.name FROM tasker_tasks t
 			JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
 			JOIN tasker_task_namespaces ns ON ns.task_namespace_id = n.task_namespace_id
 			WHERE t.task_id = tr.task_id) AS namespace
 		FROM tasker_task_transitions_after(@after, CAST(@exclude AS bigint[]), '', @limit) tr
 		ORDER BY tr.id`,
-		map[string]any{"after": afterID, "exclude": database.Array[int64](exclude), "limit": limit}).
-		Scan(&rows).Error
-	if err != nil {
-		return nil, fmt.Errorf("reading task transitions after %d: %w", afterID, err)
+		map[string]any{"limit": limit})
+}
+
+// transitionsAfter runs query, a read of the transitions (of kind what) above afterID and not
+// in exclude, with args and the named arguments @after and @exclude.
+func transitionsAfter[T any](ctx context.Context, db *gorm.DB, what string, afterID int64, exclude []int64, query string, args map[string]any) ([]T, error) {
+	args["after"], args["exclude"] = afterID, database.Array[int64](exclude)
+	var rows []T
+	if err := db.WithContext(ctx).Raw(query, args).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading %s transitions after %d: %w", what, afterID, err)
 	}
 	return rows, nil
 }

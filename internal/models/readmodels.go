@@ -2,11 +2,12 @@ package models
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // The dashboard read models and their freshness records. Each dashboard is a view over
@@ -210,9 +211,6 @@ const (
 	MaxThroughputHours      = 24 * 366
 )
 
-// ErrBadDashboardInput is wrapped by the errors of dashboard reads given bad arguments.
-var ErrBadDashboardInput = errors.New("bad dashboard input")
-
 // ReadTaskStatusSummaries reads the task status summaries, of one namespace or of all when
 // namespace is "", ordered by namespace, task name and version. It runs two statements: the
 // rows from tasker_task_status_summaries and the view's freshness.
@@ -222,41 +220,37 @@ func ReadTaskStatusSummaries(ctx context.Context, db *gorm.DB, namespace string)
 	if namespace != "" {
 		q = q.Where("namespace_name = ?", namespace)
 	}
-	if err := q.Find(&out.Rows).Error; err != nil {
-		return out, fmt.Errorf("reading task status summaries: %w", err)
-	}
-	f, err := readFreshness(ctx, db, TaskStatusSummary{}.TableName())
-	out.Freshness = f
+	err := withFreshness(ctx, db, TaskStatusSummary{}.TableName(), &out.Freshness,
+		"reading task status summaries", q.Find(&out.Rows).Error)
 	return out, err
 }
 
 // ReadStepPerformance reads at most limit (1..MaxStepPerformanceLimit) step performance rows,
 // of one namespace or of all when namespace is "", busiest first (most executions, then by
-// namespace and step name). Two statements: the rows and the view's freshness.
+// namespace and step name). Two statements: the rows and the view's freshness. A limit out of
+// range is an errs.Invalid error and reads nothing.
 func ReadStepPerformance(ctx context.Context, db *gorm.DB, namespace string, limit int) (StepPerformances, error) {
 	var out StepPerformances
 	if limit < 1 || limit > MaxStepPerformanceLimit {
-		return out, fmt.Errorf("%w: limit %d is out of range 1..%d", ErrBadDashboardInput, limit, MaxStepPerformanceLimit)
+		return out, errs.E(errs.Invalid, "bad dashboard input: limit %d is out of range 1..%d", limit, MaxStepPerformanceLimit)
 	}
 	q := db.WithContext(ctx).Order("executions DESC, namespace_name, step_name, named_step_id").Limit(limit)
 	if namespace != "" {
 		q = q.Where("namespace_name = ?", namespace)
 	}
-	if err := q.Find(&out.Rows).Error; err != nil {
-		return out, fmt.Errorf("reading step performance: %w", err)
-	}
-	f, err := readFreshness(ctx, db, StepPerformance{}.TableName())
-	out.Freshness = f
+	err := withFreshness(ctx, db, StepPerformance{}.TableName(), &out.Freshness,
+		"reading step performance", q.Find(&out.Rows).Error)
 	return out, err
 }
 
 // ReadHourlyThroughput reads the last hours (1..MaxThroughputHours) UTC hours, the current one
 // included, oldest first, one row per hour: hours without activity read as zeros. Two
-// statements: the rows and the view's freshness.
+// statements: the rows and the view's freshness. hours out of range is an errs.Invalid error
+// and reads nothing.
 func ReadHourlyThroughput(ctx context.Context, db *gorm.DB, hours int) (HourlyThroughputs, error) {
 	var out HourlyThroughputs
 	if hours < 1 || hours > MaxThroughputHours {
-		return out, fmt.Errorf("%w: hours %d is out of range 1..%d", ErrBadDashboardInput, hours, MaxThroughputHours)
+		return out, errs.E(errs.Invalid, "bad dashboard input: hours %d is out of range 1..%d", hours, MaxThroughputHours)
 	}
 	err := db.WithContext(ctx).Raw(`
 		SELECT s.hour,
@@ -269,19 +263,21 @@ func ReadHourlyThroughput(ctx context.Context, db *gorm.DB, hours int) (HourlyTh
 		                     date_trunc('hour', now(), 'UTC'), interval '1 hour') AS s(hour)
 		LEFT JOIN tasker_hourly_throughput h ON h.hour = s.hour
 		ORDER BY s.hour`, hours-1).Scan(&out.Rows).Error
-	if err != nil {
-		return out, fmt.Errorf("reading hourly throughput: %w", err)
-	}
-	f, err := readFreshness(ctx, db, HourlyThroughput{}.TableName())
-	out.Freshness = f
+	err = withFreshness(ctx, db, HourlyThroughput{}.TableName(), &out.Freshness, "reading hourly throughput", err)
 	return out, err
 }
 
-func readFreshness(ctx context.Context, db *gorm.DB, view string) (Freshness, error) {
-	var st ReadModelState
-	err := db.WithContext(ctx).Where("name = ?", view).Limit(1).Find(&st).Error
-	if err != nil {
-		return Freshness{}, fmt.Errorf("reading freshness of %s: %w", view, err)
+// withFreshness completes the read of a dashboard's rows, which ended with rowsErr: a failed
+// read is wrapped with doing (what was read); a read that succeeded is followed by the read of
+// view's freshness into f (the second statement).
+func withFreshness(ctx context.Context, db *gorm.DB, view string, f *Freshness, doing string, rowsErr error) error {
+	if rowsErr != nil {
+		return fmt.Errorf("%s: %w", doing, rowsErr)
 	}
-	return Freshness{RefreshedAt: st.LastRefreshedAt, Stale: st.StaleSince != nil}, nil
+	var st ReadModelState
+	if err := db.WithContext(ctx).Where("name = ?", view).Limit(1).Find(&st).Error; err != nil {
+		return fmt.Errorf("reading freshness of %s: %w", view, err)
+	}
+	*f = Freshness{RefreshedAt: st.LastRefreshedAt, Stale: st.StaleSince != nil}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
@@ -664,11 +665,11 @@ func TestDashboardReadsTheMaterializedViews(t *testing.T) {
 		t.Fatalf("48 hours of throughput: %d rows, %d tasks created; want 48 rows, 12 tasks", len(thr.Rows), created)
 	}
 	for _, bad := range []int{0, -1, models.MaxStepPerformanceLimit + 1} {
-		if _, err := models.ReadStepPerformance(ctx, db, "", bad); !errors.Is(err, models.ErrBadDashboardInput) {
+		if _, err := models.ReadStepPerformance(ctx, db, "", bad); !errs.Is(err, errs.Invalid) {
 			t.Errorf("limit %d: %v", bad, err)
 		}
 	}
-	if _, err := models.ReadHourlyThroughput(ctx, db, 0); !errors.Is(err, models.ErrBadDashboardInput) {
+	if _, err := models.ReadHourlyThroughput(ctx, db, 0); !errs.Is(err, errs.Invalid) {
 		t.Errorf("0 hours: %v", err)
 	}
 	// Read models refuse writes.

@@ -1,6 +1,8 @@
 // Package graph is the GraphQL API: the schema (schema/*.graphqls), generated execution code
-// (generated/, never edited by hand), GraphQL-only models (model/), resolvers (resolvers/)
-// and per-request dataloaders (loaders/). Run `go generate ./...` after editing the schema.
+// (generated/, never edited by hand), GraphQL-only models (model/), resolvers (resolvers/),
+// per-request dataloaders (loaders/), subscription streams (feed/), the classification of
+// errors for clients (apierr/) and the HTTP server with its transports and limits (server/).
+// Run `go generate ./...` after editing the schema or gqlgen.yml.
 package graph
 
 //go:generate go tool gqlgen generate

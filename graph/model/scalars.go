@@ -1,5 +1,6 @@
 // Package model holds the GraphQL types that are not database models (generated into
-// models_gen.go) and the Go side of the custom scalars: ID as int64 and JSON as raw bytes.
+// models_gen.go) and the Go side of the custom scalars: ID as int64, JSON as raw bytes and
+// Time as an RFC 3339 instant.
 package model
 
 import (

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -202,7 +202,7 @@ func TestViewReadsUseIndexesAndTouchOnlyTheirTasks(t *testing.T) {
 	var stepsOfTasks int
 	rows, err := sqlDB.QueryContext(ctx,
 		`SELECT workflow_step_id FROM tasker_workflow_steps WHERE task_id = ANY($1::bigint[]) ORDER BY 1`,
-		models.Int64Array(taskIDs))
+		database.Array[int64](taskIDs))
 	if err != nil {
 		t.Fatalf("listing steps: %v", err)
 	}

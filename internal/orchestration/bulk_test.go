@@ -169,8 +169,8 @@ func TestCreateTasksMatchesTheTriggerAndTheBaseline(t *testing.T) {
 	for i, v := range contexts {
 		n := naive[i]
 		if v.TaskID != n.TaskID || v.Status != n.Status || v.TotalSteps != n.TotalSteps || v.PendingSteps != n.PendingSteps ||
-			v.ReadySteps != n.ReadySteps || string(v.ExecutionStatus) != n.ExecutionStatus || string(v.HealthStatus) != n.HealthStatus ||
-			string(v.RecommendedAction) != n.RecommendedAction || math.Abs(v.CompletionPercentage-n.CompletionPercentage) > 0.001 {
+			v.ReadySteps != n.ReadySteps || string(v.ExecutionStatus) != string(n.ExecutionStatus) || string(v.HealthStatus) != string(n.HealthStatus) ||
+			string(v.RecommendedAction) != string(n.RecommendedAction) || math.Abs(v.CompletionPercentage-n.CompletionPercentage) > 0.001 {
 			t.Errorf("task %d: view %+v\nbaseline %+v", v.TaskID, v, n)
 		}
 		steps, err := baseline.Steps(ctx, h.db, v.TaskID, now)

@@ -1,5 +1,6 @@
 // Package migrate applies the embedded schema history (db/migrations plus the Go migrations
-// that install versioned view definitions) to a PostgreSQL database with goose. Applying is
+// that install the versioned definitions of the catalogue db.Projections) to a PostgreSQL
+// database with goose. Applying is
 // idempotent and safe to run from several processes at once: goose serialises runners with a
 // PostgreSQL advisory lock.
 package migrate
@@ -53,22 +54,21 @@ func Version(ctx context.Context, sqlDB *sql.DB) (int64, error) {
 	return provider.GetDBVersion(ctx)
 }
 
-// allGoMigrations lists every Go migration: the live views, then the materialized read models.
-func allGoMigrations() []*goose.Migration {
-	return append(goMigrations(), materializedGoMigrations()...)
-}
-
 func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 	migrations, err := fs.Sub(db.Migrations, "migrations")
 	if err != nil {
 		return nil, fmt.Errorf("opening embedded migrations: %w", err)
+	}
+	goMigrations, err := projectionMigrations(db.Projections)
+	if err != nil {
+		return nil, err
 	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return nil, fmt.Errorf("creating migration lock: %w", err)
 	}
 	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations,
-		goose.WithGoMigrations(allGoMigrations()...),
+		goose.WithGoMigrations(goMigrations...),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSessionLocker(locker),
 		// A migration numbered below the newest applied one (written on a parallel branch)
@@ -109,7 +109,11 @@ func Hash() (string, error) {
 			h.Write(body)
 		}
 	}
-	for _, m := range allGoMigrations() {
+	goMigrations, err := projectionMigrations(db.Projections)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range goMigrations {
 		fmt.Fprintf(h, "go:%d\x00", m.Version)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -6,10 +6,12 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"net/url"
+	"slices"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
@@ -47,12 +49,7 @@ func emptyDatabase(t *testing.T) *sql.DB {
 	return sqlDB
 }
 
-var liveViews = []string{
-	"tasker_step_readiness_statuses",
-	"tasker_step_dag_relationships",
-	"tasker_task_execution_contexts",
-	"tasker_task_workflow_summaries",
-}
+var liveViews = db.Names(db.LiveView)
 
 func viewCount(t *testing.T, sqlDB *sql.DB) int {
 	t.Helper()
@@ -63,6 +60,39 @@ func viewCount(t *testing.T, sqlDB *sql.DB) int {
 		t.Fatalf("counting views: %v", err)
 	}
 	return n
+}
+
+// registered lists the read models registered in tasker_read_model_state, in the catalogue's
+// order.
+func registered(t *testing.T, sqlDB *sql.DB) []string {
+	t.Helper()
+	rows, err := sqlDB.QueryContext(context.Background(), `SELECT name FROM tasker_read_model_state`)
+	if err != nil {
+		t.Fatalf("listing read models: %v", err)
+	}
+	defer rows.Close()
+	names := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatalf("scanning read model: %v", err)
+		}
+		names[name] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("listing read models: %v", err)
+	}
+	var out []string
+	for _, p := range db.Projections {
+		if names[p.Name] {
+			out = append(out, p.Name)
+			delete(names, p.Name)
+		}
+	}
+	for name := range names {
+		out = append(out, name)
+	}
+	return out
 }
 
 // TestUpIsIdempotent applies the whole history to an empty database, then again: the second run
@@ -87,6 +117,9 @@ func TestUpIsIdempotent(t *testing.T) {
 	}
 	if got := viewCount(t, sqlDB); got != len(liveViews) {
 		t.Errorf("after Up, %d of the %d live views exist", got, len(liveViews))
+	}
+	if got, want := registered(t, sqlDB), db.Names(db.MaterializedView); !slices.Equal(got, want) {
+		t.Errorf("after Up, read models %v are registered, want %v", got, want)
 	}
 	current, err := migrate.Version(ctx, sqlDB)
 	if err != nil {
@@ -114,12 +147,19 @@ func TestUpIsIdempotent(t *testing.T) {
 	if got := viewCount(t, sqlDB); got != 0 {
 		t.Errorf("after down to 0, %d live views remain", got)
 	}
+	partial, err := provider.UpTo(ctx, 19)
+	if err != nil {
+		t.Fatalf("migrating up to 19: %v", err)
+	}
+	if got := registered(t, sqlDB); len(got) != 0 {
+		t.Errorf("before the read models' migrations, %v are registered", got)
+	}
 	again, err := migrate.Up(ctx, sqlDB)
 	if err != nil {
 		t.Fatalf("Up after down: %v", err)
 	}
-	if len(again) != len(first) {
-		t.Errorf("Up after down applied %d migrations, want %d", len(again), len(first))
+	if len(partial)+len(again) != len(first) {
+		t.Errorf("Up after down applied %d+%d migrations, want %d", len(partial), len(again), len(first))
 	}
 }
 

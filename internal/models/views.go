@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/database"
 )
 
@@ -46,7 +47,7 @@ type StepReadinessStatus struct {
 	BlockingReason        *BlockingReason
 }
 
-func (StepReadinessStatus) TableName() string { return "tasker_step_readiness_statuses" }
+func (StepReadinessStatus) TableName() string { return db.StepReadinessStatuses }
 
 // StepDagRelationship is one row of tasker_step_dag_relationships (SEMANTICS §4).
 type StepDagRelationship struct {
@@ -64,7 +65,7 @@ type StepDagRelationship struct {
 	DependencyLevel  int
 }
 
-func (StepDagRelationship) TableName() string { return "tasker_step_dag_relationships" }
+func (StepDagRelationship) TableName() string { return db.StepDagRelationships }
 
 // TaskExecutionContext is one row of tasker_task_execution_contexts (SEMANTICS §5).
 type TaskExecutionContext struct {
@@ -85,7 +86,7 @@ type TaskExecutionContext struct {
 	HealthStatus            HealthStatus
 }
 
-func (TaskExecutionContext) TableName() string { return "tasker_task_execution_contexts" }
+func (TaskExecutionContext) TableName() string { return db.TaskExecutionContexts }
 
 // TaskWorkflowSummary is one row of tasker_task_workflow_summaries (SEMANTICS §6): the
 // execution context plus the task's roots, ready and blocked steps.
@@ -101,7 +102,7 @@ type TaskWorkflowSummary struct {
 	ParallelismPotential ParallelismPotential
 }
 
-func (TaskWorkflowSummary) TableName() string { return "tasker_task_workflow_summaries" }
+func (TaskWorkflowSummary) TableName() string { return db.TaskWorkflowSummaries }
 
 // ReadinessByStepIDs reads the readiness rows of the given steps, in step id order.
 func ReadinessByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepReadinessStatus, error) {

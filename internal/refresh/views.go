@@ -3,6 +3,7 @@ package refresh
 import (
 	"slices"
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/events"
 )
 
@@ -30,16 +31,22 @@ const (
 
 // The materialized read models, by name.
 const (
-	TaskStatusSummaries = "tasker_task_status_summaries"
-	StepPerformance     = "tasker_step_performance"
-	HourlyThroughput    = "tasker_hourly_throughput"
+	TaskStatusSummaries = db.TaskStatusSummaries
+	StepPerformance     = db.StepPerformance
+	HourlyThroughput    = db.HourlyThroughput
 )
 
-// Views lists every materialized read model of db/materialized.
+// envKey is the catalogue's name for the read model in environment variables.
+func envKey(name string) string {
+	p, _ := db.Find(name)
+	return p.Refresh.EnvKey
+}
+
+// Views lists every materialized read model of the catalogue db.Projections.
 var Views = []View{
 	{
 		Name:   TaskStatusSummaries,
-		EnvKey: "TASK_STATUS_SUMMARIES",
+		EnvKey: envKey(TaskStatusSummaries),
 		Affected: func(ev events.Event) bool {
 			return ev.Channel == events.ChannelTaskTransitions || ev.Channel == events.ChannelTasksCreated
 		},
@@ -48,7 +55,7 @@ var Views = []View{
 	},
 	{
 		Name:   StepPerformance,
-		EnvKey: "STEP_PERFORMANCE",
+		EnvKey: envKey(StepPerformance),
 		Affected: func(ev events.Event) bool {
 			return ev.Channel == events.ChannelStepTransitions
 		},
@@ -57,7 +64,7 @@ var Views = []View{
 	},
 	{
 		Name:   HourlyThroughput,
-		EnvKey: "HOURLY_THROUGHPUT",
+		EnvKey: envKey(HourlyThroughput),
 		Affected: func(ev events.Event) bool {
 			switch ev.Channel {
 			case events.ChannelTasksCreated:

@@ -30,43 +30,6 @@ type NamedTask struct {
 
 func (NamedTask) TableName() string { return "tasker_named_tasks" }
 
-// DependentSystem is the external system a step talks to.
-type DependentSystem struct {
-	DependentSystemID int64 `gorm:"primaryKey"`
-	Name              string
-	Description       *string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-}
-
-func (DependentSystem) TableName() string { return "tasker_dependent_systems" }
-
-// NamedStep is a step type, unique on (dependent system, name).
-type NamedStep struct {
-	NamedStepID       int64 `gorm:"primaryKey"`
-	DependentSystemID int64
-	Name              string
-	Description       *string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-}
-
-func (NamedStep) TableName() string { return "tasker_named_steps" }
-
-// NamedTaskNamedStep says which step types a task type uses, with per-template retry defaults.
-type NamedTaskNamedStep struct {
-	ID                int64 `gorm:"primaryKey"`
-	NamedTaskID       int64
-	NamedStepID       int64
-	Skippable         bool
-	DefaultRetryable  bool
-	DefaultRetryLimit int
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-}
-
-func (NamedTaskNamedStep) TableName() string { return "tasker_named_tasks_named_steps" }
-
 // Task is one run of a named task.
 type Task struct {
 	TaskID       int64 `gorm:"primaryKey"`
@@ -107,22 +70,10 @@ type WorkflowStep struct {
 
 func (WorkflowStep) TableName() string { return "tasker_workflow_steps" }
 
-// WorkflowStepEdge says that FromStepID (the parent) provides for ToStepID (the child).
-type WorkflowStepEdge struct {
+// Transition is the row of a state machine's move that task and step transitions share:
+// append-only, numbered by SortKey within its task or step, MostRecent on the current one.
+type Transition struct {
 	ID         int64 `gorm:"primaryKey"`
-	FromStepID int64
-	ToStepID   int64
-	Name       string
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
-}
-
-func (WorkflowStepEdge) TableName() string { return "tasker_workflow_step_edges" }
-
-// TaskTransition is one append-only move of a task's state machine.
-type TaskTransition struct {
-	ID         int64 `gorm:"primaryKey"`
-	TaskID     int64
 	ToState    State
 	FromState  *State
 	Metadata   json.RawMessage `gorm:"type:jsonb"`
@@ -132,42 +83,18 @@ type TaskTransition struct {
 	UpdatedAt  time.Time
 }
 
+// TaskTransition is one move of a task's state machine.
+type TaskTransition struct {
+	Transition `gorm:"embedded"`
+	TaskID     int64
+}
+
 func (TaskTransition) TableName() string { return "tasker_task_transitions" }
 
-// WorkflowStepTransition is one append-only move of a step's state machine.
+// WorkflowStepTransition is one move of a step's state machine.
 type WorkflowStepTransition struct {
-	ID             int64 `gorm:"primaryKey"`
+	Transition     `gorm:"embedded"`
 	WorkflowStepID int64
-	ToState        State
-	FromState      *State
-	Metadata       json.RawMessage `gorm:"type:jsonb"`
-	SortKey        int
-	MostRecent     bool
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
 }
 
 func (WorkflowStepTransition) TableName() string { return "tasker_workflow_step_transitions" }
-
-// AnnotationType names a kind of task annotation.
-type AnnotationType struct {
-	AnnotationTypeID int64 `gorm:"primaryKey"`
-	Name             string
-	Description      *string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-}
-
-func (AnnotationType) TableName() string { return "tasker_annotation_types" }
-
-// TaskAnnotation is a free-form jsonb note on a task.
-type TaskAnnotation struct {
-	TaskAnnotationID int64 `gorm:"primaryKey"`
-	TaskID           int64
-	AnnotationTypeID int64
-	Annotation       json.RawMessage `gorm:"type:jsonb"`
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-}
-
-func (TaskAnnotation) TableName() string { return "tasker_task_annotations" }

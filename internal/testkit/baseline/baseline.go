@@ -40,23 +40,6 @@ type StepStatus struct {
 	InProcess bool
 }
 
-// Context is the execution context of one task (SEMANTICS §5).
-type Context struct {
-	TaskID                  int64
-	Status                  models.State
-	TotalSteps              int
-	PendingSteps            int
-	InProgressSteps         int
-	CompletedSteps          int
-	FailedSteps             int
-	ReadySteps              int
-	PermanentlyBlockedSteps int
-	ExecutionStatus         string
-	RecommendedAction       string
-	CompletionPercentage    float64
-	HealthStatus            string
-}
-
 type stepRow struct {
 	WorkflowStepID        int64
 	TaskID                int64
@@ -213,10 +196,10 @@ func later(a, b *time.Time) *time.Time {
 	}
 }
 
-// TaskContext computes one task's execution context: a query for the task's state, then
-// Steps.
-func TaskContext(ctx context.Context, db *gorm.DB, taskID int64, now time.Time) (Context, error) {
-	c := Context{TaskID: taskID, Status: models.StatePending}
+// TaskContext computes one task's execution context (SEMANTICS §5): a query for the task's
+// state, then Steps. It fills every column of the view but NamedTaskID, which no rule reads.
+func TaskContext(ctx context.Context, db *gorm.DB, taskID int64, now time.Time) (models.TaskExecutionContext, error) {
+	c := models.TaskExecutionContext{TaskID: taskID, Status: models.StatePending}
 	var states []string
 	if err := db.WithContext(ctx).Raw(`SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent`,
 		taskID).Scan(&states).Error; err != nil {
@@ -278,8 +261,8 @@ func TaskContext(ctx context.Context, db *gorm.DB, taskID int64, now time.Time) 
 
 // TaskContexts computes the execution contexts of a page of tasks, one task after another, in
 // the order given.
-func TaskContexts(ctx context.Context, db *gorm.DB, taskIDs []int64, now time.Time) ([]Context, error) {
-	out := make([]Context, 0, len(taskIDs))
+func TaskContexts(ctx context.Context, db *gorm.DB, taskIDs []int64, now time.Time) ([]models.TaskExecutionContext, error) {
+	out := make([]models.TaskExecutionContext, 0, len(taskIDs))
 	for _, id := range taskIDs {
 		c, err := TaskContext(ctx, db, id, now)
 		if err != nil {

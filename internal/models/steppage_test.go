@@ -3,7 +3,6 @@ package models_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -11,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/taskerhq/tasker/internal/models"
-	"github.com/taskerhq/tasker/internal/seed"
 	"github.com/taskerhq/tasker/internal/testkit/baseline"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/plantest"
 )
 
 // TestReadinessPageMatchesBaseline checks Query.steps' reader against the naive evaluation of
@@ -29,18 +26,7 @@ func TestReadinessPageMatchesBaseline(t *testing.T) {
 	ctx := context.Background()
 	url := dbtest.NewURL(t)
 	db := dbtest.Open(t, url)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	plan, err := seed.Plan(1500, append([]string{"parallel_merge"}, seed.DefaultShapes...), 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seed.Generate(ctx, conn, 5, plan, nil); err != nil {
-		t.Fatal(err)
-	}
+	fixture.Generated(t, url, 5, 1500, 1000)
 	b := fixture.New(t, db)
 	d := b.Task(fixture.Diamond)
 	d.Complete("start_workflow")
@@ -268,7 +254,7 @@ func TestReadinessPageWalksUnfinishedSteps(t *testing.T) {
 				}
 				if t.Failed() {
 					var nodes []string
-					plan.walk(func(n planNode) { nodes = append(nodes, n.NodeType+" "+n.RelationName+" "+n.IndexName) })
+					plan.Walk(func(n plantest.Node) { nodes = append(nodes, n.NodeType+" "+n.RelationName+" "+n.IndexName) })
 					t.Logf("%v", nodes)
 					raw, _ := json.MarshalIndent(plan, "", " ")
 					t.Logf("%s\nplan:\n%s", query, raw)
@@ -281,7 +267,7 @@ func TestReadinessPageWalksUnfinishedSteps(t *testing.T) {
 // explainArgs prepares query (with ? placeholders; PostgreSQL infers the parameter types)
 // and returns the root node of EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE of it with args, so that
 // the plan is the one the connection's plan_cache_mode picks for a prepared statement.
-func explainArgs(t *testing.T, conn *sql.Conn, query string, args []any) planNode {
+func explainArgs(t *testing.T, conn *sql.Conn, query string, args []any) plantest.Node {
 	t.Helper()
 	ctx := context.Background()
 	var numbered strings.Builder
@@ -296,34 +282,19 @@ func explainArgs(t *testing.T, conn *sql.Conn, query string, args []any) planNod
 	}
 	literals := make([]string, len(args))
 	for i, a := range args {
-		if v, ok := a.(driver.Valuer); ok {
-			val, err := v.Value()
-			if err != nil {
-				t.Fatal(err)
-			}
-			a = val
+		lit, err := plantest.Literal(a)
+		if err != nil {
+			t.Fatal(err)
 		}
-		switch v := a.(type) {
-		case string:
-			literals[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
-		default:
-			literals[i] = fmt.Sprint(v)
-		}
+		literals[i] = lit
 	}
 	if _, err := conn.ExecContext(ctx, "PREPARE page_probe AS "+numbered.String()); err != nil {
 		t.Fatalf("preparing %s: %v", numbered.String(), err)
 	}
 	defer func() { _, _ = conn.ExecContext(ctx, "DEALLOCATE page_probe") }()
-	var raw string
-	explain := "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page_probe (" + strings.Join(literals, ", ") + ")"
-	if err := conn.QueryRowContext(ctx, explain).Scan(&raw); err != nil {
-		t.Fatalf("%s: %v", explain, err)
+	plan, err := plantest.Explain(ctx, conn, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page_probe ("+strings.Join(literals, ", ")+")")
+	if err != nil {
+		t.Fatalf("%s: %v", numbered.String(), err)
 	}
-	var out []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
-		t.Fatalf("parsing plan: %v\n%s", err, raw)
-	}
-	return out[0].Plan
+	return plan
 }

@@ -10,20 +10,12 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/plantest"
 )
 
 // planTasks is the number of tasks generated for the plan tests: enough that a scan of a whole
 // table would touch far more rows than any one task owns.
 const planTasks = 3000
-
-// hotTables are the tables that grow with the workload; a per-task read must never scan them.
-var hotTables = []string{
-	"tasker_tasks",
-	"tasker_workflow_steps",
-	"tasker_workflow_step_edges",
-	"tasker_task_transitions",
-	"tasker_workflow_step_transitions",
-}
 
 // seedPlanData fills the database with planTasks tasks of 5 to 10 steps each, chained with a
 // few extra edges, with the first steps complete or in error and most tasks in progress, all
@@ -91,65 +83,31 @@ func seedPlanData(t *testing.T) *sql.DB {
 	return sqlDB
 }
 
-// planNode is the part of an EXPLAIN (FORMAT JSON) node the tests look at.
-type planNode struct {
-	NodeType             string     `json:"Node Type"`
-	RelationName         string     `json:"Relation Name"`
-	IndexName            string     `json:"Index Name"`
-	ActualRows           float64    `json:"Actual Rows"`
-	ActualLoops          float64    `json:"Actual Loops"`
-	RowsRemovedByFilter  float64    `json:"Rows Removed by Filter"`
-	RowsRemovedByRecheck float64    `json:"Rows Removed by Index Recheck"`
-	Plans                []planNode `json:"Plans"`
-}
-
-func (n planNode) walk(visit func(planNode)) {
-	visit(n)
-	for _, c := range n.Plans {
-		c.walk(visit)
-	}
-}
-
 // explain prepares query with one parameter of type paramType, and returns the root node of
 // EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE of it with literal arg, so that the plan is
 // the one the connection's plan_cache_mode picks for a prepared statement.
-func explain(t *testing.T, conn *sql.Conn, query, paramType, arg string) planNode {
+func explain(t *testing.T, conn *sql.Conn, query, paramType, arg string) plantest.Node {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := conn.ExecContext(ctx, "PREPARE plan_probe ("+paramType+") AS "+query); err != nil {
 		t.Fatalf("preparing %s: %v", query, err)
 	}
 	defer func() { _, _ = conn.ExecContext(ctx, "DEALLOCATE plan_probe") }()
-	var raw string
-	if err := conn.QueryRowContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE plan_probe ('"+arg+"')").Scan(&raw); err != nil {
-		t.Fatalf("explaining %s: %v", query, err)
+	plan, err := plantest.Explain(ctx, conn, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE plan_probe ('"+arg+"')")
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
 	}
-	var out []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
-		t.Fatalf("parsing plan of %s: %v\n%s", query, err, raw)
-	}
-	return out[0].Plan
+	return plan
 }
 
-// hotRows returns the rows each hot table's plan nodes touched (returned, filtered out or
+// hotRows returns the rows each growing table's plan nodes touched (returned, filtered out or
 // rechecked, over all loops), and fails t for a sequential scan of any of them.
-func hotRows(t *testing.T, query string, plan planNode) map[string]float64 {
+func hotRows(t *testing.T, query string, plan plantest.Node) map[string]float64 {
 	t.Helper()
-	touched := map[string]float64{}
-	plan.walk(func(n planNode) {
-		for _, table := range hotTables {
-			if n.RelationName != table {
-				continue
-			}
-			if n.NodeType == "Seq Scan" {
-				t.Errorf("%s: sequential scan of %s", query, table)
-			}
-			touched[table] += (n.ActualRows + n.RowsRemovedByFilter + n.RowsRemovedByRecheck) * n.ActualLoops
-		}
-	})
-	return touched
+	for _, table := range plan.SeqScans() {
+		t.Errorf("%s: sequential scan of %s", query, table)
+	}
+	return plan.RowsRead()
 }
 
 func idLiteral(ids []int64) string {

@@ -3,7 +3,6 @@ package orchestration
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -20,19 +19,14 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/plantest"
 )
-
-// growingTables are the tables that grow with the workload: no hot statement may scan one.
-var growingTables = []string{
-	"tasker_tasks", "tasker_workflow_steps", "tasker_workflow_step_edges",
-	"tasker_task_transitions", "tasker_workflow_step_transitions",
-}
 
 // analyseEmpty gives the planner the statistics of an empty database and keeps them: it turns
 // autovacuum off for the growing tables of the test's database and analyses them as they are.
 func analyseEmpty(t testing.TB, db *gorm.DB) {
 	t.Helper()
-	for _, tbl := range growingTables {
+	for _, tbl := range plantest.GrowingTables {
 		if err := db.Exec(`ALTER TABLE ` + tbl + ` SET (autovacuum_enabled = false)`).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -106,24 +100,6 @@ func (l *statementLog) statements() []captured {
 	return append([]captured(nil), l.order...)
 }
 
-// planNode is the part of an EXPLAIN (FORMAT JSON) node the test looks at.
-type planNode struct {
-	NodeType     string     `json:"Node Type"`
-	RelationName string     `json:"Relation Name"`
-	PlanRows     float64    `json:"Plan Rows"`
-	ActualRows   float64    `json:"Actual Rows"`
-	ActualLoops  float64    `json:"Actual Loops"`
-	Removed      float64    `json:"Rows Removed by Filter"`
-	Plans        []planNode `json:"Plans"`
-}
-
-func (n planNode) walk(visit func(planNode)) {
-	visit(n)
-	for _, c := range n.Plans {
-		c.walk(visit)
-	}
-}
-
 // prober plans the captured statements on one connection of a pool opened like the
 // service's (database.Open, with its connection settings): each statement is prepared there
 // once, as the service's statement cache does, so that a plan the connection caches while the
@@ -154,7 +130,7 @@ func (p *prober) inTx(c captured, fn func(tx *sql.Tx)) {
 
 // execute returns EXPLAIN EXECUTE of c's prepared statement (preparing it the first time):
 // the plan the connection's plan cache gives for it now, a cached generic plan included.
-func (p *prober) execute(c captured) planNode {
+func (p *prober) execute(c captured) plantest.Node {
 	ctx := context.Background()
 	name, ok := p.name[c.sql]
 	if !ok {
@@ -168,13 +144,17 @@ func (p *prober) execute(c captured) planNode {
 	// EXECUTE takes no bound parameters inside EXPLAIN: the arguments go in as literals.
 	lits := make([]string, len(c.args))
 	for i, a := range c.args {
-		lits[i] = literal(p.t, a)
+		lit, err := plantest.Literal(a)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		lits[i] = lit
 	}
 	q := "EXPLAIN (FORMAT JSON) EXECUTE " + name
 	if len(lits) > 0 {
 		q += "(" + strings.Join(lits, ", ") + ")"
 	}
-	var plan planNode
+	var plan plantest.Node
 	p.inTx(c, func(tx *sql.Tx) { plan = p.plan(tx, c, q) })
 	return plan
 }
@@ -185,45 +165,31 @@ func (p *prober) execute(c captured) planNode {
 // that now exists).
 func (p *prober) rowsRead(c captured) (read float64, ok bool) {
 	p.inTx(c, func(tx *sql.Tx) {
-		var raw string
-		if err := tx.QueryRowContext(context.Background(), "EXPLAIN (ANALYZE, FORMAT JSON) "+c.sql, c.args...).Scan(&raw); err != nil {
+		plan, err := plantest.Explain(context.Background(), tx, "EXPLAIN (ANALYZE, FORMAT JSON) "+c.sql, c.args...)
+		if err != nil {
 			return
 		}
-		var out []struct {
-			Plan planNode `json:"Plan"`
+		for _, n := range plan.RowsRead() {
+			read += n
 		}
-		if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
-			p.t.Fatalf("parsing the plan of %s: %v", c.sql, err)
-		}
-		out[0].Plan.walk(func(n planNode) {
-			if isGrowing(n.RelationName) {
-				read += (n.ActualRows + n.Removed) * n.ActualLoops
-			}
-		})
 		ok = true
 	})
 	return read, ok
 }
 
 // fresh returns EXPLAIN of c planned now with its real arguments (a custom plan).
-func (p *prober) fresh(c captured) planNode {
-	var plan planNode
+func (p *prober) fresh(c captured) plantest.Node {
+	var plan plantest.Node
 	p.inTx(c, func(tx *sql.Tx) { plan = p.plan(tx, c, "EXPLAIN (FORMAT JSON) "+c.sql, c.args...) })
 	return plan
 }
 
-func (p *prober) plan(tx *sql.Tx, c captured, query string, args ...any) planNode {
-	var raw string
-	if err := tx.QueryRowContext(context.Background(), query, args...).Scan(&raw); err != nil {
-		p.t.Fatalf("explaining %s: %v", c.sql, err)
+func (p *prober) plan(tx *sql.Tx, c captured, query string, args ...any) plantest.Node {
+	plan, err := plantest.Explain(context.Background(), tx, query, args...)
+	if err != nil {
+		p.t.Fatalf("%s: %v", c.sql, err)
 	}
-	var out []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
-		p.t.Fatalf("parsing the plan of %s: %v", c.sql, err)
-	}
-	return out[0].Plan
+	return plan
 }
 
 // functionBodies returns, for every captured call of a tasker_* SQL function (the streams'
@@ -271,51 +237,6 @@ func functionBodies(t *testing.T, db *gorm.DB, stmts []captured) []captured {
 		t.Fatalf("found %d function calls among the hot statements, want the two streams' re-reads", len(out))
 	}
 	return out
-}
-
-// seqScans lists the growing tables a plan scans sequentially.
-func seqScans(plan planNode) []string {
-	var out []string
-	plan.walk(func(n planNode) {
-		if n.NodeType == "Seq Scan" && isGrowing(n.RelationName) {
-			out = append(out, n.RelationName)
-		}
-	})
-	return out
-}
-
-// literal writes a statement argument as an SQL literal.
-func literal(t *testing.T, a any) string {
-	t.Helper()
-	if v, ok := a.(driver.Valuer); ok {
-		var err error
-		if a, err = v.Value(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	switch v := a.(type) {
-	case nil:
-		return "NULL"
-	case string:
-		return "'" + strings.ReplaceAll(v, "'", "''") + "'"
-	case []byte:
-		return "'" + strings.ReplaceAll(string(v), "'", "''") + "'"
-	case time.Time:
-		return "'" + v.Format(time.RFC3339Nano) + "'"
-	case bool, int, int32, int64, float64:
-		return fmt.Sprint(v)
-	}
-	t.Fatalf("no literal for argument %v (%T)", a, a)
-	return ""
-}
-
-func isGrowing(table string) bool {
-	for _, g := range growingTables {
-		if g == table {
-			return true
-		}
-	}
-	return false
 }
 
 // noopHandlers runs every step with a handler that succeeds at once.
@@ -480,8 +401,8 @@ func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
 			}
 		}
 		for _, c := range stmts {
-			for kind, plan := range map[string]planNode{"the connection's plan": p.execute(c), "a fresh plan": p.fresh(c)} {
-				if scans := seqScans(plan); len(scans) > 0 {
+			for kind, plan := range map[string]plantest.Node{"the connection's plan": p.execute(c), "a fresh plan": p.fresh(c)} {
+				if scans := plan.SeqScans(); len(scans) > 0 {
 					failures++
 					t.Errorf("%s, %s: sequential scan of %v in\n%s\n(transaction settings %d)",
 						phase, kind, scans, c.sql, len(c.settings))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
 // cut stops the cluster once, at its first call, and starts it again after down; restored
@@ -84,7 +85,7 @@ func TestShortOutageAfterClaimDoesNotStrandTheStep(t *testing.T) {
 }
 
 func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("engine log:\n%s", logs.String())

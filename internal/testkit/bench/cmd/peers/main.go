@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerhq/tasker/internal/testkit/bench"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
 func main() {
@@ -225,7 +226,7 @@ type server struct {
 	name   string
 	cmd    *exec.Cmd
 	url    string
-	log    *syncBuffer
+	log    *logbuf.Buffer
 	exited chan struct{}
 }
 
@@ -240,24 +241,6 @@ func (s *server) stop() {
 	}
 }
 
-// syncBuffer is a log written by a process's output copiers and read by the driver.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -269,7 +252,7 @@ func freePort() (int, error) {
 
 // start runs cmd and waits until a trivial query at url answers 200.
 func start(name string, cmd *exec.Cmd, url string) (*server, error) {
-	s := &server{name: name, cmd: cmd, url: url, log: &syncBuffer{}, exited: make(chan struct{})}
+	s := &server{name: name, cmd: cmd, url: url, log: &logbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout = s.log
 	cmd.Stderr = s.log
 	if err := cmd.Start(); err != nil {

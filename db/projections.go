@@ -10,8 +10,8 @@ import (
 type Kind int
 
 const (
-	// LiveView: a view computed at read time, always exact (SEMANTICS §3-6). The hot paths read
-	// these, filtered by task or step so that a read costs what the task costs.
+	// LiveView: a view computed at read time, always exact (docs/SEMANTICS.md §3-6). The hot
+	// paths read these, filtered by task or step so that a read costs what the task costs.
 	LiveView Kind = iota + 1
 	// MaterializedView: a dashboard read model kept by the refresher (internal/refresh), which
 	// records its freshness in tasker_read_model_state. Each was released as a materialized

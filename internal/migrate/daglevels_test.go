@@ -177,7 +177,7 @@ func TestDagLevelsFourStep(t *testing.T) {
 }
 
 // TestDagLevelsStandardShapes checks the depth of the last step of each standard shape against
-// the table of SEMANTICS §8 (shortest / longest path from a root).
+// the table of docs/SEMANTICS.md §8 (shortest / longest path from a root).
 func TestDagLevelsStandardShapes(t *testing.T) {
 	t.Parallel()
 	sqlDB := migratedDB(t)

@@ -18,9 +18,9 @@ import (
 )
 
 // TestReadinessPageMatchesBaseline checks Query.steps' reader against the naive evaluation of
-// SEMANTICS §3 (internal/testkit/baseline): on generated data of every scenario plus hand-built edge
-// cases, every filter returns exactly the steps the baseline selects, newest first, and paging
-// through it with a small page size loses or repeats none.
+// docs/SEMANTICS.md §3 (internal/testkit/baseline): on generated data of every scenario plus
+// hand-built edge cases, every filter returns exactly the steps the baseline selects, newest
+// first, and paging through it with a small page size loses or repeats none.
 func TestReadinessPageMatchesBaseline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

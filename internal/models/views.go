@@ -24,8 +24,8 @@ func (readOnly) BeforeCreate(*gorm.DB) error { return ErrReadOnly }
 func (readOnly) BeforeUpdate(*gorm.DB) error { return ErrReadOnly }
 func (readOnly) BeforeDelete(*gorm.DB) error { return ErrReadOnly }
 
-// StepReadinessStatus is one row of tasker_step_readiness_statuses (SEMANTICS §3): whether a
-// step can run now and, when it cannot, why.
+// StepReadinessStatus is one row of tasker_step_readiness_statuses (docs/SEMANTICS.md §3):
+// whether a step can run now and, when it cannot, why.
 type StepReadinessStatus struct {
 	readOnly              `gorm:"-"`
 	WorkflowStepID        int64 `gorm:"primaryKey"`
@@ -49,7 +49,7 @@ type StepReadinessStatus struct {
 
 func (StepReadinessStatus) TableName() string { return db.StepReadinessStatuses }
 
-// StepDagRelationship is one row of tasker_step_dag_relationships (SEMANTICS §4).
+// StepDagRelationship is one row of tasker_step_dag_relationships (docs/SEMANTICS.md §4).
 type StepDagRelationship struct {
 	readOnly         `gorm:"-"`
 	WorkflowStepID   int64 `gorm:"primaryKey"`
@@ -67,7 +67,7 @@ type StepDagRelationship struct {
 
 func (StepDagRelationship) TableName() string { return db.StepDagRelationships }
 
-// TaskExecutionContext is one row of tasker_task_execution_contexts (SEMANTICS §5).
+// TaskExecutionContext is one row of tasker_task_execution_contexts (docs/SEMANTICS.md §5).
 type TaskExecutionContext struct {
 	readOnly                `gorm:"-"`
 	TaskID                  int64 `gorm:"primaryKey"`
@@ -88,7 +88,7 @@ type TaskExecutionContext struct {
 
 func (TaskExecutionContext) TableName() string { return db.TaskExecutionContexts }
 
-// TaskWorkflowSummary is one row of tasker_task_workflow_summaries (SEMANTICS §6): the
+// TaskWorkflowSummary is one row of tasker_task_workflow_summaries (docs/SEMANTICS.md §6): the
 // execution context plus the task's roots, ready and blocked steps.
 type TaskWorkflowSummary struct {
 	readOnly             `gorm:"-"`

@@ -1,6 +1,6 @@
 package models_test
 
-// Acceptance tests of the live views against the domain contract (SEMANTICS §3–8). Every
+// Acceptance tests of the live views against the domain contract (docs/SEMANTICS.md §3–8). Every
 // subtest builds its situation with internal/testkit/fixture in its own database and reads it back
 // through the batch readers of views.go. Times are relative to the database's now().
 
@@ -22,7 +22,7 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
-// Blocking reasons of SEMANTICS §3.4; "" means ready.
+// Blocking reasons of docs/SEMANTICS.md §3.4; "" means ready.
 const (
 	alreadyProcessed = "already_processed"
 	inProgress       = "in_progress"
@@ -65,25 +65,36 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, db: db, b: fixture.New(t, db)}
 }
 
+// stepRows reads the rows of one per-step view for tk with read and returns them by step
+// name, checking one row per step of tk; row gives a row's step, task and (when the view has
+// it, else "") step name.
+func stepRows[T any](e *env, tk *fixture.Task, view string,
+	read func(context.Context, *gorm.DB, []int64) ([]T, error), row func(T) (step, task int64, name string)) map[string]T {
+	e.t.Helper()
+	rows, err := read(context.Background(), e.db, []int64{tk.ID})
+	if err != nil {
+		e.t.Fatalf("reading %s: %v", view, err)
+	}
+	if len(rows) != len(tk.Steps) {
+		e.t.Fatalf("%s has %d rows for task %d, want one per step (%d)", view, len(rows), tk.ID, len(tk.Steps))
+	}
+	out := make(map[string]T, len(rows))
+	for _, r := range rows {
+		step, task, name := row(r)
+		want := tk.Name(step)
+		if want == "" || task != tk.ID || (name != "" && name != want) {
+			e.t.Fatalf("%s row %+v does not belong to task %d step %q", view, r, tk.ID, want)
+		}
+		out[want] = r
+	}
+	return out
+}
+
 // readiness reads the readiness rows of tk by step name, checking one row per step.
 func (e *env) readiness(tk *fixture.Task) map[string]models.StepReadinessStatus {
 	e.t.Helper()
-	rows, err := models.ReadinessByTaskIDs(context.Background(), e.db, []int64{tk.ID})
-	if err != nil {
-		e.t.Fatalf("reading readiness: %v", err)
-	}
-	if len(rows) != len(tk.Steps) {
-		e.t.Fatalf("readiness has %d rows for task %d, want one per step (%d)", len(rows), tk.ID, len(tk.Steps))
-	}
-	out := make(map[string]models.StepReadinessStatus, len(rows))
-	for _, r := range rows {
-		name := tk.Name(r.WorkflowStepID)
-		if name == "" || r.TaskID != tk.ID || r.Name != name {
-			e.t.Fatalf("readiness row %+v does not belong to task %d step %q", r, tk.ID, name)
-		}
-		out[name] = r
-	}
-	return out
+	return stepRows(e, tk, "readiness", models.ReadinessByTaskIDs,
+		func(r models.StepReadinessStatus) (int64, int64, string) { return r.WorkflowStepID, r.TaskID, r.Name })
 }
 
 // step reads the readiness row of one step of tk.
@@ -95,22 +106,8 @@ func (e *env) step(tk *fixture.Task, name string) models.StepReadinessStatus {
 // dag reads the DAG rows of tk by step name, checking one row per step.
 func (e *env) dag(tk *fixture.Task) map[string]models.StepDagRelationship {
 	e.t.Helper()
-	rows, err := models.DagByTaskIDs(context.Background(), e.db, []int64{tk.ID})
-	if err != nil {
-		e.t.Fatalf("reading dag: %v", err)
-	}
-	if len(rows) != len(tk.Steps) {
-		e.t.Fatalf("dag has %d rows for task %d, want one per step (%d)", len(rows), tk.ID, len(tk.Steps))
-	}
-	out := make(map[string]models.StepDagRelationship, len(rows))
-	for _, r := range rows {
-		name := tk.Name(r.WorkflowStepID)
-		if name == "" || r.TaskID != tk.ID {
-			e.t.Fatalf("dag row %+v does not belong to task %d", r, tk.ID)
-		}
-		out[name] = r
-	}
-	return out
+	return stepRows(e, tk, "dag", models.DagByTaskIDs,
+		func(r models.StepDagRelationship) (int64, int64, string) { return r.WorkflowStepID, r.TaskID, "" })
 }
 
 // context reads the one execution context row of tk.
@@ -139,7 +136,7 @@ func (e *env) summary(tk *fixture.Task) models.TaskWorkflowSummary {
 	return rows[0]
 }
 
-// taskWant is the part of SEMANTICS §5 shared by the execution context and the summary.
+// taskWant is the part of docs/SEMANTICS.md §5 shared by the execution context and the summary.
 type taskWant struct {
 	Status                                                            models.State // "" reads as pending
 	Total, Pending, InProgress, Completed, Failed, Ready, PermBlocked int

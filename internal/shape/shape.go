@@ -1,7 +1,7 @@
 // Package shape describes the DAG of a task template: its steps and the edges between them. It
-// holds the standard shapes of the domain contract (SEMANTICS §8) and generators for wide and
-// deep shapes of any size. It has no dependencies beyond the standard library, so tests,
-// benchmarks, the data generator and the binary share the same definitions.
+// holds the standard shapes of the domain contract (docs/SEMANTICS.md §8) and generators for
+// wide and deep shapes of any size. It has no dependencies beyond the standard library, so
+// tests, benchmarks, the data generator and the binary share the same definitions.
 package shape
 
 import "fmt"
@@ -28,7 +28,7 @@ func (s Shape) Last() string {
 	return s.Steps[len(s.Steps)-1].Name
 }
 
-// The shapes of SEMANTICS §8, with names and edges exactly as its table gives them.
+// The shapes of docs/SEMANTICS.md §8, with names and edges exactly as its table gives them.
 var (
 	// FourStep: one and two are roots; three depends on two; four depends on three.
 	FourStep = Shape{Name: "four_step", Steps: []Step{
@@ -98,7 +98,7 @@ var (
 		{Name: "finalize_and_report", Parents: []string{"process_critical_data", "cleanup_temp_files"}},
 	}}
 
-	// Standard lists the five standard shapes of SEMANTICS §8 (FourStep is not one of them).
+	// Standard lists the five standard shapes of docs/SEMANTICS.md §8 (FourStep is not one of them).
 	Standard = []Shape{Linear, Diamond, ParallelMerge, Tree, Mixed}
 )
 

@@ -3,8 +3,8 @@
 // query for its current state and one for its parents, then per parent a query for the
 // parent's state, with the retry and backoff rules evaluated in Go. It stands for the approach
 // the live views replace and exists to be measured against them; it gives the same answers as
-// tasker_step_readiness_statuses and tasker_task_execution_contexts (SEMANTICS §3 and §5), which
-// its tests check on the same data.
+// tasker_step_readiness_statuses and tasker_task_execution_contexts (docs/SEMANTICS.md §3 and
+// §5), which its tests check on the same data.
 //
 // Its cost grows as 1 + 2·steps + edges statements per task. Nothing here is used by the
 // server.
@@ -196,7 +196,7 @@ func later(a, b *time.Time) *time.Time {
 	}
 }
 
-// TaskContext computes one task's execution context (SEMANTICS §5): a query for the task's
+// TaskContext computes one task's execution context (docs/SEMANTICS.md §5): a query for the task's
 // state, then Steps. It fills every column of the view but NamedTaskID, which no rule reads.
 func TaskContext(ctx context.Context, db *gorm.DB, taskID int64, now time.Time) (models.TaskExecutionContext, error) {
 	c := models.TaskExecutionContext{TaskID: taskID, Status: models.StatePending}

@@ -25,8 +25,8 @@ var GrowingTables = []string{
 	"tasker_workflow_step_transitions",
 }
 
-// IsGrowing reports whether table is one of GrowingTables.
-func IsGrowing(table string) bool { return slices.Contains(GrowingTables, table) }
+// isGrowing reports whether table is one of GrowingTables.
+func isGrowing(table string) bool { return slices.Contains(GrowingTables, table) }
 
 // Node is the part of an EXPLAIN (FORMAT JSON) plan node the tests look at. The Actual and
 // Removed counts are set by EXPLAIN ANALYZE only.
@@ -54,7 +54,7 @@ func (n Node) Walk(visit func(Node)) {
 func (n Node) SeqScans() []string {
 	var out []string
 	n.Walk(func(n Node) {
-		if n.NodeType == "Seq Scan" && IsGrowing(n.RelationName) {
+		if n.NodeType == "Seq Scan" && isGrowing(n.RelationName) {
 			out = append(out, n.RelationName)
 		}
 	})
@@ -66,7 +66,7 @@ func (n Node) SeqScans() []string {
 func (n Node) RowsRead() map[string]float64 {
 	out := map[string]float64{}
 	n.Walk(func(n Node) {
-		if IsGrowing(n.RelationName) {
+		if isGrowing(n.RelationName) {
 			out[n.RelationName] += (n.ActualRows + n.RowsRemovedByFilter + n.RowsRemovedByRecheck) * n.ActualLoops
 		}
 	})

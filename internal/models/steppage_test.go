@@ -24,9 +24,7 @@ import (
 func TestReadinessPageMatchesBaseline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := dbtest.NewURL(t)
-	db := dbtest.Open(t, url)
-	fixture.Generated(t, url, 5, 1500, 1000)
+	db := fixture.Generated(t, 5, 1500)
 	b := fixture.New(t, db)
 	d := b.Task(fixture.Diamond)
 	d.Complete("start_workflow")

@@ -11,7 +11,6 @@ import (
 
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/baseline"
-	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
@@ -22,10 +21,7 @@ import (
 func TestBaselineMatchesViews(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := dbtest.NewURL(t)
-	db := dbtest.Open(t, url)
-	fixture.Generated(t, url, 3, 2500, 1000)
-
+	db := fixture.Generated(t, 3, 2500)
 	b := fixture.New(t, db)
 	b.Task(fixture.Shape{Name: "empty"})
 	d := b.Task(fixture.Diamond)

@@ -154,9 +154,6 @@ var Projections = []Projection{
 
 const incrementalReadModels = "migrations/00031_incremental_read_models.sql"
 
-// Current is the projection's current definition: its last released version.
-func (p Projection) Current() Version { return p.Versions[len(p.Versions)-1] }
-
 // Find returns the projection named name.
 func Find(name string) (Projection, bool) {
 	for _, p := range Projections {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -217,4 +218,78 @@ func TestUpAppliesAMigrationNumberedBelowTheNewest(t *testing.T) {
 	if config != "jit=off" {
 		t.Fatalf("tasker_refresh_dag_levels config %q, want jit=off", config)
 	}
+}
+
+// schema describes what the migrations make, for comparing two states of one database: the
+// columns of every table and view, the definition of every view and materialized view, every
+// index, and the registered read models.
+func schema(t *testing.T, sqlDB *sql.DB) string {
+	t.Helper()
+	var s string
+	err := sqlDB.QueryRowContext(context.Background(), `
+		SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+			SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' #' || ordinal_position AS line
+			FROM information_schema.columns WHERE table_schema = 'public'
+			UNION ALL SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = 'public'
+			UNION ALL SELECT 'materialized ' || matviewname || ': ' || definition FROM pg_matviews WHERE schemaname = 'public'
+			UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+			UNION ALL SELECT 'read model ' || name FROM tasker_read_model_state
+		) lines`).Scan(&s)
+	if err != nil {
+		t.Fatalf("describing the schema: %v", err)
+	}
+	return s
+}
+
+// TestProjectionMigrationsGoDownToWhatWasBefore checks every Go migration of the catalogue
+// where it stands in the history: after it and its way down, the schema is the one before it.
+func TestProjectionMigrationsGoDownToWhatWasBefore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sqlDB := emptyDatabase(t)
+	provider, err := migrate.NewProvider(sqlDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions []int64
+	for _, p := range db.Projections {
+		for _, v := range p.Versions {
+			versions = append(versions, v.Migration)
+		}
+	}
+	slices.Sort(versions)
+	for _, v := range versions {
+		if _, err := provider.UpTo(ctx, v-1); err != nil {
+			t.Fatalf("migrating up to %d: %v", v-1, err)
+		}
+		before := schema(t, sqlDB)
+		if _, err := provider.UpTo(ctx, v); err != nil {
+			t.Fatalf("migrating up to %d: %v", v, err)
+		}
+		if schema(t, sqlDB) == before {
+			t.Errorf("migration %d changed nothing", v)
+		}
+		if _, err := provider.DownTo(ctx, v-1); err != nil {
+			t.Fatalf("migrating %d down: %v", v, err)
+		}
+		if after := schema(t, sqlDB); after != before {
+			t.Errorf("after migration %d and its way down the schema differs:\nmissing:\n%s\nadded:\n%s",
+				v, linesNotIn(before, after), linesNotIn(after, before))
+		}
+	}
+}
+
+// linesNotIn returns the lines of a that b does not have.
+func linesNotIn(a, b string) string {
+	have := map[string]bool{}
+	for _, l := range strings.Split(b, "\n") {
+		have[l] = true
+	}
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if !have[l] {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/testkit/logbuf"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // cut stops the cluster once, at its first call, and starts it again after down; restored
@@ -138,7 +139,7 @@ func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
 	back := time.Now()
 
 	var state string
-	if !eventually(25*time.Second, func() bool {
+	if !wait.Eventually(25*time.Second, func() bool {
 		return db.Raw(`SELECT coalesce((SELECT to_state FROM tasker_task_transitions
 			WHERE task_id = ? AND most_recent), 'pending')`, task.TaskID).Row().Scan(&state) == nil && state == "complete"
 	}) {

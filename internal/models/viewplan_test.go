@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/plantest"
@@ -128,19 +130,20 @@ type viewRead struct {
 
 func viewReads() []viewRead {
 	var reads []viewRead
-	for _, v := range []string{"tasker_step_readiness_statuses", "tasker_step_dag_relationships"} {
+	for _, p := range db.Projections {
+		if p.Kind != db.LiveView {
+			continue
+		}
 		reads = append(reads,
-			viewRead{view: v, filter: "task_id = $1"},
-			viewRead{view: v, filter: "task_id = ANY($1::bigint[])", many: true},
-			viewRead{view: v, filter: "workflow_step_id = $1", byStep: true},
-			viewRead{view: v, filter: "workflow_step_id = ANY($1::bigint[])", byStep: true, many: true},
+			viewRead{view: p.Name, filter: "task_id = $1"},
+			viewRead{view: p.Name, filter: "task_id = ANY($1::bigint[])", many: true},
 		)
-	}
-	for _, v := range []string{"tasker_task_execution_contexts", "tasker_task_workflow_summaries"} {
-		reads = append(reads,
-			viewRead{view: v, filter: "task_id = $1"},
-			viewRead{view: v, filter: "task_id = ANY($1::bigint[])", many: true},
-		)
+		if slices.Equal(p.Key, []string{"workflow_step_id"}) {
+			reads = append(reads,
+				viewRead{view: p.Name, filter: "workflow_step_id = $1", byStep: true},
+				viewRead{view: p.Name, filter: "workflow_step_id = ANY($1::bigint[])", byStep: true, many: true},
+			)
+		}
 	}
 	return reads
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -1036,21 +1037,20 @@ func TestRowCountsAndBatchReads(t *testing.T) {
 		e.b.Task(fixture.Linear)
 
 	const steps, tasks = 4 + 7 + 0 + 6, 4
-	for _, v := range []struct {
-		view, key string
-		want      int64
-	}{
-		{"tasker_step_readiness_statuses", "workflow_step_id", steps},
-		{"tasker_step_dag_relationships", "workflow_step_id", steps},
-		{"tasker_task_execution_contexts", "task_id", tasks},
-		{"tasker_task_workflow_summaries", "task_id", tasks},
-	} {
-		var n, distinct int64
-		if err := e.db.Raw("SELECT count(*), count(DISTINCT "+v.key+") FROM "+v.view).Row().Scan(&n, &distinct); err != nil {
-			t.Fatalf("counting %s: %v", v.view, err)
+	for _, p := range db.Projections {
+		if p.Kind != db.LiveView {
+			continue
 		}
-		if n != v.want || distinct != v.want {
-			t.Errorf("%s has %d rows (%d distinct %s), want %d", v.view, n, distinct, v.key, v.want)
+		key, want := p.Key[0], int64(tasks)
+		if key == "workflow_step_id" {
+			want = steps
+		}
+		var n, distinct int64
+		if err := e.db.Raw("SELECT count(*), count(DISTINCT "+key+") FROM "+p.Name).Row().Scan(&n, &distinct); err != nil {
+			t.Fatalf("counting %s: %v", p.Name, err)
+		}
+		if n != want || distinct != want {
+			t.Errorf("%s has %d rows (%d distinct %s), want %d", p.Name, n, distinct, key, want)
 		}
 	}
 

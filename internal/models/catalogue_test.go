@@ -18,17 +18,15 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
-// tableNames maps every model type of this package that has a TableName method to the name
-// it returns, read from the package's source: TableName must return a string literal or a
-// constant of package db.
-func tableNames(t *testing.T) map[string]string {
+// source parses the package's (non-test) Go files.
+func source(t *testing.T) (*token.FileSet, []*ast.File) {
 	t.Helper()
 	fset := token.NewFileSet()
 	entries, err := os.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
+	var files []*ast.File
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
 			continue
@@ -37,6 +35,19 @@ func tableNames(t *testing.T) map[string]string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		files = append(files, f)
+	}
+	return fset, files
+}
+
+// tableNames maps every model type of this package that has a TableName method to the name
+// it returns, read from the package's source: TableName must return a string literal or a
+// constant of package db.
+func tableNames(t *testing.T) map[string]string {
+	t.Helper()
+	fset, files := source(t)
+	out := map[string]string{}
+	for _, f := range files {
 		for _, d := range f.Decls {
 			fn, ok := d.(*ast.FuncDecl)
 			if !ok || fn.Name.Name != "TableName" || fn.Recv == nil || len(fn.Body.List) != 1 {
@@ -72,20 +83,9 @@ func tableNames(t *testing.T) map[string]string {
 // primaryKey, those of embedded structs included, read from the package's source.
 func primaryKeys(t *testing.T) map[string][]string {
 	t.Helper()
-	fset := token.NewFileSet()
-	entries, err := os.ReadDir(".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, files := source(t)
 	structs := map[string]*ast.StructType{}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, e.Name(), nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			if ts, ok := n.(*ast.TypeSpec); ok {
 				if st, ok := ts.Type.(*ast.StructType); ok {

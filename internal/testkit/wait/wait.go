@@ -8,7 +8,7 @@ import (
 )
 
 // Interval is how often a condition is polled.
-const Interval = 10 * time.Millisecond
+const Interval = 20 * time.Millisecond
 
 // Eventually polls cond every Interval until it holds (true) or within has passed (false,
 // after one last poll at the deadline), for callers that report the failure themselves.

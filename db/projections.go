@@ -52,14 +52,14 @@ type Projection struct {
 	Kind Kind
 	// Model names the read model type of internal/models whose row is one row of the view.
 	Model string
-	// Key are the columns that identify a row: workflow_step_id for a live view with one row
-	// per step, task_id for one with one row per task.
+	// Key are the columns that identify a row, the model's primary key: workflow_step_id for
+	// a live view with one row per step, task_id for one with one row per task.
 	Key []string
 	// Versions are the released definitions, oldest first; the last one is current. Each is
 	// installed by one Go migration of internal/migrate.
 	Versions []Version
-	// Reads lists the projections this one's definition selects from. Installing a new
-	// version of one of them drops and reinstalls this one on the way down.
+	// Reads lists the projections this one's definition selects from. The way down of a new
+	// version of one of them drops this one and reinstalls the version it had before.
 	Reads []string
 	// Refresh says how a materialized projection is kept fresh; nil for a live one.
 	Refresh *Refresh
@@ -82,7 +82,8 @@ type Refresh struct {
 	EnvKey string
 	// Tables are the aggregate tables the refresher updates and the view reads.
 	Tables []string
-	// Definition is the migration (inside Migrations) that defines the view over Tables.
+	// Definition is the migration that defines the view over Tables, a path as ReadFile
+	// takes it.
 	Definition string
 }
 

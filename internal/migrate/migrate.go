@@ -59,16 +59,12 @@ func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening embedded migrations: %w", err)
 	}
-	goMigrations, err := projectionMigrations(db.Projections)
-	if err != nil {
-		return nil, err
-	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return nil, fmt.Errorf("creating migration lock: %w", err)
 	}
 	provider, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations,
-		goose.WithGoMigrations(goMigrations...),
+		goose.WithGoMigrations(projectionMigrations(db.Projections)...),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithSessionLocker(locker),
 		// A migration numbered below the newest applied one (written on a parallel branch)
@@ -109,11 +105,7 @@ func Hash() (string, error) {
 			h.Write(body)
 		}
 	}
-	goMigrations, err := projectionMigrations(db.Projections)
-	if err != nil {
-		return "", err
-	}
-	for _, m := range goMigrations {
+	for _, m := range projectionMigrations(db.Projections) {
 		fmt.Fprintf(h, "go:%d\x00", m.Version)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -24,34 +24,31 @@ import (
 // projection's registration); for a later one it drops the projections that read this one,
 // drops this one and reinstalls its previous version and the readers' files as they were
 // before this migration (PostgreSQL cannot drop a column of a view with CREATE OR REPLACE).
-func projectionMigrations(catalogue []db.Projection) ([]*goose.Migration, error) {
+func projectionMigrations(catalogue []db.Projection) []*goose.Migration {
 	var out []*goose.Migration
 	for _, p := range catalogue {
 		for i, v := range p.Versions {
-			up, down, err := projectionSteps(catalogue, p, i)
-			if err != nil {
-				return nil, err
-			}
+			up, down := projectionSteps(catalogue, p, i)
 			out = append(out, goose.NewGoMigration(v.Migration,
 				&goose.GoFunc{RunTx: up}, &goose.GoFunc{RunTx: down}))
 		}
 	}
 	slices.SortFunc(out, func(a, b *goose.Migration) int { return int(a.Version - b.Version) })
-	return out, nil
+	return out
 }
 
 type txFunc = func(ctx context.Context, tx *sql.Tx) error
 
 // projectionSteps returns the up and down steps of version i of p.
-func projectionSteps(catalogue []db.Projection, p db.Projection, i int) (up, down txFunc, err error) {
+func projectionSteps(catalogue []db.Projection, p db.Projection, i int) (up, down txFunc) {
 	v := p.Versions[i]
 	up = func(ctx context.Context, tx *sql.Tx) error { return install(ctx, tx, p, v) }
 	if i == 0 {
 		down = func(ctx context.Context, tx *sql.Tx) error { return drop(ctx, tx, p) }
-		return up, down, nil
+		return up, down
 	}
-	// The readers of p, direct or not, in catalogue (install) order, with the version of
-	// each that was current before v.
+	// The readers of p, direct or not, that exist before v, in catalogue (install) order,
+	// with the version of each that was current then.
 	type reinstall struct {
 		p db.Projection
 		v db.Version
@@ -67,11 +64,9 @@ func projectionSteps(catalogue []db.Projection, p db.Projection, i int) (up, dow
 				before = &r.Versions[j]
 			}
 		}
-		if before == nil {
-			return nil, nil, fmt.Errorf("projection %s reads %s but has no version before migration %d",
-				r.Name, p.Name, v.Migration)
+		if before != nil { // a reader installed later does not exist yet
+			readers = append(readers, reinstall{r, *before})
 		}
-		readers = append(readers, reinstall{r, *before})
 	}
 	down = func(ctx context.Context, tx *sql.Tx) error {
 		for j := len(readers) - 1; j >= 0; j-- {
@@ -92,7 +87,7 @@ func projectionSteps(catalogue []db.Projection, p db.Projection, i int) (up, dow
 		}
 		return nil
 	}
-	return up, down, nil
+	return up, down
 }
 
 // reads reports whether r's definition selects from the projection named name, directly or

@@ -11,6 +11,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
@@ -30,7 +31,7 @@ func TestBrowserTasksPage(t *testing.T) {
 		ids = append(ids, fx.Task(fixture.Linear).ID)
 	}
 	ctx := context.Background()
-	if _, err := statemachine.TransitionTask(ctx, srv.db, ids[3], models.StateInProgress, nil); err != nil {
+	if _, err := statemachine.TransitionTask(ctx, store.New(srv.db), ids[3], models.StateInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
 	var newest []string
@@ -62,7 +63,7 @@ func TestBrowserTasksPage(t *testing.T) {
 	// The list subscribes from the cursor read with its page: a move made as soon as the page
 	// shows, before the subscription is even sent, is heard.
 	eval[bool](b, `window.notReloaded = true`)
-	if _, err := statemachine.TransitionTask(ctx, srv.db, ids[3], models.StateCancelled, nil); err != nil {
+	if _, err := statemachine.TransitionTask(ctx, store.New(srv.db), ids[3], models.StateCancelled, nil); err != nil {
 		t.Fatal(err)
 	}
 	b.waitFor("the cancelled task to leave the in-progress list", `document.querySelectorAll('tr[data-task-id]').length === 0`, 10*time.Second)
@@ -73,13 +74,13 @@ func TestBrowserTasksPage(t *testing.T) {
 	// move) is heard too: the page resumes from its page's cursor.
 	eval[bool](b, `(window.taskerConsole.client.drop(true), true)`)
 	b.waitFor("the page to be offline", `window.taskerConsole.client.state === 'reconnecting'`, 10*time.Second)
-	if _, err := statemachine.TransitionTask(ctx, srv.db, ids[0], models.StateInProgress, nil); err != nil {
+	if _, err := statemachine.TransitionTask(ctx, store.New(srv.db), ids[0], models.StateInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
 	eval[bool](b, `(window.taskerConsole.client.resume(), true)`)
 	b.waitFor("the page to hear of an older task's move",
 		fmt.Sprintf(`document.querySelector('.filters .muted')?.textContent === 'task %d → in progress'`, ids[0]), 10*time.Second)
-	if _, err := statemachine.TransitionTask(ctx, srv.db, ids[29], models.StateInProgress, nil); err != nil {
+	if _, err := statemachine.TransitionTask(ctx, store.New(srv.db), ids[29], models.StateInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
 	b.waitFor("the newest task's row to show in progress",

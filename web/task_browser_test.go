@@ -18,6 +18,7 @@ import (
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/shape"
 	"github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
@@ -77,7 +78,7 @@ func (s *testServer) diamond(t *testing.T, token string) (string, map[string]int
 func (s *testServer) move(t *testing.T, stepID int64, states ...models.State) {
 	t.Helper()
 	for _, st := range states {
-		if _, err := statemachine.TransitionStep(context.Background(), s.db, stepID, st, map[string]any{"by": "console test"}); err != nil {
+		if _, err := statemachine.TransitionStep(context.Background(), store.New(s.db), stepID, st, map[string]any{"by": "console test"}); err != nil {
 			t.Fatalf("moving step %d to %s: %v", stepID, st, err)
 		}
 	}
@@ -125,7 +126,7 @@ func TestBrowserTaskPageShowsTheDAG(t *testing.T) {
 	srv.diamond(t, "") // another task, whose steps must not show
 	var id int64
 	fmt.Sscan(taskID, &id)
-	if _, err := statemachine.TransitionTask(context.Background(), srv.db, id, models.StateInProgress, nil); err != nil {
+	if _, err := statemachine.TransitionTask(context.Background(), store.New(srv.db), id, models.StateInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv.move(t, ids["start_workflow"], models.StateInProgress, models.StateComplete)
@@ -287,7 +288,7 @@ func TestBrowserTaskPageFollowsTheEngine(t *testing.T) {
 	})()`)
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	eng, err := orchestration.New(srv.db, srv.hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()),
+	eng, err := orchestration.New(orchestration.NewService(srv.db, nil), srv.hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()),
 		orchestration.Config{Workers: 4, PollInterval: 200 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatal(err)

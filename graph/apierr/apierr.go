@@ -6,11 +6,7 @@
 package apierr
 
 import (
-	"errors"
-
 	"github.com/taskerhq/tasker/internal/errs"
-	"github.com/taskerhq/tasker/internal/orchestration"
-	"github.com/taskerhq/tasker/internal/statemachine"
 )
 
 // Code is the value of extensions.code.
@@ -44,28 +40,6 @@ func Classify(err error) *Error {
 	if k := errs.KindOf(err); k != errs.Internal && k != errs.Cancelled {
 		code, msg := errs.Describe(err)
 		return &Error{Code: Code(code), Message: msg, Err: err}
-	}
-	var snf *statemachine.NotFoundError
-	if errors.As(err, &snf) {
-		return &Error{Code: NotFound, Message: snf.Error(), Err: err}
-	}
-	var te *statemachine.TransitionError
-	if errors.As(err, &te) {
-		return &Error{Code: InvalidTransition, Message: te.Error(), Err: err}
-	}
-	var ve *orchestration.ValidationError
-	if errors.As(err, &ve) {
-		code := Validation
-		if ve.Field == "idempotency_key" {
-			code = Conflict
-		}
-		return &Error{Code: code, Message: ve.Error(), Err: err}
-	}
-	if errors.Is(err, orchestration.ErrNotFound) {
-		return &Error{Code: NotFound, Message: err.Error(), Err: err}
-	}
-	if errors.Is(err, orchestration.ErrValidation) {
-		return &Error{Code: Validation, Message: err.Error(), Err: err}
 	}
 	return nil
 }

@@ -48,23 +48,23 @@ func createRequest(ctx context.Context, in model.CreateTaskInput) orchestration.
 	}
 }
 
-// createTask translates the input and delegates to orchestration.CreateTask.
+// createTask translates the input and delegates to the service's CreateTask.
 func (r *Resolver) createTask(ctx context.Context, in model.CreateTaskInput) (*models.TaskRecord, error) {
-	task, _, err := orchestration.CreateTask(ctx, r.DB, r.Templates, createRequest(ctx, in))
+	task, _, err := r.Service.CreateTask(ctx, createRequest(ctx, in))
 	if err != nil {
 		return nil, err
 	}
 	return r.taskAfter(ctx, task.TaskID)
 }
 
-// createTasks delegates a batch to orchestration.CreateTasks and reads the tasks back with
+// createTasks delegates a batch to the service's CreateTasks and reads the tasks back with
 // one statement. Item errors become InputErrors with the code createTask would have given.
 func (r *Resolver) createTasks(ctx context.Context, inputs []model.CreateTaskInput) (*model.CreateTasksResult, error) {
 	reqs := make([]orchestration.CreateTaskRequest, len(inputs))
 	for i, in := range inputs {
 		reqs[i] = createRequest(ctx, in)
 	}
-	res, err := orchestration.CreateTasks(ctx, r.DB, r.Templates, reqs)
+	res, err := r.Service.CreateTasks(ctx, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -113,15 +113,15 @@ func inputError(err error) *model.InputError {
 	if ae := apierr.Classify(err); ae != nil {
 		out.Code, out.Message = string(ae.Code), ae.Message
 	}
-	var ve *orchestration.ValidationError
+	var de *errs.Error
 	switch {
-	case errors.As(err, &ve):
-		out.Field = ve.Field
-		if f, ok := inputFields[ve.Field]; ok {
+	case errs.Is(err, errs.NotFound):
+		out.Field = "name"
+	case errors.As(err, &de):
+		out.Field = de.Field
+		if f, ok := inputFields[de.Field]; ok {
 			out.Field = f
 		}
-	case errors.Is(err, orchestration.ErrNotFound):
-		out.Field = "name"
 	}
 	return out
 }
@@ -152,6 +152,6 @@ func (r *Resolver) resolveStep(ctx context.Context, id int64, reason *string) (*
 		return nil, errs.E(errs.Invalid, "resolveStepManually of step %d needs a reason", id)
 	}
 	return r.stepAction(ctx, id, func() error {
-		return orchestration.ResolveStepManually(ctx, r.DB, id, *reason, actionMeta(ctx))
+		return r.Service.ResolveStep(ctx, id, *reason, actionMeta(ctx))
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/taskerhq/tasker/graph/generated"
 	"github.com/taskerhq/tasker/graph/model"
 	"github.com/taskerhq/tasker/internal/models"
-	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
 func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTaskInput) (*models.TaskRecord, error) {
@@ -19,14 +18,14 @@ func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTas
 }
 
 func (r *mutationResolver) CancelTask(ctx context.Context, id int64) (*models.TaskRecord, error) {
-	if err := orchestration.CancelTask(ctx, r.DB, id, actionMeta(ctx)); err != nil {
+	if err := r.Service.CancelTask(ctx, id, actionMeta(ctx)); err != nil {
 		return nil, err
 	}
 	return r.taskAfter(ctx, id)
 }
 
 func (r *mutationResolver) CancelStep(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return r.stepAction(ctx, id, func() error { return orchestration.CancelStep(ctx, r.DB, id, actionMeta(ctx)) })
+	return r.stepAction(ctx, id, func() error { return r.Service.CancelStep(ctx, id, actionMeta(ctx)) })
 }
 
 func (r *mutationResolver) ResolveStepManually(ctx context.Context, id int64, reason *string) (*models.StepRecord, error) {
@@ -34,7 +33,7 @@ func (r *mutationResolver) ResolveStepManually(ctx context.Context, id int64, re
 }
 
 func (r *mutationResolver) RetryStep(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return r.stepAction(ctx, id, func() error { return orchestration.RetryStep(ctx, r.DB, id, actionMeta(ctx)) })
+	return r.stepAction(ctx, id, func() error { return r.Service.RetryStep(ctx, id, actionMeta(ctx)) })
 }
 
 func (r *mutationResolver) CreateTasks(ctx context.Context, inputs []model.CreateTaskInput) (*model.CreateTasksResult, error) {

@@ -7,16 +7,16 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/graph/feed"
+	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/refresh"
-	"github.com/taskerhq/tasker/internal/template"
 )
 
 // Resolver holds the dependencies of every resolver.
 type Resolver struct {
 	DB   *gorm.DB
 	Feed *feed.Feed
-	// Templates are the task templates createTask can instantiate.
-	Templates *template.Registry
+	// Service runs every mutation of tasks and steps (creation and the operator actions).
+	Service *orchestration.Service
 	// Refresher runs refreshReadModel; nil makes it answer SERVICE_UNAVAILABLE.
 	Refresher *refresh.Refresher
 }

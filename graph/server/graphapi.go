@@ -39,6 +39,7 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/metrics"
+	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/replica"
@@ -166,7 +167,7 @@ func New(cfg Config, deps Deps) *API {
 	cfg = cfg.withDefaults()
 	fd := feed.New(deps.DB, deps.Hub, deps.Log, cfg.Feed)
 	res := &resolvers.Resolver{DB: deps.DB, Feed: fd,
-		Templates: deps.Templates, Refresher: deps.Refresher}
+		Service: orchestration.NewService(deps.DB, deps.Templates), Refresher: deps.Refresher}
 	gcfg := generated.Config{Resolvers: res}
 	srv := handler.New(generated.NewExecutableSchema(gcfg))
 

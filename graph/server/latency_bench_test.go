@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
@@ -27,7 +28,7 @@ func BenchmarkSubscriptionLatency(b *testing.B) {
 	e := newEnv(b)
 	tk := e.fx.Task(fixture.FourStep)
 	step := tk.Step("one") // the root: no parent guards its start
-	other := dbtest.Open(b, e.url)
+	other := store.New(dbtest.Open(b, e.url))
 	c := e.dialWS(b, "graphql-transport-ws")
 	c.subscribe("1", stepSub, map[string]any{"task": id(tk.ID)})
 	waitFor(b, func() bool { return e.api.Subscribers() == 1 })

@@ -58,12 +58,13 @@ var demoTasks = []struct {
 // createDemoTasks creates the demo tasks; itemServiceURL is the base URL of the demo item
 // service (http://host:port/demo).
 func createDemoTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, itemServiceURL string, log *slog.Logger) error {
+	svc := orchestration.NewService(db, reg)
 	for _, d := range demoTasks {
 		var taskContext json.RawMessage
 		if d.context != nil {
 			taskContext = d.context(itemServiceURL)
 		}
-		task, created, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{
+		task, created, err := svc.CreateTask(ctx, orchestration.CreateTaskRequest{
 			Namespace:      d.namespace,
 			Name:           d.name,
 			Context:        taskContext,

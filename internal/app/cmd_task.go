@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
@@ -69,12 +70,12 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	// before anything is read or written (internal/textcheck).
 	for flagName, v := range map[string]string{"-context": *taskContext, "-tags": *tags} {
 		if p := textcheck.JSON(flagName, []byte(v)); p != nil {
-			return fmt.Errorf("run-task: %w: %s", orchestration.ErrValidation, p)
+			return errs.E(errs.Invalid, "run-task: invalid request: %s", p)
 		}
 	}
 	for flagName, v := range map[string]string{"-idempotency-key": *key, "-initiator": *initiator, "-reason": *reason} {
 		if reason := textcheck.String(v); reason != "" {
-			return fmt.Errorf("run-task: %w: %s %s", orchestration.ErrValidation, flagName, reason)
+			return errs.E(errs.Invalid, "run-task: invalid request: %s %s", flagName, reason)
 		}
 	}
 	reg, err := loadTemplates(*dir)
@@ -110,8 +111,9 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 		return err
 	}
 	defer database.Close(gdb)
+	svc := orchestration.NewService(gdb, reg)
 	if *jsonl == "" {
-		task, created, err := orchestration.CreateTask(ctx, gdb, reg, reqs[0])
+		task, created, err := svc.CreateTask(ctx, reqs[0])
 		if err != nil {
 			return err
 		}
@@ -122,7 +124,7 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	created := 0
 	for start := 0; start < len(reqs); start += *batch {
 		end := min(start+*batch, len(reqs))
-		res, err := orchestration.CreateTasks(ctx, gdb, reg, reqs[start:end])
+		res, err := svc.CreateTasks(ctx, reqs[start:end])
 		if err != nil {
 			return fmt.Errorf("run-task: lines %d to %d: %w (the %d lines before were created)", lines[start], lines[end-1], err, start)
 		}
@@ -151,7 +153,7 @@ type taskLine struct {
 
 // readTaskLines reads the requests of path ("-": standard input), one JSON object a line, and
 // the line number of each. Blank lines are skipped. Every malformed line is reported, with its
-// number, in one error wrapping orchestration.ErrValidation.
+// number, in one errs.Invalid.
 func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, []int, error) {
 	in := io.Reader(os.Stdin)
 	if path != "-" {
@@ -204,13 +206,13 @@ func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, [
 		return nil, nil, fmt.Errorf("run-task: reading %s: %w", path, err)
 	}
 	if len(problems) > 0 {
-		return nil, nil, &orchestration.ValidationError{Field: "jsonl", Problems: problems}
+		return nil, nil, orchestration.Invalid("jsonl", problems...)
 	}
 	return reqs, lines, nil
 }
 
 // lineErrors reports batch errors by input line: errs index a batch starting at request offset.
-// The error wraps the first item error (so errors.Is finds ErrValidation or ErrNotFound).
+// The error wraps the first item error (so errs.KindOf finds its kind).
 func lineErrors(errs []orchestration.ItemError, lines []int, offset int) error {
 	msgs := make([]string, len(errs))
 	for i, e := range errs {

@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -14,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/config"
-	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -56,10 +55,10 @@ func TestRunTaskCommand(t *testing.T) {
 		t.Fatalf("same key: task %d then %d (%v), want the same task", first, second, err)
 	}
 
-	if _, err := runTask(t, url, "-template", "examples/linear_workflow", "-context", `{"batch_size": "x"}`, "-templates-dir", ""); !errors.Is(err, orchestration.ErrValidation) {
-		t.Fatalf("invalid context: err = %v, want ErrValidation", err)
+	if _, err := runTask(t, url, "-template", "examples/linear_workflow", "-context", `{"batch_size": "x"}`, "-templates-dir", ""); !errs.Is(err, errs.Invalid) {
+		t.Fatalf("invalid context: err = %v, want errs.Invalid", err)
 	}
-	if _, err := runTask(t, url, "-template", "examples/nope", "-templates-dir", ""); !errors.Is(err, orchestration.ErrNotFound) {
+	if _, err := runTask(t, url, "-template", "examples/nope", "-templates-dir", ""); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("unknown template: err = %v, want ErrNotFound", err)
 	}
 	if _, err := runTask(t, url, "-templates-dir", ""); err == nil || !strings.Contains(err.Error(), "-template") {
@@ -83,7 +82,7 @@ func TestRunTaskCommand(t *testing.T) {
 }
 
 // run-task refuses text PostgreSQL cannot store or that decoding would change (a NUL escape,
-// a lone surrogate, invalid UTF-8) with ErrValidation naming the flag, and creates nothing.
+// a lone surrogate, invalid UTF-8) with errs.Invalid naming the flag, and creates nothing.
 func TestRunTaskRefusesUnstorableText(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
@@ -97,8 +96,8 @@ func TestRunTaskRefusesUnstorableText(t *testing.T) {
 	} {
 		args := append([]string{"-template", "examples/linear_workflow", "-templates-dir", ""}, c.args...)
 		_, err := runTask(t, url, args...)
-		if !errors.Is(err, orchestration.ErrValidation) || !strings.Contains(err.Error(), c.args[0]) {
-			t.Errorf("run-task %q: err = %v, want ErrValidation naming %s", c.args, err, c.args[0])
+		if !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), c.args[0]) {
+			t.Errorf("run-task %q: err = %v, want errs.Invalid naming %s", c.args, err, c.args[0])
 		}
 	}
 	var tasks int64
@@ -185,7 +184,7 @@ not json
 {"template": "examples/linear_workflow", "context": {"batch_size": "x"}}
 {"template": "examples/no_such_workflow"}
 `)
-	if _, err = run(bad); !errors.Is(err, orchestration.ErrValidation) || !strings.Contains(err.Error(), "line 2") ||
+	if _, err = run(bad); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "line 2") ||
 		!strings.Contains(err.Error(), "line 3: ") || !strings.Contains(err.Error(), "no_such_workflow") {
 		t.Fatalf("refused lines: %v", err)
 	}

@@ -115,7 +115,7 @@ func startEngine(ctx context.Context, gdb *gorm.DB, hub *events.Hub, ocfg orches
 	if ocfg.DrainTimeout == 0 {
 		ocfg.DrainTimeout = shutdown * 2 / 3
 	}
-	engine, err := orchestration.New(gdb, hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()), ocfg, log)
+	engine, err := orchestration.New(orchestration.NewService(gdb, nil), hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()), ocfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"sort"
 
-	"gorm.io/gorm"
-
+	"github.com/taskerhq/tasker/internal/errs"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/template"
 )
 
 // MaxBatch is the most requests one CreateTasks call takes. A larger batch is refused whole
-// with a ValidationError on field "inputs"; callers with more work send several batches.
+// with an errs.Invalid on field "inputs"; callers with more work send several batches.
 const MaxBatch = 1000
 
 // BatchTask is the outcome of one accepted request of a batch.
@@ -23,9 +23,10 @@ type BatchTask struct {
 	Created bool
 }
 
-// ItemError is what is wrong with the request at Index (0-based) of a batch. Err is a
-// *ValidationError (its Field names the field at fault; Field "idempotency_key" is a key
-// already used for another template) or wraps ErrNotFound (an unknown template).
+// ItemError is what is wrong with the request at Index (0-based) of a batch. Err is an
+// *errs.Error: errs.Invalid (its Field names the field at fault, see Invalid), errs.Conflict
+// (Field "idempotency_key": a key already used for another template) or errs.NotFound (an
+// unknown template); errs.KindOf(itemErr) is its kind.
 type ItemError struct {
 	Index int
 	Err   error
@@ -86,29 +87,32 @@ type batchItem struct {
 // create one task per key: tasks are inserted in identity order, so two batches wait on each
 // other's keys in the same order and never deadlock.
 //
-// More than MaxBatch requests is an error (a *ValidationError on field "inputs"), as is an
+// More than MaxBatch requests is an error (an errs.Invalid on field "inputs"), as is an
 // error from the database; an empty batch returns an empty result.
-func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs []CreateTaskRequest) (BatchResult, error) {
+func (s *Service) CreateTasks(ctx context.Context, reqs []CreateTaskRequest) (BatchResult, error) {
 	if len(reqs) > MaxBatch {
-		return BatchResult{}, &ValidationError{Field: "inputs", Problems: []string{fmt.Sprintf(
-			"a batch holds at most %d requests, got %d: send it in several batches", MaxBatch, len(reqs))}}
+		return BatchResult{}, Invalid("inputs", fmt.Sprintf(
+			"a batch holds at most %d requests, got %d: send it in several batches", MaxBatch, len(reqs)))
 	}
 	if len(reqs) == 0 {
 		return BatchResult{Tasks: []BatchTask{}}, nil
 	}
-	items, itemErrs := checkBatch(reg, reqs)
+	if s.templates == nil {
+		return BatchResult{}, errors.New("creating tasks: the service has no template registry")
+	}
+	items, itemErrs := checkBatch(s.templates, reqs)
 	if len(itemErrs) > 0 {
 		return BatchResult{Errors: itemErrs}, nil
 	}
 
 	// Keys that already have a task: a key held by another template refuses the batch before
 	// anything (even a template registration) is written; a batch of repeats writes nothing.
-	known, err := keyedTasks(ctx, db, items)
+	known, err := s.keyedTasks(ctx, items)
 	if err != nil {
 		return BatchResult{}, err
 	}
-	if errs := reusedKeys(items, known); len(errs) > 0 {
-		return BatchResult{Errors: errs}, nil
+	if bad := reusedKeys(items, known); len(bad) > 0 {
+		return BatchResult{Errors: bad}, nil
 	}
 	if repeats := allKnown(items, known); repeats != nil {
 		return BatchResult{Tasks: repeats}, nil
@@ -119,7 +123,7 @@ func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs 
 		if _, ok := regs[it.tpl]; ok {
 			continue
 		}
-		regn, err := template.Ensure(ctx, db, it.tpl)
+		regn, err := template.Ensure(ctx, s.db, it.tpl)
 		if err != nil {
 			return BatchResult{}, fmt.Errorf("creating tasks of %s: %w", it.tpl.Key(), err)
 		}
@@ -127,13 +131,9 @@ func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs 
 	}
 
 	var result BatchResult
-	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		q, ok := tx.Statement.ConnPool.(querier)
-		if !ok {
-			return errors.New("the transaction cannot run queries")
-		}
+	err = s.store.Tx(ctx, func(tx *store.Store) error {
 		var err error
-		result, err = writeBatch(ctx, q, items, regs)
+		result, err = writeBatch(ctx, tx, items, regs)
 		if err != nil {
 			return err
 		}
@@ -157,8 +157,8 @@ func CreateTasks(ctx context.Context, db *gorm.DB, reg *template.Registry, reqs 
 // A caller that splits many requests into several batches checks them all first, so that a bad
 // request refuses the whole input rather than the batches after the ones already written.
 func CheckTasks(reg *template.Registry, reqs []CreateTaskRequest) []ItemError {
-	_, errs := checkBatch(reg, reqs)
-	return errs
+	_, bad := checkBatch(reg, reqs)
+	return bad
 }
 
 // errBatchRefused rolls back a batch in which a request was found at fault while writing.
@@ -167,46 +167,46 @@ var errBatchRefused = errors.New("batch refused")
 // checkBatch validates every request, without reading the database.
 func checkBatch(reg *template.Registry, reqs []CreateTaskRequest) ([]batchItem, []ItemError) {
 	items := make([]batchItem, len(reqs))
-	var errs []ItemError
+	var bad []ItemError
 	keyTemplate := make(map[string]*template.Template)
 	for i, req := range reqs {
 		if req.Namespace == "" {
 			req.Namespace = "default"
 		}
 		if req.Name == "" {
-			errs = append(errs, ItemError{i, &ValidationError{Field: "template", Problems: []string{"a template name is required"}}})
+			bad = append(bad, ItemError{i, Invalid("template", "a template name is required")})
 			continue
 		}
 		tpl, err := reg.Lookup(req.Namespace, req.Name, req.Version)
 		if err != nil {
-			errs = append(errs, ItemError{i, fmt.Errorf("%w: %w", ErrNotFound, err)})
+			bad = append(bad, ItemError{i, errs.E(errs.NotFound, "not found: %w", err)})
 			continue
 		}
 		taskContext, tags, err := checkRequest(tpl, req)
 		if err != nil {
-			errs = append(errs, ItemError{i, err})
+			bad = append(bad, ItemError{i, err})
 			continue
 		}
 		identity := ""
 		if req.IdempotencyKey != "" {
 			identity = IdentityHash(req.IdempotencyKey)
 			if other, ok := keyTemplate[req.IdempotencyKey]; ok && other != tpl {
-				errs = append(errs, ItemError{i, &ValidationError{Field: "idempotency_key", Problems: []string{fmt.Sprintf(
-					"key %q is used in this batch for %s and for %s", req.IdempotencyKey, other.Key(), tpl.Key())}}})
+				bad = append(bad, ItemError{i, keyConflict("key %q is used in this batch for %s and for %s",
+					req.IdempotencyKey, other.Key(), tpl.Key())})
 				continue
 			}
 			keyTemplate[req.IdempotencyKey] = tpl
 		} else if identity, err = randomIdentity(); err != nil {
-			errs = append(errs, ItemError{i, err})
+			bad = append(bad, ItemError{i, err})
 			continue
 		}
 		items[i] = batchItem{req: req, tpl: tpl, context: taskContext, tags: tags, identity: identity}
 	}
-	return items, errs
+	return items, bad
 }
 
-// writeBatch writes the tasks, steps and edges of a checked batch inside transaction q.
-func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*template.Template]template.Registration) (BatchResult, error) {
+// writeBatch writes the tasks, steps and edges of a checked batch inside transaction tx.
+func writeBatch(ctx context.Context, tx *store.Store, items []batchItem, regs map[*template.Template]template.Registration) (BatchResult, error) {
 	// One row per distinct identity, in identity order (the lock order across batches).
 	first := make(map[string]int, len(items))
 	var order []int
@@ -227,33 +227,14 @@ func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*tem
 		initiators[j], sources[j], reasons[j] = it.req.Initiator, it.req.SourceSystem, it.req.Reason
 		tags[j], contexts[j], identities[j] = string(it.tags), string(it.context), it.identity
 	}
-	rows, err := q.QueryContext(ctx, `
-		INSERT INTO tasker_tasks (named_task_id, initiator, source_system, reason, tags, context, identity_hash)
-		SELECT u.named_task_id, NULLIF(u.initiator, ''), NULLIF(u.source_system, ''), NULLIF(u.reason, ''),
-			u.tags::jsonb, u.context::jsonb, u.identity_hash
-		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-			WITH ORDINALITY AS u (named_task_id, initiator, source_system, reason, tags, context, identity_hash, ord)
-		ORDER BY u.ord
-		ON CONFLICT (identity_hash) DO NOTHING
-		RETURNING task_id, identity_hash`,
-		named, initiators, sources, reasons, tags, contexts, identities)
+	taskOf, err := tx.InsertTasks(ctx, store.NewTasks{NamedTaskIDs: named, Initiators: initiators, SourceSystems: sources,
+		Reasons: reasons, Tags: tags, Contexts: contexts, Identities: identities})
 	if err != nil {
 		return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
 	}
-	taskOf := make(map[string]int64, n)
 	newTask := make(map[string]bool, n)
-	for rows.Next() {
-		var id int64
-		var identity string
-		if err := rows.Scan(&id, &identity); err != nil {
-			rows.Close()
-			return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
-		}
-		taskOf[identity], newTask[identity] = id, true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return BatchResult{}, fmt.Errorf("writing tasks: %w", err)
+	for identity := range taskOf {
+		newTask[identity] = true
 	}
 
 	// Keys already taken: a committed task holds each (ON CONFLICT waited for any concurrent
@@ -264,11 +245,11 @@ func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*tem
 			taken = append(taken, id)
 		}
 	}
-	var errs []ItemError
+	var bad []ItemError
 	if len(taken) > 0 {
-		existing, err := tasksByIdentity(ctx, q, taken)
+		existing, err := tx.TasksByIdentity(ctx, taken)
 		if err != nil {
-			return BatchResult{}, err
+			return BatchResult{}, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
 		}
 		for _, id := range taken {
 			i := first[id]
@@ -276,19 +257,19 @@ func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*tem
 			if !ok {
 				return BatchResult{}, fmt.Errorf("reading the task of idempotency key %q: not found", items[i].req.IdempotencyKey)
 			}
-			taskOf[id] = t.taskID
+			taskOf[id] = t.TaskID
 		}
 		for i, it := range items {
-			if t, ok := existing[it.identity]; ok && t.namedTaskID != regs[it.tpl].NamedTaskID {
-				errs = append(errs, ItemError{i, keyReused(it.req.IdempotencyKey, t.taskID, it.tpl)})
+			if t, ok := existing[it.identity]; ok && t.NamedTaskID != regs[it.tpl].NamedTaskID {
+				bad = append(bad, ItemError{i, keyReused(it.req.IdempotencyKey, t.TaskID, it.tpl)})
 			}
 		}
-		if len(errs) > 0 {
-			return BatchResult{Errors: errs}, nil
+		if len(bad) > 0 {
+			return BatchResult{Errors: bad}, nil
 		}
 	}
 
-	if err := insertBatchSteps(ctx, q, items, order, regs, taskOf, newTask); err != nil {
+	if err := insertBatchSteps(ctx, tx, items, order, regs, taskOf, newTask); err != nil {
 		return BatchResult{}, err
 	}
 	tasks := make([]BatchTask, len(items))
@@ -298,20 +279,9 @@ func writeBatch(ctx context.Context, q querier, items []batchItem, regs map[*tem
 	return BatchResult{Tasks: tasks}, nil
 }
 
-type existingTask struct{ taskID, namedTaskID int64 }
-
-// knownTask is a task that holds an idempotency key, with its template's identity.
-type knownTask struct {
-	TaskID       int64
-	IdentityHash string
-	Namespace    string
-	Name         string
-	Version      string
-}
-
 // keyedTasks reads the tasks that already hold the keys of the batch (no statement when no
 // request has a key).
-func keyedTasks(ctx context.Context, db *gorm.DB, items []batchItem) (map[string]knownTask, error) {
+func (s *Service) keyedTasks(ctx context.Context, items []batchItem) (map[string]store.KeyedTask, error) {
 	var identities []string
 	for _, it := range items {
 		if it.req.IdempotencyKey != "" {
@@ -321,16 +291,11 @@ func keyedTasks(ctx context.Context, db *gorm.DB, items []batchItem) (map[string
 	if len(identities) == 0 {
 		return nil, nil
 	}
-	var rows []knownTask
-	if err := db.WithContext(ctx).Raw(`
-		SELECT t.task_id, t.identity_hash, ns.name AS namespace, nt.name AS name, nt.version AS version
-		FROM tasker_tasks t
-		JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
-		JOIN tasker_task_namespaces ns ON ns.task_namespace_id = nt.task_namespace_id
-		WHERE t.identity_hash IN ?`, identities).Scan(&rows).Error; err != nil {
+	rows, err := s.store.KeyedTasks(ctx, identities)
+	if err != nil {
 		return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
 	}
-	out := make(map[string]knownTask, len(rows))
+	out := make(map[string]store.KeyedTask, len(rows))
 	for _, r := range rows {
 		out[r.IdentityHash] = r
 	}
@@ -338,20 +303,20 @@ func keyedTasks(ctx context.Context, db *gorm.DB, items []batchItem) (map[string
 }
 
 // reusedKeys lists the requests whose key is held by a task of another template.
-func reusedKeys(items []batchItem, known map[string]knownTask) []ItemError {
-	var errs []ItemError
+func reusedKeys(items []batchItem, known map[string]store.KeyedTask) []ItemError {
+	var bad []ItemError
 	for i, it := range items {
 		k, ok := known[it.identity]
 		if ok && (k.Namespace != it.tpl.Namespace || k.Name != it.tpl.Name || k.Version != it.tpl.Version) {
-			errs = append(errs, ItemError{i, keyReused(it.req.IdempotencyKey, k.TaskID, it.tpl)})
+			bad = append(bad, ItemError{i, keyReused(it.req.IdempotencyKey, k.TaskID, it.tpl)})
 		}
 	}
-	return errs
+	return bad
 }
 
 // allKnown returns the outcome of a batch whose every request's key already has its task, or
 // nil when some request creates a task.
-func allKnown(items []batchItem, known map[string]knownTask) []BatchTask {
+func allKnown(items []batchItem, known map[string]store.KeyedTask) []BatchTask {
 	tasks := make([]BatchTask, len(items))
 	for i, it := range items {
 		k, ok := known[it.identity]
@@ -363,37 +328,14 @@ func allKnown(items []batchItem, known map[string]knownTask) []BatchTask {
 	return tasks
 }
 
-func tasksByIdentity(ctx context.Context, q querier, identities []string) (map[string]existingTask, error) {
-	rows, err := q.QueryContext(ctx, `SELECT identity_hash, task_id, named_task_id FROM tasker_tasks WHERE identity_hash = ANY($1::text[])`, identities)
-	if err != nil {
-		return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]existingTask, len(identities))
-	for rows.Next() {
-		var id string
-		var t existingTask
-		if err := rows.Scan(&id, &t.taskID, &t.namedTaskID); err != nil {
-			return nil, fmt.Errorf("reading the tasks of idempotency keys: %w", err)
-		}
-		out[id] = t
-	}
-	return out, rows.Err()
-}
-
 // insertBatchSteps writes the steps of every new task of the batch, with their DAG depth taken
-// from the template, and their edges, in one statement. The edges trigger is told that the
-// depths are already stored (migration 00030): the template is acyclic (checked when it was
-// loaded) and both ends of every edge are steps of one new task (the join on task_id).
-func insertBatchSteps(ctx context.Context, q querier, items []batchItem, order []int, regs map[*template.Template]template.Registration,
+// from the template, and their edges, in one statement (see store.InsertSteps): the template
+// is acyclic (checked when it was loaded) and both ends of every edge are steps of one new
+// task.
+func insertBatchSteps(ctx context.Context, tx *store.Store, items []batchItem, order []int, regs map[*template.Template]template.Registration,
 	taskOf map[string]int64, newTask map[string]bool) error {
-	var (
-		stepTask, stepNamed        []int64
-		retryable, skippable       []bool
-		limits, levels, depths     []int32
-		inputs                     []string
-		edgeTask, edgeFrom, edgeTo []int64
-	)
+	var steps store.NewSteps
+	var edges store.NewEdges
 	depthCache := make(map[*template.Template]dagDepths)
 	for _, i := range order {
 		it := items[i]
@@ -411,46 +353,25 @@ func insertBatchSteps(ctx context.Context, q querier, items []batchItem, order [
 			if !ok {
 				return fmt.Errorf("step %q of %s has no registered named step", s.Name, it.tpl.Key())
 			}
-			stepTask, stepNamed = append(stepTask, taskID), append(stepNamed, id)
-			retryable, skippable = append(retryable, s.Retryable), append(skippable, s.Skippable)
-			limits, inputs = append(limits, int32(s.RetryLimit)), append(inputs, string(s.Inputs))
-			levels, depths = append(levels, d.level[k]), append(depths, d.minDepth[k])
+			steps.TaskIDs, steps.NamedStepIDs = append(steps.TaskIDs, taskID), append(steps.NamedStepIDs, id)
+			steps.Retryable, steps.Skippable = append(steps.Retryable, s.Retryable), append(steps.Skippable, s.Skippable)
+			steps.RetryLimits, steps.Inputs = append(steps.RetryLimits, int32(s.RetryLimit)), append(steps.Inputs, string(s.Inputs))
+			steps.Levels, steps.Mins = append(steps.Levels, d.level[k]), append(steps.Mins, d.minDepth[k])
 		}
 		for _, e := range it.tpl.Edges() {
-			edgeTask = append(edgeTask, taskID)
-			edgeFrom, edgeTo = append(edgeFrom, regn.NamedStepIDs[e.From]), append(edgeTo, regn.NamedStepIDs[e.To])
+			edges.TaskIDs = append(edges.TaskIDs, taskID)
+			edges.FromNamed, edges.ToNamed = append(edges.FromNamed, regn.NamedStepIDs[e.From]), append(edges.ToNamed, regn.NamedStepIDs[e.To])
 		}
 	}
-	if len(stepTask) == 0 {
+	if len(steps.TaskIDs) == 0 {
 		return nil
 	}
-	// The flag is set (local to the transaction) before the edges are inserted and the edges
-	// trigger turns it off again at the end of this statement.
-	res, err := q.ExecContext(ctx, `
-		WITH flag AS MATERIALIZED (
-			SELECT set_config('tasker.dag_levels_precomputed', 'on', true)
-		), steps AS (
-			INSERT INTO tasker_workflow_steps (task_id, named_step_id, retryable, retry_limit, skippable, inputs,
-				dependency_level, min_depth_from_root)
-			SELECT u.task_id, u.named_step_id, u.retryable, u.retry_limit, u.skippable, NULLIF(u.inputs, '')::jsonb,
-				u.level, u.min_depth
-			FROM flag, unnest($1::bigint[], $2::bigint[], $3::boolean[], $4::integer[], $5::boolean[], $6::text[],
-				$7::integer[], $8::integer[]) WITH ORDINALITY
-				AS u (task_id, named_step_id, retryable, retry_limit, skippable, inputs, level, min_depth, ord)
-			ORDER BY u.ord
-			RETURNING workflow_step_id, task_id, named_step_id
-		)
-		INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name)
-		SELECT f.workflow_step_id, c.workflow_step_id, 'provides'
-		FROM unnest($9::bigint[], $10::bigint[], $11::bigint[]) AS e (task_id, from_named, to_named)
-		JOIN steps f ON f.task_id = e.task_id AND f.named_step_id = e.from_named
-		JOIN steps c ON c.task_id = e.task_id AND c.named_step_id = e.to_named`,
-		stepTask, stepNamed, retryable, limits, skippable, inputs, levels, depths, edgeTask, edgeFrom, edgeTo)
+	got, err := tx.InsertSteps(ctx, steps, edges)
 	if err != nil {
 		return fmt.Errorf("writing steps and edges: %w", err)
 	}
-	if got, err := res.RowsAffected(); err == nil && got != int64(len(edgeTask)) {
-		return fmt.Errorf("writing edges: %d of %d written", got, len(edgeTask))
+	if got != int64(len(edges.TaskIDs)) {
+		return fmt.Errorf("writing edges: %d of %d written", got, len(edges.TaskIDs))
 	}
 	return nil
 }

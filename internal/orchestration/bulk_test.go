@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
@@ -62,7 +63,7 @@ func requestsOfEveryTemplate(reg *template.Registry) []orchestration.CreateTaskR
 
 func createBatch(t *testing.T, db *gorm.DB, reg *template.Registry, reqs []orchestration.CreateTaskRequest) []orchestration.BatchTask {
 	t.Helper()
-	res, err := orchestration.CreateTasks(context.Background(), db, reg, reqs)
+	res, err := orchestration.NewService(db, reg).CreateTasks(context.Background(), reqs)
 	if err != nil || len(res.Errors) > 0 || len(res.Tasks) != len(reqs) {
 		t.Fatalf("CreateTasks: %+v, %v", res, err)
 	}
@@ -314,7 +315,7 @@ func TestCreateTasksConcurrentOverlappingKeys(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				res, err := orchestration.CreateTasks(context.Background(), h.db, h.reg, b)
+				res, err := orchestration.NewService(h.db, h.reg).CreateTasks(context.Background(), b)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil || len(res.Errors) > 0 {
@@ -367,37 +368,37 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 		{Namespace: "examples", Name: "tree_workflow", IdempotencyKey: "twice"},
 		{Namespace: "examples", Name: "linear_workflow", Reason: strings.Repeat("r", 256)},
 	}
-	res, err := orchestration.CreateTasks(ctx, h.db, h.reg, reqs)
+	res, err := orchestration.NewService(h.db, h.reg).CreateTasks(ctx, reqs)
 	if err != nil || res.Tasks != nil {
 		t.Fatalf("CreateTasks: %+v, %v; want item errors and no tasks", res, err)
 	}
 	type want struct {
 		field string
-		is    error
+		is    errs.Kind
 		text  string
 	}
 	wants := map[int]want{
-		1: {"context", orchestration.ErrValidation, "base_url"},
-		3: {"", orchestration.ErrNotFound, "no_such_template"},
-		4: {"template", orchestration.ErrValidation, "name is required"},
-		5: {"tags", orchestration.ErrValidation, "object or array"},
-		8: {"idempotency_key", orchestration.ErrValidation, "twice"},
-		9: {"reason", orchestration.ErrValidation, "reason"},
+		1: {"context", errs.Invalid, "base_url"},
+		3: {"", errs.NotFound, "no_such_template"},
+		4: {"template", errs.Invalid, "name is required"},
+		5: {"tags", errs.Invalid, "object or array"},
+		8: {"idempotency_key", errs.Conflict, "twice"},
+		9: {"reason", errs.Invalid, "reason"},
 	}
 	if len(res.Errors) != len(wants) {
 		t.Fatalf("errors %v; want requests 1, 3, 4, 5, 8, 9 at fault", res.Errors)
 	}
 	for _, e := range res.Errors {
 		w, ok := wants[e.Index]
-		var ve *orchestration.ValidationError
-		if !ok || !errors.Is(e, w.is) || !strings.Contains(e.Error(), w.text) ||
+		var ve *errs.Error
+		if !ok || !errs.Is(e, w.is) || !strings.Contains(e.Error(), w.text) ||
 			(w.field != "" && (!errors.As(e, &ve) || ve.Field != w.field)) {
 			t.Errorf("request %d: %v; want %+v", e.Index, e, w)
 		}
 	}
 	// Once the batch's own requests are right, a key held by another template's task is found.
-	res, err = orchestration.CreateTasks(ctx, h.db, h.reg, []orchestration.CreateTaskRequest{good, reqs[6]})
-	var ve *orchestration.ValidationError
+	res, err = orchestration.NewService(h.db, h.reg).CreateTasks(ctx, []orchestration.CreateTaskRequest{good, reqs[6]})
+	var ve *errs.Error
 	if err != nil || len(res.Errors) != 1 || res.Errors[0].Index != 1 || !errors.As(res.Errors[0].Err, &ve) ||
 		ve.Field != "idempotency_key" || !strings.Contains(ve.Error(), fmt.Sprint(held[0].TaskID)) {
 		t.Fatalf("key held by another template: %+v, %v", res, err)
@@ -409,7 +410,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 	for i := range big {
 		big[i] = good
 	}
-	if _, err := orchestration.CreateTasks(ctx, h.db, h.reg, big); !errors.As(err, &ve) || ve.Field != "inputs" ||
+	if _, err := orchestration.NewService(h.db, h.reg).CreateTasks(ctx, big); !errors.As(err, &ve) || ve.Field != "inputs" ||
 		!strings.Contains(err.Error(), fmt.Sprint(orchestration.MaxBatch)) {
 		t.Fatalf("batch over the cap: %v", err)
 	}
@@ -436,7 +437,7 @@ func TestCreateTasksStatementCountIsConstant(t *testing.T) {
 		t.Fatal(err)
 	}
 	statements := map[int]int64{}
-	if _, err := orchestration.CreateTasks(ctx, db, reg, []orchestration.CreateTaskRequest{
+	if _, err := orchestration.NewService(db, reg).CreateTasks(ctx, []orchestration.CreateTaskRequest{
 		{Namespace: "examples", Name: "mixed_workflow", IdempotencyKey: "k0"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +451,7 @@ func TestCreateTasksStatementCountIsConstant(t *testing.T) {
 			}
 		}
 		before := c.n.Load()
-		res, err := orchestration.CreateTasks(ctx, db, reg, reqs)
+		res, err := orchestration.NewService(db, reg).CreateTasks(ctx, reqs)
 		if err != nil || len(res.Errors) > 0 || res.Created() == 0 {
 			t.Fatalf("size %d: %+v, %v", size, res.Errors, err)
 		}

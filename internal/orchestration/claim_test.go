@@ -1,12 +1,15 @@
 package orchestration
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -77,31 +80,68 @@ func seedChainRows(t testing.TB, db *gorm.DB, total, done int) {
 // waiting for a retry.
 func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	t.Parallel()
-	db := dbtest.New(t)
+	url := dbtest.NewURL(t)
+	db := dbtest.Open(t, url)
 	seedChains(t, db, 3000, 2500)
-	explain := func(sql string) string {
+	// The engine runs the claim and the next-retry query once on a traced pool; their
+	// statements, as they were sent, are then explained on their own.
+	trace := &statementLog{seen: map[string]bool{}, settings: map[*pgx.Conn][]captured{}}
+	traced, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 2, Tracer: trace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(traced) })
+	e, err := New(NewService(traced, nil), nil, noopHandlers{}, Config{WorkerID: "explain", LeaseDuration: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.claim(ctx, 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.nextRetryIn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	statement := func(marker string) captured {
+		for _, c := range trace.statements() {
+			if strings.Contains(c.sql, marker) {
+				return c
+			}
+		}
+		t.Fatalf("no statement with %q was run", marker)
+		return captured{}
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each is explained in a transaction rolled back, so that the claim can be measured again.
+	explain := func(c captured) string {
+		tx, err := sqlDB.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+c.sql, c.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
 		var lines []string
-		if err := db.Raw("EXPLAIN (ANALYZE, BUFFERS) " + sql).Scan(&lines).Error; err != nil {
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, line)
+		}
+		if err := rows.Err(); err != nil {
 			t.Fatal(err)
 		}
 		return strings.Join(lines, "\n")
 	}
-	// The claim itself, rolled back so that it can be measured repeatedly.
-	var plan string
 	begin := time.Now()
-	err := db.Transaction(func(tx *gorm.DB) error {
-		var lines []string
-		if err := tx.Raw("EXPLAIN (ANALYZE, BUFFERS) "+claimSQL, map[string]any{
-			"n": 8, "worker": "explain", "lease_ms": 60000,
-		}).Scan(&lines).Error; err != nil {
-			return err
-		}
-		plan = strings.Join(lines, "\n")
-		return errRollback
-	})
-	if err != errRollback {
-		t.Fatal(err)
-	}
+	plan := explain(statement("claim_token = gen_random_uuid()"))
 	t.Logf("claim of 8 among 500 fresh and 2,500 complete tasks took %s:\n%s", time.Since(begin), plan)
 	if !strings.Contains(plan, "tasker_workflow_steps_claimable_idx") {
 		t.Errorf("the claim does not use the claimable index:\n%s", plan)
@@ -109,15 +149,9 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	if !strings.Contains(plan, "rows=8 ") {
 		t.Errorf("the claim did not claim 8 steps:\n%s", plan)
 	}
-	next := explain(nextRetrySQL)
+	next := explain(statement("min(r.next_retry_at)"))
 	t.Logf("next retry time:\n%s", next)
 	if !strings.Contains(next, "tasker_workflow_steps_retrying_idx") {
 		t.Errorf("the next-retry query does not use the index of steps waiting for a retry:\n%s", next)
 	}
 }
-
-var errRollback = rollback{}
-
-type rollback struct{}
-
-func (rollback) Error() string { return "rollback" }

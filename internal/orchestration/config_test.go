@@ -39,7 +39,7 @@ func TestConfigFromEnvReadsWorkersAndSyncCommit(t *testing.T) {
 
 func TestDefaultsAllowTensOfStepsInFlight(t *testing.T) {
 	t.Parallel()
-	e, err := orchestration.New(dbtest.New(t), nil, orchestration.NewConfiguredHandlers(nil), orchestration.Config{}, nil)
+	e, err := orchestration.New(orchestration.NewService(dbtest.New(t), nil), nil, orchestration.NewConfiguredHandlers(nil), orchestration.Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,18 +2,17 @@ package orchestration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
-	"gorm.io/gorm"
-
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
-// Operator control. Every function here is one transaction: on a refusal (an unknown id: an
-// error matching statemachine.ErrNotFound; an illegal move: a *statemachine.TransitionError)
+// Operator control. Every action here is one transaction: on a refusal (an unknown id: an
+// errs.NotFound; an illegal move: an errs.IllegalTransition, a *statemachine.TransitionError)
 // nothing is written. The task row is locked before any step row, the same order the rest of
 // the engine uses, so operator actions never deadlock with workers. Changes take effect on the
 // next claim; a handler running a step that is cancelled has its context cancelled (the
@@ -26,18 +25,13 @@ import (
 
 // CancelTask cancels a task and every one of its steps that is not terminal (complete,
 // cancelled, resolved_manually), clearing their claims. meta is recorded on every transition.
-func CancelTask(ctx context.Context, db *gorm.DB, taskID int64, meta map[string]any) error {
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+func (s *Service) CancelTask(ctx context.Context, taskID int64, meta map[string]any) error {
+	err := s.store.Tx(ctx, func(tx *store.Store) error {
 		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateCancelled, meta); err != nil {
 			return err
 		}
-		var steps []int64
-		if err := tx.Raw(`
-			SELECT ws.workflow_step_id
-			FROM tasker_workflow_steps ws
-			LEFT JOIN tasker_workflow_step_transitions t ON t.workflow_step_id = ws.workflow_step_id AND t.most_recent
-			WHERE ws.task_id = ? AND coalesce(t.to_state, 'pending') NOT IN ('complete', 'cancelled', 'resolved_manually')
-			ORDER BY ws.workflow_step_id`, taskID).Scan(&steps).Error; err != nil {
+		steps, err := tx.UnfinishedSteps(ctx, taskID)
+		if err != nil {
 			return fmt.Errorf("listing steps of task %d: %w", taskID, err)
 		}
 		stepMeta := withMeta(meta, "reason", "task_cancelled")
@@ -45,7 +39,7 @@ func CancelTask(ctx context.Context, db *gorm.DB, taskID int64, meta map[string]
 			if _, err := sm.TransitionStep(ctx, tx, id, models.StateCancelled, stepMeta); err != nil {
 				return err
 			}
-			if err := clearClaim(tx, id); err != nil {
+			if err := clearClaim(ctx, tx, id); err != nil {
 				return err
 			}
 		}
@@ -56,26 +50,27 @@ func CancelTask(ctx context.Context, db *gorm.DB, taskID int64, meta map[string]
 
 // CancelStep cancels one step (from pending, in_progress or error) and clears its claim. A
 // cancelled step never lets its task complete.
-func CancelStep(ctx context.Context, db *gorm.DB, stepID int64, meta map[string]any) error {
-	return stepAction(ctx, db, "cancelling step", stepID, func(tx *gorm.DB) error {
+func (s *Service) CancelStep(ctx context.Context, stepID int64, meta map[string]any) error {
+	return s.stepAction(ctx, "cancelling step", stepID, func(tx *store.Store) error {
 		if _, err := sm.TransitionStep(ctx, tx, stepID, models.StateCancelled, meta); err != nil {
 			return err
 		}
-		return clearClaim(tx, stepID)
+		return clearClaim(ctx, tx, stepID)
 	})
 }
 
-// ResolveStepManually marks a pending or failed step resolved_manually: it counts as complete
-// for its children and its task. reason is required and recorded in the metadata.
-func ResolveStepManually(ctx context.Context, db *gorm.DB, stepID int64, reason string, meta map[string]any) error {
+// ResolveStep marks a pending or failed step resolved_manually: it counts as complete for its
+// children and its task. reason is required (an errs.Invalid without it) and recorded in the
+// metadata.
+func (s *Service) ResolveStep(ctx context.Context, stepID int64, reason string, meta map[string]any) error {
 	if strings.TrimSpace(reason) == "" {
-		return fmt.Errorf("resolving step %d manually: a reason is required", stepID)
+		return errs.E(errs.Invalid, "resolving step %d manually: a reason is required", stepID)
 	}
-	return stepAction(ctx, db, "resolving step", stepID, func(tx *gorm.DB) error {
+	return s.stepAction(ctx, "resolving step", stepID, func(tx *store.Store) error {
 		if _, err := sm.TransitionStep(ctx, tx, stepID, models.StateResolvedManually, withMeta(meta, "reason", reason)); err != nil {
 			return err
 		}
-		return clearClaim(tx, stepID)
+		return clearClaim(ctx, tx, stepID)
 	})
 }
 
@@ -87,17 +82,10 @@ func ResolveStepManually(ctx context.Context, db *gorm.DB, stepID int64, reason 
 //     and leaving it non-retryable would make the retry a no-op;
 //   - a delay the last failure asked for is cleared (metadata "cleared_backoff_seconds"), so
 //     that the retry takes effect on the next claim.
-func RetryStep(ctx context.Context, db *gorm.DB, stepID int64, meta map[string]any) error {
-	return stepAction(ctx, db, "retrying step", stepID, func(tx *gorm.DB) error {
-		var row struct {
-			Attempts              int
-			RetryLimit            int
-			Retryable             bool
-			BackoffRequestSeconds *int
-		}
-		if err := tx.Raw(`SELECT coalesce(attempts, 0) AS attempts, coalesce(retry_limit, 3) AS retry_limit,
-			retryable, backoff_request_seconds FROM tasker_workflow_steps WHERE workflow_step_id = ?`,
-			stepID).Scan(&row).Error; err != nil {
+func (s *Service) RetryStep(ctx context.Context, stepID int64, meta map[string]any) error {
+	return s.stepAction(ctx, "retrying step", stepID, func(tx *store.Store) error {
+		row, err := tx.StepRetryOf(ctx, stepID)
+		if err != nil {
 			return fmt.Errorf("reading step %d: %w", stepID, err)
 		}
 		m := withMeta(meta, "reason", "operator_retry")
@@ -116,9 +104,7 @@ func RetryStep(ctx context.Context, db *gorm.DB, stepID int64, meta map[string]a
 		if _, err := sm.TransitionStep(ctx, tx, stepID, models.StatePending, m); err != nil {
 			return err
 		}
-		if err := tx.Exec(`UPDATE tasker_workflow_steps
-			SET retry_limit = ?, retryable = true, backoff_request_seconds = NULL, updated_at = now()
-			WHERE workflow_step_id = ?`, limit, stepID).Error; err != nil {
+		if err := tx.GrantRetry(ctx, stepID, limit); err != nil {
 			return fmt.Errorf("updating retry limit of step %d: %w", stepID, err)
 		}
 		return nil
@@ -127,18 +113,18 @@ func RetryStep(ctx context.Context, db *gorm.DB, stepID int64, meta map[string]a
 
 // stepAction runs an operator action on a step in one transaction: it locks the step's task,
 // runs act, and moves a task in error back to pending; then it finalises the task.
-func stepAction(ctx context.Context, db *gorm.DB, doing string, stepID int64, act func(tx *gorm.DB) error) error {
+func (s *Service) stepAction(ctx context.Context, doing string, stepID int64, act func(tx *store.Store) error) error {
 	var taskID int64
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var ids []int64
-		if err := tx.Raw(`SELECT task_id FROM tasker_workflow_steps WHERE workflow_step_id = ?`, stepID).Scan(&ids).Error; err != nil {
+	err := s.store.Tx(ctx, func(tx *store.Store) error {
+		id, ok, err := tx.TaskOfStep(ctx, stepID)
+		if err != nil {
 			return fmt.Errorf("reading task of step %d: %w", stepID, err)
 		}
-		if len(ids) == 0 {
-			return &sm.NotFoundError{Kind: sm.KindStep, ID: stepID}
+		if !ok {
+			return errs.E(errs.NotFound, "%s %d not found", sm.KindStep, stepID)
 		}
-		taskID = ids[0]
-		if err := lockTask(tx, taskID); err != nil {
+		taskID = id
+		if err := lockTask(ctx, tx, taskID); err != nil {
 			return err
 		}
 		if err := act(tx); err != nil {
@@ -159,43 +145,20 @@ func stepAction(ctx context.Context, db *gorm.DB, doing string, stepID int64, ac
 	if err != nil {
 		return controlError(doing, stepID, err)
 	}
-	if _, err := FinalizeTask(ctx, db, taskID); err != nil {
+	if _, err := s.FinalizeTask(ctx, taskID); err != nil {
 		return fmt.Errorf("%s %d: %w", doing, stepID, err)
 	}
 	return nil
 }
 
-// controlError passes a refused move through as the state machine's *TransitionError, turns
-// an unknown id into a *NotFoundError, and wraps everything else.
+// controlError passes a refused move (a *statemachine.TransitionError) and an unknown id
+// through as they are, and wraps everything else.
 func controlError(doing string, id int64, err error) error {
-	if err == nil {
-		return nil
-	}
-	var te *sm.TransitionError
-	if errors.As(err, &te) {
-		return te
-	}
-	var nf *sm.NotFoundError
-	if errors.As(err, &nf) {
-		return &NotFoundError{NotFoundError: nf}
+	if err == nil || errs.Is(err, errs.IllegalTransition) || errs.Is(err, errs.NotFound) {
+		return err
 	}
 	return fmt.Errorf("%s %d: %w", doing, id, err)
 }
-
-// NotFoundError names the unknown task or step of an operator action. It matches both this
-// package's ErrNotFound and statemachine.ErrNotFound with errors.Is, and unwraps to the
-// *statemachine.NotFoundError.
-type NotFoundError struct {
-	*sm.NotFoundError
-}
-
-// Is makes errors.Is(err, ErrNotFound) and errors.Is(err, statemachine.ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool {
-	return target == ErrNotFound || target == sm.ErrNotFound
-}
-
-// Unwrap returns the state machine's error.
-func (e *NotFoundError) Unwrap() error { return e.NotFoundError }
 
 // withMeta copies meta and sets key to value unless meta already has key.
 func withMeta(meta map[string]any, key string, value any) map[string]any {

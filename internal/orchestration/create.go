@@ -5,39 +5,23 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
-	"gorm.io/gorm"
-
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/template"
 )
 
-// ErrNotFound is wrapped by errors about something that does not exist (an unknown template).
-var ErrNotFound = errors.New("not found")
-
-// ErrValidation is wrapped by errors about a request that is wrong as given (a context that does
-// not match the template's schema, a malformed field). Such a request writes nothing.
-var ErrValidation = errors.New("invalid request")
-
-// ValidationError lists what is wrong with a request. errors.Is(err, ErrValidation) holds.
-type ValidationError struct {
-	// Field is the request field at fault ("context", "tags", ...).
-	Field    string
-	Problems []string
+// Invalid returns the errs.Invalid error for a request field ("context", "tags", ...) and
+// what is wrong with it: "invalid field: problem; problem".
+func Invalid(field string, problems ...string) *errs.Error {
+	return &errs.Error{Kind: errs.Invalid, Field: field,
+		Message: fmt.Sprintf("invalid %s: %s", field, strings.Join(problems, "; "))}
 }
-
-func (e *ValidationError) Error() string {
-	return fmt.Sprintf("invalid %s: %s", e.Field, strings.Join(e.Problems, "; "))
-}
-
-// Is makes errors.Is(err, ErrValidation) true.
-func (e *ValidationError) Is(target error) bool { return target == ErrValidation }
 
 // CreateTaskRequest asks for one task of a template.
 type CreateTaskRequest struct {
@@ -74,13 +58,6 @@ func randomIdentity() (string, error) {
 	return "rnd:" + hex.EncodeToString(b[:]), nil
 }
 
-// querier is what a *sql.Tx offers; inside a GORM transaction tx.Statement.ConnPool is one.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // CreateTask creates a task of a registered template with all its steps and edges, in one
 // transaction, or writes nothing. Steps take the template's retry defaults and are created,
 // like the task, without a transition row (state pending), with their DAG depth computed from
@@ -90,20 +67,21 @@ type querier interface {
 //
 // With an IdempotencyKey whose task already exists, CreateTask returns that task and
 // created=false; concurrent requests with one key create one task. An unknown template is an
-// error wrapping ErrNotFound; a bad request (context refused by the schema, malformed tags,
-// a key already used for another template) wraps ErrValidation and lists what was wrong.
-func CreateTask(ctx context.Context, db *gorm.DB, reg *template.Registry, req CreateTaskRequest) (task models.Task, created bool, err error) {
-	res, err := CreateTasks(ctx, db, reg, []CreateTaskRequest{req})
+// errs.NotFound; a bad request (context refused by the schema, malformed tags) is an
+// errs.Invalid that lists what was wrong (see Invalid), and a key already used for another
+// template an errs.Conflict.
+func (s *Service) CreateTask(ctx context.Context, req CreateTaskRequest) (task models.Task, created bool, err error) {
+	res, err := s.CreateTasks(ctx, []CreateTaskRequest{req})
 	if err != nil {
 		return task, false, err
 	}
 	if len(res.Errors) > 0 {
-		if errors.Is(res.Errors[0].Err, ErrNotFound) {
-			return task, false, fmt.Errorf("creating task: %w", res.Errors[0].Err)
+		if err := res.Errors[0].Err; errs.Is(err, errs.NotFound) {
+			return task, false, errs.E(errs.NotFound, "creating task: %w", err)
 		}
 		return task, false, res.Errors[0].Err
 	}
-	if err := db.WithContext(ctx).First(&task, res.Tasks[0].TaskID).Error; err != nil {
+	if task, err = s.store.Task(ctx, res.Tasks[0].TaskID); err != nil {
 		return models.Task{}, false, fmt.Errorf("reading task %d: %w", res.Tasks[0].TaskID, err)
 	}
 	return task, res.Tasks[0].Created, nil
@@ -119,13 +97,13 @@ func checkRequest(tpl *template.Template, req CreateTaskRequest) (taskContext, t
 	if err := tpl.ValidateContext(taskContext); err != nil {
 		var ce *template.ContextError
 		if errors.As(err, &ce) {
-			return nil, nil, &ValidationError{Field: "context", Problems: ce.Problems}
+			return nil, nil, Invalid("context", ce.Problems...)
 		}
-		return nil, nil, &ValidationError{Field: "context", Problems: []string{err.Error()}}
+		return nil, nil, Invalid("context", err.Error())
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, taskContext); err != nil {
-		return nil, nil, &ValidationError{Field: "context", Problems: []string{err.Error()}}
+		return nil, nil, Invalid("context", err.Error())
 	}
 	taskContext = buf.Bytes()
 
@@ -135,12 +113,12 @@ func checkRequest(tpl *template.Template, req CreateTaskRequest) (taskContext, t
 	}
 	var tagValue any
 	if err := json.Unmarshal(tags, &tagValue); err != nil {
-		return nil, nil, &ValidationError{Field: "tags", Problems: []string{"not valid JSON: " + err.Error()}}
+		return nil, nil, Invalid("tags", "not valid JSON: "+err.Error())
 	}
 	switch tagValue.(type) {
 	case map[string]any, []any:
 	default:
-		return nil, nil, &ValidationError{Field: "tags", Problems: []string{"must be a JSON object or array"}}
+		return nil, nil, Invalid("tags", "must be a JSON object or array")
 	}
 	var problems []string
 	field := ""
@@ -156,13 +134,20 @@ func checkRequest(tpl *template.Template, req CreateTaskRequest) (taskContext, t
 		}
 	}
 	if len(problems) > 0 {
-		// Field names the first field at fault; Problems lists every one.
-		return nil, nil, &ValidationError{Field: field, Problems: problems}
+		// The error names the first field at fault and lists every problem.
+		return nil, nil, Invalid(field, problems...)
 	}
 	return taskContext, tags, nil
 }
 
+// keyReused is the error of a key that already created a task of another template.
 func keyReused(key string, taskID int64, tpl *template.Template) error {
-	return &ValidationError{Field: "idempotency_key", Problems: []string{fmt.Sprintf(
-		"key %q already created task %d, of another template than %s", key, taskID, tpl.Key())}}
+	return keyConflict("key %q already created task %d, of another template than %s", key, taskID, tpl.Key())
+}
+
+// keyConflict is an errs.Conflict on field idempotency_key: a key used for two templates.
+func keyConflict(format string, args ...any) error {
+	e := Invalid("idempotency_key", fmt.Sprintf(format, args...))
+	e.Kind = errs.Conflict
+	return e
 }

@@ -3,7 +3,6 @@ package orchestration_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
@@ -83,7 +83,7 @@ func TestCreateTaskWritesStepsAndEdgesOfEveryTemplate(t *testing.T) {
 		if tpl.Name == "http_fetch_and_post" {
 			req.Context = json.RawMessage(`{"base_url": "http://127.0.0.1:1", "item_id": 5}`)
 		}
-		task, created, err := orchestration.CreateTask(ctx, db, reg, req)
+		task, created, err := orchestration.NewService(db, reg).CreateTask(ctx, req)
 		if err != nil || !created {
 			t.Fatalf("%s: CreateTask = %v, %v", tpl.Key(), created, err)
 		}
@@ -136,7 +136,7 @@ func TestCreateTaskStoresContextAndInputs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	task, _, err := orchestration.CreateTask(context.Background(), db, reg, orchestration.CreateTaskRequest{
+	task, _, err := orchestration.NewService(db, reg).CreateTask(context.Background(), orchestration.CreateTaskRequest{
 		Namespace: "shop", Name: "order", Context: json.RawMessage(` {"order_id": 7,  "lines": [1]} `)})
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func TestCreateTaskStoresContextAndInputs(t *testing.T) {
 	if b := steps["b"]; b.Inputs != nil || b.Retryable || b.RetryLimit != 0 || !b.Skippable {
 		t.Fatalf("step b = %+v", b)
 	}
-	old, _, err := orchestration.CreateTask(context.Background(), db, reg, orchestration.CreateTaskRequest{
+	old, _, err := orchestration.NewService(db, reg).CreateTask(context.Background(), orchestration.CreateTaskRequest{
 		Namespace: "shop", Name: "order", Version: "1.0.0"})
 	if err != nil || old.NamedTaskID == task.NamedTaskID {
 		t.Fatalf("explicit version 1.0.0: %+v, %v", old, err)
@@ -190,30 +190,30 @@ func TestCreateTaskRefusalsWriteNothing(t *testing.T) {
 	cases := []struct {
 		name    string
 		req     orchestration.CreateTaskRequest
-		is      error
+		is      errs.Kind
 		mention []string
 	}{
 		{"context against schema", orchestration.CreateTaskRequest{Namespace: "examples", Name: "http_fetch_and_post",
-			Context: json.RawMessage(`{"base_url": 3}`)}, orchestration.ErrValidation, []string{"/base_url", "item_id"}},
+			Context: json.RawMessage(`{"base_url": 3}`)}, errs.Invalid, []string{"/base_url", "item_id"}},
 		{"context not an object", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow",
-			Context: json.RawMessage(`[1]`)}, orchestration.ErrValidation, []string{"object"}},
+			Context: json.RawMessage(`[1]`)}, errs.Invalid, []string{"object"}},
 		{"context not json", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow",
-			Context: json.RawMessage(`{nope`)}, orchestration.ErrValidation, []string{"JSON"}},
+			Context: json.RawMessage(`{nope`)}, errs.Invalid, []string{"JSON"}},
 		{"schema minimum", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow",
-			Context: json.RawMessage(`{"batch_size": 0}`)}, orchestration.ErrValidation, []string{"/batch_size"}},
+			Context: json.RawMessage(`{"batch_size": 0}`)}, errs.Invalid, []string{"/batch_size"}},
 		{"tags not a collection", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow",
-			Tags: json.RawMessage(`"x"`)}, orchestration.ErrValidation, []string{"tags"}},
+			Tags: json.RawMessage(`"x"`)}, errs.Invalid, []string{"tags"}},
 		{"initiator too long", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow",
-			Initiator: strings.Repeat("i", 129)}, orchestration.ErrValidation, []string{"initiator"}},
+			Initiator: strings.Repeat("i", 129)}, errs.Invalid, []string{"initiator"}},
 		{"unknown template", orchestration.CreateTaskRequest{Namespace: "examples", Name: "nope"},
-			orchestration.ErrNotFound, []string{"examples/nope"}},
+			errs.NotFound, []string{"examples/nope"}},
 		{"unknown version", orchestration.CreateTaskRequest{Namespace: "examples", Name: "linear_workflow", Version: "9.9.9"},
-			orchestration.ErrNotFound, []string{"linear_workflow@9.9.9"}},
-		{"no name", orchestration.CreateTaskRequest{}, orchestration.ErrValidation, []string{"name"}},
+			errs.NotFound, []string{"linear_workflow@9.9.9"}},
+		{"no name", orchestration.CreateTaskRequest{}, errs.Invalid, []string{"name"}},
 	}
 	for _, tc := range cases {
-		_, created, err := orchestration.CreateTask(ctx, db, reg, tc.req)
-		if !errors.Is(err, tc.is) || created {
+		_, created, err := orchestration.NewService(db, reg).CreateTask(ctx, tc.req)
+		if !errs.Is(err, tc.is) || created {
 			t.Errorf("%s: err = %v, created %v; want %v", tc.name, err, created, tc.is)
 			continue
 		}
@@ -234,18 +234,18 @@ func TestCreateTaskIdempotencyKey(t *testing.T) {
 	reg := shipped(t)
 	ctx := context.Background()
 	req := orchestration.CreateTaskRequest{Namespace: "examples", Name: "diamond_workflow", IdempotencyKey: strings.Repeat("k", 500)}
-	first, created, err := orchestration.CreateTask(ctx, db, reg, req)
+	first, created, err := orchestration.NewService(db, reg).CreateTask(ctx, req)
 	if err != nil || !created || len(first.IdentityHash) > 128 {
 		t.Fatalf("first = %+v, %v, %v", first, created, err)
 	}
-	again, created, err := orchestration.CreateTask(ctx, db, reg, req)
+	again, created, err := orchestration.NewService(db, reg).CreateTask(ctx, req)
 	if err != nil || created || again.TaskID != first.TaskID {
 		t.Fatalf("second = task %d, created %v, %v; want task %d, created false", again.TaskID, created, err, first.TaskID)
 	}
 	before := rowCounts(t, db)
 	other := req
 	other.Name = "linear_workflow"
-	if _, _, err := orchestration.CreateTask(ctx, db, reg, other); !errors.Is(err, orchestration.ErrValidation) ||
+	if _, _, err := orchestration.NewService(db, reg).CreateTask(ctx, other); !errs.Is(err, errs.Conflict) ||
 		!strings.Contains(err.Error(), fmt.Sprint(first.TaskID)) {
 		t.Fatalf("key reused for another template: err = %v", err)
 	}
@@ -272,7 +272,7 @@ func TestCreateTaskConcurrentIdempotentCreates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			task, created, err := orchestration.CreateTask(context.Background(), db, reg, orchestration.CreateTaskRequest{
+			task, created, err := orchestration.NewService(db, reg).CreateTask(context.Background(), orchestration.CreateTaskRequest{
 				Namespace: "examples", Name: "mixed_workflow", IdempotencyKey: "order-42"})
 			results <- result{task.TaskID, created, err}
 		}()
@@ -368,7 +368,7 @@ func TestCreateTaskIsSetBased(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := c.n.Load()
-		task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "big", Name: name})
+		task, _, err := orchestration.NewService(db, reg).CreateTask(ctx, orchestration.CreateTaskRequest{Namespace: "big", Name: name})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -1,9 +1,12 @@
-// Package orchestration runs workflows: it claims ready steps, runs their handlers with
-// retries and backoff, records every attempt, finalises tasks from their execution context,
-// recovers the steps of workers that died, and offers the operator actions (cancel, resolve,
-// retry). Every state change goes through internal/statemachine; readiness and task status
-// come from the live views (tasker_step_readiness_statuses, tasker_task_execution_contexts),
-// so the engine and the read side always agree.
+// Package orchestration is the write side of workflows. Its Service owns every command:
+// creating tasks, the operator actions (cancel, resolve, retry), settling tasks and recovering
+// expired claims. Its Engine, built over a Service, claims ready steps, runs their handlers
+// with retries and backoff, records every attempt, finalises tasks from their execution
+// context and recovers the steps of workers that died. Every statement is internal/store's,
+// every state change goes through internal/statemachine, and every error a caller can act on
+// is an internal/errs error. Readiness and task status come from the live views
+// (tasker_step_readiness_statuses, tasker_task_execution_contexts), so the engine and the read
+// side always agree.
 package orchestration
 
 import (
@@ -19,10 +22,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // Config tunes an Engine. The zero value of every field means its default.
@@ -118,7 +120,8 @@ func (c Config) withDefaults() Config {
 // in one process or many, may share one database: claims lock rows with SKIP LOCKED, so no
 // step is ever run twice at once.
 type Engine struct {
-	db       *gorm.DB
+	svc      *Service
+	st       *store.Store // svc's store
 	hub      *events.Hub
 	handlers StepHandlers
 	cfg      Config
@@ -145,11 +148,11 @@ type Engine struct {
 	claims, inputs, recovery *dbretry.Streak
 }
 
-// New returns an engine over db. hub (may be nil: the engine then polls) delivers transition
-// events; handlers resolves what each step runs.
-func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *slog.Logger) (*Engine, error) {
-	if db == nil {
-		return nil, errors.New("creating engine: nil database")
+// New returns an engine that writes through svc. hub (may be nil: the engine then polls)
+// delivers transition events; handlers resolves what each step runs.
+func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *slog.Logger) (*Engine, error) {
+	if svc == nil {
+		return nil, errors.New("creating engine: nil service")
 	}
 	if handlers == nil {
 		return nil, errors.New("creating engine: nil step handlers")
@@ -159,7 +162,7 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 	}
 	cfg = cfg.withDefaults()
 	e := &Engine{
-		db: db, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
+		svc: svc, st: svc.store, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
 		done:  make(chan struct{}),
 		slots: make(chan struct{}, cfg.Workers),
 		kick:  make(chan struct{}, 1),
@@ -170,42 +173,6 @@ func New(db *gorm.DB, hub *events.Hub, handlers StepHandlers, cfg Config, log *s
 	e.recovery = dbretry.New(e.log, "orchestration: recovering expired claims", cfg.RecoveryInterval,
 		max(cfg.RecoveryInterval, time.Minute))
 	return e, nil
-}
-
-// tuneTx sets the engine's session settings for the transaction tx, in one statement:
-//   - jit off: the engine's statements touch a few rows each, but on tables whose statistics
-//     lag behind their growth the planner's cost estimates can pass jit_above_cost, and
-//     compiling a statement then takes hundreds of milliseconds for a millisecond of work;
-//   - enable_seqscan and enable_bitmapscan off: every statement the engine runs reads a few
-//     rows through an index, in index order where it has a LIMIT (the claim walks the
-//     claimable steps oldest first and stops after the batch); a sequential scan of a growing
-//     table, or a bitmap scan that reads every candidate and sorts them, is never the right
-//     plan for it. But when the tables were analysed while (nearly) empty, the planner
-//     believes them small and costs those plans below the index walk: throughput fell from
-//     about 900 to 120 steps/s here (BenchmarkThroughput, stats=stale). The settings only
-//     weigh against those scans: a table with no usable index is still read, so no statement
-//     fails for them (TestHotStatementsKeepIndexPlansWhateverTheStatistics);
-//   - synchronous_commit off when the engine is configured so (see Config.AsyncCommit);
-//   - plan_cache_mode auto: the service's connections plan every execution afresh
-//     (force_custom_plan, see internal/database) so that no plan made for empty tables is
-//     kept. The engine's statements run only inside these transactions, so a generic plan
-//     PostgreSQL caches for them is made with the scans above turned off and keeps the index
-//     walk whatever the statistics; planning the claim afresh for every batch cost about a
-//     third of the engine's throughput (BenchmarkThroughput, engines=1: 1,376 against 2,020
-//     steps/s).
-//
-// Every statement of the engine therefore keeps its index plan without being planned again.
-func (e *Engine) tuneTx(tx *gorm.DB) error {
-	syncCommit := "on"
-	if e.cfg.AsyncCommit {
-		syncCommit = "off"
-	}
-	if err := tx.Exec(`SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true),
-		set_config('enable_bitmapscan', 'off', true), set_config('synchronous_commit', ?, true),
-		set_config('plan_cache_mode', 'auto', true)`, syncCommit).Error; err != nil {
-		return fmt.Errorf("setting the engine's transaction settings: %w", err)
-	}
-	return nil
 }
 
 // Config returns the engine's configuration with defaults applied.
@@ -428,7 +395,7 @@ func (e *Engine) work(r *run) {
 func (e *Engine) recoverLoop(ctx context.Context, reconnected <-chan struct{}) {
 	for {
 		wait, wake := e.cfg.RecoveryInterval, (<-chan struct{})(nil)
-		n, err := RecoverExpired(ctx, e.db, e.log)
+		n, err := e.svc.RecoverExpired(ctx, e.log)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			wait, wake = e.recovery.Fail(err), reconnected // only a failing loop wakes on reconnection

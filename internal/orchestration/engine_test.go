@@ -84,7 +84,7 @@ func (h *harness) engine(cfg orchestration.Config) *orchestration.Engine {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = time.Second
 	}
-	eng, err := orchestration.New(db, hub, orchestration.NewConfiguredHandlers(h.handlers), cfg, log)
+	eng, err := orchestration.New(orchestration.NewService(db, nil), hub, orchestration.NewConfiguredHandlers(h.handlers), cfg, log)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func (h *harness) create(namespace, name string, taskContext string) int64 {
 	if taskContext != "" {
 		req.Context = json.RawMessage(taskContext)
 	}
-	task, _, err := orchestration.CreateTask(context.Background(), h.db, h.reg, req)
+	task, _, err := orchestration.NewService(h.db, h.reg).CreateTask(context.Background(), req)
 	if err != nil {
 		h.t.Fatalf("creating task %s/%s: %v", namespace, name, err)
 	}

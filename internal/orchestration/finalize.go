@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	"gorm.io/gorm"
-
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // FinalizeTask settles a task from its execution context (SEMANTICS §7) and returns the task's
@@ -18,10 +18,10 @@ import (
 // It locks the task row first, so finalisations of one task are serialised: when two workers
 // finish a task's last two steps at once, the second to take the lock reads both results and
 // the task is completed exactly once.
-func FinalizeTask(ctx context.Context, db *gorm.DB, taskID int64) (models.State, error) {
+func (s *Service) FinalizeTask(ctx context.Context, taskID int64) (models.State, error) {
 	var state models.State
-	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := lockTask(tx, taskID); err != nil {
+	err := s.store.Tx(ctx, func(tx *store.Store) error {
+		if err := lockTask(ctx, tx, taskID); err != nil {
 			return err
 		}
 		var err error
@@ -35,14 +35,14 @@ func FinalizeTask(ctx context.Context, db *gorm.DB, taskID int64) (models.State,
 }
 
 // finalizeLocked is FinalizeTask inside tx, which already holds the task's row lock.
-func finalizeLocked(ctx context.Context, tx *gorm.DB, taskID int64) (models.State, error) {
+func finalizeLocked(ctx context.Context, tx *store.Store, taskID int64) (models.State, error) {
 	states, err := finalizeTasks(ctx, tx, []int64{taskID})
 	if err != nil {
 		return "", err
 	}
 	state, ok := states[taskID]
 	if !ok {
-		return "", &sm.NotFoundError{Kind: sm.KindTask, ID: taskID}
+		return "", taskNotFound(taskID)
 	}
 	return state, nil
 }
@@ -51,12 +51,12 @@ func finalizeLocked(ctx context.Context, tx *gorm.DB, taskID int64) (models.Stat
 // statements: their execution contexts are read in one, the moves they call for (see
 // FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
 // returns each task's state afterwards; a task that does not exist is absent.
-func finalizeTasks(ctx context.Context, tx *gorm.DB, taskIDs []int64) (map[int64]models.State, error) {
-	settleable, states, err := settleableTasks(tx, taskIDs)
+func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[int64]models.State, error) {
+	settleable, states, err := settleableTasks(ctx, tx, taskIDs)
 	if err != nil {
 		return nil, err
 	}
-	ecs, err := models.ExecutionContextsByTaskIDs(ctx, tx, settleable)
+	ecs, err := tx.ExecutionContexts(ctx, settleable)
 	if err != nil {
 		return nil, err
 	}
@@ -87,53 +87,22 @@ func finalizeTasks(ctx context.Context, tx *gorm.DB, taskIDs []int64) (map[int64
 		return nil, err
 	}
 	if len(completed) > 0 {
-		if err := tx.Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
-			models.Int64Array(completed)).Error; err != nil {
+		if err := tx.MarkTasksComplete(ctx, completed); err != nil {
 			return nil, fmt.Errorf("marking tasks %v complete: %w", completed, err)
 		}
 	}
 	return states, nil
 }
 
-// settleableSQL counts, per task, what decides whether it may be settled, so that the
-// execution context (which computes the readiness of every step) is read only for tasks that
-// may be: a task moves only when its execution status is all_complete or blocked_by_failures;
-// both need no step running (in_progress by state or claim), all_complete needs every step
-// complete or resolved_manually, and blocked_by_failures a permanently blocked step
-// (cancelled, or pending or in error and not retry-eligible). Each step's state is an index
-// probe, so the cost follows the tasks' steps, whatever the table statistics say.
-const settleableSQL = `
-SELECT u.id AS task_id,
-       coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
-                 WHERE tt.task_id = u.id AND tt.most_recent), 'pending') AS state,
-       agg.running, agg.unfinished, agg.blocked
-FROM unnest(?::bigint[]) AS u(id)
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
-           count(*) FILTER (WHERE x.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
-           count(*) FILTER (WHERE x.state = 'cancelled'
-                               OR (x.state IN ('pending', 'error')
-                                   AND NOT (coalesce(s.attempts, 0) = 0
-                                            OR (s.retryable AND coalesce(s.attempts, 0) < coalesce(s.retry_limit, 3)))))
-               AS blocked
-    FROM tasker_workflow_steps s
-    CROSS JOIN LATERAL (
-        SELECT coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
-                         WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS state
-        OFFSET 0
-    ) x
-    WHERE s.task_id = u.id
-) agg`
-
-// settleableTasks returns the tasks among ids that may be settled (see settleableSQL) and the
-// current state of each. The caller holds the locks of the tasks, so they exist.
-func settleableTasks(tx *gorm.DB, ids []int64) ([]int64, map[int64]models.State, error) {
-	var rows []struct {
-		TaskID                       int64
-		State                        models.State
-		Running, Unfinished, Blocked int
-	}
-	if err := tx.Raw(settleableSQL, models.Int64Array(ids)).Scan(&rows).Error; err != nil {
+// settleableTasks returns the tasks among ids that may be settled (see
+// store.TasksSettling) and the current state of each: a task moves only when its execution
+// status is all_complete or blocked_by_failures; both need no step running, all_complete
+// needs every step complete or resolved_manually, and blocked_by_failures a permanently
+// blocked step. So the execution context, which computes the readiness of every step, is read
+// only for tasks that may be settled. The caller holds the locks of the tasks, so they exist.
+func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) ([]int64, map[int64]models.State, error) {
+	rows, err := tx.TasksSettling(ctx, ids)
+	if err != nil {
 		return nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
 	}
 	states := make(map[int64]models.State, len(rows))
@@ -150,24 +119,28 @@ func settleableTasks(tx *gorm.DB, ids []int64) ([]int64, map[int64]models.State,
 
 // lockTasks takes the row locks of the existing tasks among ids, in id order (so that
 // transactions locking several tasks never deadlock), and returns the ids it locked.
-func lockTasks(tx *gorm.DB, ids []int64) ([]int64, error) {
-	var locked []int64
-	if err := tx.Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE`,
-		models.Int64Array(ids)).Scan(&locked).Error; err != nil {
+func lockTasks(ctx context.Context, tx *store.Store, ids []int64) ([]int64, error) {
+	locked, err := tx.LockTasks(ctx, ids)
+	if err != nil {
 		return nil, fmt.Errorf("locking tasks: %w", err)
 	}
 	return locked, nil
 }
 
-// lockTask takes the task's row lock (the same lock the state machine takes), or returns a
-// not-found error.
-func lockTask(tx *gorm.DB, taskID int64) error {
-	var ids []int64
-	if err := tx.Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ? FOR NO KEY UPDATE`, taskID).Scan(&ids).Error; err != nil {
+// lockTask takes the task's row lock (the same lock the state machine takes), or returns an
+// errs.NotFound.
+func lockTask(ctx context.Context, tx *store.Store, taskID int64) error {
+	ok, err := tx.LockTask(ctx, taskID)
+	if err != nil {
 		return fmt.Errorf("locking task %d: %w", taskID, err)
 	}
-	if len(ids) == 0 {
-		return &sm.NotFoundError{Kind: sm.KindTask, ID: taskID}
+	if !ok {
+		return taskNotFound(taskID)
 	}
 	return nil
+}
+
+// taskNotFound is the error for a task that does not exist.
+func taskNotFound(taskID int64) error {
+	return errs.E(errs.NotFound, "%s %d not found", sm.KindTask, taskID)
 }

@@ -49,26 +49,6 @@ func (e *Engine) observeFinished(step, outcome string, took time.Duration) {
 	}
 }
 
-// claimLatencySQL gives, for claimed steps, their name and how long they had been ready.
-const claimLatencySQL = `
-SELECT ns.name,
-       greatest(0, extract(epoch FROM clock_timestamp() - greatest(
-           t.created_at,
-           (SELECT max(pt.created_at)
-            FROM tasker_workflow_step_edges e
-            JOIN tasker_workflow_step_transitions pt ON pt.workflow_step_id = e.from_step_id AND pt.most_recent
-            WHERE e.to_step_id = ws.workflow_step_id),
-           (SELECT et.created_at + least(power(2, coalesce(ws.attempts, 0)), 30) * interval '1 second'
-            FROM tasker_workflow_step_transitions et
-            WHERE et.workflow_step_id = ws.workflow_step_id AND et.to_state = 'error'
-            ORDER BY et.sort_key DESC LIMIT 1),
-           ws.last_attempted_at + ws.backoff_request_seconds * interval '1 second'
-       )))::float8 AS seconds
-FROM tasker_workflow_steps ws
-JOIN tasker_tasks t ON t.task_id = ws.task_id
-JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
-WHERE ws.workflow_step_id IN ?`
-
 // observeClaims reports claimed steps to the Observer, in one statement, only when there is
 // one. A failure is logged and otherwise ignored: metrics never hold up work.
 func (e *Engine) observeClaims(ctx context.Context, steps []claimedStep) {
@@ -81,11 +61,8 @@ func (e *Engine) observeClaims(ctx context.Context, steps []claimedStep) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var rows []struct {
-		Name    string
-		Seconds float64
-	}
-	if err := e.db.WithContext(ctx).Raw(claimLatencySQL, ids).Scan(&rows).Error; err != nil {
+	rows, err := e.st.ClaimLatencies(ctx, ids)
+	if err != nil {
 		e.log.Warn("orchestration: reading claim latencies for metrics", "error", err)
 		return
 	}

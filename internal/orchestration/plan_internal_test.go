@@ -18,6 +18,7 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/plantest"
 )
@@ -242,7 +243,7 @@ func functionBodies(t *testing.T, db *gorm.DB, stmts []captured) []captured {
 // noopHandlers runs every step with a handler that succeeds at once.
 type noopHandlers struct{}
 
-func (noopHandlers) StepHandler(context.Context, *gorm.DB, int64, string) (handler.Handler, time.Duration, error) {
+func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (handler.Handler, time.Duration, error) {
 	return handler.HandlerFunc(func(context.Context, handler.Input) (handler.Output, error) {
 		return handler.Output{Results: json.RawMessage(`{"ok": true}`)}, nil
 	}), time.Second, nil
@@ -256,7 +257,7 @@ func (noopHandlers) StepHandler(context.Context, *gorm.DB, int64, string) (handl
 func runHotStatements(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := New(db, nil, noopHandlers{}, Config{WorkerID: "plans"}, nil)
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "plans"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +283,7 @@ func runHotStatements(t *testing.T, db *gorm.DB) {
 	if _, _, err := e.nextRetryIn(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RecoverExpired(ctx, db, nil); err != nil {
+	if _, err := e.svc.RecoverExpired(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	taskIDs := []int64{steps[0].TaskID, steps[len(steps)-1].TaskID}

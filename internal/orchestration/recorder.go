@@ -7,16 +7,15 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
-	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // result is the outcome of one attempt, waiting to be recorded.
@@ -135,14 +134,10 @@ func (r *recorder) flush(batch []result) {
 	}
 }
 
-// stepOutcome is what one attempt writes to its step row.
+// stepOutcome is what one attempt writes to its step row, and the move of its step.
 type stepOutcome struct {
-	StepID    int64           `json:"step_id"`
-	Success   bool            `json:"success"`
-	Results   json.RawMessage `json:"results"`
-	Backoff   *int            `json:"backoff"`
-	Permanent bool            `json:"permanent"`
-	move      sm.Move
+	store.StepOutcome
+	move sm.Move
 }
 
 // recordBatch records finished attempts in one transaction, with a constant number of
@@ -161,25 +156,22 @@ type stepOutcome struct {
 // It returns which steps were recorded (kept).
 func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]bool, error) {
 	kept := map[int64]bool{}
-	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
-		if err := e.tuneTx(tx); err != nil {
-			return err
-		}
 		taskIDs := make([]int64, 0, len(batch))
 		for _, res := range batch {
 			taskIDs = append(taskIDs, res.step.TaskID)
 		}
 		slices.Sort(taskIDs)
 		taskIDs = slices.Compact(taskIDs)
-		if _, err := lockTasks(tx, taskIDs); err != nil {
+		if _, err := lockTasks(ctx, tx, taskIDs); err != nil {
 			return err
 		}
-		held, err := lockHeldClaims(tx, batch)
+		held, err := lockHeldClaims(ctx, tx, batch)
 		if err != nil {
 			return err
 		}
-		outcomes := make([]stepOutcome, 0, len(batch))
+		outcomes := make([]store.StepOutcome, 0, len(batch))
 		moves := make([]sm.Move, 0, len(batch))
 		for _, res := range batch {
 			if !held[res.step.StepID] {
@@ -189,7 +181,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 			if err != nil {
 				return err
 			}
-			outcomes = append(outcomes, o)
+			outcomes = append(outcomes, o.StepOutcome)
 			moves = append(moves, o.move)
 		}
 		_, refused, err := sm.TransitionStepsWhereAllowed(ctx, tx, moves)
@@ -202,9 +194,9 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 			e.log.Error("orchestration: finished step refused its move; the lease will recover it", "step_id", te.ID, "reason", te.Error())
 			held[te.ID] = false
 		}
-		outcomes = slices.DeleteFunc(outcomes, func(o stepOutcome) bool { return !held[o.StepID] })
-		if err := writeOutcomes(tx, outcomes); err != nil {
-			return err
+		outcomes = slices.DeleteFunc(outcomes, func(o store.StepOutcome) bool { return !held[o.StepID] })
+		if err := tx.WriteOutcomes(ctx, outcomes); err != nil {
+			return fmt.Errorf("recording attempt outcomes: %w", err)
 		}
 		var settle []int64
 		for _, res := range batch {
@@ -225,21 +217,14 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 
 // lockHeldClaims locks, in id order, the steps of batch whose claims are still held with the
 // batch's tokens, and returns them.
-func lockHeldClaims(tx *gorm.DB, batch []result) (map[int64]bool, error) {
+func lockHeldClaims(ctx context.Context, tx *store.Store, batch []result) (map[int64]bool, error) {
 	ids := make([]int64, len(batch))
 	tokens := make([]string, len(batch))
 	for i, res := range batch {
 		ids[i], tokens[i] = res.step.StepID, res.step.Token
 	}
-	var locked []int64
-	if err := tx.Raw(`
-		SELECT ws.workflow_step_id
-		FROM tasker_workflow_steps ws
-		JOIN unnest(?::bigint[], string_to_array(?, ',')::uuid[]) AS c(step_id, token)
-		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
-		WHERE ws.in_process
-		ORDER BY ws.workflow_step_id
-		FOR UPDATE OF ws`, models.Int64Array(ids), strings.Join(tokens, ",")).Scan(&locked).Error; err != nil {
+	locked, err := tx.LockHeldClaims(ctx, ids, tokens)
+	if err != nil {
 		return nil, fmt.Errorf("locking claimed steps: %w", err)
 	}
 	held := make(map[int64]bool, len(locked))
@@ -261,7 +246,7 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 			results = json.RawMessage(`{}`)
 		}
 		if json.Valid(results) {
-			return stepOutcome{StepID: s.StepID, Success: true, Results: results,
+			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Success: true, Results: results},
 				move: sm.Move{ID: s.StepID, To: models.StateComplete, Metadata: meta}}, nil
 		}
 		runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
@@ -283,33 +268,6 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 	for k, v := range failure {
 		meta[k] = v
 	}
-	return stepOutcome{StepID: s.StepID, Results: resJSON, Backoff: backoff, Permanent: permanent,
+	return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Results: resJSON, Backoff: backoff, Permanent: permanent},
 		move: sm.Move{ID: s.StepID, To: models.StateError, Metadata: meta}}, nil
-}
-
-// writeOutcomes writes the attempts' outcomes to their step rows in one statement.
-func writeOutcomes(tx *gorm.DB, outcomes []stepOutcome) error {
-	if len(outcomes) == 0 {
-		return nil
-	}
-	payload, err := json.Marshal(outcomes)
-	if err != nil {
-		return fmt.Errorf("encoding attempt outcomes: %w", err)
-	}
-	if err := tx.Exec(`
-		UPDATE tasker_workflow_steps ws
-		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
-		    processed = ws.processed OR o.success,
-		    processed_at = CASE WHEN o.success THEN now() ELSE ws.processed_at END,
-		    results = o.results,
-		    backoff_request_seconds = CASE WHEN o.success THEN ws.backoff_request_seconds ELSE o.backoff END,
-		    retryable = ws.retryable AND NOT o.permanent,
-		    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
-		    updated_at = now()
-		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
-		                                       backoff integer, permanent boolean)
-		WHERE ws.workflow_step_id = o.step_id`, string(payload)).Error; err != nil {
-		return fmt.Errorf("recording attempt outcomes: %w", err)
-	}
-	return nil
 }

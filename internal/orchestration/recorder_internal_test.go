@@ -7,15 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 type noHandlers struct{}
 
-func (noHandlers) StepHandler(context.Context, *gorm.DB, int64, string) (handler.Handler, time.Duration, error) {
+func (noHandlers) StepHandler(context.Context, *store.Store, int64, string) (handler.Handler, time.Duration, error) {
 	return nil, 0, ErrNoHandler
 }
 
@@ -39,7 +38,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	db := dbtest.New(t)
 	seedChains(t, db, 2, 0)
 	obs := &outcomes{got: map[string]string{}}
-	e, err := New(db, nil, noHandlers{}, Config{Observer: obs}, nil)
+	e, err := New(NewService(db, nil), nil, noHandlers{}, Config{Observer: obs}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 
-	"gorm.io/gorm"
-
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // recoveryBatch caps the expired claims recovered by one RecoverExpired round.
@@ -19,23 +18,14 @@ const recoveryBatch = 100
 // database): each is handled by recoverClaim with reason "lease_expired", then its task is
 // finalised. Expired claims are taken with SKIP LOCKED, so every process can run recovery at
 // once and each claim is recovered exactly once. It returns how many steps it recovered.
-func RecoverExpired(ctx context.Context, db *gorm.DB, log *slog.Logger) (int, error) {
-	var expired []struct {
-		WorkflowStepID int64
-		TaskID         int64
-		Token          string
-	}
-	if err := db.WithContext(ctx).Raw(`
-		SELECT workflow_step_id, task_id, claim_token::text AS token
-		FROM tasker_workflow_steps
-		WHERE in_process AND claim_expires_at < now() AND claim_token IS NOT NULL
-		ORDER BY claim_expires_at
-		LIMIT ?`, recoveryBatch).Scan(&expired).Error; err != nil {
+func (s *Service) RecoverExpired(ctx context.Context, log *slog.Logger) (int, error) {
+	expired, err := s.store.ExpiredClaims(ctx, recoveryBatch)
+	if err != nil {
 		return 0, fmt.Errorf("finding expired claims: %w", err)
 	}
 	n := 0
 	for _, x := range expired {
-		ok, err := recoverClaim(ctx, db, x.WorkflowStepID, x.Token, "lease_expired", "")
+		ok, err := s.recoverClaim(ctx, x.WorkflowStepID, x.Token, "lease_expired", "")
 		if err != nil {
 			return n, err
 		}
@@ -46,7 +36,7 @@ func RecoverExpired(ctx context.Context, db *gorm.DB, log *slog.Logger) (int, er
 		if log != nil {
 			log.Warn("orchestration: recovered step with expired lease", "step_id", x.WorkflowStepID, "task_id", x.TaskID)
 		}
-		if _, err := FinalizeTask(ctx, db, x.TaskID); err != nil {
+		if _, err := s.FinalizeTask(ctx, x.TaskID); err != nil {
 			return n, err
 		}
 	}
@@ -59,19 +49,13 @@ func RecoverExpired(ctx context.Context, db *gorm.DB, log *slog.Logger) (int, er
 // normal retry path (retry limit, backoff) picks it up; the claim is cleared whatever the
 // state. The step row is taken with SKIP LOCKED: a step that someone else is writing is left
 // for a later round. ok is false when nothing was recovered.
-func recoverClaim(ctx context.Context, db *gorm.DB, stepID int64, token, reason, worker string) (ok bool, err error) {
-	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var rows []struct{ ClaimedBy *string }
-		cond := ""
-		if reason == "lease_expired" {
-			cond = " AND claim_expires_at < now()"
-		}
-		if err := tx.Raw(`SELECT claimed_by FROM tasker_workflow_steps
-			WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`+cond+`
-			FOR UPDATE SKIP LOCKED`, stepID, token).Scan(&rows).Error; err != nil {
+func (s *Service) recoverClaim(ctx context.Context, stepID int64, token, reason, worker string) (ok bool, err error) {
+	err = s.store.Tx(ctx, func(tx *store.Store) error {
+		held, claimedBy, err := tx.LockClaim(ctx, stepID, token, reason == "lease_expired")
+		if err != nil {
 			return fmt.Errorf("locking step %d: %w", stepID, err)
 		}
-		if len(rows) == 0 {
+		if !held {
 			return nil
 		}
 		ok = true
@@ -80,11 +64,11 @@ func recoverClaim(ctx context.Context, db *gorm.DB, stepID int64, token, reason,
 			return err
 		}
 		if state != models.StateInProgress {
-			return clearClaim(tx, stepID)
+			return clearClaim(ctx, tx, stepID)
 		}
 		meta := map[string]any{"reason": reason}
-		if rows[0].ClaimedBy != nil {
-			meta["claimed_by"] = *rows[0].ClaimedBy
+		if claimedBy != nil {
+			meta["claimed_by"] = *claimedBy
 		}
 		if worker != "" {
 			meta["worker_id"] = worker
@@ -96,11 +80,7 @@ func recoverClaim(ctx context.Context, db *gorm.DB, stepID int64, token, reason,
 		if err != nil {
 			return fmt.Errorf("encoding recovery of step %d: %w", stepID, err)
 		}
-		if err := tx.Exec(`UPDATE tasker_workflow_steps
-			SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(), results = ?::jsonb,
-			    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
-			    updated_at = now()
-			WHERE workflow_step_id = ?`, string(res), stepID).Error; err != nil {
+		if err := tx.RecordLostAttempt(ctx, stepID, res); err != nil {
 			return fmt.Errorf("recording lost attempt of step %d: %w", stepID, err)
 		}
 		return nil

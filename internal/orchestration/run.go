@@ -6,23 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // StepHandlers resolves what a step runs: its handler and its timeout, from the step's name
-// and its task's named task.
+// and its task's named task, reading what it needs through st.
 type StepHandlers interface {
-	StepHandler(ctx context.Context, db *gorm.DB, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error)
+	StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error)
 }
 
 // ErrNoHandler is wrapped when a step's named task configures no handler for it. Such a step
@@ -55,13 +53,13 @@ func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
 }
 
 // StepHandler implements StepHandlers.
-func (c *ConfiguredHandlers) StepHandler(ctx context.Context, db *gorm.DB, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
+func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
 	c.mu.Lock()
 	steps, ok := c.tasks[namedTaskID]
 	c.mu.Unlock()
 	if !ok {
 		var err error
-		if steps, err = c.load(ctx, db, namedTaskID); err != nil {
+		if steps, err = c.load(ctx, st, namedTaskID); err != nil {
 			return nil, 0, err
 		}
 		c.mu.Lock()
@@ -75,10 +73,9 @@ func (c *ConfiguredHandlers) StepHandler(ctx context.Context, db *gorm.DB, named
 	return s.handler, s.timeout, s.err
 }
 
-func (c *ConfiguredHandlers) load(ctx context.Context, db *gorm.DB, namedTaskID int64) (map[string]configuredStep, error) {
-	var row struct{ Configuration []byte }
-	if err := db.WithContext(ctx).Raw(`SELECT configuration FROM tasker_named_tasks WHERE named_task_id = ?`,
-		namedTaskID).Scan(&row).Error; err != nil {
+func (c *ConfiguredHandlers) load(ctx context.Context, st *store.Store, namedTaskID int64) (map[string]configuredStep, error) {
+	configuration, err := st.NamedTaskConfiguration(ctx, namedTaskID)
+	if err != nil {
 		return nil, fmt.Errorf("reading configuration of named task %d: %w", namedTaskID, err)
 	}
 	var cfg struct {
@@ -91,8 +88,8 @@ func (c *ConfiguredHandlers) load(ctx context.Context, db *gorm.DB, namedTaskID 
 			TimeoutMillis int64 `json:"timeout_ms"`
 		} `json:"steps"`
 	}
-	if len(row.Configuration) > 0 {
-		if err := json.Unmarshal(row.Configuration, &cfg); err != nil {
+	if len(configuration) > 0 {
+		if err := json.Unmarshal(configuration, &cfg); err != nil {
 			return nil, fmt.Errorf("decoding configuration of named task %d: %w", namedTaskID, err)
 		}
 	}
@@ -112,33 +109,6 @@ func (c *ConfiguredHandlers) load(ctx context.Context, db *gorm.DB, namedTaskID 
 	return out, nil
 }
 
-// stepInput is what a worker reads before running a step.
-type stepInput struct {
-	StepID      int64
-	NamedTaskID int64
-	Name        string
-	Inputs      []byte
-	Context     []byte
-	Parents     []byte
-	Mine        bool
-}
-
-// stepInputsSQL reads the inputs of claimed steps in one statement: the step's name, inputs,
-// task context, its parents' results by name, and whether the claim (step id, token) is still
-// held.
-const stepInputsSQL = `
-SELECT ws.workflow_step_id AS step_id, t.named_task_id, ns.name, ws.inputs, t.context,
-       coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
-                 FROM tasker_workflow_step_edges e
-                 JOIN tasker_workflow_steps p ON p.workflow_step_id = e.from_step_id
-                 JOIN tasker_named_steps pns ON pns.named_step_id = p.named_step_id
-                 WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb) AS parents,
-       (ws.in_process AND ws.claim_token = c.token) AS mine
-FROM unnest(?::bigint[], string_to_array(?, ',')::uuid[]) AS c(step_id, token)
-JOIN tasker_workflow_steps ws ON ws.workflow_step_id = c.step_id
-JOIN tasker_tasks t ON t.task_id = ws.task_id
-JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id`
-
 // errClaimLost cancels a handler whose claim was taken away: the step was cancelled by an
 // operator, or its lease was recovered. The handler's result is discarded.
 var errClaimLost = errors.New("claim lost: the step was cancelled or recovered")
@@ -146,7 +116,7 @@ var errClaimLost = errors.New("claim lost: the step was cancelled or recovered")
 // run is a claimed step on its way through a worker.
 type run struct {
 	s      claimedStep
-	in     stepInput
+	in     store.StepInput
 	ctx    context.Context // the handler's context, cancelled with errClaimLost when the claim goes
 	cancel context.CancelCauseFunc
 	sub    *events.Subscription
@@ -194,7 +164,7 @@ func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan s
 	readCtx, readCancel := context.WithTimeout(context.WithoutCancel(claimContext(ctx, steps)),
 		max(e.cfg.LeaseDuration/2, time.Second))
 	defer readCancel()
-	var inputs []stepInput
+	var inputs []store.StepInput
 	tries := 0
 	err := dbretry.Do(readCtx, e.inputs, wake, func() error {
 		if tries++; tries > 1 && ctx.Err() != nil {
@@ -203,14 +173,15 @@ func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan s
 		inputs = nil
 		stmtCtx, cancel := context.WithTimeout(readCtx, 30*time.Second)
 		defer cancel()
-		return e.db.WithContext(stmtCtx).Raw(stepInputsSQL, models.Int64Array(ids), strings.Join(tokens, ",")).
-			Scan(&inputs).Error
+		var err error
+		inputs, err = e.st.StepInputs(stmtCtx, ids, tokens)
+		return err
 	})
 	if err != nil {
 		e.releaseUnread(ctx, runs, err)
 		return nil
 	}
-	byID := make(map[int64]stepInput, len(inputs))
+	byID := make(map[int64]store.StepInput, len(inputs))
 	for _, in := range inputs {
 		byID[in.StepID] = in
 	}
@@ -242,14 +213,14 @@ func (e *Engine) releaseUnread(ctx context.Context, runs []*run, readErr error) 
 	defer cancel()
 	for _, r := range runs {
 		r.close()
-		ok, err := recoverClaim(rctx, e.db, r.s.StepID, r.s.Token, reason, e.cfg.WorkerID)
+		ok, err := e.svc.recoverClaim(rctx, r.s.StepID, r.s.Token, reason, e.cfg.WorkerID)
 		if err != nil {
 			r.log.Error("orchestration: releasing a step whose inputs were not read; its lease will recover it", "error", err)
 			continue
 		}
 		if ok {
 			e.retryDirty.Store(true)
-			if _, err := FinalizeTask(rctx, e.db, r.s.TaskID); err != nil {
+			if _, err := e.svc.FinalizeTask(rctx, r.s.TaskID); err != nil {
 				r.log.Error("orchestration: finalising task", "error", err)
 			}
 		}
@@ -312,7 +283,7 @@ func (e *Engine) runStep(r *run) {
 		defer rcancel()
 		var ok bool
 		err := dbretry.Do(rctx, e.inputs, nil, func() (err error) {
-			ok, err = recoverClaim(rctx, e.db, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
+			ok, err = e.svc.recoverClaim(rctx, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
 			return err
 		})
 		if err != nil {
@@ -320,7 +291,7 @@ func (e *Engine) runStep(r *run) {
 			return
 		}
 		if ok {
-			if _, err := FinalizeTask(rctx, e.db, s.TaskID); err != nil {
+			if _, err := e.svc.FinalizeTask(rctx, s.TaskID); err != nil {
 				log.Error("orchestration: finalising task", "error", err)
 			}
 		}
@@ -334,12 +305,12 @@ func (e *Engine) runStep(r *run) {
 // (the first time in this process); a read that fails for want of a database is retried with
 // backoff while the claim is held (ctx) and for at most half the lease, so that a short drop
 // does not cost the step an attempt whose handler never ran.
-func (e *Engine) stepHandler(ctx context.Context, in stepInput) (h handler.Handler, timeout time.Duration, err error) {
+func (e *Engine) stepHandler(ctx context.Context, in store.StepInput) (h handler.Handler, timeout time.Duration, err error) {
 	rctx, cancel := context.WithTimeout(ctx, max(e.cfg.LeaseDuration/2, time.Second))
 	defer cancel()
 	var unconfigured error // a configuration problem: not retried
 	err = dbretry.Do(rctx, e.inputs, nil, func() error {
-		h, timeout, err = e.handlers.StepHandler(rctx, e.db, in.NamedTaskID, in.Name)
+		h, timeout, err = e.handlers.StepHandler(rctx, e.st, in.NamedTaskID, in.Name)
 		if errors.Is(err, ErrNoHandler) {
 			unconfigured = err
 			return nil
@@ -377,24 +348,20 @@ func (e *Engine) watchClaim(ctx context.Context, cancel context.CancelCauseFunc,
 		case <-ctx.Done():
 			return
 		case <-wake:
-			var mine []bool
-			if err := e.db.WithContext(ctx).Raw(`SELECT in_process AND claim_token = ?::uuid
-				FROM tasker_workflow_steps WHERE workflow_step_id = ?`, s.Token, s.StepID).Scan(&mine).Error; err != nil {
+			mine, err := e.st.ClaimHeld(ctx, s.StepID, s.Token)
+			if err != nil {
 				continue
 			}
-			if len(mine) == 0 || !mine[0] {
+			if !mine {
 				cancel(errClaimLost)
 				return
 			}
 		case <-renew.C:
-			res := e.db.WithContext(ctx).Exec(`UPDATE tasker_workflow_steps
-				SET claim_expires_at = now() + ? * interval '1 millisecond'
-				WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`,
-				e.cfg.LeaseDuration.Milliseconds(), s.StepID, s.Token)
-			if res.Error != nil {
+			held, err := e.st.RenewLease(ctx, s.StepID, s.Token, e.cfg.LeaseDuration)
+			if err != nil {
 				continue
 			}
-			if res.RowsAffected == 0 {
+			if !held {
 				cancel(errClaimLost)
 				return
 			}

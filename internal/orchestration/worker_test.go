@@ -15,6 +15,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 const failuresYAML = `
@@ -240,10 +241,10 @@ func TestStepWithExpiredLeaseIsRecovered(t *testing.T) {
 	first := h.steps(id)["initialize_data"].ID
 	ctx := context.Background()
 	// A worker that died mid-step: claimed, in_progress, lease already run out.
-	if _, err := sm.TransitionStep(ctx, h.db, first, "in_progress", map[string]any{"worker_id": "dead"}); err != nil {
+	if _, err := sm.TransitionStep(ctx, store.New(h.db), first, "in_progress", map[string]any{"worker_id": "dead"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sm.TransitionTask(ctx, h.db, id, "in_progress", nil); err != nil {
+	if _, err := sm.TransitionTask(ctx, store.New(h.db), id, "in_progress", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.db.Exec(`UPDATE tasker_workflow_steps SET in_process = true, claimed_by = 'dead',
@@ -322,7 +323,7 @@ func TestCancelTaskCancelsTheRunningHandler(t *testing.T) {
 	id := h.create("tests", "blocking", "")
 	stepID := waitFor(t, b.started, "the handler to start")
 	// Cancel through another connection pool, as the API process would.
-	if err := orchestration.CancelTask(context.Background(), openDB(t, h.url), id, map[string]any{"by": "operator"}); err != nil {
+	if err := orchestration.NewService(openDB(t, h.url), nil).CancelTask(context.Background(), id, map[string]any{"by": "operator"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b.ended, "the handler's context to be cancelled")
@@ -342,7 +343,7 @@ func TestCancelTaskCancelsTheRunningHandler(t *testing.T) {
 		t.Errorf("first: %v (a complete step stays complete)", got)
 	}
 	// Cancelling again is refused and writes nothing.
-	err := orchestration.CancelTask(context.Background(), h.db, id, nil)
+	err := orchestration.NewService(h.db, nil).CancelTask(context.Background(), id, nil)
 	var te *sm.TransitionError
 	if !errors.As(err, &te) || te.From != "cancelled" {
 		t.Errorf("second cancel: %v", err)

@@ -108,7 +108,7 @@ func drainWrites(t testing.TB, n, workers int) (map[string]tableWrites, int64) {
 	engHubDone := make(chan struct{})
 	go func() { defer close(engHubDone); _ = engHub.Run(engHubCtx) }()
 	<-engHub.Ready()
-	eng, err := orchestration.New(db, engHub, orchestration.NewConfiguredHandlers(h.handlers),
+	eng, err := orchestration.New(orchestration.NewService(db, nil), engHub, orchestration.NewConfiguredHandlers(h.handlers),
 		orchestration.Config{Workers: workers, PollInterval: time.Hour}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // Move asks for one owner (a task or a step, by id) to go to state To, recording Metadata on
@@ -21,8 +19,8 @@ type Move struct {
 	Metadata map[string]any
 }
 
-// TransitionSteps applies moves to steps in one transaction (its own, or db's when db is
-// one), all or nothing: when any move is refused, the first refusal in move order is returned
+// TransitionSteps applies moves to steps in one transaction (its own, or st's when st runs
+// in one), all or nothing: when any move is refused, the first refusal in move order is returned
 // as a *TransitionError and nothing is written. Several moves of one owner apply in the order
 // given (error → pending → in_progress is two moves). The returned transitions follow the
 // order of moves. Guards (parents complete for step → in_progress) read the states as they
@@ -32,38 +30,30 @@ type Move struct {
 // locked in one statement, in id order (so two batches never deadlock on each other), their
 // current states and last sort keys are read in one, the guards in one, and the previous
 // current rows are cleared and the new rows inserted with one statement each.
-func TransitionSteps(ctx context.Context, db *gorm.DB, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, db, stepOwner, moves, false)
+func TransitionSteps(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
+	written, _, err := moveBatch(ctx, st, stepOwner, moves, false)
 	return written, batchError(stepOwner, moves, err)
 }
 
 // TransitionTasks is TransitionSteps for tasks (guard: task → complete needs every step
 // complete or resolved_manually).
-func TransitionTasks(ctx context.Context, db *gorm.DB, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, db, taskOwner, moves, false)
+func TransitionTasks(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
+	written, _, err := moveBatch(ctx, st, taskOwner, moves, false)
 	return written, batchError(taskOwner, moves, err)
 }
 
 // TransitionStepsWhereAllowed is TransitionSteps that writes the moves of every owner whose
 // moves are all allowed and returns the refusals of the others (one per refused owner, nothing
 // written for it). An unknown owner is still an error for the whole batch.
-func TransitionStepsWhereAllowed(ctx context.Context, db *gorm.DB, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, db, stepOwner, moves, true)
+func TransitionStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
+	written, refused, err := moveBatch(ctx, st, stepOwner, moves, true)
 	return written, refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionTasksWhereAllowed is TransitionStepsWhereAllowed for tasks.
-func TransitionTasksWhereAllowed(ctx context.Context, db *gorm.DB, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, db, taskOwner, moves, true)
+func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
+	written, refused, err := moveBatch(ctx, st, taskOwner, moves, true)
 	return written, refused, batchError(taskOwner, moves, err)
-}
-
-// current is an owner's state before the batch.
-type current struct {
-	ID        int64
-	State     *string
-	CurrentID *int64 // the id of the owner's current transition row
-	SortKey   int
 }
 
 // planned is one accepted move with its place in the owner's history.
@@ -78,7 +68,7 @@ type planned struct {
 	meta    json.RawMessage
 }
 
-func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial bool) ([]Transition, []*TransitionError, error) {
+func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, partial bool) ([]Transition, []*TransitionError, error) {
 	if len(moves) == 0 {
 		return nil, nil, nil
 	}
@@ -94,17 +84,16 @@ func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial 
 	// Inside a caller's transaction the batch runs in it directly, without a savepoint: every
 	// move is validated before anything is written, so a refusal writes nothing, and a
 	// database error aborts the caller's transaction.
-	db = db.WithContext(ctx).Session(&gorm.Session{DisableNestedTransaction: true})
-	err := db.Transaction(func(tx *gorm.DB) error {
+	err := st.Atomic(ctx, func(tx *store.Store) error {
 		ids := ownerIDs(moves)
-		if err := lockOwners(tx, o, ids); err != nil {
+		if err := lockOwners(ctx, tx, o, ids); err != nil {
 			return err
 		}
-		cur, err := readCurrent(tx, o, ids)
+		cur, err := readCurrent(ctx, tx, o, ids)
 		if err != nil {
 			return err
 		}
-		blocked, err := readGuards(tx, o, moves)
+		blocked, err := readGuards(ctx, tx, o, moves)
 		if err != nil {
 			return err
 		}
@@ -113,7 +102,7 @@ func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial 
 			return refusals[0]
 		}
 		refused = refusals
-		if written, err = writePlan(tx, o, plan, cur); err != nil {
+		if written, err = writePlan(ctx, tx, o, plan, cur); err != nil {
 			return err
 		}
 		return nil
@@ -126,9 +115,7 @@ func moveBatch(ctx context.Context, db *gorm.DB, o owner, moves []Move, partial 
 
 // batchError passes refusals and unknown owners through and wraps everything else.
 func batchError(o owner, moves []Move, err error) error {
-	var te *TransitionError
-	var nf *NotFoundError
-	if err == nil || errors.As(err, &te) || errors.As(err, &nf) {
+	if err == nil || refusal(err) {
 		return err
 	}
 	return fmt.Errorf("moving %d %ss: %w", len(ownerIDs(moves)), o.kind, err)
@@ -145,67 +132,32 @@ func ownerIDs(moves []Move) []int64 {
 }
 
 // lockOwners serialises writers on every owner: each writer takes these row locks first, in
-// id order, so the states read afterwards are the latest committed ones. A missing owner is a
-// *NotFoundError.
-func lockOwners(tx *gorm.DB, o owner, ids []int64) error {
-	var locked []int64
-	if err := tx.Raw(fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
-		o.table, o.key), models.Int64Array(ids)).Scan(&locked).Error; err != nil {
+// id order, so the states read afterwards are the latest committed ones. A missing owner is
+// an errs.NotFound.
+func lockOwners(ctx context.Context, tx *store.Store, o owner, ids []int64) error {
+	locked, err := tx.LockOwners(ctx, o.store, ids)
+	if err != nil {
 		return fmt.Errorf("locking %ss %v: %w", o.kind, ids, err)
 	}
 	for _, id := range ids {
 		if _, ok := slices.BinarySearch(locked, id); !ok {
-			return &NotFoundError{Kind: o.kind, ID: id}
+			return notFound(o.kind, id)
 		}
 	}
 	return nil
 }
 
 // readCurrent reads each owner's current state and last sort key, in one statement.
-func readCurrent(tx *gorm.DB, o owner, ids []int64) (map[int64]current, error) {
-	var rows []current
-	if err := tx.Raw(fmt.Sprintf(`
-		SELECT o.id,
-		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
-		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
-		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
-		FROM unnest(?::bigint[]) AS o(id)`, o.transitionsTable, o.key), models.Int64Array(ids)).
-		Scan(&rows).Error; err != nil {
+func readCurrent(ctx context.Context, tx *store.Store, o owner, ids []int64) (map[int64]store.OwnerState, error) {
+	rows, err := tx.OwnerStates(ctx, o.store, ids)
+	if err != nil {
 		return nil, fmt.Errorf("reading current states of %ss: %w", o.kind, err)
 	}
-	out := make(map[int64]current, len(rows))
+	out := make(map[int64]store.OwnerState, len(rows))
 	for _, r := range rows {
 		out[r.ID] = r
 	}
 	return out, nil
-}
-
-// guardSQL lists, per owner, what blocks its guarded move: for a step going to in_progress,
-// its parents that are not complete or resolved_manually; for a task going to complete, its
-// steps that are not. Each state is read by a scalar subquery on the partial "most_recent"
-// index, so the statement probes indexes per row whatever plan the statistics suggest.
-var guardSQL = map[Kind]string{
-	KindStep: `
-		SELECT e.to_step_id AS owner, e.from_step_id AS blocker
-		FROM tasker_workflow_step_edges e
-		WHERE e.to_step_id = ANY(?::bigint[])
-		  AND coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
-		                WHERE t.workflow_step_id = e.from_step_id AND t.most_recent), 'pending')
-		      NOT IN ('complete', 'resolved_manually')
-		ORDER BY 1, 2`,
-	KindTask: `
-		SELECT o.id AS owner, s.workflow_step_id AS blocker
-		FROM unnest(?::bigint[]) AS o(id)
-		CROSS JOIN LATERAL (
-			SELECT s.workflow_step_id,
-			       coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
-			                 WHERE t.workflow_step_id = s.workflow_step_id AND t.most_recent), 'pending') AS state
-			FROM tasker_workflow_steps s
-			WHERE s.task_id = o.id
-			OFFSET 0
-		) s
-		WHERE s.state NOT IN ('complete', 'resolved_manually')
-		ORDER BY 1, 2`,
 }
 
 // maxBlockers caps the blockers a refusal names.
@@ -215,7 +167,7 @@ const maxBlockers = 20
 var guarded = map[Kind]models.State{KindStep: models.StateInProgress, KindTask: models.StateComplete}
 
 // readGuards reads, in one statement, what blocks the guarded moves of the batch.
-func readGuards(tx *gorm.DB, o owner, moves []Move) (map[int64][]int64, error) {
+func readGuards(ctx context.Context, tx *store.Store, o owner, moves []Move) (map[int64][]int64, error) {
 	var ids []int64
 	for _, m := range moves {
 		if m.To == guarded[o.kind] {
@@ -225,8 +177,8 @@ func readGuards(tx *gorm.DB, o owner, moves []Move) (map[int64][]int64, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	var rows []struct{ Owner, Blocker int64 }
-	if err := tx.Raw(guardSQL[o.kind], models.Int64Array(ids)).Scan(&rows).Error; err != nil {
+	rows, err := tx.Blockers(ctx, o.store, ids)
+	if err != nil {
 		return nil, fmt.Errorf("checking guards of %ss: %w", o.kind, err)
 	}
 	out := map[int64][]int64{}
@@ -241,7 +193,7 @@ func readGuards(tx *gorm.DB, o owner, moves []Move) (map[int64][]int64, error) {
 // planMoves validates every move in Go with the rules of check, walking each owner's moves in
 // order from its current state. An owner with a refused move gets that refusal and none of its
 // moves is planned.
-func planMoves(o owner, moves []Move, cur map[int64]current, blocked map[int64][]int64) ([]planned, []*TransitionError) {
+func planMoves(o owner, moves []Move, cur map[int64]store.OwnerState, blocked map[int64][]int64) ([]planned, []*TransitionError) {
 	type walk struct {
 		state   *models.State
 		sortKey int
@@ -347,26 +299,16 @@ func encodeMeta(metadata map[string]any, event string) (json.RawMessage, error) 
 	return b, nil
 }
 
-// insertRow is one transition row, as jsonb_to_recordset reads it.
-type insertRow struct {
-	Owner      int64           `json:"owner"`
-	ToState    string          `json:"to_state"`
-	FromState  *string         `json:"from_state"`
-	Metadata   json.RawMessage `json:"metadata"`
-	SortKey    int             `json:"sort_key"`
-	MostRecent bool            `json:"most_recent"`
-}
-
 // writePlan clears the current rows of the moved owners and inserts the planned rows, one
 // statement each; the owner's last planned row becomes its one current row.
-func writePlan(tx *gorm.DB, o owner, plan []planned, cur map[int64]current) ([]Transition, error) {
+func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cur map[int64]store.OwnerState) ([]Transition, error) {
 	if len(plan) == 0 {
 		return nil, nil
 	}
-	rows := make([]insertRow, len(plan))
+	rows := make([]store.TransitionRow, len(plan))
 	var cleared []int64 // current rows of the moved owners, by primary key
 	for i, p := range plan {
-		rows[i] = insertRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last}
+		rows[i] = store.TransitionRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last}
 		if p.from != nil {
 			f := string(*p.from)
 			rows[i].FromState = &f
@@ -375,32 +317,9 @@ func writePlan(tx *gorm.DB, o owner, plan []planned, cur map[int64]current) ([]T
 			cleared = append(cleared, *c)
 		}
 	}
-	if len(cleared) > 0 {
-		// By primary key: the rows read under the owners' locks are still the current ones.
-		if err := tx.Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
-			WHERE id = ANY(?::bigint[]) AND most_recent`, o.transitionsTable), models.Int64Array(cleared)).Error; err != nil {
-			return nil, fmt.Errorf("clearing current transitions of %ss: %w", o.kind, err)
-		}
-	}
-	payload, err := json.Marshal(rows)
+	inserted, err := tx.WriteTransitions(ctx, o.store, cleared, rows)
 	if err != nil {
-		return nil, fmt.Errorf("encoding transitions: %w", err)
-	}
-	var inserted []struct {
-		ID        int64
-		Owner     int64
-		SortKey   int
-		CreatedAt time.Time
-	}
-	if err := tx.Raw(fmt.Sprintf(`
-		INSERT INTO %[1]s (%[2]s, to_state, from_state, metadata, sort_key, most_recent)
-		SELECT r.owner, r.to_state, r.from_state, r.metadata, r.sort_key, r.most_recent
-		FROM jsonb_to_recordset(?::jsonb) AS r(owner bigint, to_state varchar, from_state varchar,
-		                                         metadata jsonb, sort_key integer, most_recent boolean)
-		ORDER BY r.owner, r.sort_key
-		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitionsTable, o.key), string(payload)).
-		Scan(&inserted).Error; err != nil {
-		return nil, fmt.Errorf("writing transitions of %ss: %w", o.kind, err)
+		return nil, fmt.Errorf("moving %ss: %w", o.kind, err)
 	}
 	type key struct {
 		owner   int64

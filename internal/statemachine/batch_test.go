@@ -7,8 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 func history(t *testing.T, w world, stepID int64) (states []string, current int) {
@@ -34,7 +36,7 @@ func TestBatchAppliesSeveralMovesPerOwnerInOrder(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	walkStep(t, w.db, w.b, models.StateError)
-	trs, err := sm.TransitionSteps(ctx, w.db, []sm.Move{
+	trs, err := sm.TransitionSteps(ctx, store.New(w.db), []sm.Move{
 		{ID: w.b, To: models.StatePending}, {ID: w.a, To: models.StateInProgress, Metadata: map[string]any{"k": 1}},
 		{ID: w.b, To: models.StateInProgress},
 	})
@@ -56,7 +58,7 @@ func TestBatchRefusalWritesNothingOrOnlyTheAllowedOwners(t *testing.T) {
 	ctx := context.Background()
 	moves := []sm.Move{{ID: w.a, To: models.StateInProgress}, {ID: w.c, To: models.StateInProgress}, {ID: w.b, To: models.StateCancelled}}
 	before := countTransitions(t, w.db, "tasker_workflow_step_transitions")
-	_, err := sm.TransitionSteps(ctx, w.db, moves)
+	_, err := sm.TransitionSteps(ctx, store.New(w.db), moves)
 	var te *sm.TransitionError
 	if !errors.As(err, &te) || te.ID != w.c || te.From != "pending" {
 		t.Fatalf("want step c's parent guard refusal, got %v", err)
@@ -64,17 +66,17 @@ func TestBatchRefusalWritesNothingOrOnlyTheAllowedOwners(t *testing.T) {
 	if after := countTransitions(t, w.db, "tasker_workflow_step_transitions"); after != before {
 		t.Fatalf("a refused batch wrote %d rows", after-before)
 	}
-	trs, refused, err := sm.TransitionStepsWhereAllowed(ctx, w.db, moves)
+	trs, refused, err := sm.TransitionStepsWhereAllowed(ctx, store.New(w.db), moves)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(trs) != 2 || len(refused) != 1 || refused[0].ID != w.c {
 		t.Fatalf("written %+v refused %+v", trs, refused)
 	}
-	if st, _ := sm.StepState(ctx, w.db, w.c); st != models.StatePending {
+	if st, _ := sm.StepState(ctx, store.New(w.db), w.c); st != models.StatePending {
 		t.Fatalf("refused step c moved to %s", st)
 	}
-	if _, err := sm.TransitionSteps(ctx, w.db, []sm.Move{{ID: 999999, To: models.StateCancelled}}); !errors.Is(err, sm.ErrNotFound) {
+	if _, err := sm.TransitionSteps(ctx, store.New(w.db), []sm.Move{{ID: 999999, To: models.StateCancelled}}); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("unknown step in a batch: %v", err)
 	}
 }
@@ -95,14 +97,14 @@ func TestRacingBatchesNeverDeadlockAndKeepHistoriesGapFree(t *testing.T) {
 			for i := 0; i < 8; i++ {
 				var moves []sm.Move
 				for _, id := range orders[g%3] {
-					cur, err := sm.StepState(ctx, w.db, id)
+					cur, err := sm.StepState(ctx, store.New(w.db), id)
 					if err != nil {
 						t.Error(err)
 						return
 					}
 					moves = append(moves, sm.Move{ID: id, To: next[cur]})
 				}
-				if _, _, err := sm.TransitionStepsWhereAllowed(ctx, w.db, moves); err != nil {
+				if _, _, err := sm.TransitionStepsWhereAllowed(ctx, store.New(w.db), moves); err != nil {
 					t.Error(err)
 					return
 				}

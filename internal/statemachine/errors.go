@@ -1,18 +1,14 @@
 package statemachine
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
-// ErrInvalidTransition is matched (errors.Is) by every refused move.
-var ErrInvalidTransition = errors.New("invalid transition")
-
-// ErrNotFound is returned when the task or step does not exist.
-var ErrNotFound = errors.New("not found")
-
-// TransitionError is a refused move. It names the owner, its current state and the requested
-// one, and why the move was refused. Nothing was written.
+// TransitionError is a refused move: an errs.IllegalTransition (errs.KindOf sees it) that
+// names the owner, its current state and the requested one, and why the move was refused.
+// Nothing was written.
 type TransitionError struct {
 	Kind   Kind
 	ID     int64
@@ -25,16 +21,17 @@ func (e *TransitionError) Error() string {
 	return fmt.Sprintf("cannot move %s %d from %s to %s: %s", e.Kind, e.ID, e.From, e.To, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrInvalidTransition) true.
-func (e *TransitionError) Is(target error) bool { return target == ErrInvalidTransition }
-
-// NotFoundError names the missing owner.
-type NotFoundError struct {
-	Kind Kind
-	ID   int64
+// Unwrap returns the refusal as a domain error of kind errs.IllegalTransition.
+func (e *TransitionError) Unwrap() error {
+	return &errs.Error{Kind: errs.IllegalTransition, Message: e.Error()}
 }
 
-func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %d not found", e.Kind, e.ID) }
+// notFound is the error for an owner that does not exist.
+func notFound(kind Kind, id int64) error {
+	return errs.E(errs.NotFound, "%s %d not found", kind, id)
+}
 
-// Is makes errors.Is(err, ErrNotFound) true.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+// refusal reports whether err is a refused move or an unknown owner, which callers get as is.
+func refusal(err error) bool {
+	return errs.Is(err, errs.IllegalTransition) || errs.Is(err, errs.NotFound)
+}

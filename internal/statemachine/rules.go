@@ -2,7 +2,9 @@
 // is the only write path for transitions: it checks the transition table and its guards,
 // refuses moves to the current state, and writes each transition atomically (the new row with
 // the next sort_key and most_recent = true, the previous current row cleared), serialising
-// concurrent writers on one owner with a row lock on the owner.
+// concurrent writers on one owner with a row lock on the owner. It holds the rules and plans
+// the moves; the statements that lock owners, read their states and write the rows are
+// internal/store's.
 package statemachine
 
 import "github.com/taskerhq/tasker/internal/models"

@@ -10,8 +10,10 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -59,7 +61,7 @@ func mustScan(t *testing.T, db *gorm.DB, dst any, sql string, args ...any) {
 func walkStep(t *testing.T, db *gorm.DB, id int64, path ...models.State) {
 	t.Helper()
 	for _, s := range path {
-		if _, err := sm.TransitionStep(context.Background(), db, id, s, nil); err != nil {
+		if _, err := sm.TransitionStep(context.Background(), store.New(db), id, s, nil); err != nil {
 			t.Fatalf("moving step %d to %s: %v", id, s, err)
 		}
 	}
@@ -68,7 +70,7 @@ func walkStep(t *testing.T, db *gorm.DB, id int64, path ...models.State) {
 func walkTask(t *testing.T, db *gorm.DB, id int64, path ...models.State) {
 	t.Helper()
 	for _, s := range path {
-		if _, err := sm.TransitionTask(context.Background(), db, id, s, nil); err != nil {
+		if _, err := sm.TransitionTask(context.Background(), store.New(db), id, s, nil); err != nil {
 			t.Fatalf("moving task %d to %s: %v", id, s, err)
 		}
 	}
@@ -111,7 +113,7 @@ func TestEveryStepMoveIsAllowedOrRefusedPerTheTable(t *testing.T) {
 			}
 			walkStep(t, w.db, w.a, stepPathTo[from]...)
 			before := countTransitions(t, w.db, "tasker_workflow_step_transitions")
-			tr, err := sm.TransitionStep(ctx, w.db, w.a, to, map[string]any{"by": "test"})
+			tr, err := sm.TransitionStep(ctx, store.New(w.db), w.a, to, map[string]any{"by": "test"})
 			after := countTransitions(t, w.db, "tasker_workflow_step_transitions")
 			if allowed[[2]models.State{from, to}] {
 				if err != nil {
@@ -124,7 +126,7 @@ func TestEveryStepMoveIsAllowedOrRefusedPerTheTable(t *testing.T) {
 				continue
 			}
 			var te *sm.TransitionError
-			if !errors.As(err, &te) || !errors.Is(err, sm.ErrInvalidTransition) {
+			if !errors.As(err, &te) || !errs.Is(err, errs.IllegalTransition) {
 				t.Errorf("%s → %s: want a TransitionError, got %v", from, to, err)
 				continue
 			}
@@ -166,7 +168,7 @@ func TestEveryTaskMoveIsAllowedOrRefusedPerTheTable(t *testing.T) {
 			}
 			walkTask(t, w.db, w.task, path...)
 			before := countTransitions(t, w.db, "tasker_task_transitions")
-			_, err := sm.TransitionTask(ctx, w.db, w.task, to, nil)
+			_, err := sm.TransitionTask(ctx, store.New(w.db), w.task, to, nil)
 			after := countTransitions(t, w.db, "tasker_task_transitions")
 			if allowed[[2]models.State{from, to}] {
 				if err != nil || after != before+1 {
@@ -174,7 +176,7 @@ func TestEveryTaskMoveIsAllowedOrRefusedPerTheTable(t *testing.T) {
 				}
 				continue
 			}
-			if !errors.Is(err, sm.ErrInvalidTransition) || after != before {
+			if !errs.Is(err, errs.IllegalTransition) || after != before {
 				t.Errorf("%s → %s: want refusal writing nothing, got %v and %d rows", from, to, err, after-before)
 			}
 		}
@@ -192,12 +194,12 @@ func TestStepCannotStartBeforeItsParentsAreDone(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
-	_, err := sm.TransitionStep(ctx, w.db, w.c, models.StateInProgress, nil)
-	if !errors.Is(err, sm.ErrInvalidTransition) || !strings.Contains(err.Error(), "parent") {
+	_, err := sm.TransitionStep(ctx, store.New(w.db), w.c, models.StateInProgress, nil)
+	if !errs.Is(err, errs.IllegalTransition) || !strings.Contains(err.Error(), "parent") {
 		t.Fatalf("child started with pending parents: %v", err)
 	}
 	walkStep(t, w.db, w.a, models.StateInProgress, models.StateComplete)
-	if _, err := sm.TransitionStep(ctx, w.db, w.c, models.StateInProgress, nil); !errors.Is(err, sm.ErrInvalidTransition) {
+	if _, err := sm.TransitionStep(ctx, store.New(w.db), w.c, models.StateInProgress, nil); !errs.Is(err, errs.IllegalTransition) {
 		t.Fatalf("child started with one parent pending: %v", err)
 	}
 	walkStep(t, w.db, w.b, models.StateResolvedManually)
@@ -209,7 +211,7 @@ func TestCancelledParentKeepsChildBlocked(t *testing.T) {
 	w := newWorld(t)
 	walkStep(t, w.db, w.a, models.StateInProgress, models.StateComplete)
 	walkStep(t, w.db, w.b, models.StateCancelled)
-	if _, err := sm.TransitionStep(context.Background(), w.db, w.c, models.StateInProgress, nil); !errors.Is(err, sm.ErrInvalidTransition) {
+	if _, err := sm.TransitionStep(context.Background(), store.New(w.db), w.c, models.StateInProgress, nil); !errs.Is(err, errs.IllegalTransition) {
 		t.Fatalf("child started under a cancelled parent: %v", err)
 	}
 }
@@ -220,8 +222,8 @@ func TestTaskCompletesOnlyWhenEveryStepIsDone(t *testing.T) {
 	walkTask(t, w.db, w.task, models.StateInProgress)
 	walkStep(t, w.db, w.a, models.StateInProgress, models.StateComplete)
 	walkStep(t, w.db, w.b, models.StateError, models.StateResolvedManually)
-	_, err := sm.TransitionTask(context.Background(), w.db, w.task, models.StateComplete, nil)
-	if !errors.Is(err, sm.ErrInvalidTransition) || !strings.Contains(err.Error(), fmt.Sprint(w.c)) {
+	_, err := sm.TransitionTask(context.Background(), store.New(w.db), w.task, models.StateComplete, nil)
+	if !errs.Is(err, errs.IllegalTransition) || !strings.Contains(err.Error(), fmt.Sprint(w.c)) {
 		t.Fatalf("task completed with step c pending, or the error does not name it: %v", err)
 	}
 	walkStep(t, w.db, w.c, models.StateInProgress, models.StateComplete)
@@ -232,16 +234,16 @@ func TestUnknownOwnerIsNotFound(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
-	if _, err := sm.TransitionStep(ctx, w.db, 999999, models.StateInProgress, nil); !errors.Is(err, sm.ErrNotFound) {
+	if _, err := sm.TransitionStep(ctx, store.New(w.db), 999999, models.StateInProgress, nil); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("unknown step: %v", err)
 	}
-	if _, err := sm.TransitionTask(ctx, w.db, 999999, models.StateInProgress, nil); !errors.Is(err, sm.ErrNotFound) {
+	if _, err := sm.TransitionTask(ctx, store.New(w.db), 999999, models.StateInProgress, nil); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("unknown task: %v", err)
 	}
-	if _, err := sm.StepState(ctx, w.db, 999999); !errors.Is(err, sm.ErrNotFound) {
+	if _, err := sm.StepState(ctx, store.New(w.db), 999999); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("state of unknown step: %v", err)
 	}
-	if _, err := sm.TransitionStep(ctx, w.db, w.a, models.State("bogus"), nil); !errors.Is(err, sm.ErrInvalidTransition) {
+	if _, err := sm.TransitionStep(ctx, store.New(w.db), w.a, models.State("bogus"), nil); !errs.Is(err, errs.IllegalTransition) {
 		t.Fatalf("unknown target state: %v", err)
 	}
 }
@@ -251,7 +253,7 @@ func TestTransitionsRecordEventAndHistory(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	walkStep(t, w.db, w.a, models.StateInProgress, models.StateError, models.StatePending)
-	tr, err := sm.TransitionStep(ctx, w.db, w.a, models.StateInProgress, map[string]any{"worker": "w1"})
+	tr, err := sm.TransitionStep(ctx, store.New(w.db), w.a, models.StateInProgress, map[string]any{"worker": "w1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ func TestTransitionsRecordEventAndHistory(t *testing.T) {
 			t.Errorf("row %d most_recent = %v", i, r.MostRecent)
 		}
 	}
-	if state, _ := sm.StepState(ctx, w.db, w.a); state != models.StateInProgress {
+	if state, _ := sm.StepState(ctx, store.New(w.db), w.a); state != models.StateInProgress {
 		t.Fatalf("state %s, want in_progress", state)
 	}
 }
@@ -298,17 +300,17 @@ func TestRacingWritersLeaveOneCurrentRowAndAGapFreeHistory(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 10; i++ {
-				cur, err := sm.StepState(ctx, w.db, w.a)
+				cur, err := sm.StepState(ctx, store.New(w.db), w.a)
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				_, err = sm.TransitionStep(ctx, w.db, w.a, next[cur], nil)
+				_, err = sm.TransitionStep(ctx, store.New(w.db), w.a, next[cur], nil)
 				if err == nil {
 					mu.Lock()
 					succeeded++
 					mu.Unlock()
-				} else if !errors.Is(err, sm.ErrInvalidTransition) {
+				} else if !errs.Is(err, errs.IllegalTransition) {
 					t.Error(err)
 					return
 				}

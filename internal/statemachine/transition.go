@@ -3,14 +3,12 @@ package statemachine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // Transition is a written transition of a task or a step.
@@ -26,67 +24,57 @@ type Transition struct {
 	CreatedAt time.Time
 }
 
-// owner describes where a kind of owner and its transitions live.
+// owner is a kind of owner and where the store keeps it and its transitions.
 type owner struct {
-	kind             Kind
-	table, key       string // owner table and its key column
-	transitionsTable string
+	kind  Kind
+	store store.Owner
 }
 
 var (
-	stepOwner = owner{KindStep, "tasker_workflow_steps", "workflow_step_id", "tasker_workflow_step_transitions"}
-	taskOwner = owner{KindTask, "tasker_tasks", "task_id", "tasker_task_transitions"}
+	stepOwner = owner{KindStep, store.StepOwner}
+	taskOwner = owner{KindTask, store.TaskOwner}
 )
 
 // TransitionStep moves step stepID to state to, recording metadata (the event name is added
-// under "event"). It runs in its own transaction, or inside db's when db is one.
-func TransitionStep(ctx context.Context, db *gorm.DB, stepID int64, to models.State, metadata map[string]any) (Transition, error) {
-	return move(ctx, db, stepOwner, stepID, to, metadata)
+// under "event"). It runs in its own transaction, or inside st's when st runs in one.
+func TransitionStep(ctx context.Context, st *store.Store, stepID int64, to models.State, metadata map[string]any) (Transition, error) {
+	return move(ctx, st, stepOwner, stepID, to, metadata)
 }
 
 // TransitionTask moves task taskID to state to; see TransitionStep.
-func TransitionTask(ctx context.Context, db *gorm.DB, taskID int64, to models.State, metadata map[string]any) (Transition, error) {
-	return move(ctx, db, taskOwner, taskID, to, metadata)
+func TransitionTask(ctx context.Context, st *store.Store, taskID int64, to models.State, metadata map[string]any) (Transition, error) {
+	return move(ctx, st, taskOwner, taskID, to, metadata)
 }
 
 // StepState returns the current state of a step (pending when it has no transition).
-func StepState(ctx context.Context, db *gorm.DB, stepID int64) (models.State, error) {
-	return currentState(ctx, db, stepOwner, stepID)
+func StepState(ctx context.Context, st *store.Store, stepID int64) (models.State, error) {
+	return currentState(ctx, st, stepOwner, stepID)
 }
 
 // TaskState returns the current state of a task (pending when it has no transition).
-func TaskState(ctx context.Context, db *gorm.DB, taskID int64) (models.State, error) {
-	return currentState(ctx, db, taskOwner, taskID)
+func TaskState(ctx context.Context, st *store.Store, taskID int64) (models.State, error) {
+	return currentState(ctx, st, taskOwner, taskID)
 }
 
-func currentState(ctx context.Context, db *gorm.DB, o owner, id int64) (models.State, error) {
-	var row struct {
-		Exists bool
-		State  *string
-	}
-	err := db.WithContext(ctx).Raw(fmt.Sprintf(
-		`SELECT EXISTS (SELECT 1 FROM %[1]s WHERE %[2]s = @id) AS exists,
-		        (SELECT to_state FROM %[3]s WHERE %[2]s = @id AND most_recent) AS state`,
-		o.table, o.key, o.transitionsTable), map[string]any{"id": id}).Scan(&row).Error
+func currentState(ctx context.Context, st *store.Store, o owner, id int64) (models.State, error) {
+	exists, state, err := st.OwnerState(ctx, o.store, id)
 	if err != nil {
 		return "", fmt.Errorf("reading state of %s %d: %w", o.kind, id, err)
 	}
-	if !row.Exists {
-		return "", &NotFoundError{Kind: o.kind, ID: id}
+	if !exists {
+		return "", notFound(o.kind, id)
 	}
-	if row.State == nil {
+	if state == nil {
 		return models.StatePending, nil
 	}
-	return models.State(*row.State), nil
+	return models.State(*state), nil
 }
 
 // move applies one move through the batch write path, so there is one write path.
-func move(ctx context.Context, db *gorm.DB, o owner, id int64, to models.State, metadata map[string]any) (Transition, error) {
-	written, _, err := moveBatch(ctx, db, o, []Move{{ID: id, To: to, Metadata: metadata}}, false)
+func move(ctx context.Context, st *store.Store, o owner, id int64, to models.State, metadata map[string]any) (Transition, error) {
+	written, _, err := moveBatch(ctx, st, o, []Move{{ID: id, To: to, Metadata: metadata}}, false)
 	if err != nil {
-		var te *TransitionError
-		var nf *NotFoundError
-		if errors.As(err, &te) || errors.As(err, &nf) {
+		if refusal(err) {
 			return Transition{}, err
 		}
 		return Transition{}, fmt.Errorf("moving %s %d to %s: %w", o.kind, id, to, err)

@@ -66,7 +66,7 @@ func seedTasks(b *testing.B, gdb *gorm.DB, n int) {
 		b.Fatal(err)
 	}
 	for range n {
-		if _, _, err := orchestration.CreateTask(ctx, gdb, reg, orchestration.CreateTaskRequest{
+		if _, _, err := orchestration.NewService(gdb, reg).CreateTask(ctx, orchestration.CreateTaskRequest{
 			Namespace: "examples", Name: "linear_workflow", Initiator: "bench", Reason: "tracing",
 		}); err != nil {
 			b.Fatal(err)

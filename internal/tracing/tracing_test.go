@@ -406,13 +406,13 @@ func TestEngineSpansClaimRunRecord(t *testing.T) {
 	if err := reg.RegisterAll(ctx, gdb); err != nil {
 		t.Fatal(err)
 	}
-	task, _, err := orchestration.CreateTask(ctx, gdb, reg, orchestration.CreateTaskRequest{
+	task, _, err := orchestration.NewService(gdb, reg).CreateTask(ctx, orchestration.CreateTaskRequest{
 		Namespace: "examples", Name: "linear_workflow", Context: []byte(`{}`), Initiator: "test", Reason: "tracing",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := orchestration.New(gdb, nil, orchestration.NewConfiguredHandlers(handlers),
+	engine, err := orchestration.New(orchestration.NewService(gdb, nil), nil, orchestration.NewConfiguredHandlers(handlers),
 		orchestration.Config{PollInterval: 50 * time.Millisecond}, quietLog())
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
@@ -64,9 +63,9 @@ type cutBeforeHandler struct {
 	next orchestration.StepHandlers
 }
 
-func (c cutBeforeHandler) StepHandler(ctx context.Context, db *gorm.DB, namedTaskID int64, step string) (handler.Handler, time.Duration, error) {
+func (c cutBeforeHandler) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, step string) (handler.Handler, time.Duration, error) {
 	c.now()
-	return c.next.StepHandler(ctx, db, namedTaskID, step)
+	return c.next.StepHandler(ctx, st, namedTaskID, step)
 }
 
 // TestShortOutageAfterClaimDoesNotStrandTheStep cuts the database for 2 s while an engine
@@ -100,7 +99,7 @@ func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
 	db := migratedDB(t, url)
 	calls, handlers := countingHandlers(t)
 	reg := registerTemplate(t, db, handlers, "single.yaml", singleYAML)
-	task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
+	task, _, err := orchestration.NewService(db, reg).CreateTask(ctx, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +113,7 @@ func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
 		steps = cutBeforeHandler{cut: drop, next: steps}
 	}
 	engineDB := openDB(t, url)
-	eng, err := orchestration.New(engineDB, startHub(t, url, log), steps, cfg, log)
+	eng, err := orchestration.New(orchestration.NewService(engineDB, nil), startHub(t, url, log), steps, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func runHangingWorker(url string) int {
 			select {} // until killed
 		}), nil
 	})
-	eng, err := orchestration.New(db, hub, orchestration.NewConfiguredHandlers(handlers), orchestration.Config{
+	eng, err := orchestration.New(orchestration.NewService(db, nil), hub, orchestration.NewConfiguredHandlers(handlers), orchestration.Config{
 		Workers: 1, WorkerID: "doomed", PollInterval: 200 * time.Millisecond, LeaseDuration: killedLease,
 	}, log)
 	if err == nil {
@@ -91,7 +91,7 @@ func TestKilledWorkersStepIsRecovered(t *testing.T) {
 	ctx := context.Background()
 	calls, handlers := countingHandlers(t)
 	reg := registerTemplate(t, db, handlers, "single.yaml", singleYAML)
-	task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
+	task, _, err := orchestration.NewService(db, reg).CreateTask(ctx, orchestration.CreateTaskRequest{Namespace: "faults", Name: "single"})
 	if err != nil {
 		t.Fatal(err)
 	}

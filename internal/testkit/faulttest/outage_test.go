@@ -56,7 +56,7 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 		startTasker(t, bin, "worker", env, `msg="orchestration: engine started"`),
 	}
 
-	task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "retry_later"})
+	task, _, err := orchestration.NewService(db, reg).CreateTask(ctx, orchestration.CreateTaskRequest{Namespace: "faults", Name: "retry_later"})
 	if err != nil {
 		t.Fatal(err)
 	}

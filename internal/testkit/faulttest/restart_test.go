@@ -115,7 +115,7 @@ func TestRestartPostgresUnderLoad(t *testing.T) {
 
 	ids := make([]int64, tasks)
 	for i := range ids {
-		task, _, err := orchestration.CreateTask(ctx, db, reg, orchestration.CreateTaskRequest{Namespace: "faults", Name: "dag"})
+		task, _, err := orchestration.NewService(db, reg).CreateTask(ctx, orchestration.CreateTaskRequest{Namespace: "faults", Name: "dag"})
 		if err != nil {
 			t.Fatalf("creating task %d: %v", i, err)
 		}
@@ -405,7 +405,7 @@ func startEngine(t *testing.T, url string, handlers *handler.Registry, cfg orche
 	t.Helper()
 	db := openDB(t, url)
 	hub := startHub(t, url, log)
-	eng, err := orchestration.New(db, hub, orchestration.NewConfiguredHandlers(handlers), cfg, log)
+	eng, err := orchestration.New(orchestration.NewService(db, nil), hub, orchestration.NewConfiguredHandlers(handlers), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,461 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/models"
+)
+
+// EngineTx runs fn in one transaction with the engine's session settings, set for that
+// transaction only, in one statement before fn's:
+//   - jit off: the engine's statements touch a few rows each, but on tables whose statistics
+//     lag behind their growth the planner's cost estimates can pass jit_above_cost, and
+//     compiling a statement then takes hundreds of milliseconds for a millisecond of work;
+//   - enable_seqscan and enable_bitmapscan off: every statement the engine runs reads a few
+//     rows through an index, in index order where it has a LIMIT (the claim walks the
+//     claimable steps oldest first and stops after the batch); a sequential scan of a growing
+//     table, or a bitmap scan that reads every candidate and sorts them, is never the right
+//     plan for it. But when the tables were analysed while (nearly) empty, the planner
+//     believes them small and costs those plans below the index walk: throughput fell from
+//     about 900 to 120 steps/s here (BenchmarkThroughput, stats=stale). The settings only
+//     weigh against those scans: a table with no usable index is still read, so no statement
+//     fails for them (TestHotStatementsKeepIndexPlansWhateverTheStatistics);
+//   - synchronous_commit off when asyncCommit is set (see orchestration.Config.AsyncCommit);
+//   - plan_cache_mode auto: the service's connections plan every execution afresh
+//     (force_custom_plan, see internal/database) so that no plan made for empty tables is
+//     kept. The engine's statements run only inside these transactions, so a generic plan
+//     PostgreSQL caches for them is made with the scans above turned off and keeps the index
+//     walk whatever the statistics; planning the claim afresh for every batch cost about a
+//     third of the engine's throughput (BenchmarkThroughput, engines=1: 1,376 against 2,020
+//     steps/s).
+//
+// Every statement of the engine therefore keeps its index plan without being planned again.
+func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Store) error) error {
+	return s.Tx(ctx, func(tx *Store) error {
+		syncCommit := "on"
+		if asyncCommit {
+			syncCommit = "off"
+		}
+		if err := tx.conn(ctx).Exec(`SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true),
+		set_config('enable_bitmapscan', 'off', true), set_config('synchronous_commit', ?, true),
+		set_config('plan_cache_mode', 'auto', true)`, syncCommit).Error; err != nil {
+			return fmt.Errorf("setting the engine's transaction settings: %w", err)
+		}
+		return fn(tx)
+	})
+}
+
+// ClaimedStep is a step a claim marked in_process.
+type ClaimedStep struct {
+	StepID       int64
+	TaskID       int64
+	Token        string
+	Attempt      int // the 1-based number of the attempt about to run
+	TaskNew      bool
+	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
+	Claimed      time.Time
+}
+
+// claimSQL claims up to @n ready steps in one statement.
+//
+//   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
+//     shows), restricted to candidate steps that are neither processed nor claimed, of tasks
+//     that are pending or in_progress. The candidates are walked in id order on the partial
+//     index tasker_workflow_steps_claimable_idx, and the view is read per candidate (a fenced
+//     LATERAL: a few index probes each), so the oldest ready steps go first, the walk stops
+//     after @n ready ones, and finished steps are never read.
+//   - locked: up to @n of them (the walk finds 2·@n + 8 ready steps, so that concurrent
+//     claimers that skip each other's rows still fill their batch) are locked FOR UPDATE SKIP LOCKED, so
+//     concurrent claimers (in this process or another) never wait for each other and never
+//     take the same row. Under READ
+//     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
+//     a step that was claimed, finished or recovered meanwhile has in_process, processed or
+//     attempts changed and drops out, so a stale snapshot can never start an attempt early.
+//   - the update marks the steps in_process with this worker, a fresh claim token and a lease.
+const claimSQL = `
+WITH ready AS (
+    SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
+    FROM tasker_workflow_steps c
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                         WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') AS task_state
+    ) ts
+    CROSS JOIN LATERAL (
+        SELECT rs.attempts, rs.current_state, rs.ready_for_execution
+        FROM tasker_step_readiness_statuses rs
+        WHERE rs.workflow_step_id = c.workflow_step_id
+        LIMIT 1
+    ) r
+    WHERE NOT c.processed AND NOT c.in_process
+      AND ts.task_state IN ('pending', 'in_progress')
+      AND r.ready_for_execution
+    ORDER BY c.workflow_step_id
+    LIMIT 2 * @n + 8
+), locked AS (
+    SELECT ws.workflow_step_id, ready.task_state, ready.current_state
+    FROM tasker_workflow_steps ws
+    JOIN ready ON ready.workflow_step_id = ws.workflow_step_id
+    WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
+    ORDER BY ws.workflow_step_id
+    LIMIT @n
+    FOR UPDATE OF ws SKIP LOCKED
+)
+UPDATE tasker_workflow_steps ws
+SET in_process = true,
+    claimed_by = @worker,
+    claim_token = gen_random_uuid(),
+    claim_expires_at = now() + @lease_ms * interval '1 millisecond',
+    updated_at = now()
+FROM locked
+WHERE ws.workflow_step_id = locked.workflow_step_id
+RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
+          coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
+          locked.current_state, now() AS claimed`
+
+// ClaimReady claims up to n ready steps for worker, with a lease of lease, in one statement
+// (see claimSQL): the oldest ready steps that no one else holds are marked in_process with a
+// fresh claim token each.
+func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time.Duration) ([]ClaimedStep, error) {
+	var rows []ClaimedStep
+	err := s.conn(ctx).Raw(claimSQL, map[string]any{
+		"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
+	}).Scan(&rows).Error
+	return rows, err
+}
+
+// LockTasksSkipLocked takes the row locks of the tasks among ids that no other transaction
+// holds, in id order, and returns them.
+func (s *Store) LockTasksSkipLocked(ctx context.Context, ids []int64) ([]int64, error) {
+	var free []int64
+	err := s.conn(ctx).Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[])
+		ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED`, database.Array[int64](ids)).Scan(&free).Error
+	return free, err
+}
+
+// LockTasks takes the row locks of the existing tasks among ids, in id order (so that
+// transactions locking several tasks never deadlock), and returns the ids it locked.
+func (s *Store) LockTasks(ctx context.Context, ids []int64) ([]int64, error) {
+	var locked []int64
+	err := s.conn(ctx).Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE`,
+		database.Array[int64](ids)).Scan(&locked).Error
+	return locked, err
+}
+
+// LockTask takes one task's row lock (the lock the state machine takes) and reports whether
+// the task exists.
+func (s *Store) LockTask(ctx context.Context, taskID int64) (bool, error) {
+	var ids []int64
+	err := s.conn(ctx).Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ? FOR NO KEY UPDATE`, taskID).Scan(&ids).Error
+	return len(ids) > 0, err
+}
+
+// ReleaseClaim clears a step's claim if it is still held with token.
+func (s *Store) ReleaseClaim(ctx context.Context, stepID int64, token string) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
+		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE workflow_step_id = ? AND claim_token = ?::uuid`, stepID, token).Error
+}
+
+// ClearClaim clears any claim on a step.
+func (s *Store) ClearClaim(ctx context.Context, stepID int64) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
+		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE workflow_step_id = ? AND (in_process OR claim_token IS NOT NULL)`, stepID).Error
+}
+
+// nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
+// been attempted or asked for a delay, are neither processed nor claimed, could run again, and
+// belong to pending or in_progress tasks. The candidates come from the partial index
+// tasker_workflow_steps_retrying_idx, which holds exactly those steps, and the readiness view
+// is read per candidate (a fenced LATERAL, like the claim's), so the statement reads the
+// steps waiting for a retry and nothing else, whatever the planner believes about the tables.
+const nextRetrySQL = `
+SELECT min(r.next_retry_at)
+FROM tasker_workflow_steps c
+CROSS JOIN LATERAL (
+    SELECT rs.next_retry_at, rs.retry_eligible, rs.dependencies_satisfied
+    FROM tasker_step_readiness_statuses rs
+    WHERE rs.workflow_step_id = c.workflow_step_id
+    LIMIT 1
+) r
+WHERE NOT c.processed AND NOT c.in_process
+  AND (coalesce(c.attempts, 0) > 0 OR c.backoff_request_seconds IS NOT NULL)
+  AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')
+  AND r.retry_eligible AND r.dependencies_satisfied
+  AND r.next_retry_at > now()`
+
+// NextRetry returns the earliest time a waiting retry becomes due (nil when none waits; see
+// nextRetrySQL) and the database's now.
+func (s *Store) NextRetry(ctx context.Context) (at *time.Time, now time.Time, err error) {
+	var row struct {
+		At  *time.Time
+		Now time.Time
+	}
+	err = s.conn(ctx).Raw(`SELECT (` + nextRetrySQL + `) AS at, now() AS now`).Scan(&row).Error
+	return row.At, row.Now, err
+}
+
+// LockHeldClaims locks, in id order, the steps among stepIDs whose claims are still held with
+// the token at the same index of tokens, and returns them.
+func (s *Store) LockHeldClaims(ctx context.Context, stepIDs []int64, tokens []string) ([]int64, error) {
+	var locked []int64
+	err := s.conn(ctx).Raw(`
+		SELECT ws.workflow_step_id
+		FROM tasker_workflow_steps ws
+		JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
+		WHERE ws.in_process
+		ORDER BY ws.workflow_step_id
+		FOR UPDATE OF ws`, database.Array[int64](stepIDs), database.Array[string](tokens)).Scan(&locked).Error
+	return locked, err
+}
+
+// StepOutcome is what one finished attempt writes to its step row: success with its results,
+// or a failure (its description in Results), with the delay it asked for and whether it is
+// permanent.
+type StepOutcome struct {
+	StepID    int64           `json:"step_id"`
+	Success   bool            `json:"success"`
+	Results   json.RawMessage `json:"results"`
+	Backoff   *int            `json:"backoff"`
+	Permanent bool            `json:"permanent"`
+}
+
+// WriteOutcomes writes finished attempts to their step rows in one statement (none for an
+// empty list): attempts + 1, last_attempted_at, the claim cleared, and either processed with
+// the results, or the failure in results, the requested delay, and retryable cleared for a
+// permanent failure.
+func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	payload, err := json.Marshal(outcomes)
+	if err != nil {
+		return fmt.Errorf("encoding attempt outcomes: %w", err)
+	}
+	return s.conn(ctx).Exec(`
+		UPDATE tasker_workflow_steps ws
+		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
+		    processed = ws.processed OR o.success,
+		    processed_at = CASE WHEN o.success THEN now() ELSE ws.processed_at END,
+		    results = o.results,
+		    backoff_request_seconds = CASE WHEN o.success THEN ws.backoff_request_seconds ELSE o.backoff END,
+		    retryable = ws.retryable AND NOT o.permanent,
+		    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
+		    updated_at = now()
+		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
+		                                       backoff integer, permanent boolean)
+		WHERE ws.workflow_step_id = o.step_id`, string(payload)).Error
+}
+
+// settleableSQL counts, per task, what decides whether it may be settled, so that the
+// execution context (which computes the readiness of every step) is read only for tasks that
+// may be: a task moves only when its execution status is all_complete or blocked_by_failures;
+// both need no step running (in_progress by state or claim), all_complete needs every step
+// complete or resolved_manually, and blocked_by_failures a permanently blocked step
+// (cancelled, or pending or in error and not retry-eligible). Each step's state is an index
+// probe, so the cost follows the tasks' steps, whatever the table statistics say.
+const settleableSQL = `
+SELECT u.id AS task_id,
+       coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+                 WHERE tt.task_id = u.id AND tt.most_recent), 'pending') AS state,
+       agg.running, agg.unfinished, agg.blocked
+FROM unnest(?::bigint[]) AS u(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
+           count(*) FILTER (WHERE x.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
+           count(*) FILTER (WHERE x.state = 'cancelled'
+                               OR (x.state IN ('pending', 'error')
+                                   AND NOT (coalesce(s.attempts, 0) = 0
+                                            OR (s.retryable AND coalesce(s.attempts, 0) < coalesce(s.retry_limit, 3)))))
+               AS blocked
+    FROM tasker_workflow_steps s
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
+                         WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS state
+        OFFSET 0
+    ) x
+    WHERE s.task_id = u.id
+) agg`
+
+// TaskSettling is what decides whether a task may be settled (see settleableSQL): its state,
+// and how many of its steps are running, unfinished, and permanently blocked.
+type TaskSettling struct {
+	TaskID                       int64
+	State                        models.State
+	Running, Unfinished, Blocked int
+}
+
+// TasksSettling reads, in one statement, what decides whether each task of ids may be
+// settled.
+func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling, error) {
+	var rows []TaskSettling
+	err := s.conn(ctx).Raw(settleableSQL, database.Array[int64](ids)).Scan(&rows).Error
+	return rows, err
+}
+
+// ExecutionContexts reads the execution contexts (the live view) of tasks, in the store's
+// transaction when it runs in one.
+func (s *Store) ExecutionContexts(ctx context.Context, taskIDs []int64) ([]models.TaskExecutionContext, error) {
+	return models.ExecutionContextsByTaskIDs(ctx, s.conn(ctx), taskIDs)
+}
+
+// MarkTasksComplete sets the complete flag of tasks.
+func (s *Store) MarkTasksComplete(ctx context.Context, ids []int64) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
+		database.Array[int64](ids)).Error
+}
+
+// ExpiredClaim is a claim whose lease has run out.
+type ExpiredClaim struct {
+	WorkflowStepID int64
+	TaskID         int64
+	Token          string
+}
+
+// ExpiredClaims lists up to limit claims whose lease has run out, the oldest first.
+func (s *Store) ExpiredClaims(ctx context.Context, limit int) ([]ExpiredClaim, error) {
+	var expired []ExpiredClaim
+	err := s.conn(ctx).Raw(`
+		SELECT workflow_step_id, task_id, claim_token::text AS token
+		FROM tasker_workflow_steps
+		WHERE in_process AND claim_expires_at < now() AND claim_token IS NOT NULL
+		ORDER BY claim_expires_at
+		LIMIT ?`, limit).Scan(&expired).Error
+	return expired, err
+}
+
+// LockClaim locks a step whose claim is still held with token (and, when expired, whose lease
+// has run out), skipping it when another transaction holds its row. held is false when
+// nothing was locked; claimedBy is the claim's worker, if recorded.
+func (s *Store) LockClaim(ctx context.Context, stepID int64, token string, expired bool) (held bool, claimedBy *string, err error) {
+	var rows []struct{ ClaimedBy *string }
+	cond := ""
+	if expired {
+		cond = " AND claim_expires_at < now()"
+	}
+	if err := s.conn(ctx).Raw(`SELECT claimed_by FROM tasker_workflow_steps
+			WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`+cond+`
+			FOR UPDATE SKIP LOCKED`, stepID, token).Scan(&rows).Error; err != nil {
+		return false, nil, err
+	}
+	if len(rows) == 0 {
+		return false, nil, nil
+	}
+	return true, rows[0].ClaimedBy, nil
+}
+
+// RecordLostAttempt counts a step's lost attempt (attempts + 1, last_attempted_at, results)
+// and clears its claim.
+func (s *Store) RecordLostAttempt(ctx context.Context, stepID int64, results []byte) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
+			SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(), results = ?::jsonb,
+			    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
+			    updated_at = now()
+			WHERE workflow_step_id = ?`, string(results), stepID).Error
+}
+
+// StepInput is what a worker reads before running a claimed step: its name, inputs, its
+// task's context, its parents' results by name, and whether the claim is still held (Mine).
+type StepInput struct {
+	StepID      int64
+	NamedTaskID int64
+	Name        string
+	Inputs      []byte
+	Context     []byte
+	Parents     []byte
+	Mine        bool
+}
+
+// stepInputsSQL reads the inputs of claimed steps in one statement: the step's name, inputs,
+// task context, its parents' results by name, and whether the claim (step id, token) is still
+// held.
+const stepInputsSQL = `
+SELECT ws.workflow_step_id AS step_id, t.named_task_id, ns.name, ws.inputs, t.context,
+       coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
+                 FROM tasker_workflow_step_edges e
+                 JOIN tasker_workflow_steps p ON p.workflow_step_id = e.from_step_id
+                 JOIN tasker_named_steps pns ON pns.named_step_id = p.named_step_id
+                 WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb) AS parents,
+       (ws.in_process AND ws.claim_token = c.token) AS mine
+FROM unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+JOIN tasker_workflow_steps ws ON ws.workflow_step_id = c.step_id
+JOIN tasker_tasks t ON t.task_id = ws.task_id
+JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id`
+
+// StepInputs reads the inputs of claimed steps (stepIDs, with the token at the same index of
+// tokens) in one statement.
+func (s *Store) StepInputs(ctx context.Context, stepIDs []int64, tokens []string) ([]StepInput, error) {
+	var inputs []StepInput
+	err := s.conn(ctx).Raw(stepInputsSQL, database.Array[int64](stepIDs), database.Array[string](tokens)).Scan(&inputs).Error
+	return inputs, err
+}
+
+// ClaimHeld reports whether a step's claim is still held with token.
+func (s *Store) ClaimHeld(ctx context.Context, stepID int64, token string) (bool, error) {
+	var mine []bool
+	if err := s.conn(ctx).Raw(`SELECT in_process AND claim_token = ?::uuid
+				FROM tasker_workflow_steps WHERE workflow_step_id = ?`, token, stepID).Scan(&mine).Error; err != nil {
+		return false, err
+	}
+	return len(mine) > 0 && mine[0], nil
+}
+
+// RenewLease extends a step's lease to lease from now if its claim is still held with token,
+// and reports whether it was.
+func (s *Store) RenewLease(ctx context.Context, stepID int64, token string, lease time.Duration) (bool, error) {
+	res := s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
+				SET claim_expires_at = now() + ? * interval '1 millisecond'
+				WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`,
+		lease.Milliseconds(), stepID, token)
+	return res.RowsAffected > 0, res.Error
+}
+
+// claimLatencySQL gives, for claimed steps, their name and how long they had been ready.
+const claimLatencySQL = `
+SELECT ns.name,
+       greatest(0, extract(epoch FROM clock_timestamp() - greatest(
+           t.created_at,
+           (SELECT max(pt.created_at)
+            FROM tasker_workflow_step_edges e
+            JOIN tasker_workflow_step_transitions pt ON pt.workflow_step_id = e.from_step_id AND pt.most_recent
+            WHERE e.to_step_id = ws.workflow_step_id),
+           (SELECT et.created_at + least(power(2, coalesce(ws.attempts, 0)), 30) * interval '1 second'
+            FROM tasker_workflow_step_transitions et
+            WHERE et.workflow_step_id = ws.workflow_step_id AND et.to_state = 'error'
+            ORDER BY et.sort_key DESC LIMIT 1),
+           ws.last_attempted_at + ws.backoff_request_seconds * interval '1 second'
+       )))::float8 AS seconds
+FROM tasker_workflow_steps ws
+JOIN tasker_tasks t ON t.task_id = ws.task_id
+JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
+WHERE ws.workflow_step_id IN ?`
+
+// ClaimLatency is how long a claimed step (by name) had been ready when it was claimed.
+type ClaimLatency struct {
+	Name    string
+	Seconds float64
+}
+
+// ClaimLatencies reads, for claimed steps, their names and how long they had been ready: from
+// the latest of their task's creation, their last parent's completion and the end of their
+// backoff, to now.
+func (s *Store) ClaimLatencies(ctx context.Context, stepIDs []int64) ([]ClaimLatency, error) {
+	var rows []ClaimLatency
+	err := s.conn(ctx).Raw(claimLatencySQL, stepIDs).Scan(&rows).Error
+	return rows, err
+}
+
+// NamedTaskConfiguration reads the configuration a named task was registered with (nil when
+// there is none).
+func (s *Store) NamedTaskConfiguration(ctx context.Context, namedTaskID int64) ([]byte, error) {
+	var row struct{ Configuration []byte }
+	err := s.conn(ctx).Raw(`SELECT configuration FROM tasker_named_tasks WHERE named_task_id = ?`,
+		namedTaskID).Scan(&row).Error
+	return row.Configuration, err
+}

@@ -1,0 +1,168 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/database"
+)
+
+// Owner is what a transition moves: a task or a workflow step. It names the owner's table,
+// its key column and its transitions table.
+type Owner struct {
+	table, key, transitions string
+}
+
+// The two owners of transitions.
+var (
+	TaskOwner = Owner{"tasker_tasks", "task_id", "tasker_task_transitions"}
+	StepOwner = Owner{"tasker_workflow_steps", "workflow_step_id", "tasker_workflow_step_transitions"}
+)
+
+// Atomic runs fn in one transaction: a new one, or, when s already runs in a transaction,
+// that one directly, without a savepoint (a failure of fn then aborts the caller's
+// transaction). It is for writers that validate everything before they write, so that a
+// refusal writes nothing either way.
+func (s *Store) Atomic(ctx context.Context, fn func(tx *Store) error) error {
+	return s.conn(ctx).Session(&gorm.Session{DisableNestedTransaction: true}).Transaction(func(tx *gorm.DB) error {
+		return fn(&Store{db: tx})
+	})
+}
+
+// LockOwners takes the row locks of the existing owners among ids, in id order (so that two
+// writers never deadlock on each other), and returns the ids it locked, ascending.
+func (s *Store) LockOwners(ctx context.Context, o Owner, ids []int64) ([]int64, error) {
+	var locked []int64
+	err := s.conn(ctx).Raw(fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
+		o.table, o.key), database.Array[int64](ids)).Scan(&locked).Error
+	return locked, err
+}
+
+// OwnerState is an owner's current transition: its state (nil when it has none: pending),
+// the id of its current row, and the last sort key of its history (0 when it has none).
+type OwnerState struct {
+	ID        int64
+	State     *string
+	CurrentID *int64
+	SortKey   int
+}
+
+// OwnerStates reads the current state and last sort key of each owner of ids, in one
+// statement.
+func (s *Store) OwnerStates(ctx context.Context, o Owner, ids []int64) ([]OwnerState, error) {
+	var rows []OwnerState
+	err := s.conn(ctx).Raw(fmt.Sprintf(`
+		SELECT o.id,
+		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
+		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
+		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
+		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids)).
+		Scan(&rows).Error
+	return rows, err
+}
+
+// OwnerState reads whether one owner exists and its current state (nil: no transition yet).
+func (s *Store) OwnerState(ctx context.Context, o Owner, id int64) (exists bool, state *string, err error) {
+	var row struct {
+		Exists bool
+		State  *string
+	}
+	err = s.conn(ctx).Raw(fmt.Sprintf(
+		`SELECT EXISTS (SELECT 1 FROM %[1]s WHERE %[2]s = @id) AS exists,
+		        (SELECT to_state FROM %[3]s WHERE %[2]s = @id AND most_recent) AS state`,
+		o.table, o.key, o.transitions), map[string]any{"id": id}).Scan(&row).Error
+	return row.Exists, row.State, err
+}
+
+// guardSQL lists, per owner, what blocks its guarded move: for a step going to in_progress,
+// its parents that are not complete or resolved_manually; for a task going to complete, its
+// steps that are not. Each state is read by a scalar subquery on the partial "most_recent"
+// index, so the statement probes indexes per row whatever plan the statistics suggest.
+var guardSQL = map[Owner]string{
+	StepOwner: `
+		SELECT e.to_step_id AS owner, e.from_step_id AS blocker
+		FROM tasker_workflow_step_edges e
+		WHERE e.to_step_id = ANY(?::bigint[])
+		  AND coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
+		                WHERE t.workflow_step_id = e.from_step_id AND t.most_recent), 'pending')
+		      NOT IN ('complete', 'resolved_manually')
+		ORDER BY 1, 2`,
+	TaskOwner: `
+		SELECT o.id AS owner, s.workflow_step_id AS blocker
+		FROM unnest(?::bigint[]) AS o(id)
+		CROSS JOIN LATERAL (
+			SELECT s.workflow_step_id,
+			       coalesce((SELECT t.to_state FROM tasker_workflow_step_transitions t
+			                 WHERE t.workflow_step_id = s.workflow_step_id AND t.most_recent), 'pending') AS state
+			FROM tasker_workflow_steps s
+			WHERE s.task_id = o.id
+			OFFSET 0
+		) s
+		WHERE s.state NOT IN ('complete', 'resolved_manually')
+		ORDER BY 1, 2`,
+}
+
+// Blocker is a step that blocks an owner's guarded move: a parent of a step that is to start,
+// or a step of a task that is to complete.
+type Blocker struct{ Owner, Blocker int64 }
+
+// Blockers reads, in one statement, what blocks the guarded move of each owner of ids (a step
+// to in_progress, a task to complete), ordered by owner then blocker.
+func (s *Store) Blockers(ctx context.Context, o Owner, ids []int64) ([]Blocker, error) {
+	var rows []Blocker
+	err := s.conn(ctx).Raw(guardSQL[o], database.Array[int64](ids)).Scan(&rows).Error
+	return rows, err
+}
+
+// TransitionRow is one transition to write.
+type TransitionRow struct {
+	Owner      int64           `json:"owner"`
+	ToState    string          `json:"to_state"`
+	FromState  *string         `json:"from_state"`
+	Metadata   json.RawMessage `json:"metadata"`
+	SortKey    int             `json:"sort_key"`
+	MostRecent bool            `json:"most_recent"`
+}
+
+// WrittenTransition is what the database gave a written transition row.
+type WrittenTransition struct {
+	ID        int64
+	Owner     int64
+	SortKey   int
+	CreatedAt time.Time
+}
+
+// WriteTransitions clears the current rows cleared (by primary key; the caller read them
+// under the owners' locks, so they are still the current ones) and inserts rows, one
+// statement each (none for an empty list).
+func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, rows []TransitionRow) ([]WrittenTransition, error) {
+	if len(cleared) > 0 {
+		if err := s.conn(ctx).Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
+			WHERE id = ANY(?::bigint[]) AND most_recent`, o.transitions), database.Array[int64](cleared)).Error; err != nil {
+			return nil, fmt.Errorf("clearing current transitions: %w", err)
+		}
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	payload, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("encoding transitions: %w", err)
+	}
+	var inserted []WrittenTransition
+	if err := s.conn(ctx).Raw(fmt.Sprintf(`
+		INSERT INTO %[1]s (%[2]s, to_state, from_state, metadata, sort_key, most_recent)
+		SELECT r.owner, r.to_state, r.from_state, r.metadata, r.sort_key, r.most_recent
+		FROM jsonb_to_recordset(?::jsonb) AS r(owner bigint, to_state varchar, from_state varchar,
+		                                         metadata jsonb, sort_key integer, most_recent boolean)
+		ORDER BY r.owner, r.sort_key
+		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key), string(payload)).
+		Scan(&inserted).Error; err != nil {
+		return nil, fmt.Errorf("writing transitions: %w", err)
+	}
+	return inserted, nil
+}

@@ -120,7 +120,7 @@ func BenchmarkCreateTasks(b *testing.B) {
 				reqs[j].IdempotencyKey = fmt.Sprintf("bench-%d-%d", i, j)
 			}
 		}
-		res, err := orchestration.NewService(h.db, h.reg).CreateTasks(ctx, reqs)
+		res, err := h.svc.CreateTasks(ctx, reqs)
 		if err != nil || len(res.Errors) > 0 || res.Created() != len(reqs) {
 			b.Fatalf("CreateTasks: %d created, %v, %v", res.Created(), res.Errors, err)
 		}

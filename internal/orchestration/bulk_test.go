@@ -15,14 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/errs"
-	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/baseline"
-	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // skipEdgeYAML has a step whose shortest and longest paths from the root differ, and a step
@@ -315,7 +312,7 @@ func TestCreateTasksConcurrentOverlappingKeys(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				res, err := orchestration.NewService(h.db, h.reg).CreateTasks(context.Background(), b)
+				res, err := h.svc.CreateTasks(context.Background(), b)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil || len(res.Errors) > 0 {
@@ -368,7 +365,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 		{Namespace: "examples", Name: "tree_workflow", IdempotencyKey: "twice"},
 		{Namespace: "examples", Name: "linear_workflow", Reason: strings.Repeat("r", 256)},
 	}
-	res, err := orchestration.NewService(h.db, h.reg).CreateTasks(ctx, reqs)
+	res, err := h.svc.CreateTasks(ctx, reqs)
 	if err != nil || res.Tasks != nil {
 		t.Fatalf("CreateTasks: %+v, %v; want item errors and no tasks", res, err)
 	}
@@ -397,7 +394,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 		}
 	}
 	// Once the batch's own requests are right, a key held by another template's task is found.
-	res, err = orchestration.NewService(h.db, h.reg).CreateTasks(ctx, []orchestration.CreateTaskRequest{good, reqs[6]})
+	res, err = h.svc.CreateTasks(ctx, []orchestration.CreateTaskRequest{good, reqs[6]})
 	var ve *errs.Error
 	if err != nil || len(res.Errors) != 1 || res.Errors[0].Index != 1 || !errors.As(res.Errors[0].Err, &ve) ||
 		ve.Field != "idempotency_key" || !strings.Contains(ve.Error(), fmt.Sprint(held[0].TaskID)) {
@@ -410,7 +407,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 	for i := range big {
 		big[i] = good
 	}
-	if _, err := orchestration.NewService(h.db, h.reg).CreateTasks(ctx, big); !errors.As(err, &ve) || ve.Field != "inputs" ||
+	if _, err := h.svc.CreateTasks(ctx, big); !errors.As(err, &ve) || ve.Field != "inputs" ||
 		!strings.Contains(err.Error(), fmt.Sprint(orchestration.MaxBatch)) {
 		t.Fatalf("batch over the cap: %v", err)
 	}
@@ -422,16 +419,8 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 // TestCreateTasksStatementCountIsConstant: the statements of a batch do not depend on its size.
 func TestCreateTasksStatementCountIsConstant(t *testing.T) {
 	t.Parallel()
-	var c counter
-	db, err := database.Open(context.Background(), dbtest.NewURL(t), database.Options{Tracer: &c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = database.Close(db) })
-	reg, err := template.Shipped(handler.NewBuiltinRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, c := countedDB(t)
+	reg := shipped(t)
 	ctx := context.Background()
 	if err := reg.RegisterAll(ctx, db); err != nil {
 		t.Fatal(err)

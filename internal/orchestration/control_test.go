@@ -90,14 +90,14 @@ func TestRetryStepGrantsAnAttemptAndResumesTheTask(t *testing.T) {
 	if ex.Attempts != 1 || ex.RetryLimit != 1 {
 		t.Fatalf("before retry: attempts %d retry_limit %d", ex.Attempts, ex.RetryLimit)
 	}
-	if err := orchestration.NewService(h.db, nil).RetryStep(ctx, ex.ID, map[string]any{"by": "operator"}); err != nil {
+	if err := h.svc.RetryStep(ctx, ex.ID, map[string]any{"by": "operator"}); err != nil {
 		t.Fatal(err)
 	}
 	pm := h.steps(permanent)["gated"]
 	if pm.Retryable {
 		t.Fatal("a permanently failed step is still retryable")
 	}
-	if err := orchestration.NewService(h.db, nil).RetryStep(ctx, pm.ID, nil); err != nil {
+	if err := h.svc.RetryStep(ctx, pm.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.waitTasks("complete", 20*time.Second, exhausted, permanent)
@@ -130,13 +130,13 @@ func TestResolveAndCancelStepOfAFailedTask(t *testing.T) {
 	ctx := context.Background()
 
 	before := h.countTransitions()
-	if err := orchestration.NewService(h.db, nil).ResolveStep(ctx, h.steps(resolved)["gated"].ID, " ", nil); err == nil {
+	if err := h.svc.ResolveStep(ctx, h.steps(resolved)["gated"].ID, " ", nil); err == nil {
 		t.Error("resolving without a reason was accepted")
 	}
 	if h.countTransitions() != before {
 		t.Error("a refused resolve wrote transitions")
 	}
-	if err := orchestration.NewService(h.db, nil).ResolveStep(ctx, h.steps(resolved)["gated"].ID, "fixed by hand", nil); err != nil {
+	if err := h.svc.ResolveStep(ctx, h.steps(resolved)["gated"].ID, "fixed by hand", nil); err != nil {
 		t.Fatal(err)
 	}
 	h.waitTasks("complete", 20*time.Second, resolved)
@@ -149,7 +149,7 @@ func TestResolveAndCancelStepOfAFailedTask(t *testing.T) {
 		t.Errorf("child of the resolved step: %v", got)
 	}
 
-	if err := orchestration.NewService(h.db, nil).CancelStep(ctx, h.steps(cancelled)["gated"].ID, map[string]any{"by": "operator"}); err != nil {
+	if err := h.svc.CancelStep(ctx, h.steps(cancelled)["gated"].ID, map[string]any{"by": "operator"}); err != nil {
 		t.Fatal(err)
 	}
 	// The task went back to pending for the action, then was settled again: still blocked.
@@ -172,9 +172,9 @@ func TestControlRefusalsWriteNothing(t *testing.T) {
 	before := h.countTransitions()
 
 	for name, err := range map[string]error{
-		"retry":   orchestration.NewService(h.db, nil).RetryStep(ctx, step.ID, nil),
-		"cancel":  orchestration.NewService(h.db, nil).CancelStep(ctx, step.ID, nil),
-		"resolve": orchestration.NewService(h.db, nil).ResolveStep(ctx, step.ID, "why", nil),
+		"retry":   h.svc.RetryStep(ctx, step.ID, nil),
+		"cancel":  h.svc.CancelStep(ctx, step.ID, nil),
+		"resolve": h.svc.ResolveStep(ctx, step.ID, "why", nil),
 	} {
 		var te *sm.TransitionError
 		if !errors.As(err, &te) || te.From != "complete" || te.ID != step.ID {
@@ -182,10 +182,10 @@ func TestControlRefusalsWriteNothing(t *testing.T) {
 		}
 	}
 	for name, err := range map[string]error{
-		"retry":       orchestration.NewService(h.db, nil).RetryStep(ctx, 987654, nil),
-		"cancel step": orchestration.NewService(h.db, nil).CancelStep(ctx, 987654, nil),
-		"resolve":     orchestration.NewService(h.db, nil).ResolveStep(ctx, 987654, "why", nil),
-		"cancel task": orchestration.NewService(h.db, nil).CancelTask(ctx, 987654, nil),
+		"retry":       h.svc.RetryStep(ctx, 987654, nil),
+		"cancel step": h.svc.CancelStep(ctx, 987654, nil),
+		"resolve":     h.svc.ResolveStep(ctx, 987654, "why", nil),
+		"cancel task": h.svc.CancelTask(ctx, 987654, nil),
 	} {
 		if !errs.Is(err, errs.NotFound) {
 			t.Errorf("%s of an unknown id: %v, want not found", name, err)
@@ -198,7 +198,7 @@ func TestControlRefusalsWriteNothing(t *testing.T) {
 		t.Errorf("a refused retry changed the step: %+v", got)
 	}
 	// Cancelling a complete task is the operator override; its steps are all terminal.
-	if err := orchestration.NewService(h.db, nil).CancelTask(ctx, id, nil); err != nil {
+	if err := h.svc.CancelTask(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.taskHistory(id); !slices.Equal(got, []string{"in_progress", "complete", "cancelled"}) {
@@ -208,12 +208,8 @@ func TestControlRefusalsWriteNothing(t *testing.T) {
 
 func TestCancelStepCancelsItsRunningHandler(t *testing.T) {
 	t.Parallel()
-	b, handlers := newBlocker(t)
-	h := newHarness(t, handlers, blockingYAML)
-	h.engine(orchestration.Config{})
-	id := h.create("tests", "blocking", "")
-	stepID := waitFor(t, b.started, "the handler to start")
-	if err := orchestration.NewService(h.db, nil).CancelStep(context.Background(), stepID, nil); err != nil {
+	h, b, id, stepID := startBlocking(t)
+	if err := h.svc.CancelStep(context.Background(), stepID, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b.ended, "the handler's context to be cancelled")

@@ -312,6 +312,18 @@ func TestCreateTaskConcurrentIdempotentCreates(t *testing.T) {
 // counter counts the statements a connection pool runs.
 type counter struct{ n atomic.Int64 }
 
+// countedDB opens a fresh migrated database whose statements c counts.
+func countedDB(t *testing.T) (*gorm.DB, *counter) {
+	t.Helper()
+	c := &counter{}
+	db, err := database.Open(context.Background(), dbtest.NewURL(t), database.Options{Tracer: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	return db, c
+}
+
 func (c *counter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	c.n.Add(1)
 	return ctx
@@ -351,12 +363,7 @@ func layered(t *testing.T, reg *template.Registry, name string, width, depth int
 
 func TestCreateTaskIsSetBased(t *testing.T) {
 	t.Parallel()
-	var c counter
-	db, err := database.Open(context.Background(), dbtest.NewURL(t), database.Options{Tracer: &c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = database.Close(db) })
+	db, c := countedDB(t)
 	reg := template.NewRegistry(handler.NewBuiltinRegistry())
 	layered(t, reg, "small", 2, 2)   // 4 steps, 4 edges
 	layered(t, reg, "large", 10, 30) // 300 steps, 2900 edges

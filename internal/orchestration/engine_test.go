@@ -29,6 +29,7 @@ type harness struct {
 	db       *gorm.DB
 	handlers *handler.Registry
 	reg      *template.Registry
+	svc      *orchestration.Service // over db, creating tasks from reg
 }
 
 func newHarness(t testing.TB, handlers *handler.Registry, yamls ...string) *harness {
@@ -54,6 +55,7 @@ func newHarness(t testing.TB, handlers *handler.Registry, yamls ...string) *harn
 	if err := h.reg.RegisterAll(context.Background(), h.db); err != nil {
 		t.Fatalf("registering templates: %v", err)
 	}
+	h.svc = orchestration.NewService(h.db, h.reg)
 	return h
 }
 
@@ -110,7 +112,7 @@ func (h *harness) create(namespace, name string, taskContext string) int64 {
 	if taskContext != "" {
 		req.Context = json.RawMessage(taskContext)
 	}
-	task, _, err := orchestration.NewService(h.db, h.reg).CreateTask(context.Background(), req)
+	task, _, err := h.svc.CreateTask(context.Background(), req)
 	if err != nil {
 		h.t.Fatalf("creating task %s/%s: %v", namespace, name, err)
 	}
@@ -169,42 +171,26 @@ type stepInfo struct {
 	RetryLimit            int
 	BackoffRequestSeconds *int
 	Results               string
-	History               []string
-	Times                 []time.Time
-	Meta                  []map[string]any
+	History               []string         `gorm:"-"`
+	Times                 []time.Time      `gorm:"-"`
+	Meta                  []map[string]any `gorm:"-"`
 }
 
 func (h *harness) steps(taskID int64) map[string]*stepInfo {
 	h.t.Helper()
-	var rows []struct {
-		WorkflowStepID        int64
-		Name                  string
-		Attempts              int
-		Processed             bool
-		InProcess             bool
-		Retryable             bool
-		RetryLimit            int
-		BackoffRequestSeconds *int
-		Results               *string
-	}
-	if err := h.db.Raw(`SELECT s.workflow_step_id, ns.name, coalesce(s.attempts, 0) AS attempts, s.processed,
+	var rows []*stepInfo
+	if err := h.db.Raw(`SELECT s.workflow_step_id AS id, ns.name, coalesce(s.attempts, 0) AS attempts, s.processed,
 			s.in_process, s.retryable, coalesce(s.retry_limit, 3) AS retry_limit, s.backoff_request_seconds,
-			s.results::text AS results
+			coalesce(s.results::text, '') AS results
 		FROM tasker_workflow_steps s JOIN tasker_named_steps ns USING (named_step_id)
 		WHERE s.task_id = ?`, taskID).Scan(&rows).Error; err != nil {
 		h.t.Fatal(err)
 	}
 	out := map[string]*stepInfo{}
 	byID := map[int64]*stepInfo{}
-	for _, r := range rows {
-		si := &stepInfo{ID: r.WorkflowStepID, Name: r.Name, Attempts: r.Attempts, Processed: r.Processed,
-			InProcess: r.InProcess, Retryable: r.Retryable, RetryLimit: r.RetryLimit,
-			BackoffRequestSeconds: r.BackoffRequestSeconds}
-		if r.Results != nil {
-			si.Results = *r.Results
-		}
-		out[r.Name] = si
-		byID[r.WorkflowStepID] = si
+	for _, si := range rows {
+		out[si.Name] = si
+		byID[si.ID] = si
 	}
 	var trs []struct {
 		WorkflowStepID int64

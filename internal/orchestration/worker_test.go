@@ -315,13 +315,20 @@ func waitFor[T any](t *testing.T, c <-chan T, what string) T {
 	panic("unreachable")
 }
 
+// startBlocking starts an engine on a task of the blocking template and returns once its step's
+// handler runs, with the task's and the step's ids.
+func startBlocking(t *testing.T) (h *harness, b *blocker, taskID, stepID int64) {
+	t.Helper()
+	b, handlers := newBlocker(t)
+	h = newHarness(t, handlers, blockingYAML)
+	h.engine(orchestration.Config{})
+	taskID = h.create("tests", "blocking", "")
+	return h, b, taskID, waitFor(t, b.started, "the handler to start")
+}
+
 func TestCancelTaskCancelsTheRunningHandler(t *testing.T) {
 	t.Parallel()
-	b, handlers := newBlocker(t)
-	h := newHarness(t, handlers, blockingYAML)
-	h.engine(orchestration.Config{})
-	id := h.create("tests", "blocking", "")
-	stepID := waitFor(t, b.started, "the handler to start")
+	h, b, id, stepID := startBlocking(t)
 	// Cancel through another connection pool, as the API process would.
 	if err := orchestration.NewService(openDB(t, h.url), nil).CancelTask(context.Background(), id, map[string]any{"by": "operator"}); err != nil {
 		t.Fatal(err)
@@ -343,7 +350,7 @@ func TestCancelTaskCancelsTheRunningHandler(t *testing.T) {
 		t.Errorf("first: %v (a complete step stays complete)", got)
 	}
 	// Cancelling again is refused and writes nothing.
-	err := orchestration.NewService(h.db, nil).CancelTask(context.Background(), id, nil)
+	err := h.svc.CancelTask(context.Background(), id, nil)
 	var te *sm.TransitionError
 	if !errors.As(err, &te) || te.From != "cancelled" {
 		t.Errorf("second cancel: %v", err)

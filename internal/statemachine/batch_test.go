@@ -13,13 +13,19 @@ import (
 	"github.com/taskerhq/tasker/internal/store"
 )
 
-func history(t *testing.T, w world, stepID int64) (states []string, current int) {
+// transitions reads a step's transitions in history order.
+func transitions(t *testing.T, w world, stepID int64) []models.WorkflowStepTransition {
 	t.Helper()
 	var rows []models.WorkflowStepTransition
 	if err := w.db.Where("workflow_step_id = ?", stepID).Order("sort_key").Find(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
-	for i, r := range rows {
+	return rows
+}
+
+func history(t *testing.T, w world, stepID int64) (states []string, current int) {
+	t.Helper()
+	for i, r := range transitions(t, w, stepID) {
 		if r.SortKey != i+1 {
 			t.Fatalf("step %d: gap in history at row %d (sort_key %d)", stepID, i, r.SortKey)
 		}

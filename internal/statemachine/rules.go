@@ -7,7 +7,11 @@
 // internal/store's.
 package statemachine
 
-import "github.com/taskerhq/tasker/internal/models"
+import (
+	"slices"
+
+	"github.com/taskerhq/tasker/internal/models"
+)
 
 // Kind names what a transition moves: a task or a step.
 type Kind string
@@ -18,48 +22,46 @@ const (
 	KindStep Kind = "step"
 )
 
-type edge struct{ from, to models.State }
-
-// stepMoves is the step transition table of SEMANTICS §2, mapping each allowed move to its
-// event name. Terminal states have no outgoing moves.
-var stepMoves = map[edge]string{
-	{models.StatePending, models.StateInProgress}:       "execution_requested",
-	{models.StatePending, models.StateError}:            "failed",
-	{models.StatePending, models.StateCancelled}:        "cancelled",
-	{models.StatePending, models.StateResolvedManually}: "resolved_manually",
-	{models.StateInProgress, models.StateComplete}:      "completed",
-	{models.StateInProgress, models.StateError}:         "failed",
-	{models.StateInProgress, models.StateCancelled}:     "cancelled",
-	{models.StateError, models.StatePending}:            "retry_requested",
-	{models.StateError, models.StateResolvedManually}:   "resolved_manually",
-	{models.StateError, models.StateCancelled}:          "cancelled",
+// moves is the transition table of SEMANTICS §2: per kind, the states each state may move to.
+// Terminal states have no outgoing moves (a task may still be cancelled from complete or
+// resolved_manually by an operator).
+var moves = map[Kind]map[models.State][]models.State{
+	KindStep: {
+		models.StatePending:    {models.StateInProgress, models.StateError, models.StateCancelled, models.StateResolvedManually},
+		models.StateInProgress: {models.StateComplete, models.StateError, models.StateCancelled},
+		models.StateError:      {models.StatePending, models.StateResolvedManually, models.StateCancelled},
+	},
+	KindTask: {
+		models.StatePending:          {models.StateInProgress, models.StateCancelled, models.StateError},
+		models.StateInProgress:       {models.StateComplete, models.StateError, models.StateCancelled, models.StatePending},
+		models.StateError:            {models.StatePending, models.StateResolvedManually, models.StateCancelled},
+		models.StateComplete:         {models.StateCancelled},
+		models.StateResolvedManually: {models.StateCancelled},
+	},
 }
 
-// taskMoves is the task transition table of SEMANTICS §2 with event names.
-var taskMoves = map[edge]string{
-	{models.StatePending, models.StateInProgress}:         "start_requested",
-	{models.StatePending, models.StateCancelled}:          "cancelled",
-	{models.StatePending, models.StateError}:              "failed",
-	{models.StateInProgress, models.StateComplete}:        "completed",
-	{models.StateInProgress, models.StateError}:           "failed",
-	{models.StateInProgress, models.StateCancelled}:       "cancelled",
-	{models.StateInProgress, models.StatePending}:         "retry_requested",
-	{models.StateError, models.StatePending}:              "retry_requested",
-	{models.StateError, models.StateResolvedManually}:     "resolved_manually",
-	{models.StateError, models.StateCancelled}:            "cancelled",
-	{models.StateComplete, models.StateCancelled}:         "cancelled",
-	{models.StateResolvedManually, models.StateCancelled}: "cancelled",
+// events names the move to each state; a start is named per kind.
+var events = map[models.State]string{
+	models.StatePending:          "retry_requested",
+	models.StateComplete:         "completed",
+	models.StateError:            "failed",
+	models.StateCancelled:        "cancelled",
+	models.StateResolvedManually: "resolved_manually",
 }
 
 // Event returns the event name of a move and whether the move is in the table at all
 // (guards are checked separately).
 func Event(kind Kind, from, to models.State) (string, bool) {
-	table := stepMoves
-	if kind == KindTask {
-		table = taskMoves
+	if !slices.Contains(moves[kind][from], to) {
+		return "", false
 	}
-	name, ok := table[edge{from, to}]
-	return name, ok
+	if to == models.StateInProgress {
+		if kind == KindTask {
+			return "start_requested", true
+		}
+		return "execution_requested", true
+	}
+	return events[to], true
 }
 
 // Allowed lists the states an owner of kind in state from may move to (before guards).

@@ -260,10 +260,7 @@ func TestTransitionsRecordEventAndHistory(t *testing.T) {
 	if tr.Event != "execution_requested" || tr.SortKey != 4 || tr.From == nil || *tr.From != models.StatePending {
 		t.Fatalf("unexpected transition %+v", tr)
 	}
-	var rows []models.WorkflowStepTransition
-	if err := w.db.Where("workflow_step_id = ?", w.a).Order("sort_key").Find(&rows).Error; err != nil {
-		t.Fatal(err)
-	}
+	rows := transitions(t, w, w.a)
 	wantEvents := []string{"execution_requested", "failed", "retry_requested", "execution_requested"}
 	for i, r := range rows {
 		var meta map[string]any
@@ -318,10 +315,7 @@ func TestRacingWritersLeaveOneCurrentRowAndAGapFreeHistory(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	var rows []models.WorkflowStepTransition
-	if err := w.db.Where("workflow_step_id = ?", w.a).Order("sort_key").Find(&rows).Error; err != nil {
-		t.Fatal(err)
-	}
+	rows := transitions(t, w, w.a)
 	if len(rows) != succeeded || succeeded == 0 {
 		t.Fatalf("%d successful moves but %d rows", succeeded, len(rows))
 	}

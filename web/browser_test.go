@@ -60,11 +60,7 @@ func newServer(t *testing.T, required bool) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := auth.NewStore(sqlDB)
+	store := auth.NewStore(db)
 	mode := auth.Off
 	if required {
 		mode = auth.Required
@@ -73,7 +69,7 @@ func newServer(t *testing.T, required bool) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refresher, err := refresh.New(sqlDB, nil, refresh.Config{}, log) // refreshes only when asked
+	refresher, err := refresh.New(db, nil, refresh.Config{}, log) // refreshes only when asked
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,14 +51,14 @@ func newDashEnv(t *testing.T, mode auth.Mode) *dashEnv {
 	for _, name := range refresh.ViewNames() {
 		schedules[name] = "off"
 	}
-	r, err := refresh.New(database.SQL(db), nil, refresh.Config{Schedules: schedules}, log)
+	r, err := refresh.New(db, nil, refresh.Config{Schedules: schedules}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	deps := server.Deps{DB: db, Log: log, Refresher: r}
 	e := &dashEnv{t: t, db: db, fx: fixture.New(t, db), refresher: r, logs: logs, tokens: map[auth.Role]string{}}
 	if mode == auth.Required {
-		store := auth.NewStore(database.SQL(db))
+		store := auth.NewStore(db)
 		guard, err := auth.NewGuard(mode, store, auth.Limits{}, nil, log)
 		if err != nil {
 			t.Fatal(err)

@@ -184,9 +184,8 @@ func newProbeEnv(t *testing.T) *probeEnv {
 	broken := newSecureEnv(t, auth.Required, auth.Limits{}, func(s *secureSetup) {
 		s.store = func(*gorm.DB) *auth.Store {
 			db := dbtest.New(t)
-			sqlDB := database.SQL(db)
-			_ = sqlDB.Close()
-			return auth.NewStore(sqlDB)
+			_ = database.SQL(db).Close()
+			return auth.NewStore(db)
 		}
 	})
 	p := &probeEnv{secureEnv: e, broken: broken}

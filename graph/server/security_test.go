@@ -19,7 +19,6 @@ import (
 
 	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/auth"
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
 )
@@ -52,7 +51,7 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secu
 	for _, o := range opts {
 		o(&setup)
 	}
-	store := auth.NewStore(database.SQL(db))
+	store := auth.NewStore(db)
 	guardStore := store
 	if setup.store != nil {
 		guardStore = setup.store(db)
@@ -64,7 +63,7 @@ func newSecureEnv(t testing.TB, mode auth.Mode, limits auth.Limits, opts ...secu
 	if !setup.noRevocationWatch {
 		guard.WatchRevocations(hub)
 	}
-	m := metrics.New(metrics.Options{DB: database.SQL(db), Hub: hub, Log: log})
+	m := metrics.New(metrics.Options{DB: db, Hub: hub, Log: log})
 	api := server.New(server.Config{}, server.Deps{DB: db, Hub: hub, Log: log, Templates: b.templates, Guard: guard, Metrics: m})
 	mux := http.NewServeMux()
 	api.Mount(mux)

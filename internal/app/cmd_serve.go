@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	hub := events.NewHub(dbURL, log)
 	hubRun := goUntilStopped("events", hub.Run)
 	stops.add("events", hubRun.stop)
-	refresher, err := refresh.New(database.SQL(gdb), hub, refreshCfg, log)
+	refresher, err := refresh.New(gdb, hub, refreshCfg, log)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	if err != nil {
 		return err
 	}
-	retainer, err := retention.New(database.SQL(gdb), retentionCfg, log)
+	retainer, err := retention.New(gdb, retentionCfg, log)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 		}
 	}
 	// API access control and metrics (cmd_serve_security.go); the workers report to the metrics.
-	sec, err := newAPISecurity(ctx, authDecision, database.SQL(gdb), hub, log)
+	sec, err := newAPISecurity(ctx, authDecision, gdb, hub, log)
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 		return fmt.Errorf("registering task templates: %w", err)
 	}
 	log.Info("serve: templates registered", "count", len(apiTemplates.Templates()), "took", time.Since(began))
-	srv, err := httpserver.New(cfg.Listen, database.SQL(gdb), log)
+	srv, err := httpserver.New(cfg.Listen, gdb, log)
 	if err != nil {
 		return err
 	}

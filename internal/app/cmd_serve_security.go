@@ -2,10 +2,11 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 	"math"
 	"os"
+
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/config"
@@ -52,7 +53,7 @@ func apiLimits(mode auth.Mode, getenv func(string) string) (auth.Limits, error) 
 // newAPISecurity builds the request guard (limits from apiLimits) and the metrics registry.
 // With authentication required and no active token, it warns how to create one: every API
 // request is refused until then.
-func newAPISecurity(ctx context.Context, d auth.Decision, db *sql.DB, hub *events.Hub, log *slog.Logger) (apiSecurity, error) {
+func newAPISecurity(ctx context.Context, d auth.Decision, db *gorm.DB, hub *events.Hub, log *slog.Logger) (apiSecurity, error) {
 	limits, err := apiLimits(d.Mode, os.Getenv)
 	if err != nil {
 		return apiSecurity{}, err

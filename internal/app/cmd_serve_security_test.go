@@ -12,14 +12,13 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/config"
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 // createToken stores a token of role in the database at url and returns it.
 func createToken(t *testing.T, url string, role auth.Role) string {
 	t.Helper()
-	_, secret, err := auth.NewStore(database.SQL(dbtest.Open(t, url))).Create(context.Background(), role, "serve-test")
+	_, secret, err := auth.NewStore(dbtest.Open(t, url)).Create(context.Background(), role, "serve-test")
 	if err != nil {
 		t.Fatal(err)
 	}

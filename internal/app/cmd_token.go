@@ -104,7 +104,7 @@ func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writ
 	if _, err := migrate.Up(ctx, database.SQL(gdb)); err != nil {
 		return err
 	}
-	store := auth.NewStore(database.SQL(gdb))
+	store := auth.NewStore(gdb)
 
 	switch sub {
 	case "create":

@@ -11,7 +11,6 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/config"
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -35,7 +34,7 @@ func TestTokenCommand(t *testing.T) {
 	if !strings.HasPrefix(secret, auth.TokenPrefix) || strings.Contains(secret, " ") {
 		t.Fatalf("last line %q is not the token alone", secret)
 	}
-	store := auth.NewStore(database.SQL(dbtest.Open(t, url)))
+	store := auth.NewStore(dbtest.Open(t, url))
 	p, err := store.Authenticate(context.Background(), secret)
 	if err != nil || p.Role != auth.Operator || p.Name != "deploy-bot" {
 		t.Fatalf("created token authenticates as %+v, %v", p, err)

@@ -79,9 +79,9 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	defer func() { stopHub(); <-hubDone }()
 
 	if *metricsListen != "" {
-		m := metrics.New(metrics.Options{DB: database.SQL(gdb), Hub: hub, Log: log})
+		m := metrics.New(metrics.Options{DB: gdb, Hub: hub, Log: log})
 		ocfg.Observer = m
-		srv, err := httpserver.New(*metricsListen, database.SQL(gdb), log)
+		srv, err := httpserver.New(*metricsListen, gdb, log)
 		if err != nil {
 			return err
 		}

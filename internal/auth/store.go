@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/errs"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/textcheck"
 )
 
@@ -26,11 +29,8 @@ const prefixLen = len(TokenPrefix) + 8
 const minRevokePrefix = len(TokenPrefix) + 4
 
 // ErrInvalidToken is returned by Authenticate for a token that is unknown, malformed or
-// revoked.
+// revoked. It is not a domain error kind: the guard answers it with UNAUTHENTICATED.
 var ErrInvalidToken = errors.New("invalid or revoked API token")
-
-// ErrNotFound is wrapped by Revoke when no active token matches.
-var ErrNotFound = errors.New("no such active API token")
 
 // Token describes a stored API token (never the token itself).
 type Token struct {
@@ -44,10 +44,10 @@ type Token struct {
 
 // Store keeps API tokens in tasker_api_tokens. It holds no cache: every Authenticate reads
 // the table, so a revocation applies to the next request in every process.
-type Store struct{ db *sql.DB }
+type Store struct{ st *store.Store }
 
-// NewStore returns a store over db.
-func NewStore(db *sql.DB) *Store { return &Store{db: db} }
+// NewStore returns a token store over db.
+func NewStore(db *gorm.DB) *Store { return &Store{st: store.New(db)} }
 
 func hashToken(secret string) []byte {
 	sum := sha256.Sum256([]byte(secret))
@@ -55,16 +55,17 @@ func hashToken(secret string) []byte {
 }
 
 // Create stores a new token of role and returns it with its secret, which is shown only here.
-// The secret is TokenPrefix followed by 256 random bits in unpadded base64url.
+// The secret is TokenPrefix followed by 256 random bits in unpadded base64url. A role, or a
+// name, that is refused is an errs.Invalid error.
 func (s *Store) Create(ctx context.Context, role Role, name string) (Token, string, error) {
 	if role.rank() == 0 {
-		return Token{}, "", fmt.Errorf("creating API token: unknown role %q", role)
+		return Token{}, "", errs.E(errs.Invalid, "creating API token: unknown role %q", role)
 	}
 	if len(name) > 128 {
-		return Token{}, "", fmt.Errorf("creating API token: name is %d bytes, the limit is 128", len(name))
+		return Token{}, "", errs.E(errs.Invalid, "creating API token: name is %d bytes, the limit is 128", len(name))
 	}
 	if reason := textcheck.String(name); reason != "" {
-		return Token{}, "", fmt.Errorf("creating API token: the name %s", reason)
+		return Token{}, "", errs.E(errs.Invalid, "creating API token: the name %s", reason)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -72,9 +73,8 @@ func (s *Store) Create(ctx context.Context, role Role, name string) (Token, stri
 	}
 	secret := TokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 	t := Token{Name: name, Role: role, Prefix: secret[:prefixLen]}
-	err := s.db.QueryRowContext(ctx, `INSERT INTO tasker_api_tokens (name, role, prefix, token_hash)
-		VALUES ($1, $2, $3, $4) RETURNING api_token_id, created_at`,
-		name, string(role), t.Prefix, hashToken(secret)).Scan(&t.ID, &t.CreatedAt)
+	var err error
+	t.ID, t.CreatedAt, err = s.st.CreateAPIToken(ctx, name, string(role), t.Prefix, hashToken(secret))
 	if err != nil {
 		return Token{}, "", fmt.Errorf("creating API token: %w", err)
 	}
@@ -87,28 +87,20 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (Principal, err
 	if !strings.HasPrefix(secret, TokenPrefix) || len(secret) > 128 {
 		return Principal{}, ErrInvalidToken
 	}
-	var p Principal
-	var role string
-	err := s.db.QueryRowContext(ctx, `SELECT api_token_id, name, role FROM tasker_api_tokens
-		WHERE token_hash = $1 AND revoked_at IS NULL`, hashToken(secret)).Scan(&p.TokenID, &p.Name, &role)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Principal{}, ErrInvalidToken
-	}
+	id, name, role, found, err := s.st.ActiveAPITokenByHash(ctx, hashToken(secret))
 	if err != nil {
 		return Principal{}, fmt.Errorf("looking up API token: %w", err)
 	}
-	p.Role = Role(role)
-	return p, nil
+	if !found {
+		return Principal{}, ErrInvalidToken
+	}
+	return Principal{TokenID: id, Name: name, Role: Role(role)}, nil
 }
 
 // Active reports whether the token with this id exists and is not revoked: what a long-lived
 // connection asks before each operation and when told of a revocation.
 func (s *Store) Active(ctx context.Context, id int64) (bool, error) {
-	var active bool
-	err := s.db.QueryRowContext(ctx, `SELECT revoked_at IS NULL FROM tasker_api_tokens WHERE api_token_id = $1`, id).Scan(&active)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	active, err := s.st.APITokenActive(ctx, id)
 	if err != nil {
 		return false, fmt.Errorf("checking API token %d: %w", id, err)
 	}
@@ -117,92 +109,69 @@ func (s *Store) Active(ctx context.Context, id int64) (bool, error) {
 
 // Revoke revokes the one active token named by ref: its id (digits), the token itself, or a
 // prefix of it at least 8 characters long. A prefix matching several active tokens is refused
-// and revokes nothing.
+// and revokes nothing. No active token matching is an errs.NotFound error; a reference that
+// cannot name a token, or names several, is errs.Invalid.
 func (s *Store) Revoke(ctx context.Context, ref string) (Token, error) {
 	ref = strings.TrimSpace(ref)
-	var rows *sql.Rows
+	var ids []int64
 	var err error
 	switch {
 	case ref == "":
-		return Token{}, errors.New("revoking API token: give its id or a prefix of the token")
+		return Token{}, errs.E(errs.Invalid, "revoking API token: give its id or a prefix of the token")
 	case textcheck.String(ref) != "":
-		return Token{}, fmt.Errorf("revoking API token: the reference %s", textcheck.String(ref))
+		return Token{}, errs.E(errs.Invalid, "revoking API token: the reference %s", textcheck.String(ref))
 	case isDigits(ref):
 		id, perr := strconv.ParseInt(ref, 10, 64)
 		if perr != nil {
-			return Token{}, fmt.Errorf("revoking API token: id %q is out of range", ref)
+			return Token{}, errs.E(errs.Invalid, "revoking API token: id %q is out of range", ref)
 		}
-		rows, err = s.db.QueryContext(ctx, `SELECT api_token_id FROM tasker_api_tokens
-			WHERE api_token_id = $1 AND revoked_at IS NULL`, id)
+		ids, err = s.st.ActiveAPITokenIDsByID(ctx, id)
 	case len(ref) > prefixLen:
-		rows, err = s.db.QueryContext(ctx, `SELECT api_token_id FROM tasker_api_tokens
-			WHERE token_hash = $1 AND revoked_at IS NULL`, hashToken(ref))
+		ids, err = s.st.ActiveAPITokenIDsByHash(ctx, hashToken(ref))
 	case len(ref) < minRevokePrefix || !strings.HasPrefix(ref, TokenPrefix):
-		return Token{}, fmt.Errorf("revoking API token: %q is neither an id nor a token prefix of at least %d characters starting %q",
+		return Token{}, errs.E(errs.Invalid, "revoking API token: %q is neither an id nor a token prefix of at least %d characters starting %q",
 			ref, minRevokePrefix, TokenPrefix)
 	default:
-		rows, err = s.db.QueryContext(ctx, `SELECT api_token_id FROM tasker_api_tokens
-			WHERE prefix LIKE $1 || '%' AND revoked_at IS NULL`, ref)
+		ids, err = s.st.ActiveAPITokenIDsByPrefix(ctx, ref)
 	}
 	if err != nil {
-		return Token{}, fmt.Errorf("revoking API token: %w", err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return Token{}, fmt.Errorf("revoking API token: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return Token{}, fmt.Errorf("revoking API token: %w", err)
 	}
 	switch len(ids) {
 	case 0:
-		return Token{}, fmt.Errorf("revoking API token %q: %w", ref, ErrNotFound)
+		return Token{}, notFound(ref)
 	case 1:
 	default:
-		return Token{}, fmt.Errorf("revoking API token: prefix %q matches %d active tokens; give more of it or the id", ref, len(ids))
+		return Token{}, errs.E(errs.Invalid, "revoking API token: prefix %q matches %d active tokens; give more of it or the id", ref, len(ids))
 	}
-	var t Token
-	var role string
-	err = s.db.QueryRowContext(ctx, `UPDATE tasker_api_tokens SET revoked_at = now()
-		WHERE api_token_id = $1 AND revoked_at IS NULL
-		RETURNING api_token_id, name, role, prefix, created_at, revoked_at`, ids[0]).
-		Scan(&t.ID, &t.Name, &role, &t.Prefix, &t.CreatedAt, &t.RevokedAt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Token{}, fmt.Errorf("revoking API token %q: %w", ref, ErrNotFound)
-	}
+	row, found, err := s.st.RevokeAPIToken(ctx, ids[0])
 	if err != nil {
 		return Token{}, fmt.Errorf("revoking API token: %w", err)
 	}
-	t.Role = Role(role)
-	return t, nil
+	if !found {
+		return Token{}, notFound(ref)
+	}
+	return token(row), nil
+}
+
+// notFound is the error of a revocation that matched no active token.
+func notFound(ref string) error {
+	return errs.E(errs.NotFound, "revoking API token %q: no such active API token", ref)
+}
+
+func token(r store.APIToken) Token {
+	return Token{ID: r.ID, Name: r.Name, Role: Role(r.Role), Prefix: r.Prefix, CreatedAt: r.CreatedAt, RevokedAt: r.RevokedAt}
 }
 
 // List returns every token, active and revoked, oldest first.
 func (s *Store) List(ctx context.Context) ([]Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT api_token_id, name, role, prefix, created_at, revoked_at
-		FROM tasker_api_tokens ORDER BY api_token_id`)
+	rows, err := s.st.APITokens(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing API tokens: %w", err)
 	}
-	defer rows.Close()
 	var out []Token
-	for rows.Next() {
-		var t Token
-		var role string
-		if err := rows.Scan(&t.ID, &t.Name, &role, &t.Prefix, &t.CreatedAt, &t.RevokedAt); err != nil {
-			return nil, fmt.Errorf("listing API tokens: %w", err)
-		}
-		t.Role = Role(role)
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing API tokens: %w", err)
+	for _, r := range rows {
+		out = append(out, token(r))
 	}
 	return out, nil
 }

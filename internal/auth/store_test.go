@@ -8,13 +8,13 @@ import (
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/auth"
-	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func newStore(t *testing.T) *auth.Store {
 	t.Helper()
-	return auth.NewStore(database.SQL(dbtest.New(t)))
+	return auth.NewStore(dbtest.New(t))
 }
 
 func TestStoreCreateAuthenticateRevoke(t *testing.T) {
@@ -50,7 +50,7 @@ func TestStoreCreateAuthenticateRevoke(t *testing.T) {
 	if _, err := s.Authenticate(ctx, secret); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("revoked token authenticated: %v", err)
 	}
-	if _, err := s.Revoke(ctx, tok.Prefix); !errors.Is(err, auth.ErrNotFound) {
+	if _, err := s.Revoke(ctx, tok.Prefix); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("revoking twice: %v, want ErrNotFound", err)
 	}
 	list, err := s.List(ctx)
@@ -80,10 +80,10 @@ func TestStoreRevokeByIDTokenAndRefusals(t *testing.T) {
 		}
 	}
 	// A prefix of "tkr_" plus 4 characters is long enough; this one matches no token.
-	if _, err := s.Revoke(ctx, "tkr_!!!!"); !errors.Is(err, auth.ErrNotFound) {
+	if _, err := s.Revoke(ctx, "tkr_!!!!"); !errs.Is(err, errs.NotFound) {
 		t.Errorf("Revoke of an unknown prefix succeeded")
 	}
-	if _, err := s.Revoke(ctx, "12345"); !errors.Is(err, auth.ErrNotFound) {
+	if _, err := s.Revoke(ctx, "12345"); !errs.Is(err, errs.NotFound) {
 		t.Errorf("Revoke of an unknown id: %v, want ErrNotFound", err)
 	}
 	if got, err := s.Revoke(ctx, secretB); err != nil || got.ID != b.ID {

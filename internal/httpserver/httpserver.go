@@ -6,7 +6,6 @@ package httpserver
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,20 +13,22 @@ import (
 	"net/http"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // Server is the HTTP front of the process.
 type Server struct {
 	Mux      *http.ServeMux
-	db       *sql.DB
+	db       *gorm.DB
 	log      *slog.Logger
 	listener net.Listener
 	srv      *http.Server
 }
 
 // New builds a server listening on addr with health endpoints backed by db.
-func New(addr string, db *sql.DB, log *slog.Logger) (*Server, error) {
+func New(addr string, db *gorm.DB, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
@@ -49,7 +50,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
-	if err := s.db.PingContext(ctx); err != nil {
+	if err := ping(ctx, s.db); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"status":"unavailable","reason":"database unreachable"}` + "\n"))
 		return
@@ -76,4 +77,13 @@ func (s *Server) Serve(ctx context.Context, timeout time.Duration) error {
 	}
 	s.log.Info("http: stopped", "took", time.Since(start))
 	return nil
+}
+
+// ping checks that the database answers, through the pool under the handle.
+func ping(ctx context.Context, db *gorm.DB) error {
+	pool, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return pool.PingContext(ctx)
 }

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
-func serve(t *testing.T, db *sql.DB) string {
+func serve(t *testing.T, db *gorm.DB) string {
 	t.Helper()
 	srv, err := httpserver.New("127.0.0.1:0", db, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -50,7 +51,7 @@ func status(t *testing.T, url string) (int, string) {
 // answers 200 either way.
 func TestReadinessFollowsTheDatabase(t *testing.T) {
 	t.Parallel()
-	up := serve(t, database.SQL(dbtest.New(t)))
+	up := serve(t, dbtest.New(t))
 	if code, body := status(t, up+"/readyz"); code != http.StatusOK || !strings.Contains(body, "ready") {
 		t.Fatalf("/readyz with a reachable database: %d %s", code, body)
 	}
@@ -61,7 +62,11 @@ func TestReadinessFollowsTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unreachable.Close() })
-	down := serve(t, unreachable)
+	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: unreachable}), &gorm.Config{DisableAutomaticPing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := serve(t, gdb)
 	if code, body := status(t, down+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "database unreachable") {
 		t.Fatalf("/readyz with an unreachable database: %d %s, want 503", code, body)
 	}

@@ -15,7 +15,6 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 	"net/http"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/orchestration"
@@ -30,8 +30,9 @@ import (
 
 // Options are what the metrics read. Every field is optional except Log defaults to discard.
 type Options struct {
-	// DB is read on each scrape (queue depth, read models) and reported as pool statistics.
-	DB *sql.DB
+	// DB is read on each scrape (queue depth, read models); its pool is reported as pool
+	// statistics.
+	DB *gorm.DB
 	// Hub reports the number of event subscribers.
 	Hub *events.Hub
 	// ScrapeTimeout bounds the database reads of one scrape (default 2s).
@@ -107,8 +108,11 @@ func New(opts Options) *Metrics {
 		m.stepRuns, m.stepDuration, m.claimLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DB != nil {
-		m.reg.MustRegister(collectors.NewDBStatsCollector(opts.DB, "tasker"),
-			&dbCollector{db: opts.DB, timeout: opts.ScrapeTimeout, log: opts.Log})
+		// The pool's statistics are those of the *sql.DB under the handle (the primary's).
+		if pool, err := opts.DB.DB(); err == nil {
+			m.reg.MustRegister(collectors.NewDBStatsCollector(pool, "tasker"))
+		}
+		m.reg.MustRegister(&dbCollector{db: opts.DB, timeout: opts.ScrapeTimeout, log: opts.Log})
 	}
 	if opts.Hub != nil {
 		hub := opts.Hub
@@ -147,7 +151,7 @@ func (l slogErrorLog) Println(v ...any) { l.log.Error("metrics: serving /metrics
 // fails or times out is logged and its metrics are left out of that scrape; it never fails
 // the scrape.
 type dbCollector struct {
-	db      *sql.DB
+	db      *gorm.DB
 	timeout time.Duration
 	log     *slog.Logger
 }
@@ -196,7 +200,9 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	failures := 0
 	var ready int64
-	if err := c.db.QueryRowContext(ctx, readyStepsSQL).Scan(&ready); err != nil {
+	// The collector's two statements are reads of the queue and of the read models' state,
+	// not writes: they stay with the metrics they feed.
+	if err := c.db.WithContext(ctx).Raw(readyStepsSQL).Row().Scan(&ready); err != nil {
 		failures++
 		c.log.Warn("metrics: counting ready steps", "error", err)
 	} else {
@@ -210,7 +216,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *dbCollector) collectReadModels(ctx context.Context, ch chan<- prometheus.Metric) error {
-	rows, err := c.db.QueryContext(ctx, readModelsSQL)
+	rows, err := c.db.WithContext(ctx).Raw(readModelsSQL).Rows()
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	sub := hub.Subscribe(func(events.Event) bool { return false })
 	defer sub.Close()
 
-	m := metrics.New(metrics.Options{DB: database.SQL(db), Hub: hub})
+	m := metrics.New(metrics.Options{DB: db, Hub: hub})
 	m.StepClaimed("fetch", 150*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeComplete, 20*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeError, 5*time.Millisecond)
@@ -89,9 +89,8 @@ func TestScrapeSurvivesAnUnreachableDatabase(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
 	db := dbtest.Open(t, url)
-	sqlDB := database.SQL(db)
-	m := metrics.New(metrics.Options{DB: sqlDB, ScrapeTimeout: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := sqlDB.Close(); err != nil {
+	m := metrics.New(metrics.Options{DB: db, ScrapeTimeout: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := database.SQL(db).Close(); err != nil {
 		t.Fatal(err)
 	}
 	body := scrape(t, m.Handler())

@@ -13,7 +13,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
@@ -152,7 +151,7 @@ func BenchmarkReadModels(b *testing.B) {
 func benchReadModels(b *testing.B, steps int) {
 	db := dbtest.New(b)
 	loadBenchData(b, db, steps)
-	r, err := New(database.SQL(db), nil, Config{Schedules: offSchedules()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(db, nil, Config{Schedules: offSchedules()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/models"
@@ -23,7 +22,7 @@ func testLog(t testing.TB) *slog.Logger {
 // newRefresher builds a refresher over gdb, stopped when t ends.
 func newRefresher(t testing.TB, gdb *gorm.DB, hub *events.Hub, cfg Config) *Refresher {
 	t.Helper()
-	r, err := New(database.SQL(gdb), hub, cfg, testLog(t))
+	r, err := New(gdb, hub, cfg, testLog(t))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
@@ -267,34 +268,37 @@ func TestFoldingInNeverScansTheHistory(t *testing.T) {
 		"tasker_tasks": true, "tasker_workflow_steps": true, "tasker_task_transitions": true,
 		"tasker_workflow_step_transitions": true, "tasker_rm_task_states": true, "tasker_rm_step_durations": true,
 	}
-	sqlDB := r.db
 	ctx := context.Background()
 	for _, name := range ViewNames() {
-		tx, err := sqlDB.BeginTx(ctx, nil)
+		tx := db.WithContext(ctx).Begin()
+		if tx.Error != nil {
+			t.Fatal(tx.Error)
+		}
+		st := store.New(tx)
+		horizon, err := st.ReadHorizon(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		horizon, err := readHorizon(ctx, tx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := indexDriven(ctx, tx); err != nil {
+		if err := st.PlanForIndexLookups(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var prev string
-		if err := tx.QueryRowContext(ctx, `SELECT processed_xid::text FROM tasker_read_model_state WHERE name = $1`, name).Scan(&prev); err != nil {
+		if err := tx.Raw(`SELECT processed_xid::text FROM tasker_read_model_state WHERE name = $1`, name).Row().Scan(&prev); err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range incrementalSQL[name] {
-			q = span{}.expand(q)
+		stmts := store.FoldStatements(name)
+		if len(stmts) == 0 {
+			t.Fatalf("%s: no statements fold changes in", name)
+		}
+		for _, q := range stmts {
 			if !strings.Contains(q, "$2") {
-				if _, err := tx.ExecContext(ctx, q); err != nil {
+				if err := tx.Exec(q).Error; err != nil {
 					t.Fatal(err)
 				}
 				continue
 			}
 			var plan string
-			if err := tx.QueryRowContext(ctx, `EXPLAIN (FORMAT JSON) `+q, prev, horizon).Scan(&plan); err != nil {
+			if err := tx.Raw(`EXPLAIN (FORMAT JSON) `+q, prev, horizon).Row().Scan(&plan); err != nil {
 				t.Fatalf("%s: explaining %s: %v", name, q, err)
 			}
 			for _, rel := range seqScans(t, plan) {
@@ -303,7 +307,7 @@ func TestFoldingInNeverScansTheHistory(t *testing.T) {
 				}
 			}
 		}
-		_ = tx.Rollback()
+		tx.Rollback()
 	}
 }
 

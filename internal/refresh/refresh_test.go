@@ -12,11 +12,16 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
+
+// lockKeySQL is the advisory lock key of one view's refresh (parameter $1: the view's name),
+// written independently of store.TryLockReadModel: every process must use this key.
+const lockKeySQL = `hashtextextended('tasker.read_model_refresh:' || $1, 0)`
 
 // The live aggregates, written independently of db/materialized: the current state from the
 // highest sort_key rather than the most_recent flag, durations from a self-join on the next
@@ -361,7 +366,7 @@ func writeStepTransition(t *testing.T, db *gorm.DB, stepID int64, to models.Stat
 func lockAndWaitForRefresh(t *testing.T, r *Refresher, view, table string) (done <-chan Outcome, release func()) {
 	t.Helper()
 	ctx := context.Background()
-	sqlDB := r.db
+	sqlDB := database.SQL(r.db)
 	tx, err := sqlDB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -584,13 +589,12 @@ func TestBadInputIsRefusedWithAClearError(t *testing.T) {
 	if _, err := New(nil, nil, Config{}, testLog(t)); err == nil {
 		t.Error("New without a database succeeded")
 	}
-	sqlDB, _ := db.DB()
-	if _, err := New(sqlDB, nil, Config{Schedules: map[string]string{"tasker_nope": "@hourly"}}, testLog(t)); err == nil ||
+	if _, err := New(db, nil, Config{Schedules: map[string]string{"tasker_nope": "@hourly"}}, testLog(t)); err == nil ||
 		!strings.Contains(err.Error(), "tasker_nope") {
 		t.Errorf("schedule of an unknown view: %v", err)
 	}
 	r := newRefresher(t, db, nil, Config{})
-	if _, err := r.Refresh(context.Background(), "tasker_nope"); !errors.Is(err, ErrUnknownView) ||
+	if _, err := r.Refresh(context.Background(), "tasker_nope"); !errs.Is(err, errs.NotFound) ||
 		!strings.Contains(err.Error(), "tasker_nope") {
 		t.Errorf("Refresh of an unknown view: %v", err)
 	}

@@ -11,11 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/robfig/cron/v3"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // Trigger says why a refresh ran; it is recorded in the refresh log.
@@ -62,26 +64,20 @@ type Outcome struct {
 	// RowCount is the number of rows in the view after a successful refresh.
 	RowCount int64
 	// Pending is true after a successful refresh that left committed changes for the next
-	// one: they belong to transactions above its horizon (see foldIn). The read model stays
+	// one: they belong to transactions above its horizon (see store.FoldIn). The read model stays
 	// stale and, while the refresher runs, another refresh is scheduled.
 	Pending bool
 	// Err is why the refresh failed or was cancelled.
 	Err error
 }
 
-// ErrUnknownView is returned by Refresh for a name that is not one of Views.
-var ErrUnknownView = errors.New("unknown materialized view")
-
 // ErrStopped is returned by Start after Stop.
 var ErrStopped = errors.New("refresher is stopped")
 
-// lockKeySQL is the advisory lock key of one view (parameter $1: the view's name), shared
-// by every process.
-const lockKeySQL = `hashtextextended('tasker.read_model_refresh:' || $1, 0)`
-
 // Refresher keeps the dashboard read models fresh. Create it with New.
 type Refresher struct {
-	db  *sql.DB
+	db  *gorm.DB
+	st  *store.Store
 	hub *events.Hub
 	cfg Config
 	log *slog.Logger
@@ -122,7 +118,7 @@ type viewRun struct {
 
 // New returns a Refresher of every view in Views over db. hub may be nil: then only the
 // schedules and Refresh trigger refreshes. Bad configuration is an error and nothing starts.
-func New(db *sql.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher, error) {
+func New(db *gorm.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher, error) {
 	if db == nil {
 		return nil, errors.New("creating refresher: no database")
 	}
@@ -133,7 +129,7 @@ func New(db *sql.DB, hub *events.Hub, cfg Config, log *slog.Logger) (*Refresher,
 	if err != nil {
 		return nil, fmt.Errorf("creating refresher: %w", err)
 	}
-	r := &Refresher{db: db, hub: hub, cfg: full, log: log, views: make(map[string]*viewRun, len(Views)),
+	r := &Refresher{db: db, st: store.New(db), hub: hub, cfg: full, log: log, views: make(map[string]*viewRun, len(Views)),
 		streak: dbretry.New(log, "refresh: reaching the database", time.Second, full.MinInterval+time.Minute)}
 	for _, v := range Views {
 		r.views[v.Name] = &viewRun{View: v, sem: make(chan struct{}, 1)}
@@ -277,8 +273,8 @@ func (r *Refresher) stopping() bool {
 func (r *Refresher) Refresh(ctx context.Context, name string) (Outcome, error) {
 	vr, ok := r.views[name]
 	if !ok {
-		return Outcome{View: name, Trigger: TriggerManual}, fmt.Errorf("refreshing %q: %w (known: %s)",
-			name, ErrUnknownView, strings.Join(ViewNames(), ", "))
+		return Outcome{View: name, Trigger: TriggerManual}, errs.E(errs.NotFound, "refreshing %q: unknown materialized view (known: %s)",
+			name, strings.Join(ViewNames(), ", "))
 	}
 	select {
 	case vr.sem <- struct{}{}:
@@ -357,14 +353,11 @@ func (r *Refresher) catchUp(ctx context.Context, vr *viewRun) {
 // missed; a view whose writes nobody heard is refreshed by its schedule. A check that fails
 // counts as not fresh.
 func (r *Refresher) fresh(ctx context.Context, vr *viewRun) bool {
-	var fresh bool
-	err := r.db.QueryRowContext(ctx, `SELECT stale_since IS NULL AND last_data_as_of IS NOT NULL
-			AND last_data_as_of > coalesce(`+vr.NewestWrite+`, '-infinity')
-		FROM tasker_read_model_state WHERE name = $1`, vr.Name).Scan(&fresh)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) && ctx.Err() == nil {
+	fresh, err := r.st.ReadModelFresh(ctx, vr.Name, vr.NewestWrite)
+	if err != nil && ctx.Err() == nil {
 		r.log.Warn("refresh: checking freshness failed", "view", vr.Name, "error", err)
 	}
-	return err == nil && fresh
+	return fresh
 }
 
 // markStale records in the database that a write affecting view was seen now. Failing to
@@ -372,9 +365,7 @@ func (r *Refresher) fresh(ctx context.Context, vr *viewRun) bool {
 func (r *Refresher) markStale(ctx context.Context, view string) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := r.db.ExecContext(ctx, `UPDATE tasker_read_model_state
-		SET stale_since = coalesce(stale_since, clock_timestamp()), marked_at = clock_timestamp()
-		WHERE name = $1`, view)
+	err := r.st.MarkReadModelStale(ctx, view)
 	switch {
 	case err == nil:
 		r.reached()
@@ -506,78 +497,55 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 }
 
 // refreshTx is the refresh transaction: the cross-process lock, the statement timeout, the
-// folding in of the changes (foldIn), the freshness update and the log row, committed
+// folding in of the changes (store.FoldIn), the freshness update and the log row, committed
 // together.
 func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) error {
 	// Read committed: each statement that folds changes in sees every transaction that ended
-	// before it started (see foldIn).
-	tx, err := r.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return fmt.Errorf("beginning refresh transaction: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var locked bool
-	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(`+lockKeySQL+`)`, vr.Name).Scan(&locked); err != nil {
-		return fmt.Errorf("taking the refresh lock: %w", err)
-	}
-	if !locked {
-		out.Status = StatusSkippedLocked
-		return nil
-	}
-	if out.Trigger == TriggerEvent {
-		var stale bool
-		err := tx.QueryRowContext(ctx, `SELECT stale_since IS NOT NULL FROM tasker_read_model_state WHERE name = $1`,
-			vr.Name).Scan(&stale)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("reading staleness: %w", err)
+	// before it started (see store.FoldIn).
+	err := r.st.Tx(ctx, func(tx *store.Store) error {
+		locked, err := tx.TryLockReadModel(ctx, vr.Name)
+		if err != nil {
+			return fmt.Errorf("taking the refresh lock: %w", err)
 		}
-		if err == nil && !stale {
-			out.Status = StatusSkippedFresh
+		if !locked {
+			out.Status = StatusSkippedLocked
 			return nil
 		}
-	}
-	timeoutMs := fmt.Sprintf("%d", max(r.cfg.Timeout.Milliseconds(), 1))
-	if _, err := tx.ExecContext(ctx, `SELECT set_config('statement_timeout', $1, true)`, timeoutMs); err != nil {
-		return fmt.Errorf("setting the statement timeout: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&out.StartedAt); err != nil {
-		return fmt.Errorf("reading the clock: %w", err)
-	}
-	ident := pgx.Identifier{vr.Name}.Sanitize()
-	if _, out.Pending, err = foldIn(ctx, tx, vr.Name); err != nil {
+		if out.Trigger == TriggerEvent {
+			stale, found, err := tx.ReadModelStale(ctx, vr.Name)
+			if err != nil {
+				return fmt.Errorf("reading staleness: %w", err)
+			}
+			if found && !stale {
+				out.Status = StatusSkippedFresh
+				return nil
+			}
+		}
+		if err := tx.SetLocalStatementTimeout(ctx, r.cfg.Timeout); err != nil {
+			return fmt.Errorf("setting the statement timeout: %w", err)
+		}
+		if out.StartedAt, err = tx.Clock(ctx); err != nil {
+			return fmt.Errorf("reading the clock: %w", err)
+		}
+		if _, out.Pending, err = tx.FoldIn(ctx, vr.Name); err != nil {
+			return err
+		}
+		if out.RowCount, out.FinishedAt, err = tx.CountReadModel(ctx, vr.Name); err != nil {
+			return fmt.Errorf("counting rows: %w", err)
+		}
+		out.Duration = out.FinishedAt.Sub(out.StartedAt)
+		return tx.RecordRefresh(ctx, store.Refresh{
+			View: vr.Name, Trigger: string(out.Trigger), StartedAt: out.StartedAt, FinishedAt: out.FinishedAt,
+			RowCount: out.RowCount, Pending: out.Pending, By: r.cfg.ProcessID,
+			KeepSince: out.StartedAt.Add(-r.cfg.Retention),
+		})
+	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
 		return err
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT count(*), clock_timestamp() FROM `+ident).
-		Scan(&out.RowCount, &out.FinishedAt); err != nil {
-		return fmt.Errorf("counting rows: %w", err)
+	if out.Status == "" {
+		out.Status = StatusRefreshed
 	}
-	out.Duration = out.FinishedAt.Sub(out.StartedAt)
-	durMs := float64(out.Duration.Microseconds()) / 1000
-	_, err = tx.ExecContext(ctx, `UPDATE tasker_read_model_state SET
-			stale_since = CASE WHEN $6 THEN coalesce(stale_since, $2)
-			                   WHEN marked_at IS NULL OR marked_at < $2 THEN NULL ELSE stale_since END,
-			last_refreshed_at = $3, last_data_as_of = $2, last_duration_ms = $4, last_row_count = $5,
-			last_attempt_at = $2, last_error = NULL
-		WHERE name = $1`, vr.Name, out.StartedAt, out.FinishedAt, durMs, out.RowCount, out.Pending)
-	if err != nil {
-		return fmt.Errorf("updating freshness: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO tasker_read_model_refreshes
-			(view_name, trigger, started_at, finished_at, duration_ms, row_count, refreshed_by)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		vr.Name, string(out.Trigger), out.StartedAt, out.FinishedAt, durMs, out.RowCount, r.cfg.ProcessID)
-	if err != nil {
-		return fmt.Errorf("logging the refresh: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM tasker_read_model_refreshes WHERE view_name = $1 AND started_at < $2`,
-		vr.Name, out.StartedAt.Add(-r.cfg.Retention))
-	if err != nil {
-		return fmt.Errorf("pruning the refresh log: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing the refresh: %w", err)
-	}
-	out.Status = StatusRefreshed
 	return nil
 }
 
@@ -591,20 +559,9 @@ func (r *Refresher) recordFailure(ctx context.Context, out *Outcome) error {
 	if !out.StartedAt.IsZero() {
 		started = &out.StartedAt
 	}
-	err := r.db.QueryRowContext(ctx, `
-		WITH t AS (
-			SELECT coalesce($3::timestamptz, clock_timestamp()) AS s, clock_timestamp() AS f
-		), logged AS (
-			INSERT INTO tasker_read_model_refreshes
-				(view_name, trigger, started_at, finished_at, duration_ms, error, refreshed_by)
-			SELECT $1, $2, least(s, f), f, extract(epoch FROM f - least(s, f)) * 1000, $4, $5 FROM t
-			RETURNING started_at, finished_at
-		), state AS (
-			UPDATE tasker_read_model_state SET last_error = $4, last_attempt_at = (SELECT started_at FROM logged)
-			WHERE name = $1
-		)
-		SELECT started_at, finished_at FROM logged`,
-		out.View, string(out.Trigger), started, out.Err.Error(), r.cfg.ProcessID).Scan(&out.StartedAt, &out.FinishedAt)
+	var err error
+	out.StartedAt, out.FinishedAt, err = r.st.RecordRefreshFailure(ctx, out.View, string(out.Trigger), started,
+		out.Err.Error(), r.cfg.ProcessID)
 	if err != nil {
 		return fmt.Errorf("logging the failure: %w", err)
 	}

@@ -1,16 +1,20 @@
 package retention
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
-// ErrBadPolicy is wrapped by every error of ParsePolicy.
-var ErrBadPolicy = errors.New("bad retention policy")
+// badPolicy is the error of a policy or configuration that cannot be used: an errs.Invalid
+// error whose message starts "bad retention policy: ". Every error of ParsePolicy is one.
+func badPolicy(format string, args ...any) error {
+	return errs.E(errs.Invalid, "bad retention policy: "+format, args...)
+}
 
 // Policy says how long each namespace keeps its finished tasks. A period of zero keeps them
 // forever.
@@ -74,15 +78,15 @@ func ParsePolicy(s string) (Policy, error) {
 		name, period, ok := strings.Cut(strings.TrimSpace(item), "=")
 		name, period = strings.TrimSpace(name), strings.TrimSpace(period)
 		if !ok || name == "" || period == "" {
-			return Policy{}, fmt.Errorf("%w: %q is not namespace=period (e.g. billing=30d, *=90d)", ErrBadPolicy, item)
+			return Policy{}, badPolicy("%q is not namespace=period (e.g. billing=30d, *=90d)", item)
 		}
 		if seen[name] {
-			return Policy{}, fmt.Errorf("%w: namespace %q is given twice", ErrBadPolicy, name)
+			return Policy{}, badPolicy("namespace %q is given twice", name)
 		}
 		seen[name] = true
 		d, err := parsePeriod(period)
 		if err != nil {
-			return Policy{}, fmt.Errorf("%w: %s: %v", ErrBadPolicy, name, err)
+			return Policy{}, badPolicy("%s: %v", name, err)
 		}
 		if name == "*" {
 			p.Default = d

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // Defaults of Config.
@@ -59,7 +62,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if s := strings.TrimSpace(getenv("TASKER_RETENTION_BATCH")); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10_000 {
-			return Config{}, fmt.Errorf("TASKER_RETENTION_BATCH=%q: %w: not a number of tasks in 1..10000", s, ErrBadPolicy)
+			return Config{}, fmt.Errorf("TASKER_RETENTION_BATCH=%q: %w", s, badPolicy("not a number of tasks in 1..10000"))
 		}
 		cfg.BatchSize = n
 	}
@@ -71,7 +74,7 @@ func validateSchedule(spec string) error {
 		return nil
 	}
 	if _, err := cron.ParseStandard(spec); err != nil {
-		return fmt.Errorf("%w: parsing cron schedule: %v", ErrBadPolicy, err)
+		return badPolicy("parsing cron schedule: %v", err)
 	}
 	return nil
 }
@@ -88,7 +91,7 @@ type Result struct {
 
 // Retainer deletes finished tasks past their retention period. Create it with New.
 type Retainer struct {
-	db  *sql.DB
+	st  *store.Store
 	cfg Config
 	log *slog.Logger
 
@@ -101,7 +104,7 @@ type Retainer struct {
 }
 
 // New returns a Retainer over db. Bad configuration is an error.
-func New(db *sql.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
+func New(db *gorm.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 	if db == nil || log == nil {
 		return nil, errors.New("creating retainer: no database or logger")
 	}
@@ -112,7 +115,7 @@ func New(db *sql.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 		return nil, fmt.Errorf("creating retainer: %w", err)
 	}
 	if cfg.BatchSize < 0 || cfg.LockTimeout < 0 {
-		return nil, fmt.Errorf("creating retainer: %w: negative batch size or lock timeout", ErrBadPolicy)
+		return nil, fmt.Errorf("creating retainer: %w", badPolicy("negative batch size or lock timeout"))
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = DefaultBatchSize
@@ -123,7 +126,7 @@ func New(db *sql.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 	if cfg.Policy.Namespaces == nil {
 		cfg.Policy.Namespaces = map[string]time.Duration{}
 	}
-	return &Retainer{db: db, cfg: cfg, log: log}, nil
+	return &Retainer{st: store.New(db), cfg: cfg, log: log}, nil
 }
 
 // Start schedules the runs (nothing when the policy keeps everything forever or the schedule
@@ -187,9 +190,6 @@ func (r *Retainer) Stop(ctx context.Context) error {
 	}
 }
 
-// lockKey is the session advisory lock one run holds, shared by every process.
-const lockKey = `hashtextextended('tasker.retention', 0)`
-
 // Run deletes, batch after batch, every task the policy lets go, and returns what it deleted.
 // Each batch is its own transaction; a failed batch is rolled back and ends the run with its
 // error (what earlier batches deleted stays deleted).
@@ -198,164 +198,106 @@ func (r *Retainer) Run(ctx context.Context) (Result, error) {
 	if r.cfg.Policy.Forever() {
 		return res, nil
 	}
-	conn, err := r.db.Conn(ctx)
-	if err != nil {
+	policy := r.policy()
+	connected := false
+	err := r.st.Session(ctx, func(conn *store.Store) error {
+		connected = true
+		locked, err := conn.TryLockRetention(ctx)
+		if err != nil {
+			return fmt.Errorf("retention: taking the run lock: %w", err)
+		}
+		if !locked {
+			res.Skipped = true
+			return nil
+		}
+		defer func() { _ = conn.UnlockRetention(context.WithoutCancel(ctx)) }()
+		var cur store.RetentionCursor
+		began := time.Now()
+		for {
+			n, next, more, err := r.batch(ctx, conn, policy, cur)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				res.Tasks += n
+				res.Batches++
+			}
+			if !more {
+				break
+			}
+			cur = next
+		}
+		if res.Tasks > 0 {
+			r.log.Info("retention: deleted", "tasks", res.Tasks, "batches", res.Batches, "took", time.Since(began))
+		}
+		return nil
+	})
+	if err != nil && !connected {
 		return res, fmt.Errorf("retention: connecting: %w", err)
 	}
-	defer conn.Close()
-	var locked bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`).Scan(&locked); err != nil {
-		return res, fmt.Errorf("retention: taking the run lock: %w", err)
-	}
-	if !locked {
-		res.Skipped = true
-		return res, nil
-	}
-	defer func() {
-		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+lockKey+`)`)
-	}()
-	names, periods := r.policyArrays()
-	cur := cursor{at: time.Time{}, id: 0}
-	began := time.Now()
-	for {
-		n, next, more, err := r.batch(ctx, conn, names, periods, cur)
-		if err != nil {
-			return res, err
-		}
-		if n > 0 {
-			res.Tasks += n
-			res.Batches++
-		}
-		if !more {
-			break
-		}
-		cur = next
-	}
-	if res.Tasks > 0 {
-		r.log.Info("retention: deleted", "tasks", res.Tasks, "batches", res.Batches, "took", time.Since(began))
-	}
-	return res, nil
+	return res, err
 }
 
-// policyArrays returns the listed namespaces and their periods in seconds (0: forever).
-func (r *Retainer) policyArrays() ([]string, []float64) {
-	var names []string
-	var secs []float64
+// policy returns the policy as the store reads it: the listed namespaces, their periods in
+// seconds (0: forever), the default period and the shortest.
+func (r *Retainer) policy() store.RetentionPolicy {
+	p := store.RetentionPolicy{Default: r.cfg.Policy.Default.Seconds()}
 	for n, d := range r.cfg.Policy.Namespaces {
-		names = append(names, n)
-		secs = append(secs, d.Seconds())
+		p.Namespaces = append(p.Namespaces, n)
+		p.Periods = append(p.Periods, d.Seconds())
 	}
-	return names, secs
+	p.Shortest = p.Default
+	for _, s := range p.Periods {
+		if s > 0 && (p.Shortest == 0 || s < p.Shortest) {
+			p.Shortest = s
+		}
+	}
+	return p
 }
-
-// cursor is the (created_at, task_id) of the last task a run examined.
-type cursor struct {
-	at time.Time
-	id int64
-}
-
-// candidatesSQL picks, in creation order after the cursor, up to $5 tasks that are finished
-// since before their namespace's period, locking them and skipping tasks locked by others.
-// $1/$2: the listed namespaces and their periods (seconds), $3: the default period, $4: the
-// shortest period (tasks created since then cannot qualify), $6/$7: the cursor.
-const candidatesSQL = `
-	WITH policy AS (
-		SELECT ns.task_namespace_id, coalesce(p.secs, $3::float8) AS secs
-		FROM tasker_task_namespaces ns
-		LEFT JOIN unnest($1::text[], $2::float8[]) AS p(name, secs) ON p.name = ns.name
-	)
-	SELECT t.task_id, t.created_at
-	FROM tasker_tasks t
-	JOIN tasker_named_tasks nt ON nt.named_task_id = t.named_task_id
-	JOIN policy p ON p.task_namespace_id = nt.task_namespace_id AND p.secs > 0
-	JOIN tasker_task_transitions cur ON cur.task_id = t.task_id AND cur.most_recent
-	WHERE t.created_at < now() - make_interval(secs => $4::float8)
-	  AND (t.created_at, t.task_id) > ($6::timestamptz, $7::bigint)
-	  AND cur.to_state IN ('complete', 'cancelled', 'resolved_manually')
-	  AND cur.created_at < now() - make_interval(secs => p.secs)
-	ORDER BY t.created_at, t.task_id
-	LIMIT $5
-	FOR UPDATE OF t SKIP LOCKED`
-
-// deleteSQL deletes the locked candidates $1 that are still finished now that their steps are
-// locked too, and whose rows every read model has folded in ($2: the read models), with their
-// rows in tasker_rm_task_states. Steps, edges, transitions and annotations go by cascade.
-const deleteSQL = `
-	WITH horizon AS (
-		SELECT min(processed_xid) AS h FROM tasker_read_model_state
-		WHERE name = ANY($2::text[])
-		HAVING count(*) = cardinality($2::text[]) AND bool_and(processed_xid IS NOT NULL)
-	), del AS (
-		DELETE FROM tasker_tasks t USING horizon
-		WHERE t.task_id = ANY($1::bigint[])
-		  AND coalesce(t.created_xid, '0') < horizon.h
-		  AND EXISTS (SELECT 1 FROM tasker_task_transitions cur WHERE cur.task_id = t.task_id AND cur.most_recent
-		              AND cur.to_state IN ('complete', 'cancelled', 'resolved_manually'))
-		  AND NOT EXISTS (
-			SELECT 1 FROM tasker_workflow_steps ws
-			LEFT JOIN tasker_workflow_step_transitions c ON c.workflow_step_id = ws.workflow_step_id AND c.most_recent
-			WHERE ws.task_id = t.task_id
-			  AND (ws.in_process OR coalesce(c.to_state, 'pending') NOT IN ('complete', 'cancelled', 'resolved_manually')))
-		  AND NOT EXISTS (SELECT 1 FROM tasker_task_transitions x WHERE x.task_id = t.task_id
-		                  AND coalesce(x.created_xid, '0') >= horizon.h)
-		  AND NOT EXISTS (SELECT 1 FROM tasker_workflow_steps ws
-		                  JOIN tasker_workflow_step_transitions x ON x.workflow_step_id = ws.workflow_step_id
-		                  WHERE ws.task_id = t.task_id AND coalesce(x.created_xid, '0') >= horizon.h)
-		RETURNING t.task_id
-	), states AS (
-		DELETE FROM tasker_rm_task_states s USING del WHERE s.task_id = del.task_id
-	)
-	SELECT count(*) FROM del`
 
 // batch runs one deleting transaction after cur; more is false when no candidate was left.
-func (r *Retainer) batch(ctx context.Context, conn *sql.Conn, names []string, periods []float64, cur cursor) (n int64, next cursor, more bool, err error) {
-	tx, err := conn.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
+func (r *Retainer) batch(ctx context.Context, conn *store.Store, policy store.RetentionPolicy, cur store.RetentionCursor) (n int64, next store.RetentionCursor, more bool, err error) {
+	next = cur
+	began := false
+	var failed error
+	err = conn.Tx(ctx, func(tx *store.Store) error {
+		began = true
+		n, next, more, failed = r.deleteBatch(ctx, tx, policy, cur)
+		return failed
+	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	switch {
+	case err == nil:
+		return n, next, more, nil
+	case !began:
 		return 0, cur, false, fmt.Errorf("retention: beginning a batch: %w", err)
+	case failed == nil:
+		return 0, cur, false, fmt.Errorf("retention: committing a batch: %w", err)
+	default:
+		return 0, cur, false, err
 	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT set_config('lock_timeout', $1, true)`,
-		strconv.FormatInt(max(r.cfg.LockTimeout.Milliseconds(), 1), 10)); err != nil {
+}
+
+// deleteBatch is the body of batch's transaction.
+func (r *Retainer) deleteBatch(ctx context.Context, tx *store.Store, policy store.RetentionPolicy, cur store.RetentionCursor) (n int64, next store.RetentionCursor, more bool, err error) {
+	if err := tx.SetLocalLockTimeout(ctx, r.cfg.LockTimeout); err != nil {
 		return 0, cur, false, fmt.Errorf("retention: setting the lock timeout: %w", err)
 	}
-	shortest := r.cfg.Policy.Default.Seconds()
-	for _, s := range periods {
-		if s > 0 && (shortest == 0 || s < shortest) {
-			shortest = s
-		}
-	}
-	rows, err := tx.QueryContext(ctx, candidatesSQL, names, periods, r.cfg.Policy.Default.Seconds(), shortest,
-		r.cfg.BatchSize, cur.at, cur.id)
+	found, err := tx.LockRetentionCandidates(ctx, policy, r.cfg.BatchSize, cur)
 	if err != nil {
 		return 0, cur, false, fmt.Errorf("retention: finding finished tasks: %w", err)
 	}
-	var ids []int64
-	next = cur
-	for rows.Next() {
-		if err := rows.Scan(&next.id, &next.at); err != nil {
-			rows.Close()
-			return 0, cur, false, fmt.Errorf("retention: reading candidates: %w", err)
-		}
-		ids = append(ids, next.id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, cur, false, fmt.Errorf("retention: finding finished tasks: %w", err)
-	}
-	if len(ids) == 0 {
+	if len(found) == 0 {
 		return 0, cur, false, nil
 	}
-	// Every transition locks its owner's row first: with the tasks and their steps locked,
-	// nothing can move them until this transaction ends.
-	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM tasker_workflow_steps WHERE task_id = ANY($1::bigint[])
-		ORDER BY workflow_step_id FOR UPDATE`, ids); err != nil {
+	ids := make([]int64, len(found))
+	for i, c := range found {
+		ids[i] = c.ID
+	}
+	if err := tx.LockStepsOfTasks(ctx, ids); err != nil {
 		return 0, cur, false, fmt.Errorf("retention: locking the steps of %d tasks: %w", len(ids), err)
 	}
-	if err := tx.QueryRowContext(ctx, deleteSQL, ids, ReadModels).Scan(&n); err != nil {
+	if n, err = tx.DeleteRetainedTasks(ctx, ids, ReadModels); err != nil {
 		return 0, cur, false, fmt.Errorf("retention: deleting %d tasks: %w", len(ids), err)
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, cur, false, fmt.Errorf("retention: committing a batch: %w", err)
-	}
-	return n, next, len(ids) == r.cfg.BatchSize, nil
+	return n, found[len(found)-1], len(found) == r.cfg.BatchSize, nil
 }

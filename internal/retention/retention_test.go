@@ -2,15 +2,15 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
 
-	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -32,18 +32,18 @@ func TestParsePolicy(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"billing", "billing=", "=30d", "a=30d,a=1d", "a=-1d", "a=0d", "a=soon", "a=30x"} {
-		if _, err := ParsePolicy(bad); !errors.Is(err, ErrBadPolicy) {
-			t.Errorf("ParsePolicy(%q) = %v, want ErrBadPolicy", bad, err)
+		if _, err := ParsePolicy(bad); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "bad retention policy") {
+			t.Errorf("ParsePolicy(%q) = %v, want a bad retention policy (errs.Invalid)", bad, err)
 		}
 	}
 	if _, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{"TASKER_RETENTION": "*=30d", "TASKER_RETENTION_SCHEDULE": "every now and then"}[k]
-	}); !errors.Is(err, ErrBadPolicy) {
+	}); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "bad retention policy") {
 		t.Errorf("a bad schedule: %v", err)
 	}
 	if _, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{"TASKER_RETENTION_BATCH": "0"}[k]
-	}); !errors.Is(err, ErrBadPolicy) {
+	}); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "bad retention policy") {
 		t.Errorf("a bad batch size: %v", err)
 	}
 }
@@ -101,7 +101,7 @@ func newRetainer(t *testing.T, db *gorm.DB, policy string, cfg Config) *Retainer
 		t.Fatal(err)
 	}
 	cfg.Policy = p
-	r, err := New(database.SQL(db), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(db, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func newRetainer(t *testing.T, db *gorm.DB, policy string, cfg Config) *Retainer
 
 func refreshAll(t *testing.T, db *gorm.DB) {
 	t.Helper()
-	r, err := refresh.New(database.SQL(db), nil, refresh.Config{Schedules: map[string]string{
+	r, err := refresh.New(db, nil, refresh.Config{Schedules: map[string]string{
 		refresh.TaskStatusSummaries: "off", refresh.StepPerformance: "off", refresh.HourlyThroughput: "off"}},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

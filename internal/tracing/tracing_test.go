@@ -210,7 +210,7 @@ func serveAPI(t testing.TB) (string, *gorm.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = database.Close(gdb) })
-	srv, err := httpserver.New("127.0.0.1:0", database.SQL(gdb), quietLog())
+	srv, err := httpserver.New("127.0.0.1:0", gdb, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,27 @@
-package refresh
+package store
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Incremental read models. Each dashboard is a set of aggregate tables (tasker_rm_*, see
 // db/migrations/00031_incremental_read_models.sql) behind a plain view of the dashboard's
 // name. A refresh folds in the rows of tasker_tasks and the transition tables whose
-// created_xid lies in [processed_xid, H), where H is the horizon (readHorizon): every
+// created_xid lies in [processed_xid, H), where H is the horizon (ReadHorizon): every
 // transaction of this database below H has ended, so its rows are all visible to the
 // statements that follow (or rolled back for good), and each transaction's rows are folded in by exactly one
 // refresh, whatever order ids were assigned or transactions committed in. The first refresh
 // (processed_xid NULL) folds in the history written before created_xid existed (NULL) too.
 //
 // Rows of transactions at or above H that have already committed wait for the next
-// refresh; the refresh reports them (Outcome.Pending) and leaves the read model stale.
+// refresh; FoldIn reports them (pending) and the refresher leaves the read model stale.
 
 // span selects the rows one refresh folds in; its SQL is a predicate on alias.created_xid
 // with $1 the previous horizon and $2 the new one.
@@ -41,10 +45,11 @@ func (s span) expand(q string) string {
 	).Replace(q)
 }
 
-// The statements of each read model's refresh, in order; each takes $1 (the previous horizon,
+// foldSQL holds the statements of each read model's refresh (by the dashboard view's name),
+// in order; each takes $1 (the previous horizon,
 // NULL on the first refresh) and $2 (the new horizon), as text.
-var incrementalSQL = map[string][]string{
-	TaskStatusSummaries: {
+var foldSQL = map[string][]string{
+	"tasker_task_status_summaries": {
 		// Tasks created in the span, and tasks whose transitions are in it but whose own row
 		// is not (its transaction is above the horizon of an earlier refresh), enter in the
 		// state of their newest transition in the span (pending without one), each once.
@@ -119,7 +124,7 @@ var incrementalSQL = map[string][]string{
 			resolved_manually_count = c.resolved_manually_count + p.resolved_manually
 		FROM per_task p WHERE c.named_task_id = p.named_task_id`,
 	},
-	StepPerformance: {
+	"tasker_step_performance": {
 		// Every (namespace, named step) with a workflow step has a row.
 		`INSERT INTO tasker_rm_step_performance (task_namespace_id, named_step_id)
 		SELECT DISTINCT nt.task_namespace_id, ws.named_step_id
@@ -197,7 +202,7 @@ var incrementalSQL = map[string][]string{
 		UPDATE tasker_rm_step_performance p SET p50_duration_ms = v.p50, p95_duration_ms = v.p95
 		FROM value v WHERE p.task_namespace_id = v.task_namespace_id AND p.named_step_id = v.named_step_id`,
 	},
-	HourlyThroughput: {
+	"tasker_hourly_throughput": {
 		`WITH events AS (
 			SELECT date_trunc('hour', t.created_at, 'UTC') AS hour, 1 AS created, 0 AS t_done, 0 AS t_failed,
 			       0 AS s_done, 0 AS s_failed
@@ -250,22 +255,11 @@ const (
 			  AND a.backend_xid::text::numeric = x::text::numeric % 4294967296)`
 )
 
-// readHorizon returns the horizon of a refresh (see above); tx must not have an xid yet.
-func readHorizon(ctx context.Context, tx *sql.Tx) (string, error) {
-	var snap, horizon string
-	if err := tx.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
-		return "", fmt.Errorf("reading the snapshot: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
-		return "", fmt.Errorf("clearing the statistics snapshot: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, horizonSQL, snap).Scan(&horizon); err != nil {
-		return "", fmt.Errorf("reading the horizon: %w", err)
-	}
-	return horizon, nil
-}
+// readModelLockSQL is the advisory lock key of one read model's refresh (parameter $1: the
+// view's name), shared by every process.
+const readModelLockSQL = `hashtextextended('tasker.read_model_refresh:' || $1, 0)`
 
-// smallSpan is the most rows a source table may have in a span for indexDriven to apply;
+// smallSpan is the most rows a source table may have in a span for PlanForIndexLookups to apply;
 // smallSpanSQL tells (reading at most that many index entries per table) whether a span
 // between $1 and $2 is larger.
 const (
@@ -278,66 +272,221 @@ const (
 			WHERE created_xid >= $1::xid8 AND created_xid < $2::xid8 LIMIT $3) x) >= $3`
 )
 
-// indexDriven makes the rest of tx plan joins as index lookups. The planner cannot estimate
-// a created_xid range (xid8 has no statistics it can interpolate), so it guesses a fixed share
-// of the table, which in a large database makes hash joins over whole tables look cheaper
-// than the few index lookups a span of recent changes needs. Folding in a span touches only
-// the rows of the span and the rows they reference, so nested loops over indexes are the
-// plan whose cost follows the change, not the history. The first fold (the whole history)
-// and a span of more than smallSpan rows in a table keep the planner's choice.
-func indexDriven(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, `SELECT set_config('enable_seqscan', 'off', true),
-		set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`)
+// ReadHorizon returns the horizon of a refresh (see above); the transaction must not have an
+// xid yet.
+func (s *Store) ReadHorizon(ctx context.Context) (string, error) {
+	db := s.conn(ctx)
+	var snap, horizon string
+	if err := db.Raw(snapshotSQL).Row().Scan(&snap); err != nil {
+		return "", fmt.Errorf("reading the snapshot: %w", err)
+	}
+	if err := db.Exec(`SELECT pg_stat_clear_snapshot()`).Error; err != nil {
+		return "", fmt.Errorf("clearing the statistics snapshot: %w", err)
+	}
+	if err := db.Raw(horizonSQL, snap).Row().Scan(&horizon); err != nil {
+		return "", fmt.Errorf("reading the horizon: %w", err)
+	}
+	return horizon, nil
+}
+
+// PlanForIndexLookups makes the rest of the transaction plan joins as index lookups. The
+// planner cannot estimate a created_xid range (xid8 has no statistics it can interpolate), so
+// it guesses a fixed share of the table, which in a large database makes hash joins over whole
+// tables look cheaper than the few index lookups a span of recent changes needs. Folding in a
+// span touches only the rows of the span and the rows they reference, so nested loops over
+// indexes are the plan whose cost follows the change, not the history. FoldIn uses it except
+// for the first fold (the whole history) and a span of more than smallSpan rows in a table,
+// which keep the planner's choice.
+func (s *Store) PlanForIndexLookups(ctx context.Context) error {
+	err := s.conn(ctx).Exec(`SELECT set_config('enable_seqscan', 'off', true),
+		set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`).Error
 	if err != nil {
 		return fmt.Errorf("planning for index lookups: %w", err)
 	}
 	return nil
 }
 
-// foldIn runs the refresh statements of view in tx: it folds in the rows between the view's
-// stored horizon and a new one, stores the new horizon and reports the horizon and whether
-// committed rows above it are waiting.
-func foldIn(ctx context.Context, tx *sql.Tx, view string) (horizon string, pending bool, err error) {
-	stmts, ok := incrementalSQL[view]
+// FoldStatements returns the statements that fold a span of changes into view after its first
+// refresh, in order, each with $1 the previous horizon and $2 the new one when it reads a span;
+// nil for a view that is not incremental.
+func FoldStatements(view string) []string {
+	var out []string
+	for _, q := range foldSQL[view] {
+		out = append(out, span{}.expand(q))
+	}
+	return out
+}
+
+// FoldIn runs the refresh statements of view in the transaction: it folds in the rows between
+// the view's stored horizon and a new one, stores the new horizon and reports the horizon and
+// whether committed rows above it are waiting.
+func (s *Store) FoldIn(ctx context.Context, view string) (horizon string, pending bool, err error) {
+	stmts, ok := foldSQL[view]
 	if !ok {
 		return "", false, fmt.Errorf("no incremental definition of %s", view)
 	}
-	if horizon, err = readHorizon(ctx, tx); err != nil {
+	if horizon, err = s.ReadHorizon(ctx); err != nil {
 		return "", false, err
 	}
+	db := s.conn(ctx)
 	var prev sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT processed_xid::text FROM tasker_read_model_state WHERE name = $1`,
-		view).Scan(&prev); err != nil {
+	if err := db.Raw(`SELECT processed_xid::text FROM tasker_read_model_state WHERE name = $1`,
+		view).Row().Scan(&prev); err != nil {
 		return "", false, fmt.Errorf("reading the previous horizon: %w", err)
 	}
-	s := span{first: !prev.Valid}
-	if !s.first {
+	sp := span{first: !prev.Valid}
+	if !sp.first {
 		var large bool
-		if err := tx.QueryRowContext(ctx, smallSpanSQL, prev, horizon, smallSpan).Scan(&large); err != nil {
+		if err := db.Raw(smallSpanSQL, prev, horizon, smallSpan).Row().Scan(&large); err != nil {
 			return "", false, fmt.Errorf("measuring the changes: %w", err)
 		}
 		if !large {
-			if err := indexDriven(ctx, tx); err != nil {
+			if err := s.PlanForIndexLookups(ctx); err != nil {
 				return "", false, err
 			}
 		}
 	}
 	for _, q := range stmts {
-		q = s.expand(q)
+		q = sp.expand(q)
 		var args []any
 		if strings.Contains(q, "$2") {
 			args = []any{prev, horizon}
 		}
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		if err := db.Exec(q, args...).Error; err != nil {
 			return "", false, fmt.Errorf("folding in changes: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE tasker_read_model_state SET processed_xid = $2::xid8 WHERE name = $1`,
-		view, horizon); err != nil {
+	if err := db.Exec(`UPDATE tasker_read_model_state SET processed_xid = $2::xid8 WHERE name = $1`,
+		view, horizon).Error; err != nil {
 		return "", false, fmt.Errorf("storing the horizon: %w", err)
 	}
-	if err := tx.QueryRowContext(ctx, pendingSQL, horizon).Scan(&pending); err != nil {
+	if err := db.Raw(pendingSQL, horizon).Row().Scan(&pending); err != nil {
 		return "", false, fmt.Errorf("looking for changes above the horizon: %w", err)
 	}
 	return horizon, pending, nil
+}
+
+// ReadModelFresh reports whether view is known to be fresh: no process has marked it stale
+// since its last refresh, and that refresh's data is as of a time after newestWrite, an SQL
+// expression giving the newest write to the tables the view reads. A view without a state row
+// is not fresh.
+func (s *Store) ReadModelFresh(ctx context.Context, view, newestWrite string) (bool, error) {
+	var fresh bool
+	err := s.conn(ctx).Raw(`SELECT stale_since IS NULL AND last_data_as_of IS NOT NULL
+			AND last_data_as_of > coalesce(`+newestWrite+`, '-infinity')
+		FROM tasker_read_model_state WHERE name = $1`, view).Row().Scan(&fresh)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil && fresh, err
+}
+
+// MarkReadModelStale records that a write affecting view was seen now.
+func (s *Store) MarkReadModelStale(ctx context.Context, view string) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_read_model_state
+		SET stale_since = coalesce(stale_since, clock_timestamp()), marked_at = clock_timestamp()
+		WHERE name = $1`, view).Error
+}
+
+// TryLockReadModel takes the transaction-level advisory lock of view's refresh, shared by
+// every process, without waiting; it reports whether it got it.
+func (s *Store) TryLockReadModel(ctx context.Context, view string) (bool, error) {
+	var locked bool
+	err := s.conn(ctx).Raw(`SELECT pg_try_advisory_xact_lock(`+readModelLockSQL+`)`, view).Row().Scan(&locked)
+	return locked, err
+}
+
+// ReadModelStale reports whether view is marked stale; found is false without a state row.
+func (s *Store) ReadModelStale(ctx context.Context, view string) (stale, found bool, err error) {
+	err = s.conn(ctx).Raw(`SELECT stale_since IS NOT NULL FROM tasker_read_model_state WHERE name = $1`,
+		view).Row().Scan(&stale)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, false, nil
+	}
+	return stale, err == nil, err
+}
+
+// SetLocalStatementTimeout sets the statement timeout of the rest of the transaction.
+func (s *Store) SetLocalStatementTimeout(ctx context.Context, d time.Duration) error {
+	return s.conn(ctx).Exec(`SELECT set_config('statement_timeout', $1, true)`,
+		fmt.Sprintf("%d", max(d.Milliseconds(), 1))).Error
+}
+
+// Clock returns the database's clock (clock_timestamp(), which moves within a transaction).
+func (s *Store) Clock(ctx context.Context) (time.Time, error) {
+	var now time.Time
+	err := s.conn(ctx).Raw(`SELECT clock_timestamp()`).Row().Scan(&now)
+	return now, err
+}
+
+// CountReadModel returns the number of rows of view and the database's clock after counting.
+func (s *Store) CountReadModel(ctx context.Context, view string) (n int64, at time.Time, err error) {
+	err = s.conn(ctx).Raw(`SELECT count(*), clock_timestamp() FROM `+pgx.Identifier{view}.Sanitize()).
+		Row().Scan(&n, &at)
+	return n, at, err
+}
+
+// Refresh is one successful refresh of a read model, as RecordRefresh logs it.
+type Refresh struct {
+	View       string
+	Trigger    string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	RowCount   int64
+	// Pending keeps the view stale: committed changes wait for the next refresh.
+	Pending bool
+	// By identifies the refreshing process.
+	By string
+	// KeepSince prunes the view's refresh log of rows started before it.
+	KeepSince time.Time
+}
+
+// RecordRefresh updates the view's freshness (fresh unless Pending or marked stale after the
+// refresh started), logs the refresh and prunes the view's refresh log.
+func (s *Store) RecordRefresh(ctx context.Context, r Refresh) error {
+	db := s.conn(ctx)
+	durMs := float64(r.FinishedAt.Sub(r.StartedAt).Microseconds()) / 1000
+	err := db.Exec(`UPDATE tasker_read_model_state SET
+			stale_since = CASE WHEN $6 THEN coalesce(stale_since, $2)
+			                   WHEN marked_at IS NULL OR marked_at < $2 THEN NULL ELSE stale_since END,
+			last_refreshed_at = $3, last_data_as_of = $2, last_duration_ms = $4, last_row_count = $5,
+			last_attempt_at = $2, last_error = NULL
+		WHERE name = $1`, r.View, r.StartedAt, r.FinishedAt, durMs, r.RowCount, r.Pending).Error
+	if err != nil {
+		return fmt.Errorf("updating freshness: %w", err)
+	}
+	err = db.Exec(`INSERT INTO tasker_read_model_refreshes
+			(view_name, trigger, started_at, finished_at, duration_ms, row_count, refreshed_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		r.View, r.Trigger, r.StartedAt, r.FinishedAt, durMs, r.RowCount, r.By).Error
+	if err != nil {
+		return fmt.Errorf("logging the refresh: %w", err)
+	}
+	err = db.Exec(`DELETE FROM tasker_read_model_refreshes WHERE view_name = $1 AND started_at < $2`,
+		r.View, r.KeepSince).Error
+	if err != nil {
+		return fmt.Errorf("pruning the refresh log: %w", err)
+	}
+	return nil
+}
+
+// RecordRefreshFailure logs a failed refresh of view and sets its last_error, in one
+// statement. The attempt started at started (nil: now, by the database's clock) and finished
+// now; both times are returned.
+func (s *Store) RecordRefreshFailure(ctx context.Context, view, trigger string, started *time.Time, reason, by string) (startedAt, finishedAt time.Time, err error) {
+	err = s.conn(ctx).Raw(`
+		WITH t AS (
+			SELECT coalesce($3::timestamptz, clock_timestamp()) AS s, clock_timestamp() AS f
+		), logged AS (
+			INSERT INTO tasker_read_model_refreshes
+				(view_name, trigger, started_at, finished_at, duration_ms, error, refreshed_by)
+			SELECT $1, $2, least(s, f), f, extract(epoch FROM f - least(s, f)) * 1000, $4, $5 FROM t
+			RETURNING started_at, finished_at
+		), state AS (
+			UPDATE tasker_read_model_state SET last_error = $4, last_attempt_at = (SELECT started_at FROM logged)
+			WHERE name = $1
+		)
+		SELECT started_at, finished_at FROM logged`,
+		view, trigger, started, reason, by).Row().Scan(&startedAt, &finishedAt)
+	return startedAt, finishedAt, err
 }

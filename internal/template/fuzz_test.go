@@ -2,16 +2,16 @@ package template_test
 
 import (
 	"encoding/json"
-	"errors"
 	"testing"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/templates"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse. Whatever the input, Parse must not panic; it
-// either refuses with errors that are all *template.Error (ErrInvalid) with a message, or
+// either refuses with errors that are all *template.Error (errs.Invalid) with a message, or
 // returns a template whose steps, dependencies and key are consistent and whose context
 // validation does not panic either. The seed corpus is the shipped templates plus the files
 // in testdata/fuzz/FuzzParse.
@@ -32,8 +32,8 @@ func FuzzParse(f *testing.F) {
 			if tpl != nil {
 				t.Fatalf("Parse returned a template and an error: %v", err)
 			}
-			if !errors.Is(err, template.ErrInvalid) || err.Error() == "" {
-				t.Fatalf("Parse refused with %T %q, want ErrInvalid with a message", err, err)
+			if !errs.Is(err, errs.Invalid) || err.Error() == "" {
+				t.Fatalf("Parse refused with %T %q, want errs.Invalid with a message", err, err)
 			}
 			return
 		}

@@ -15,11 +15,13 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 )
 
 // Error is one reason a template is refused. It names the file and, when the problem is in a
-// step, the step. errors.Is(err, ErrInvalid) holds for every Error.
+// step, the step. Every Error is an errs.Invalid error: errs.Is(err, errs.Invalid) holds, and
+// errs.Describe gives its whole text.
 type Error struct {
 	File string
 	Step string
@@ -33,8 +35,8 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// Is makes errors.Is(err, ErrInvalid) true.
-func (e *Error) Is(target error) bool { return target == ErrInvalid }
+// Unwrap returns the domain error the Error is: kind errs.Invalid, the same message.
+func (e *Error) Unwrap() error { return &errs.Error{Kind: errs.Invalid, Message: e.Error()} }
 
 type rawTemplate struct {
 	Namespace     string      `yaml:"namespace"`
@@ -142,14 +144,14 @@ func stepNameOf(n *yaml.Node, index int) string {
 // Parse reads one template from data. file names it in errors. Handler kinds and their configs
 // are checked against handlers. A refusal joins one *Error per problem found.
 func Parse(file string, data []byte, handlers *handler.Registry) (*Template, error) {
-	var errs []error
+	var problems []error
 	fail := func(step, format string, args ...any) {
-		errs = append(errs, &Error{File: file, Step: step, Msg: fmt.Sprintf(format, args...)})
+		problems = append(problems, &Error{File: file, Step: step, Msg: fmt.Sprintf(format, args...)})
 	}
 	var raw rawTemplate
 	if err := strictDecode(data, &raw); err != nil {
 		fail("", "malformed template: %s", cleanYAMLError(err))
-		return nil, errors.Join(errs...)
+		return nil, errors.Join(problems...)
 	}
 	t := &Template{Namespace: raw.Namespace, Name: raw.Name, Version: raw.Version,
 		Description: raw.Description, File: file, byName: map[string]int{}}
@@ -289,8 +291,8 @@ func Parse(file string, data []byte, handlers *handler.Registry) (*Template, err
 			fail(cycle[0], "dependency cycle: %s", strings.Join(cycle, " → "))
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	if err := t.finish(); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/Masterminds/semver/v3"
 	"github.com/agnivade/levenshtein"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/templates"
 )
@@ -74,7 +75,7 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 		return fmt.Errorf("reading templates directory %s: %w", label, err)
 	}
 	var loaded []*Template
-	var errs []error
+	var failures []error
 	for _, e := range entries {
 		ext := strings.ToLower(path.Ext(e.Name()))
 		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
@@ -83,18 +84,18 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 		data, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
 		file := path.Join(label, e.Name())
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reading template %s: %w", file, err))
+			failures = append(failures, fmt.Errorf("reading template %s: %w", file, err))
 			continue
 		}
 		t, err := Parse(file, data, r.handlers)
 		if err != nil {
-			errs = append(errs, err)
+			failures = append(failures, err)
 			continue
 		}
 		loaded = append(loaded, t)
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if len(failures) > 0 {
+		return errors.Join(failures...)
 	}
 	staged := NewRegistry(r.handlers)
 	r.mu.RLock()
@@ -104,11 +105,11 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 	r.mu.RUnlock()
 	for _, t := range loaded {
 		if err := staged.Add(t); err != nil {
-			errs = append(errs, err)
+			failures = append(failures, err)
 		}
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if len(failures) > 0 {
+		return errors.Join(failures...)
 	}
 	for _, t := range loaded {
 		if err := r.Add(t); err != nil {
@@ -120,7 +121,7 @@ func (r *Registry) loadFS(fsys fs.FS, dir, label string) error {
 
 // Lookup returns the template namespace/name@version; an empty version means the newest
 // release by semver precedence (a pre-release such as 2.0.0-rc.1 is chosen only when there is
-// no release). A template the registry does not hold is an error wrapping ErrNotFound that
+// no release). A template the registry does not hold is an errs.NotFound error that
 // says what exists: the versions of namespace/name when it has some, else the registered
 // templates (the closest names to the one asked for, when there are many).
 func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
@@ -130,7 +131,7 @@ func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 		if t, ok := r.byKey[key(namespace, name, version)]; ok {
 			return t, nil
 		}
-		return nil, fmt.Errorf("%w: %s; %s", ErrNotFound, key(namespace, name, version), r.known(namespace, name))
+		return nil, errs.E(errs.NotFound, "task template not found: %s; %s", key(namespace, name, version), r.known(namespace, name))
 	}
 	var best *Template
 	var bestV *semver.Version
@@ -144,7 +145,7 @@ func (r *Registry) Lookup(namespace, name, version string) (*Template, error) {
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("%w: %s/%s (any version); %s", ErrNotFound, namespace, name, r.known(namespace, name))
+		return nil, errs.E(errs.NotFound, "task template not found: %s/%s (any version); %s", namespace, name, r.known(namespace, name))
 	}
 	return best, nil
 }

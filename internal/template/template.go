@@ -50,16 +50,6 @@ const (
 	DefaultTimeout         = 30 * time.Second
 )
 
-// ErrInvalid is wrapped by every error that refuses a template definition.
-var ErrInvalid = errors.New("invalid task template")
-
-// ErrNotFound is wrapped by lookups of a template that the registry does not hold.
-var ErrNotFound = errors.New("task template not found")
-
-// ErrChanged is wrapped by a registration refused because the same namespace/name/version is
-// already registered with a different definition.
-var ErrChanged = errors.New("task template version already registered with a different definition")
-
 // Template is one validated version of a named task. It is immutable once loaded.
 type Template struct {
 	Namespace   string

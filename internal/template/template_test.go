@@ -12,6 +12,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -223,8 +224,8 @@ func TestRefusals(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted: %+v", tpl)
 			}
-			if !errors.Is(err, template.ErrInvalid) {
-				t.Errorf("errors.Is(err, ErrInvalid) is false: %v", err)
+			if !errs.Is(err, errs.Invalid) {
+				t.Errorf("errs.Is(err, errs.Invalid) is false: %v", err)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, file) {
@@ -314,8 +315,8 @@ func TestLookupNewestBySemver(t *testing.T) {
 		t.Fatalf("exact = %v, %v", tpl, err)
 	}
 	for _, q := range [][3]string{{"ns", "t", "2.0.0"}, {"ns", "nope", ""}, {"other", "t", ""}} {
-		if _, err := reg.Lookup(q[0], q[1], q[2]); !errors.Is(err, template.ErrNotFound) {
-			t.Errorf("Lookup %v: err = %v, want ErrNotFound", q, err)
+		if _, err := reg.Lookup(q[0], q[1], q[2]); !errs.Is(err, errs.NotFound) {
+			t.Errorf("Lookup %v: err = %v, want errs.NotFound", q, err)
 		}
 	}
 	for ref, want := range map[string][3]string{
@@ -385,10 +386,10 @@ func TestRegisterIdempotentAndRefusesChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = template.Register(ctx, db, changed)
-	if !errors.Is(err, template.ErrChanged) || !strings.Contains(err.Error(), "ns/t@1.0.0") {
-		t.Fatalf("changed definition: err = %v, want ErrChanged naming ns/t@1.0.0", err)
+	if !errs.Is(err, errs.Conflict) || !strings.Contains(err.Error(), "ns/t@1.0.0") {
+		t.Fatalf("changed definition: err = %v, want errs.Conflict naming ns/t@1.0.0", err)
 	}
-	if _, err := template.Ensure(ctx, db, changed); !errors.Is(err, template.ErrChanged) {
+	if _, err := template.Ensure(ctx, db, changed); !errs.Is(err, errs.Conflict) {
 		t.Fatalf("Ensure changed definition: err = %v", err)
 	}
 	if after := countTemplateRows(t, db); after != before {
@@ -439,11 +440,11 @@ func TestLookupNotFoundListsWhatExists(t *testing.T) {
 	t.Parallel()
 	reg := shipped(t)
 	_, err := reg.Lookup("examples", "nope", "")
-	if !errors.Is(err, template.ErrNotFound) || !strings.Contains(err.Error(),
+	if !errs.Is(err, errs.NotFound) || !strings.Contains(err.Error(),
 		"the templates are examples/diamond_workflow, examples/http_fetch_and_post, examples/linear_workflow") {
-		t.Fatalf("unknown name: %v, want ErrNotFound listing the templates", err)
+		t.Fatalf("unknown name: %v, want errs.NotFound listing the templates", err)
 	}
-	if _, err := reg.Lookup("examples", "linear_workflow", "9.9.9"); !errors.Is(err, template.ErrNotFound) ||
+	if _, err := reg.Lookup("examples", "linear_workflow", "9.9.9"); !errs.Is(err, errs.NotFound) ||
 		!strings.HasSuffix(err.Error(), "examples/linear_workflow@9.9.9; its versions are 1.0.0") {
 		t.Fatalf("unknown version: %v, want the versions listed", err)
 	}

@@ -7,9 +7,8 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/taskerhq/tasker/internal/config"
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/seed"
 )
 
@@ -36,12 +35,12 @@ func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Write
 	if err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, dbURL)
+	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
 	if err != nil {
-		return fmt.Errorf("connecting to database: %w", err)
+		return err
 	}
-	defer conn.Close(context.Background())
-	rep, err := seed.Generate(ctx, conn, *seedValue, plan, func(r seed.Result) {
+	defer database.Close(gdb)
+	rep, err := seed.Generate(ctx, gdb, *seedValue, plan, func(r seed.Result) {
 		log.Info("seed: batch written", "shape", r.Shape, "tasks", r.Tasks, "steps", r.Steps,
 			"edges", r.Edges, "insert", r.Insert.Round(1e6), "edges_time", r.EdgesTime.Round(1e6))
 	})

@@ -13,7 +13,8 @@ import (
 func TestGenerateWritesConsistentHistories(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbtest.NewURL(t))
+	url := dbtest.NewURL(t)
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +23,7 @@ func TestGenerateWritesConsistentHistories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := seed.Generate(ctx, conn, 7, plan, nil)
+	rep, err := seed.Generate(ctx, dbtest.Open(t, url), 7, plan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

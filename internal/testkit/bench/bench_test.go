@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
@@ -39,23 +38,17 @@ func sizes(b *testing.B, env, def string) []int {
 	return out
 }
 
-// open creates a fresh database and returns a pgx connection for seeding and a GORM handle
-// whose statements are counted.
-func open(b *testing.B) (*pgx.Conn, *gorm.DB) {
+// open creates a fresh database and returns a GORM handle whose statements are counted.
+func open(b *testing.B) *gorm.DB {
 	b.Helper()
 	ctx := context.Background()
 	url := dbtest.NewURL(b)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close(ctx) })
 	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 4, Tracer: querystats.Tracer{}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = database.Close(db) })
-	return conn, db
+	return db
 }
 
 // measure runs op b.N times and reports its statements per op.
@@ -87,17 +80,17 @@ func readyViaView(ctx context.Context, b *testing.B, db *gorm.DB, taskID int64) 
 // parallel steps at the frontier, a sink), views against the naive baseline.
 func BenchmarkReadySteps(b *testing.B) {
 	for _, n := range sizes(b, "TASKER_BENCH_TASK_STEPS", "10,100,1000") {
-		conn, db := open(b)
+		db := open(b)
 		s, err := shape.Wide(n)
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := seed.Run(context.Background(), conn, 1,
+		res, err := seed.Run(context.Background(), db, 1,
 			seed.Batch{Shape: s, Tasks: 1, Mix: seed.Mix{Running: 1}, Frontier: 1})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := conn.Exec(context.Background(), "ANALYZE"); err != nil {
+		if err := db.Exec("ANALYZE").Error; err != nil {
 			b.Fatal(err)
 		}
 		task := res.TaskIDs[0]
@@ -125,16 +118,16 @@ func BenchmarkReadySteps(b *testing.B) {
 // database. The seeding time of each database is reported as seed-s and edges-s.
 func BenchmarkReadinessByDatabaseSize(b *testing.B) {
 	for _, n := range sizes(b, "TASKER_BENCH_DB_STEPS", "10000,100000") {
-		conn, db := open(b)
+		db := open(b)
 		plan, err := seed.Plan(n, nil, 200000)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rep, err := seed.Generate(context.Background(), conn, 1, plan, nil)
+		rep, err := seed.Generate(context.Background(), db, 1, plan, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := seed.Run(context.Background(), conn, 2,
+		res, err := seed.Run(context.Background(), db, 2,
 			seed.Batch{Shape: shape.Mixed, Tasks: 1, Mix: seed.Mix{Running: 1}, Frontier: 2})
 		if err != nil {
 			b.Fatal(err)
@@ -167,12 +160,12 @@ func BenchmarkReadinessByDatabaseSize(b *testing.B) {
 // BenchmarkExecutionContextPage reads the execution context of a page of 100 tasks of the
 // standard shapes in every scenario (one statement on the view against 100 naive walks).
 func BenchmarkExecutionContextPage(b *testing.B) {
-	conn, db := open(b)
+	db := open(b)
 	plan, err := seed.Plan(10000, []string{"linear", "diamond", "parallel_merge", "tree", "mixed"}, 200000)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := seed.Generate(context.Background(), conn, 1, plan, nil); err != nil {
+	if _, err := seed.Generate(context.Background(), db, 1, plan, nil); err != nil {
 		b.Fatal(err)
 	}
 	var page []int64

@@ -191,7 +191,9 @@ func Close(gdb *gorm.DB) error {
 	return sqlDB.Close()
 }
 
-// SQL returns the *sql.DB behind a GORM handle.
+// SQL returns the *sql.DB behind a GORM handle (the primary's pool with replicas): for what
+// must run on the pool itself, such as goose's migrations in internal/migrate. Everything
+// else takes the *gorm.DB.
 func SQL(gdb *gorm.DB) *sql.DB {
 	sqlDB, err := gdb.DB()
 	if err != nil {

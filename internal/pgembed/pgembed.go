@@ -406,6 +406,9 @@ func (c *Cluster) ready(ctx context.Context) bool {
 	return true
 }
 
+// ensureDatabase creates the service's database on the embedded server when it is missing. It
+// runs before the service opens its handle, on an administrative connection of its own: DDL
+// of the embedded server's bootstrap, not a write of the product's data.
 func (c *Cluster) ensureDatabase(ctx context.Context) error {
 	conn, err := pgx.Connect(ctx, c.adminURL())
 	if err != nil {

@@ -80,7 +80,11 @@ type Replica struct {
 }
 
 // Router is a gorm.ConnPool routing by context (see the package comment). Its methods are
-// safe for concurrent use.
+// safe for concurrent use. It is the pool under the product's one handle: its ExecContext,
+// QueryContext and QueryRowContext forward the statements GORM sends, and its own statements
+// only read replication positions (pg_is_in_recovery, pg_last_wal_replay_lsn,
+// pg_current_wal_insert_lsn); none writes data. Callers reach it through
+// database.OpenWithReplicas and database.Router, never with pools of their own.
 type Router struct {
 	primary  *sql.DB
 	replicas []*Replica

@@ -44,6 +44,8 @@
 //     server restarted on unchanged data refreshes nothing.
 //
 // Start and Stop are safe to call twice; Refresh runs an on-demand refresh and returns what
-// happened. The dashboard reads themselves are in internal/models (ReadTaskStatusSummaries,
-// ReadStepPerformance, ReadHourlyThroughput, ReadModelStatuses).
+// happened. The refresh's statements (the fold-in of each view, the locks, the freshness and
+// the refresh log) are methods of store.Store (internal/store/refresh.go); this package holds
+// when and why they run. The dashboard reads themselves are in internal/models
+// (ReadTaskStatusSummaries, ReadStepPerformance, ReadHourlyThroughput, ReadModelStatuses).
 package refresh

@@ -87,6 +87,16 @@ func refreshLog(t testing.TB, db *gorm.DB, view string) []models.ReadModelRefres
 	return rows
 }
 
+// The task and step states, abbreviated for the histories the tests write.
+const (
+	P  = models.StatePending
+	IP = models.StateInProgress
+	C  = models.StateComplete
+	E  = models.StateError
+	X  = models.StateCancelled
+	R  = models.StateResolvedManually
+)
+
 // buildHistory writes a varied history with the fixture: tasks of three shapes in every task
 // state, steps completed, failed, retried and cancelled with distinct durations, a second
 // namespace and a named task without tasks.
@@ -94,14 +104,6 @@ func buildHistory(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	b := fixture.New(t, db)
 	st := func(s ...models.State) []models.State { return s }
-	const (
-		P  = models.StatePending
-		IP = models.StateInProgress
-		C  = models.StateComplete
-		E  = models.StateError
-		X  = models.StateCancelled
-		R  = models.StateResolvedManually
-	)
 	taskPaths := [][]models.State{
 		nil, nil,
 		st(IP), st(IP),

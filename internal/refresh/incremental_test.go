@@ -84,14 +84,6 @@ func TestIncrementalEqualsExactAfterRandomWorkloads(t *testing.T) {
 	r := newRefresher(t, db, nil, Config{Schedules: offSchedules()})
 	b := fixture.New(t, db)
 	rng := rand.New(rand.NewPCG(7, 11))
-	const (
-		P  = models.StatePending
-		IP = models.StateInProgress
-		C  = models.StateComplete
-		E  = models.StateError
-		X  = models.StateCancelled
-		R  = models.StateResolvedManually
-	)
 	taskPaths := [][]models.State{nil, {IP}, {IP, C}, {IP, E}, {IP, E, P, IP}, {X}, {IP, E, R}, {IP, C, X}}
 	stepPaths := [][]models.State{nil, {IP}, {IP, C}, {IP, E}, {IP, E, P, IP, C}, {IP, E, P, IP, E, P, IP, C}, {E, R}, {IP, X}}
 	shapes := []fixture.Shape{fixture.FourStep, fixture.Linear, fixture.Diamond, fixture.ParallelMerge, fixture.Tree, fixture.Mixed}

@@ -19,4 +19,8 @@
 //   - Namespaces without a period, and every namespace by default, keep their tasks forever.
 //   - Runs never overlap within a process (cron.SkipIfStillRunning), and across processes a
 //     run takes a session advisory lock and skips when another process holds it.
+//
+// The statements (the run lock, the candidates, the locks and the deletion) are methods of
+// store.Store (internal/store/retention.go); a policy that cannot be used is an errs.Invalid
+// error.
 package retention

@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/store"
 )
 
@@ -45,24 +46,24 @@ type Config struct {
 //	TASKER_RETENTION_SCHEDULE   cron spec of the runs (default "@every 10m"; "off" disables)
 //	TASKER_RETENTION_BATCH      tasks deleted per transaction (default 200)
 //
-// A value that does not parse is an error naming the variable.
+// A value that does not parse is an errs.Invalid error naming the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
 	p, err := ParsePolicy(getenv("TASKER_RETENTION"))
 	if err != nil {
-		return Config{}, fmt.Errorf("TASKER_RETENTION: %w", err)
+		return Config{}, errs.E(errs.Invalid, "TASKER_RETENTION: %w", err)
 	}
 	cfg.Policy = p
 	cfg.Schedule = strings.TrimSpace(getenv("TASKER_RETENTION_SCHEDULE"))
 	if cfg.Schedule != "" {
 		if err := validateSchedule(cfg.Schedule); err != nil {
-			return Config{}, fmt.Errorf("TASKER_RETENTION_SCHEDULE=%q: %w", cfg.Schedule, err)
+			return Config{}, errs.E(errs.Invalid, "TASKER_RETENTION_SCHEDULE=%q: %w", cfg.Schedule, err)
 		}
 	}
 	if s := strings.TrimSpace(getenv("TASKER_RETENTION_BATCH")); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 10_000 {
-			return Config{}, fmt.Errorf("TASKER_RETENTION_BATCH=%q: %w", s, badPolicy("not a number of tasks in 1..10000"))
+			return Config{}, errs.E(errs.Invalid, "TASKER_RETENTION_BATCH=%q: %w", s, badPolicy("not a number of tasks in 1..10000"))
 		}
 		cfg.BatchSize = n
 	}
@@ -112,10 +113,10 @@ func New(db *gorm.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 		cfg.Schedule = DefaultSchedule
 	}
 	if err := validateSchedule(cfg.Schedule); err != nil {
-		return nil, fmt.Errorf("creating retainer: %w", err)
+		return nil, errs.E(errs.Invalid, "creating retainer: %w", err)
 	}
 	if cfg.BatchSize < 0 || cfg.LockTimeout < 0 {
-		return nil, fmt.Errorf("creating retainer: %w", badPolicy("negative batch size or lock timeout"))
+		return nil, errs.E(errs.Invalid, "creating retainer: %w", badPolicy("negative batch size or lock timeout"))
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = DefaultBatchSize

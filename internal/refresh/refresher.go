@@ -502,51 +502,67 @@ func (r *Refresher) refresh(ctx context.Context, vr *viewRun, trigger Trigger) O
 func (r *Refresher) refreshTx(ctx context.Context, vr *viewRun, out *Outcome) error {
 	// Read committed: each statement that folds changes in sees every transaction that ended
 	// before it started (see store.FoldIn).
+	began := false
+	var failed error
 	err := r.st.Tx(ctx, func(tx *store.Store) error {
-		locked, err := tx.TryLockReadModel(ctx, vr.Name)
-		if err != nil {
-			return fmt.Errorf("taking the refresh lock: %w", err)
-		}
-		if !locked {
-			out.Status = StatusSkippedLocked
-			return nil
-		}
-		if out.Trigger == TriggerEvent {
-			stale, found, err := tx.ReadModelStale(ctx, vr.Name)
-			if err != nil {
-				return fmt.Errorf("reading staleness: %w", err)
-			}
-			if found && !stale {
-				out.Status = StatusSkippedFresh
-				return nil
-			}
-		}
-		if err := tx.SetLocalStatementTimeout(ctx, r.cfg.Timeout); err != nil {
-			return fmt.Errorf("setting the statement timeout: %w", err)
-		}
-		if out.StartedAt, err = tx.Clock(ctx); err != nil {
-			return fmt.Errorf("reading the clock: %w", err)
-		}
-		if _, out.Pending, err = tx.FoldIn(ctx, vr.Name); err != nil {
-			return err
-		}
-		if out.RowCount, out.FinishedAt, err = tx.CountReadModel(ctx, vr.Name); err != nil {
-			return fmt.Errorf("counting rows: %w", err)
-		}
-		out.Duration = out.FinishedAt.Sub(out.StartedAt)
-		return tx.RecordRefresh(ctx, store.Refresh{
-			View: vr.Name, Trigger: string(out.Trigger), StartedAt: out.StartedAt, FinishedAt: out.FinishedAt,
-			RowCount: out.RowCount, Pending: out.Pending, By: r.cfg.ProcessID,
-			KeepSince: out.StartedAt.Add(-r.cfg.Retention),
-		})
+		began = true
+		failed = r.refreshIn(ctx, tx, vr, out)
+		return failed
 	}, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
+	switch {
+	case err == nil:
+	case !began:
+		return fmt.Errorf("beginning refresh transaction: %w", err)
+	case failed == nil:
+		return fmt.Errorf("committing the refresh: %w", err)
+	default:
 		return err
 	}
 	if out.Status == "" {
 		out.Status = StatusRefreshed
 	}
 	return nil
+}
+
+// refreshIn is the body of the refresh transaction tx; it leaves out.Status empty when it
+// refreshed.
+func (r *Refresher) refreshIn(ctx context.Context, tx *store.Store, vr *viewRun, out *Outcome) error {
+	locked, err := tx.TryLockReadModel(ctx, vr.Name)
+	if err != nil {
+		return fmt.Errorf("taking the refresh lock: %w", err)
+	}
+	if !locked {
+		out.Status = StatusSkippedLocked
+		return nil
+	}
+	if out.Trigger == TriggerEvent {
+		stale, found, err := tx.ReadModelStale(ctx, vr.Name)
+		if err != nil {
+			return fmt.Errorf("reading staleness: %w", err)
+		}
+		if found && !stale {
+			out.Status = StatusSkippedFresh
+			return nil
+		}
+	}
+	if err := tx.SetLocalStatementTimeout(ctx, r.cfg.Timeout); err != nil {
+		return fmt.Errorf("setting the statement timeout: %w", err)
+	}
+	if out.StartedAt, err = tx.Clock(ctx); err != nil {
+		return fmt.Errorf("reading the clock: %w", err)
+	}
+	if _, out.Pending, err = tx.FoldIn(ctx, vr.Name); err != nil {
+		return err
+	}
+	if out.RowCount, out.FinishedAt, err = tx.CountReadModel(ctx, vr.Name); err != nil {
+		return fmt.Errorf("counting rows: %w", err)
+	}
+	out.Duration = out.FinishedAt.Sub(out.StartedAt)
+	return tx.RecordRefresh(ctx, store.Refresh{
+		View: vr.Name, Trigger: string(out.Trigger), StartedAt: out.StartedAt, FinishedAt: out.FinishedAt,
+		RowCount: out.RowCount, Pending: out.Pending, By: r.cfg.ProcessID,
+		KeepSince: out.StartedAt.Add(-r.cfg.Retention),
+	})
 }
 
 // recordFailure logs a failed refresh, sets the view's last_error and fills in the outcome's

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/taskerhq/tasker/internal/runstate"
 )
 
 // childEnvVar makes the test binary act as a server that starts a cluster in the named data
@@ -98,17 +100,6 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 func accepts(port int) bool {
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
 	if err != nil {
@@ -121,9 +112,9 @@ func accepts(port int) bool {
 // assertGone waits until the postmaster pid has exited and its port refuses connections.
 func assertGone(t *testing.T, pid, port int) {
 	t.Helper()
-	if !waitUntil(context.Background(), 15*time.Second, func() bool { return !alive(pid) && !accepts(port) }) {
+	if !waitUntil(context.Background(), 15*time.Second, func() bool { return !runstate.ProcessAlive(pid) && !accepts(port) }) {
 		t.Fatalf("postgres pid %d still running (alive=%v) or port %d still accepting (accepts=%v)",
-			pid, alive(pid), port, accepts(port))
+			pid, runstate.ProcessAlive(pid), port, accepts(port))
 	}
 }
 
@@ -201,8 +192,8 @@ func TestClusterDiesWithItsServer(t *testing.T) {
 	if _, err := fmt.Sscanf(line, "%d %d", &pid, &port); err != nil {
 		t.Fatalf("child printed %q: %v", line, err)
 	}
-	if !alive(pid) || !accepts(port) {
-		t.Fatalf("cluster of the child not running: alive=%v accepts=%v", alive(pid), accepts(port))
+	if !runstate.ProcessAlive(pid) || !accepts(port) {
+		t.Fatalf("cluster of the child not running: alive=%v accepts=%v", runstate.ProcessAlive(pid), accepts(port))
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -250,12 +241,12 @@ func TestStartStopsAnOrphanedCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	orphan, _ := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
-	if !alive(orphan) || !accepts(port) {
+	if !runstate.ProcessAlive(orphan) || !accepts(port) {
 		t.Fatalf("orphan postmaster %d not running on port %d", orphan, port)
 	}
 
 	c2 := start(t, Options{DataDir: dir})
-	if alive(orphan) {
+	if runstate.ProcessAlive(orphan) {
 		t.Fatalf("orphaned postmaster %d still running after Start", orphan)
 	}
 	assertGone(t, orphan, port)

@@ -22,6 +22,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -135,13 +137,28 @@ func Find(ctx context.Context, dataDir string) (State, error) {
 	return s, nil
 }
 
-// ProcessAlive reports whether a process with id pid exists (possibly owned by another user).
+// ProcessAlive reports whether a process with id pid runs (possibly owned by another user): it
+// exists and, where /proc tells, is not a zombie (exited, waiting for its parent to reap it).
 func ProcessAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	return !zombie(pid)
+}
+
+// zombie reports whether /proc/<pid>/stat shows the process in state Z; false where it cannot
+// be read.
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name, in parentheses, may hold anything
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // Ping connects to the database at url and runs one statement, within 3 seconds.

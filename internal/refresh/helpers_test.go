@@ -199,3 +199,16 @@ func checkStatusRow(t *testing.T, i int, gotName string, got models.TaskStatusSu
 		t.Errorf("status row %d:\n %-12s %+v\n %-12s %+v", i, gotName, got, wantName, want)
 	}
 }
+
+// checkThroughputRow fails t unless the hourly throughput row i read as got equals want: the
+// same hour (as an instant), every other column exactly.
+func checkThroughputRow(t *testing.T, i int, gotName string, got models.HourlyThroughput, wantName string, want models.HourlyThroughput) {
+	t.Helper()
+	if !want.Hour.Equal(got.Hour) {
+		t.Errorf("throughput row %d: hour %s, %s %s", i, got.Hour, wantName, want.Hour)
+	}
+	got.Hour, want.Hour = time.Time{}, time.Time{}
+	if got != want {
+		t.Errorf("throughput row %d:\n %-12s %+v\n %-12s %+v", i, gotName, got, wantName, want)
+	}
+}

@@ -56,14 +56,7 @@ func requireEqualToExact(t *testing.T, db *gorm.DB) {
 		t.Fatalf("%d throughput hours, exact %d", len(gotH), len(exactH))
 	}
 	for i := range exactH {
-		e, g := exactH[i], gotH[i]
-		if !e.Hour.Equal(g.Hour) {
-			t.Errorf("throughput row %d: hour %s, exact %s", i, g.Hour, e.Hour)
-		}
-		e.Hour, g.Hour = time.Time{}, time.Time{}
-		if e != g {
-			t.Errorf("throughput row %d:\n incremental %+v\n exact       %+v", i, g, e)
-		}
+		checkThroughputRow(t, i, "incremental", gotH[i], "exact", exactH[i])
 	}
 }
 

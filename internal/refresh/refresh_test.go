@@ -175,14 +175,7 @@ func TestRefreshedViewsEqualLiveAggregates(t *testing.T) {
 			t.Fatalf("got %d materialized rows and %d live rows; want the same, at least 5", len(mat), len(live))
 		}
 		for i := range live {
-			l, m := live[i], mat[i]
-			if !l.Hour.Equal(m.Hour) {
-				t.Errorf("row %d: hour %s, live %s", i, m.Hour, l.Hour)
-			}
-			l.Hour, m.Hour = time.Time{}, time.Time{}
-			if l != m {
-				t.Errorf("row %d:\n materialized %+v\n live         %+v", i, m, l)
-			}
+			checkThroughputRow(t, i, "materialized", mat[i], "live", live[i])
 		}
 	})
 }

@@ -558,7 +558,7 @@ func (r *Refresher) refreshIn(ctx context.Context, tx *store.Store, vr *viewRun,
 		return fmt.Errorf("counting rows: %w", err)
 	}
 	out.Duration = out.FinishedAt.Sub(out.StartedAt)
-	return tx.RecordRefresh(ctx, store.Refresh{
+	return tx.RecordRefresh(ctx, store.ReadModelRefresh{
 		View: vr.Name, Trigger: string(out.Trigger), StartedAt: out.StartedAt, FinishedAt: out.FinishedAt,
 		RowCount: out.RowCount, Pending: out.Pending, By: r.cfg.ProcessID,
 		KeepSince: out.StartedAt.Add(-r.cfg.Retention),

@@ -426,8 +426,8 @@ func (s *Store) CountReadModel(ctx context.Context, view string) (n int64, at ti
 	return n, at, err
 }
 
-// Refresh is one successful refresh of a read model, as RecordRefresh logs it.
-type Refresh struct {
+// ReadModelRefresh is one successful refresh of a read model, as RecordRefresh logs it.
+type ReadModelRefresh struct {
 	View       string
 	Trigger    string
 	StartedAt  time.Time
@@ -443,7 +443,7 @@ type Refresh struct {
 
 // RecordRefresh updates the view's freshness (fresh unless Pending or marked stale after the
 // refresh started), logs the refresh and prunes the view's refresh log.
-func (s *Store) RecordRefresh(ctx context.Context, r Refresh) error {
+func (s *Store) RecordRefresh(ctx context.Context, r ReadModelRefresh) error {
 	db := s.conn(ctx)
 	durMs := float64(r.FinishedAt.Sub(r.StartedAt).Microseconds()) / 1000
 	err := db.Exec(`UPDATE tasker_read_model_state SET

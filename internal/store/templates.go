@@ -12,9 +12,9 @@ import (
 // registrations across processes, so that concurrent registrations neither fail nor duplicate.
 const templateRegistrationLock int64 = 0x7461736b657201 // "tasker" + 1
 
-// NamedTask is a registered template version: its namespace, its named task and the hash of
-// the definition it was registered with.
-type NamedTask struct {
+// RegisteredTemplate is a registered template version: its namespace, its named task and the
+// hash of the definition it was registered with.
+type RegisteredTemplate struct {
 	TaskNamespaceID int64
 	NamedTaskID     int64
 	Hash            string
@@ -22,7 +22,7 @@ type NamedTask struct {
 
 // NamedTaskByVersion returns the named task namespace/name@version; found is false when it is
 // not registered.
-func (s *Store) NamedTaskByVersion(ctx context.Context, namespace, name, version string) (nt NamedTask, found bool, err error) {
+func (s *Store) NamedTaskByVersion(ctx context.Context, namespace, name, version string) (nt RegisteredTemplate, found bool, err error) {
 	var hash sql.NullString
 	err = s.conn(ctx).Raw(`
 		SELECT nt.task_namespace_id, nt.named_task_id, nt.configuration->>'hash'
@@ -31,7 +31,7 @@ func (s *Store) NamedTaskByVersion(ctx context.Context, namespace, name, version
 		WHERE ns.name = $1 AND nt.name = $2 AND nt.version = $3`,
 		namespace, name, version).Row().Scan(&nt.TaskNamespaceID, &nt.NamedTaskID, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		return NamedTask{}, false, nil
+		return RegisteredTemplate{}, false, nil
 	}
 	nt.Hash = hash.String
 	return nt, err == nil, err
@@ -126,8 +126,8 @@ func (s *Store) InsertNamedTask(ctx context.Context, namespaceID int64, name, ve
 	return id, err
 }
 
-// NamedTaskStep is a step of a named task with its defaults.
-type NamedTaskStep struct {
+// TemplateStep is a step of a registered template (a named step) with its defaults.
+type TemplateStep struct {
 	NamedStepID int64
 	Retryable   bool
 	RetryLimit  int32
@@ -136,7 +136,7 @@ type NamedTaskStep struct {
 
 // InsertNamedTaskSteps links the steps to the named task with their defaults, in one
 // statement.
-func (s *Store) InsertNamedTaskSteps(ctx context.Context, namedTaskID int64, steps []NamedTaskStep) error {
+func (s *Store) InsertNamedTaskSteps(ctx context.Context, namedTaskID int64, steps []TemplateStep) error {
 	ids := make(database.Array[int64], len(steps))
 	retryable := make([]bool, len(steps))
 	limits := make([]int32, len(steps))

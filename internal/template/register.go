@@ -134,9 +134,9 @@ func insert(ctx context.Context, tx *store.Store, t *Template) (Registration, er
 		return reg, fmt.Errorf("writing named task: %w", err)
 	}
 
-	steps := make([]store.NamedTaskStep, len(t.Steps))
+	steps := make([]store.TemplateStep, len(t.Steps))
 	for i, s := range t.Steps {
-		steps[i] = store.NamedTaskStep{NamedStepID: reg.NamedStepIDs[s.Name], Retryable: s.Retryable,
+		steps[i] = store.TemplateStep{NamedStepID: reg.NamedStepIDs[s.Name], Retryable: s.Retryable,
 			RetryLimit: int32(s.RetryLimit), Skippable: s.Skippable}
 	}
 	if err := tx.InsertNamedTaskSteps(ctx, reg.NamedTaskID, steps); err != nil {

@@ -1,12 +1,13 @@
 package auth
 
 import (
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // Limits bound what one request, token or connection may ask. Zero fields take the defaults.
@@ -80,7 +81,7 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 		if s := getenv(v.name); s != "" {
 			n, err := strconv.ParseInt(s, 10, 32)
 			if err != nil || n <= 0 {
-				return l, fmt.Errorf("%s=%q is not a positive integer", v.name, s)
+				return l, errs.E(errs.Invalid, "%s=%q is not a positive integer", v.name, s)
 			}
 			v.set(n)
 		}
@@ -88,14 +89,14 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 	if s := getenv("TASKER_RATE_LIMIT"); s != "" {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || f <= 0 {
-			return l, fmt.Errorf("TASKER_RATE_LIMIT=%q is not a positive number of operations per second", s)
+			return l, errs.E(errs.Invalid, "TASKER_RATE_LIMIT=%q is not a positive number of operations per second", s)
 		}
 		l.RatePerSecond = f
 	}
 	if s := getenv("TASKER_STATEMENT_TIMEOUT"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			return l, fmt.Errorf("TASKER_STATEMENT_TIMEOUT=%q is not a positive duration (e.g. 15s)", s)
+			return l, errs.E(errs.Invalid, "TASKER_STATEMENT_TIMEOUT=%q is not a positive duration (e.g. 15s)", s)
 		}
 		l.StatementTimeout = d
 	}

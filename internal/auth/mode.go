@@ -1,9 +1,10 @@
 package auth
 
 import (
-	"fmt"
 	"net"
 	"strings"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // Mode says whether requests must authenticate.
@@ -57,7 +58,7 @@ func DecideMode(s Setup) (Decision, error) {
 		return Decision{Mode: Off, Warning: "authentication is OFF (TASKER_AUTH=off): every request is admitted as an admin"}, nil
 	case "":
 	default:
-		return Decision{}, fmt.Errorf("TASKER_AUTH=%q is not on or off", s.Env)
+		return Decision{}, errs.E(errs.Invalid, "TASKER_AUTH=%q is not on or off", s.Env)
 	}
 	if s.Embedded && isLoopback(s.Listen) {
 		return Decision{Mode: Off, Warning: "authentication is OFF: embedded PostgreSQL on a loopback address; set TASKER_AUTH=on to require API tokens"}, nil

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // Defaults of Config.
@@ -61,7 +63,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			continue
 		}
 		if err := validateSchedule(spec); err != nil {
-			return Config{}, fmt.Errorf("%s=%q: %w", key, spec, err)
+			return Config{}, errs.E(errs.Invalid, "%s=%q: %w", key, spec, err)
 		}
 		cfg.Schedules[v.Name] = spec
 	}
@@ -81,7 +83,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		v, err := time.ParseDuration(s)
 		if err != nil || v <= 0 {
-			return Config{}, fmt.Errorf("%s=%q is not a positive duration (e.g. 5s)", d.key, s)
+			return Config{}, errs.E(errs.Invalid, "%s=%q is not a positive duration (e.g. 5s)", d.key, s)
 		}
 		*d.dst = v
 	}
@@ -94,10 +96,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	out.Schedules = make(map[string]string, len(Views))
 	for name, spec := range cfg.Schedules {
 		if _, ok := findView(name); !ok {
-			return Config{}, fmt.Errorf("schedule for unknown view %q (known: %s)", name, strings.Join(ViewNames(), ", "))
+			return Config{}, errs.E(errs.Invalid, "schedule for unknown view %q (known: %s)", name, strings.Join(ViewNames(), ", "))
 		}
 		if err := validateSchedule(spec); err != nil {
-			return Config{}, fmt.Errorf("schedule of %s %q: %w", name, spec, err)
+			return Config{}, errs.E(errs.Invalid, "schedule of %s %q: %w", name, spec, err)
 		}
 		out.Schedules[name] = spec
 	}
@@ -118,7 +120,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	} {
 		switch {
 		case *d.v < 0:
-			return Config{}, fmt.Errorf("%s %s is negative", d.name, *d.v)
+			return Config{}, errs.E(errs.Invalid, "%s %s is negative", d.name, *d.v)
 		case *d.v == 0:
 			*d.v = d.def
 		}
@@ -135,7 +137,7 @@ func validateSchedule(spec string) error {
 		return nil
 	}
 	if _, err := cron.ParseStandard(spec); err != nil {
-		return fmt.Errorf("parsing cron schedule: %w", err)
+		return errs.E(errs.Invalid, "parsing cron schedule: %w", err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/store"
 )
@@ -25,9 +26,9 @@ const (
 	DefaultLockTimeout = 2 * time.Second
 )
 
-// ReadModels are the read models (tasker_read_model_state names) whose horizons a task's rows
-// must be below before the task may be deleted.
-var ReadModels = []string{"tasker_task_status_summaries", "tasker_step_performance", "tasker_hourly_throughput"}
+// ReadModels are the read models (tasker_read_model_state names: the materialized projections
+// of the catalogue) whose horizons a task's rows must be below before the task may be deleted.
+var ReadModels = db.Names(db.MaterializedView)
 
 // Config tunes a Retainer. The zero value keeps everything forever.
 type Config struct {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/taskerhq/tasker/db"
 )
 
 // Incremental read models. Each dashboard is a set of aggregate tables (tasker_rm_*, see
@@ -45,11 +47,11 @@ func (s span) expand(q string) string {
 	).Replace(q)
 }
 
-// foldSQL holds the statements of each read model's refresh (by the dashboard view's name),
-// in order; each takes $1 (the previous horizon,
+// foldSQL holds the statements of each read model's refresh (by its name in the catalogue
+// db.Projections), in order; each takes $1 (the previous horizon,
 // NULL on the first refresh) and $2 (the new horizon), as text.
 var foldSQL = map[string][]string{
-	"tasker_task_status_summaries": {
+	db.TaskStatusSummaries: {
 		// Tasks created in the span, and tasks whose transitions are in it but whose own row
 		// is not (its transaction is above the horizon of an earlier refresh), enter in the
 		// state of their newest transition in the span (pending without one), each once.
@@ -124,7 +126,7 @@ var foldSQL = map[string][]string{
 			resolved_manually_count = c.resolved_manually_count + p.resolved_manually
 		FROM per_task p WHERE c.named_task_id = p.named_task_id`,
 	},
-	"tasker_step_performance": {
+	db.StepPerformance: {
 		// Every (namespace, named step) with a workflow step has a row.
 		`INSERT INTO tasker_rm_step_performance (task_namespace_id, named_step_id)
 		SELECT DISTINCT nt.task_namespace_id, ws.named_step_id
@@ -202,7 +204,7 @@ var foldSQL = map[string][]string{
 		UPDATE tasker_rm_step_performance p SET p50_duration_ms = v.p50, p95_duration_ms = v.p95
 		FROM value v WHERE p.task_namespace_id = v.task_namespace_id AND p.named_step_id = v.named_step_id`,
 	},
-	"tasker_hourly_throughput": {
+	db.HourlyThroughput: {
 		`WITH events AS (
 			SELECT date_trunc('hour', t.created_at, 'UTC') AS hour, 1 AS created, 0 AS t_done, 0 AS t_failed,
 			       0 AS s_done, 0 AS s_failed

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -104,10 +103,9 @@ func (c Config) withDefaults() Config {
 
 // ConfigFromEnv reads TASKER_GRAPHQL_MAX_COMPLEXITY, TASKER_GRAPHQL_MAX_DEPTH,
 // TASKER_GRAPHQL_MAX_RESPONSE_BYTES, TASKER_GRAPHQL_MAX_INFLIGHT_COMPLEXITY and
-// TASKER_QUERY_STATS (1/true/0/false). Query stats default to on when embedded is true (the
-// server runs its own PostgreSQL, i.e. DATABASE_URL is unset), off otherwise.
-func ConfigFromEnv(embedded bool) (Config, error) {
-	cfg := Config{QueryStats: embedded}
+// TASKER_QUERY_STATS (1/true/0/false, default off) through getenv (internal/config).
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var cfg Config
 	for _, v := range []struct {
 		name string
 		dst  *int
@@ -117,7 +115,7 @@ func ConfigFromEnv(embedded bool) (Config, error) {
 		{"TASKER_GRAPHQL_MAX_RESPONSE_BYTES", &cfg.MaxResponseBytes},
 		{"TASKER_GRAPHQL_MAX_INFLIGHT_COMPLEXITY", &cfg.MaxInFlightComplexity},
 	} {
-		if s := os.Getenv(v.name); s != "" {
+		if s := getenv(v.name); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil || n <= 0 {
 				return cfg, fmt.Errorf("%s=%q is not a positive integer", v.name, s)
@@ -125,7 +123,7 @@ func ConfigFromEnv(embedded bool) (Config, error) {
 			*v.dst = n
 		}
 	}
-	if s := os.Getenv("TASKER_QUERY_STATS"); s != "" {
+	if s := getenv("TASKER_QUERY_STATS"); s != "" {
 		b, err := strconv.ParseBool(s)
 		if err != nil {
 			return cfg, fmt.Errorf("TASKER_QUERY_STATS=%q is not a boolean (1 or 0)", s)

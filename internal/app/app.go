@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/taskerhq/tasker/internal/config"
+	"github.com/taskerhq/tasker/internal/errs"
 )
 
 // command is one subcommand of the tasker binary.
@@ -36,53 +37,76 @@ var commands = map[string]command{
 	"status":   {summary: "print where the running server and its database are, and whether they answer", run: runStatus},
 }
 
-// exitUsage is the exit code of a command line that names no command or an unknown one.
-const exitUsage = 2
+// Exit codes of the tasker binary.
+const (
+	// exitOK: the command did what it was asked, or -h printed its usage.
+	exitOK = 0
+	// exitFailure: the command failed; the reason is on stderr (see describe).
+	exitFailure = 1
+	// exitUsage: no command was named, or an unknown one.
+	exitUsage = 2
+)
 
 // errUnknownCommand is returned by dispatch for a command that does not exist.
 var errUnknownCommand = errors.New("unknown command")
 
 // Main runs the tasker command line with args (without the program name) and returns the
-// process's exit code: 0 on success and after -h, 2 for a missing or unknown command, 1 for
-// any other failure, whose message goes to stderr prefixed "tasker:". SIGINT and SIGTERM
-// cancel the command's context, which stops long-running commands in order.
+// process's exit code (exitOK, exitFailure, exitUsage). SIGINT and SIGTERM cancel the
+// command's context, which stops long-running commands in order.
 func Main(args []string) int {
-	if len(args) < 1 {
-		usage(os.Stderr)
-		return exitUsage
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := dispatch(ctx, args, os.Stdout, log); err != nil {
-		stop()
-		if errors.Is(err, flag.ErrHelp) {
-			return 0 // -h printed the usage
-		}
-		fmt.Fprintln(os.Stderr, "tasker:", err)
-		if errors.Is(err, errUnknownCommand) {
-			return exitUsage
-		}
-		return 1
-	}
-	return 0
+	return run(ctx, args, os.Stdout, os.Stderr)
 }
 
-func dispatch(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
-		usage(out)
+// run is Main with its context and outputs: the log goes to stderr, and so does a failure,
+// as one line (describe).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 {
+		usage(stderr)
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	err := dispatch(ctx, args, stdout, stderr, log)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp): // -h printed the usage
+		return exitOK
+	case errors.Is(err, errUnknownCommand):
+		fmt.Fprintln(stderr, describe(err))
+		return exitUsage
+	default:
+		fmt.Fprintln(stderr, describe(err))
+		return exitFailure
+	}
+}
+
+// describe is the line a failed command prints on stderr, through errs.Describe like every
+// error a GraphQL client gets: a domain error prints its code, then the error with the
+// context the command added ("tasker: NOT_FOUND: run-task: …"); an internal error prints the
+// whole error, unmasked, for the operator whose process it is ("tasker: connecting to …").
+func describe(err error) string {
+	code, _ := errs.Describe(err)
+	if errs.KindOf(err) == errs.Internal {
+		return "tasker: " + err.Error()
+	}
+	return "tasker: " + code + ": " + err.Error()
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	if args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		usage(stdout)
 		return nil
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		usage(os.Stderr)
-		return fmt.Errorf("%w %q", errUnknownCommand, args[0])
+		usage(stderr)
+		return errs.E(errs.Invalid, "%w %q", errUnknownCommand, args[0])
 	}
 	cfg, err := config.FromEnv()
 	if err != nil {
-		return err
+		return usageError("%w", err)
 	}
-	return cmd.run(ctx, cfg, args[1:], out, log)
+	return cmd.run(ctx, cfg, args[1:], stdout, log)
 }
 
 func usage(w io.Writer) {
@@ -95,5 +119,15 @@ func usage(w io.Writer) {
 	for _, name := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "\nrun 'tasker <command> -h' for a command's flags")
+	fmt.Fprint(w, `
+run 'tasker <command> -h' for a command's flags; every flag has an environment variable, and
+flags win.
+
+exit codes:
+  0  done (or -h printed the usage)
+  1  the command failed; stderr ends with "tasker: CODE: message" for a refusal (CODE is
+     VALIDATION, NOT_FOUND, CONFLICT, INVALID_TRANSITION, SERVICE_UNAVAILABLE or CANCELLED,
+     as in the GraphQL API) or "tasker: message" for an internal error
+  2  no command, or an unknown one
+`)
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/migrate"
@@ -13,18 +15,11 @@ import (
 
 func runMigrate(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
 	fs := newFlagSet("migrate", "[flags]", "Apply every pending migration to the database and print what was applied (idempotent).", out)
-	databaseFlags(fs, &cfg)
-	if err := parseFlags(fs, args); err != nil {
+	databaseFlags(fs, &cfg, usesServer)
+	if err := parseCommand(fs, args, &cfg); err != nil {
 		return err
 	}
-	if err := noArgs(fs); err != nil {
-		return err
-	}
-	dbURL, err := resolveDatabaseURL(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+	gdb, err := openDatabase(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -42,4 +37,14 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, out io.Wr
 	}
 	fmt.Fprintf(out, "database is at version %d (%d applied now)\n", version, len(applied))
 	return nil
+}
+
+// openDatabase opens the database of a one-shot command (resolveDatabaseURL) with a small
+// pool; the caller closes it (database.Close).
+func openDatabase(ctx context.Context, cfg config.Config) (*gorm.DB, error) {
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
 }

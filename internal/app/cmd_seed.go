@@ -15,21 +15,18 @@ import (
 func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
 	fs := newFlagSet("seed", "[-steps n] [flags]",
 		"Generate a realistic dataset of about -steps steps into a migrated database, with set-based SQL.", out)
-	databaseFlags(fs, &cfg)
+	databaseFlags(fs, &cfg, usesServer)
 	steps := fs.Int("steps", 10000, "how many steps to generate in total (10 to any size)")
 	shapes := fs.String("shapes", strings.Join(seed.DefaultShapes, ","),
 		"comma-separated shapes, some of: "+strings.Join(seed.ShapeNames, ", "))
 	seedValue := fs.Int64("seed", 1, "seed of the deterministic draw of scenarios and states")
 	batch := fs.Int("batch-steps", 200000, "at most about this many steps per statement")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseCommand(fs, args, &cfg); err != nil {
 		return err
 	}
 	plan, err := seed.Plan(*steps, strings.Split(*shapes, ","), *batch)
 	if err != nil {
-		return fmt.Errorf("planning: %w", err)
+		return usageError("seed: %w", err)
 	}
 	dbURL, err := resolveDatabaseURL(ctx, cfg)
 	if err != nil {

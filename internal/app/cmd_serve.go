@@ -20,7 +20,6 @@ import (
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/httpserver"
 	"github.com/taskerhq/tasker/internal/migrate"
-	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/refresh"
@@ -31,19 +30,25 @@ import (
 	"github.com/taskerhq/tasker/internal/tracing"
 )
 
-// runServe starts the service in order, waits for a signal and stops it in reverse order:
+// runServe starts the service in order, waits for a signal or the failure of a part, and
+// stops it in reverse order (lifecycle):
 //
-//  1. PostgreSQL: DATABASE_URL, or a private cluster in <data dir>/postgres (internal/pgembed)
-//  2. the connection pool
-//  3. migrations, then the events hub and the read-model refresher (internal/refresh)
-//  4. the HTTP server (/healthz, /readyz and the API); with the private cluster, the record of
-//     where the server and its database are, in <data dir>/server.json (internal/runstate),
-//     which the other commands read to find the database; it is removed first at shutdown
-//  5. wait for SIGINT/SIGTERM, a failed HTTP server or the private cluster's unexpected exit
+//  1. tracing, first so that it stops last, flushing every span
+//  2. PostgreSQL: -database-url (DATABASE_URL), or a private cluster in <data dir>/postgres
+//     (internal/pgembed), whose unexpected exit is a failure of the process
+//  3. the connection pool, then migrations
+//  4. the events hub (the process's one LISTEN connection), the read-model refresher
+//     (internal/refresh) and retention (internal/retention)
+//  5. the workers (internal/orchestration), unless TASKER_WORKERS=0; stopped after HTTP,
+//     draining running steps first
+//  6. the templates, registered so that workers and dashboards know them before the first task
+//  7. the HTTP server (/healthz, /readyz, /metrics and the API); with the private cluster, the
+//     record of where the server and its database are, in <data dir>/server.json
+//     (internal/runstate), which the other commands read to find the database; it is removed
+//     first at shutdown
 //
-// Every component registers its stop step with stops.add as soon as it has started; the steps
-// run in reverse order under one deadline (cfg.ShutdownTimeout), also when startup fails
-// half-way. Each start and stop step is logged with its duration.
+// Everything that can be refused (flags, TASKER_AUTH, limits, templates) is checked before
+// anything starts.
 func runServe(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
 	return serve(ctx, cfg, args, out, log, serveExtras{
 		command: "serve",
@@ -63,203 +68,171 @@ type serveExtras struct {
 	afterStart func(ctx context.Context, db *gorm.DB, templates *template.Registry, httpURL string) error
 }
 
-// serve is runServe with the extras of the command that runs it.
+// serve is runServe with the extras of the command that runs it. Its log lines are prefixed
+// "serve:" whichever command runs it.
 func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger, extras serveExtras) (err error) {
 	fs := newFlagSet(extras.command, "[flags]", extras.about, out)
-	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (env DATABASE_URL); empty starts a private cluster")
+	databaseFlags(fs, &cfg, startsCluster)
 	fs.StringVar(&cfg.ReplicaURLs, "database-replica-urls", cfg.ReplicaURLs, "comma-separated streaming replicas of the database that serve GraphQL queries (env DATABASE_REPLICA_URLS)")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "local state; the private cluster lives in its postgres/ folder (env TASKER_DATA_DIR)")
 	fs.StringVar(&cfg.PostgresBinDir, "postgres-bin-dir", cfg.PostgresBinDir, "where initdb and postgres are for the private cluster; empty finds them (env TASKER_POSTGRES_BIN_DIR)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "HTTP listen address (env TASKER_HOST and PORT)")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "deadline for an orderly shutdown (env TASKER_SHUTDOWN_TIMEOUT)")
-	if err := parseFlags(fs, args); err != nil {
+	shutdownFlag(fs, &cfg, "deadline for an orderly shutdown")
+	if err := parseCommand(fs, args, &cfg); err != nil {
 		return err
 	}
-	if err := noArgs(fs); err != nil {
-		return err
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", cfg.ShutdownTimeout)
-	}
-	if len(database.ReplicaURLs(cfg.ReplicaURLs)) > 0 && cfg.DatabaseURL == "" {
-		return errors.New("-database-replica-urls (DATABASE_REPLICA_URLS) needs -database-url (DATABASE_URL): " +
+	if len(database.ReplicaURLs(cfg.ReplicaURLs)) > 0 && cfg.Embedded() {
+		return usageError("-database-replica-urls (DATABASE_REPLICA_URLS) needs -database-url (DATABASE_URL): " +
 			"the replicas stream from that primary, not from a private cluster")
 	}
-	authDecision, err := decideAuth(cfg, log) // before anything starts: a bad TASKER_AUTH refuses
+	authDecision, err := decideAuth(cfg, log)
 	if err != nil {
 		return err
 	}
-	stops := &shutdown{log: log}
-	defer func() { err = errors.Join(err, stops.run(cfg.ShutdownTimeout)) }()
-	traces, err := startTracing(ctx, log) // first, so that it stops last, flushing every span
+	apiTemplates, err := loadTemplates(cfg.TemplatesDir) // for createTask
 	if err != nil {
-		return err
+		return fmt.Errorf("loading task templates: %w", err)
 	}
-	stops.add("tracing", traces.Shutdown)
 
-	// 1. PostgreSQL.
+	lc := newLifecycle("serve", cfg.ShutdownTimeout, log)
+	defer func() { err = errors.Join(err, lc.stop()) }()
+	if err := startTracing(ctx, lc, cfg); err != nil {
+		return err
+	}
+
 	dbURL := cfg.DatabaseURL
 	var cluster *pgembed.Cluster
-	if dbURL == "" {
-		if cluster, err = startPostgres(ctx, cfg, log); err != nil {
+	if cfg.Embedded() {
+		if err := lc.start(ctx, "postgres", func(ctx context.Context) (err error) {
+			cluster, err = startPostgres(ctx, cfg, log)
+			return err
+		}, func(ctx context.Context) error { return cluster.Stop(ctx) }); err != nil {
 			return err
 		}
-		stops.add("postgres", cluster.Stop)
+		lc.watch("postgres", cluster.Exited(), func() error {
+			return fmt.Errorf("the private PostgreSQL cluster exited unexpectedly: %v", cluster.ExitErr())
+		})
 		dbURL = cluster.URL()
 	}
 
-	// 2. Connection pool.
-	began := time.Now()
-	// querystats.Tracer counts the statements of each GraphQL response (graphapi). With
+	// querystats.Tracer counts the statements of each GraphQL response (graph/server). With
 	// replicas, GraphQL queries read from them and everything else stays on the primary
 	// (internal/replica).
 	replicaURLs := database.ReplicaURLs(cfg.ReplicaURLs)
-	gdb, err := database.OpenWithReplicas(ctx, dbURL, replicaURLs, database.Options{Tracer: querystats.Tracer{}},
-		replica.Options{Log: log})
-	if err != nil {
+	var gdb *gorm.DB
+	if err := lc.start(ctx, "database pool", func(ctx context.Context) (err error) {
+		gdb, err = database.OpenWithReplicas(ctx, dbURL, replicaURLs, database.Options{Tracer: querystats.Tracer{}},
+			replica.Options{Log: log})
+		return err
+	}, func(context.Context) error { return database.Close(gdb) }); err != nil {
 		return err
 	}
 	if len(replicaURLs) > 0 {
 		log.Info("serve: GraphQL queries read from replicas", "replicas", len(replicaURLs))
 	}
-	stops.add("database pool", func(context.Context) error { return database.Close(gdb) })
-	log.Info("serve: database connected", "took", time.Since(began))
+	if err := startMigrations(ctx, lc, gdb, log); err != nil {
+		return err
+	}
 
-	// 3. Migrations.
-	began = time.Now()
-	applied, err := migrate.Up(ctx, database.SQL(gdb))
+	// The materialized read models: the refresher refreshes on its cron schedules and,
+	// between ticks, soon after the hub reports writes. Retention deletes finished tasks past
+	// their namespace's period on its own schedule.
+	hub := startEvents(lc, dbURL, log)
+	refresher, err := refresh.New(gdb, hub, cfg.Refresh, log)
 	if err != nil {
 		return err
 	}
-	log.Info("serve: migrated", "applied", len(applied), "took", time.Since(began))
+	if err := lc.startService(ctx, "read-model refresher", refresher); err != nil {
+		return err
+	}
+	retainer, err := retention.New(gdb, cfg.Retention, log)
+	if err != nil {
+		return err
+	}
+	if err := lc.startService(ctx, "retention", retainer); err != nil {
+		return err
+	}
 
-	// 3b. Materialized read models: the process's events hub (its one LISTEN connection) and
-	// the refresher, which refreshes on its cron schedules and, between ticks, soon after the
-	// hub reports writes. Stopped before the pool closes.
-	refreshCfg, err := refresh.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
-	hub := events.NewHub(dbURL, log)
-	hubRun := goUntilStopped("events", hub.Run)
-	stops.add("events", hubRun.stop)
-	refresher, err := refresh.New(gdb, hub, refreshCfg, log)
-	if err != nil {
-		return err
-	}
-	if err := refresher.Start(ctx); err != nil {
-		return err
-	}
-	stops.add("read-model refresher", refresher.Stop)
-	// Retention (internal/retention): deletes finished tasks past their namespace's period
-	// (TASKER_RETENTION, default keep forever) on its cron schedule.
-	retentionCfg, err := retention.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
-	retainer, err := retention.New(gdb, retentionCfg, log)
-	if err != nil {
-		return err
-	}
-	if err := retainer.Start(ctx); err != nil {
-		return err
-	}
-	stops.add("retention", retainer.Stop)
-
-	// 3c. Workers (internal/orchestration, see cmd_worker.go): claim and run ready steps.
-	// Stopped after HTTP and before the hub and the pool, draining running steps first.
-	// TASKER_WORKERS=0 runs none: an API-only process, while other processes run the steps.
-	apiOnly := os.Getenv("TASKER_WORKERS") == "0"
-	var workerCfg orchestration.Config
-	if !apiOnly {
-		if workerCfg, err = orchestration.ConfigFromEnv(); err != nil {
-			return err
-		}
-	}
 	// API access control and metrics (cmd_serve_security.go); the workers report to the metrics.
-	sec, err := newAPISecurity(ctx, authDecision, gdb, hub, log)
+	sec, err := newAPISecurity(ctx, authDecision, apiLimits(authDecision.Mode, cfg), gdb, hub, log)
 	if err != nil {
 		return err
 	}
 	if router := database.Router(gdb); router != nil {
 		sec.metrics.Registry().MustRegister(router.Collector()) // statements per server, replica health
 	}
-	if apiOnly {
+	if cfg.NoWorkers {
 		log.Info("serve: no workers (TASKER_WORKERS=0): this process serves the API only")
 	} else {
-		workerCfg.Observer = sec.metrics
-		engine, err := startEngine(ctx, gdb, hub, workerCfg, cfg.ShutdownTimeout, log)
-		if err != nil {
+		cfg.Workers.Observer = sec.metrics
+		if err := startWorkers(ctx, lc, gdb, hub, cfg); err != nil {
 			return err
 		}
-		stops.add("workers", engine.Stop)
 	}
 
-	// 4. HTTP, with the GraphQL API (graph/server) at /query and its playground at /.
-	// Query stats are reported by default with the private cluster (TASKER_QUERY_STATS).
-	apiCfg, err := server.ConfigFromEnv(cfg.DatabaseURL == "")
-	if err != nil {
+	// Every loaded template is registered before the API serves; a changed definition under a
+	// registered version refuses to start.
+	if err := lc.start(ctx, "templates", func(ctx context.Context) error {
+		if err := apiTemplates.RegisterAll(ctx, gdb); err != nil {
+			return fmt.Errorf("registering task templates: %w", err)
+		}
+		log.Info("serve: templates registered", "count", len(apiTemplates.Templates()))
+		return nil
+	}, nil); err != nil {
 		return err
 	}
-	apiTemplates, err := loadTemplates(os.Getenv("TASKER_TEMPLATES_DIR")) // for createTask
-	if err != nil {
-		return fmt.Errorf("loading task templates: %w", err)
-	}
-	// Register every loaded template, so that workers and dashboards know them before the
-	// first task; a changed definition under a registered version refuses to start.
-	began = time.Now()
-	if err := apiTemplates.RegisterAll(ctx, gdb); err != nil {
-		return fmt.Errorf("registering task templates: %w", err)
-	}
-	log.Info("serve: templates registered", "count", len(apiTemplates.Templates()), "took", time.Since(began))
+
+	// HTTP, with the GraphQL API (graph/server) at /query and its playground at /.
 	srv, err := httpserver.New(cfg.Listen, gdb, log)
 	if err != nil {
 		return err
 	}
-	server.New(apiCfg, server.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates,
+	server.New(cfg.API, server.Deps{DB: gdb, Hub: hub, Log: log, Templates: apiTemplates,
 		Guard: sec.guard, Metrics: sec.metrics, Refresher: refresher}).Mount(srv.Mux)
 	srv.Mux.Handle("GET /metrics", sec.metrics.Middleware("metrics", sec.metrics.Handler()))
 	if extras.mount != nil {
 		extras.mount(srv.Mux)
 	}
-	httpRun := goUntilStopped("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
-	stops.add("http", httpRun.stop)
+	lc.run("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	httpURL := localURL(srv.Addr())
 	if cluster != nil {
-		if err := recordServer(cfg, cluster, httpURL, stops, log); err != nil {
+		if err := recordServer(cfg, cluster, httpURL, lc, log); err != nil {
 			return err
 		}
 	}
-
 	if extras.afterStart != nil {
 		if err := extras.afterStart(ctx, gdb, apiTemplates, httpURL); err != nil {
 			return err
 		}
 	}
-
-	// 5. Run until told to stop or until a component fails.
-	var clusterExited <-chan struct{}
-	if cluster != nil {
-		clusterExited = cluster.Exited()
-	}
-	select {
-	case <-ctx.Done():
-		log.Info("serve: shutting down", "reason", context.Cause(ctx).Error())
-		return nil
-	case <-httpRun.done:
-		return fmt.Errorf("serving HTTP: %w", httpRun.err)
-	case <-clusterExited:
-		return fmt.Errorf("the private PostgreSQL cluster exited unexpectedly: %v", cluster.ExitErr())
-	}
+	return lc.wait(ctx)
 }
 
-// startTracing sets up tracing from the environment (internal/tracing): off unless configured.
-func startTracing(ctx context.Context, log *slog.Logger) (*tracing.Provider, error) {
-	tcfg, err := tracing.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return nil, err
-	}
-	return tracing.Start(ctx, tcfg, log)
+// startTracing starts the tracing provider (internal/tracing; off unless configured) as the
+// first part of lc, so that it stops last, flushing the spans of everything else.
+func startTracing(ctx context.Context, lc *lifecycle, cfg config.Config) error {
+	var traces *tracing.Provider
+	return lc.start(ctx, "tracing", func(ctx context.Context) (err error) {
+		traces, err = tracing.Start(ctx, cfg.Tracing, lc.log)
+		return err
+	}, func(ctx context.Context) error { return traces.Shutdown(ctx) })
+}
+
+// startMigrations applies the pending migrations (idempotent, serialised across processes).
+func startMigrations(ctx context.Context, lc *lifecycle, gdb *gorm.DB, log *slog.Logger) error {
+	return lc.start(ctx, "migrations", func(ctx context.Context) error {
+		applied, err := migrate.Up(ctx, database.SQL(gdb))
+		if err == nil && len(applied) > 0 {
+			log.Info(lc.command+": migrated", "applied", len(applied))
+		}
+		return err
+	}, nil)
+}
+
+// startEvents runs the process's events hub (its one LISTEN connection) as a part of lc.
+func startEvents(lc *lifecycle, dbURL string, log *slog.Logger) *events.Hub {
+	hub := events.NewHub(dbURL, log)
+	lc.run("events", hub.Run)
+	return hub
 }
 
 // startPostgres starts the private cluster in <data dir>/postgres. With the default data dir,
@@ -271,7 +244,7 @@ func startPostgres(ctx context.Context, cfg config.Config, log *slog.Logger) (*p
 		BinDir:  cfg.PostgresBinDir,
 		Logger:  log,
 	}
-	if cfg.DataDir == config.DefaultDataDir() {
+	if cfg.DataDir == cfg.DefaultDataDir {
 		opts.FallbackDataDir = pgembed.FallbackDataDir()
 	}
 	cluster, err := pgembed.Start(ctx, opts)
@@ -300,7 +273,7 @@ func localURL(addr string) string {
 // recordServer writes where this server and its private cluster are into the data folder
 // (internal/runstate), for the commands run beside it, and registers its removal as the first
 // stop step.
-func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, stops *shutdown, log *slog.Logger) error {
+func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, lc *lifecycle, log *slog.Logger) error {
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("resolving the data folder %s: %w", cfg.DataDir, err)
@@ -310,87 +283,8 @@ func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, s
 	if err := runstate.Write(st); err != nil {
 		return err
 	}
-	stops.add("server record", func(context.Context) error { return runstate.Remove(dataDir, st.ServerPID) })
+	lc.add("server record", func(context.Context) error { return runstate.Remove(dataDir, st.ServerPID) })
 	log.Info("serve: ready; commands such as `tasker run-task` and `tasker status` find this server through its record",
 		"record", runstate.Path(dataDir), "http", httpURL)
 	return nil
-}
-
-// shutdown is the ordered list of stop steps of a running service.
-type shutdown struct {
-	log   *slog.Logger
-	steps []stopStep
-}
-
-type stopStep struct {
-	name string
-	stop func(ctx context.Context) error
-}
-
-// add registers the stop step of a component that has just started. Steps run in reverse order
-// of registration.
-func (s *shutdown) add(name string, stop func(ctx context.Context) error) {
-	s.steps = append(s.steps, stopStep{name: name, stop: stop})
-}
-
-// run runs every step, last registered first, under one deadline, and returns every failure.
-// A step that fails does not prevent the next ones.
-func (s *shutdown) run(timeout time.Duration) error {
-	if len(s.steps) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	began := time.Now()
-	var errs []error
-	for i := len(s.steps) - 1; i >= 0; i-- {
-		step := s.steps[i]
-		t := time.Now()
-		if err := step.stop(ctx); err != nil {
-			s.log.Error("serve: stop failed", "step", step.name, "took", time.Since(t), "err", err)
-			errs = append(errs, fmt.Errorf("stopping %s: %w", step.name, err))
-			continue
-		}
-		s.log.Info("serve: stopped", "step", step.name, "took", time.Since(t))
-	}
-	s.steps = nil
-	s.log.Info("serve: shutdown complete", "took", time.Since(began), "failures", len(errs))
-	return errors.Join(errs...)
-}
-
-// running is a component that runs in its own goroutine until its context is cancelled.
-type running struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // written before done is closed
-}
-
-// goUntilStopped runs fn in a goroutine with a context that stop cancels.
-func goUntilStopped(name string, fn func(ctx context.Context) error) *running {
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{name: name, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		r.err = fn(ctx)
-	}()
-	return r
-}
-
-// stop cancels the component's context and waits until fn has returned or ctx ends. A
-// component that had already returned is not reported again: its failure was reported when it
-// happened.
-func (r *running) stop(ctx context.Context) error {
-	select {
-	case <-r.done:
-		return nil
-	default:
-	}
-	r.cancel()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for %s to stop: %w", r.name, ctx.Err())
-	}
 }

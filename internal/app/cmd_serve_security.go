@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"os"
 
 	"gorm.io/gorm"
 
@@ -18,9 +17,9 @@ import (
 // default on a loopback address runs open (and says so); anything else requires API tokens
 // unless TASKER_AUTH=off. An unknown TASKER_AUTH refuses to start.
 func decideAuth(cfg config.Config, log *slog.Logger) (auth.Decision, error) {
-	d, err := auth.DecideMode(auth.Setup{Embedded: cfg.DatabaseURL == "", Listen: cfg.Listen, Env: os.Getenv("TASKER_AUTH")})
+	d, err := auth.DecideMode(auth.Setup{Embedded: cfg.Embedded(), Listen: cfg.Listen, Env: cfg.Auth})
 	if err != nil {
-		return d, err
+		return d, usageError("%w", err)
 	}
 	if d.Warning != "" {
 		log.Warn("serve: " + d.Warning)
@@ -34,30 +33,24 @@ type apiSecurity struct {
 	metrics *metrics.Metrics
 }
 
-// apiLimits reads the request limits (auth.LimitsFromEnv). In open mode (authentication off:
-// a private development server, or TASKER_AUTH=off) there is no rate limit unless
-// TASKER_RATE_LIMIT is set: every request is the same anonymous admin, so a per-token rate
-// protects nothing and only refuses a local benchmark. The other limits always apply.
-func apiLimits(mode auth.Mode, getenv func(string) string) (auth.Limits, error) {
-	limits, err := auth.LimitsFromEnv(getenv)
-	if err != nil {
-		return limits, err
-	}
-	if mode == auth.Off && getenv("TASKER_RATE_LIMIT") == "" {
+// apiLimits are the request limits of the configuration (auth.LimitsFromEnv). In open mode
+// (authentication off: a private development server, or TASKER_AUTH=off) there is no rate
+// limit unless TASKER_RATE_LIMIT is set: every request is the same anonymous admin, so a
+// per-token rate protects nothing and only refuses a local benchmark. The other limits always
+// apply.
+func apiLimits(mode auth.Mode, cfg config.Config) auth.Limits {
+	limits := cfg.Limits.WithDefaults()
+	if mode == auth.Off && !cfg.RateLimitSet {
 		limits.RatePerSecond = math.Inf(1) // rate.Inf: every operation is admitted at once
 		limits.Burst = 1                   // ignored at an infinite rate
 	}
-	return limits, nil
+	return limits
 }
 
 // newAPISecurity builds the request guard (limits from apiLimits) and the metrics registry.
 // With authentication required and no active token, it warns how to create one: every API
 // request is refused until then.
-func newAPISecurity(ctx context.Context, d auth.Decision, db *gorm.DB, hub *events.Hub, log *slog.Logger) (apiSecurity, error) {
-	limits, err := apiLimits(d.Mode, os.Getenv)
-	if err != nil {
-		return apiSecurity{}, err
-	}
+func newAPISecurity(ctx context.Context, d auth.Decision, limits auth.Limits, db *gorm.DB, hub *events.Hub, log *slog.Logger) (apiSecurity, error) {
 	store := auth.NewStore(db)
 	if d.Mode == auth.Required {
 		tokens, err := store.List(ctx)

@@ -78,20 +78,20 @@ func TestServeWithDatabaseURLRequiresTokens(t *testing.T) {
 // The startup rule as serve applies it: the embedded default on loopback runs open and logs a
 // warning; DATABASE_URL never starts open unless TASKER_AUTH=off; an unknown value refuses.
 func TestServeAuthDecision(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
-		name, env string
-		cfg       config.Config
-		want      auth.Mode
-		warns     bool
+		name  string
+		cfg   config.Config
+		want  auth.Mode
+		warns bool
 	}{
-		{"embedded loopback", "", config.Config{Listen: "127.0.0.1:8080"}, auth.Off, true},
-		{"embedded on every interface", "", config.Config{Listen: "0.0.0.0:8080"}, auth.Required, false},
-		{"DATABASE_URL", "", config.Config{DatabaseURL: "postgres://db/x", Listen: "127.0.0.1:8080"}, auth.Required, false},
-		{"DATABASE_URL with TASKER_AUTH=off", "off", config.Config{DatabaseURL: "postgres://db/x", Listen: "0.0.0.0:8080"}, auth.Off, true},
+		{"embedded loopback", config.Config{Listen: "127.0.0.1:8080"}, auth.Off, true},
+		{"embedded on every interface", config.Config{Listen: "0.0.0.0:8080"}, auth.Required, false},
+		{"DATABASE_URL", config.Config{DatabaseURL: "postgres://db/x", Listen: "127.0.0.1:8080"}, auth.Required, false},
+		{"DATABASE_URL with TASKER_AUTH=off", config.Config{DatabaseURL: "postgres://db/x", Listen: "0.0.0.0:8080", Auth: "off"}, auth.Off, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			t.Setenv("TASKER_AUTH", c.env)
 			var logs strings.Builder
 			d, err := decideAuth(c.cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
@@ -102,8 +102,7 @@ func TestServeAuthDecision(t *testing.T) {
 			}
 		})
 	}
-	t.Setenv("TASKER_AUTH", "sometimes")
-	if _, err := decideAuth(config.Config{Listen: "127.0.0.1:8080"}, slog.New(slog.DiscardHandler)); err == nil ||
+	if _, err := decideAuth(config.Config{Listen: "127.0.0.1:8080", Auth: "sometimes"}, slog.New(slog.DiscardHandler)); err == nil ||
 		!strings.Contains(err.Error(), "TASKER_AUTH") {
 		t.Fatalf("TASKER_AUTH=sometimes: %v, want an error naming TASKER_AUTH", err)
 	}
@@ -115,10 +114,11 @@ func TestOpenModeHasNoRateLimitUnlessSet(t *testing.T) {
 	t.Parallel()
 	refused := func(t *testing.T, mode auth.Mode, env map[string]string) int {
 		t.Helper()
-		limits, err := apiLimits(mode, func(k string) string { return env[k] })
+		cfg, err := config.Read(func(k string) string { return env[k] })
 		if err != nil {
 			t.Fatal(err)
 		}
+		limits := apiLimits(mode, cfg)
 		guard, err := auth.NewGuard(auth.Off, nil, limits, nil, nil) // every request is the anonymous admin
 		if err != nil {
 			t.Fatal(err)

@@ -2,11 +2,8 @@ package app
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -294,6 +291,12 @@ func (b *syncBuilder) add(line string) {
 	b.lines = append(b.lines, line)
 }
 
+// Write adds p as a line: a log handler writes one line at a time.
+func (b *syncBuilder) Write(p []byte) (int, error) {
+	b.add(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 func (b *syncBuilder) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -314,64 +317,4 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 		}
 	}
 	return true
-}
-
-func TestShutdownRunsStepsInReverseUnderOneDeadline(t *testing.T) {
-	t.Parallel()
-	var order []string
-	var deadlines []time.Time
-	s := &shutdown{log: slog.New(slog.DiscardHandler)}
-	for _, name := range []string{"postgres", "pool", "http"} {
-		s.add(name, func(ctx context.Context) error {
-			order = append(order, name)
-			d, _ := ctx.Deadline()
-			deadlines = append(deadlines, d)
-			if name == "pool" {
-				return errors.New("pool broke")
-			}
-			return nil
-		})
-	}
-	err := s.run(time.Minute)
-	if got := strings.Join(order, ","); got != "http,pool,postgres" {
-		t.Fatalf("stop order %s, want http,pool,postgres", got)
-	}
-	if err == nil || !strings.Contains(err.Error(), "stopping pool: pool broke") {
-		t.Fatalf("run error %v, want the pool failure", err)
-	}
-	if deadlines[0].IsZero() || !deadlines[0].Equal(deadlines[2]) {
-		t.Fatalf("steps did not share one deadline: %v", deadlines)
-	}
-	if err := s.run(time.Minute); err != nil || len(order) != 3 {
-		t.Fatalf("a second run repeated steps: %v, %v", order, err)
-	}
-}
-
-func TestRunningStopWaitsAndBoundsTheWait(t *testing.T) {
-	t.Parallel()
-	r := goUntilStopped("quick", func(ctx context.Context) error {
-		<-ctx.Done()
-		return errors.New("stopped on request")
-	})
-	if err := r.stop(context.Background()); err == nil || err.Error() != "stopped on request" {
-		t.Fatalf("stop: %v, want the component's result", err)
-	}
-
-	release := make(chan struct{})
-	defer close(release)
-	stuck := goUntilStopped("stuck", func(context.Context) error {
-		<-release
-		return nil
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := stuck.stop(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stuck") {
-		t.Fatalf("stop of a stuck component: %v, want a deadline error naming it", err)
-	}
-
-	failed := goUntilStopped("failed", func(context.Context) error { return errors.New("boom") })
-	<-failed.done
-	if err := failed.stop(context.Background()); err != nil {
-		t.Fatalf("stop of a component that already failed reported it again: %v", err)
-	}
 }

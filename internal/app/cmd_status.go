@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerhq/tasker/internal/config"
+	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/runstate"
 )
 
@@ -27,11 +28,8 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	fset := newFlagSet("status", "[flags]",
 		"Print where the tasker server running with the data folder and its database are (data folder, "+
 			"HTTP URL, database URL, pids) and whether they answer; exit 1 when they do not.", out)
-	fset.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data folder of the server (env TASKER_DATA_DIR)")
-	if err := parseFlags(fset, args); err != nil {
-		return err
-	}
-	if err := noArgs(fset); err != nil {
+	dataDirFlag(fset, &cfg, "data folder of the server")
+	if err := parseCommand(fset, args, &cfg); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
@@ -41,7 +39,7 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	st, err := runstate.Read(dataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(out, "data folder  %s\nserver       not running (no %s)\n", dataDir, runstate.FileName)
-		return fmt.Errorf("%w with data folder %s: start one with `make run` (or `tasker serve`)", runstate.ErrNoServer, dataDir)
+		return errs.E(errs.Unavailable, "%w with data folder %s: start one with `make run` (or `tasker serve`)", runstate.ErrNoServer, dataDir)
 	}
 	if err != nil {
 		return err
@@ -80,7 +78,7 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, out io.Wri
 		return err
 	}
 	if len(failures) > 0 {
-		return fmt.Errorf("the server recorded in %s does not answer: %s", runstate.Path(dataDir), strings.Join(failures, "; "))
+		return errs.E(errs.Unavailable, "the server recorded in %s does not answer: %s", runstate.Path(dataDir), strings.Join(failures, "; "))
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,31 +39,28 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 			`{"template": "namespace/name[@version]", "context": {...}, "idempotencyKey": "...", "initiator": "...", "reason": "...", "tags": {...}}`+"\n"+
 			"(only template is required), and print one task id per line in input order. Every line is checked\n"+
 			"before anything is written; the tasks are then created in batches of up to -batch lines, each in one transaction.", out)
-	databaseFlags(fs, &cfg)
-	dir := fs.String("templates-dir", os.Getenv("TASKER_TEMPLATES_DIR"),
+	databaseFlags(fs, &cfg, usesServer)
+	fs.StringVar(&cfg.TemplatesDir, "templates-dir", cfg.TemplatesDir,
 		"folder of YAML task templates (env TASKER_TEMPLATES_DIR); empty uses the templates shipped in the binary")
 	ref := fs.String("template", "", "the template: namespace/name[@version] (no version: the newest release)")
 	taskContext := fs.String("context", "{}", "the task context, a JSON object")
 	key := fs.String("idempotency-key", "", "de-duplication key: the same key returns the task it created")
-	initiator := fs.String("initiator", os.Getenv("USER"), "who asks for the task")
+	initiator := fs.String("initiator", cfg.User, "who asks for the task (env USER)")
 	reason := fs.String("reason", "", "why the task is run")
 	tags := fs.String("tags", "{}", "tags, a JSON object or array")
 	jsonl := fs.String("jsonl", "", "create many tasks: read JSON lines from this file (- for standard input)")
 	batch := fs.Int("batch", orchestration.MaxBatch, fmt.Sprintf("with -jsonl, tasks per transaction (1 to %d)", orchestration.MaxBatch))
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs); err != nil {
+	if err := parseCommand(fs, args, &cfg); err != nil {
 		return err
 	}
 	if *jsonl != "" && *ref != "" {
-		return errors.New("run-task: give either -template or -jsonl, not both")
+		return usageError("run-task: give either -template or -jsonl, not both")
 	}
 	if *jsonl == "" && *ref == "" {
-		return errors.New("run-task: -template is required (namespace/name[@version], e.g. examples/linear_workflow), or -jsonl FILE")
+		return usageError("run-task: -template is required (namespace/name[@version], e.g. examples/linear_workflow), or -jsonl FILE")
 	}
 	if *batch < 1 || *batch > orchestration.MaxBatch {
-		return fmt.Errorf("run-task: -batch must be between 1 and %d, got %d", orchestration.MaxBatch, *batch)
+		return usageError("run-task: -batch must be between 1 and %d, got %d", orchestration.MaxBatch, *batch)
 	}
 	// Text PostgreSQL cannot store, or that decoding would silently change, is refused
 	// before anything is read or written (internal/textcheck).
@@ -78,7 +74,7 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 			return errs.E(errs.Invalid, "run-task: invalid request: %s %s", flagName, reason)
 		}
 	}
-	reg, err := loadTemplates(*dir)
+	reg, err := loadTemplates(cfg.TemplatesDir)
 	if err != nil {
 		return fmt.Errorf("loading templates: %w", err)
 	}
@@ -102,11 +98,7 @@ func runRunTask(ctx context.Context, cfg config.Config, args []string, out io.Wr
 			Initiator: *initiator, SourceSystem: "cli", Reason: *reason, IdempotencyKey: *key,
 		}}
 	}
-	dbURL, err := resolveDatabaseURL(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+	gdb, err := openDatabase(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,7 +48,7 @@ func tokenUsage(w io.Writer) {
 func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
 	if len(args) == 0 {
 		tokenUsage(out)
-		return errors.New("token needs a subcommand: create, list or revoke")
+		return usageError("token needs a subcommand: create, list or revoke")
 	}
 	sub, args := args[0], args[1:]
 	if sub == "-h" || sub == "-help" || sub == "--help" || sub == "help" {
@@ -58,10 +57,10 @@ func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writ
 	}
 	i := slices.IndexFunc(tokenSubcommands, func(s tokenSubcommand) bool { return s.name == sub })
 	if i < 0 {
-		return fmt.Errorf("unknown token subcommand %q: want create, list or revoke (run 'tasker token -h')", sub)
+		return usageError("unknown token subcommand %q: want create, list or revoke (run 'tasker token -h')", sub)
 	}
 	fs := newFlagSet("token "+sub, tokenSubcommands[i].synopsis, tokenSubcommands[i].about, out)
-	databaseFlags(fs, &cfg)
+	databaseFlags(fs, &cfg, usesServer)
 	var roleFlag, name string
 	if sub == "create" {
 		fs.StringVar(&roleFlag, "role", "", "reader, operator or admin (required)")
@@ -78,25 +77,21 @@ func runToken(ctx context.Context, cfg config.Config, args []string, out io.Writ
 		}
 	case "revoke":
 		if fs.NArg() != 1 {
-			return errors.New("token revoke needs exactly one argument: the token's id or a prefix of the token")
+			return usageError("token revoke needs exactly one argument: the token's id or a prefix of the token")
 		}
 	}
 	if sub == "create" {
 		if roleFlag == "" {
-			return errors.New("token create: -role is required (reader, operator or admin)")
+			return usageError("token create: -role is required (reader, operator or admin)")
 		}
 		r, err := auth.ParseRole(roleFlag)
 		if err != nil {
-			return fmt.Errorf("token create -role: %w", err)
+			return usageError("token create -role: %w", err)
 		}
 		role = r
 	}
 
-	dbURL, err := resolveDatabaseURL(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+	gdb, err := openDatabase(ctx, cfg)
 	if err != nil {
 		return err
 	}

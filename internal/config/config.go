@@ -1,5 +1,13 @@
-// Package config reads the service's configuration from environment variables, with flags
-// able to override them. Every setting has a zero-configuration default.
+// Package config is the one place a tasker process reads its environment: Read takes every
+// variable the product knows into one Config, typed and checked, before any command starts;
+// the command's flags then override some fields, and Finish checks the result and settles the
+// defaults that depend on the flags. Packages receive the typed values (refresh.Config,
+// auth.Limits, …) and never read the environment themselves. Every setting has a
+// zero-configuration default.
+//
+// What is left to libraries: the OpenTelemetry SDK reads its own OTEL_* variables (service
+// name, sampler, exporter details), and the private PostgreSQL cluster (internal/pgembed)
+// inherits the process's environment and searches PATH for its binaries.
 package config
 
 import (
@@ -8,59 +16,162 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/taskerhq/tasker/graph/server"
+	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/refresh"
+	"github.com/taskerhq/tasker/internal/retention"
+	"github.com/taskerhq/tasker/internal/tracing"
 )
 
 // Config is the whole configuration of a tasker process.
 type Config struct {
-	// DatabaseURL is the PostgreSQL to use. Empty means: start a private embedded cluster.
+	// DatabaseURL is the PostgreSQL to use (DATABASE_URL). Empty means: the private cluster
+	// (tasker serve starts one; the other commands use the running server's).
 	DatabaseURL string
 	// ReplicaURLs are streaming replicas of DatabaseURL (DATABASE_REPLICA_URLS, comma-separated)
 	// that serve the GraphQL API's queries; empty means every read goes to DatabaseURL.
 	ReplicaURLs string
-	// DataDir holds tasker's local state (TASKER_DATA_DIR, default DefaultDataDir()); the
+	// DataDir holds tasker's local state (TASKER_DATA_DIR, default DefaultDataDir); the
 	// embedded cluster lives in DataDir/postgres.
 	DataDir string
+	// DefaultDataDir is where DataDir points when nothing sets it: $XDG_DATA_HOME/tasker, else
+	// ~/.local/share/tasker, else ./.tasker-data.
+	DefaultDataDir string
 	// PostgresBinDir holds initdb and postgres for the embedded cluster
 	// (TASKER_POSTGRES_BIN_DIR); empty finds an installation on PATH, through pg_config or under
 	// /usr/lib/postgresql/*/bin.
 	PostgresBinDir string
-	// Listen is the HTTP listen address, from PORT (default 8080) and TASKER_HOST.
+	// Listen is the HTTP listen address, from PORT (default 8080) and TASKER_HOST (default
+	// 127.0.0.1).
 	Listen string
 	// ShutdownTimeout bounds an orderly shutdown (TASKER_SHUTDOWN_TIMEOUT, default 30s).
 	ShutdownTimeout time.Duration
+	// TemplatesDir is a folder of YAML task templates (TASKER_TEMPLATES_DIR); empty uses the
+	// templates shipped in the binary.
+	TemplatesDir string
+	// User is the login of the person running the command (USER): the default initiator of
+	// the tasks the command line creates.
+	User string
+	// WorkerMetricsListen is where `tasker worker` serves /metrics, /healthz and /readyz
+	// (TASKER_WORKER_METRICS_LISTEN); empty serves nothing.
+	WorkerMetricsListen string
+
+	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT).
+	Workers orchestration.Config
+	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
+	NoWorkers bool
+	// Auth is TASKER_AUTH as given ("", on or off); auth.DecideMode judges it with the listen
+	// address and the database, once the flags are known.
+	Auth string
+	// Limits bound what one request, token or connection may ask (TASKER_MAX_BODY_BYTES,
+	// TASKER_RATE_LIMIT, …: auth.LimitsFromEnv).
+	Limits auth.Limits
+	// RateLimitSet says whether TASKER_RATE_LIMIT is set: an open server rate-limits only then.
+	RateLimitSet bool
+	// API tunes the GraphQL endpoint (TASKER_GRAPHQL_*, TASKER_QUERY_STATS).
+	API server.Config
+	// QueryStatsSet says whether TASKER_QUERY_STATS is set; unset, Finish turns query stats on
+	// exactly when the process runs its private cluster.
+	QueryStatsSet bool
+	// Refresh tunes the read-model refresher (TASKER_REFRESH_*).
+	Refresh refresh.Config
+	// Retention says which finished tasks are deleted, and when (TASKER_RETENTION*).
+	Retention retention.Config
+	// Tracing says whether and how spans are exported (TASKER_TRACING, OTEL_*).
+	Tracing tracing.Config
 }
 
-// FromEnv builds a Config from the environment.
-func FromEnv() (Config, error) {
+// FromEnv reads the configuration from the process's environment: Read(os.Getenv).
+func FromEnv() (Config, error) { return Read(os.Getenv) }
+
+// Read builds a Config from the variables getenv returns ("" for unset). A value that does not
+// parse is an error naming the variable; nothing else is read later.
+func Read(getenv func(string) string) (Config, error) {
 	cfg := Config{
-		DatabaseURL:     os.Getenv("DATABASE_URL"),
-		ReplicaURLs:     os.Getenv("DATABASE_REPLICA_URLS"),
-		DataDir:         os.Getenv("TASKER_DATA_DIR"),
-		PostgresBinDir:  os.Getenv("TASKER_POSTGRES_BIN_DIR"),
-		ShutdownTimeout: 30 * time.Second,
+		DatabaseURL:         getenv("DATABASE_URL"),
+		ReplicaURLs:         getenv("DATABASE_REPLICA_URLS"),
+		DataDir:             getenv("TASKER_DATA_DIR"),
+		DefaultDataDir:      defaultDataDir(getenv("XDG_DATA_HOME")),
+		PostgresBinDir:      getenv("TASKER_POSTGRES_BIN_DIR"),
+		ShutdownTimeout:     30 * time.Second,
+		TemplatesDir:        getenv("TASKER_TEMPLATES_DIR"),
+		User:                getenv("USER"),
+		WorkerMetricsListen: getenv("TASKER_WORKER_METRICS_LISTEN"),
+		Auth:                getenv("TASKER_AUTH"),
+		RateLimitSet:        getenv("TASKER_RATE_LIMIT") != "",
+		QueryStatsSet:       getenv("TASKER_QUERY_STATS") != "",
 	}
 	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultDataDir()
+		cfg.DataDir = cfg.DefaultDataDir
 	}
-	port := envOr("PORT", "8080")
+	port := or(getenv("PORT"), "8080")
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return cfg, fmt.Errorf("PORT=%q is not a port number", port)
 	}
-	cfg.Listen = envOr("TASKER_HOST", "127.0.0.1") + ":" + port
-	if v := os.Getenv("TASKER_SHUTDOWN_TIMEOUT"); v != "" {
+	cfg.Listen = or(getenv("TASKER_HOST"), "127.0.0.1") + ":" + port
+	if v := getenv("TASKER_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			return cfg, fmt.Errorf("TASKER_SHUTDOWN_TIMEOUT=%q is not a positive duration (e.g. 30s)", v)
 		}
 		cfg.ShutdownTimeout = d
 	}
+	var err error
+	cfg.NoWorkers = getenv("TASKER_WORKERS") == "0"
+	workersEnv := getenv
+	if cfg.NoWorkers { // 0 is a choice of serve's, not a worker count
+		workersEnv = func(k string) string {
+			if k == "TASKER_WORKERS" {
+				return ""
+			}
+			return getenv(k)
+		}
+	}
+	if cfg.Workers, err = orchestration.ConfigFromEnv(workersEnv); err != nil {
+		return cfg, err
+	}
+	if cfg.Limits, err = auth.LimitsFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.API, err = server.ConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Refresh, err = refresh.ConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Retention, err = retention.ConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Tracing, err = tracing.ConfigFromEnv(getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
-// DefaultDataDir is $XDG_DATA_HOME/tasker, else ~/.local/share/tasker, else ./.tasker-data.
-func DefaultDataDir() string {
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "tasker")
+// Finish checks the configuration once the command's flags are applied and settles what
+// depends on them: query stats default to on with the private cluster.
+func (c *Config) Finish() error {
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("-shutdown-timeout %s is not a positive duration", c.ShutdownTimeout)
+	}
+	if c.Workers.Workers < 0 {
+		return fmt.Errorf("-workers %d is negative", c.Workers.Workers)
+	}
+	if !c.QueryStatsSet {
+		c.API.QueryStats = c.Embedded()
+	}
+	return nil
+}
+
+// Embedded reports whether the process uses a private cluster rather than DatabaseURL.
+func (c Config) Embedded() bool { return c.DatabaseURL == "" }
+
+// defaultDataDir is $XDG_DATA_HOME/tasker, else ~/.local/share/tasker, else ./.tasker-data.
+func defaultDataDir(xdgDataHome string) string {
+	if xdgDataHome != "" {
+		return filepath.Join(xdgDataHome, "tasker")
 	}
 	if home, err := os.UserHomeDir(); err == nil && home != "" {
 		return filepath.Join(home, ".local", "share", "tasker")
@@ -68,8 +179,8 @@ func DefaultDataDir() string {
 	return ".tasker-data"
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
+func or(v, def string) string {
+	if v != "" {
 		return v
 	}
 	return def

@@ -1,6 +1,7 @@
 package orchestration_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func TestConfigFromEnvReadsWorkersAndSyncCommit(t *testing.T) {
 	} {
 		t.Setenv("TASKER_WORKERS", c.workers)
 		t.Setenv("TASKER_SYNC_COMMIT", c.sync)
-		cfg, err := orchestration.ConfigFromEnv()
+		cfg, err := orchestration.ConfigFromEnv(os.Getenv)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("workers %q sync %q: error %v, want one naming %s", c.workers, c.sync, err, c.err)

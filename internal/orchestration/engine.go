@@ -64,18 +64,18 @@ type Config struct {
 	AsyncCommit bool
 }
 
-// ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) into a Config with
-// every other field at its default.
-func ConfigFromEnv() (Config, error) {
+// ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) through getenv
+// (internal/config) into a Config with every other field at its default.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
-	switch v := os.Getenv("TASKER_SYNC_COMMIT"); v {
+	switch v := getenv("TASKER_SYNC_COMMIT"); v {
 	case "", "on":
 	case "off":
 		cfg.AsyncCommit = true
 	default:
 		return cfg, fmt.Errorf("TASKER_SYNC_COMMIT=%q is neither on nor off", v)
 	}
-	if v := os.Getenv("TASKER_WORKERS"); v != "" {
+	if v := getenv("TASKER_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1024 {
 			return cfg, fmt.Errorf("TASKER_WORKERS=%q is not a worker count between 1 and 1024", v)

@@ -9,7 +9,8 @@
 //
 // Run "tasker help" for every subcommand and "tasker <command> -h" for its flags. Commands that
 // use the database find it the same way: -database-url, else DATABASE_URL, else the private
-// cluster of the server running with the data folder (internal/app/cmd_flags.go).
+// cluster of the server running with the data folder (internal/app/cmd_flags.go). Exit codes:
+// 0 done, 1 failed, 2 no command or an unknown one.
 package main
 
 import (

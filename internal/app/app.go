@@ -1,7 +1,11 @@
-// Package app is the tasker command line: it parses each subcommand's flags, reads the
-// configuration once, and wires and runs the long-lived parts (HTTP server, workers, refresher,
-// listener) under one lifecycle. The binary's main (server.go at the module root) only hands
-// it the arguments.
+// Package app is the tasker command line. Main reads the configuration once
+// (internal/config: the environment, then the command's flags), runs the command, and prints
+// a failure as one line through errs.Describe, the mapping the GraphQL API uses too; the exit
+// codes are in the usage (exitOK, exitFailure, exitUsage). serve, demo and worker run their
+// long-lived parts (tracing, the private cluster, the pool, the events hub, the refresher,
+// retention, the workers, the HTTP server) under one lifecycle (lifecycle.go): started in
+// order, stopped in reverse under one deadline, the failure of any part stopping the others.
+// The binary's main (server.go at the module root) only hands Main the arguments.
 package app
 
 import (
@@ -120,8 +124,8 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprint(w, `
-run 'tasker <command> -h' for a command's flags; every flag has an environment variable, and
-flags win.
+run 'tasker <command> -h' for a command's flags; a flag that names an environment variable
+(env X) overrides it.
 
 exit codes:
   0  done (or -h printed the usage)

@@ -1,14 +1,9 @@
 package app
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,12 +82,7 @@ func TestNewcomerPath(t *testing.T) {
 	}
 
 	// Stopped: the record is gone and the commands say no server is running.
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := s.wait(t); code != 0 {
-		t.Fatalf("tasker serve exited %d after SIGTERM, want 0", code)
-	}
+	s.stop(t, syscall.SIGTERM)
 	if _, err := os.Stat(runstate.Path(dataDir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the server record outlived the server: %v", err)
 	}
@@ -103,76 +93,4 @@ func TestNewcomerPath(t *testing.T) {
 	if out, _, code = runCLI(t, bin, dataDir, "status"); code != 1 || !strings.Contains(out, "not running") {
 		t.Errorf("status with no server: exit %d, %q; want 1 and not running", code, out)
 	}
-}
-
-// TestCommandLineUsage checks the usage of the binary: bare tasker prints usage and exits 2,
-// every command and token subcommand answers -h with its own usage and exits 0, and a missing
-// required flag is named.
-func TestCommandLineUsage(t *testing.T) {
-	t.Parallel()
-	bin := buildTasker(t)
-	dataDir := t.TempDir()
-	if _, stderr, code := runCLI(t, bin, dataDir); code != 2 || !strings.Contains(stderr, "usage: tasker <command>") {
-		t.Errorf("bare tasker: exit %d, stderr %q; want 2 and the usage", code, stderr)
-	}
-	if _, _, code := runCLI(t, bin, dataDir, "nope"); code != 2 {
-		t.Errorf("unknown command: exit %d, want 2", code)
-	}
-	for _, args := range [][]string{
-		{"serve"}, {"demo"}, {"worker"}, {"migrate"}, {"run-task"}, {"seed"}, {"status"},
-		{"token"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
-	} {
-		name := strings.Join(args, " ")
-		out, stderr, code := runCLI(t, bin, dataDir, append(args, "-h")...)
-		if code != 0 || !strings.HasPrefix(out, "usage: tasker "+name+" ") || stderr != "" {
-			t.Errorf("%s -h: exit %d, stdout %q, stderr %q; want 0 and its usage", name, code, out, stderr)
-		}
-	}
-	for args, want := range map[string]string{
-		"token create":      "token create: -role is required (reader, operator or admin)",
-		"run-task":          "run-task: -template is required",
-		"run-task -nope":    "run-task: flag provided but not defined: -nope (run 'tasker run-task -h' for its flags)",
-		"token rotate":      `unknown token subcommand "rotate"`,
-		"status extra-args": "status: unexpected arguments",
-	} {
-		if _, stderr, code := runCLI(t, bin, dataDir, strings.Fields(args)...); code != 1 || !strings.Contains(stderr, want) {
-			t.Errorf("tasker %s: exit %d, stderr %q; want 1 and %q", args, code, stderr, want)
-		}
-	}
-}
-
-// runCLI runs `tasker args...` with dataDir as TASKER_DATA_DIR and without the caller's
-// DATABASE_URL and TASKER_* variables, and returns its output and exit code.
-func runCLI(t *testing.T, bin, dataDir string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "TASKER_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "TASKER_DATA_DIR="+dataDir)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("running tasker %s: %v", strings.Join(args, " "), err)
-	}
-	return o.String(), e.String(), cmd.ProcessState.ExitCode()
-}
-
-// postGraphQL posts a GraphQL request body to the server at addr and returns the response.
-func postGraphQL(t *testing.T, addr, body string) string {
-	t.Helper()
-	resp, err := http.Post("http://"+addr+"/query", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !json.Valid(b) {
-		t.Fatalf("POST /query: %d %s", resp.StatusCode, b)
-	}
-	return string(b)
 }

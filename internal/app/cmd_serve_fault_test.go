@@ -95,12 +95,7 @@ func TestServeDrainsRunningStepsOnSIGTERM(t *testing.T) {
 		t.Fatalf("the three naps did not all run at once within 20s: %v", states())
 	}
 
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := s.wait(t); code != 0 {
-		t.Fatalf("tasker serve exited %d after SIGTERM, want 0:\n%s", code, s.log.String())
-	}
+	s.stop(t, syscall.SIGTERM)
 	st := states()
 	for _, n := range naps {
 		if st[n] != "complete" {

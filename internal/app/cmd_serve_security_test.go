@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,42 +11,13 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/config"
-	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
-// createToken stores a token of role in the database at url and returns it.
-func createToken(t *testing.T, url string, role auth.Role) string {
-	t.Helper()
-	_, secret, err := auth.NewStore(dbtest.Open(t, url)).Create(context.Background(), role, "serve-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return secret
-}
-
-func get(t *testing.T, url, token string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
-// With DATABASE_URL, serve requires API tokens, says so, and exposes /metrics.
+// With DATABASE_URL, serve requires API tokens and says so, mounts the GraphQL API at /query
+// (GET and POST) and the playground at /, and exposes /metrics.
 func TestServeWithDatabaseURLRequiresTokens(t *testing.T) {
 	t.Parallel()
-	bin := buildTasker(t)
-	url := dbtest.NewURL(t)
-	token := createToken(t, url, auth.Reader)
-	s := startServe(t, bin, "-database-url", url, "-data-dir", t.TempDir())
-	s.waitHealthy(t)
+	s, _, token := startServeWithToken(t, auth.Reader)
 	if !strings.Contains(s.log.String(), "authentication=required") {
 		t.Fatalf("serve did not log that authentication is required:\n%s", s.log.String())
 	}
@@ -59,6 +29,21 @@ func TestServeWithDatabaseURLRequiresTokens(t *testing.T) {
 	if code, body := get(t, query, token); code != http.StatusOK || !strings.Contains(body, `"default"`) {
 		t.Fatalf("GET /query with a token: %d %s", code, body)
 	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/query", strings.NewReader(`{"query":"{ namespaces { name } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	posted, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(posted), `{"data":{"namespaces":[{"name":"default"}`) {
+		t.Fatalf("POST /query: %d %s", resp.StatusCode, posted)
+	}
+	if code, page := get(t, "http://"+s.addr+"/", ""); code != http.StatusOK || !strings.Contains(page, "GraphiQL") {
+		t.Fatalf("GET /: %d, page without GraphiQL", code)
+	}
 	code, body := get(t, "http://"+s.addr+"/metrics", "")
 	for _, family := range []string{"tasker_graphql_requests_total", "tasker_graphql_sql_statements", "tasker_http_requests_total",
 		"tasker_ready_steps", "tasker_read_model_stale_seconds", "tasker_subscribers", "go_sql_open_connections"} {
@@ -67,12 +52,7 @@ func TestServeWithDatabaseURLRequiresTokens(t *testing.T) {
 		}
 	}
 
-	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if code := s.wait(t); code != 0 {
-		t.Fatalf("tasker serve exited %d after SIGINT, want 0", code)
-	}
+	s.stop(t, syscall.SIGINT)
 }
 
 // The startup rule as serve applies it: the embedded default on loopback runs open and logs a

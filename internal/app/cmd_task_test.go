@@ -2,9 +2,6 @@ package app
 
 import (
 	"bytes"
-	"context"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,21 +9,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
 func runTask(t *testing.T, url string, args ...string) (int64, error) {
 	t.Helper()
-	var out bytes.Buffer
-	err := runRunTask(context.Background(), config.Config{DatabaseURL: url}, args, &out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	out, err := runInProcess(t, runRunTask, url, args...)
 	if err != nil {
 		return 0, err
 	}
-	id, perr := strconv.ParseInt(strings.TrimSpace(out.String()), 10, 64)
+	id, perr := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 	if perr != nil {
-		t.Fatalf("run-task printed %q, want a task id", out.String())
+		t.Fatalf("run-task printed %q, want a task id", out)
 	}
 	return id, nil
 }
@@ -120,14 +115,12 @@ func TestRunTaskJSONLines(t *testing.T) {
 		return p
 	}
 	run := func(path string, extra ...string) ([]int64, error) {
-		var out bytes.Buffer
-		err := runRunTask(context.Background(), config.Config{DatabaseURL: url}, append([]string{"-jsonl", path, "-templates-dir", ""}, extra...),
-			&out, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		out, err := runInProcess(t, runRunTask, url, append([]string{"-jsonl", path, "-templates-dir", ""}, extra...)...)
 		var ids []int64
-		for _, f := range strings.Fields(out.String()) {
+		for _, f := range strings.Fields(out) {
 			id, perr := strconv.ParseInt(f, 10, 64)
 			if perr != nil {
-				t.Fatalf("run-task printed %q, want task ids", out.String())
+				t.Fatalf("run-task printed %q, want task ids", out)
 			}
 			ids = append(ids, id)
 		}

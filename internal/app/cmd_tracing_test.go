@@ -152,16 +152,6 @@ func waitTaskDone(t *testing.T, db *gorm.DB, taskID string) {
 	}
 }
 
-func stopAndWait(t *testing.T, p *serveProcess) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exited %d after SIGTERM:\n%s", code, p.log.String())
-	}
-}
-
 // checkStepSpans checks that each attempt of the task's steps exported claim → run → record,
 // with the task id, step id and attempt on the run and the record.
 func checkStepSpans(t *testing.T, spans []span, service, taskID string, attempts int) {
@@ -235,7 +225,7 @@ func TestServeExportsTracesWithOTLP(t *testing.T) {
 	if _, requests := c.received(); requests != 0 {
 		t.Fatalf("%d exports before shutdown, want none: the test checks the flush on shutdown", requests)
 	}
-	stopAndWait(t, s)
+	s.stop(t, syscall.SIGTERM)
 	if !strings.Contains(s.log.String(), `msg="serve: stopped" step=tracing`) {
 		t.Errorf("no tracing stop step in the log:\n%s", s.log.String())
 	}
@@ -307,7 +297,7 @@ func TestServeExportsTracesWithOTLP(t *testing.T) {
 	off := startProcess(t, bin, "serve", []string{"-database-url", url, "-data-dir", t.TempDir()},
 		append(c.otlpEnv("tasker-off"), "TASKER_QUERY_STATS=1", "TASKER_TRACING=off"))
 	_, statementsOff := graphQL(t, off.addr, token, "e2e-read-off", read)
-	stopAndWait(t, off)
+	off.stop(t, syscall.SIGTERM)
 	if _, after := c.received(); after != requests {
 		t.Errorf("%d export requests while tracing was off", after-requests)
 	}
@@ -335,7 +325,7 @@ func TestWorkerExportsTracesWithOTLP(t *testing.T) {
 	if _, requests := c.received(); requests != 0 {
 		t.Fatalf("%d exports before shutdown, want none: the test checks the flush on shutdown", requests)
 	}
-	stopAndWait(t, w)
+	w.stop(t, syscall.SIGTERM)
 	spans, _ := c.received()
 	checkStepSpans(t, spans, "tasker-worker-e2e", taskID, 7)
 }

@@ -44,15 +44,56 @@ func TestWorkerServesMetricsAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %s", family)
 		}
 	}
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	w.stop(t, syscall.SIGTERM)
+}
+
+// TestServeWithoutWorkers runs `tasker serve` with TASKER_WORKERS=0: it starts no engine,
+// serves the API (a task created through it waits, ready, in Query.steps), stops cleanly
+// without a workers step, and a second process with workers then runs the task it created.
+func TestServeWithoutWorkers(t *testing.T) {
+	t.Parallel()
+	bin := buildTasker(t)
+	url := dbtest.NewURL(t)
+	api := startServeWithEnv(t, bin, "DATABASE_URL="+url, "TASKER_AUTH=off", "TASKER_WORKERS=0")
+	api.waitHealthy(t)
+	if log := api.log.String(); !strings.Contains(log, "serve: no workers") || strings.Contains(log, "orchestration: engine started") {
+		t.Fatalf("an API-only serve logged:\n%s", log)
 	}
-	select {
-	case <-w.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker did not exit within 30s of SIGTERM")
+
+	var created struct {
+		CreateTask struct{ ID string } `json:"createTask"`
 	}
-	if code := w.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("worker exited %d:\n%s", code, w.log.String())
+	gql(t, api.addr, `mutation { createTask(input: {namespace: "examples", name: "linear_workflow"}) { id } }`, &created)
+	var ready struct {
+		Steps struct {
+			Nodes []struct {
+				Name      string
+				Status    string
+				InProcess bool
+				Task      struct{ ID string }
+			}
+		}
+	}
+	gql(t, api.addr, `{ steps(filter: {ready: true}) { nodes { name status inProcess task { id } } } }`, &ready)
+	if n := ready.Steps.Nodes; len(n) != 1 || n[0].Name != "initialize_data" || n[0].Status != "PENDING" ||
+		n[0].InProcess || n[0].Task.ID != created.CreateTask.ID {
+		t.Fatalf("ready steps after createTask on an API-only server: %+v", n)
+	}
+
+	workers := startServeWithEnv(t, bin, "DATABASE_URL="+url, "TASKER_AUTH=off", "TASKER_WORKERS=2")
+	workers.waitHealthy(t)
+	var task struct {
+		Task struct{ Status string }
+	}
+	if !eventually(30*time.Second, func() bool {
+		gql(t, api.addr, `{ task(id: "`+created.CreateTask.ID+`") { status } }`, &task)
+		return task.Task.Status == "COMPLETE"
+	}) {
+		t.Fatalf("the task was not run by the process with workers: status %s\n%s", task.Task.Status, workers.log.String())
+	}
+
+	api.stop(t, syscall.SIGTERM)
+	if log := api.log.String(); strings.Contains(log, `step=workers`) || !strings.Contains(log, `msg="serve: stopped" step=http`) {
+		t.Errorf("API-only shutdown log:\n%s", log)
 	}
 }

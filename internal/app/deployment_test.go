@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func TestManyProcessesShareOneDatabase(t *testing.T) {
 	bin := buildTasker(t)
 	pair := replicatest.Start(t, "tasker")
 	primary, standby := pair.Primary.URL(), pair.StandbyURL()
-	out, err := tokenCmd(t, primary, "create", "-role", "operator") // migrates the primary first
+	out, err := runInProcess(t, runToken, primary, "create", "-role", "operator") // migrates the primary first
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,6 +233,6 @@ func TestManyProcessesShareOneDatabase(t *testing.T) {
 	pair.Exec(pair.AdminURL(pair.Standby), "SELECT pg_wal_replay_resume()")
 
 	for _, s := range servers {
-		stopAndWait(t, s)
+		s.stop(t, syscall.SIGTERM)
 	}
 }

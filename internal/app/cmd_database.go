@@ -7,11 +7,53 @@ import (
 	"log/slog"
 	"strings"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/seed"
 )
 
+// runMigrate applies every pending migration and prints what it applied and the version the
+// database is at.
+func runMigrate(ctx context.Context, cfg config.Config, args []string, out io.Writer, _ *slog.Logger) error {
+	fs := newFlagSet("migrate", "[flags]", "Apply every pending migration to the database and print what was applied (idempotent).", out)
+	databaseFlags(fs, &cfg, usesServer)
+	if err := parseCommand(fs, args, &cfg); err != nil {
+		return err
+	}
+	gdb, err := openDatabase(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer database.Close(gdb)
+	applied, err := migrate.Up(ctx, database.SQL(gdb))
+	if err != nil {
+		return err
+	}
+	for _, a := range applied {
+		fmt.Fprintf(out, "applied %05d %s (%s)\n", a.Version, a.Source, a.Duration)
+	}
+	version, err := migrate.Version(ctx, database.SQL(gdb))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "database is at version %d (%d applied now)\n", version, len(applied))
+	return nil
+}
+
+// openDatabase opens the database of a one-shot command (resolveDatabaseURL) with a small
+// pool; the caller closes it (database.Close).
+func openDatabase(ctx context.Context, cfg config.Config) (*gorm.DB, error) {
+	dbURL, err := resolveDatabaseURL(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+}
+
+// runSeed generates a dataset of about -steps steps (internal/seed) into a migrated database.
 func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
 	fs := newFlagSet("seed", "[-steps n] [flags]",
 		"Generate a realistic dataset of about -steps steps into a migrated database, with set-based SQL.", out)
@@ -28,11 +70,7 @@ func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Write
 	if err != nil {
 		return usageError("seed: %w", err)
 	}
-	dbURL, err := resolveDatabaseURL(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	gdb, err := database.Open(ctx, dbURL, database.Options{MaxOpenConns: 2})
+	gdb, err := openDatabase(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -117,7 +117,7 @@ func TestTokenRevokeClosesWebsocketsOfARunningServer(t *testing.T) {
 		}
 	}
 
-	if out, stderr, code := runCLI(t, buildTasker(t), t.TempDir(), "token", "revoke", token[:12], "-database-url", url); code != 0 {
+	if out, stderr, code := runCLI(t, buildTasker(t), t.TempDir(), "token", "revoke", "-database-url", url, token[:12]); code != 0 {
 		t.Fatalf("tasker token revoke: exit %d\n%s%s", code, out, stderr)
 	}
 	began := time.Now()

@@ -49,11 +49,11 @@ func TestNewcomerPath(t *testing.T) {
 	}
 
 	// The workers run the task to complete; the playground's API shows it.
-	query := fmt.Sprintf(`{"query":"{ task(id: \"%s\") { status complete } }"}`, taskID)
-	var last string
+	query := fmt.Sprintf(`{ task(id: "%s") { status complete } }`, taskID)
+	var last []byte
 	if !eventually(30*time.Second, func() bool {
-		last = postGraphQL(t, s.addr, query)
-		return strings.Contains(last, `"status":"COMPLETE","complete":true`)
+		_, last = postQuery(t, s.addr, query)
+		return strings.Contains(string(last), `"status":"COMPLETE","complete":true`)
 	}) {
 		t.Fatalf("task %s did not complete within 30s: %s", taskID, last)
 	}
@@ -63,7 +63,7 @@ func TestNewcomerPath(t *testing.T) {
 
 	// Open mode has no rate limit: a burst far above the default (50/s, burst 100) is served.
 	for i := range 250 {
-		if resp := postGraphQL(t, s.addr, `{"query":"{ namespaces { name } }"}`); strings.Contains(resp, "RATE_LIMITED") {
+		if _, resp := postQuery(t, s.addr, `{ namespaces { name } }`); strings.Contains(string(resp), "RATE_LIMITED") {
 			t.Fatalf("request %d of a burst refused in open mode: %s", i, resp)
 		}
 	}

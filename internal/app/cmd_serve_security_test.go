@@ -1,7 +1,6 @@
 package app
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -29,15 +28,7 @@ func TestServeWithDatabaseURLRequiresTokens(t *testing.T) {
 	if code, body := get(t, query, token); code != http.StatusOK || !strings.Contains(body, `"default"`) {
 		t.Fatalf("GET /query with a token: %d %s", code, body)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/query", strings.NewReader(`{"query":"{ namespaces { name } }"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	posted, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, posted := postQuery(t, s.addr, `{ namespaces { name } }`, "Authorization", "Bearer "+token)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(posted), `{"data":{"namespaces":[{"name":"default"}`) {
 		t.Fatalf("POST /query: %d %s", resp.StatusCode, posted)
 	}

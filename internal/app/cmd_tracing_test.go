@@ -111,17 +111,7 @@ func (c *collector) otlpEnv(service string) []string {
 // graphQL posts a query with a request id and returns the response's sqlStatements count.
 func graphQL(t *testing.T, addr, token, requestID, query string) (string, int) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"query": query})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/query", strings.NewReader(string(body)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("X-Request-Id", requestID)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	reply, _ := io.ReadAll(resp.Body)
+	resp, reply := postQuery(t, addr, query, "Authorization", "Bearer "+token, "X-Request-Id", requestID)
 	var out struct {
 		Errors     []any `json:"errors"`
 		Extensions struct {

@@ -1,11 +1,9 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"syscall"
@@ -36,19 +34,7 @@ type deployResponse struct {
 // postAs posts query to the server at addr with token and, when set, a readAfter token.
 func postAs(t *testing.T, addr, token, readAfter, query string) deployResponse {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"query": query})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/query", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	if readAfter != "" {
-		req.Header.Set(server.ReadAfterHeader, readAfter)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	resp, raw := postQuery(t, addr, query, "Authorization", "Bearer "+token, server.ReadAfterHeader, readAfter)
 	var out deployResponse
 	if err := json.Unmarshal(raw, &out); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /query %s: %d %s", query, resp.StatusCode, raw)

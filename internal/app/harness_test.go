@@ -271,19 +271,28 @@ func runCLI(t *testing.T, bin, dataDir string, args ...string) (stdout, stderr s
 	return o.String(), e.String(), cmd.ProcessState.ExitCode()
 }
 
-// postGraphQL posts a GraphQL request body to the server at addr and returns the response.
-func postGraphQL(t *testing.T, addr, body string) string {
+// postQuery posts a GraphQL query to the server at addr, with header name/value pairs (e.g.
+// "Authorization", "Bearer …"), and returns the response and its body, which must be JSON.
+func postQuery(t *testing.T, addr, query string, header ...string) (*http.Response, []byte) {
 	t.Helper()
-	resp, err := http.Post("http://"+addr+"/query", "application/json", strings.NewReader(body))
+	body, _ := json.Marshal(map[string]string{"query": query})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/query", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] != "" {
+			req.Header.Set(header[i], header[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !json.Valid(b) {
-		t.Fatalf("POST /query: %d %s", resp.StatusCode, b)
+	raw, _ := io.ReadAll(resp.Body)
+	if !json.Valid(raw) {
+		t.Fatalf("POST /query %s: %d %s", query, resp.StatusCode, raw)
 	}
-	return string(b)
+	return resp, raw
 }
 
 // createToken stores a token of role in the database at url and returns it.
@@ -315,13 +324,7 @@ func get(t *testing.T, url, token string) (int, string) {
 // any error.
 func gql(t *testing.T, addr, query string, out any) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query})
-	resp, err := http.Post("http://"+addr+"/query", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
+	_, raw := postQuery(t, addr, query)
 	var r struct {
 		Data   json.RawMessage `json:"data"`
 		Errors []any           `json:"errors"`

@@ -62,8 +62,9 @@ type Config struct {
 	Workers orchestration.Config
 	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
 	NoWorkers bool
-	// Auth is TASKER_AUTH as given ("", on or off); auth.DecideMode judges it with the listen
-	// address and the database, once the flags are known.
+	// Auth is TASKER_AUTH as given ("", on or off: Read refuses any other value);
+	// auth.DecideMode judges it with the listen address and the database once the flags are
+	// known.
 	Auth string
 	// Limits bound what one request, token or connection may ask (TASKER_MAX_BODY_BYTES,
 	// TASKER_RATE_LIMIT, …: auth.LimitsFromEnv).
@@ -117,6 +118,9 @@ func Read(getenv func(string) string) (Config, error) {
 			return cfg, fmt.Errorf("TASKER_SHUTDOWN_TIMEOUT=%q is not a positive duration (e.g. 30s)", v)
 		}
 		cfg.ShutdownTimeout = d
+	}
+	if _, err := auth.DecideMode(auth.Setup{Env: cfg.Auth}); err != nil { // a value it knows, judged later
+		return cfg, err
 	}
 	var err error
 	cfg.NoWorkers = getenv("TASKER_WORKERS") == "0"

@@ -106,6 +106,7 @@ func TestReadRejectsBadValues(t *testing.T) {
 		{"TASKER_REFRESH_SCHEDULE", "whenever", `TASKER_REFRESH_SCHEDULE="whenever"`},
 		{"TASKER_RETENTION_BATCH", "0", `TASKER_RETENTION_BATCH="0"`},
 		{"TASKER_TRACING", "maybe", `TASKER_TRACING="maybe"`},
+		{"TASKER_AUTH", "sometimes", `TASKER_AUTH="sometimes"`},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
 			_, err := Read(env(map[string]string{tc.key: tc.value}))

@@ -68,7 +68,7 @@ func TestEveryCommandHelpListsItsFlags(t *testing.T) {
 		"token":        {"create", "list", "revoke"},
 		"token create": {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir", "-role", "-name"},
 		"token list":   {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir"},
-		"token revoke": {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir"},
+		"token revoke": {"usage: tasker token revoke [flags] <id or token prefix>", "-database-url", "empty uses the private cluster of the tasker server", "-data-dir"},
 	}
 	for name, flags := range want {
 		var stdout, stderr bytes.Buffer

@@ -24,7 +24,7 @@ var tokenSubcommands = []tokenSubcommand{
 	{"create", "-role reader|operator|admin [-name n] [flags]",
 		"Create an API token with a role and print it, alone, on the last line (it is shown only once)."},
 	{"list", "[flags]", "List the API tokens: id, name, role, prefix, when created and revoked (never the tokens)."},
-	{"revoke", "<id or token prefix> [flags]", "Revoke an API token: requests carrying it are refused from now on."},
+	{"revoke", "[flags] <id or token prefix>", "Revoke an API token: requests carrying it are refused from now on."},
 }
 
 // tokenUsage prints the usage of `tasker token`.

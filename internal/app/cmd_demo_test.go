@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 func TestDemoCreatesOneTaskPerDemoTemplateOnce(t *testing.T) {
@@ -68,7 +69,7 @@ func TestDemoTasksEndAsTheReadmeSays(t *testing.T) {
 	db := dbtest.Open(t, url)
 	startProcess(t, bin, "demo", []string{"-data-dir", t.TempDir()}, []string{"DATABASE_URL=" + url})
 	var states []string
-	ok := eventually(60*time.Second, func() bool {
+	ok := wait.Eventually(60*time.Second, func() bool {
 		states = nil
 		err := db.Raw(`SELECT nt.name || '=' || coalesce(tt.to_state, 'pending') FROM tasker_tasks t
 			JOIN tasker_named_tasks nt USING (named_task_id)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/runstate"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // TestNewcomerPath drives the real binary the way the README tells a newcomer to: `tasker
@@ -51,7 +52,7 @@ func TestNewcomerPath(t *testing.T) {
 	// The workers run the task to complete; the playground's API shows it.
 	query := fmt.Sprintf(`{ task(id: "%s") { status complete } }`, taskID)
 	var last []byte
-	if !eventually(30*time.Second, func() bool {
+	if !wait.Eventually(30*time.Second, func() bool {
 		_, last = postQuery(t, s.addr, query)
 		return strings.Contains(string(last), `"status":"COMPLETE","complete":true`)
 	}) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // napsYAML runs three 3-second steps at once, then one more after them.
@@ -83,7 +84,7 @@ func TestServeDrainsRunningStepsOnSIGTERM(t *testing.T) {
 		return out
 	}
 	naps := []string{"nap_one", "nap_two", "nap_three"}
-	if !eventually(20*time.Second, func() bool {
+	if !wait.Eventually(20*time.Second, func() bool {
 		st := states()
 		for _, n := range naps {
 			if st[n] != "in_progress" {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // TestServeRunsItsOwnPostgres builds the binary and runs `tasker serve` without DATABASE_URL:
@@ -45,7 +46,7 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.wait(t)
-	if !eventually(15*time.Second, func() bool { return !processAlive(s.postgresPID) }) {
+	if !wait.Eventually(15*time.Second, func() bool { return !processAlive(s.postgresPID) }) {
 		t.Fatalf("postgres pid %d outlived its killed server", s.postgresPID)
 	}
 	// The killed server left its record behind; commands see that it names a dead server.
@@ -69,7 +70,7 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 	}
 	// The killed postmaster's backends exit on their own; the data dir is removed after them.
 	clusterDir := filepath.Join(dataDir, "postgres")
-	if !eventually(15*time.Second, func() bool { return len(processesIn(clusterDir)) == 0 }) {
+	if !wait.Eventually(15*time.Second, func() bool { return len(processesIn(clusterDir)) == 0 }) {
 		t.Fatalf("processes still running in %s: %v", clusterDir, processesIn(clusterDir))
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // collector is an OTLP/HTTP trace receiver: it decodes every ExportTraceServiceRequest posted
@@ -132,7 +133,7 @@ func graphQL(t *testing.T, addr, token, requestID, query string) (string, int) {
 // waitTaskDone waits until every step of the task is processed and the task complete.
 func waitTaskDone(t *testing.T, db *gorm.DB, taskID string) {
 	t.Helper()
-	ok := eventually(30*time.Second, func() bool {
+	ok := wait.Eventually(30*time.Second, func() bool {
 		var state string
 		db.Raw(`SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent`, taskID).Scan(&state)
 		return state == "complete"

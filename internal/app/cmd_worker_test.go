@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // TestWorkerServesMetricsAndHealth runs `tasker worker -metrics-listen` against a test
@@ -85,7 +86,7 @@ func TestServeWithoutWorkers(t *testing.T) {
 	var task struct {
 		Task struct{ Status string }
 	}
-	if !eventually(30*time.Second, func() bool {
+	if !wait.Eventually(30*time.Second, func() bool {
 		gql(t, api.addr, `{ task(id: "`+created.CreateTask.ID+`") { status } }`, &task)
 		return task.Task.Status == "COMPLETE"
 	}) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +23,9 @@ import (
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/config"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 	"github.com/taskerhq/tasker/internal/testkit/testbin"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // clusterDataDir returns a temporary data folder for a server with a private cluster. As root,
@@ -52,7 +54,7 @@ func TestMain(m *testing.M) {
 
 type serveProcess struct {
 	cmd         *exec.Cmd
-	log         *syncBuilder
+	log         *logbuf.Buffer
 	addr        string
 	postgresPID int
 	exited      chan struct{}
@@ -96,7 +98,7 @@ func startProcess(t *testing.T, bin, command string, args, extraEnv []string) *s
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &serveProcess{cmd: cmd, log: &syncBuilder{}, exited: make(chan struct{})}
+	s := &serveProcess{cmd: cmd, log: &logbuf.Buffer{}, exited: make(chan struct{})}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-s.exited
@@ -108,7 +110,7 @@ func startProcess(t *testing.T, bin, command string, args, extraEnv []string) *s
 		announced := false
 		for sc.Scan() {
 			line := sc.Text()
-			s.log.add(line)
+			fmt.Fprintln(s.log, line)
 			t.Log(line)
 			if m := startedRE.FindStringSubmatch(line); m != nil {
 				s.postgresPID, _ = strconv.Atoi(m[1])
@@ -145,7 +147,7 @@ func (s *serveProcess) waitHealthy(t *testing.T) {
 	client := &http.Client{Timeout: 2 * time.Second}
 	for _, path := range []string{"/healthz", "/readyz"} {
 		var last string
-		ok := eventually(15*time.Second, func() bool {
+		ok := wait.Eventually(15*time.Second, func() bool {
 			resp, err := client.Get("http://" + s.addr + path)
 			if err != nil {
 				last = err.Error()
@@ -208,46 +210,6 @@ func processAlive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
-// syncBuilder collects log lines written by one goroutine and read by the test.
-type syncBuilder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (b *syncBuilder) add(line string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.lines = append(b.lines, line)
-}
-
-// Write adds p as a line: a log handler writes one line at a time.
-func (b *syncBuilder) Write(p []byte) (int, error) {
-	b.add(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func (b *syncBuilder) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Join(b.lines, "\n")
-}
-
-// eventually polls cond every 20ms until it holds (true) or timeout passes (false).
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			return cond()
-		case <-tick.C:
-		}
-	}
-	return true
 }
 
 // runCLI runs `tasker args...` with dataDir as TASKER_DATA_DIR and without the caller's

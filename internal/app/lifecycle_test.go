@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
-func newTestLifecycle(timeout time.Duration) (*lifecycle, *syncBuilder) {
-	rec := &syncBuilder{}
+func newTestLifecycle(timeout time.Duration) (*lifecycle, *logbuf.Buffer) {
+	rec := &logbuf.Buffer{}
 	return newLifecycle("test", timeout, slog.New(slog.NewTextHandler(rec, nil))), rec
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/taskerhq/tasker/graph/apierr"
 	"github.com/taskerhq/tasker/graph/loaders"
 	"github.com/taskerhq/tasker/graph/model"
 	"github.com/taskerhq/tasker/internal/auth"
@@ -109,10 +108,8 @@ var inputFields = map[string]string{
 // inputError describes what is wrong with one input of a batch, with the code and message a
 // single createTask would have given.
 func inputError(err error) *model.InputError {
-	out := &model.InputError{Code: errs.Internal.Code(), Field: "", Message: "internal error"}
-	if ae := apierr.Classify(err); ae != nil {
-		out.Code, out.Message = string(ae.Code), ae.Message
-	}
+	out := &model.InputError{}
+	out.Code, out.Message = errs.Describe(err)
 	var de *errs.Error
 	switch {
 	case errs.Is(err, errs.NotFound):

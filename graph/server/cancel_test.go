@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // TestAbandonedRequestIsNotAnInternalError sends a query that waits on a table lock, lets the
@@ -25,7 +27,7 @@ func TestAbandonedRequestIsNotAnInternalError(t *testing.T) {
 
 	want := `tasker_graphql_requests_total{field="tasks",outcome="cancelled",type="query"} 1`
 	var body string
-	waitFor(t, func() bool {
+	wait.Until(t, 10*time.Second, "the cancelled request counted in /metrics", func() bool {
 		resp, err := http.Get(e.srv.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -94,12 +96,12 @@ func (e *secureEnv) abandonWhileLocked(t *testing.T, table, token, query string)
 		}
 		return n
 	}
-	waitFor(t, func() bool { return waiting() > 0 })
+	wait.Until(t, 10*time.Second, "a request waiting", func() bool { return waiting() > 0 })
 	cancel()
 	if err := <-sent; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the client's request ended with %v, want context.Canceled", err)
 	}
-	waitFor(t, func() bool { return waiting() == 0 })
+	wait.Until(t, 10*time.Second, "no request waiting", func() bool { return waiting() == 0 })
 	if err := lock.Rollback().Error; err != nil {
 		t.Fatal(err)
 	}

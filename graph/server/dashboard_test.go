@@ -23,6 +23,7 @@ import (
 	"github.com/taskerhq/tasker/internal/refresh"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
 // dashEnv is the real handler with a read-model refresher (schedules off, no events hub: only
@@ -33,7 +34,7 @@ type dashEnv struct {
 	fx        *fixture.Builder
 	refresher *refresh.Refresher
 	srv       *httptest.Server
-	logs      *lockedWriter
+	logs      *logbuf.Buffer
 	tokens    map[auth.Role]string // set when the guard requires tokens
 }
 
@@ -45,7 +46,7 @@ func newDashEnv(t *testing.T, mode auth.Mode) *dashEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedWriter{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	schedules := map[string]string{}
 	for _, name := range refresh.ViewNames() {

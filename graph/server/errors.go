@@ -12,7 +12,6 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/taskerhq/tasker/graph/apierr"
 	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/requestid"
 )
@@ -32,9 +31,10 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		// Raised by gqlgen (parse, validation, limits): already meant for the client.
 		return codeGqlgenError(gqlErr)
 	}
-	if d := apierr.Classify(cause); d != nil {
-		gqlErr.Message = d.Message
-		gqlErr.Extensions = map[string]any{"code": string(d.Code)}
+	if errs.Public(cause) {
+		code, message := errs.Describe(cause)
+		gqlErr.Message = message
+		gqlErr.Extensions = map[string]any{"code": code}
 		return gqlErr
 	}
 	var nested *gqlerror.Error

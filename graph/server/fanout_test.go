@@ -18,6 +18,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // fanoutSub selects the transition's own columns only: nested fields (step, task) are read
@@ -106,7 +107,7 @@ func runFanout(t *testing.T, e *env, other *gorm.DB, tasks []*fixture.Task, n in
 			}
 		}()
 	}
-	waitUntil(t, time.Minute, fmt.Sprintf("%d live subscriptions", n), func() bool { return e.api.Subscribers() == n })
+	wait.Until(t, time.Minute, fmt.Sprintf("%d live subscriptions", n), func() bool { return e.api.Subscribers() == n })
 
 	before := e.statements.Load()
 	var written []int64
@@ -122,7 +123,7 @@ func runFanout(t *testing.T, e *env, other *gorm.DB, tasks []*fixture.Task, n in
 					recipients++
 				}
 			}
-			waitUntil(t, time.Minute, fmt.Sprintf("transition %d at its %d subscribers", tid, recipients), func() bool {
+			wait.Until(t, time.Minute, fmt.Sprintf("transition %d at its %d subscribers", tid, recipients), func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return delivered[tid] >= recipients
@@ -135,7 +136,7 @@ func runFanout(t *testing.T, e *env, other *gorm.DB, tasks []*fixture.Task, n in
 		_ = c.conn.CloseNow()
 	}
 	readers.Wait()
-	waitUntil(t, 10*time.Second, "subscriptions ended", func() bool { return e.api.Subscribers() == 0 })
+	wait.Until(t, 10*time.Second, "subscriptions ended", func() bool { return e.api.Subscribers() == 0 })
 
 	for i := range n {
 		if !slices.Equal(got[i], want[i]) {
@@ -145,18 +146,6 @@ func runFanout(t *testing.T, e *env, other *gorm.DB, tasks []*fixture.Task, n in
 	slices.Sort(latencies)
 	pct := func(p float64) time.Duration { return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))] }
 	return fanoutRun{subscribers: n, transitions: len(written), statements: statements, p50: pct(0.50), p99: pct(0.99)}
-}
-
-// waitUntil polls cond every 5ms until it holds, failing the test after limit.
-func waitUntil(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // One process serves 1,000 stepTransitions subscribers (20 websocket connections, 500
@@ -215,7 +204,7 @@ func TestSlowSubscriberIsClosedWithACode(t *testing.T) {
 	fast.subscribe("fast", sub, vars)
 	slow.conn.SetReadLimit(1 << 20)
 	fast.conn.SetReadLimit(1 << 20)
-	waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+	wait.Until(t, 10*time.Second, "2 live subscriptions", func() bool { return e.api.Subscribers() == 2 })
 
 	// 64 KiB per event: the slow connection's socket buffers fill within a few hundred events.
 	var written []int64
@@ -291,7 +280,7 @@ func TestResumingFarBehindCatchesUpAlone(t *testing.T) {
 	}
 	live := e.dialWS(t, "graphql-transport-ws")
 	live.subscribe("live", fanoutSub, map[string]any{"after": id(start)})
-	waitFor(t, func() bool { return e.api.Subscribers() == 1 })
+	wait.Until(t, 10*time.Second, "1 live subscriptions", func() bool { return e.api.Subscribers() == 1 })
 
 	const n = 1200
 	var written []int64
@@ -319,7 +308,7 @@ func TestResumingFarBehindCatchesUpAlone(t *testing.T) {
 			t.Fatalf("resuming subscriber got %s, want %d", got.ID, want)
 		}
 	}
-	waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+	wait.Until(t, 10*time.Second, "2 live subscriptions", func() bool { return e.api.Subscribers() == 2 })
 	// Three pages (500, 500, 200) and the read after joining; at most one more if a wake-up
 	// of the live reader was still pending.
 	if got := e.statements.Load() - before; got < 4 || got > 5 {

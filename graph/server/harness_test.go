@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
 // env is one test's database, running hub and API server.
@@ -38,7 +38,7 @@ type env struct {
 	api  *server.API
 	srv  *httptest.Server
 	fx   *fixture.Builder
-	logs *lockedWriter
+	logs *logbuf.Buffer
 	// statements counts every statement the server's pool runs (its own counter, whatever
 	// the statement's context).
 	statements *atomic.Int64
@@ -81,7 +81,7 @@ type backend struct {
 	db        *gorm.DB
 	hub       *events.Hub
 	log       *slog.Logger
-	logs      *lockedWriter
+	logs      *logbuf.Buffer
 	templates *template.Registry
 }
 
@@ -96,7 +96,7 @@ func newBackend(t testing.TB, tracer pgx.QueryTracer, maxOpenConns int) *backend
 		cancel()
 		t.Fatal(err)
 	}
-	logs := &lockedWriter{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	hub := events.NewHub(url, log)
 	hubDone := make(chan struct{})
@@ -206,24 +206,6 @@ func (e *env) oneError(query string, vars map[string]any, code string) gqlError 
 		e.t.Fatalf("error code = %v, want %s (message %q)\nserver log:\n%s", got, code, r.Errors[0].Message, e.logs.String())
 	}
 	return r.Errors[0]
-}
-
-// lockedWriter collects log output from concurrent goroutines.
-type lockedWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (lw *lockedWriter) Write(p []byte) (int, error) {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return lw.buf.Write(p)
-}
-
-func (lw *lockedWriter) String() string {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return lw.buf.String()
 }
 
 func id(n int64) string { return strconv.FormatInt(n, 10) }

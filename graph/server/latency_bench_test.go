@@ -11,6 +11,7 @@ import (
 	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // BenchmarkSubscriptionLatency measures how long a step transition takes to reach a
@@ -31,7 +32,7 @@ func BenchmarkSubscriptionLatency(b *testing.B) {
 	other := store.New(dbtest.Open(b, e.url))
 	c := e.dialWS(b, "graphql-transport-ws")
 	c.subscribe("1", stepSub, map[string]any{"task": id(tk.ID)})
-	waitFor(b, func() bool { return e.api.Subscribers() == 1 })
+	wait.Until(b, 10*time.Second, "1 live subscriptions", func() bool { return e.api.Subscribers() == 1 })
 
 	ctx := context.Background()
 	cycle := []models.State{models.StateInProgress, models.StateError, models.StatePending}

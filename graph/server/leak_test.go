@@ -8,6 +8,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // TestDisconnectingClientsLeaveNoGoroutine subscribes and vanishes (no close handshake, no
@@ -21,11 +22,11 @@ func TestDisconnectingClientsLeaveNoGoroutine(t *testing.T) {
 		c := e.dialWS(t, "graphql-transport-ws")
 		c.subscribe("1", stepSub, map[string]any{"after": "0"})
 		c.subscribe("2", `subscription { taskTransitions { id } }`, nil)
-		waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+		wait.Until(t, 10*time.Second, "2 live subscriptions", func() bool { return e.api.Subscribers() == 2 })
 		insertTransition(t, e.db, tk.Step("one"), models.StateInProgress)
 		c.event("1", "stepTransitions")
 		_ = c.conn.CloseNow()
-		waitFor(t, func() bool { return e.api.Subscribers() == 0 })
+		wait.Until(t, 10*time.Second, "0 live subscriptions", func() bool { return e.api.Subscribers() == 0 })
 	}
 	cycle() // warm up pools and servers, whose goroutines live as long as the test
 	baseline := settledGoroutines()

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
@@ -21,6 +22,7 @@ import (
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // securityRow is one row of SECURITY.md's table of refusals.
@@ -438,7 +440,7 @@ var probes = map[string]func(t *testing.T, p *probeEnv) []outcome{
 		conn, ctx := p.wsAck(t, tok)
 		defer conn.CloseNow()
 		wsSend(t, ctx, conn, "1", taskTransSub)
-		waitFor(t, func() bool { return p.guard.Subscriptions() > 0 })
+		wait.Until(t, 10*time.Second, "condition", func() bool { return p.guard.Subscriptions() > 0 })
 		if _, err := p.store.Revoke(context.Background(), tok); err != nil {
 			t.Fatal(err)
 		}

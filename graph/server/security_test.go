@@ -21,6 +21,7 @@ import (
 	"github.com/taskerhq/tasker/internal/auth"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/querystats"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 )
 
 // secureEnv is the real handler behind the auth guard and metrics, on an httptest server.
@@ -29,7 +30,7 @@ type secureEnv struct {
 	db      *gorm.DB
 	store   *auth.Store
 	guard   *auth.Guard
-	logs    *lockedWriter
+	logs    *logbuf.Buffer
 	metrics *metrics.Metrics
 	srv     *httptest.Server
 	tokens  map[auth.Role]string

@@ -15,6 +15,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // wsClient speaks graphql-transport-ws (or the older graphql-ws) by hand.
@@ -182,7 +183,7 @@ func TestStepTransitionsFilterByTaskOverGraphqlWS(t *testing.T) {
 	b := e.fx.Task(fixture.FourStep)
 	c := e.dialWS(t, "graphql-ws")
 	c.subscribe("7", stepSub, map[string]any{"task": id(b.ID), "after": "0"})
-	waitFor(t, func() bool { return e.api.Subscribers() == 1 })
+	wait.Until(t, 10*time.Second, "1 live subscriptions", func() bool { return e.api.Subscribers() == 1 })
 	insertTransition(t, e.db, a.Step("one"), models.StateInProgress)
 	want := insertTransition(t, e.db, b.Step("two"), models.StateInProgress)
 	if got := c.event("7", "stepTransitions"); got.ID != id(want) || got.TaskID != id(b.ID) {
@@ -197,7 +198,7 @@ func TestTaskTransitionsByNamespace(t *testing.T) {
 	c := e.dialWS(t, "graphql-transport-ws")
 	c.subscribe("a", `subscription { taskTransitions(namespace: "fixture", afterTransitionId: "0") { id taskId fromState toState task { id status } } }`, nil)
 	c.subscribe("b", `subscription { taskTransitions(namespace: "default", afterTransitionId: "0") { id } }`, nil)
-	waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+	wait.Until(t, 10*time.Second, "2 live subscriptions", func() bool { return e.api.Subscribers() == 2 })
 	tk.TaskTransition(0, models.StateInProgress)
 	m := c.next()
 	if m.ID != "a" || m.Type != "next" {
@@ -230,7 +231,7 @@ func TestStepTransitionsDeliverLateCommits(t *testing.T) {
 	other := dbtest.Open(t, e.url)
 	c := e.dialWS(t, "graphql-transport-ws")
 	c.subscribe("1", stepSub, map[string]any{"after": "0"})
-	waitFor(t, func() bool { return e.api.Subscribers() == 1 })
+	wait.Until(t, 10*time.Second, "1 live subscriptions", func() bool { return e.api.Subscribers() == 1 })
 
 	slow := other.Begin()
 	if slow.Error != nil {
@@ -265,7 +266,7 @@ func TestStepTransitionsConcurrentWriters(t *testing.T) {
 	other := dbtest.Open(t, e.url)
 	c := e.dialWS(t, "graphql-transport-ws")
 	c.subscribe("1", stepSub, map[string]any{"task": id(tk.ID), "after": "0"})
-	waitFor(t, func() bool { return e.api.Subscribers() == 1 })
+	wait.Until(t, 10*time.Second, "1 live subscriptions", func() bool { return e.api.Subscribers() == 1 })
 
 	const writers, each = 4, 15
 	steps := tk.StepIDs("one", "two", "three", "four")
@@ -313,7 +314,7 @@ func TestSubscriptionsEndWithTheClient(t *testing.T) {
 		c := e.dialWS(t, "graphql-transport-ws")
 		c.subscribe("1", stepSub, map[string]any{"after": after})
 		c.subscribe("2", `subscription { taskTransitions { id } }`, nil)
-		waitFor(t, func() bool { return e.api.Subscribers() == 2 })
+		wait.Until(t, 10*time.Second, "2 live subscriptions", func() bool { return e.api.Subscribers() == 2 })
 		insertTransition(t, e.db, tk.Step("one"), models.StateInProgress)
 		c.event("1", "stepTransitions")
 		switch i {
@@ -325,22 +326,10 @@ func TestSubscriptionsEndWithTheClient(t *testing.T) {
 			c.send(wsMessage{ID: "1", Type: "complete"})
 			c.send(wsMessage{ID: "2", Type: "complete"})
 		}
-		waitFor(t, func() bool { return e.api.Subscribers() == 0 })
+		wait.Until(t, 10*time.Second, "0 live subscriptions", func() bool { return e.api.Subscribers() == 0 })
 		if i == 2 {
 			_ = c.conn.CloseNow()
 		}
-	}
-}
-
-// waitFor polls cond until it holds or 10 seconds pass.
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket/wsjson"
 
 	"github.com/taskerhq/tasker/internal/auth"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // wsSend sends one subscribe message (any operation) on conn.
@@ -81,7 +82,7 @@ func TestRevokedTokenClosesItsWebsocket(t *testing.T) {
 	began := time.Now()
 	wsClosedWith(t, ctx, conn, auth.CloseUnauthenticated, string(auth.Unauthenticated))
 	t.Logf("closed %s after the revocation", time.Since(began).Round(time.Millisecond))
-	waitFor(t, func() bool { return e.guard.Subscriptions() == 0 })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return e.guard.Subscriptions() == 0 })
 }
 
 // Without the revocation notice, the next operation on the connection re-reads the token: it
@@ -91,7 +92,7 @@ func TestRevokedTokenRefusedAtTheNextWebsocketOperation(t *testing.T) {
 	e := newSecureEnv(t, auth.Required, auth.Limits{}, func(s *secureSetup) { s.noRevocationWatch = true })
 	conn, ctx := e.wsAck(t, e.tokens[auth.Operator])
 	wsSend(t, ctx, conn, "sub", taskTransSub)
-	waitFor(t, func() bool { return e.guard.Subscriptions() == 1 })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return e.guard.Subscriptions() == 1 })
 	if _, err := e.store.Revoke(context.Background(), e.tokens[auth.Operator]); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestRevokedTokenRefusedAtTheNextWebsocketOperation(t *testing.T) {
 	if n := e.taskCount(); n != 0 {
 		t.Fatalf("a revoked token created %d tasks", n)
 	}
-	waitFor(t, func() bool { return e.guard.Subscriptions() == 0 })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return e.guard.Subscriptions() == 0 })
 }
 
 // The per-connection and per-process subscription limits hold when many subscribes arrive at
@@ -162,7 +163,7 @@ func TestSubscriptionLimitsHoldConcurrently(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, func() bool { return total() >= conns*each-perProcess && e.guard.Subscriptions() == perProcess })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return total() >= conns*each-perProcess && e.guard.Subscriptions() == perProcess })
 	time.Sleep(200 * time.Millisecond) // any excess refusal or start would show now
 	mu.Lock()
 	for c, r := range refused {
@@ -178,8 +179,8 @@ func TestSubscriptionLimitsHoldConcurrently(t *testing.T) {
 		c()
 	}
 	wg.Wait()
-	waitFor(t, func() bool { return e.guard.Subscriptions() == 0 })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return e.guard.Subscriptions() == 0 })
 	conn, ctx := e.wsAck(t, e.tokens[auth.Reader])
 	wsSend(t, ctx, conn, "again", taskTransSub)
-	waitFor(t, func() bool { return e.guard.Subscriptions() == 1 })
+	wait.Until(t, 10*time.Second, "condition", func() bool { return e.guard.Subscriptions() == 1 })
 }

@@ -110,6 +110,14 @@ func KindOf(err error) Kind {
 // Is reports whether err's chain holds a domain error of kind.
 func Is(err error, kind Kind) bool { return err != nil && KindOf(err) == kind }
 
+// Public reports whether err is shown to a client as Describe gives it: a domain error of any
+// kind but Cancelled. Whether a request was abandoned is the caller's call, from the request's
+// context; an internal error is masked.
+func Public(err error) bool {
+	k := KindOf(err)
+	return k != Internal && k != Cancelled
+}
+
 // Describe is the one mapping from an error to what a client or an operator is told: the
 // kind's code and a message. A domain error's message is its own; an internal error's message
 // is "internal error", its detail kept for the log.

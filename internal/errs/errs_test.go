@@ -40,3 +40,22 @@ func TestFieldNamesTheInput(t *testing.T) {
 		t.Errorf("got %+v", e)
 	}
 }
+
+func TestPublicShowsEveryDomainKindWithItsCode(t *testing.T) {
+	for _, k := range []errs.Kind{errs.NotFound, errs.Invalid, errs.Conflict, errs.IllegalTransition,
+		errs.Unavailable, errs.SlowSubscriber} {
+		err := fmt.Errorf("cancelling step 7: %w", errs.E(k, "step 7 is what went wrong"))
+		code, msg := errs.Describe(err)
+		if !errs.Public(err) || code != k.Code() || msg != "step 7 is what went wrong" {
+			t.Errorf("%v: public %v, described as %q, %q", k, errs.Public(err), code, msg)
+		}
+	}
+}
+
+func TestPublicLeavesInternalAndCancelledErrorsToThePresenter(t *testing.T) {
+	for _, err := range []error{errors.New("connection reset"), fmt.Errorf("reading: %w", context.Canceled)} {
+		if errs.Public(err) {
+			t.Errorf("%v: public, want masked or left to the presenter", err)
+		}
+	}
+}

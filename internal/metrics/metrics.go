@@ -25,6 +25,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
@@ -169,26 +170,6 @@ var (
 		"Database reads that failed during this scrape (their metrics are missing from it).", nil, nil)
 )
 
-// readyStepsSQL counts ready steps the way workers find them: walking the claimable index and
-// reading the readiness view per candidate, so its cost grows with unfinished steps only.
-const readyStepsSQL = `
-SELECT count(*)
-FROM tasker_workflow_steps c
-CROSS JOIN LATERAL (
-    SELECT rs.ready_for_execution FROM tasker_step_readiness_statuses rs
-    WHERE rs.workflow_step_id = c.workflow_step_id LIMIT 1
-) r
-WHERE NOT c.processed AND NOT c.in_process AND r.ready_for_execution
-  AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
-                WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')`
-
-const readModelsSQL = `
-SELECT name,
-       coalesce(extract(epoch FROM now() - last_data_as_of), -1)::float8,
-       coalesce(extract(epoch FROM now() - stale_since), 0)::float8,
-       coalesce(last_duration_ms, -1)::float8 / 1000
-FROM tasker_read_model_state ORDER BY name`
-
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{readyStepsDesc, ageDesc, staleDesc, refreshDesc, scrapeErrDesc} {
 		ch <- d
@@ -199,10 +180,8 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	failures := 0
-	var ready int64
-	// The collector's two statements are reads of the queue and of the read models' state,
-	// not writes: they stay with the metrics they feed.
-	if err := c.db.WithContext(ctx).Raw(readyStepsSQL).Row().Scan(&ready); err != nil {
+	ready, err := models.CountReadySteps(ctx, c.db)
+	if err != nil {
 		failures++
 		c.log.Warn("metrics: counting ready steps", "error", err)
 	} else {
@@ -216,31 +195,18 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *dbCollector) collectReadModels(ctx context.Context, ch chan<- prometheus.Metric) error {
-	rows, err := c.db.WithContext(ctx).Raw(readModelsSQL).Rows()
+	states, err := models.ReadModelFreshness(ctx, c.db)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	var out []prometheus.Metric
-	for rows.Next() {
-		var name string
-		var age, stale, took float64
-		if err := rows.Scan(&name, &age, &stale, &took); err != nil {
-			return err
+	for _, st := range states {
+		if st.AgeSeconds >= 0 {
+			ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, st.AgeSeconds, st.Name)
 		}
-		if age >= 0 {
-			out = append(out, prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, age, name))
+		ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, st.StaleSeconds, st.Name)
+		if st.RefreshSeconds >= 0 {
+			ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.GaugeValue, st.RefreshSeconds, st.Name)
 		}
-		out = append(out, prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, stale, name))
-		if took >= 0 {
-			out = append(out, prometheus.MustNewConstMetric(refreshDesc, prometheus.GaugeValue, took, name))
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, m := range out {
-		ch <- m
 	}
 	return nil
 }

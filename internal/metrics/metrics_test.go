@@ -11,10 +11,10 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
-	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/eventstest"
 )
 
 func scrape(t *testing.T, h http.Handler) string {

@@ -10,8 +10,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/events"
-	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/eventstest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 

@@ -22,12 +22,12 @@ import (
 	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
-	"github.com/taskerhq/tasker/internal/events/eventstest"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/pgembed"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/eventstest"
 	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 	"github.com/taskerhq/tasker/internal/testkit/wait"
 )

@@ -7,8 +7,10 @@
 -- session, and these ones plan them generically once: each statement filters by = ANY(ids)
 -- on an indexed key, a shape whose generic plan is index-driven (the plan tests of
 -- internal/models check every live view read under generic plans). Sequential scans are
--- weighed out so that a plan made while the tables were small stays an index plan as they
--- grow; a plan is made again whenever a table it reads is analysed.
+-- weighed out and every other row is reached from the keyed one by a fenced probe (a scalar
+-- subquery, or a LATERAL subquery behind OFFSET 0, as the views do), so that a plan made
+-- while the tables were small or empty stays an index plan as they grow; a plan is made
+-- again whenever a table it reads is analysed.
 --
 -- The functions that read a view return its columns, in its order: a new version of the view
 -- with other columns needs a new version of its function (internal/models' tests compare
@@ -40,10 +42,11 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN QUERY
     SELECT t.task_id, t.named_task_id, t.complete, t.requested_at, t.initiator, t.source_system,
-           t.reason, t.tags, t.context, t.identity_hash, t.created_at, t.updated_at, n.task_namespace_id,
+           t.reason, t.tags, t.context, t.identity_hash, t.created_at, t.updated_at,
+           (SELECT n.task_namespace_id FROM tasker_named_tasks n WHERE n.named_task_id = t.named_task_id),
            coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                WHERE tt.task_id = t.task_id AND tt.most_recent), 'pending')::varchar
-    FROM tasker_tasks t JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id
+    FROM tasker_tasks t
     WHERE t.task_id = ANY(ids) ORDER BY t.task_id;
 END
 $$;
@@ -63,10 +66,11 @@ BEGIN
     SELECT s.workflow_step_id, s.task_id, s.named_step_id, s.retryable,
            coalesce(s.retry_limit, 3), coalesce(s.attempts, 0), s.last_attempted_at,
            s.backoff_request_seconds, s.processed, s.processed_at, s.in_process, s.skippable,
-           s.inputs, s.results, s.created_at, s.updated_at, ns.name,
+           s.inputs, s.results, s.created_at, s.updated_at,
+           (SELECT ns.name FROM tasker_named_steps ns WHERE ns.named_step_id = s.named_step_id),
            coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
                WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending')::varchar
-    FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+    FROM tasker_workflow_steps s
     WHERE s.workflow_step_id = ANY(tasker_read_step_keys(by_task, ids))
     ORDER BY CASE WHEN by_task THEN s.task_id END, s.workflow_step_id;
 END
@@ -83,12 +87,13 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     -- By step then sort key, whatever by_task.
     RETURN QUERY
-    SELECT tr.id, tr.workflow_step_id, tr.to_state, tr.from_state, tr.metadata, tr.sort_key,
+    SELECT tr.id, s.workflow_step_id, tr.to_state, tr.from_state, tr.metadata, tr.sort_key,
            tr.most_recent, tr.created_at, tr.updated_at, s.task_id
-    FROM tasker_workflow_step_transitions tr
-    JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
-    WHERE tr.workflow_step_id = ANY(tasker_read_step_keys(by_task, ids))
-    ORDER BY tr.workflow_step_id, tr.sort_key;
+    FROM tasker_workflow_steps s
+    CROSS JOIN LATERAL (SELECT * FROM tasker_workflow_step_transitions tr
+        WHERE tr.workflow_step_id = s.workflow_step_id ORDER BY tr.sort_key OFFSET 0) tr
+    WHERE s.workflow_step_id = ANY(tasker_read_step_keys(by_task, ids))
+    ORDER BY s.workflow_step_id, tr.sort_key;
 END
 $$;
 -- +goose StatementEnd
@@ -101,10 +106,12 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    SELECT tr.id, tr.task_id, tr.to_state, tr.from_state, tr.metadata, tr.sort_key, tr.most_recent,
+    SELECT tr.id, k.task_id, tr.to_state, tr.from_state, tr.metadata, tr.sort_key, tr.most_recent,
            tr.created_at, tr.updated_at
-    FROM tasker_task_transitions tr
-    WHERE tr.task_id = ANY(ids) ORDER BY tr.task_id, tr.sort_key;
+    FROM (SELECT DISTINCT unnest(ids) AS task_id) k
+    CROSS JOIN LATERAL (SELECT * FROM tasker_task_transitions tr
+        WHERE tr.task_id = k.task_id ORDER BY tr.sort_key OFFSET 0) tr
+    ORDER BY k.task_id, tr.sort_key;
 END
 $$;
 -- +goose StatementEnd

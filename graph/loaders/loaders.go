@@ -214,18 +214,22 @@ func Step(ctx context.Context, id int64) (*models.StepRecord, error) {
 	return For(ctx).steps.Load(ctx, id)()
 }
 
-// StepsByIDs loads steps by id, in the order of ids; any missing step is an error.
+// StepsByIDs loads steps by id, in the order of ids; any missing step is an error. Every key
+// is asked of the loader before any result is awaited, so the keys that are not cached share
+// one batch; cached keys cost no goroutine (dataloader's LoadMany starts one per key).
 func StepsByIDs(ctx context.Context, ids []int64) ([]models.StepRecord, error) {
-	if len(ids) == 0 {
-		return []models.StepRecord{}, nil
+	l := For(ctx)
+	thunks := make([]dataloader.Thunk[*models.StepRecord], len(ids))
+	for i, id := range ids {
+		thunks[i] = l.steps.Load(ctx, id)
 	}
-	got, errs := For(ctx).steps.LoadMany(ctx, ids)()
 	out := make([]models.StepRecord, len(ids))
-	for i := range ids {
-		if errs != nil && errs[i] != nil {
-			return nil, errs[i]
+	for i, thunk := range thunks {
+		s, err := thunk()
+		if err != nil {
+			return nil, err
 		}
-		out[i] = *got[i]
+		out[i] = *s
 	}
 	return out, nil
 }

@@ -14,7 +14,9 @@ import (
 
 // The batch readers below serve the GraphQL API's dataloaders. Each runs exactly one SQL
 // statement whatever the number of ids, and returns rows in a documented order; callers map
-// rows back to their keys.
+// rows back to their keys. The reads by id go through the tasker_read_* functions
+// (db/migrations/00037_read_functions.sql), whose statements are planned once per connection
+// rather than at every execution.
 
 // TaskRecord is a task with what a client reads with it: its current state and the namespace
 // of its named task.
@@ -51,54 +53,38 @@ const taskRecordSelect = `SELECT t.*, n.task_namespace_id,
 		WHERE tt.task_id = t.task_id AND tt.most_recent), 'pending') AS status
 	FROM tasker_tasks t JOIN tasker_named_tasks n ON n.named_task_id = t.named_task_id`
 
-const stepRecordSelect = `SELECT s.workflow_step_id, s.task_id, s.named_step_id, s.retryable,
-	coalesce(s.retry_limit, 3) AS retry_limit, coalesce(s.attempts, 0) AS attempts,
-	s.last_attempted_at, s.backoff_request_seconds, s.processed, s.processed_at, s.in_process,
-	s.skippable, s.inputs, s.results, s.created_at, s.updated_at, ns.name,
-	coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
-		WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS status
-	FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id`
-
 // TasksByIDs reads the given tasks, by task id.
 func TasksByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]TaskRecord, error) {
-	return rawRows[TaskRecord](ctx, db, "reading tasks by id", ids,
-		taskRecordSelect+` WHERE t.task_id = ANY(?::bigint[]) ORDER BY t.task_id`)
+	return rawRows[TaskRecord](ctx, db, "reading tasks by id", ids, `SELECT * FROM tasker_read_tasks(?)`)
 }
 
 // StepsByIDs reads the given steps, by step id.
 func StepsByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]StepRecord, error) {
-	return rawRows[StepRecord](ctx, db, "reading steps by id", ids,
-		stepRecordSelect+` WHERE s.workflow_step_id = ANY(?::bigint[]) ORDER BY s.workflow_step_id`)
+	return rawRows[StepRecord](ctx, db, "reading steps by id", ids, `SELECT * FROM tasker_read_steps(false, ?)`)
 }
 
 // StepsByTaskIDs reads every step of the given tasks, by task id then step id.
 func StepsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepRecord, error) {
-	return rawRows[StepRecord](ctx, db, "reading steps by task id", taskIDs,
-		stepRecordSelect+` WHERE s.task_id = ANY(?::bigint[]) ORDER BY s.task_id, s.workflow_step_id`)
+	return rawRows[StepRecord](ctx, db, "reading steps by task id", taskIDs, `SELECT * FROM tasker_read_steps(true, ?)`)
 }
 
 // StepTransitionsByStepIDs reads the transitions of the given steps, by step id then sort key.
 func StepTransitionsByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepTransitionRecord, error) {
 	return rawRows[StepTransitionRecord](ctx, db, "reading step transitions", stepIDs,
-		`SELECT tr.*, s.task_id FROM tasker_workflow_step_transitions tr
-		JOIN tasker_workflow_steps s ON s.workflow_step_id = tr.workflow_step_id
-		WHERE tr.workflow_step_id = ANY(?::bigint[]) ORDER BY tr.workflow_step_id, tr.sort_key`)
+		`SELECT * FROM tasker_read_step_transitions(false, ?)`)
 }
 
 // StepTransitionsByTaskIDs reads the transitions of every step of the given tasks, by step id
 // then sort key.
 func StepTransitionsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepTransitionRecord, error) {
 	return rawRows[StepTransitionRecord](ctx, db, "reading step transitions by task", taskIDs,
-		`SELECT tr.*, s.task_id FROM tasker_workflow_steps s
-		JOIN tasker_workflow_step_transitions tr ON tr.workflow_step_id = s.workflow_step_id
-		WHERE s.task_id = ANY(?::bigint[]) ORDER BY tr.workflow_step_id, tr.sort_key`)
+		`SELECT * FROM tasker_read_step_transitions(true, ?)`)
 }
 
 // TaskTransitionsByTaskIDs reads the transitions of the given tasks, by task id then sort key.
 func TaskTransitionsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]TaskTransitionRecord, error) {
 	return rawRows[TaskTransitionRecord](ctx, db, "reading task transitions", taskIDs,
-		`SELECT tr.* FROM tasker_task_transitions tr
-		WHERE tr.task_id = ANY(?::bigint[]) ORDER BY tr.task_id, tr.sort_key`)
+		`SELECT * FROM tasker_read_task_transitions(?)`)
 }
 
 // NamedTasksByIDs reads the given named tasks, by id.

@@ -106,46 +106,47 @@ func (TaskWorkflowSummary) TableName() string { return db.TaskWorkflowSummaries 
 
 // ReadinessByStepIDs reads the readiness rows of the given steps, in step id order.
 func ReadinessByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepReadinessStatus, error) {
-	return readView[StepReadinessStatus](ctx, db, "workflow_step_id", stepIDs, "workflow_step_id")
+	return readView[StepReadinessStatus](ctx, db, "tasker_read_readiness(false, ?)", stepIDs)
 }
 
 // ReadinessByTaskIDs reads the readiness rows of every step of the given tasks, ordered by
 // task id then step id.
 func ReadinessByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepReadinessStatus, error) {
-	return readView[StepReadinessStatus](ctx, db, "task_id", taskIDs, "task_id, workflow_step_id")
+	return readView[StepReadinessStatus](ctx, db, "tasker_read_readiness(true, ?)", taskIDs)
 }
 
 // DagByStepIDs reads the DAG rows of the given steps, in step id order.
 func DagByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepDagRelationship, error) {
-	return readView[StepDagRelationship](ctx, db, "workflow_step_id", stepIDs, "workflow_step_id")
+	return readView[StepDagRelationship](ctx, db, "tasker_read_dags(false, ?)", stepIDs)
 }
 
 // DagByTaskIDs reads the DAG rows of every step of the given tasks, by task id then step id.
 func DagByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepDagRelationship, error) {
-	return readView[StepDagRelationship](ctx, db, "task_id", taskIDs, "task_id, workflow_step_id")
+	return readView[StepDagRelationship](ctx, db, "tasker_read_dags(true, ?)", taskIDs)
 }
 
 // ExecutionContextsByTaskIDs reads the execution contexts of the given tasks, by task id.
 func ExecutionContextsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]TaskExecutionContext, error) {
-	return readView[TaskExecutionContext](ctx, db, "task_id", taskIDs, "task_id")
+	return readView[TaskExecutionContext](ctx, db, "tasker_read_execution_contexts(?)", taskIDs)
 }
 
 // WorkflowSummariesByTaskIDs reads the workflow summaries of the given tasks, by task id.
 func WorkflowSummariesByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]TaskWorkflowSummary, error) {
-	return readView[TaskWorkflowSummary](ctx, db, "task_id", taskIDs, "task_id")
+	return readView[TaskWorkflowSummary](ctx, db, "tasker_read_workflow_summaries(?)", taskIDs)
 }
 
-// readView runs one statement: SELECT * FROM <view> WHERE <column> = ANY($1) ORDER BY <order>.
-// The = ANY form lets the planner push the filter into the view and use index access.
-func readView[T any](ctx context.Context, db *gorm.DB, column string, ids []int64, order string) ([]T, error) {
+// readView runs one statement, SELECT * FROM <call>, where call is one of the view-reading
+// functions of db/migrations/00037_read_functions.sql with one ? for ids. Each function's
+// statement is the view filtered by = ANY(ids) on task_id or workflow_step_id, so that the
+// filter reaches the view's indexes, planned once per connection.
+func readView[T any](ctx context.Context, db *gorm.DB, call string, ids []int64) ([]T, error) {
 	var rows []T
 	if len(ids) == 0 {
 		return rows, nil
 	}
-	err := db.WithContext(ctx).Where(column+" = ANY(?::bigint[])", database.Array[int64](ids)).Order(order).Find(&rows).Error
-	if err != nil {
+	if err := db.WithContext(ctx).Raw("SELECT * FROM "+call, database.Array[int64](ids)).Scan(&rows).Error; err != nil {
 		var zero T
-		return nil, fmt.Errorf("reading %T by %s: %w", zero, column, err)
+		return nil, fmt.Errorf("reading %T through %s: %w", zero, call, err)
 	}
 	return rows, nil
 }

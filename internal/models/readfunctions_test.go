@@ -1,0 +1,45 @@
+package models_test
+
+import (
+	"testing"
+
+	"github.com/taskerhq/tasker/db"
+	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
+)
+
+// The readers of the live views go through functions that return the view's rows
+// (db/migrations/00037_read_functions.sql). Each must return exactly what its view holds: the
+// same columns, by name and in order, and the same rows in the same order.
+func TestReadFunctionsReturnTheirViews(t *testing.T) {
+	e := newEnv(t)
+	diamond, four := e.b.Task(fixture.Diamond), e.b.Task(fixture.FourStep)
+	diamond.Complete("start_workflow")
+	four.Complete("one")
+	tasks := []int64{diamond.ID, four.ID}
+	steps := append(diamond.StepIDs("start_workflow", "merge_branches"), four.StepIDs("two", "four")...)
+	for _, c := range []struct {
+		view, filter, order, call string
+		ids                       []int64
+	}{
+		{db.StepReadinessStatuses, "task_id", "task_id, workflow_step_id", "tasker_read_readiness(true, $1)", tasks},
+		{db.StepReadinessStatuses, "workflow_step_id", "workflow_step_id", "tasker_read_readiness(false, $1)", steps},
+		{db.StepDagRelationships, "task_id", "task_id, workflow_step_id", "tasker_read_dags(true, $1)", tasks},
+		{db.StepDagRelationships, "workflow_step_id", "workflow_step_id", "tasker_read_dags(false, $1)", steps},
+		{db.TaskExecutionContexts, "task_id", "task_id", "tasker_read_execution_contexts($1)", tasks},
+		{db.TaskWorkflowSummaries, "task_id", "task_id", "tasker_read_workflow_summaries($1)", tasks},
+	} {
+		var want, got string
+		arg := database.Array[int64](c.ids)
+		if err := e.db.Raw(`SELECT coalesce(json_agg(row_to_json(v))::text, '') FROM (SELECT * FROM `+c.view+
+			` WHERE `+c.filter+` = ANY($1) ORDER BY `+c.order+`) v`, arg).Row().Scan(&want); err != nil {
+			t.Fatalf("reading %s: %v", c.view, err)
+		}
+		if err := e.db.Raw(`SELECT coalesce(json_agg(row_to_json(f))::text, '') FROM `+c.call+` f`, arg).Row().Scan(&got); err != nil {
+			t.Fatalf("calling %s: %v", c.call, err)
+		}
+		if want == "" || got != want {
+			t.Errorf("%s returns\n%s\nits view %s by %s\n%s", c.call, got, c.view, c.filter, want)
+		}
+	}
+}

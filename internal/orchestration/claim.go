@@ -33,19 +33,32 @@ const claimTimeout = 10 * time.Second
 //   - the pending tasks of the claimed steps move to in_progress. Their rows are taken with
 //     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
 //     (the engine's lock order is task, then step); a task skipped here is started by the
-//     claim of its next step, or settled by its finalisation.
+//     claim of its next step, or settled by its finalisation;
+//   - the started steps' claims are watched (see watch), and their inputs read, in one
+//     statement (store.StepInputs). Both happen before the commit, while the claim holds the
+//     steps' row locks: an operator's change to a claimed step (a cancellation) can only
+//     commit after the claim, so its event reaches a watcher that already listens, and the
+//     inputs are those of the attempt about to run. Reading them here, with the claim's
+//     session settings, lets PostgreSQL keep a generic plan for the read (see
+//     store.EngineTx) and saves the read its own round trip.
 //
 // The transaction is not cancelled with ctx (a shutdown): cancelling it while COMMIT is in
 // flight would report an error for a claim PostgreSQL made, and its steps would wait for their
 // lease. claimTimeout bounds it instead, so a claim that returns no error is one the caller
 // must run or release, and one that began before a shutdown always ends with its steps
 // returned or not claimed.
-func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
+//
+// It returns the runs of the started steps, one per step, in claim order, and how many steps
+// it claimed.
+func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	var out []claimedStep
+	var runs []*run
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
+		closeRuns(runs)
+		out, runs = nil, nil
 		claimed, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
 		if err != nil {
 			return fmt.Errorf("claiming ready steps: %w", err)
@@ -60,14 +73,43 @@ func (e *Engine) claim(ctx context.Context, n int) ([]claimedStep, error) {
 		if out, err = e.startSteps(ctx, tx, rows); err != nil {
 			return err
 		}
-		return e.startTasks(ctx, tx, out)
+		if err := e.startTasks(ctx, tx, out); err != nil {
+			return err
+		}
+		runs = e.watch(out)
+		return readInputs(ctx, tx, runs)
 	})
 	e.traceClaim(began, n, out, err)
 	if err != nil {
+		closeRuns(runs)
 		return nil, err
 	}
+	for i := range runs {
+		runs[i].s.trace = out[i].trace
+	}
 	e.observeClaims(ctx, out)
-	return out, nil
+	return runs, nil
+}
+
+// readInputs reads the inputs of the runs' steps in one statement, in the claim's
+// transaction.
+func readInputs(ctx context.Context, tx *store.Store, runs []*run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	ids, tokens := claimKeys(len(runs), func(i int) claimedStep { return runs[i].s })
+	inputs, err := tx.StepInputs(ctx, ids, tokens)
+	if err != nil {
+		return fmt.Errorf("reading the inputs of claimed steps: %w", err)
+	}
+	byID := make(map[int64]store.StepInput, len(inputs))
+	for _, in := range inputs {
+		byID[in.StepID] = in
+	}
+	for _, r := range runs {
+		r.in = byID[r.s.StepID]
+	}
+	return nil
 }
 
 // startSteps moves claimed steps to in_progress in one batch and releases the refused ones;
@@ -82,7 +124,7 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress,
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
-	_, refused, err := sm.TransitionStepsWhereAllowed(ctx, tx, moves)
+	_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +170,19 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 	for i, id := range free {
 		moves[i] = sm.Move{ID: id, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}}
 	}
-	_, _, err = sm.TransitionTasksWhereAllowed(ctx, tx, moves)
+	_, _, err = sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
 	return err
+}
+
+// claimKeys returns the step ids and claim tokens of n claimed steps, step(i) being the i-th.
+func claimKeys(n int, step func(i int) claimedStep) ([]int64, []string) {
+	ids := make([]int64, n)
+	tokens := make([]string, n)
+	for i := range n {
+		s := step(i)
+		ids[i], tokens[i] = s.StepID, s.Token
+	}
+	return ids, tokens
 }
 
 // clearClaim clears any claim on a step (used when an operator makes the step terminal).

@@ -143,7 +143,7 @@ type Engine struct {
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
 
 	// One failure streak per loop that talks to the database (see internal/dbretry): claims
-	// (the dispatcher), inputs (reading claimed steps' inputs and handlers, releasing them),
+	// (the dispatcher), inputs (reading step handlers' configuration, releasing stopped steps),
 	// recovery (the recovery loop).
 	claims, inputs, recovery *dbretry.Streak
 }
@@ -167,6 +167,9 @@ func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *
 		slots: make(chan struct{}, cfg.Workers),
 		kick:  make(chan struct{}, 1),
 	}
+	// Start replaces the handlers' parent; until then (an engine driven step by step) it is
+	// never cancelled.
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(context.Background())
 	e.rec = newRecorder(e)
 	e.claims = dbretry.New(e.log, "orchestration: claiming steps", 100*time.Millisecond, max(cfg.PollInterval, time.Second))
 	e.inputs = dbretry.New(e.log, "orchestration: preparing claimed steps", 50*time.Millisecond, 2*time.Second)
@@ -315,7 +318,7 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			// A claim outlives ctx (see claim): its steps are handed to workers even when the
 			// engine began stopping meanwhile, and Stop drains them like any running step.
 			steps, err := e.claim(ctx, n)
-			for _, r := range e.prepare(ctx, steps, wake) {
+			for _, r := range e.prepare(steps) {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
 				go e.work(r)

@@ -83,7 +83,7 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 			states[ec.TaskID] = models.StateError
 		}
 	}
-	if _, err := sm.TransitionTasks(ctx, tx, moves); err != nil {
+	if _, err := sm.TransitionHeldTasks(ctx, tx, moves); err != nil {
 		return nil, err
 	}
 	if len(completed) > 0 {

@@ -267,7 +267,7 @@ func runHotStatements(t *testing.T, db *gorm.DB) {
 	if err != nil || len(steps) != 8 {
 		t.Fatalf("claimed %d steps (%v), want 8", len(steps), err)
 	}
-	runs := e.prepare(ctx, steps, nil)
+	runs := e.prepare(steps)
 	if len(runs) != 8 {
 		t.Fatalf("prepared %d steps, want 8", len(runs))
 	}
@@ -286,8 +286,8 @@ func runHotStatements(t *testing.T, db *gorm.DB) {
 	if _, err := e.svc.RecoverExpired(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	taskIDs := []int64{steps[0].TaskID, steps[len(steps)-1].TaskID}
-	stepIDs := []int64{steps[0].StepID, steps[1].StepID}
+	taskIDs := []int64{steps[0].s.TaskID, steps[len(steps)-1].s.TaskID}
+	stepIDs := []int64{steps[0].s.StepID, steps[1].s.StepID}
 	if _, err := models.ReadinessByTaskIDs(ctx, db, taskIDs[:1]); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func runHotStatements(t *testing.T, db *gorm.DB) {
 	if _, err := models.StepTransitionsAfter(ctx, db, last-256, []int64{last - 1, last}, 0, 500); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := models.StepTransitionsAfter(ctx, db, last-256, nil, steps[0].TaskID, 500); err != nil {
+	if _, err := models.StepTransitionsAfter(ctx, db, last-256, nil, steps[0].s.TaskID, 500); err != nil {
 		t.Fatal(err)
 	}
 	lastTask, err := models.MaxTaskTransitionID(ctx, db)

@@ -184,7 +184,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 			outcomes = append(outcomes, o.StepOutcome)
 			moves = append(moves, o.move)
 		}
-		_, refused, err := sm.TransitionStepsWhereAllowed(ctx, tx, moves)
+		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
 		if err != nil {
 			return err
 		}
@@ -218,11 +218,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 // lockHeldClaims locks, in id order, the steps of batch whose claims are still held with the
 // batch's tokens, and returns them.
 func lockHeldClaims(ctx context.Context, tx *store.Store, batch []result) (map[int64]bool, error) {
-	ids := make([]int64, len(batch))
-	tokens := make([]string, len(batch))
-	for i, res := range batch {
-		ids[i], tokens[i] = res.step.StepID, res.step.Token
-	}
+	ids, tokens := claimKeys(len(batch), func(i int) claimedStep { return batch[i].step })
 	locked, err := tx.LockHeldClaims(ctx, ids, tokens)
 	if err != nil {
 		return nil, fmt.Errorf("locking claimed steps: %w", err)

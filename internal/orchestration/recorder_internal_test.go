@@ -48,8 +48,8 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 		t.Fatalf("claimed %d steps (%v), want 2", len(steps), err)
 	}
 	e.rec.flush([]result{
-		{step: steps[0], name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
-		{step: steps[1], name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
+		{step: steps[0].s, name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
+		{step: steps[1].s, name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
 	})
 	if obs.got["bad"] != OutcomeRecordFailed || obs.got["good"] != OutcomeComplete {
 		t.Fatalf("outcomes %v, want bad %s and good %s", obs.got, OutcomeRecordFailed, OutcomeComplete)
@@ -64,7 +64,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 		FROM tasker_workflow_steps s JOIN tasker_workflow_step_transitions t
 		  ON t.workflow_step_id = s.workflow_step_id AND t.most_recent
 		WHERE s.workflow_step_id IN (?, ?) ORDER BY s.workflow_step_id = ? DESC`,
-		steps[0].StepID, steps[1].StepID, steps[0].StepID).Scan(&rows).Error; err != nil {
+		steps[0].s.StepID, steps[1].s.StepID, steps[0].s.StepID).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) != 2 || rows[0].Processed || !rows[0].InProcess || rows[0].State != "in_progress" ||

@@ -33,12 +33,22 @@ const DefaultStepTimeout = 30 * time.Second
 // ConfiguredHandlers builds step handlers from the configuration stored in tasker_named_tasks
 // by template registration (handler kind and config, timeout_ms per step), using a handler
 // registry for the kinds. A named task version never changes once registered, so the
-// handlers of each named task are built once and cached. It is safe for concurrent use.
+// handlers of each named task are built once and cached; workers that need a named task
+// being loaded wait for that one read instead of each reading it. It is safe for concurrent
+// use.
 type ConfiguredHandlers struct {
 	registry *handler.Registry
 
 	mu    sync.Mutex
-	tasks map[int64]map[string]configuredStep
+	tasks map[int64]*taskHandlers
+}
+
+// taskHandlers are the handlers of one named task, available once done is closed: steps, or
+// err when reading them failed (the entry is then dropped, and the next caller reads again).
+type taskHandlers struct {
+	done  chan struct{}
+	steps map[string]configuredStep
+	err   error
 }
 
 type configuredStep struct {
@@ -49,24 +59,36 @@ type configuredStep struct {
 
 // NewConfiguredHandlers returns step handlers built with the kinds of registry.
 func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
-	return &ConfiguredHandlers{registry: registry, tasks: map[int64]map[string]configuredStep{}}
+	return &ConfiguredHandlers{registry: registry, tasks: map[int64]*taskHandlers{}}
 }
 
 // StepHandler implements StepHandlers.
 func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
 	c.mu.Lock()
-	steps, ok := c.tasks[namedTaskID]
+	t, ok := c.tasks[namedTaskID]
+	if !ok {
+		t = &taskHandlers{done: make(chan struct{})}
+		c.tasks[namedTaskID] = t
+	}
 	c.mu.Unlock()
 	if !ok {
-		var err error
-		if steps, err = c.load(ctx, st, namedTaskID); err != nil {
-			return nil, 0, err
+		t.steps, t.err = c.load(ctx, st, namedTaskID)
+		if t.err != nil {
+			c.mu.Lock()
+			delete(c.tasks, namedTaskID)
+			c.mu.Unlock()
 		}
-		c.mu.Lock()
-		c.tasks[namedTaskID] = steps
-		c.mu.Unlock()
+		close(t.done)
 	}
-	s, ok := steps[stepName]
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return nil, 0, fmt.Errorf("waiting for the configuration of named task %d: %w", namedTaskID, ctx.Err())
+	}
+	if t.err != nil {
+		return nil, 0, t.err
+	}
+	s, ok := t.steps[stepName]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w %q in named task %d", ErrNoHandler, stepName, namedTaskID)
 	}
@@ -120,110 +142,52 @@ type run struct {
 	ctx    context.Context // the handler's context, cancelled with errClaimLost when the claim goes
 	cancel context.CancelCauseFunc
 	sub    *events.Subscription
+	wake   <-chan struct{} // the step's events (nil without an events hub)
 	log    *slog.Logger
 }
 
-// prepare starts watching claimed steps and reads their inputs in one statement. It returns
-// the steps whose claims are still held, ready to run. Watching starts before the read: a
-// cancellation committed after the read wakes the watcher, one committed before it is seen
-// by the read.
-//
-// A read that fails for want of a database (a restart, a cut connection) is retried with
-// backoff (see internal/dbretry; wake, the dispatcher's events, cuts a wait short: the events
-// hub sends one when it reconnects) for up to half the lease, while the watchers keep renewing
-// the leases: the engine is alive and holds the claims, so it runs the steps as soon as the
-// database is back instead of leaving them to the lease. Retrying is safe: the read changes
-// nothing, and a claim taken away meanwhile (recovered, cancelled) reads as not ours. When the
-// retries end (the engine stops, the half lease passes, or the database refuses the read), the steps
-// are released at once as lost attempts (reason "inputs_unreadable", or "worker_stopped" when
-// ctx ended), or, if the database cannot be reached for that either, left to their leases.
-func (e *Engine) prepare(ctx context.Context, steps []claimedStep, wake <-chan struct{}) []*run {
-	if len(steps) == 0 {
-		return nil
-	}
+// watch makes the runs of started steps and subscribes each to its step's events: a
+// transition of the step other than its start (a cancellation, a recovery) makes its watcher
+// check the claim (see watchClaim). The claim calls it before it commits (see claim).
+func (e *Engine) watch(steps []claimedStep) []*run {
 	runs := make([]*run, len(steps))
-	ids := make([]int64, len(steps))
-	tokens := make([]string, len(steps))
 	for i, s := range steps {
 		r := &run{s: s, log: e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)}
 		r.ctx, r.cancel = context.WithCancelCause(e.handlerCtx)
-		var claimWake <-chan struct{}
 		if e.hub != nil {
 			stepID := s.StepID
 			r.sub = e.hub.Subscribe(func(ev events.Event) bool {
 				return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == stepID &&
 					ev.To != string(models.StateInProgress))
 			})
-			claimWake = r.sub.C
+			r.wake = r.sub.C
 		}
-		go e.watchClaim(r.ctx, r.cancel, s, claimWake)
-		runs[i], ids[i], tokens[i] = r, s.StepID, s.Token
+		runs[i] = r
 	}
-	// The engine stopping (ctx) ends the retries but not a read: steps claimed before the stop
-	// are read and run, and Stop drains them.
-	readCtx, readCancel := context.WithTimeout(context.WithoutCancel(claimContext(ctx, steps)),
-		max(e.cfg.LeaseDuration/2, time.Second))
-	defer readCancel()
-	var inputs []store.StepInput
-	tries := 0
-	err := dbretry.Do(readCtx, e.inputs, wake, func() error {
-		if tries++; tries > 1 && ctx.Err() != nil {
-			return fmt.Errorf("engine stopping: %w", ctx.Err())
-		}
-		inputs = nil
-		stmtCtx, cancel := context.WithTimeout(readCtx, 30*time.Second)
-		defer cancel()
-		var err error
-		inputs, err = e.st.StepInputs(stmtCtx, ids, tokens)
-		return err
-	})
-	if err != nil {
-		e.releaseUnread(ctx, runs, err)
-		return nil
-	}
-	byID := make(map[int64]store.StepInput, len(inputs))
-	for _, in := range inputs {
-		byID[in.StepID] = in
-	}
-	ready := runs[:0]
+	return runs
+}
+
+// prepare starts the watchers of claimed steps (lease renewal, claim checks on the step's
+// events) and returns the runs ready to run: those whose inputs the claim read with the
+// claim still held (it always is: the claim holds the steps' row locks while it reads).
+func (e *Engine) prepare(runs []*run) []*run {
+	ready := runs[:0:0]
 	for _, r := range runs {
-		in, ok := byID[r.s.StepID]
-		if !ok || !in.Mine {
+		if !r.in.Mine {
 			r.log.Info("orchestration: claim lost before running, step skipped")
 			r.close()
 			continue
 		}
-		r.in = in
+		go e.watchClaim(r.ctx, r.cancel, r.s, r.wake)
 		ready = append(ready, r)
 	}
 	return ready
 }
 
-// releaseUnread gives back the claims of steps whose inputs could not be read (readErr): each
-// step's attempt is recorded as lost, so that it is retried under a new attempt number (see
-// recoverClaim), and its task is settled. A step that cannot be released is left to its lease.
-func (e *Engine) releaseUnread(ctx context.Context, runs []*run, readErr error) {
-	reason := "inputs_unreadable"
-	if ctx.Err() != nil {
-		reason = "worker_stopped"
-	}
-	e.log.Error("orchestration: reading step inputs failed; releasing the claimed steps",
-		"steps", len(runs), "reason", reason, "error", readErr)
-	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+// closeRuns stops watching the claims of runs.
+func closeRuns(runs []*run) {
 	for _, r := range runs {
 		r.close()
-		ok, err := e.svc.recoverClaim(rctx, r.s.StepID, r.s.Token, reason, e.cfg.WorkerID)
-		if err != nil {
-			r.log.Error("orchestration: releasing a step whose inputs were not read; its lease will recover it", "error", err)
-			continue
-		}
-		if ok {
-			e.retryDirty.Store(true)
-			if _, err := e.svc.FinalizeTask(rctx, r.s.TaskID); err != nil {
-				r.log.Error("orchestration: finalising task", "error", err)
-			}
-		}
 	}
 }
 

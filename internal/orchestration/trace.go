@@ -48,14 +48,6 @@ func stepAttributes(s claimedStep) []attribute.KeyValue {
 		tracing.AttemptKey.Int(s.Attempt)}
 }
 
-// claimContext returns ctx under the claim span of steps (they share it).
-func claimContext(ctx context.Context, steps []claimedStep) context.Context {
-	if len(steps) == 0 || !steps[0].trace.IsValid() {
-		return ctx
-	}
-	return trace.ContextWithSpanContext(ctx, steps[0].trace)
-}
-
 // startRun starts the span of a step's run as a child of its claim's span, on ctx (the
 // handler's context).
 func startRun(ctx context.Context, s claimedStep, name string) (context.Context, trace.Span) {

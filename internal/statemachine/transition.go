@@ -72,7 +72,7 @@ func currentState(ctx context.Context, st *store.Store, o owner, id int64) (mode
 
 // move applies one move through the batch write path, so there is one write path.
 func move(ctx context.Context, st *store.Store, o owner, id int64, to models.State, metadata map[string]any) (Transition, error) {
-	written, _, err := moveBatch(ctx, st, o, []Move{{ID: id, To: to, Metadata: metadata}}, false)
+	written, _, err := moveBatch(ctx, st, o, []Move{{ID: id, To: to, Metadata: metadata}}, false, lock)
 	if err != nil {
 		if refusal(err) {
 			return Transition{}, err

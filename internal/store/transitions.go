@@ -137,16 +137,19 @@ type WrittenTransition struct {
 }
 
 // WriteTransitions clears the current rows cleared (by primary key; the caller read them
-// under the owners' locks, so they are still the current ones) and inserts rows, one
-// statement each (none for an empty list).
+// under the owners' locks, so they are still the current ones) and inserts rows, in one
+// statement (none when both lists are empty). The clearing runs first: the insert reads
+// its count before it produces a row, so the partial unique index on (owner) WHERE
+// most_recent never sees two current rows of one owner.
 func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, rows []TransitionRow) ([]WrittenTransition, error) {
-	if len(cleared) > 0 {
+	if len(rows) == 0 {
+		if len(cleared) == 0 {
+			return nil, nil
+		}
 		if err := s.conn(ctx).Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
 			WHERE id = ANY(?::bigint[]) AND most_recent`, o.transitions), database.Array[int64](cleared)).Error; err != nil {
 			return nil, fmt.Errorf("clearing current transitions: %w", err)
 		}
-	}
-	if len(rows) == 0 {
 		return nil, nil
 	}
 	payload, err := json.Marshal(rows)
@@ -155,13 +158,19 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 	}
 	var inserted []WrittenTransition
 	if err := s.conn(ctx).Raw(fmt.Sprintf(`
+		WITH cleared AS (
+		    UPDATE %[1]s SET most_recent = false, updated_at = now()
+		    WHERE id = ANY(?::bigint[]) AND most_recent
+		    RETURNING id
+		)
 		INSERT INTO %[1]s (%[2]s, to_state, from_state, metadata, sort_key, most_recent)
 		SELECT r.owner, r.to_state, r.from_state, r.metadata, r.sort_key, r.most_recent
 		FROM jsonb_to_recordset(?::jsonb) AS r(owner bigint, to_state varchar, from_state varchar,
 		                                         metadata jsonb, sort_key integer, most_recent boolean)
+		WHERE (SELECT count(*) FROM cleared) >= 0
 		ORDER BY r.owner, r.sort_key
-		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key), string(payload)).
-		Scan(&inserted).Error; err != nil {
+		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key),
+		database.Array[int64](cleared), string(payload)).Scan(&inserted).Error; err != nil {
 		return nil, fmt.Errorf("writing transitions: %w", err)
 	}
 	return inserted, nil

@@ -52,7 +52,7 @@ func finalizeLocked(ctx context.Context, tx *store.Store, taskID int64) (models.
 // FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
 // returns each task's state afterwards; a task that does not exist is absent.
 func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[int64]models.State, error) {
-	settleable, states, err := settleableTasks(ctx, tx, taskIDs)
+	settleable, finished, states, err := settleableTasks(ctx, tx, taskIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +60,7 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 	if err != nil {
 		return nil, err
 	}
+	ecs = append(ecs, finished...)
 	var moves []sm.Move
 	var completed []int64
 	for _, ec := range ecs {
@@ -94,27 +95,34 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 	return states, nil
 }
 
-// settleableTasks returns the tasks among ids that may be settled (see
-// store.TasksSettling) and the current state of each: a task moves only when its execution
-// status is all_complete or blocked_by_failures; both need no step running, all_complete
-// needs every step complete or resolved_manually, and blocked_by_failures a permanently
-// blocked step. So the execution context, which computes the readiness of every step, is read
-// only for tasks that may be settled. The caller holds the locks of the tasks, so they exist.
-func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) ([]int64, map[int64]models.State, error) {
+// settleableTasks returns the tasks among ids that may be settled (see store.TasksSettling)
+// and the current state of each: a task moves only when its execution status is all_complete
+// or blocked_by_failures; both need no step running, all_complete needs every step complete
+// or resolved_manually, and blocked_by_failures a permanently blocked step. A task with steps,
+// none running and every one complete or resolved_manually is all_complete with every step
+// completed (the view's rule, SEMANTICS §5): its execution context is returned as such
+// (finished) without reading the view. For the others that may be settled (settleable) the
+// execution context, which computes the readiness of every step, is read. The caller holds
+// the locks of the tasks, so they exist and these counts stay true until it commits.
+func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settleable []int64, finished []models.TaskExecutionContext, states map[int64]models.State, err error) {
 	rows, err := tx.TasksSettling(ctx, ids)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
 	}
-	states := make(map[int64]models.State, len(rows))
-	var out []int64
+	states = make(map[int64]models.State, len(rows))
 	for _, r := range rows {
 		states[r.TaskID] = r.State
 		open := r.State == models.StatePending || r.State == models.StateInProgress
-		if open && r.Running == 0 && (r.Unfinished == 0 || r.Blocked > 0) {
-			out = append(out, r.TaskID)
+		switch {
+		case !open || r.Running > 0:
+		case r.Unfinished == 0 && r.Total > 0:
+			finished = append(finished, models.TaskExecutionContext{TaskID: r.TaskID, Status: r.State,
+				TotalSteps: r.Total, CompletedSteps: r.Total, ExecutionStatus: "all_complete"})
+		case r.Unfinished == 0 || r.Blocked > 0:
+			settleable = append(settleable, r.TaskID)
 		}
 	}
-	return out, states, nil
+	return settleable, finished, states, nil
 }
 
 // lockTasks takes the row locks of the existing tasks among ids, in id order (so that

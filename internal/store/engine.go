@@ -264,10 +264,11 @@ const settleableSQL = `
 SELECT u.id AS task_id,
        coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                  WHERE tt.task_id = u.id AND tt.most_recent), 'pending') AS state,
-       agg.running, agg.unfinished, agg.blocked
+       agg.total, agg.running, agg.unfinished, agg.blocked
 FROM unnest(?::bigint[]) AS u(id)
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
            count(*) FILTER (WHERE x.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
            count(*) FILTER (WHERE x.state = 'cancelled'
                                OR (x.state IN ('pending', 'error')
@@ -284,11 +285,12 @@ CROSS JOIN LATERAL (
 ) agg`
 
 // TaskSettling is what decides whether a task may be settled (see settleableSQL): its state,
-// and how many of its steps are running, unfinished, and permanently blocked.
+// and how many steps it has, and how many of them are running, unfinished, and permanently
+// blocked.
 type TaskSettling struct {
-	TaskID                       int64
-	State                        models.State
-	Running, Unfinished, Blocked int
+	TaskID                              int64
+	State                               models.State
+	Total, Running, Unfinished, Blocked int
 }
 
 // TasksSettling reads, in one statement, what decides whether each task of ids may be

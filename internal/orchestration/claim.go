@@ -48,8 +48,8 @@ const claimTimeout = 10 * time.Second
 // must run or release, and one that began before a shutdown always ends with its steps
 // returned or not claimed.
 //
-// It returns the runs of the started steps, one per step, in claim order, and how many steps
-// it claimed.
+// It returns the runs of the started steps, one per step, in claim order, their inputs read
+// (see prepare).
 func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)

@@ -317,8 +317,8 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			n := min(idle, e.cfg.ClaimBatch)
 			// A claim outlives ctx (see claim): its steps are handed to workers even when the
 			// engine began stopping meanwhile, and Stop drains them like any running step.
-			steps, err := e.claim(ctx, n)
-			for _, r := range e.prepare(steps) {
+			runs, err := e.claim(ctx, n)
+			for _, r := range e.prepare(runs) {
 				e.slots <- struct{}{}
 				e.inflight.Add(1)
 				go e.work(r)
@@ -326,7 +326,7 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			if ctx.Err() != nil {
 				return
 			}
-			if err == nil && len(steps) == n {
+			if err == nil && len(runs) == n {
 				e.claims.Succeed()
 				continue // there may be more ready steps
 			}

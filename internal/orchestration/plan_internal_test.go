@@ -193,15 +193,16 @@ func (p *prober) plan(tx *sql.Tx, c captured, query string, args ...any) plantes
 	return plan
 }
 
-// functionBodies returns, for every captured call of a tasker_* SQL function (the streams'
-// re-reads), the statement inside the function as a statement of its own: its parameters
-// become $1..$n with the call's arguments, and the function's SET clauses its settings. An
+// functionBodies returns, for every captured call of a tasker_* SQL or PL/pgSQL function (the
+// streams' re-reads, the batch reads of the views), the statement inside the function as a
+// statement of its own: its parameters become the call's arguments (placeholders bound to
+// the call's values, or literals), and the function's SET clauses its settings. An
 // EXPLAIN of the call shows only a Function Scan; this shows what the function runs.
 func functionBodies(t *testing.T, db *gorm.DB, stmts []captured) []captured {
 	t.Helper()
 	var out []captured
 	for _, c := range stmts {
-		m := regexp.MustCompile(`FROM (tasker_\w+)\(`).FindStringSubmatch(c.sql)
+		m := regexp.MustCompile(`FROM (tasker_\w+)\(([^()]*)\)`).FindStringSubmatch(c.sql)
 		if m == nil {
 			continue
 		}
@@ -221,11 +222,18 @@ func functionBodies(t *testing.T, db *gorm.DB, stmts []captured) []captured {
 			t.Fatal(err)
 		}
 		body := fn.Body
+		// A PL/pgSQL function's statement is the query it returns: from RETURN QUERY to the
+		// statement's end.
+		if _, q, ok := strings.Cut(body, "RETURN QUERY"); ok {
+			body, _, _ = strings.Cut(q, ";")
+		}
+		// Each parameter becomes the call's argument: a placeholder of the call, or a literal.
+		callArgs := strings.Split(m[2], ",")
 		for i, name := range fn.Names {
-			if i >= len(c.args) {
+			if i >= len(callArgs) {
 				break // the output columns of RETURNS TABLE
 			}
-			body = regexp.MustCompile(`\b`+name+`\b`).ReplaceAllLiteralString(body, fmt.Sprintf("$%d", i+1))
+			body = regexp.MustCompile(`\b`+name+`\b`).ReplaceAllLiteralString(body, strings.TrimSpace(callArgs[i]))
 		}
 		inner := captured{sql: strings.TrimSpace(body), args: c.args}
 		for _, kv := range fn.Settings {

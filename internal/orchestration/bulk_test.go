@@ -20,6 +20,7 @@ import (
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/baseline"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // skipEdgeYAML has a step whose shortest and longest paths from the root differ, and a step
@@ -420,7 +421,7 @@ func TestCreateTasksRefusesTheBatchForAnyBadRequest(t *testing.T) {
 func TestCreateTasksStatementCountIsConstant(t *testing.T) {
 	t.Parallel()
 	db, c := countedDB(t)
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	ctx := context.Background()
 	if err := reg.RegisterAll(ctx, db); err != nil {
 		t.Fatal(err)

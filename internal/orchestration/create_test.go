@@ -19,16 +19,8 @@ import (
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
-
-func shipped(t *testing.T) *template.Registry {
-	t.Helper()
-	reg, err := template.Shipped(handler.NewBuiltinRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reg
-}
 
 type stepRow struct {
 	WorkflowStepID int64
@@ -75,7 +67,7 @@ func edgesOf(t *testing.T, db *gorm.DB, taskID int64) []string {
 func TestCreateTaskWritesStepsAndEdgesOfEveryTemplate(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	ctx := context.Background()
 	for _, tpl := range reg.Templates() {
 		req := orchestration.CreateTaskRequest{Namespace: tpl.Namespace, Name: tpl.Name, Initiator: "tester",
@@ -184,7 +176,7 @@ func rowCounts(t *testing.T, db *gorm.DB) string {
 func TestCreateTaskRefusalsWriteNothing(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	ctx := context.Background()
 	before := rowCounts(t, db)
 	cases := []struct {
@@ -231,7 +223,7 @@ func TestCreateTaskRefusalsWriteNothing(t *testing.T) {
 func TestCreateTaskIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	ctx := context.Background()
 	req := orchestration.CreateTaskRequest{Namespace: "examples", Name: "diamond_workflow", IdempotencyKey: strings.Repeat("k", 500)}
 	first, created, err := orchestration.NewService(db, reg).CreateTask(ctx, req)
@@ -257,7 +249,7 @@ func TestCreateTaskIdempotencyKey(t *testing.T) {
 func TestCreateTaskConcurrentIdempotentCreates(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	const n = 10
 	start := make(chan struct{})
 	type result struct {

@@ -16,17 +16,9 @@ import (
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 	"gorm.io/gorm"
 )
-
-func shipped(t *testing.T) *template.Registry {
-	t.Helper()
-	reg, err := template.Shipped(handler.NewBuiltinRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reg
-}
 
 // The five shapes of SEMANTICS §8, as edges "parent>child".
 var shapes = map[string]struct {
@@ -64,7 +56,7 @@ func edgeStrings(tpl *template.Template) []string {
 
 func TestShippedTemplates(t *testing.T) {
 	t.Parallel()
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	// The five shapes, the http example and payment_failures.
 	if got := len(reg.Templates()); got != 7 {
 		t.Fatalf("loaded %d templates, want 7", got)
@@ -159,7 +151,7 @@ func TestShippedTemplates(t *testing.T) {
 
 func TestValidateContext(t *testing.T) {
 	t.Parallel()
-	tpl, err := shipped(t).Lookup("examples", "http_fetch_and_post", "")
+	tpl, err := fixture.Templates(t).Lookup("examples", "http_fetch_and_post", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +393,7 @@ func TestConcurrentRegistration(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
 	dbs := []*gorm.DB{dbtest.Open(t, url), dbtest.Open(t, url)} // two pools, as two processes
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	start := make(chan struct{})
 	errs := make(chan error, 2*len(dbs))
 	var wg sync.WaitGroup
@@ -438,7 +430,7 @@ func TestConcurrentRegistration(t *testing.T) {
 // the closest names when there are many.
 func TestLookupNotFoundListsWhatExists(t *testing.T) {
 	t.Parallel()
-	reg := shipped(t)
+	reg := fixture.Templates(t)
 	_, err := reg.Lookup("examples", "nope", "")
 	if !errs.Is(err, errs.NotFound) || !strings.Contains(err.Error(),
 		"the templates are examples/diamond_workflow, examples/http_fetch_and_post, examples/linear_workflow") {

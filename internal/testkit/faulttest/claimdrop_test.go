@@ -48,8 +48,9 @@ func (c *cut) now() {
 	})
 }
 
-// cutAfterClaim is an Observer that cuts the database right after the engine's first claim,
-// before the engine reads the claimed steps' inputs.
+// cutAfterClaim is an Observer that cuts the database right after the engine's first claim
+// committed (the claim reads the claimed steps' inputs in its own transaction), before the
+// engine does anything else with the step.
 type cutAfterClaim struct{ *cut }
 
 func (c cutAfterClaim) StepClaimed(string, time.Duration)          { c.now() }
@@ -69,22 +70,22 @@ func (c cutBeforeHandler) StepHandler(ctx context.Context, st *store.Store, name
 }
 
 // TestShortOutageAfterClaimDoesNotStrandTheStep cuts the database for 2 s while an engine
-// holds a claim: right after the claim, before it read the step's inputs; and after the inputs,
+// holds a claim: right after the claim (which read the step's inputs) committed; and later,
 // before it read the handler's configuration. The engine is alive and holds the claim, so it
 // must run the step as soon as the database is back (the lease here is a minute, so waiting
 // for it fails the test), as its first attempt, exactly once, with the step's history exactly
 // pending → in_progress → complete.
 func TestShortOutageAfterClaimDoesNotStrandTheStep(t *testing.T) {
 	t.Parallel()
-	for _, where := range []string{"before reading inputs", "before loading the handler"} {
+	for _, where := range []string{"right after the claim", "before loading the handler"} {
 		t.Run(where, func(t *testing.T) {
 			t.Parallel()
-			shortOutageWhileClaimed(t, where == "before reading inputs")
+			shortOutageWhileClaimed(t, where == "right after the claim")
 		})
 	}
 }
 
-func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
+func shortOutageWhileClaimed(t *testing.T, afterClaim bool) {
 	logs := &logbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -107,7 +108,7 @@ func shortOutageWhileClaimed(t *testing.T, beforeInputs bool) {
 	drop := &cut{pg: pg, log: quiet, down: 2 * time.Second, restored: make(chan error, 1)}
 	cfg := orchestration.Config{Workers: 2, WorkerID: "survivor", PollInterval: time.Second, LeaseDuration: time.Minute}
 	var steps orchestration.StepHandlers = orchestration.NewConfiguredHandlers(handlers)
-	if beforeInputs {
+	if afterClaim {
 		cfg.Observer = cutAfterClaim{drop}
 	} else {
 		steps = cutBeforeHandler{cut: drop, next: steps}

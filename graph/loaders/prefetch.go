@@ -75,7 +75,7 @@ func StepNow(ctx context.Context, id int64) (*models.StepRecord, error) {
 		return nil, notFound("step", id)
 	}
 	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
-		l.prefetchSteps(ctx, oc, fc.Field.Selections, rows, false)
+		l.prefetchSteps(ctx, oc, fc.Field.Selections, rows, false, false)
 	}
 	return &rows[0], nil
 }
@@ -154,11 +154,26 @@ func PrefetchStepPage(ctx context.Context, rows []models.StepReadinessStatus) ([
 	}
 	l := For(ctx)
 	ids := make([]int64, len(rows))
+	taskIDs := make([]int64, len(rows))
 	for i := range rows {
-		ids[i] = rows[i].WorkflowStepID
+		ids[i], taskIDs[i] = rows[i].WorkflowStepID, rows[i].TaskID
 		l.readiness.Prime(ctx, rows[i].WorkflowStepID, &rows[i])
 	}
+	fc := graphql.GetFieldContext(ctx)
+	oc := graphql.GetOperationContext(ctx)
+	var sel ast.SelectionSet
+	if fc != nil && oc != nil {
+		sel = nodeSelections(oc, fc, "StepConnection", "StepEdge")
+	}
+	// The rows name the steps' tasks: those are read alongside the steps, not after them.
+	var wg sync.WaitGroup
+	tasksPrimed := fc != nil && oc != nil && selectsField(oc, sel, "Step", "task")
+	if tasksPrimed {
+		slices.Sort(taskIDs)
+		wg.Go(func() { primeOne(ctx, l, l.tasks, models.TasksByIDs, slices.Compact(taskIDs)) })
+	}
 	read, err := models.StepsByIDs(ctx, l.db, ids)
+	wg.Wait()
 	if err != nil {
 		return nil, err
 	}
@@ -171,13 +186,21 @@ func PrefetchStepPage(ctx context.Context, rows []models.StepReadinessStatus) ([
 		}
 		steps[i] = *s
 	}
-	fc := graphql.GetFieldContext(ctx)
-	oc := graphql.GetOperationContext(ctx)
 	if fc == nil || oc == nil {
 		return steps, nil
 	}
-	l.prefetchSteps(ctx, oc, nodeSelections(oc, fc, "StepConnection", "StepEdge"), steps, true)
+	l.prefetchSteps(ctx, oc, sel, steps, true, tasksPrimed)
 	return steps, nil
+}
+
+// selectsField reports whether sel selects the field name on objects of type typ.
+func selectsField(oc *graphql.OperationContext, sel ast.SelectionSet, typ, name string) bool {
+	for _, f := range graphql.CollectFields(oc, sel, []string{typ}) {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // nodeSelections returns what a query selects on the nodes of the connection field of fc
@@ -201,8 +224,9 @@ func nodeSelections(oc *graphql.OperationContext, fc *graphql.FieldContext, conn
 
 // prefetchSteps primes the step loader with steps (of any tasks) and reads the selected step
 // fields by step id: readiness too unless readinessPrimed (a page read from the readiness
-// view), the steps' tasks, and the parents and children that are not among steps.
-func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord, readinessPrimed bool) {
+// view), the steps' tasks unless tasksPrimed, and the parents and children that are not among
+// steps.
+func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, steps []models.StepRecord, readinessPrimed, tasksPrimed bool) {
 	if len(steps) == 0 {
 		return
 	}
@@ -223,6 +247,9 @@ func (l *Loaders) prefetchSteps(ctx context.Context, oc *graphql.OperationContex
 		case "transitions":
 			wg.Go(func() { primeMany(ctx, l, l.stepTransitions, models.StepTransitionsByStepIDs, ids) })
 		case "task":
+			if tasksPrimed {
+				continue
+			}
 			wg.Go(func() { primeOne(ctx, l, l.tasks, models.TasksByIDs, distinctTasks(steps)) })
 		case "dag":
 			dag = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -63,6 +64,12 @@ func (f StepFilter) scan() int {
 	return s
 }
 
+// onlyReady reports whether f asks for the ready steps and nothing else.
+func (f StepFilter) onlyReady() bool {
+	return f.Ready != nil && *f.Ready && len(f.States) == 0 && len(f.BlockingReasons) == 0 &&
+		f.Namespace == "" && f.TaskID == 0
+}
+
 // Validate refuses a filter naming a state or blocking reason the views do not know.
 func (f StepFilter) Validate() error {
 	for _, s := range f.States {
@@ -106,6 +113,14 @@ func ReadinessPage(ctx context.Context, db *gorm.DB, f StepFilter, beforeID int6
 // The unfinished steps are walked as two branches, unclaimed and claimed, each on its partial
 // index in step id order, merged newest first.
 func readinessPageSQL(f StepFilter, beforeID int64, limit int) (string, []any) {
+	if f.onlyReady() {
+		// "What can run now?" across the database: a read function, planned once per
+		// connection (db/migrations/00038_read_ready_steps.sql), walks the same index.
+		if beforeID <= 0 {
+			beforeID = math.MaxInt64
+		}
+		return `SELECT * FROM tasker_read_ready_steps(?, ?)`, []any{beforeID, limit}
+	}
 	switch f.scan() {
 	case scanClaimable:
 		q, args := readinessBranch(f, beforeID, ` AND NOT r.processed AND NOT r.in_process`)

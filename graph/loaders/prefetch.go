@@ -102,42 +102,53 @@ func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContex
 }
 
 // prefetchTaskSteps reads the steps of the tasks of ids and the fields selected on them
-// (sel): readiness, DAG rows and transitions, each by task id, concurrently with the steps.
-// Parents and children are steps of the same task, primed with the steps.
+// (sel), concurrently: readiness and DAG rows with the steps themselves (one statement,
+// models.StepDetailsByTaskIDs), transitions by task id. Parents and children are steps of the
+// same task, primed with the steps.
 func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, ids []int64) {
+	details, transitions := false, false
+	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
+		switch f.Name {
+		case "readiness", "dag", "parents", "children":
+			details = true
+		case "transitions":
+			transitions = true
+		}
+	}
 	var wg sync.WaitGroup
 	var steps []models.StepRecord
 	wg.Go(func() {
-		steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids)
+		if !details {
+			steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids)
+		} else if rows, err := models.StepDetailsByTaskIDs(ctx, l.db, ids); err == nil {
+			steps = make([]models.StepRecord, len(rows))
+			for i := range rows {
+				steps[i] = rows[i].Step
+				l.readiness.Prime(ctx, rows[i].Step.WorkflowStepID, &rows[i].Readiness)
+				l.dags.Prime(ctx, rows[i].Step.WorkflowStepID, &rows[i].Dag)
+			}
+			for i, list := range group(steps, ids, l.stepsByTask.key) {
+				l.stepsByTask.Prime(ctx, ids[i], list)
+			}
+		}
 		for i := range steps {
 			l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
 		}
 	})
-	dag := false
-	var transitions []models.StepTransitionRecord
+	var stepTransitions []models.StepTransitionRecord
 	var transitionsErr error
-	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
-		switch f.Name {
-		case "readiness":
-			wg.Go(func() { primeOne(ctx, l, l.readiness, models.ReadinessByTaskIDs, ids) })
-		case "transitions":
-			wg.Go(func() { transitions, transitionsErr = models.StepTransitionsByTaskIDs(ctx, l.db, ids) })
-		case "dag", "parents", "children":
-			dag = true
-		}
-	}
-	if dag {
-		wg.Go(func() { primeOne(ctx, l, l.dags, models.DagByTaskIDs, ids) })
+	if transitions {
+		wg.Go(func() { stepTransitions, transitionsErr = models.StepTransitionsByTaskIDs(ctx, l.db, ids) })
 	}
 	wg.Wait()
-	if transitions == nil || transitionsErr != nil {
+	if stepTransitions == nil || transitionsErr != nil {
 		return
 	}
 	stepIDs := make([]int64, len(steps))
 	for i := range steps {
 		stepIDs[i] = steps[i].WorkflowStepID
 	}
-	lists := group(transitions, stepIDs, l.stepTransitions.key)
+	lists := group(stepTransitions, stepIDs, l.stepTransitions.key)
 	for i, id := range stepIDs {
 		l.stepTransitions.Prime(ctx, id, lists[i])
 	}

@@ -258,9 +258,10 @@ func TestOneObjectWaitsForNoBatchWindow(t *testing.T) {
 			t.Errorf("branch_one_process parents: %+v", s.Parents)
 		}
 	}
-	// task, its transitions, steps, and the steps' readiness, DAG rows and transitions.
-	if n := r.Extensions.QueryStats.SQLStatements; n != 6 {
-		t.Errorf("one task's detail ran %d statements, want 6", n)
+	// task, its transitions, steps with their readiness and DAG rows, and the steps'
+	// transitions.
+	if n := r.Extensions.QueryStats.SQLStatements; n != 4 {
+		t.Errorf("one task's detail ran %d statements, want 4", n)
 	}
 
 	begin = time.Now()

@@ -1,10 +1,16 @@
 package models_test
 
 import (
+	"context"
+	"reflect"
 	"testing"
+	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/db"
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
@@ -42,4 +48,43 @@ func TestReadFunctionsReturnTheirViews(t *testing.T) {
 			t.Errorf("%s returns\n%s\nits view %s by %s\n%s", c.call, got, c.view, c.filter, want)
 		}
 	}
+}
+
+// A step's details (tasker_read_step_details) are the step, its readiness row and its DAG
+// row exactly as the separate readers return them, in the same order.
+func TestStepDetailsAreTheStepReadinessAndDag(t *testing.T) {
+	e := newEnv(t)
+	diamond, four := e.b.Task(fixture.Diamond), e.b.Task(fixture.FourStep)
+	diamond.Complete("start_workflow", "branch_one_process")
+	diamond.Fail("branch_one_validate", time.Second)
+	four.Complete("one")
+	tasks := []int64{four.ID, diamond.ID}
+	details := readAll(t, e.db, models.StepDetailsByTaskIDs, tasks)
+	steps := readAll(t, e.db, models.StepsByTaskIDs, tasks)
+	readiness := readAll(t, e.db, models.ReadinessByTaskIDs, tasks)
+	dags := readAll(t, e.db, models.DagByTaskIDs, tasks)
+	if len(details) != len(steps) || len(details) != len(readiness) || len(details) != len(dags) || len(details) < 8 {
+		t.Fatalf("%d details for %d steps, %d readiness rows, %d DAG rows", len(details), len(steps), len(readiness), len(dags))
+	}
+	for i := range details {
+		if !reflect.DeepEqual(details[i].Step, steps[i]) {
+			t.Errorf("step %d: details say\n%+v\nStepsByTaskIDs says\n%+v", i, details[i].Step, steps[i])
+		}
+		if r := details[i].Readiness; !reflect.DeepEqual(r, readiness[i]) {
+			t.Errorf("step %d: details say readiness\n%+v\nReadinessByTaskIDs says\n%+v", i, r, readiness[i])
+		}
+		if d := details[i].Dag; !reflect.DeepEqual(d, dags[i]) {
+			t.Errorf("step %d: details say DAG\n%+v\nDagByTaskIDs says\n%+v", i, d, dags[i])
+		}
+	}
+}
+
+// readAll reads the rows of ids with read, failing the test on an error.
+func readAll[T any](t *testing.T, db *gorm.DB, read func(context.Context, *gorm.DB, []int64) ([]T, error), ids []int64) []T {
+	t.Helper()
+	rows, err := read(context.Background(), db, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }

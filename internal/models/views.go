@@ -150,3 +150,19 @@ func readView[T any](ctx context.Context, db *gorm.DB, call string, ids []int64)
 	}
 	return rows, nil
 }
+
+// StepDetail is a step with its readiness row and its DAG row, read at once by
+// StepDetailsByTaskIDs.
+type StepDetail struct {
+	Step      StepRecord          `gorm:"embedded;embeddedPrefix:step_"`
+	Readiness StepReadinessStatus `gorm:"embedded;embeddedPrefix:readiness_"`
+	Dag       StepDagRelationship `gorm:"embedded;embeddedPrefix:dag_"`
+}
+
+// StepDetailsByTaskIDs reads every step of the given tasks with its readiness and DAG rows,
+// by task id then step id: one statement where StepsByTaskIDs, ReadinessByTaskIDs and
+// DagByTaskIDs are three, through tasker_read_step_details
+// (db/migrations/00039_read_step_details.sql).
+func StepDetailsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepDetail, error) {
+	return readView[StepDetail](ctx, db, "tasker_read_step_details(true, ?)", taskIDs)
+}

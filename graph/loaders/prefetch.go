@@ -37,7 +37,7 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 		ids[i] = rows[i].TaskID
 		l.tasks.Prime(ctx, rows[i].TaskID, &rows[i])
 	}
-	l.prefetchTasks(ctx, oc, nodeSelections(oc, fc, "TaskConnection", "TaskEdge"), ids)
+	l.prefetchTasks(ctx, oc, nodeSelections(oc, fc, "TaskConnection", "TaskEdge"), ids, rows)
 }
 
 // TaskNow reads one task at once, without waiting out a batch window (a root field's task has
@@ -49,7 +49,7 @@ func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
 	l := For(ctx)
 	var wg sync.WaitGroup
 	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
-		wg.Go(func() { l.prefetchTasks(ctx, oc, fc.Field.Selections, []int64{id}) })
+		wg.Go(func() { l.prefetchTasks(ctx, oc, fc.Field.Selections, []int64{id}, nil) })
 	}
 	rows, err := models.TasksByIDs(ctx, l.db, []int64{id})
 	wg.Wait()
@@ -82,16 +82,36 @@ func StepNow(ctx context.Context, id int64) (*models.StepRecord, error) {
 
 // prefetchTasks reads the fields selected on the tasks of ids (taskSel) and below, one
 // statement per field, all concurrently: the steps' own fields are read by task id too, so
-// nothing waits for the level above it. It returns when the priming is done.
-func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContext, taskSel ast.SelectionSet, ids []int64) {
+// nothing waits for the level above it. When the tasks' rows are given (tasks, in any order)
+// and the steps are read with their readiness, the execution contexts are derived from those
+// readiness rows rather than read again. It returns when the priming is done.
+func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContext, taskSel ast.SelectionSet, ids []int64, tasks []models.TaskRecord) {
+	var stepSel ast.SelectionSet
+	steps, contexts := false, false
+	for _, f := range graphql.CollectFields(oc, taskSel, []string{"Task"}) {
+		switch f.Name {
+		case "steps":
+			steps, stepSel = true, f.Selections
+		case "executionContext":
+			contexts = true
+		}
+	}
+	derive := contexts && steps && tasks != nil && selectsDetails(oc, stepSel)
 	var wg sync.WaitGroup
 	for _, f := range graphql.CollectFields(oc, taskSel, []string{"Task"}) {
 		switch f.Name {
 		case "steps":
 			sel := f.Selections
-			wg.Go(func() { l.prefetchTaskSteps(ctx, oc, sel, ids) })
+			wg.Go(func() {
+				details := l.prefetchTaskSteps(ctx, oc, sel, ids)
+				if derive && details != nil {
+					l.primeExecutionContexts(ctx, tasks, details)
+				}
+			})
 		case "executionContext":
-			wg.Go(func() { primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, ids) })
+			if !derive {
+				wg.Go(func() { primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, ids) })
+			}
 		case "workflowSummary":
 			wg.Go(func() { primeOne(ctx, l, l.workflowSummaries, models.WorkflowSummariesByTaskIDs, ids) })
 		case "transitions":
@@ -101,26 +121,47 @@ func (l *Loaders) prefetchTasks(ctx context.Context, oc *graphql.OperationContex
 	wg.Wait()
 }
 
-// prefetchTaskSteps reads the steps of the tasks of ids and the fields selected on them
-// (sel), concurrently: readiness and DAG rows with the steps themselves (one statement,
-// models.StepDetailsByTaskIDs), transitions by task id. Parents and children are steps of the
-// same task, primed with the steps.
-func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, ids []int64) {
-	details, transitions := false, false
+// primeExecutionContexts primes the execution context of each of tasks from details, every
+// step of those tasks with its readiness, by task id.
+func (l *Loaders) primeExecutionContexts(ctx context.Context, tasks []models.TaskRecord, details []models.StepDetail) {
+	byTask := make(map[int64][]models.StepDetail, len(tasks))
+	for i := range details {
+		byTask[details[i].Step.TaskID] = append(byTask[details[i].Step.TaskID], details[i])
+	}
+	for i := range tasks {
+		t := &tasks[i]
+		c := models.ExecutionContextOf(t.TaskID, t.NamedTaskID, t.Status, byTask[t.TaskID])
+		l.executionContexts.Prime(ctx, t.TaskID, &c)
+	}
+}
+
+// selectsDetails reports whether sel, selected on steps, asks for what their readiness or DAG
+// rows hold, which prefetchTaskSteps then reads with the steps.
+func selectsDetails(oc *graphql.OperationContext, sel ast.SelectionSet) bool {
 	for _, f := range graphql.CollectFields(oc, sel, []string{"Step"}) {
 		switch f.Name {
 		case "readiness", "dag", "parents", "children":
-			details = true
-		case "transitions":
-			transitions = true
+			return true
 		}
 	}
+	return false
+}
+
+// prefetchTaskSteps reads the steps of the tasks of ids and the fields selected on them
+// (sel), concurrently: readiness and DAG rows with the steps themselves (one statement,
+// models.StepDetailsByTaskIDs), transitions by task id. Parents and children are steps of the
+// same task, primed with the steps. It returns the steps with their readiness and DAG rows
+// when it read them, nil otherwise.
+func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, ids []int64) []models.StepDetail {
+	transitions := selectsField(oc, sel, "Step", "transitions")
 	var wg sync.WaitGroup
 	var steps []models.StepRecord
+	var details []models.StepDetail
 	wg.Go(func() {
-		if !details {
+		if !selectsDetails(oc, sel) {
 			steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids)
 		} else if rows, err := models.StepDetailsByTaskIDs(ctx, l.db, ids); err == nil {
+			details = rows
 			steps = make([]models.StepRecord, len(rows))
 			for i := range rows {
 				steps[i] = rows[i].Step
@@ -142,7 +183,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	}
 	wg.Wait()
 	if stepTransitions == nil || transitionsErr != nil {
-		return
+		return details
 	}
 	stepIDs := make([]int64, len(steps))
 	for i := range steps {
@@ -152,6 +193,7 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	for i, id := range stepIDs {
 		l.stepTransitions.Prime(ctx, id, lists[i])
 	}
+	return details
 }
 
 // PrefetchStepPage reads the steps of a page of readiness rows (one statement), in the

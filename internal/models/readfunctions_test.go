@@ -88,3 +88,34 @@ func readAll[T any](t *testing.T, db *gorm.DB, read func(context.Context, *gorm.
 	}
 	return rows
 }
+
+// ExecutionContextOf derives from a task's step details exactly the task's row of
+// tasker_task_execution_contexts, over a generated database of every scenario.
+func TestExecutionContextOfIsTheView(t *testing.T) {
+	t.Parallel()
+	db := fixture.Generated(t, 7, 3000)
+	var ids []int64
+	if err := db.Raw(`SELECT task_id FROM tasker_tasks ORDER BY task_id`).Scan(&ids).Error; err != nil {
+		t.Fatal(err)
+	}
+	tasks := readAll(t, db, models.TasksByIDs, ids)
+	want := readAll(t, db, models.ExecutionContextsByTaskIDs, ids)
+	byTask := map[int64][]models.StepDetail{}
+	for _, d := range readAll(t, db, models.StepDetailsByTaskIDs, ids) {
+		byTask[d.Step.TaskID] = append(byTask[d.Step.TaskID], d)
+	}
+	if len(tasks) != len(want) || len(tasks) < 100 {
+		t.Fatalf("%d tasks, %d execution contexts", len(tasks), len(want))
+	}
+	statuses, health := map[models.ExecutionStatus]bool{}, map[models.HealthStatus]bool{}
+	for i, tk := range tasks {
+		got := models.ExecutionContextOf(tk.TaskID, tk.NamedTaskID, tk.Status, byTask[tk.TaskID])
+		if !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("task %d: derived\n%+v\nthe view says\n%+v", tk.TaskID, got, want[i])
+		}
+		statuses[want[i].ExecutionStatus], health[want[i].HealthStatus] = true, true
+	}
+	if len(statuses) < 4 || len(health) < 3 {
+		t.Errorf("the data cover execution statuses %v and health %v only", statuses, health)
+	}
+}

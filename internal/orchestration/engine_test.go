@@ -14,7 +14,6 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
-	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -138,7 +137,7 @@ func (h *harness) waitTasks(want string, timeout time.Duration, ids ...int64) {
 		var n int64
 		if err := h.db.Raw(`SELECT count(*) FROM tasker_task_transitions
 			WHERE task_id = ANY(?::bigint[]) AND most_recent AND to_state = ?`,
-			models.Int64Array(ids), want).Row().Scan(&n); err != nil {
+			database.Array[int64](ids), want).Row().Scan(&n); err != nil {
 			h.t.Fatal(err)
 		}
 		if int(n) == len(ids) {
@@ -153,7 +152,7 @@ func (h *harness) waitTasks(want string, timeout time.Duration, ids ...int64) {
 			}
 			h.db.Raw(`SELECT task_id, name, current_state, blocking_reason FROM tasker_step_readiness_statuses
 				WHERE task_id = ANY(?::bigint[]) AND current_state <> 'complete' ORDER BY task_id, workflow_step_id LIMIT 20`,
-				models.Int64Array(ids)).Scan(&rows)
+				database.Array[int64](ids)).Scan(&rows)
 			h.t.Fatalf("%d of %d tasks reached %s within %s; unfinished steps: %+v", n, len(ids), want, timeout, rows)
 		}
 		time.Sleep(20 * time.Millisecond)

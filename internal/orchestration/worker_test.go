@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
-	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
 	"github.com/taskerhq/tasker/internal/store"
@@ -198,7 +198,7 @@ func TestTwoEnginesRunEveryAttemptExactlyOnce(t *testing.T) {
 	}
 	if err := h.db.Raw(`SELECT s.workflow_step_id, ns.name, s.attempts, s.processed, s.in_process
 		FROM tasker_workflow_steps s JOIN tasker_named_steps ns USING (named_step_id)
-		WHERE s.task_id = ANY(?::bigint[])`, models.Int64Array(ids)).Scan(&rows).Error; err != nil {
+		WHERE s.task_id = ANY(?::bigint[])`, database.Array[int64](ids)).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) != tasks*5 {

@@ -13,7 +13,7 @@ import (
 
 // GraphQL returns the gqlgen extension that counts and times every GraphQL response and
 // records its SQL statements. Install it after the extension that puts a querystats.Counter
-// in each response's context (graphapi's per-response extension); without a counter the
+// in each response's context (graph/server's per-response extension); without a counter the
 // statement histogram is not fed.
 func (m *Metrics) GraphQL() graphql.HandlerExtension { return gqlExtension{m} }
 

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
@@ -34,21 +37,14 @@ const DefaultStepTimeout = 30 * time.Second
 // by template registration (handler kind and config, timeout_ms per step), using a handler
 // registry for the kinds. A named task version never changes once registered, so the
 // handlers of each named task are built once and cached; workers that need a named task
-// being loaded wait for that one read instead of each reading it. It is safe for concurrent
-// use.
+// being loaded wait for that one read (a singleflight.Group) instead of each reading it. A
+// read that fails is not cached: the next caller reads again. It is safe for concurrent use.
 type ConfiguredHandlers struct {
 	registry *handler.Registry
+	loads    singleflight.Group
 
 	mu    sync.Mutex
-	tasks map[int64]*taskHandlers
-}
-
-// taskHandlers are the handlers of one named task, available once done is closed: steps, or
-// err when reading them failed (the entry is then dropped, and the next caller reads again).
-type taskHandlers struct {
-	done  chan struct{}
-	steps map[string]configuredStep
-	err   error
+	tasks map[int64]map[string]configuredStep
 }
 
 type configuredStep struct {
@@ -59,36 +55,35 @@ type configuredStep struct {
 
 // NewConfiguredHandlers returns step handlers built with the kinds of registry.
 func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
-	return &ConfiguredHandlers{registry: registry, tasks: map[int64]*taskHandlers{}}
+	return &ConfiguredHandlers{registry: registry, tasks: map[int64]map[string]configuredStep{}}
 }
 
 // StepHandler implements StepHandlers.
 func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
 	c.mu.Lock()
-	t, ok := c.tasks[namedTaskID]
-	if !ok {
-		t = &taskHandlers{done: make(chan struct{})}
-		c.tasks[namedTaskID] = t
-	}
+	steps, ok := c.tasks[namedTaskID]
 	c.mu.Unlock()
 	if !ok {
-		t.steps, t.err = c.load(ctx, st, namedTaskID)
-		if t.err != nil {
-			c.mu.Lock()
-			delete(c.tasks, namedTaskID)
-			c.mu.Unlock()
+		loaded := c.loads.DoChan(strconv.FormatInt(namedTaskID, 10), func() (any, error) {
+			steps, err := c.load(ctx, st, namedTaskID)
+			if err == nil {
+				c.mu.Lock()
+				c.tasks[namedTaskID] = steps
+				c.mu.Unlock()
+			}
+			return steps, err
+		})
+		select {
+		case r := <-loaded:
+			if r.Err != nil {
+				return nil, 0, r.Err
+			}
+			steps = r.Val.(map[string]configuredStep)
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("waiting for the configuration of named task %d: %w", namedTaskID, ctx.Err())
 		}
-		close(t.done)
 	}
-	select {
-	case <-t.done:
-	case <-ctx.Done():
-		return nil, 0, fmt.Errorf("waiting for the configuration of named task %d: %w", namedTaskID, ctx.Err())
-	}
-	if t.err != nil {
-		return nil, 0, t.err
-	}
-	s, ok := t.steps[stepName]
+	s, ok := steps[stepName]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w %q in named task %d", ErrNoHandler, stepName, namedTaskID)
 	}

@@ -21,10 +21,17 @@ func (a Array[T]) Value() (driver.Value, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Int64 {
-			b.WriteString(strconv.FormatInt(rv.Int(), 10))
-		} else {
-			quote(&b, rv.String())
+		switch x := any(v).(type) {
+		case int64: // ids: the engine's hot path, without reflection
+			b.WriteString(strconv.FormatInt(x, 10))
+		case string:
+			quote(&b, x)
+		default: // a named type over int64 or string (a label)
+			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Int64 {
+				b.WriteString(strconv.FormatInt(rv.Int(), 10))
+			} else {
+				quote(&b, rv.String())
+			}
 		}
 	}
 	b.WriteByte('}')

@@ -41,18 +41,65 @@ func PrefetchTasks(ctx context.Context, rows []models.TaskRecord) {
 }
 
 // TaskNow reads one task at once, without waiting out a batch window (a root field's task has
-// nothing to batch with), and, concurrently with it, the fields selected on it as
-// PrefetchTasks does, so that no level below it waits for a window or for the level above.
-// ctx is the resolver context of the field that returns the task. A missing task is a
-// NOT_FOUND error (errs.NotFound).
+// nothing to batch with), with the fields selected on it, so that no level below it waits for
+// a window or for the level above. When the task's steps or transitions are selected, the
+// task, its transitions, its steps (with their readiness and DAG rows when selected) and their
+// transitions are one statement (models.TaskDetailByID), whatever the number of steps;
+// otherwise the task is read alone. Either way its other selected projections (execution
+// context, workflow summary) are read concurrently, as PrefetchTasks does, and the execution
+// context is derived from the steps' readiness rows when those are read. ctx is the resolver
+// context of the field that returns the task. A missing task is a NOT_FOUND error
+// (errs.NotFound).
 func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
 	l := For(ctx)
-	var wg sync.WaitGroup
-	if fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx); fc != nil && oc != nil {
-		wg.Go(func() { l.prefetchTasks(ctx, oc, fc.Field.Selections, []int64{id}, nil) })
+	fc, oc := graphql.GetFieldContext(ctx), graphql.GetOperationContext(ctx)
+	if fc == nil || oc == nil {
+		return l.taskAlone(ctx, id)
 	}
-	rows, err := models.TasksByIDs(ctx, l.db, []int64{id})
+	parts, contexts, summaries := detailParts(oc, fc.Field.Selections)
+	if !parts.Steps && !parts.TaskTransitions {
+		var wg sync.WaitGroup
+		wg.Go(func() { l.prefetchTasks(ctx, oc, fc.Field.Selections, []int64{id}, nil) })
+		t, err := l.taskAlone(ctx, id)
+		wg.Wait()
+		return t, err
+	}
+	derive := contexts && parts.Details
+	var wg sync.WaitGroup
+	if contexts && !derive {
+		wg.Go(func() { primeOne(ctx, l, l.executionContexts, models.ExecutionContextsByTaskIDs, []int64{id}) })
+	}
+	if summaries {
+		wg.Go(func() { primeOne(ctx, l, l.workflowSummaries, models.WorkflowSummariesByTaskIDs, []int64{id}) })
+	}
+	d, err := models.TaskDetailByID(ctx, l.db, id, parts)
 	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, notFound("task", id)
+	}
+	ids := []int64{id}
+	l.tasks.Prime(ctx, id, &d.Task)
+	if parts.TaskTransitions {
+		l.taskTransitions.Prime(ctx, id, d.Transitions)
+	}
+	if parts.Steps {
+		steps := l.primeSteps(ctx, ids, d.Steps, parts.Details)
+		if parts.StepTransitions {
+			l.primeStepTransitions(ctx, steps, d.StepTransitions)
+		}
+	}
+	if derive {
+		l.primeExecutionContexts(ctx, []models.TaskRecord{d.Task}, d.Steps)
+	}
+	return &d.Task, nil
+}
+
+// taskAlone reads the task id alone and primes the task loader with it.
+func (l *Loaders) taskAlone(ctx context.Context, id int64) (*models.TaskRecord, error) {
+	rows, err := models.TasksByIDs(ctx, l.db, []int64{id})
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +108,26 @@ func TaskNow(ctx context.Context, id int64) (*models.TaskRecord, error) {
 	}
 	l.tasks.Prime(ctx, id, &rows[0])
 	return &rows[0], nil
+}
+
+// detailParts returns what of models.TaskDetailByID the selection taskSel on a task asks
+// for, and whether it selects the task's execution context and workflow summary.
+func detailParts(oc *graphql.OperationContext, taskSel ast.SelectionSet) (parts models.TaskDetailParts, contexts, summaries bool) {
+	for _, f := range graphql.CollectFields(oc, taskSel, []string{"Task"}) {
+		switch f.Name {
+		case "steps":
+			parts.Steps = true
+			parts.Details = parts.Details || selectsDetails(oc, f.Selections)
+			parts.StepTransitions = parts.StepTransitions || selectsField(oc, f.Selections, "Step", "transitions")
+		case "transitions":
+			parts.TaskTransitions = true
+		case "executionContext":
+			contexts = true
+		case "workflowSummary":
+			summaries = true
+		}
+	}
+	return parts, contexts, summaries
 }
 
 // StepNow reads one step at once and prefetches the fields selected on it, as TaskNow does
@@ -160,20 +227,12 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	wg.Go(func() {
 		if !selectsDetails(oc, sel) {
 			steps = primeMany(ctx, l, l.stepsByTask, models.StepsByTaskIDs, ids)
+			for i := range steps {
+				l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
+			}
 		} else if rows, err := models.StepDetailsByTaskIDs(ctx, l.db, ids); err == nil {
 			details = rows
-			steps = make([]models.StepRecord, len(rows))
-			for i := range rows {
-				steps[i] = rows[i].Step
-				l.readiness.Prime(ctx, rows[i].Step.WorkflowStepID, &rows[i].Readiness)
-				l.dags.Prime(ctx, rows[i].Step.WorkflowStepID, &rows[i].Dag)
-			}
-			for i, list := range group(steps, ids, l.stepsByTask.key) {
-				l.stepsByTask.Prime(ctx, ids[i], list)
-			}
-		}
-		for i := range steps {
-			l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
+			steps = l.primeSteps(ctx, ids, rows, true)
 		}
 	})
 	var stepTransitions []models.StepTransitionRecord
@@ -185,15 +244,42 @@ func (l *Loaders) prefetchTaskSteps(ctx context.Context, oc *graphql.OperationCo
 	if stepTransitions == nil || transitionsErr != nil {
 		return details
 	}
+	l.primeStepTransitions(ctx, steps, stepTransitions)
+	return details
+}
+
+// primeSteps primes the loaders with details, every step of the tasks of ids by task id then
+// step id: the steps by id and by task, and their readiness and DAG rows when withRows. It
+// returns the steps.
+func (l *Loaders) primeSteps(ctx context.Context, ids []int64, details []models.StepDetail, withRows bool) []models.StepRecord {
+	steps := make([]models.StepRecord, len(details))
+	for i := range details {
+		steps[i] = details[i].Step
+		if withRows {
+			l.readiness.Prime(ctx, details[i].Step.WorkflowStepID, &details[i].Readiness)
+			l.dags.Prime(ctx, details[i].Step.WorkflowStepID, &details[i].Dag)
+		}
+	}
+	for i, list := range group(steps, ids, l.stepsByTask.key) {
+		l.stepsByTask.Prime(ctx, ids[i], list)
+	}
+	for i := range steps {
+		l.steps.Prime(ctx, steps[i].WorkflowStepID, &steps[i])
+	}
+	return steps
+}
+
+// primeStepTransitions primes the step transition loader with each of steps' transitions,
+// taken from transitions (by step then sort key); a step without any gets an empty list.
+func (l *Loaders) primeStepTransitions(ctx context.Context, steps []models.StepRecord, transitions []models.StepTransitionRecord) {
 	stepIDs := make([]int64, len(steps))
 	for i := range steps {
 		stepIDs[i] = steps[i].WorkflowStepID
 	}
-	lists := group(stepTransitions, stepIDs, l.stepTransitions.key)
+	lists := group(transitions, stepIDs, l.stepTransitions.key)
 	for i, id := range stepIDs {
 		l.stepTransitions.Prime(ctx, id, lists[i])
 	}
-	return details
 }
 
 // PrefetchStepPage reads the steps of a page of readiness rows (one statement), in the

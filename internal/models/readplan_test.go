@@ -92,6 +92,8 @@ func TestReadFunctionsNeverScan(t *testing.T) {
 		{"tasker_read_step_details(true, $1)", []any{tasks}},
 		{"tasker_read_step_details(false, $1)", []any{steps}},
 		{"tasker_read_ready_steps($1, $2)", []any{int64(math.MaxInt64), 100}},
+		{"tasker_read_task_detail($1, true, true, true, true)", []any{diamond.ID}},
+		{"tasker_read_task_detail($1, false, true, false, false)", []any{four.ID}},
 	} {
 		mu.Lock()
 		notices = nil

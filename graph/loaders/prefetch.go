@@ -19,8 +19,9 @@ import (
 // concurrently, and primes the loaders with the rows before any resolver below it runs; those
 // resolvers then find every key cached. Query.steps does the same for its page, and Query.task
 // and Query.step for their one object, which they read at once rather than through a batch
-// window that nothing else could join. Fields that are not selected are not read. A failed
-// prefetch primes nothing: the resolvers then load (and report the error) as usual.
+// window that nothing else could join; Query.task reads its task with the task's transitions,
+// steps and their rows in one statement (TaskNow). Fields that are not selected are not read.
+// A failed prefetch primes nothing: the resolvers then load (and report the error) as usual.
 
 // PrefetchTasks primes the loaders for the tasks of a page (rows) and the fields selected
 // on them. ctx is the resolver context of the field that returned the page; the tasks are

@@ -89,6 +89,7 @@ func TestOneTaskDetailIsOneStatement(t *testing.T) {
 		}
 		most = max(most, len(steps.Steps))
 	}
+	t.Logf("%d tasks of %d to %d steps: one statement each", len(pages), fewest, most)
 	if most < 10*fewest {
 		t.Errorf("the tasks have %d to %d steps: too alike to show the count does not grow", fewest, most)
 	}

@@ -44,11 +44,7 @@ func TaskDetailByID(ctx context.Context, db *gorm.DB, id int64, parts TaskDetail
 	}
 	defer rows.Close()
 	var d *TaskDetail
-	var r detailRow
-	dest := make([]any, len(r.v))
-	for i := range r.v {
-		dest[i] = &r.v[i]
-	}
+	r, dest := newDetailRow(colEnd)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("reading task %d in detail: %w", id, err)
@@ -73,7 +69,7 @@ func TaskDetailByID(ctx context.Context, db *gorm.DB, id int64, parts TaskDetail
 			d.Transitions = append(d.Transitions, TaskTransitionRecord{TaskTransition: TaskTransition{
 				Transition: r.transition(), TaskID: r.int(colTransition + 2)}})
 		case detailStep:
-			s, err := r.step(parts.Details)
+			s, err := r.stepDetail(colStep, parts.Details)
 			if err != nil {
 				return nil, fmt.Errorf("reading task %d in detail: %w", id, err)
 			}
@@ -101,19 +97,33 @@ const (
 )
 
 // The first column of each group of tasker_read_task_detail's columns; colEnd is their number.
+// The step group is a row of tasker_read_step_details: stepColumns columns, the step's own,
+// then its readiness row, then its DAG row.
 const (
 	colTask       = 1
 	colTransition = colTask + 14
 	colStep       = colTransition + 10
-	colReadiness  = colStep + 18
-	colDag        = colReadiness + 19
-	colEnd        = colDag + 11
+	colEnd        = colStep + stepColumns
+
+	stepReadiness = 18                 // the first readiness column, from a step group's first
+	stepDag       = stepReadiness + 19 // the first DAG column
+	stepColumns   = stepDag + 11       // the columns of tasker_read_step_details
 )
 
-// detailRow is one row of tasker_read_task_detail as the driver returns it: nil for null,
-// else int64, bool, string, time.Time or []byte (json).
+// detailRow is one row of a read function as the driver returns it: nil for null, else int64,
+// bool, string, time.Time or []byte (json).
 type detailRow struct {
-	v [colEnd]any
+	v []any
+}
+
+// newDetailRow returns a row of n columns and the scan destinations that fill it.
+func newDetailRow(n int) (*detailRow, []any) {
+	r := &detailRow{v: make([]any, n)}
+	dest := make([]any, n)
+	for i := range r.v {
+		dest[i] = &r.v[i]
+	}
+	return r, dest
 }
 
 func (r *detailRow) int(i int) int64 {
@@ -216,8 +226,10 @@ func (r *detailRow) transition() Transition {
 	return t
 }
 
-func (r *detailRow) step(details bool) (StepDetail, error) {
-	c := colStep
+// stepDetail reads the step group that starts at column c: the step, and its readiness and
+// DAG rows when details.
+func (r *detailRow) stepDetail(c int, details bool) (StepDetail, error) {
+	first := c
 	d := StepDetail{Step: StepRecord{
 		WorkflowStep: WorkflowStep{
 			WorkflowStepID: r.int(c), TaskID: r.int(c + 1), NamedStepID: r.int(c + 2), Retryable: r.bool(c + 3),
@@ -232,7 +244,7 @@ func (r *detailRow) step(details bool) (StepDetail, error) {
 	if !details {
 		return d, nil
 	}
-	c = colReadiness
+	c = first + stepReadiness
 	d.Readiness = StepReadinessStatus{
 		WorkflowStepID: r.int(c), TaskID: r.int(c + 1), NamedStepID: r.int(c + 2), Name: r.str(c + 3),
 		CurrentState: State(r.str(c + 4)), DependenciesSatisfied: r.bool(c + 5), RetryEligible: r.bool(c + 6),
@@ -244,7 +256,7 @@ func (r *detailRow) step(details bool) (StepDetail, error) {
 		reason := BlockingReason(r.str(c + 16))
 		d.Readiness.BlockingReason = &reason
 	}
-	c = colDag
+	c = first + stepDag
 	parents, err := r.ids(c + 3)
 	if err != nil {
 		return d, err

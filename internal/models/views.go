@@ -152,17 +152,42 @@ func readView[T any](ctx context.Context, db *gorm.DB, call string, ids []int64)
 }
 
 // StepDetail is a step with its readiness row and its DAG row, read at once by
-// StepDetailsByTaskIDs.
+// StepDetailsByTaskIDs (or TaskDetailByID).
 type StepDetail struct {
-	Step      StepRecord          `gorm:"embedded;embeddedPrefix:step_"`
-	Readiness StepReadinessStatus `gorm:"embedded;embeddedPrefix:readiness_"`
-	Dag       StepDagRelationship `gorm:"embedded;embeddedPrefix:dag_"`
+	Step      StepRecord
+	Readiness StepReadinessStatus
+	Dag       StepDagRelationship
 }
 
 // StepDetailsByTaskIDs reads every step of the given tasks with its readiness and DAG rows,
 // by task id then step id: one statement where StepsByTaskIDs, ReadinessByTaskIDs and
 // DagByTaskIDs are three, through tasker_read_step_details
-// (db/migrations/00039_read_step_details.sql).
+// (db/migrations/00039_read_step_details.sql). A page of tasks reads thousands of these rows,
+// so they are scanned without GORM's reflection, as TaskDetailByID scans its rows.
 func StepDetailsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepDetail, error) {
-	return readView[StepDetail](ctx, db, "tasker_read_step_details(true, ?)", taskIDs)
+	var out []StepDetail
+	if len(taskIDs) == 0 {
+		return out, nil
+	}
+	rows, err := db.Statement.ConnPool.QueryContext(ctx, `SELECT * FROM tasker_read_step_details(true, $1)`,
+		database.Array[int64](taskIDs))
+	if err != nil {
+		return nil, fmt.Errorf("reading step details by task id: %w", err)
+	}
+	defer rows.Close()
+	r, dest := newDetailRow(stepColumns)
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("reading step details by task id: %w", err)
+		}
+		d, err := r.stepDetail(0, true)
+		if err != nil {
+			return nil, fmt.Errorf("reading step details by task id: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading step details by task id: %w", err)
+	}
+	return out, nil
 }

@@ -16,7 +16,8 @@ import (
 // statement whatever the number of ids, and returns rows in a documented order; callers map
 // rows back to their keys. The reads by id go through the tasker_read_* functions
 // (db/migrations/00037_read_functions.sql), whose statements are planned once per connection
-// rather than at every execution.
+// rather than at every execution. The hottest (tasks, steps, readiness and DAG rows) are
+// scanned without GORM (rowscan.go).
 
 // TaskRecord is a task with what a client reads with it: its current state and the namespace
 // of its named task.
@@ -55,17 +56,17 @@ const taskRecordSelect = `SELECT t.*, n.task_namespace_id,
 
 // TasksByIDs reads the given tasks, by task id.
 func TasksByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]TaskRecord, error) {
-	return rawRows[TaskRecord](ctx, db, "reading tasks by id", ids, `SELECT * FROM tasker_read_tasks(?)`)
+	return scanByIDs(ctx, db, "reading tasks by id", taskColumns, readTask, ids, `SELECT * FROM tasker_read_tasks($1)`)
 }
 
 // StepsByIDs reads the given steps, by step id.
 func StepsByIDs(ctx context.Context, db *gorm.DB, ids []int64) ([]StepRecord, error) {
-	return rawRows[StepRecord](ctx, db, "reading steps by id", ids, `SELECT * FROM tasker_read_steps(false, ?)`)
+	return scanByIDs(ctx, db, "reading steps by id", stepColumns, readStep, ids, `SELECT * FROM tasker_read_steps(false, $1)`)
 }
 
 // StepsByTaskIDs reads every step of the given tasks, by task id then step id.
 func StepsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepRecord, error) {
-	return rawRows[StepRecord](ctx, db, "reading steps by task id", taskIDs, `SELECT * FROM tasker_read_steps(true, ?)`)
+	return scanByIDs(ctx, db, "reading steps by task id", stepColumns, readStep, taskIDs, `SELECT * FROM tasker_read_steps(true, $1)`)
 }
 
 // StepTransitionsByStepIDs reads the transitions of the given steps, by step id then sort key.

@@ -102,11 +102,8 @@ func ReadinessPage(ctx context.Context, db *gorm.DB, f StepFilter, beforeID int6
 		return nil, fmt.Errorf("reading steps page: %w", err)
 	}
 	q, args := readinessPageSQL(f, beforeID, limit)
-	var rows []StepReadinessStatus
-	if err := db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("reading steps page: %w", err)
-	}
-	return rows, nil
+	rows, err := db.WithContext(ctx).Raw(q, args...).Rows()
+	return scanRows("reading steps page", readinessColumns, readReadiness, rows, err)
 }
 
 // readinessPageSQL builds ReadinessPage's statement for a valid filter, with ? placeholders.

@@ -106,23 +106,27 @@ func (TaskWorkflowSummary) TableName() string { return db.TaskWorkflowSummaries 
 
 // ReadinessByStepIDs reads the readiness rows of the given steps, in step id order.
 func ReadinessByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepReadinessStatus, error) {
-	return readView[StepReadinessStatus](ctx, db, "tasker_read_readiness(false, ?)", stepIDs)
+	return scanByIDs(ctx, db, "reading readiness by step id", readinessColumns, readReadiness, stepIDs,
+		`SELECT * FROM tasker_read_readiness(false, $1)`)
 }
 
 // ReadinessByTaskIDs reads the readiness rows of every step of the given tasks, ordered by
 // task id then step id.
 func ReadinessByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepReadinessStatus, error) {
-	return readView[StepReadinessStatus](ctx, db, "tasker_read_readiness(true, ?)", taskIDs)
+	return scanByIDs(ctx, db, "reading readiness by task id", readinessColumns, readReadiness, taskIDs,
+		`SELECT * FROM tasker_read_readiness(true, $1)`)
 }
 
 // DagByStepIDs reads the DAG rows of the given steps, in step id order.
 func DagByStepIDs(ctx context.Context, db *gorm.DB, stepIDs []int64) ([]StepDagRelationship, error) {
-	return readView[StepDagRelationship](ctx, db, "tasker_read_dags(false, ?)", stepIDs)
+	return scanByIDs(ctx, db, "reading DAG rows by step id", dagColumns, readDag, stepIDs,
+		`SELECT * FROM tasker_read_dags(false, $1)`)
 }
 
 // DagByTaskIDs reads the DAG rows of every step of the given tasks, by task id then step id.
 func DagByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepDagRelationship, error) {
-	return readView[StepDagRelationship](ctx, db, "tasker_read_dags(true, ?)", taskIDs)
+	return scanByIDs(ctx, db, "reading DAG rows by task id", dagColumns, readDag, taskIDs,
+		`SELECT * FROM tasker_read_dags(true, $1)`)
 }
 
 // ExecutionContextsByTaskIDs reads the execution contexts of the given tasks, by task id.
@@ -162,32 +166,8 @@ type StepDetail struct {
 // StepDetailsByTaskIDs reads every step of the given tasks with its readiness and DAG rows,
 // by task id then step id: one statement where StepsByTaskIDs, ReadinessByTaskIDs and
 // DagByTaskIDs are three, through tasker_read_step_details
-// (db/migrations/00039_read_step_details.sql). A page of tasks reads thousands of these rows,
-// so they are scanned without GORM's reflection, as TaskDetailByID scans its rows.
+// (db/migrations/00039_read_step_details.sql).
 func StepDetailsByTaskIDs(ctx context.Context, db *gorm.DB, taskIDs []int64) ([]StepDetail, error) {
-	var out []StepDetail
-	if len(taskIDs) == 0 {
-		return out, nil
-	}
-	rows, err := db.Statement.ConnPool.QueryContext(ctx, `SELECT * FROM tasker_read_step_details(true, $1)`,
-		database.Array[int64](taskIDs))
-	if err != nil {
-		return nil, fmt.Errorf("reading step details by task id: %w", err)
-	}
-	defer rows.Close()
-	r, dest := newDetailRow(stepColumns)
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("reading step details by task id: %w", err)
-		}
-		d, err := r.stepDetail(0, true)
-		if err != nil {
-			return nil, fmt.Errorf("reading step details by task id: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading step details by task id: %w", err)
-	}
-	return out, nil
+	return scanByIDs(ctx, db, "reading step details by task id", stepDetailColumns, readStepDetail, taskIDs,
+		`SELECT * FROM tasker_read_step_details(true, $1)`)
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 
@@ -109,6 +110,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return usageError("%w", err)
+	}
+	if cfg.GCPercent > 0 {
+		debug.SetGCPercent(cfg.GCPercent)
 	}
 	return cmd.run(ctx, cfg, args[1:], stdout, log)
 }

@@ -139,3 +139,16 @@ func TestFinishRefusesWhatFlagsCanBreak(t *testing.T) {
 		t.Errorf("with a database URL from the flags: query stats %v (%v), want off", withURL.API.QueryStats, err)
 	}
 }
+
+func TestReadGCPercentLeavesAGivenGOGCAlone(t *testing.T) {
+	t.Parallel()
+	for gogc, want := range map[string]int{"": DefaultGCPercent, "100": 0, "off": 0} {
+		cfg, err := Read(env(map[string]string{"GOGC": gogc}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GCPercent != want {
+			t.Errorf("GOGC=%q: GCPercent = %d, want %d", gogc, cfg.GCPercent, want)
+		}
+	}
+}

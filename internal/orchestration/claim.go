@@ -54,41 +54,68 @@ func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
-	var out []claimedStep
-	var runs []*run
+	var c claimed
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
-		closeRuns(runs)
-		out, runs = nil, nil
-		claimed, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
-		if err != nil {
-			return fmt.Errorf("claiming ready steps: %w", err)
-		}
-		if len(claimed) == 0 {
-			return nil
-		}
-		rows := make([]claimedStep, len(claimed))
-		for i, c := range claimed {
-			rows[i].ClaimedStep = c
-		}
-		if out, err = e.startSteps(ctx, tx, rows); err != nil {
-			return err
-		}
-		if err := e.startTasks(ctx, tx, out); err != nil {
-			return err
-		}
-		runs = e.watch(out)
-		return readInputs(ctx, tx, runs)
+		c.close()
+		var err error
+		c, err = e.claimIn(ctx, tx, n)
+		return err
 	})
-	e.traceClaim(began, n, out, err)
+	return e.claimed(ctx, began, n, c, err)
+}
+
+// claimed is what claimIn took in a transaction not yet committed: the started steps and
+// their runs (watched, inputs read), one per step, in claim order.
+type claimed struct {
+	steps []claimedStep
+	runs  []*run
+}
+
+// close stops watching the claims of a transaction that did not commit.
+func (c claimed) close() { closeRuns(c.runs) }
+
+// claimIn claims up to n ready steps in tx (see claim for what it does and why); the caller
+// commits tx, then hands the result to claimed. It claims nothing for n <= 0.
+func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, error) {
+	if n <= 0 {
+		return claimed{}, nil
+	}
+	rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
 	if err != nil {
-		closeRuns(runs)
+		return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
+	}
+	if len(rows) == 0 {
+		return claimed{}, nil
+	}
+	steps := make([]claimedStep, len(rows))
+	for i, r := range rows {
+		steps[i].ClaimedStep = r
+	}
+	if steps, err = e.startSteps(ctx, tx, steps); err != nil {
+		return claimed{}, err
+	}
+	if err := e.startTasks(ctx, tx, steps); err != nil {
+		return claimed{}, err
+	}
+	c := claimed{steps: steps, runs: e.watch(steps)}
+	return c, readInputs(ctx, tx, c.runs)
+}
+
+// claimed finishes a claim of up to n steps that began at began in a transaction that
+// returned err: it traces the claim, and returns the runs of a claim that committed (err
+// nil), after reporting them to the observer, or stops watching those of one that did not.
+func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed, err error) ([]*run, error) {
+	if err != nil {
+		c.close()
+		e.traceClaim(began, n, nil, err)
 		return nil, err
 	}
-	for i := range runs {
-		runs[i].s.trace = out[i].trace
+	e.traceClaim(began, n, c.steps, nil)
+	for i := range c.runs {
+		c.runs[i].s.trace = c.steps[i].trace
 	}
-	e.observeClaims(ctx, out)
-	return runs, nil
+	e.observeClaims(ctx, c.steps)
+	return c.runs, nil
 }
 
 // readInputs reads the inputs of the runs' steps in one statement, in the claim's

@@ -31,8 +31,9 @@ import (
 type Config struct {
 	// Workers is how many step handlers run at once in this engine (default 32, env
 	// TASKER_WORKERS). It also caps the steps one claim takes, so it bounds throughput: every
-	// step waits for at least one commit before it runs and one after, and with commits of
-	// a few milliseconds an engine needs tens of steps in flight to run a thousand a second.
+	// step waits for the commit that claims it and the one that records it (on a busy engine,
+	// the same commit records a batch and claims the next), and with commits of a few
+	// milliseconds an engine needs tens of steps in flight to run a thousand a second.
 	Workers int
 	// ClaimBatch caps the steps claimed by one claim statement (default Workers). The engine
 	// never claims more steps than it has idle workers, so a claimed step starts at once.
@@ -114,11 +115,12 @@ func (c Config) withDefaults() Config {
 }
 
 // Engine runs the ready steps of a database: a dispatcher claims ready steps (never more than
-// it has idle workers) and hands each to a worker goroutine, which runs the step's handler,
-// records the attempt and finalises the task. It wakes on transition and new-task events, at
-// the earliest time a waiting retry becomes due, and on a slow poll. Any number of engines,
-// in one process or many, may share one database: claims lock rows with SKIP LOCKED, so no
-// step is ever run twice at once.
+// it has idle workers) and hands each to a worker goroutine, which runs the step's handler;
+// the recorder records the attempts in batches, finalises their tasks and, in the same
+// transaction, claims the next steps for the workers of the batch (see recorder). The
+// dispatcher wakes on transition and new-task events, at the earliest time a waiting retry
+// becomes due, and on a slow poll. Any number of engines, in one process or many, may share
+// one database: claims lock rows with SKIP LOCKED, so no step is ever run twice at once.
 type Engine struct {
 	svc      *Service
 	st       *store.Store // svc's store
@@ -141,6 +143,7 @@ type Engine struct {
 	kick           chan struct{} // a worker or the recorder finished: look for work
 	rec            *recorder     // records finished attempts, in batches
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
+	claiming       atomic.Bool   // between Start and Stop: the recorder may claim steps
 
 	// One failure streak per loop that talks to the database (see internal/dbretry): claims
 	// (the dispatcher), inputs (reading step handlers' configuration, releasing stopped steps),
@@ -193,6 +196,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		return nil
 	}
 	e.started = true
+	e.claiming.Store(true)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancelLoop = cancel
 	e.handlerCtx, e.cancelHandlers = context.WithCancel(context.Background())
@@ -207,6 +211,8 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer recSub.Close()
 		e.rec.run(recSub.C)
 	}()
+	// The recorder claims while claiming goes on (see recorder).
+	context.AfterFunc(loopCtx, func() { e.claiming.Store(false) })
 	e.loops.Add(2)
 	go func() {
 		defer e.loops.Done()
@@ -242,6 +248,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		return nil
 	}
 	e.stopped = true
+	e.claiming.Store(false)
 	e.mu.Unlock()
 	defer close(e.done)
 
@@ -310,19 +317,15 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 	e.retryDirty.Store(true)
 	var due time.Time // the next due retry; zero when none is known
 	for ctx.Err() == nil {
-		idle := cap(e.slots) - len(e.slots)
 		var retryAt <-chan time.Time
 		var retryTimer *time.Timer
-		if idle > 0 {
-			n := min(idle, e.cfg.ClaimBatch)
+		if n := e.reserveSlots(e.cfg.ClaimBatch); n > 0 {
 			// A claim outlives ctx (see claim): its steps are handed to workers even when the
 			// engine began stopping meanwhile, and Stop drains them like any running step.
 			runs, err := e.claim(ctx, n)
-			for _, r := range e.prepare(runs) {
-				e.slots <- struct{}{}
-				e.inflight.Add(1)
-				go e.work(r)
-			}
+			ready := e.prepare(runs)
+			e.startRuns(ready)
+			e.releaseSlots(n - len(ready))
 			if ctx.Err() != nil {
 				return
 			}
@@ -378,19 +381,56 @@ func (e *Engine) reconnects() *events.Subscription {
 	return e.hub.Subscribe(events.OnlyReconnects)
 }
 
-// work runs a prepared step on a worker and frees the worker once its handler has returned:
-// the outcome is recorded by the recorder, and the dispatcher, woken, claims the next steps
-// in one batch.
-func (e *Engine) work(r *run) {
-	defer func() {
+// reserveSlots takes up to n idle workers' slots, without waiting, and returns how many it
+// took. A slot taken counts as in flight (Stop waits for it) until it is released or its
+// step's worker is done with it. Only a loop that Stop waits for before it waits for the
+// slots (the dispatcher) may take slots: the recorder claims with the slots of the attempts it
+// records, which it holds already.
+func (e *Engine) reserveSlots(n int) int {
+	for got := range n {
+		select {
+		case e.slots <- struct{}{}:
+			e.inflight.Add(1)
+		default:
+			return got
+		}
+	}
+	return n
+}
+
+// releaseSlots frees n slots the caller holds.
+func (e *Engine) releaseSlots(n int) {
+	for range n {
 		<-e.slots
 		e.inflight.Done()
-		select {
-		case e.kick <- struct{}{}:
-		default:
-		}
-	}()
-	e.runStep(r)
+	}
+}
+
+// startRuns runs each prepared step on a worker, on a slot the caller holds.
+func (e *Engine) startRuns(runs []*run) {
+	for _, r := range runs {
+		go e.work(r)
+	}
+}
+
+// wake tells the dispatcher to look for work.
+func (e *Engine) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// work runs a prepared step on a worker, whose slot the caller holds. An outcome to record
+// goes to the recorder with the slot, which the recorder reuses for the steps it claims in
+// the recording's transaction (see recorder); otherwise the slot is freed here and the
+// dispatcher woken to claim the next steps.
+func (e *Engine) work(r *run) {
+	if e.runStep(r) {
+		return
+	}
+	e.releaseSlots(1)
+	e.wake()
 }
 
 // recoverLoop recovers expired claims every RecoveryInterval; while that fails it backs off
@@ -407,10 +447,7 @@ func (e *Engine) recoverLoop(ctx context.Context, reconnected <-chan struct{}) {
 		}
 		if n > 0 {
 			e.retryDirty.Store(true)
-			select {
-			case e.kick <- struct{}{}:
-			default:
-			}
+			e.wake()
 		}
 		if !dbretry.Wait(ctx, wait, wake) {
 			return

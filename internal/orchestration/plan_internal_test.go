@@ -259,7 +259,8 @@ func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (h
 
 // runHotStatements runs, once each, the statements the service repeats for every step and
 // every subscription wake-up, on db (whose pool is traced): a claim of 8 steps with their
-// inputs, the recording of their attempts (one failed, the others complete), the next retry
+// inputs, the recording of their attempts (one failed, the others complete) with the claim of
+// 2 more steps in its transaction, the next retry
 // time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
 // transition streams' re-reads.
 func runHotStatements(t *testing.T, db *gorm.DB) {
@@ -285,9 +286,11 @@ func runHotStatements(t *testing.T, db *gorm.DB) {
 		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
 	}
 	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
-	if _, err := e.recordBatch(ctx, batch); err != nil {
+	_, next, err := e.recordBatch(ctx, batch, 2) // and claims the next steps in its transaction
+	if err != nil {
 		t.Fatal(err)
 	}
+	next.close()
 	if _, _, err := e.nextRetryIn(ctx); err != nil {
 		t.Fatal(err)
 	}

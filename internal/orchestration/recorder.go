@@ -27,6 +27,7 @@ type result struct {
 	elapsed time.Duration
 	log     *slog.Logger
 	trace   trace.SpanContext // the run's span (see trace.go)
+	slot    bool              // the recorder holds the worker's slot (see Engine.work)
 }
 
 // maxRecordBatch caps the attempts recorded by one transaction.
@@ -36,6 +37,15 @@ const maxRecordBatch = 256
 // waiting when it becomes free (up to maxRecordBatch) and records them all in one transaction
 // (see recordBatch). While one batch commits, the next one gathers, so the batch size follows
 // the load and an idle engine records a lone result at once.
+//
+// A worker hands its slot to the recorder with its result. While the engine runs (between
+// Start and Stop), the recorder claims, in the transaction that records a batch, as many ready
+// steps as it holds slots (up to ClaimBatch), and runs them on those slots once it commits:
+// a busy engine thus commits once per batch of steps instead of twice (a claim, then a
+// recording), and the steps that the recorded attempts made ready (a task's next steps) are
+// claimed in the same commit. The slots left over are freed, and the dispatcher woken to fill
+// them. A claim made there is the dispatcher's claim (see claim) run in a transaction that also
+// records: it commits, its steps watched and their inputs read, or not at all.
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -61,55 +71,119 @@ func (r *recorder) close() {
 	<-r.done
 }
 
+// gatherWait is how long the recorder waits for the results of steps still running before it
+// records a batch (see gather): about one commit, which a batch of noop steps takes to finish.
+const gatherWait = time.Millisecond
+
 func (r *recorder) run(reconnected <-chan struct{}) {
 	r.reconnected = reconnected
 	defer close(r.done)
-	for first := range r.in {
-		batch := []result{first}
-	gather:
-		for len(batch) < maxRecordBatch {
+	r.loop()
+}
+
+// gather returns first and the results after it (up to maxRecordBatch): those waiting, and
+// while workers still run steps that this batch will not record, those that arrive within
+// gatherWait. The slots of a batch are reused by the steps claimed with it (see recorder), so
+// a batch that waits a moment for the steps that finish with it keeps the engine's steps
+// moving together: one commit for all its workers rather than a commit for the few that were
+// first, then another for the rest.
+func (r *recorder) gather(first result) []result {
+	batch := []result{first}
+	slots := 0
+	if first.slot {
+		slots++
+	}
+	var deadline <-chan time.Time
+	for len(batch) < maxRecordBatch {
+		var res result
+		var ok bool
+		select {
+		case res, ok = <-r.in:
+		default:
+			if slots >= len(r.e.slots) {
+				return batch // no step is running but those of the batch
+			}
+			if deadline == nil {
+				t := time.NewTimer(gatherWait)
+				defer t.Stop()
+				deadline = t.C
+			}
 			select {
-			case res, ok := <-r.in:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, res)
-			default:
-				break gather
+			case res, ok = <-r.in:
+			case <-deadline:
+				return batch
 			}
 		}
-		r.flush(batch)
+		if !ok {
+			return batch
+		}
+		batch = append(batch, res)
+		if res.slot {
+			slots++
+		}
+	}
+	return batch
+}
+
+func (r *recorder) loop() {
+	e := r.e
+	for first := range r.in {
+		batch := r.gather(first)
+		slots := 0
+		for _, res := range batch {
+			if res.slot {
+				slots++
+			}
+		}
+		claim := 0
+		if e.claiming.Load() {
+			claim = min(slots, e.cfg.ClaimBatch)
+		}
+		runs := r.flush(batch, claim)
+		e.startRuns(runs)
+		e.releaseSlots(slots - len(runs))
+		e.wake()
 	}
 }
 
-// flush records one batch, reports every outcome to the observer and wakes the dispatcher:
-// the recorded steps may have made others ready. When the database refuses the batch, each of
-// its results is recorded alone, so that one result the database refuses cannot take the
-// others down with it; a batch that failed for want of a database is not split (each result
-// would wait as long again).
-func (r *recorder) flush(batch []result) {
+// flush records one batch, claims up to claim ready steps in the same transaction, reports
+// every outcome to the observer and returns the runs of the claimed steps, ready to run (see
+// prepare). When the database refuses the batch, it is recorded again without claiming, and
+// then, if still refused, each of its results is recorded alone, so that one result the
+// database refuses cannot take the others down with it; a batch that failed for want of a
+// database is not split (each result would wait as long again).
+func (r *recorder) flush(batch []result, claim int) []*run {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	began := time.Now()
 	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
 	// a batch that did commit has released its claims, and a second recording of it finds
 	// them gone.
 	var kept map[int64]bool
+	var c claimed
 	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
-		kept, err = e.recordBatch(ctx, batch)
+		kept, c, err = e.recordBatch(ctx, batch, claim)
 		return err
 	})
 	endRecord(spans, err)
-	if err != nil && len(batch) > 1 && !dbretry.Transient(err) {
-		e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
-			"attempts", len(batch), "error", err)
-		for _, res := range batch {
-			r.flush([]result{res})
+	if err != nil && !dbretry.Transient(err) {
+		if claim > 0 {
+			e.log.Warn("orchestration: recording a batch and claiming failed; recording it without claiming",
+				"attempts", len(batch), "error", err)
+			return r.flush(batch, 0)
 		}
-		return
+		if len(batch) > 1 {
+			e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
+				"attempts", len(batch), "error", err)
+			for _, res := range batch {
+				r.flush([]result{res}, 0)
+			}
+			return nil
+		}
 	}
 	if err != nil {
 		e.log.Error("orchestration: recording attempts failed; the lease will recover their steps",
@@ -128,10 +202,11 @@ func (r *recorder) flush(batch []result) {
 			res.log.Info("orchestration: claim lost before recording, result discarded")
 		}
 	}
-	select {
-	case e.kick <- struct{}{}:
-	default:
+	if claim == 0 {
+		return nil
 	}
+	runs, _ := e.claimed(ctx, began, claim, c, err)
+	return e.prepare(runs)
 }
 
 // stepOutcome is what one attempt writes to its step row, and the move of its step.
@@ -153,11 +228,16 @@ type stepOutcome struct {
 //     retryable cleared for a permanent failure, in one statement;
 //   - the tasks are settled from their execution contexts (see FinalizeTask).
 //
-// It returns which steps were recorded (kept).
-func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]bool, error) {
+// Then, in the same transaction, it claims up to claim ready steps (see claimIn), the steps
+// the batch made ready among them. It returns which steps were recorded (kept) and what it
+// claimed, which the caller hands to claimed.
+func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (map[int64]bool, claimed, error) {
 	kept := map[int64]bool{}
+	var c claimed
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
+		c.close()
+		c = claimed{}
 		taskIDs := make([]int64, 0, len(batch))
 		for _, res := range batch {
 			taskIDs = append(taskIDs, res.step.TaskID)
@@ -206,13 +286,17 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result) (map[int64]boo
 			}
 		}
 		slices.Sort(settle)
-		_, err = finalizeTasks(ctx, tx, slices.Compact(settle))
+		if _, err = finalizeTasks(ctx, tx, slices.Compact(settle)); err != nil {
+			return err
+		}
+		c, err = e.claimIn(ctx, tx, claim)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+		c.close()
+		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
-	return kept, nil
+	return kept, c, nil
 }
 
 // lockHeldClaims locks, in id order, the steps of batch whose claims are still held with the

@@ -196,9 +196,9 @@ func (r *run) close() {
 
 // runStep runs one prepared step: its handler runs under the step timeout while the lease is
 // renewed and the claim watched; the outcome goes to the recorder, which records the attempt
-// and finalises the task. A step whose claim was lost meanwhile is discarded; on a hard stop
-// the step is released at once.
-func (e *Engine) runStep(r *run) {
+// and finalises the task, with the worker's slot (runStep then returns true). A step whose
+// claim was lost meanwhile is discarded; on a hard stop the step is released at once.
+func (e *Engine) runStep(r *run) (handedOver bool) {
 	defer r.close()
 	s, in, log, hctx := r.s, r.in, r.log, r.ctx
 	hctx, span := startRun(hctx, s, in.Name)
@@ -234,7 +234,7 @@ func (e *Engine) runStep(r *run) {
 	case errors.Is(cause, errClaimLost):
 		log.Info("orchestration: claim lost while running, result discarded")
 		e.observeFinished(in.Name, OutcomeClaimLost, elapsed)
-		return
+		return false
 	case hctx.Err() != nil:
 		// Hard stop: release the step now rather than wait for its lease.
 		e.observeFinished(in.Name, OutcomeStopped, elapsed)
@@ -247,17 +247,18 @@ func (e *Engine) runStep(r *run) {
 		})
 		if err != nil {
 			log.Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
-			return
+			return false
 		}
 		if ok {
 			if _, err := e.svc.FinalizeTask(rctx, s.TaskID); err != nil {
 				log.Error("orchestration: finalising task", "error", err)
 			}
 		}
-		return
+		return false
 	}
 	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log,
-		trace: span.SpanContext()})
+		trace: span.SpanContext(), slot: true})
+	return true
 }
 
 // stepHandler resolves the step's handler. Resolving may read the named task's configuration

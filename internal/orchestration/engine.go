@@ -143,6 +143,7 @@ type Engine struct {
 	kick           chan struct{} // a worker or the recorder finished: look for work
 	rec            *recorder     // records finished attempts, in batches
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
+	running        atomic.Int64  // steps whose handlers run (see recorder.gather)
 	claiming       atomic.Bool   // between Start and Stop: the recorder may claim steps
 
 	// One failure streak per loop that talks to the database (see internal/dbretry): claims
@@ -408,6 +409,7 @@ func (e *Engine) releaseSlots(n int) {
 
 // startRuns runs each prepared step on a worker, on a slot the caller holds.
 func (e *Engine) startRuns(runs []*run) {
+	e.running.Add(int64(len(runs)))
 	for _, r := range runs {
 		go e.work(r)
 	}
@@ -429,6 +431,7 @@ func (e *Engine) work(r *run) {
 	if e.runStep(r) {
 		return
 	}
+	e.running.Add(-1)
 	e.releaseSlots(1)
 	e.wake()
 }

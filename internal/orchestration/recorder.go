@@ -75,12 +75,6 @@ func (r *recorder) close() {
 // records a batch (see gather): about one commit, which a batch of noop steps takes to finish.
 const gatherWait = time.Millisecond
 
-func (r *recorder) run(reconnected <-chan struct{}) {
-	r.reconnected = reconnected
-	defer close(r.done)
-	r.loop()
-}
-
 // gather returns first and the results after it (up to maxRecordBatch): those waiting, and
 // while workers still run steps that this batch will not record, those that arrive within
 // gatherWait. The slots of a batch are reused by the steps claimed with it (see recorder), so
@@ -89,10 +83,6 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 // first, then another for the rest.
 func (r *recorder) gather(first result) []result {
 	batch := []result{first}
-	slots := 0
-	if first.slot {
-		slots++
-	}
 	var deadline <-chan time.Time
 	for len(batch) < maxRecordBatch {
 		var res result
@@ -100,8 +90,8 @@ func (r *recorder) gather(first result) []result {
 		select {
 		case res, ok = <-r.in:
 		default:
-			if slots >= len(r.e.slots) {
-				return batch // no step is running but those of the batch
+			if r.e.running.Load() <= 0 {
+				return batch // no step is running: no result is on its way
 			}
 			if deadline == nil {
 				t := time.NewTimer(gatherWait)
@@ -118,14 +108,13 @@ func (r *recorder) gather(first result) []result {
 			return batch
 		}
 		batch = append(batch, res)
-		if res.slot {
-			slots++
-		}
 	}
 	return batch
 }
 
-func (r *recorder) loop() {
+func (r *recorder) run(reconnected <-chan struct{}) {
+	r.reconnected = reconnected
+	defer close(r.done)
 	e := r.e
 	for first := range r.in {
 		batch := r.gather(first)

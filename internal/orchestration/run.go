@@ -256,6 +256,7 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 		}
 		return false
 	}
+	e.running.Add(-1)
 	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log,
 		trace: span.SpanContext(), slot: true})
 	return true

@@ -58,7 +58,7 @@ func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		c.close()
 		var err error
-		c, err = e.claimIn(ctx, tx, n)
+		c, err = e.claimIn(ctx, tx, n, nil)
 		return err
 	})
 	return e.claimed(ctx, began, n, c, err)
@@ -76,26 +76,33 @@ func (c claimed) close() { closeRuns(c.runs) }
 
 // claimIn claims up to n ready steps in tx (see claim for what it does and why); the caller
 // commits tx, then hands the result to claimed. It claims nothing for n <= 0.
-func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, error) {
-	if n <= 0 {
-		return claimed{}, nil
+//
+// settle is the moves of tasks that tx settles (see planSettling), whose row locks it holds:
+// they are written in the same batch as the moves that start the claimed steps' tasks (one
+// statement fewer than two batches; the claim cannot take a step of a task being settled,
+// which has none ready), and any refusal of them is an error, as in finalizeTasks.
+func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle []sm.Move) (claimed, error) {
+	var steps []claimedStep
+	if n > 0 {
+		rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
+		if err != nil {
+			return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
+		}
+		steps = make([]claimedStep, len(rows))
+		for i, r := range rows {
+			steps[i].ClaimedStep = r
+		}
+		if len(steps) > 0 {
+			if steps, err = e.startSteps(ctx, tx, steps); err != nil {
+				return claimed{}, err
+			}
+		}
 	}
-	rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
-	if err != nil {
-		return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
-	}
-	if len(rows) == 0 {
-		return claimed{}, nil
-	}
-	steps := make([]claimedStep, len(rows))
-	for i, r := range rows {
-		steps[i].ClaimedStep = r
-	}
-	if steps, err = e.startSteps(ctx, tx, steps); err != nil {
+	if err := e.startTasks(ctx, tx, steps, settle); err != nil {
 		return claimed{}, err
 	}
-	if err := e.startTasks(ctx, tx, steps); err != nil {
-		return claimed{}, err
+	if len(steps) == 0 {
+		return claimed{}, nil
 	}
 	c := claimed{steps: steps, runs: e.watch(steps)}
 	return c, readInputs(ctx, tx, c.runs)
@@ -178,27 +185,38 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 
 // startTasks moves the pending tasks of started steps to in_progress, skipping task rows that
 // another transaction holds (see claim). Losing the race to another engine (the task is
-// already in_progress) or to an operator is not an error.
-func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claimedStep) error {
+// already in_progress) or to an operator is not an error. The moves of settle (see claimIn)
+// go first, in the same batch; a refusal of one of them is returned.
+func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claimedStep, settle []sm.Move) error {
 	var ids []int64
 	for _, s := range steps {
 		if s.TaskNew && !slices.Contains(ids, s.TaskID) {
 			ids = append(ids, s.TaskID)
 		}
 	}
-	if len(ids) == 0 {
+	moves := slices.Clip(settle)
+	if len(ids) > 0 {
+		free, err := tx.LockTasksSkipLocked(ctx, ids)
+		if err != nil {
+			return fmt.Errorf("locking tasks to start: %w", err)
+		}
+		for _, id := range free {
+			moves = append(moves, sm.Move{ID: id, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}})
+		}
+	}
+	if len(moves) == 0 {
 		return nil
 	}
-	free, err := tx.LockTasksSkipLocked(ctx, ids)
+	_, refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
 	if err != nil {
-		return fmt.Errorf("locking tasks to start: %w", err)
+		return err
 	}
-	moves := make([]sm.Move, len(free))
-	for i, id := range free {
-		moves[i] = sm.Move{ID: id, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}}
+	for _, te := range refused {
+		if slices.ContainsFunc(settle, func(m sm.Move) bool { return m.ID == te.ID }) {
+			return te
+		}
 	}
-	_, _, err = sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
-	return err
+	return nil
 }
 
 // claimKeys returns the step ids and claim tokens of n claimed steps, step(i) being the i-th.

@@ -52,17 +52,42 @@ func finalizeLocked(ctx context.Context, tx *store.Store, taskID int64) (models.
 // FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
 // returns each task's state afterwards; a task that does not exist is absent.
 func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[int64]models.State, error) {
-	settleable, finished, states, err := settleableTasks(ctx, tx, taskIDs)
+	s, err := planSettling(ctx, tx, taskIDs)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := sm.TransitionHeldTasks(ctx, tx, s.moves); err != nil {
+		return nil, err
+	}
+	if err := s.markComplete(ctx, tx); err != nil {
+		return nil, err
+	}
+	return s.states, nil
+}
+
+// settling is what finalising tasks calls for, read but not yet written: the tasks' moves, in
+// the order they must be made, the tasks they complete, and each task's state once they are
+// made.
+type settling struct {
+	moves     []sm.Move
+	completed []int64
+	states    map[int64]models.State
+}
+
+// planSettling reads, for tasks whose row locks tx holds, what settling them calls for (see
+// FinalizeTask), in one statement, or two when an execution context must be read. The
+// caller makes the moves (with the tasks still locked), then markComplete.
+func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settling, error) {
+	settleable, finished, states, err := settleableTasks(ctx, tx, taskIDs)
+	if err != nil {
+		return settling{}, err
 	}
 	ecs, err := tx.ExecutionContexts(ctx, settleable)
 	if err != nil {
-		return nil, err
+		return settling{}, err
 	}
 	ecs = append(ecs, finished...)
-	var moves []sm.Move
-	var completed []int64
+	s := settling{states: states}
 	for _, ec := range ecs {
 		states[ec.TaskID] = ec.Status
 		if ec.Status != models.StatePending && ec.Status != models.StateInProgress {
@@ -71,28 +96,31 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 		switch ec.ExecutionStatus {
 		case "all_complete":
 			if ec.Status == models.StatePending {
-				moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateInProgress, Metadata: map[string]any{"reason": "finalize"}})
+				s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateInProgress, Metadata: map[string]any{"reason": "finalize"}})
 			}
-			moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateComplete, Metadata: map[string]any{
+			s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateComplete, Metadata: map[string]any{
 				"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}})
-			completed = append(completed, ec.TaskID)
+			s.completed = append(s.completed, ec.TaskID)
 			states[ec.TaskID] = models.StateComplete
 		case "blocked_by_failures":
-			moves = append(moves, sm.Move{ID: ec.TaskID, To: models.StateError, Metadata: map[string]any{
+			s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateError, Metadata: map[string]any{
 				"reason": "blocked_by_failures", "permanently_blocked_steps": ec.PermanentlyBlockedSteps,
 				"failed_steps": ec.FailedSteps}})
 			states[ec.TaskID] = models.StateError
 		}
 	}
-	if _, err := sm.TransitionHeldTasks(ctx, tx, moves); err != nil {
-		return nil, err
+	return s, nil
+}
+
+// markComplete flags the tasks the settling completes, once their moves are written.
+func (s settling) markComplete(ctx context.Context, tx *store.Store) error {
+	if len(s.completed) == 0 {
+		return nil
 	}
-	if len(completed) > 0 {
-		if err := tx.MarkTasksComplete(ctx, completed); err != nil {
-			return nil, fmt.Errorf("marking tasks %v complete: %w", completed, err)
-		}
+	if err := tx.MarkTasksComplete(ctx, s.completed); err != nil {
+		return fmt.Errorf("marking tasks %v complete: %w", s.completed, err)
 	}
-	return states, nil
+	return nil
 }
 
 // settleableTasks returns the tasks among ids that may be settled (see store.TasksSettling)

@@ -218,8 +218,9 @@ type stepOutcome struct {
 //   - the tasks are settled from their execution contexts (see FinalizeTask).
 //
 // Then, in the same transaction, it claims up to claim ready steps (see claimIn), the steps
-// the batch made ready among them. It returns which steps were recorded (kept) and what it
-// claimed, which the caller hands to claimed.
+// the batch made ready among them; the tasks' settling moves are written in one batch with the
+// moves that start the claimed steps' tasks. It returns which steps were recorded (kept) and
+// what it claimed, which the caller hands to claimed.
 func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (map[int64]bool, claimed, error) {
 	kept := map[int64]bool{}
 	var c claimed
@@ -275,11 +276,14 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 			}
 		}
 		slices.Sort(settle)
-		if _, err = finalizeTasks(ctx, tx, slices.Compact(settle)); err != nil {
+		settling, err := planSettling(ctx, tx, slices.Compact(settle))
+		if err != nil {
 			return err
 		}
-		c, err = e.claimIn(ctx, tx, claim)
-		return err
+		if c, err = e.claimIn(ctx, tx, claim, settling.moves); err != nil {
+			return err
+		}
+		return settling.markComplete(ctx, tx)
 	})
 	if err != nil {
 		c.close()

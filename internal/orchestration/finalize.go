@@ -153,16 +153,6 @@ func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settlea
 	return settleable, finished, states, nil
 }
 
-// lockTasks takes the row locks of the existing tasks among ids, in id order (so that
-// transactions locking several tasks never deadlock), and returns the ids it locked.
-func lockTasks(ctx context.Context, tx *store.Store, ids []int64) ([]int64, error) {
-	locked, err := tx.LockTasks(ctx, ids)
-	if err != nil {
-		return nil, fmt.Errorf("locking tasks: %w", err)
-	}
-	return locked, nil
-}
-
 // lockTask takes the task's row lock (the same lock the state machine takes), or returns an
 // errs.NotFound.
 func lockTask(ctx context.Context, tx *store.Store, taskID int64) error {

@@ -209,8 +209,9 @@ type stepOutcome struct {
 //   - the tasks of the batch are locked first, in id order (the engine's lock order is task,
 //     then step), so the recordings of one task's steps, in this engine or another, are
 //     serialised and the last one sees every result: a task is completed exactly once;
-//   - the steps whose claims are still held (same token, still in_process) are locked; an
-//     attempt whose claim was taken away (cancelled, recovered) is discarded, not written;
+//   - the steps whose claims are still held (same token, still in_process) are locked, in the
+//     same statement as the tasks (store.LockHeldClaims); an attempt whose claim was taken
+//     away (cancelled, recovered) is discarded, not written;
 //   - the steps move to complete or error in one batch of transitions, and their rows get
 //     attempts + 1, last_attempted_at, the claim cleared, and either processed with the
 //     results, or the error in results, the requested delay (Retry-After, capped) and
@@ -234,10 +235,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 		}
 		slices.Sort(taskIDs)
 		taskIDs = slices.Compact(taskIDs)
-		if _, err := lockTasks(ctx, tx, taskIDs); err != nil {
-			return err
-		}
-		held, err := lockHeldClaims(ctx, tx, batch)
+		held, err := lockHeldClaims(ctx, tx, taskIDs, batch)
 		if err != nil {
 			return err
 		}
@@ -292,13 +290,13 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 	return kept, c, nil
 }
 
-// lockHeldClaims locks, in id order, the steps of batch whose claims are still held with the
-// batch's tokens, and returns them.
-func lockHeldClaims(ctx context.Context, tx *store.Store, batch []result) (map[int64]bool, error) {
+// lockHeldClaims locks the tasks taskIDs, then, in id order, the steps of batch whose claims
+// are still held with the batch's tokens, in one statement, and returns those steps.
+func lockHeldClaims(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result) (map[int64]bool, error) {
 	ids, tokens := claimKeys(len(batch), func(i int) claimedStep { return batch[i].step })
-	locked, err := tx.LockHeldClaims(ctx, ids, tokens)
+	locked, err := tx.LockHeldClaims(ctx, taskIDs, ids, tokens)
 	if err != nil {
-		return nil, fmt.Errorf("locking claimed steps: %w", err)
+		return nil, fmt.Errorf("locking tasks and claimed steps: %w", err)
 	}
 	held := make(map[int64]bool, len(locked))
 	for _, id := range locked {

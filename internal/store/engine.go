@@ -136,15 +136,6 @@ func (s *Store) LockTasksSkipLocked(ctx context.Context, ids []int64) ([]int64, 
 	return free, err
 }
 
-// LockTasks takes the row locks of the existing tasks among ids, in id order (so that
-// transactions locking several tasks never deadlock), and returns the ids it locked.
-func (s *Store) LockTasks(ctx context.Context, ids []int64) ([]int64, error) {
-	var locked []int64
-	err := s.conn(ctx).Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE`,
-		database.Array[int64](ids)).Scan(&locked).Error
-	return locked, err
-}
-
 // LockTask takes one task's row lock (the lock the state machine takes) and reports whether
 // the task exists.
 func (s *Store) LockTask(ctx context.Context, taskID int64) (bool, error) {
@@ -200,18 +191,26 @@ func (s *Store) NextRetry(ctx context.Context) (at *time.Time, now time.Time, er
 	return row.At, row.Now, err
 }
 
-// LockHeldClaims locks, in id order, the steps among stepIDs whose claims are still held with
-// the token at the same index of tokens, and returns them.
-func (s *Store) LockHeldClaims(ctx context.Context, stepIDs []int64, tokens []string) ([]int64, error) {
+// LockHeldClaims takes, in one statement, the row locks of the existing tasks among taskIDs
+// (in id order, so that transactions locking several tasks never deadlock) and then those of the steps among stepIDs whose claims are still held with the
+// token at the same index of tokens (in id order), and returns those steps. The engine's lock
+// order (task, then step) holds within the statement: the tasks are locked by an uncorrelated
+// subquery that the step scan's filter needs before it lets any row through, so every task
+// lock is taken before the first step lock.
+func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, tokens []string) ([]int64, error) {
 	var locked []int64
 	err := s.conn(ctx).Raw(`
+		WITH tasks AS MATERIALIZED (
+		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
+		)
 		SELECT ws.workflow_step_id
 		FROM tasker_workflow_steps ws
 		JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
 		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
-		WHERE ws.in_process
+		WHERE ws.in_process AND (SELECT count(*) FROM tasks) >= 0
 		ORDER BY ws.workflow_step_id
-		FOR UPDATE OF ws`, database.Array[int64](stepIDs), database.Array[string](tokens)).Scan(&locked).Error
+		FOR UPDATE OF ws`, database.Array[int64](taskIDs), database.Array[int64](stepIDs),
+		database.Array[string](tokens)).Scan(&locked).Error
 	return locked, err
 }
 

@@ -53,6 +53,7 @@ func TestReadOverrides(t *testing.T) {
 		"TASKER_GRAPHQL_MAX_DEPTH":     "9",
 		"TASKER_REFRESH_DEBOUNCE":      "2s",
 		"TASKER_RETENTION":             "*=30d",
+		"TASKER_RETENTION_DUTY":        "25%",
 		"TASKER_TRACING":               "on",
 	}))
 	if err != nil {
@@ -70,7 +71,8 @@ func TestReadOverrides(t *testing.T) {
 		t.Errorf("workers: %+v, no workers %v", cfg.Workers, cfg.NoWorkers)
 	}
 	if cfg.Limits.RatePerSecond != 5 || !cfg.RateLimitSet || cfg.API.MaxDepth != 9 || cfg.API.QueryStats ||
-		cfg.Refresh.Debounce != 2*time.Second || cfg.Retention.Policy.Forever() || !cfg.Tracing.Enabled {
+		cfg.Refresh.Debounce != 2*time.Second || cfg.Retention.Policy.Forever() || cfg.Retention.Duty != 25 ||
+		!cfg.Tracing.Enabled {
 		t.Errorf("sections: %+v", cfg)
 	}
 }
@@ -105,6 +107,7 @@ func TestReadRejectsBadValues(t *testing.T) {
 		{"TASKER_GRAPHQL_MAX_COMPLEXITY", "0", `TASKER_GRAPHQL_MAX_COMPLEXITY="0"`},
 		{"TASKER_REFRESH_SCHEDULE", "whenever", `TASKER_REFRESH_SCHEDULE="whenever"`},
 		{"TASKER_RETENTION_BATCH", "0", `TASKER_RETENTION_BATCH="0"`},
+		{"TASKER_RETENTION_DUTY", "0", `TASKER_RETENTION_DUTY="0"`},
 		{"TASKER_TRACING", "maybe", `TASKER_TRACING="maybe"`},
 		{"TASKER_AUTH", "sometimes", `TASKER_AUTH="sometimes"`},
 	} {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -298,29 +299,48 @@ func (l *load) halt() int64 {
 // most this machine sustains; a feeder keeps 20,000 steps queued), and reports the engine's
 // steps/s in the windows before and after the run (base-steps/s, their mean) and during it
 // (run-steps/s), the drop in % (drop-%), and the run's own rate (deleted-steps/s) and time
-// (run-s). Each configuration (pause = the Config.Pause of the run) gets a fresh database.
+// (run-s). Each duty cycle (Config.Duty) gets a fresh database.
 // After the run it checks that exactly the finished old tasks are gone: every unfinished old
 // task and every fresh task is kept.
 func BenchmarkRunUnderLoad(b *testing.B) {
 	for _, steps := range benchSizes(b) {
-		for _, pause := range []float64{0} {
-			b.Run(fmt.Sprintf("steps=%d/pause=%g", steps, pause), func(b *testing.B) {
+		for _, duty := range benchDuties(b) {
+			b.Run(fmt.Sprintf("steps=%d/duty=%d", steps, duty), func(b *testing.B) {
 				for range b.N {
-					runUnderLoad(b, steps, pause)
+					runUnderLoad(b, steps, duty)
 				}
 			})
 		}
 	}
 }
 
-func runUnderLoad(b *testing.B, steps int, pause float64) {
+// benchDuties are the duty cycles BenchmarkRunUnderLoad compares: TASKER_BENCH_RETENTION_DUTY,
+// a comma-separated list of percentages, default 100 (no pause) and retention.DefaultDuty.
+func benchDuties(b *testing.B) []int {
+	b.Helper()
+	v := os.Getenv("TASKER_BENCH_RETENTION_DUTY")
+	if v == "" {
+		return []int{100, retention.DefaultDuty}
+	}
+	var duties []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 100 {
+			b.Fatalf("TASKER_BENCH_RETENTION_DUTY=%q: %q is not a percentage in 1..100", v, f)
+		}
+		duties = append(duties, n)
+	}
+	return duties
+}
+
+func runUnderLoad(b *testing.B, steps, duty int) {
 	b.StopTimer()
 	d := newOldData(b, steps)
 	policy, err := retention.ParsePolicy("*=1h")
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := retention.New(d.db, retention.Config{Policy: policy, Schedule: "off"}, slog.New(slog.DiscardHandler))
+	r, err := retention.New(d.db, retention.Config{Policy: policy, Schedule: "off", Duty: duty}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -332,9 +352,7 @@ func runUnderLoad(b *testing.B, steps int, pause float64) {
 	before, _ := l.window(func() { time.Sleep(window) })
 	var res retention.Result
 	var runErr error
-	walFrom := walLSN(b, d.db)
 	during, took := l.window(func() { res, runErr = r.Run(context.Background()) })
-	wal := walDiff(b, d.db, walFrom)
 	after, _ := l.window(func() { time.Sleep(window) })
 	b.StopTimer()
 	fresh := l.halt()
@@ -346,8 +364,8 @@ func runUnderLoad(b *testing.B, steps int, pause float64) {
 	}
 	d.checkKept(b, fresh)
 	base := (before + after) / 2
-	b.Logf("engine: %.0f steps/s before, %.0f during (%s), %.0f after; run: %d tasks (%d steps) in %d batches, WAL %d MB",
-		before, during, took.Round(time.Millisecond), after, res.Tasks, d.finishedSteps, res.Batches, wal>>20)
+	b.Logf("engine: %.0f steps/s before, %.0f during (%s), %.0f after; run: %d tasks (%d steps) in %d batches, paused %s",
+		before, during, took.Round(time.Millisecond), after, res.Tasks, d.finishedSteps, res.Batches, res.Paused.Round(time.Millisecond))
 	b.ReportMetric(base, "base-steps/s")
 	b.ReportMetric(during, "run-steps/s")
 	b.ReportMetric((1-during/base)*100, "drop-%")
@@ -389,19 +407,337 @@ func mustScan(b testing.TB, db *gorm.DB, dst any, sql string, args ...any) {
 	}
 }
 
-// walLSN is the server's current WAL position.
-func walLSN(b testing.TB, db *gorm.DB) string {
-	b.Helper()
-	var lsn string
-	mustScan(b, db, &lsn, `SELECT pg_current_wal_lsn()::text`)
-	return lsn
+// walMeter counts the WAL bytes of the records that touch one database's relations: the
+// server is shared, so differences of pg_current_wal_lsn would count every database's
+// writes. It reads the records with pg_walinspect (as the server's superuser) every 200 ms
+// while it runs, so that no segment is recycled before it is read. Records that touch no
+// relation (commit records, about 50 bytes a transaction) are not counted.
+type walMeter struct {
+	b     testing.TB
+	admin *gorm.DB
+	oid   uint32
+	from  string
+	bytes int64
+	stop  chan struct{}
+	done  chan struct{}
+	err   error
 }
 
-// walDiff is the number of WAL bytes the server wrote since from (every database's).
-func walDiff(b testing.TB, db *gorm.DB, from string) int64 {
+// newWALAdmin opens a superuser connection to the database of url, with pg_walinspect.
+func newWALAdmin(b testing.TB, url string) (*gorm.DB, uint32) {
 	b.Helper()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin, err := neturl.Parse(dbtest.ServerURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin.Path = u.Path
+	db, err := database.Open(context.Background(), admin.String(), database.Options{MaxOpenConns: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = database.Close(db) })
+	mustExec(b, db, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
+	var oid uint32
+	mustScan(b, db, &oid, `SELECT oid FROM pg_database WHERE datname = current_database()`)
+	return db, oid
+}
+
+func startWAL(b testing.TB, admin *gorm.DB, oid uint32) *walMeter {
+	b.Helper()
+	m := &walMeter{b: b, admin: admin, oid: oid, stop: make(chan struct{}), done: make(chan struct{})}
+	mustScan(b, admin, &m.from, `SELECT pg_current_wal_flush_lsn()::text`)
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for m.err == nil {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+				m.read()
+			}
+		}
+	}()
+	return m
+}
+
+// read adds the bytes of this database's records from m.from to the flushed end of the WAL.
+func (m *walMeter) read() {
+	var to string
 	var n int64
-	mustScan(b, db, &n, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), ?::pg_lsn)::bigint`, from)
-	return n
+	if m.err = m.admin.Raw(`SELECT pg_current_wal_flush_lsn()::text`).Row().Scan(&to); m.err != nil || to == m.from {
+		return
+	}
+	if m.err = m.admin.Raw(`SELECT coalesce(sum(record_length), 0) FROM pg_get_wal_records_info(?::pg_lsn, ?::pg_lsn)
+		WHERE block_ref ~ ('rel \d+/' || ?::bigint || '/')`, m.from, to, int64(m.oid)).Row().Scan(&n); m.err != nil {
+		return
+	}
+	m.bytes += n
+	m.from = to
 }
 
+// Stop ends the meter, reads what is left (every commit has flushed its records) and returns
+// the bytes counted.
+func (m *walMeter) Stop() int64 {
+	m.b.Helper()
+	close(m.stop)
+	<-m.done
+	if m.err == nil {
+		m.read()
+	}
+	if m.err != nil {
+		m.b.Fatalf("reading the WAL: %v", m.err)
+	}
+	return m.bytes
+}
+
+// transitionTable is one of the two transition tables and the column naming its owner.
+type transitionTable struct{ name, owner string }
+
+var transitionTables = []transitionTable{
+	{"tasker_workflow_step_transitions", "workflow_step_id"},
+	{"tasker_task_transitions", "task_id"},
+}
+
+// copies makes, for each transition table, two copies of its rows with created_at moved back
+// 90 days (so that the old rows lie in months that are over): bench_rows_<owner> with the
+// real table's indexes and constraints, and bench_parts_<owner> partitioned by created_at
+// month (from the month of the oldest row to the month after this one), with the same
+// indexes except that its unique ones must include created_at, so that one current row per
+// owner and (owner, sort_key) are no longer enforced. It returns the number of partitions per
+// table and the partitions that hold the old rows.
+func copies(b *testing.B, db, admin *gorm.DB) (partitions int, old []string) {
+	b.Helper()
+	var months []time.Time
+	if err := db.Raw(`SELECT generate_series(date_trunc('month', min(created_at) - interval '90 days'),
+		date_trunc('month', now()) + interval '1 month', interval '1 month')
+		FROM tasker_workflow_step_transitions`).Scan(&months).Error; err != nil {
+		b.Fatal(err)
+	}
+	var newest time.Time
+	mustScan(b, db, &newest, `SELECT max(created_at) - interval '90 days' FROM tasker_workflow_step_transitions`)
+	for _, t := range transitionTables {
+		rows, parts := "bench_rows_"+t.owner, "bench_parts_"+t.owner
+		mustExec(b, db, `CREATE TABLE `+rows+` (LIKE `+t.name+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)`)
+		mustExec(b, db, `CREATE TABLE `+parts+` (LIKE `+t.name+` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+			PARTITION BY RANGE (created_at)`)
+		for _, q := range []string{
+			`ALTER TABLE %[1]s ADD PRIMARY KEY (id, created_at)`,
+			`CREATE UNIQUE INDEX ON %[1]s (%[2]s, sort_key, created_at)`,
+			`CREATE INDEX ON %[1]s (%[2]s) INCLUDE (to_state, created_at) WHERE most_recent`,
+			`CREATE INDEX ON %[1]s (created_xid)`,
+		} {
+			mustExec(b, db, fmt.Sprintf(q, parts, t.owner))
+		}
+		if t.owner == "workflow_step_id" {
+			mustExec(b, db, `CREATE INDEX ON `+parts+` (workflow_step_id) WHERE most_recent AND to_state = 'in_progress'`)
+		}
+		for i := 0; i+1 < len(months); i++ {
+			p := fmt.Sprintf("%s_%s", parts, months[i].Format("200601"))
+			mustExec(b, db, fmt.Sprintf(`CREATE TABLE %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')`,
+				p, parts, months[i].Format(time.RFC3339), months[i+1].Format(time.RFC3339)))
+			if t.owner == "workflow_step_id" && months[i].Before(newest) {
+				old = append(old, strings.TrimPrefix(p, parts))
+			}
+		}
+		for _, c := range []string{rows, parts} {
+			mustExec(b, db, `INSERT INTO `+c+` SELECT id, `+t.owner+`, to_state, from_state, metadata, sort_key, most_recent,
+				created_at - interval '90 days', updated_at - interval '90 days', created_xid FROM `+t.name)
+		}
+	}
+	mustExec(b, db, `VACUUM ANALYZE`)
+	return len(months) - 1, old
+}
+
+// removal is the cost of removing every row of both copies of one kind.
+type removal struct {
+	took time.Duration
+	wal  int64
+}
+
+// deleteRows deletes every old row of the bench_rows copies (the rows the write rounds of
+// BenchmarkPartitionsVsRowDeletes add, sort_key 100 and up, are new) as retention would: in
+// batches of the transitions of batch tasks (their steps' rows, then theirs), one
+// transaction each.
+func deleteRows(b *testing.B, db, admin *gorm.DB, oid uint32, batch int) removal {
+	b.Helper()
+	wal, began := startWAL(b, admin, oid), time.Now()
+	var last int64
+	for {
+		var ids []int64
+		if err := db.Raw(`SELECT task_id FROM tasker_tasks WHERE task_id > ? ORDER BY task_id LIMIT ?`, last, batch).
+			Scan(&ids).Error; err != nil {
+			b.Fatal(err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		last = ids[len(ids)-1]
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec(`DELETE FROM bench_rows_workflow_step_id WHERE sort_key < 100 AND workflow_step_id IN
+				(SELECT workflow_step_id FROM tasker_workflow_steps WHERE task_id = ANY(?))`, database.Array[int64](ids)).Error; err != nil {
+				return err
+			}
+			return tx.Exec(`DELETE FROM bench_rows_task_id WHERE task_id = ANY(?)`, database.Array[int64](ids)).Error
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	took := time.Since(began)
+	return removal{took, wal.Stop()}
+}
+
+// dropPartitions drops the partitions of the bench_parts copies that hold the old rows.
+func dropPartitions(b *testing.B, db, admin *gorm.DB, oid uint32, old []string) removal {
+	b.Helper()
+	wal, began := startWAL(b, admin, oid), time.Now()
+	for _, t := range transitionTables {
+		for _, p := range old {
+			mustExec(b, db, `DROP TABLE bench_parts_`+t.owner+p)
+		}
+	}
+	took := time.Since(began)
+	return removal{took, wal.Stop()}
+}
+
+// timeRounds runs op rounds times against each copy, alternating rows and parts, and
+// returns the mean time of one op on each.
+func timeRounds(b *testing.B, rounds int, op func(i int, copy string)) (rows, parts time.Duration) {
+	b.Helper()
+	for i := range rounds {
+		for _, c := range []string{"rows", "parts"} {
+			began := time.Now()
+			op(i, c)
+			if c == "rows" {
+				rows += time.Since(began)
+			} else {
+				parts += time.Since(began)
+			}
+		}
+	}
+	return rows / time.Duration(rounds), parts / time.Duration(rounds)
+}
+
+// BenchmarkPartitionsVsRowDeletes measures, on the transitions of old tasks holding
+// TASKER_BENCH_STEPS steps (sub-benchmarks steps=N), what partitioning the transition tables
+// by created_at month would change. Each table is copied twice (see copies): plain with the
+// real indexes ("rows-"), and partitioned ("parts-"). It reports:
+//
+//   - the removal of every old row (rows-delete-s and rows-wal-MB against parts-drop-s and
+//     parts-wal-MB): batched deletes of the plain copies, in transactions of the transitions
+//     of 200 tasks as a retention run's batches, against DROP of the partitions holding them;
+//   - the engine's write (rows-insert-µs, parts-insert-µs): in one transaction, the current
+//     rows of 32 steps flagged no longer most_recent and 32 new rows inserted, as a recorded
+//     batch does;
+//   - the readers' lookup (rows-lookup-µs, parts-lookup-µs): the current state of 100 steps
+//     by id, then the history of 10 steps by id, as the batch readers do;
+//   - the real retention run on the same database afterwards (run-s, run-wal-MB): the rows of
+//     the tasks, steps, edges and transitions, the whole cost of deleting by rows.
+//
+// Writes and lookups alternate plain and partitioned, 500 rounds each, before the removal.
+func BenchmarkPartitionsVsRowDeletes(b *testing.B) {
+	for _, steps := range benchSizes(b) {
+		b.Run(fmt.Sprintf("steps=%d", steps), func(b *testing.B) {
+			for range b.N {
+				partitionsVsRowDeletes(b, steps)
+			}
+		})
+	}
+}
+
+func partitionsVsRowDeletes(b *testing.B, steps int) {
+	d := newOldData(b, steps)
+	admin, oid := newWALAdmin(b, d.url)
+	partitions, old := copies(b, d.db, admin)
+	var stepIDs []int64
+	if err := d.db.Raw(`SELECT workflow_step_id FROM tasker_workflow_steps ORDER BY workflow_step_id`).
+		Scan(&stepIDs).Error; err != nil {
+		b.Fatal(err)
+	}
+	pick := func(i, n int) database.Array[int64] {
+		out := make([]int64, n)
+		for j := range out {
+			out[j] = stepIDs[(i*7919+j*104729)%len(stepIDs)]
+		}
+		return out
+	}
+	const rounds = 500
+	insertRows, insertParts := timeRounds(b, rounds, func(i int, c string) {
+		table := "bench_" + c + "_workflow_step_id"
+		ids := pick(i, 32)
+		if err := d.db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec(`UPDATE `+table+` SET most_recent = false WHERE workflow_step_id = ANY(?) AND most_recent`,
+				ids).Error; err != nil {
+				return err
+			}
+			return tx.Exec(`INSERT INTO `+table+` (id, workflow_step_id, to_state, from_state, sort_key, most_recent)
+				SELECT 1000000000000 + ?::bigint * 64 + n, id, 'complete', 'in_progress', 100 + ?::int, true
+				FROM unnest(?::bigint[]) WITH ORDINALITY AS u (id, n)`, i, i, ids).Error
+		}); err != nil {
+			b.Fatal(err)
+		}
+	})
+	lookupRows, lookupParts := timeRounds(b, rounds, func(i int, c string) {
+		table := "bench_" + c + "_workflow_step_id"
+		var states []string
+		if err := d.db.Raw(`SELECT to_state FROM `+table+` WHERE workflow_step_id = ANY(?) AND most_recent`,
+			pick(i, 100)).Scan(&states).Error; err != nil || len(states) == 0 {
+			b.Fatalf("current states: %d, %v", len(states), err)
+		}
+		var history []string
+		if err := d.db.Raw(`SELECT to_state FROM `+table+` WHERE workflow_step_id = ANY(?) ORDER BY workflow_step_id, sort_key`,
+			pick(i+rounds, 10)).Scan(&history).Error; err != nil {
+			b.Fatal(err)
+		}
+	})
+	mustExec(b, admin, `CHECKPOINT`)
+	rows := deleteRows(b, d.db, admin, oid, retention.DefaultBatchSize)
+	parts := dropPartitions(b, d.db, admin, oid, old)
+	for _, c := range []string{"rows", "parts"} {
+		var left int64
+		mustScan(b, d.db, &left, `SELECT (SELECT count(*) FROM bench_`+c+`_workflow_step_id WHERE sort_key < 100)
+			+ (SELECT count(*) FROM bench_`+c+`_task_id)`)
+		if left != 0 {
+			b.Fatalf("%d old rows left in the %s copies", left, c)
+		}
+	}
+	mustExec(b, admin, `CHECKPOINT`)
+	policy, err := retention.ParsePolicy("*=1h")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := retention.New(d.db, retention.Config{Policy: policy, Schedule: "off", Duty: 100}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	wal, began := startWAL(b, admin, oid), time.Now()
+	res, err := r.Run(context.Background())
+	took := time.Since(began)
+	run := removal{took, wal.Stop()}
+	if err != nil || res.Tasks != d.finished {
+		b.Fatalf("retention run: %+v, %v; want %d tasks deleted", res, err, d.finished)
+	}
+	mb := func(n int64) float64 { return float64(n) / (1 << 20) }
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+	b.Logf("removal: rows %s (%.1f MB WAL), partitions %s (%.3f MB WAL, %d of %d dropped); write %.0f/%.0f µs, "+
+		"lookup %.0f/%.0f µs; retention run %s (%.1f MB WAL)", rows.took, mb(rows.wal), parts.took, mb(parts.wal),
+		len(old), partitions, us(insertRows), us(insertParts), us(lookupRows), us(lookupParts), run.took, mb(run.wal))
+	b.ReportMetric(rows.took.Seconds(), "rows-delete-s")
+	b.ReportMetric(mb(rows.wal), "rows-wal-MB")
+	b.ReportMetric(parts.took.Seconds(), "parts-drop-s")
+	b.ReportMetric(mb(parts.wal), "parts-wal-MB")
+	b.ReportMetric(us(insertRows), "rows-insert-µs")
+	b.ReportMetric(us(insertParts), "parts-insert-µs")
+	b.ReportMetric(us(lookupRows), "rows-lookup-µs")
+	b.ReportMetric(us(lookupParts), "parts-lookup-µs")
+	b.ReportMetric(float64(partitions), "partitions")
+	b.ReportMetric(run.took.Seconds(), "run-s")
+	b.ReportMetric(mb(run.wal), "run-wal-MB")
+	b.ReportMetric(float64(d.finishedSteps), "deleted-steps")
+	b.ReportMetric(0, "ns/op")
+}

@@ -24,6 +24,7 @@ const (
 	DefaultSchedule    = "@every 10m"
 	DefaultBatchSize   = 200
 	DefaultLockTimeout = 2 * time.Second
+	DefaultDuty        = 50
 )
 
 // ReadModels are the read models (tasker_read_model_state names: the materialized projections
@@ -39,6 +40,10 @@ type Config struct {
 	BatchSize int
 	// LockTimeout bounds how long a batch waits for a step row that the engine holds.
 	LockTimeout time.Duration
+	// Duty is the most a run works, in percent of its time (1..100, 0: DefaultDuty): after
+	// each batch that took d, a run that is not done waits d*(100-Duty)/Duty before the
+	// next, so that the database has the rest of the time for the engine.
+	Duty int
 }
 
 // ConfigFromEnv reads a Config through getenv (os.Getenv in production):
@@ -46,6 +51,7 @@ type Config struct {
 //	TASKER_RETENTION            namespace=period pairs, e.g. "billing=30d,*=90d" (default: keep forever)
 //	TASKER_RETENTION_SCHEDULE   cron spec of the runs (default "@every 10m"; "off" disables)
 //	TASKER_RETENTION_BATCH      tasks deleted per transaction (default 200)
+//	TASKER_RETENTION_DUTY       percent of a run's time spent deleting, 1..100 (default 50); "25%" also reads
 //
 // A value that does not parse is an errs.Invalid error naming the variable.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -68,6 +74,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.BatchSize = n
 	}
+	if s := strings.TrimSpace(getenv("TASKER_RETENTION_DUTY")); s != "" {
+		n, err := strconv.Atoi(strings.TrimSuffix(s, "%"))
+		if err != nil || n < 1 || n > 100 {
+			return Config{}, errs.E(errs.Invalid, "TASKER_RETENTION_DUTY=%q: %w", s, badPolicy("not a percentage in 1..100"))
+		}
+		cfg.Duty = n
+	}
 	return cfg, nil
 }
 
@@ -89,6 +102,8 @@ type Result struct {
 	Batches int
 	// Skipped is true when another process was running retention.
 	Skipped bool
+	// Paused is how long the run waited between batches (see Config.Duty).
+	Paused time.Duration
 }
 
 // Retainer deletes finished tasks past their retention period. Create it with New.
@@ -103,6 +118,11 @@ type Retainer struct {
 	cancel  context.CancelFunc
 	cron    *cron.Cron
 	wg      sync.WaitGroup
+
+	// now and sleep are the clock of the duty cycle (time.Now and a timer that ctx cuts
+	// short); tests replace them.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // New returns a Retainer over db. Bad configuration is an error.
@@ -119,6 +139,12 @@ func New(db *gorm.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 	if cfg.BatchSize < 0 || cfg.LockTimeout < 0 {
 		return nil, errs.E(errs.Invalid, "creating retainer: %w", badPolicy("negative batch size or lock timeout"))
 	}
+	if cfg.Duty < 0 || cfg.Duty > 100 {
+		return nil, errs.E(errs.Invalid, "creating retainer: %w", badPolicy("duty %d is not a percentage in 1..100", cfg.Duty))
+	}
+	if cfg.Duty == 0 {
+		cfg.Duty = DefaultDuty
+	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
@@ -128,7 +154,24 @@ func New(db *gorm.DB, cfg Config, log *slog.Logger) (*Retainer, error) {
 	if cfg.Policy.Namespaces == nil {
 		cfg.Policy.Namespaces = map[string]time.Duration{}
 	}
-	return &Retainer{st: store.New(db), cfg: cfg, log: log}, nil
+	return &Retainer{st: store.New(db), cfg: cfg, log: log, now: time.Now, sleep: sleepCtx}, nil
+}
+
+// sleepCtx waits d, or until ctx ends (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pause is how long to wait after a batch that took d, for the duty cycle.
+func (r *Retainer) pause(d time.Duration) time.Duration {
+	return d * time.Duration(100-r.cfg.Duty) / time.Duration(r.cfg.Duty)
 }
 
 // Start schedules the runs (nothing when the policy keeps everything forever or the schedule
@@ -162,7 +205,7 @@ func (r *Retainer) Start(ctx context.Context) error {
 	r.cancel, r.cron = cancel, c
 	c.Start()
 	r.log.Info("retention: started", "policy", r.cfg.Policy.String(), "schedule", r.cfg.Schedule,
-		"batch", r.cfg.BatchSize)
+		"batch", r.cfg.BatchSize, "duty", r.cfg.Duty)
 	return nil
 }
 
@@ -194,7 +237,8 @@ func (r *Retainer) Stop(ctx context.Context) error {
 
 // Run deletes, batch after batch, every task the policy lets go, and returns what it deleted.
 // Each batch is its own transaction; a failed batch is rolled back and ends the run with its
-// error (what earlier batches deleted stays deleted).
+// error (what earlier batches deleted stays deleted). Between batches it waits as Config.Duty
+// says; a run whose ctx ends while it waits returns ctx's error.
 func (r *Retainer) Run(ctx context.Context) (Result, error) {
 	var res Result
 	if r.cfg.Policy.Forever() {
@@ -216,6 +260,7 @@ func (r *Retainer) Run(ctx context.Context) (Result, error) {
 		var cur store.RetentionCursor
 		began := time.Now()
 		for {
+			from := r.now()
 			n, next, more, err := r.batch(ctx, conn, policy, cur)
 			if err != nil {
 				return err
@@ -228,9 +273,16 @@ func (r *Retainer) Run(ctx context.Context) (Result, error) {
 				break
 			}
 			cur = next
+			if wait := r.pause(r.now().Sub(from)); wait > 0 {
+				if err := r.sleep(ctx, wait); err != nil {
+					return fmt.Errorf("retention: pausing between batches: %w", err)
+				}
+				res.Paused += wait
+			}
 		}
 		if res.Tasks > 0 {
-			r.log.Info("retention: deleted", "tasks", res.Tasks, "batches", res.Batches, "took", time.Since(began))
+			r.log.Info("retention: deleted", "tasks", res.Tasks, "batches", res.Batches, "took", time.Since(began),
+				"paused", res.Paused)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -45,6 +46,24 @@ func TestParsePolicy(t *testing.T) {
 		return map[string]string{"TASKER_RETENTION_BATCH": "0"}[k]
 	}); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "bad retention policy") {
 		t.Errorf("a bad batch size: %v", err)
+	}
+	for in, want := range map[string]int{"": 0, "25": 25, "25%": 25, " 100% ": 100, "1": 1} {
+		cfg, err := ConfigFromEnv(func(k string) string { return map[string]string{"TASKER_RETENTION_DUTY": in}[k] })
+		if err != nil || cfg.Duty != want {
+			t.Errorf("TASKER_RETENTION_DUTY=%q: duty %d, %v; want %d", in, cfg.Duty, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "101", "-5", "half", "25%%", "0.5"} {
+		if _, err := ConfigFromEnv(func(k string) string {
+			return map[string]string{"TASKER_RETENTION_DUTY": bad}[k]
+		}); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "TASKER_RETENTION_DUTY") {
+			t.Errorf("TASKER_RETENTION_DUTY=%q: %v, want an errs.Invalid error naming the variable", bad, err)
+		}
+	}
+	for _, duty := range []int{-1, 101} {
+		if _, err := New(&gorm.DB{}, Config{Duty: duty}, slog.New(slog.DiscardHandler)); !errs.Is(err, errs.Invalid) {
+			t.Errorf("New with duty %d: %v, want errs.Invalid", duty, err)
+		}
 	}
 }
 
@@ -340,3 +359,87 @@ func TestRunRacesWithTheEngine(t *testing.T) {
 		t.Fatalf("second run: %+v, %v", res, err)
 	}
 }
+
+// A run with a duty cycle waits, after each batch that leaves work, (100-Duty)/Duty times the
+// batch's duration, and still deletes every finished task and nothing else; a run whose
+// context ends while it waits stops there, keeping what it deleted. Duty 100 never waits.
+func TestRunWithADutyCycle(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	b := fixture.New(t, db)
+	day := 24 * time.Hour
+	var finished []*fixture.Task
+	for range 3 {
+		finished = append(finished, oldTask(t, b, db, 40*day, []models.State{IP, C}))
+	}
+	finished = append(finished, oldTask(t, b, db, 40*day, []models.State{X}, X))
+	kept := map[string]*fixture.Task{
+		"recent":                        oldTask(t, b, db, 10*day, []models.State{IP, C}),
+		"running":                       oldTask(t, b, db, 40*day, []models.State{IP}, C, IP),
+		"failed":                        oldTask(t, b, db, 40*day, []models.State{IP, E}, C, E),
+		"resolved with a step in error": oldTask(t, b, db, 40*day, []models.State{IP, E, R}, C, E),
+		"pending":                       oldTask(t, b, db, 40*day, nil, P),
+	}
+	refreshAll(t, db)
+
+	// A clock that moves 100 ms per reading: every batch takes 100 ms.
+	clock := func(r *Retainer) *[]time.Duration {
+		var at time.Time
+		var waits []time.Duration
+		r.now = func() time.Time { at = at.Add(100 * time.Millisecond); return at }
+		r.sleep = func(ctx context.Context, d time.Duration) error {
+			waits = append(waits, d)
+			if len(waits) == 2 && ctx.Value(stopKey{}) != nil {
+				return context.Canceled
+			}
+			return nil
+		}
+		return &waits
+	}
+
+	// Duty 25 with batches of one task, stopped while it waits after its second batch.
+	r := newRetainer(t, db, "*=30d", Config{BatchSize: 1, Duty: 25})
+	waits := clock(r)
+	res, err := r.Run(context.WithValue(context.Background(), stopKey{}, true))
+	if !errors.Is(err, context.Canceled) || res.Tasks != 2 || len(*waits) != 2 {
+		t.Fatalf("run stopped while waiting: %+v, %v, waits %v; want 2 tasks deleted, context.Canceled", res, err, *waits)
+	}
+	// The next run goes on to the end: three candidates (the two finished tasks left and the
+	// resolved task whose step is in error, which stays) give a wait after each batch that
+	// found a full batch, 300 ms each.
+	*waits = nil
+	res, err = r.Run(context.Background())
+	if err != nil || res.Tasks != 2 || res.Batches != 2 {
+		t.Fatalf("second run: %+v, %v; want the 2 finished tasks left deleted in 2 batches", res, err)
+	}
+	if len(*waits) != 3 || res.Paused != 900*time.Millisecond {
+		t.Fatalf("second run waited %v (total %s); want 3 waits of 300ms", *waits, res.Paused)
+	}
+	for _, w := range *waits {
+		if w != 300*time.Millisecond {
+			t.Fatalf("waits %v; want 300ms each (a 100 ms batch at duty 25%%)", *waits)
+		}
+	}
+	for _, tk := range finished {
+		if exists(t, db, tk.ID) {
+			t.Errorf("finished task %d was kept", tk.ID)
+		}
+	}
+	for name, tk := range kept {
+		if !exists(t, db, tk.ID) {
+			t.Errorf("%s task %d was deleted", name, tk.ID)
+		}
+	}
+
+	// Duty 100 never waits.
+	oldTask(t, b, db, 40*day, []models.State{IP, C})
+	oldTask(t, b, db, 40*day, []models.State{IP, C})
+	refreshAll(t, db)
+	full := newRetainer(t, db, "*=30d", Config{BatchSize: 1, Duty: 100})
+	waits = clock(full)
+	if res, err := full.Run(context.Background()); err != nil || res.Tasks != 2 || len(*waits) != 0 || res.Paused != 0 {
+		t.Fatalf("run at duty 100: %+v, %v, waits %v; want 2 tasks deleted without waiting", res, err, *waits)
+	}
+}
+
+type stopKey struct{}

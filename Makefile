@@ -45,7 +45,8 @@ verify-generate: ## fail when generated code is stale
 # Benchmarks: internal/testkit/bench (read side: views vs the naive baseline, at growing sizes) and every
 # other package's Benchmark functions, collected into BENCHMARKS.md by internal/testkit/bench/cmd/benchreport.
 # internal/testkit/bench runs with BENCH_TIME; other packages with BENCH_OTHER_TIME (their sizes are their own,
-# except internal/refresh's dashboards: TASKER_BENCH_STEPS databases, 10,000 and 1,000,000 steps in make bench).
+# except internal/refresh's dashboards and internal/retention's runs: TASKER_BENCH_STEPS databases, 10,000 and
+# 1,000,000 steps in make bench).
 BENCH_OTHER_PKGS = $$($(GO) list ./... | grep -v /internal/testkit/bench)
 
 bench: ## run every benchmark at full size (10,000-step tasks, 1,000,000-step databases, 10,000 tasks drained) and write BENCHMARKS.md

@@ -113,4 +113,20 @@ var Sections = []Section{
 			{"pickup of a new task by an idle engine", "Pickup"},
 			{"subscription latency (step change to subscriber)", "Subscription"}},
 	},
+	{
+		Title: "Retention: a run under load, and partitions against row deletes",
+		Intro: "Under load (`RunUnderLoad`): old finished tasks holding N steps (internal/seed, folded into every read " +
+			"model) are deleted by one retention run while an engine runs fresh five-step noop tasks flat out; " +
+			"base-steps/s is the engine's rate in the 10 s before and after the run, run-steps/s its rate during the " +
+			"run, drop-% the difference, deleted-steps/s and run-s the run's own rate and time, at the duty cycle " +
+			"named (`TASKER_RETENTION_DUTY`). Partitions (`PartitionsVsRowDeletes`): the same old transitions copied " +
+			"twice, plain and partitioned by created_at month; rows-delete-s / rows-wal-MB remove them by batched " +
+			"deletes, parts-drop-s / parts-wal-MB by DROP of their partitions (WAL of this database only); " +
+			"*-insert-µs is the engine's write of 32 transitions, *-lookup-µs a reader's lookup by step id; run-s / " +
+			"run-wal-MB the real retention run afterwards (tasks, steps, edges and transitions).",
+		Match: inPackage("/internal/retention"),
+		Expect: []Expect{{"a retention run under load", "RunUnderLoad/"},
+			{"a retention run under load at 1,000,000 steps (make bench only)", "RunUnderLoad/steps=1000000/"},
+			{"partitions against row deletes", "PartitionsVsRowDeletes/"}},
+	},
 }

@@ -90,8 +90,10 @@ func newOldData(b *testing.B, steps int) *oldData {
 		plan[i].Mix = seed.Mix{Complete: 1}
 	}
 	plan = append(plan, oldUnfinished)
+	// Seeded as the superuser, so that internal/seed writes in bulk mode (as `tasker seed` on
+	// the private cluster does).
 	began := time.Now()
-	if _, err := seed.Generate(ctx, d.db, 1, plan, nil); err != nil {
+	if _, err := seed.Generate(ctx, openPool(b, adminURL(b, d.url), 2), 1, plan, nil); err != nil {
 		b.Fatal(err)
 	}
 	mustExec(b, d.db, `UPDATE tasker_tasks SET created_at = requested_at`)
@@ -383,7 +385,7 @@ func runUnderLoad(b *testing.B, steps, duty int) {
 	b.ReportMetric(0, "ns/op")
 }
 
-func openPool(b *testing.B, url string, conns int) *gorm.DB {
+func openPool(b testing.TB, url string, conns int) *gorm.DB {
 	b.Helper()
 	db, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: conns})
 	if err != nil {
@@ -431,8 +433,9 @@ type walMeter struct {
 	err   error
 }
 
-// newWALAdmin opens a superuser connection to the database of url, with pg_walinspect.
-func newWALAdmin(b testing.TB, url string) (*gorm.DB, uint32) {
+// adminURL is the URL of the database of url as the test server's own user (the superuser
+// of TASKER_TEST_DATABASE_URL, by default postgres).
+func adminURL(b testing.TB, url string) string {
 	b.Helper()
 	u, err := neturl.Parse(url)
 	if err != nil {
@@ -443,11 +446,13 @@ func newWALAdmin(b testing.TB, url string) (*gorm.DB, uint32) {
 		b.Fatal(err)
 	}
 	admin.Path = u.Path
-	db, err := database.Open(context.Background(), admin.String(), database.Options{MaxOpenConns: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = database.Close(db) })
+	return admin.String()
+}
+
+// newWALAdmin opens a superuser connection to the database of url, with pg_walinspect.
+func newWALAdmin(b testing.TB, url string) (*gorm.DB, uint32) {
+	b.Helper()
+	db := openPool(b, adminURL(b, url), 1)
 	mustExec(b, db, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
 	var oid uint32
 	mustScan(b, db, &oid, `SELECT oid FROM pg_database WHERE datname = current_database()`)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
@@ -422,18 +423,63 @@ func mustScan(b testing.TB, db *gorm.DB, dst any, sql string, args ...any) {
 
 // walMeter counts the WAL bytes of the records that touch one database's relations: the
 // server is shared, so differences of pg_current_wal_lsn would count every database's
-// writes. It reads the records with pg_walinspect (as the server's superuser) every 200 ms
-// while it runs, so that no segment is recycled before it is read. Records that touch no
-// relation (commit records, about 50 bytes a transaction) are not counted.
+// writes. From its start it holds a temporary physical replication slot (on its own
+// connection, dropped when that connection closes), so that no segment is removed before
+// Stop reads the records with pg_walinspect, 64 MB of WAL at a time, after the measured
+// work. Records that touch no relation (commit records, about 50 bytes a transaction) are
+// not counted.
 type walMeter struct {
-	b     testing.TB
-	admin *gorm.DB
-	oid   uint32
-	from  string
-	bytes int64
-	stop  chan struct{}
-	done  chan struct{}
-	err   error
+	b    testing.TB
+	conn *pgx.Conn
+	oid  uint32
+	from string
+}
+
+func startWAL(b testing.TB, url string) *walMeter {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, adminURL(b, url))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := &walMeter{b: b, conn: conn}
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`); err != nil {
+		b.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&m.oid); err != nil {
+		b.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_physical_replication_slot(
+		'tasker_bench_wal_' || pg_backend_pid(), true, true)`).Scan(&m.from); err != nil {
+		b.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&m.from); err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// Stop reads this database's records from the start to the flushed end of the WAL (every
+// commit has flushed its own), drops the slot and returns the bytes counted.
+func (m *walMeter) Stop() int64 {
+	m.b.Helper()
+	ctx := context.Background()
+	defer m.conn.Close(ctx)
+	var total int64
+	err := m.conn.QueryRow(ctx, `
+		WITH RECURSIVE bounds AS (SELECT $1::pg_lsn AS lo, pg_current_wal_flush_lsn() AS hi),
+		chunks AS (
+			SELECT lo, least(lo + 67108864, hi) AS up, hi FROM bounds WHERE lo < hi
+			UNION ALL
+			SELECT up, least(up + 67108864, hi), hi FROM chunks WHERE up < hi
+		)
+		SELECT coalesce(sum(n), 0)::bigint FROM chunks
+		CROSS JOIN LATERAL (SELECT sum(record_length) AS n FROM pg_get_wal_records_info(chunks.lo, chunks.up)
+			WHERE block_ref ~ ('rel \d+/' || $2::bigint || '/')) r`, m.from, int64(m.oid)).Scan(&total)
+	if err != nil {
+		m.b.Fatalf("reading the WAL: %v", err)
+	}
+	return total
 }
 
 // adminURL is the URL of the database of url as the test server's own user (the superuser
@@ -452,66 +498,6 @@ func adminURL(b testing.TB, url string) string {
 	return admin.String()
 }
 
-// newWALAdmin opens a superuser connection to the database of url, with pg_walinspect.
-func newWALAdmin(b testing.TB, url string) (*gorm.DB, uint32) {
-	b.Helper()
-	db := openPool(b, adminURL(b, url), 1)
-	mustExec(b, db, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
-	var oid uint32
-	mustScan(b, db, &oid, `SELECT oid FROM pg_database WHERE datname = current_database()`)
-	return db, oid
-}
-
-func startWAL(b testing.TB, admin *gorm.DB, oid uint32) *walMeter {
-	b.Helper()
-	m := &walMeter{b: b, admin: admin, oid: oid, stop: make(chan struct{}), done: make(chan struct{})}
-	mustScan(b, admin, &m.from, `SELECT pg_current_wal_flush_lsn()::text`)
-	go func() {
-		defer close(m.done)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for m.err == nil {
-			select {
-			case <-m.stop:
-				return
-			case <-t.C:
-				m.read()
-			}
-		}
-	}()
-	return m
-}
-
-// read adds the bytes of this database's records from m.from to the flushed end of the WAL.
-func (m *walMeter) read() {
-	var to string
-	var n int64
-	if m.err = m.admin.Raw(`SELECT pg_current_wal_flush_lsn()::text`).Row().Scan(&to); m.err != nil || to == m.from {
-		return
-	}
-	if m.err = m.admin.Raw(`SELECT coalesce(sum(record_length), 0) FROM pg_get_wal_records_info(?::pg_lsn, ?::pg_lsn)
-		WHERE block_ref ~ ('rel \d+/' || ?::bigint || '/')`, m.from, to, int64(m.oid)).Row().Scan(&n); m.err != nil {
-		return
-	}
-	m.bytes += n
-	m.from = to
-}
-
-// Stop ends the meter, reads what is left (every commit has flushed its records) and returns
-// the bytes counted.
-func (m *walMeter) Stop() int64 {
-	m.b.Helper()
-	close(m.stop)
-	<-m.done
-	if m.err == nil {
-		m.read()
-	}
-	if m.err != nil {
-		m.b.Fatalf("reading the WAL: %v", m.err)
-	}
-	return m.bytes
-}
-
 // transitionTable is one of the two transition tables and the column naming its owner.
 type transitionTable struct{ name, owner string }
 
@@ -527,7 +513,7 @@ var transitionTables = []transitionTable{
 // indexes except that its unique ones must include created_at, so that one current row per
 // owner and (owner, sort_key) are no longer enforced. It returns the number of partitions per
 // table and the partitions that hold the old rows.
-func copies(b *testing.B, db, admin *gorm.DB) (partitions int, old []string) {
+func copies(b *testing.B, db *gorm.DB) (partitions int, old []string) {
 	b.Helper()
 	var months []time.Time
 	if err := db.Raw(`SELECT generate_series(date_trunc('month', min(created_at) - interval '90 days'),
@@ -580,9 +566,9 @@ type removal struct {
 // BenchmarkPartitionsVsRowDeletes add, sort_key 100 and up, are new) as retention would: in
 // batches of the transitions of batch tasks (their steps' rows, then theirs), one
 // transaction each.
-func deleteRows(b *testing.B, db, admin *gorm.DB, oid uint32, batch int) removal {
+func deleteRows(b *testing.B, url string, db *gorm.DB, batch int) removal {
 	b.Helper()
-	wal, began := startWAL(b, admin, oid), time.Now()
+	wal, began := startWAL(b, url), time.Now()
 	var last int64
 	for {
 		var ids []int64
@@ -609,9 +595,9 @@ func deleteRows(b *testing.B, db, admin *gorm.DB, oid uint32, batch int) removal
 }
 
 // dropPartitions drops the partitions of the bench_parts copies that hold the old rows.
-func dropPartitions(b *testing.B, db, admin *gorm.DB, oid uint32, old []string) removal {
+func dropPartitions(b *testing.B, url string, db *gorm.DB, old []string) removal {
 	b.Helper()
-	wal, began := startWAL(b, admin, oid), time.Now()
+	wal, began := startWAL(b, url), time.Now()
 	for _, t := range transitionTables {
 		for _, p := range old {
 			mustExec(b, db, `DROP TABLE bench_parts_`+t.owner+p)
@@ -668,8 +654,8 @@ func BenchmarkPartitionsVsRowDeletes(b *testing.B) {
 
 func partitionsVsRowDeletes(b *testing.B, steps int) {
 	d := newOldData(b, steps)
-	admin, oid := newWALAdmin(b, d.url)
-	partitions, old := copies(b, d.db, admin)
+	admin := openPool(b, adminURL(b, d.url), 1)
+	partitions, old := copies(b, d.db)
 	var stepIDs []int64
 	if err := d.db.Raw(`SELECT workflow_step_id FROM tasker_workflow_steps ORDER BY workflow_step_id`).
 		Scan(&stepIDs).Error; err != nil {
@@ -712,8 +698,8 @@ func partitionsVsRowDeletes(b *testing.B, steps int) {
 		}
 	})
 	mustExec(b, admin, `CHECKPOINT`)
-	rows := deleteRows(b, d.db, admin, oid, retention.DefaultBatchSize)
-	parts := dropPartitions(b, d.db, admin, oid, old)
+	rows := deleteRows(b, d.url, d.db, retention.DefaultBatchSize)
+	parts := dropPartitions(b, d.url, d.db, old)
 	for _, c := range []string{"rows", "parts"} {
 		var left int64
 		mustScan(b, d.db, &left, `SELECT (SELECT count(*) FROM bench_`+c+`_workflow_step_id WHERE sort_key < 100)
@@ -731,7 +717,7 @@ func partitionsVsRowDeletes(b *testing.B, steps int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wal, began := startWAL(b, admin, oid), time.Now()
+	wal, began := startWAL(b, d.url), time.Now()
 	res, err := r.Run(context.Background())
 	took := time.Since(began)
 	run := removal{took, wal.Stop()}

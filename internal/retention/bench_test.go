@@ -98,6 +98,13 @@ func newOldData(b *testing.B, steps int) *oldData {
 		b.Fatal(err)
 	}
 	mustExec(b, d.db, `UPDATE tasker_tasks SET created_at = requested_at`)
+	// The engine's claim walks, on every claim, the steps that are neither processed nor
+	// claimed, oldest first: the finished tasks' steps resolved manually (1 in 29) would be
+	// walked before any fresh step, and a run that deletes them would speed the engine up
+	// (at 1,000,000 steps from about 200 to 1,300 steps/s) rather than measure what the run
+	// costs it. They are marked processed, which no reader of these tasks looks at.
+	mustExec(b, d.db, `UPDATE tasker_workflow_steps ws SET processed = true FROM tasker_task_transitions c
+		WHERE c.task_id = ws.task_id AND c.most_recent AND c.to_state = 'complete' AND NOT ws.processed`)
 	d.seedTime = time.Since(began)
 	began = time.Now()
 	r, err := refresh.New(d.db, nil, refresh.Config{Schedules: offSchedules()}, slog.New(slog.DiscardHandler))

@@ -12,6 +12,9 @@
 //   - The engine is never blocked for long: each batch is one short transaction over at most
 //     BatchSize tasks, which skips tasks locked by someone else (FOR UPDATE SKIP LOCKED) and
 //     gives up on a step lock after LockTimeout (the batch is retried on the next run).
+//   - A run leaves the database to the engine for part of its time: after each batch that
+//     took d and left work, it waits d*(100-Duty)/Duty (Config.Duty, TASKER_RETENTION_DUTY,
+//     default 50 %), and a run stopped meanwhile keeps what it deleted.
 //   - The dashboards keep their aggregates for the deleted period: a task is deleted only
 //     once every read model has folded in all of its rows (their created_xid is below every
 //     read model's horizon, see internal/refresh), and the aggregate tables do not reference

@@ -649,6 +649,8 @@ func timeRounds(b *testing.B, rounds int, op func(i int, copy string)) (rows, pa
 //     the tasks, steps, edges and transitions, the whole cost of deleting by rows.
 //
 // Writes and lookups alternate plain and partitioned, 500 rounds each, before the removal.
+// Both benchmarks need the user of TASKER_TEST_DATABASE_URL to be a superuser (postgres by
+// default): for the seed's bulk mode, CHECKPOINT, and this one's pg_walinspect and slot.
 func BenchmarkPartitionsVsRowDeletes(b *testing.B) {
 	for _, steps := range benchSizes(b) {
 		b.Run(fmt.Sprintf("steps=%d", steps), func(b *testing.B) {

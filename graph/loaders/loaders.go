@@ -18,6 +18,7 @@ package loaders
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/graph-gophers/dataloader/v7"
@@ -65,14 +66,63 @@ type Loaders struct {
 // rowLoader loads one row per key. key is the key of a row, so that rows read in another way
 // (prefetch.go) prime the loader under the right keys.
 type rowLoader[V any] struct {
-	*dataloader.Loader[int64, *V]
+	*cached[*V]
 	key func(*V) int64
 }
 
 // listLoader loads the list of rows of each key; key is the key of a row, as for rowLoader.
 type listLoader[V any] struct {
-	*dataloader.Loader[int64, []V]
+	*cached[[]V]
 	key func(*V) int64
+}
+
+// cached is a dataloader with the values primed by prefetch.go kept beside it, in a map: a
+// primed key is answered from the map without going through the dataloader, whose Load
+// allocates a channel, a result and a tracing closure even on a cache hit (and its Prime a
+// thunk). Most keys of a request are primed (prefetch.go reads the list levels below
+// Query.tasks and Query.task ahead), so most loads cost one map read. A key that was not
+// primed is loaded through the dataloader, batched and cached as before.
+type cached[R any] struct {
+	loader *dataloader.Loader[int64, R]
+	mu     sync.RWMutex
+	primed map[int64]R
+}
+
+// Prime stores v under key unless key is primed already (the dataloader's rule: the first
+// value stays).
+func (c *cached[R]) Prime(_ context.Context, key int64, v R) {
+	c.mu.Lock()
+	if _, ok := c.primed[key]; !ok {
+		if c.primed == nil {
+			c.primed = make(map[int64]R)
+		}
+		c.primed[key] = v
+	}
+	c.mu.Unlock()
+}
+
+// lookup returns the primed value of key, if any.
+func (c *cached[R]) lookup(key int64) (R, bool) {
+	c.mu.RLock()
+	v, ok := c.primed[key]
+	c.mu.RUnlock()
+	return v, ok
+}
+
+// get returns key's value: the primed one, else the dataloader's (after its batch runs).
+func (c *cached[R]) get(ctx context.Context, key int64) (R, error) {
+	if v, ok := c.lookup(key); ok {
+		return v, nil
+	}
+	return c.loader.Load(ctx, key)()
+}
+
+// ClearAll forgets every primed and loaded value.
+func (c *cached[R]) ClearAll() {
+	c.mu.Lock()
+	c.primed = nil
+	c.mu.Unlock()
+	c.loader.ClearAll()
 }
 
 // New returns fresh loaders reading through db.
@@ -132,7 +182,7 @@ func notFound(kind string, id int64) error {
 
 // one builds a loader of one row per key; a key without a row gets a notFound error.
 func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key func(*V) int64) rowLoader[V] {
-	return rowLoader[V]{key: key, Loader: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[*V] {
+	return rowLoader[V]{key: key, cached: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[*V] {
 		byID := index(rows, key)
 		out := make([]*dataloader.Result[*V], len(ids))
 		for i, id := range ids {
@@ -149,7 +199,7 @@ func one[V any](o Options, db *gorm.DB, kind string, fetch fetchFunc[V], key fun
 // many builds a loader of a list of rows per key, in the reader's order; a key without rows
 // gets an empty list.
 func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64) listLoader[V] {
-	return listLoader[V]{key: key, Loader: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[[]V] {
+	return listLoader[V]{key: key, cached: newLoader(o, db, fetch, func(rows []V, ids []int64) []*dataloader.Result[[]V] {
 		lists := group(rows, ids, key)
 		out := make([]*dataloader.Result[[]V], len(ids))
 		for i := range lists {
@@ -162,7 +212,7 @@ func many[V any](o Options, db *gorm.DB, fetch fetchFunc[V], key func(*V) int64)
 // newLoader builds a loader whose batch reads every key with one call of fetch and turns the
 // rows into one result per key, in key order, with results. A failed read is every key's
 // error.
-func newLoader[V, R any](o Options, db *gorm.DB, fetch fetchFunc[V], results func(rows []V, ids []int64) []*dataloader.Result[R]) *dataloader.Loader[int64, R] {
+func newLoader[V, R any](o Options, db *gorm.DB, fetch fetchFunc[V], results func(rows []V, ids []int64) []*dataloader.Result[R]) *cached[R] {
 	batch := func(ctx context.Context, ids []int64) []*dataloader.Result[R] {
 		rows, err := fetch(ctx, db, ids)
 		if err != nil {
@@ -174,8 +224,8 @@ func newLoader[V, R any](o Options, db *gorm.DB, fetch fetchFunc[V], results fun
 		}
 		return results(rows, ids)
 	}
-	return dataloader.NewBatchedLoader(batch,
-		dataloader.WithWait[int64, R](o.Wait), dataloader.WithBatchCapacity[int64, R](o.BatchCapacity))
+	return &cached[R]{loader: dataloader.NewBatchedLoader(batch,
+		dataloader.WithWait[int64, R](o.Wait), dataloader.WithBatchCapacity[int64, R](o.BatchCapacity))}
 }
 
 // index maps each row's key to the row.
@@ -206,77 +256,84 @@ func group[V any](rows []V, ids []int64, key func(*V) int64) [][]V {
 
 // Task loads a task by id.
 func Task(ctx context.Context, id int64) (*models.TaskRecord, error) {
-	return For(ctx).tasks.Load(ctx, id)()
+	return For(ctx).tasks.get(ctx, id)
 }
 
 // Step loads a step by id.
 func Step(ctx context.Context, id int64) (*models.StepRecord, error) {
-	return For(ctx).steps.Load(ctx, id)()
+	return For(ctx).steps.get(ctx, id)
 }
 
-// StepsByIDs loads steps by id, in the order of ids; any missing step is an error. Every key
-// is asked of the loader before any result is awaited, so the keys that are not cached share
-// one batch; cached keys cost no goroutine (dataloader's LoadMany starts one per key).
+// StepsByIDs loads steps by id, in the order of ids; any missing step is an error. Primed
+// steps are taken as they are; every other key is asked of the loader before any result is
+// awaited, so those keys share one batch (dataloader's LoadMany would start a goroutine per
+// key).
 func StepsByIDs(ctx context.Context, ids []int64) ([]models.StepRecord, error) {
 	l := For(ctx)
-	thunks := make([]dataloader.Thunk[*models.StepRecord], len(ids))
-	for i, id := range ids {
-		thunks[i] = l.steps.Load(ctx, id)
-	}
 	out := make([]models.StepRecord, len(ids))
-	for i, thunk := range thunks {
+	var pending []int // indexes of ids not primed, in order
+	var thunks []dataloader.Thunk[*models.StepRecord]
+	for i, id := range ids {
+		if s, ok := l.steps.lookup(id); ok {
+			out[i] = *s
+			continue
+		}
+		pending = append(pending, i)
+		thunks = append(thunks, l.steps.loader.Load(ctx, id))
+	}
+	for j, thunk := range thunks {
 		s, err := thunk()
 		if err != nil {
 			return nil, err
 		}
-		out[i] = *s
+		out[pending[j]] = *s
 	}
 	return out, nil
 }
 
 // StepsOfTask loads the steps of a task, by step id.
 func StepsOfTask(ctx context.Context, taskID int64) ([]models.StepRecord, error) {
-	return For(ctx).stepsByTask.Load(ctx, taskID)()
+	return For(ctx).stepsByTask.get(ctx, taskID)
 }
 
 // Readiness loads the readiness row of a step.
 func Readiness(ctx context.Context, stepID int64) (*models.StepReadinessStatus, error) {
-	return For(ctx).readiness.Load(ctx, stepID)()
+	return For(ctx).readiness.get(ctx, stepID)
 }
 
 // Dag loads the DAG row of a step.
 func Dag(ctx context.Context, stepID int64) (*models.StepDagRelationship, error) {
-	return For(ctx).dags.Load(ctx, stepID)()
+	return For(ctx).dags.get(ctx, stepID)
 }
 
 // ExecutionContext loads the execution context of a task.
 func ExecutionContext(ctx context.Context, taskID int64) (*models.TaskExecutionContext, error) {
-	return For(ctx).executionContexts.Load(ctx, taskID)()
+	return For(ctx).executionContexts.get(ctx, taskID)
 }
 
 // WorkflowSummary loads the workflow summary of a task.
 func WorkflowSummary(ctx context.Context, taskID int64) (*models.TaskWorkflowSummary, error) {
-	return For(ctx).workflowSummaries.Load(ctx, taskID)()
+	return For(ctx).workflowSummaries.get(ctx, taskID)
 }
 
 // StepTransitions loads the transitions of a step, oldest first.
 func StepTransitions(ctx context.Context, stepID int64) ([]models.StepTransitionRecord, error) {
-	return For(ctx).stepTransitions.Load(ctx, stepID)()
+	return For(ctx).stepTransitions.get(ctx, stepID)
 }
 
 // TaskTransitions loads the transitions of a task, oldest first.
 func TaskTransitions(ctx context.Context, taskID int64) ([]models.TaskTransitionRecord, error) {
-	return For(ctx).taskTransitions.Load(ctx, taskID)()
+	return For(ctx).taskTransitions.get(ctx, taskID)
 }
 
 // NamedTask loads a named task by id.
 func NamedTask(ctx context.Context, id int64) (*models.NamedTask, error) {
-	return For(ctx).namedTasks.Load(ctx, id)()
+	return For(ctx).namedTasks.get(ctx, id)
 }
 
 // Namespace loads a namespace by id.
 func Namespace(ctx context.Context, id int64) (*models.TaskNamespace, error) {
-	return For(ctx).namespaces.Load(ctx, id)()
+	return For(ctx).namespaces.get(ctx, id)
 }
 
 // Parents loads the parents of a step, by id: its DAG row, then the parent steps.

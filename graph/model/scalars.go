@@ -4,6 +4,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"strconv"
@@ -15,10 +16,30 @@ import (
 )
 
 // MarshalInt64ID writes an int64 key as a GraphQL ID (a JSON string).
-func MarshalInt64ID(id int64) graphql.Marshaler {
-	return graphql.WriterFunc(func(w io.Writer) {
-		_, _ = io.WriteString(w, strconv.Quote(strconv.FormatInt(id, 10)))
+func MarshalInt64ID(id int64) graphql.Marshaler { return int64ID(id) }
+
+// int64ID writes itself as a quoted decimal. A response writes an ID for most objects it
+// holds, so this appends straight into the executor's buffer, without the closure and the two
+// strings of a formatted-then-quoted value.
+type int64ID int64
+
+func (id int64ID) MarshalGQL(w io.Writer) {
+	writeAppended(w, func(b []byte) []byte {
+		b = append(b, '"')
+		b = strconv.AppendInt(b, int64(id), 10)
+		return append(b, '"')
 	})
+}
+
+// writeAppended writes to w what appendTo appends: into the spare capacity of w when w is a
+// *bytes.Buffer (as the executor's response buffer is), else through a small array.
+func writeAppended(w io.Writer, appendTo func([]byte) []byte) {
+	if buf, ok := w.(*bytes.Buffer); ok {
+		buf.Write(appendTo(buf.AvailableBuffer()))
+		return
+	}
+	var a [48]byte
+	_, _ = w.Write(appendTo(a[:0]))
 }
 
 // UnmarshalInt64ID reads a GraphQL ID given as a string or a number. It refuses anything that
@@ -65,9 +86,25 @@ func UnmarshalRawJSON(v any) (json.RawMessage, error) {
 	return b, nil
 }
 
-// MarshalTimestamp writes an instant in RFC 3339 with nanoseconds.
+// MarshalTimestamp writes an instant in RFC 3339 with nanoseconds, as a JSON string; the
+// zero instant is null.
 func MarshalTimestamp(t time.Time) graphql.Marshaler {
-	return graphql.MarshalTime(t)
+	if t.IsZero() {
+		return graphql.Null
+	}
+	return timestamp(t)
+}
+
+// timestamp writes itself as MarshalTimestamp says, appending into the executor's buffer as
+// int64ID does (RFC 3339 needs no escaping inside its quotes).
+type timestamp time.Time
+
+func (t timestamp) MarshalGQL(w io.Writer) {
+	writeAppended(w, func(b []byte) []byte {
+		b = append(b, '"')
+		b = time.Time(t).AppendFormat(b, time.RFC3339Nano)
+		return append(b, '"')
+	})
 }
 
 // UnmarshalTimestamp reads an RFC 3339 instant, naming the value it refuses.

@@ -39,8 +39,9 @@ import (
 //  3. the connection pool, then migrations
 //  4. the events hub (the process's one LISTEN connection), the read-model refresher
 //     (internal/refresh) and retention (internal/retention)
-//  5. the workers (internal/orchestration), unless TASKER_WORKERS=0; stopped after HTTP,
-//     draining running steps first
+//  5. the workers (internal/orchestration), unless TASKER_WORKERS=0, after their own pool of
+//     orchestration.PoolConns connections (closed after them); stopped after HTTP, draining
+//     running steps first
 //  6. the templates, registered so that workers and dashboards know them before the first task
 //  7. the HTTP server (/healthz, /readyz, /metrics and the API); with the private cluster, the
 //     record of where the server and its database are, in <data dir>/server.json
@@ -164,7 +165,7 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 		log.Info("serve: no workers (TASKER_WORKERS=0): this process serves the API only")
 	} else {
 		cfg.Workers.Observer = sec.metrics
-		if err := startWorkers(ctx, lc, gdb, hub, cfg); err != nil {
+		if err := startWorkers(ctx, lc, gdb, dbURL, querystats.Tracer{}, hub, cfg); err != nil {
 			return err
 		}
 	}

@@ -40,6 +40,7 @@ func TestServeRunsItsOwnPostgres(t *testing.T) {
 			t.Errorf("shutdown log lacks %q", want)
 		}
 	}
+	assertStopOrder(t, s.log.String(), "serve", "workers", `"engine pool"`, `"database pool"`, "postgres")
 
 	// Second run on the same data: a restart, then SIGKILL of the server.
 	s = startServe(t, bin, "-data-dir", dataDir)
@@ -128,6 +129,25 @@ func TestWorkerServesMetricsAndHealth(t *testing.T) {
 		}
 	}
 	w.stop(t, syscall.SIGTERM)
+	assertStopOrder(t, w.log.String(), "worker", "workers", `"engine pool"`, `"database pool"`)
+}
+
+// assertStopOrder checks that the shutdown log of command stopped every one of steps, in
+// that order: the engine's pool closes after the engine has stopped, and before the main pool.
+func assertStopOrder(t *testing.T, log, command string, steps ...string) {
+	t.Helper()
+	last := -1
+	for _, step := range steps {
+		i := strings.Index(log, fmt.Sprintf(`msg="%s: stopped" step=%s `, command, step))
+		if i < 0 {
+			t.Errorf("the shutdown log does not show step %s stopped:\n%s", step, log)
+			return
+		}
+		if i < last {
+			t.Errorf("step %s stopped before the step stopped ahead of it in %v:\n%s", step, steps, log)
+		}
+		last = i
+	}
 }
 
 // TestServeWithoutWorkers runs `tasker serve` with TASKER_WORKERS=0: it starts no engine,

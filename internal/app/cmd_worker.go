@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/config"
@@ -21,8 +22,8 @@ import (
 // sharing one database. Its parts, started in order and stopped in reverse (lifecycle):
 // tracing, the pool, migrations (idempotent, serialised across processes), the events hub,
 // with -metrics-listen (TASKER_WORKER_METRICS_LISTEN) an HTTP server of /metrics, /healthz
-// and /readyz for the process's own steps, and the workers, which drain running steps within
-// the shutdown deadline on SIGINT/SIGTERM.
+// and /readyz for the process's own steps, the engine's own pool, and the workers, which
+// drain running steps within the shutdown deadline on SIGINT/SIGTERM.
 func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) (err error) {
 	fs := newFlagSet("worker", "[flags]",
 		"Run workers only (no API) against the database, to scale step execution out over more processes.", out)
@@ -67,19 +68,28 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 		srv.Mux.Handle("GET /metrics", m.Handler())
 		lc.run("metrics http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	}
-	if err := startWorkers(ctx, lc, gdb, hub, cfg); err != nil {
+	if err := startWorkers(ctx, lc, gdb, dbURL, nil, hub, cfg); err != nil {
 		return err
 	}
 	return lc.wait(ctx)
 }
 
 // startWorkers starts the engine of a process (the part "workers") with the built-in handler
-// kinds. Running steps are given two thirds of the shutdown deadline to finish before they are
-// cancelled.
-func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, hub *events.Hub, cfg config.Config) error {
+// kinds, after its own pool on dbURL (the part "engine pool": orchestration.PoolConns
+// connections with the engine's session settings, traced by tracer when not nil), which is
+// closed after the engine has stopped. Running steps are given two thirds of the shutdown
+// deadline to finish before they are cancelled.
+func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string, tracer pgx.QueryTracer, hub *events.Hub, cfg config.Config) error {
 	ocfg := cfg.Workers
 	if ocfg.DrainTimeout == 0 {
 		ocfg.DrainTimeout = cfg.ShutdownTimeout * 2 / 3
+	}
+	if err := lc.start(ctx, "engine pool", func(ctx context.Context) (err error) {
+		ocfg.Pool, err = database.OpenEngine(ctx, dbURL,
+			database.Options{MaxOpenConns: orchestration.PoolConns, Tracer: tracer}, ocfg.AsyncCommit)
+		return err
+	}, func(context.Context) error { return ocfg.Pool.Close() }); err != nil {
+		return err
 	}
 	engine, err := orchestration.New(orchestration.NewService(gdb, nil), hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()), ocfg, lc.log)
 	if err != nil {

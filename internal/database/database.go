@@ -3,6 +3,10 @@
 // returned handle and close it. With tracing on (internal/tracing), every statement run under a
 // traced context gets its span.
 //
+// OpenEngine opens the orchestration engine's own small pool on the primary, whose
+// connections start with the engine's session settings (EngineSettings); only the engine's
+// transactions run on it.
+//
 // OpenWithReplicas adds streaming replicas: the handle's connection pool is then a
 // replica.Router, which sends a statement to a replica only when its context carries a
 // read-only replica.Route (the GraphQL API's queries) and everything else to the primary.
@@ -151,7 +155,11 @@ func openSQL(ctx context.Context, url string, opts Options) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	sqlDB := pool(cfg, opts)
+	return ping(ctx, pool(cfg, opts))
+}
+
+// ping returns sqlDB once a connection has answered, and closes it otherwise.
+func ping(ctx context.Context, sqlDB *sql.DB) (*sql.DB, error) {
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pingCtx); err != nil {
@@ -160,6 +168,59 @@ func openSQL(ctx context.Context, url string, opts Options) (*sql.DB, error) {
 	}
 	return sqlDB, nil
 }
+
+// EngineSettings are the session settings of the engine's connections (see OpenEngine and
+// store.EngineTx for why each): jit, sequential and bitmap scans off, plan_cache_mode auto,
+// and synchronous_commit off when asyncCommit is set (on otherwise).
+func EngineSettings(asyncCommit bool) map[string]string {
+	syncCommit := "on"
+	if asyncCommit {
+		syncCommit = "off"
+	}
+	return map[string]string{
+		"jit":                "off",
+		"enable_seqscan":     "off",
+		"enable_bitmapscan":  "off",
+		"plan_cache_mode":    "auto",
+		"synchronous_commit": syncCommit,
+	}
+}
+
+// EnginePool is the engine's own connection pool on the primary (see OpenEngine): every
+// connection carries EngineSettings(AsyncCommit) from connect time, so the engine's
+// transactions need no statement to set them.
+type EnginePool struct {
+	DB *gorm.DB
+	// AsyncCommit is the pool's synchronous_commit: off when set.
+	AsyncCommit bool
+}
+
+// OpenEngine opens the engine's pool on url (the primary): Open's pool, of at most
+// opts.MaxOpenConns connections, whose connections start with EngineSettings(asyncCommit)
+// as runtime parameters. These override the same parameters in the URL: they are what the
+// engine's statements are written for. Only the engine's transactions run on it; every
+// other statement keeps Open's pool and settings. The caller closes it with Close.
+func OpenEngine(ctx context.Context, url string, opts Options, asyncCommit bool) (*EnginePool, error) {
+	cfg, err := parse(url)
+	if err != nil {
+		return nil, fmt.Errorf("engine pool: %w", err)
+	}
+	for k, v := range EngineSettings(asyncCommit) {
+		cfg.RuntimeParams[k] = v
+	}
+	sqlDB, err := ping(ctx, pool(cfg, opts))
+	if err != nil {
+		return nil, fmt.Errorf("engine pool: %w", err)
+	}
+	gdb, err := onPool(sqlDB, sqlDB, opts)
+	if err != nil {
+		return nil, fmt.Errorf("engine pool: %w", err)
+	}
+	return &EnginePool{DB: gdb, AsyncCommit: asyncCommit}, nil
+}
+
+// Close closes the engine's pool.
+func (p *EnginePool) Close() error { return Close(p.DB) }
 
 // onPool opens GORM over conn; primary is closed when that fails.
 func onPool(conn gorm.ConnPool, primary *sql.DB, opts Options) (*gorm.DB, error) {

@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 
@@ -93,5 +94,72 @@ func TestOpenWithReplicasChecksTheReplicas(t *testing.T) {
 	}
 	if r.PrimaryStatements() != 1 {
 		t.Fatalf("primary statements = %d, want 1", r.PrimaryStatements())
+	}
+}
+
+// TestOpenEngineConnectionsCarryTheEngineSettings: every connection of the engine's pool has
+// the engine's settings from connect time, synchronous_commit follows asyncCommit, the URL
+// cannot override them, and the main pool's settings are untouched.
+func TestOpenEngineConnectionsCarryTheEngineSettings(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	const read = `SELECT concat_ws(',', current_setting('jit'), current_setting('enable_seqscan'),
+		current_setting('enable_bitmapscan'), current_setting('synchronous_commit'), current_setting('plan_cache_mode'))`
+	for _, tc := range []struct {
+		url   string
+		async bool
+		want  string
+	}{
+		{url, false, "off,off,off,on,auto"},
+		{url, true, "off,off,off,off,auto"},
+		{url + "&jit=on&plan_cache_mode=force_custom_plan&synchronous_commit=off", false, "off,off,off,on,auto"},
+	} {
+		p, err := database.OpenEngine(ctx, tc.url, database.Options{MaxOpenConns: 2}, tc.async)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.AsyncCommit != tc.async {
+			t.Errorf("AsyncCommit %v, want %v", p.AsyncCommit, tc.async)
+		}
+		// Both connections, held at once, outside any transaction.
+		sqlDB := database.SQL(p.DB)
+		var conns []*sql.Conn
+		for range 2 {
+			c, err := sqlDB.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for i, c := range conns {
+			var got string
+			if err := c.QueryRowContext(ctx, read).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("%s, async %v, connection %d: %s, want %s", tc.url[strings.Index(tc.url, "?"):], tc.async, i, got, tc.want)
+			}
+			_ = c.Close()
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	main, err := database.Open(ctx, url, database.Options{MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer database.Close(main)
+	var got string
+	if err := main.Raw(read).Scan(&got).Error; err != nil {
+		t.Fatal(err)
+	}
+	if got != "off,on,on,on,force_custom_plan" {
+		t.Errorf("the main pool: %s, want off,on,on,on,force_custom_plan", got)
+	}
+	if _, err := database.OpenEngine(ctx, "postgres://%zz", database.Options{}, false); err == nil ||
+		!strings.Contains(err.Error(), "engine pool: parsing database url") {
+		t.Errorf("malformed URL: %v", err)
 	}
 }

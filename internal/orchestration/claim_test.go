@@ -91,7 +91,13 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = database.Close(traced) })
-	e, err := New(NewService(traced, nil), nil, noopHandlers{}, Config{WorkerID: "explain", LeaseDuration: time.Minute}, nil)
+	pool, err := database.OpenEngine(context.Background(), url, database.Options{MaxOpenConns: PoolConns, Tracer: trace}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pool.Close() })
+	e, err := New(NewService(traced, nil), nil, noopHandlers{},
+		Config{WorkerID: "explain", LeaseDuration: time.Minute, Pool: pool}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

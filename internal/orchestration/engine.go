@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/store"
@@ -63,7 +64,19 @@ type Config struct {
 	// lease expires and recovery re-runs it: the same at-least-once outcome as the crash of a
 	// worker. Operator actions and task creation are not affected.
 	AsyncCommit bool
+	// Pool, when set, is the engine's own connection pool (database.OpenEngine, opened with
+	// AsyncCommit and PoolConns connections), on which its claims and recordings run: its
+	// connections carry the engine's session settings from connect time (store.EngineTx),
+	// which saves every engine transaction a statement. Without it (an engine over one pool,
+	// as in tests) they run on the service's pool and set those settings in a statement of
+	// their own. The caller closes it after the engine has stopped.
+	Pool *database.EnginePool
 }
+
+// PoolConns is the size of an engine's own pool (Config.Pool): at most two of its
+// transactions run at once, the dispatcher's (a claim, or the read of the next retry time)
+// and the recorder's (a batch recorded with the next claim).
+const PoolConns = 2
 
 // ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) through getenv
 // (internal/config) into a Config with every other field at its default.
@@ -164,12 +177,19 @@ func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Pool != nil && cfg.Pool.AsyncCommit != cfg.AsyncCommit {
+		return nil, fmt.Errorf("creating engine: AsyncCommit is %v but its pool was opened with asynchronous commit %v",
+			cfg.AsyncCommit, cfg.Pool.AsyncCommit)
+	}
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		svc: svc, st: svc.store, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
 		done:  make(chan struct{}),
 		slots: make(chan struct{}, cfg.Workers),
 		kick:  make(chan struct{}, 1),
+	}
+	if cfg.Pool != nil {
+		e.st = e.st.WithEngine(cfg.Pool)
 	}
 	// Start replaces the handlers' parent; until then (an engine driven step by step) it is
 	// never cancelled.

@@ -68,10 +68,20 @@ func openDB(t testing.TB, url string) *gorm.DB {
 	return db
 }
 
-// engine starts an engine with its own pool and events hub; it is stopped at cleanup.
+// engine starts an engine with its own pools (the service's, and the engine's own unless cfg
+// has one) and events hub, as tasker worker does; it is stopped at cleanup.
 func (h *harness) engine(cfg orchestration.Config) *orchestration.Engine {
 	h.t.Helper()
 	db := openDB(h.t, h.url)
+	if cfg.Pool == nil {
+		pool, err := database.OpenEngine(context.Background(), h.url,
+			database.Options{MaxOpenConns: orchestration.PoolConns}, cfg.AsyncCommit)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.t.Cleanup(func() { _ = pool.Close() }) // after the engine's stop, registered below
+		cfg.Pool = pool
+	}
 	log := slog.New(slog.DiscardHandler)
 	hub := events.NewHub(h.url, log)
 	hubCtx, stopHub := context.WithCancel(context.Background())

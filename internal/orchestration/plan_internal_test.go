@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,9 @@ func analyseEmpty(t testing.TB, db *gorm.DB) {
 var AnalyseEmpty = analyseEmpty
 
 // captured is one statement as the service ran it: its text, its arguments, and the settings
-// statements (set_config, SET LOCAL) its transaction ran before it.
+// it ran under: its connection's runtime parameters (the engine's pool sets the engine's at
+// connect time) and the settings statements (set_config, SET LOCAL) its transaction ran
+// before it, each as a statement that sets it for a transaction.
 type captured struct {
 	sql      string
 	args     []any
@@ -68,9 +71,26 @@ func (l *statementLog) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data
 		l.settings[conn] = append(l.settings[conn], captured{sql: q, args: data.Args})
 	case !l.seen[q]:
 		l.seen[q] = true
-		l.order = append(l.order, captured{sql: q, args: statementArgs(data.Args), settings: append([]captured(nil), l.settings[conn]...)})
+		l.order = append(l.order, captured{sql: q, args: statementArgs(data.Args),
+			settings: append(connectionSettings(conn), l.settings[conn]...)})
 	}
 	return ctx
+}
+
+// connectionSettings are the runtime parameters conn was opened with, by name, as settings
+// statements.
+func connectionSettings(conn *pgx.Conn) []captured {
+	params := conn.Config().RuntimeParams
+	names := make([]string, 0, len(params))
+	for k := range params {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	out := make([]captured, 0, len(names))
+	for _, k := range names {
+		out = append(out, captured{sql: "SELECT set_config($1, $2, true)", args: []any{k, params[k]}})
+	}
+	return out
 }
 
 // statementArgs drops the options database/sql passes to pgx among a statement's arguments
@@ -258,15 +278,16 @@ func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (h
 }
 
 // runHotStatements runs, once each, the statements the service repeats for every step and
-// every subscription wake-up, on db (whose pool is traced): a claim of 8 steps with their
+// every subscription wake-up, on db and, for the engine's transactions, on pool (both traced,
+// as the service opens them): a claim of 8 steps with their
 // inputs, the recording of their attempts (one failed, the others complete) with the claim of
 // 2 more steps in its transaction, the next retry
 // time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
 // transition streams' re-reads.
-func runHotStatements(t *testing.T, db *gorm.DB) {
+func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "plans"}, nil)
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "plans", Pool: pool}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,10 +379,15 @@ func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = database.Close(db) })
+	pool, err := database.OpenEngine(context.Background(), url, database.Options{MaxOpenConns: PoolConns, Tracer: trace}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pool.Close() })
 	admin := dbtest.Open(t, url)
 	analyseEmpty(t, admin)
 	seedChainRows(t, admin, 20, 10)
-	runHotStatements(t, db)
+	runHotStatements(t, db, pool)
 	stmts := trace.statements()
 	if len(stmts) < 20 {
 		t.Fatalf("captured only %d distinct statements", len(stmts))
@@ -394,7 +420,7 @@ func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
 	// The statements run again on the large tables, for arguments that fit them (the
 	// streams' positions, the steps claimed); their plans stay those the connection made.
 	trace.reset()
-	runHotStatements(t, db)
+	runHotStatements(t, db, pool)
 	args := map[string][]any{}
 	for _, c := range trace.statements() {
 		args[c.sql] = c.args

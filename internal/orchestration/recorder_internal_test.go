@@ -3,13 +3,16 @@ package orchestration
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+	"github.com/taskerhq/tasker/internal/testkit/sqllog"
 )
 
 type noHandlers struct{}
@@ -70,5 +73,102 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	if len(rows) != 2 || rows[0].Processed || !rows[0].InProcess || rows[0].State != "in_progress" ||
 		!rows[1].Processed || rows[1].InProcess || rows[1].State != "complete" {
 		t.Fatalf("steps after the flush %+v: want the bad one still claimed in_progress, the good one complete", rows)
+	}
+}
+
+// settingsStatements counts the statements among stmts that set settings.
+func settingsStatements(stmts []string) (n int) {
+	for _, q := range stmts {
+		if strings.Contains(q, "set_config(") || strings.HasPrefix(q, "set ") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestEngineTransactionsOnTheEnginePoolSetNothing drives an engine through a claim, the
+// recording of the claimed batch with the claim of the next steps (a busy engine's one
+// transaction) and the read of the next retry time: with the engine's own pool, those
+// transactions run there, with the engine's settings (read through them), and no statement
+// of either pool sets a setting; over one pool, each of them spends one statement on it.
+func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	seedChainRows(t, dbtest.Open(t, url), 20, 0)
+	mainLog, engineLog := &sqllog.Log{}, &sqllog.Log{}
+	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 4, Tracer: mainLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	pool, err := database.OpenEngine(ctx, url, database.Options{MaxOpenConns: PoolConns, Tracer: engineLog}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pool.Close() })
+	var session string
+	if err := pool.DB.Raw(`SELECT concat_ws(',', current_setting('jit'), current_setting('enable_seqscan'),
+		current_setting('enable_bitmapscan'), current_setting('synchronous_commit'), current_setting('plan_cache_mode'))`).
+		Row().Scan(&session); err != nil {
+		t.Fatal(err)
+	}
+	if want := "off,off,off,off,auto"; session != want {
+		t.Errorf("the engine pool's session settings %s, want %s", session, want)
+	}
+	engineLog.Take()
+	if _, err := New(NewService(db, nil), nil, noopHandlers{}, Config{Pool: pool}, nil); err == nil ||
+		!strings.Contains(err.Error(), "AsyncCommit is false but its pool was opened with asynchronous commit true") {
+		t.Errorf("an engine whose commit mode is not its pool's: %v", err)
+	}
+	for _, withPool := range []bool{true, false} {
+		cfg := Config{WorkerID: "settings", AsyncCommit: true}
+		if withPool {
+			cfg.Pool = pool
+		}
+		e, err := New(NewService(db, nil), nil, noopHandlers{}, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
+		mainLog.Take()
+		engineLog.Take()
+		steps, err := e.claim(ctx, 4)
+		if err != nil || len(steps) != 4 {
+			t.Fatalf("claimed %d steps (%v), want 4", len(steps), err)
+		}
+		runs := e.prepare(steps)
+		batch := make([]result, len(runs))
+		for i, r := range runs {
+			r.close()
+			batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
+		}
+		_, next, err := e.recordBatch(ctx, batch, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(next.runs) != 2 {
+			t.Errorf("the recording claimed %d steps, want 2", len(next.runs))
+		}
+		next.close()
+		if _, _, err := e.nextRetryIn(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.cancelHandlers()
+		mainAll, engineAll := mainLog.Take(), engineLog.Take()
+		mainSettings, engineSettings := settingsStatements(mainAll), settingsStatements(engineAll)
+		t.Logf("pool %v: %d statements on the main pool, %d on the engine's", withPool, len(mainAll), len(engineAll))
+		if withPool {
+			if mainSettings+engineSettings != 0 {
+				t.Errorf("with the engine pool, %d settings statements were sent:\nmain %q\nengine %q",
+					mainSettings+engineSettings, mainAll, engineAll)
+			}
+			if len(engineAll) == 0 {
+				t.Error("no statement ran on the engine pool")
+			}
+		} else if mainSettings != 3 || len(engineAll) != 0 {
+			t.Errorf("over one pool: %d settings statements on it (want one per engine transaction, 3), %d on the engine pool",
+				mainSettings, len(engineAll))
+		}
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/models"
 )
 
-// EngineTx runs fn in one transaction with the engine's session settings, set for that
-// transaction only, in one statement before fn's:
+// EngineTx runs fn in one transaction with the engine's session settings
+// (database.EngineSettings):
 //   - jit off: the engine's statements touch a few rows each, but on tables whose statistics
 //     lag behind their growth the planner's cost estimates can pass jit_above_cost, and
 //     compiling a statement then takes hundreds of milliseconds for a millisecond of work;
@@ -34,7 +36,21 @@ import (
 //     steps/s).
 //
 // Every statement of the engine therefore keeps its index plan without being planned again.
+//
+// With an engine pool (WithEngine), the transaction runs on it, whose connections carry the
+// settings from connect time: no statement is spent on them. The pool's AsyncCommit must be
+// asyncCommit (an error otherwise, before anything runs). Without one, the transaction runs
+// on the Store's handle and sets them, for itself only, in one statement before fn's.
 func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Store) error) error {
+	if p := s.engine; p != nil {
+		if p.AsyncCommit != asyncCommit {
+			return fmt.Errorf("engine transaction: asynchronous commit %v, but the engine pool was opened with %v",
+				asyncCommit, p.AsyncCommit)
+		}
+		return p.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			return fn(&Store{db: tx})
+		})
+	}
 	return s.Tx(ctx, func(tx *Store) error {
 		syncCommit := "on"
 		if asyncCommit {

@@ -14,16 +14,23 @@ import (
 	"database/sql"
 
 	"gorm.io/gorm"
+
+	"github.com/taskerhq/tasker/internal/database"
 )
 
 // Store runs the write side's statements on one database handle (the product's one handle
 // type, a *gorm.DB over a pgx pool opened by internal/database), or on one transaction of it.
 type Store struct {
-	db *gorm.DB
+	db     *gorm.DB
+	engine *database.EnginePool // where EngineTx runs, when set (see WithEngine)
 }
 
 // New returns a Store over db.
 func New(db *gorm.DB) *Store { return &Store{db: db} }
+
+// WithEngine returns a Store over the same handle whose EngineTx transactions run on the
+// engine's own pool p (database.OpenEngine); every other statement stays on the handle.
+func (s *Store) WithEngine(p *database.EnginePool) *Store { return &Store{db: s.db, engine: p} }
 
 // Tx runs fn in one transaction: every statement of the Store given to fn runs in it. The
 // transaction commits when fn returns nil and rolls back otherwise (fn's error is returned

@@ -149,7 +149,7 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	begin := time.Now()
 	plan := explain(statement("claim_token = gen_random_uuid()"))
 	t.Logf("claim of 8 among 500 fresh and 2,500 complete tasks took %s:\n%s", time.Since(begin), plan)
-	if !strings.Contains(plan, "tasker_workflow_steps_claimable_idx") {
+	if !strings.Contains(plan, "tasker_workflow_steps_runnable_idx") {
 		t.Errorf("the claim does not use the claimable index:\n%s", plan)
 	}
 	if !strings.Contains(plan, "rows=8 ") {
@@ -157,7 +157,7 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	}
 	next := explain(statement("min(r.next_retry_at)"))
 	t.Logf("next retry time:\n%s", next)
-	if !strings.Contains(next, "tasker_workflow_steps_retrying_idx") {
+	if !strings.Contains(next, "tasker_workflow_steps_retry_waiting_idx") {
 		t.Errorf("the next-retry query does not use the index of steps waiting for a retry:\n%s", next)
 	}
 }

@@ -81,9 +81,16 @@ type ClaimedStep struct {
 //   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
 //     shows), restricted to candidate steps that are neither processed nor claimed, of tasks
 //     that are pending or in_progress. The candidates are walked in id order on the partial
-//     index tasker_workflow_steps_claimable_idx, and the view is read per candidate (a fenced
+//     index tasker_workflow_steps_runnable_idx, and the view is read per candidate (a fenced
 //     LATERAL: a few index probes each), so the oldest ready steps go first, the walk stops
-//     after @n ready ones, and finished steps are never read.
+//     after @n ready ones, and finished steps are never read. The index holds only the steps
+//     that can still become ready (migration 00050): unprocessed, unclaimed, retry-eligible
+//     (the view's own rule, so no ready step is left out), of tasks whose state is pending or
+//     in_progress (task_inactive, kept by a trigger on the task's transitions). The steps that
+//     can never run again (of failed, cancelled or finished tasks, or with their retries
+//     exhausted) are not in it, so the walk's cost does not grow with them. The task's state
+//     is still read per candidate: the flag only narrows the walk, and the state read in the
+//     claim's snapshot decides.
 //   - locked: up to @n of them (the walk finds 2·@n + 8 ready steps, so that concurrent
 //     claimers that skip each other's rows still fill their batch) are locked FOR UPDATE SKIP LOCKED, so
 //     concurrent claimers (in this process or another) never wait for each other and never
@@ -106,7 +113,8 @@ WITH ready AS (
         WHERE rs.workflow_step_id = c.workflow_step_id
         LIMIT 1
     ) r
-    WHERE NOT c.processed AND NOT c.in_process
+    WHERE NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
+      AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))
       AND ts.task_state IN ('pending', 'in_progress')
       AND r.ready_for_execution
     ORDER BY c.workflow_step_id
@@ -177,7 +185,8 @@ func (s *Store) ClearClaim(ctx context.Context, stepID int64) error {
 // nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
 // been attempted or asked for a delay, are neither processed nor claimed, could run again, and
 // belong to pending or in_progress tasks. The candidates come from the partial index
-// tasker_workflow_steps_retrying_idx, which holds exactly those steps, and the readiness view
+// tasker_workflow_steps_retry_waiting_idx, which holds exactly those steps (of active tasks,
+// retry-eligible: see claimSQL and migration 00050), and the readiness view
 // is read per candidate (a fenced LATERAL, like the claim's), so the statement reads the
 // steps waiting for a retry and nothing else, whatever the planner believes about the tables.
 const nextRetrySQL = `
@@ -189,8 +198,9 @@ CROSS JOIN LATERAL (
     WHERE rs.workflow_step_id = c.workflow_step_id
     LIMIT 1
 ) r
-WHERE NOT c.processed AND NOT c.in_process
+WHERE NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
   AND (coalesce(c.attempts, 0) > 0 OR c.backoff_request_seconds IS NOT NULL)
+  AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))
   AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                 WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')
   AND r.retry_eligible AND r.dependencies_satisfied

@@ -1,0 +1,297 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// seedHistory writes, with plain SQL, stuck tasks of eight steps each, then the live work:
+//   - stuck: tasks that ran and stopped, in turn in error, cancelled and resolved_manually
+//     (their transitions written in one statement, as the engine writes them): three pending
+//     steps, two in error with their retries exhausted, two in error waiting out an hour's
+//     backoff, one resolved_manually (not processed). None of them can run.
+//   - live: ten new tasks of one pending step each (ready), and one task in_progress with a
+//     step waiting out an hour's backoff, a step whose retries are exhausted, and a pending
+//     step whose parent is the waiting one.
+func seedHistory(t *testing.T, s *Store, stuck int) {
+	t.Helper()
+	stmts := []string{
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('history')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'history')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name)
+		 SELECT d.dependent_system_id, 'h' || i FROM tasker_dependent_systems d, generate_series(1, 8) i
+		 WHERE d.name = 'history'`,
+		`INSERT INTO tasker_tasks (named_task_id)
+		 SELECT named_task_id FROM tasker_named_tasks, generate_series(1, @stuck) WHERE name = 'history'`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, attempts, last_attempted_at, backoff_request_seconds)
+		 SELECT t.task_id, ns.named_step_id,
+		        CASE WHEN ns.name IN ('h4', 'h5') THEN 3 WHEN ns.name IN ('h6', 'h7') THEN 1 ELSE 0 END,
+		        CASE WHEN ns.name IN ('h4', 'h5', 'h6', 'h7') THEN now() END,
+		        CASE WHEN ns.name IN ('h6', 'h7') THEN 3600 END
+		 FROM tasker_tasks t CROSS JOIN tasker_named_steps ns
+		 WHERE ns.name LIKE 'h_' ORDER BY t.task_id, ns.name`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 SELECT ws.workflow_step_id, CASE WHEN ns.name = 'h8' THEN 'resolved_manually' ELSE 'error' END,
+		        'pending', 1, true
+		 FROM tasker_workflow_steps ws JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
+		 WHERE ns.name IN ('h4', 'h5', 'h6', 'h7', 'h8')`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		 SELECT task_id, 'in_progress', NULL, 1, false FROM tasker_tasks
+		 UNION ALL
+		 SELECT task_id, (ARRAY['error', 'cancelled', 'resolved_manually'])[task_id % 3 + 1], 'in_progress', 2, true
+		 FROM tasker_tasks`,
+		// The live work, after the history (the claim walks the oldest steps first).
+		`INSERT INTO tasker_tasks (named_task_id)
+		 SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 11) WHERE name = 'history'`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t, tasker_named_steps ns
+		 WHERE t.task_id > @stuck AND t.task_id <= @stuck + 10 AND ns.name = 'h1'`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, attempts, last_attempted_at, backoff_request_seconds)
+		 SELECT @stuck + 11, ns.named_step_id, CASE ns.name WHEN 'h1' THEN 1 WHEN 'h2' THEN 3 ELSE 0 END,
+		        CASE WHEN ns.name IN ('h1', 'h2') THEN now() END, CASE ns.name WHEN 'h1' THEN 3600 END
+		 FROM tasker_named_steps ns WHERE ns.name IN ('h1', 'h2', 'h3') ORDER BY ns.name`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 SELECT ws.workflow_step_id, 'error', 'in_progress', 1, true
+		 FROM tasker_workflow_steps ws JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
+		 WHERE ws.task_id = @stuck + 11 AND ns.name IN ('h1', 'h2')`,
+		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
+		 SELECT a.workflow_step_id, b.workflow_step_id
+		 FROM tasker_workflow_steps a, tasker_workflow_steps b
+		 WHERE a.task_id = @stuck + 11 AND b.task_id = @stuck + 11
+		   AND a.named_step_id = (SELECT named_step_id FROM tasker_named_steps WHERE name = 'h1')
+		   AND b.named_step_id = (SELECT named_step_id FROM tasker_named_steps WHERE name = 'h3')`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		 VALUES (@stuck + 11, 'in_progress', NULL, 1, true)`,
+	}
+	for _, q := range stmts {
+		var args []any
+		if strings.Contains(q, "@stuck") {
+			args = append(args, map[string]any{"stuck": stuck})
+		}
+		if err := s.db.Exec(q, args...).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
+		}
+	}
+	// The steady state: the index entries of the steps' versions before their task stopped
+	// (the trigger rewrote them) are gone, as autovacuum leaves them.
+	if err := s.db.Exec(`VACUUM ANALYZE`).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+var errRollback = errors.New("rolled back")
+
+// scan is what EXPLAIN (ANALYZE, BUFFERS) says of one engine statement: the rows its walk of
+// a partial index visited (returned or removed by the scan's filter, over all loops), and the
+// shared buffers the statement touched.
+type scan struct {
+	Candidates int
+	Buffers    int
+}
+
+// explainWalk runs q (with args) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) in an engine
+// transaction that is rolled back, and reports the walk of index; it fails the test when the
+// statement does not walk that index.
+func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
+	t.Helper()
+	ctx := context.Background()
+	var raw string
+	err := s.EngineTx(ctx, false, func(tx *Store) error {
+		var params []any
+		if args != nil {
+			params = append(params, args)
+		}
+		if err := tx.conn(ctx).Raw(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+q, params...).Row().Scan(&raw); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	type node struct {
+		IndexName   string  `json:"Index Name"`
+		ActualRows  float64 `json:"Actual Rows"`
+		ActualLoops float64 `json:"Actual Loops"`
+		Removed     float64 `json:"Rows Removed by Filter"`
+		SharedHit   int     `json:"Shared Hit Blocks"`
+		SharedRead  int     `json:"Shared Read Blocks"`
+		Plans       []json.RawMessage
+	}
+	var top []struct{ Plan json.RawMessage }
+	if err := json.Unmarshal([]byte(raw), &top); err != nil || len(top) != 1 {
+		t.Fatalf("reading the plan: %v\n%s", err, raw)
+	}
+	var out scan
+	found := false
+	var walk func(json.RawMessage, bool)
+	walk = func(m json.RawMessage, root bool) {
+		var n node
+		if err := json.Unmarshal(m, &n); err != nil {
+			t.Fatal(err)
+		}
+		if root {
+			out.Buffers = n.SharedHit + n.SharedRead
+		}
+		if n.IndexName == index {
+			found = true
+			out.Candidates += int((n.ActualRows + n.Removed) * n.ActualLoops)
+		}
+		for _, p := range n.Plans {
+			walk(p, false)
+		}
+	}
+	walk(top[0].Plan, true)
+	if !found {
+		t.Fatalf("the statement does not walk %s:\n%s", index, raw)
+	}
+	return out
+}
+
+// readySteps lists the steps the readiness view says are ready_for_execution, of tasks that
+// are pending or in_progress: what the claim must claim.
+func readySteps(t *testing.T, s *Store) []int64 {
+	t.Helper()
+	var ids []int64
+	if err := s.db.Raw(`SELECT r.workflow_step_id FROM tasker_step_readiness_statuses r
+		WHERE r.ready_for_execution
+		  AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+		                WHERE tt.task_id = r.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')
+		ORDER BY 1`).Scan(&ids).Error; err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// claimAll claims every step it can (in batches of 100) and returns their ids, ascending.
+func claimAll(t *testing.T, s *Store) []int64 {
+	t.Helper()
+	var ids []int64
+	for {
+		rows, err := s.ClaimReady(context.Background(), 100, "test", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 0 {
+			break
+		}
+		for _, r := range rows {
+			ids = append(ids, r.StepID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestClaimWorkDoesNotGrowWithStuckHistory: with 10 and with 2,000 stuck tasks (16,000 steps
+// that can never run: pending steps of failed, cancelled and resolved tasks, exhausted steps,
+// steps waiting out a backoff, resolved steps) before ten ready steps, the claim's walk returns
+// the same candidates (the live work only) and touches about the same buffers, and so does the
+// next-retry query's; and the claim claims exactly the steps the readiness view says are ready.
+func TestClaimWorkDoesNotGrowWithStuckHistory(t *testing.T) {
+	claimArgs := map[string]any{"n": 20, "worker": "explain", "lease_ms": 60000}
+	measure := func(stuck int) (claim, retry scan) {
+		s, _ := open(t)
+		seedHistory(t, s, stuck)
+		claim = explainWalk(t, s, "tasker_workflow_steps_runnable_idx", claimSQL, claimArgs)
+		retry = explainWalk(t, s, "tasker_workflow_steps_retry_waiting_idx", nextRetrySQL, nil)
+		t.Logf("%d stuck tasks: claim %+v, next retry %+v", stuck, claim, retry)
+
+		ready := readySteps(t, s)
+		if len(ready) != 10 {
+			t.Fatalf("%d stuck tasks: the view says %d steps are ready, want the 10 live ones: %v", stuck, len(ready), ready)
+		}
+		if got := claimAll(t, s); !slices.Equal(got, ready) {
+			t.Errorf("%d stuck tasks: claimed %v, the view's ready steps are %v", stuck, got, ready)
+		}
+		return claim, retry
+	}
+	smallClaim, smallRetry := measure(10)
+	bigClaim, bigRetry := measure(2000)
+	// The live work: ten ready steps, and the in_progress task's waiting and blocked steps.
+	if smallClaim.Candidates != 12 || bigClaim.Candidates != 12 {
+		t.Errorf("the claim walked %d candidates with 10 stuck tasks and %d with 2,000, want 12 both times",
+			smallClaim.Candidates, bigClaim.Candidates)
+	}
+	if smallRetry.Candidates != 1 || bigRetry.Candidates != 1 {
+		t.Errorf("the next-retry query walked %d candidates with 10 stuck tasks and %d with 2,000, want 1 both times",
+			smallRetry.Candidates, bigRetry.Candidates)
+	}
+	// Deeper indexes may cost a page per probe; a walk of the history would cost thousands.
+	if bigClaim.Buffers > smallClaim.Buffers*3/2 {
+		t.Errorf("the claim touched %d buffers with 2,000 stuck tasks against %d with 10", bigClaim.Buffers, smallClaim.Buffers)
+	}
+	if bigRetry.Buffers > smallRetry.Buffers*3/2 {
+		t.Errorf("the next-retry query touched %d buffers with 2,000 stuck tasks against %d with 10",
+			bigRetry.Buffers, smallRetry.Buffers)
+	}
+}
+
+// TestTaskInactiveFollowsTheTaskState: a task's transition sets task_inactive on its
+// unprocessed steps, so that a failed task that an operator sets back to pending has its
+// steps claimed again, and a task that fails again drops out of the claim's walk.
+func TestTaskInactiveFollowsTheTaskState(t *testing.T) {
+	s, _ := open(t)
+	seedHistory(t, s, 3)
+	// The stuck task in error (seedHistory puts the stuck tasks in error, cancelled and resolved_manually in turn).
+	var task int64
+	if err := s.db.Raw(`SELECT task_id FROM tasker_task_transitions WHERE most_recent AND to_state = 'error'
+		ORDER BY task_id LIMIT 1`).Row().Scan(&task); err != nil {
+		t.Fatal(err)
+	}
+	inactive := func() []bool {
+		var flags []bool
+		if err := s.db.Raw(`SELECT task_inactive FROM tasker_workflow_steps WHERE task_id = ? AND NOT processed
+			ORDER BY workflow_step_id`, task).Scan(&flags).Error; err != nil {
+			t.Fatal(err)
+		}
+		return flags
+	}
+	move := func(to string) {
+		t.Helper()
+		if err := s.Tx(context.Background(), func(tx *Store) error {
+			if err := tx.db.Exec(`UPDATE tasker_task_transitions SET most_recent = false WHERE task_id = ? AND most_recent`,
+				task).Error; err != nil {
+				return err
+			}
+			return tx.db.Exec(`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent)
+				SELECT ?, ?, max(sort_key) + 1, true FROM tasker_task_transitions WHERE task_id = ?`, task, to, task).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := inactive(); len(got) != 8 || slices.Contains(got, false) {
+		t.Fatalf("the steps of a task in error have task_inactive %v, want 8 times true", got)
+	}
+	move("pending")
+	if got := inactive(); len(got) != 8 || slices.Contains(got, true) {
+		t.Fatalf("the steps of a task back to pending have task_inactive %v, want 8 times false", got)
+	}
+	ready := readySteps(t, s)
+	if len(ready) != 13 { // the 10 live steps and the task's three pending ones
+		t.Fatalf("the view says %d steps are ready, want 13: %v", len(ready), ready)
+	}
+	var claimed []int64
+	if err := s.Tx(context.Background(), func(tx *Store) error {
+		claimed = claimAll(t, tx)
+		return errRollback
+	}); !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	if !slices.Equal(claimed, ready) {
+		t.Errorf("claimed %v, the view's ready steps are %v", claimed, ready)
+	}
+	move("error")
+	if got := inactive(); len(got) != 8 || slices.Contains(got, false) {
+		t.Fatalf("the steps of a task in error again have task_inactive %v, want 8 times true", got)
+	}
+	want := readySteps(t, s)
+	if got := claimAll(t, s); len(got) != 10 || !slices.Equal(got, want) {
+		t.Errorf("claimed %v, the view's ready steps are %v (want the 10 live ones)", got, want)
+	}
+}

@@ -84,11 +84,14 @@ type Result struct {
 
 // bulkTriggers are the only user triggers on the tables a batch writes that bulk mode
 // may skip: per-row NOTIFY wake-ups, which are only hints (listeners catch up from the
-// tables) and would queue one notification per historical transition.
+// tables) and would queue one notification per historical transition, and the trigger that
+// sets the steps' task_inactive flag (migration 00050), which the batch's statement writes
+// itself.
 var bulkTriggers = map[string]bool{
 	"tasker_workflow_step_transitions_notify": true,
 	"tasker_task_transitions_notify":          true,
 	"tasker_tasks_created_notify":             true,
+	"tasker_task_transitions_mark_steps":      true,
 }
 
 // enterBulkMode switches the transaction to session_replication_role = replica when that is

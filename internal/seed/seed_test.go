@@ -55,6 +55,11 @@ func TestGenerateWritesConsistentHistories(t *testing.T) {
 			WHERE status = 'complete' AND execution_status <> 'all_complete'`,
 		"failed tasks that are not blocked": `SELECT count(*) FROM tasker_task_execution_contexts
 			WHERE status = 'error' AND execution_status <> 'blocked_by_failures'`,
+		// The claim's index leaves out the unprocessed steps of tasks that are not active
+		// (migration 00050): the generator sets the flag as the trigger would.
+		"unprocessed steps whose task_inactive is not their task's": `SELECT count(*) FROM tasker_workflow_steps s
+			WHERE NOT s.processed AND s.task_inactive <> (coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
+			      WHERE tt.task_id = s.task_id AND tt.most_recent), 'pending') NOT IN ('pending', 'in_progress'))`,
 	}
 	for name, q := range checks {
 		var n int

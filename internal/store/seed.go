@@ -131,7 +131,9 @@ func (s *Store) Analyze(ctx context.Context) error {
 // task ids, ascending. Parameters: $1 tasks, $2 seed, $3..$6 cumulative scenario thresholds
 // out of 1000, $7 fixed frontier (< 0: drawn), $8 the shape's deepest level, $9 named task,
 // $10 named step ids, $11 their dependency levels and $12 their shortest depths, in
-// declaration order. Steps are written with their depth already right (see seed.Run).
+// declaration order. Steps are written with their depth already right (see seed.Run), and with
+// task_inactive set for the steps of complete and failed tasks, as the trigger of migration
+// 00050 sets it (no trigger fires in bulk mode).
 //
 // A step's kind follows from its task's scenario and its level against the frontier:
 //
@@ -185,7 +187,7 @@ WITH plan AS MATERIALIZED (
 	END AS hist) h
 	CROSS JOIN LATERAL generate_subscripts(h.hist, 1) AS i
 ), planned_steps AS MATERIALIZED (
-	SELECT tt.task_id, u.named_step_id, u.ord, u.lv, u.min_depth, tt.t_end,
+	SELECT tt.task_id, u.named_step_id, u.ord, u.lv, u.min_depth, tt.t_end, tt.scenario,
 		CASE
 			WHEN tt.scenario = 'pending' THEN 'fresh'
 			WHEN tt.scenario = 'complete' AND mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 3)), 29) = 0 THEN 'resolved'
@@ -217,7 +219,7 @@ WITH plan AS MATERIALIZED (
 ), steps AS (
 	INSERT INTO tasker_workflow_steps (task_id, named_step_id, attempts, last_attempted_at,
 		backoff_request_seconds, processed, processed_at, in_process, results, created_at, updated_at,
-		dependency_level, min_depth_from_root)
+		dependency_level, min_depth_from_root, task_inactive)
 	SELECT task_id, named_step_id, attempts,
 		CASE WHEN attempts > 0 THEN t_end END,
 		CASE WHEN kind = 'backoff' THEN 3600 END,
@@ -228,7 +230,8 @@ WITH plan AS MATERIALIZED (
 			WHEN kind IN ('done', 'done_retry') THEN '{"ok": true}'::jsonb
 			WHEN kind IN ('exhausted', 'backoff', 'resolved') THEN '{"error": "generated failure"}'::jsonb
 		END,
-		t_end - make_interval(secs => cardinality(hist) + 1), t_end, lv, min_depth
+		t_end - make_interval(secs => cardinality(hist) + 1), t_end, lv, min_depth,
+		scenario IN ('complete', 'failed')
 	FROM shaped
 	ORDER BY task_id, ord
 	RETURNING workflow_step_id, task_id, named_step_id

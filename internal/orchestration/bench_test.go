@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/seed"
+	"github.com/taskerhq/tasker/internal/shape"
 )
 
 const noopChainYAML = `
@@ -38,6 +40,11 @@ steps:
 // default configuration: 32 workers each) drain them. It reports steps/s and the seconds to drain all N tasks. N is
 // TASKER_BENCH_TASKS (default 200; make bench runs 10000).
 //
+// TASKER_BENCH_STUCK=N writes, before the N tasks, that many old tasks of the diamond shape
+// that cannot run (internal/seed): TASKER_BENCH_STUCK_KIND failed (the default: tasks in
+// error with exhausted steps and pending steps behind them) or backoff (tasks in_progress
+// with a step waiting out an hour's backoff and pending steps behind it).
+//
 // stats=stale runs the same drain on the worst statistics: the tables were analysed while
 // empty and autovacuum is off for them, so the planner sees the N tasks through statistics
 // of an empty database (a fresh database, or autovacuum at the wrong moment).
@@ -48,6 +55,21 @@ func BenchmarkThroughput(b *testing.B) {
 		if n, err = strconv.Atoi(v); err != nil || n < 1 {
 			b.Fatalf("TASKER_BENCH_TASKS=%q is not a positive number", v)
 		}
+	}
+	stuck := 0
+	if v := os.Getenv("TASKER_BENCH_STUCK"); v != "" {
+		var err error
+		if stuck, err = strconv.Atoi(v); err != nil || stuck < 0 {
+			b.Fatalf("TASKER_BENCH_STUCK=%q is not a non-negative number", v)
+		}
+	}
+	mix := seed.Mix{Failed: 1}
+	switch k := os.Getenv("TASKER_BENCH_STUCK_KIND"); k {
+	case "", "failed":
+	case "backoff":
+		mix = seed.Mix{Backoff: 1}
+	default:
+		b.Fatalf("TASKER_BENCH_STUCK_KIND=%q is neither failed nor backoff", k)
 	}
 	for _, stale := range []bool{false, true} {
 		for _, engines := range []int{1, 2} {
@@ -60,6 +82,15 @@ func BenchmarkThroughput(b *testing.B) {
 				for range b.N {
 					b.StopTimer()
 					h := newHarness(b, nil, noopChainYAML)
+					if stuck > 0 {
+						if _, err := seed.Run(context.Background(), h.db, 1, seed.Batch{Shape: shape.Diamond,
+							Tasks: stuck, Mix: mix, Frontier: -1}); err != nil {
+							b.Fatal(err)
+						}
+						if err := h.db.Exec(`VACUUM ANALYZE`).Error; err != nil {
+							b.Fatal(err)
+						}
+					}
 					if stale {
 						orchestration.AnalyseEmpty(b, h.db)
 					}

@@ -12,28 +12,8 @@ import (
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/seed"
 	"github.com/taskerhq/tasker/internal/shape"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
-
-const noopChainYAML = `
-namespace: bench
-name: noop_five
-version: 1.0.0
-steps:
-  - name: one
-    handler: {kind: noop}
-  - name: two
-    depends_on: one
-    handler: {kind: noop}
-  - name: three
-    depends_on: one
-    handler: {kind: noop}
-  - name: four
-    depends_on: [two, three]
-    handler: {kind: noop}
-  - name: five
-    depends_on: four
-    handler: {kind: noop}
-`
 
 // BenchmarkThroughput measures end-to-end throughput of noop steps: N tasks of five steps
 // (a small diamond) are created, then 1 or 2 engines (separate pools, like processes, with the
@@ -81,7 +61,7 @@ func BenchmarkThroughput(b *testing.B) {
 				var total time.Duration
 				for range b.N {
 					b.StopTimer()
-					h := newHarness(b, nil, noopChainYAML)
+					h := newHarness(b, nil, fixture.NoopDiamondYAML)
 					if stuck > 0 {
 						if _, err := seed.Run(context.Background(), h.db, 1, seed.Batch{Shape: shape.Diamond,
 							Tasks: stuck, Mix: mix, Frontier: -1}); err != nil {
@@ -138,7 +118,7 @@ func waitAllComplete(b testing.TB, h *harness, n int, timeout time.Duration) {
 // five-step diamond tasks (noop_five), half of them with an idempotency key, into one
 // database. It reports steps/s and tasks/s created.
 func BenchmarkCreateTasks(b *testing.B) {
-	h := newHarness(b, nil, noopChainYAML)
+	h := newHarness(b, nil, fixture.NoopDiamondYAML)
 	reqs := make([]orchestration.CreateTaskRequest, orchestration.MaxBatch)
 	ctx := context.Background()
 	b.ResetTimer()

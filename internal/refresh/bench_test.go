@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,28 +12,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/testkit/bench"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
-
-// benchSizes are the numbers of workflow steps the benchmarks load, one database each:
-// TASKER_BENCH_STEPS, a comma-separated list, default 10,000 (make bench runs
-// 10000,1000000).
-func benchSizes(b *testing.B) []int {
-	b.Helper()
-	v := os.Getenv("TASKER_BENCH_STEPS")
-	if v == "" {
-		return []int{10_000}
-	}
-	var sizes []int
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 10 {
-			b.Fatalf("TASKER_BENCH_STEPS=%q: %q is not a number of steps >= 10", v, f)
-		}
-		sizes = append(sizes, n)
-	}
-	return sizes
-}
 
 // loadBenchData writes steps workflow steps, 10 per task, with plain set-based SQL: 4
 // namespaces of 5 named tasks, 10 named steps, tasks spread over the last week, and a history
@@ -143,7 +122,7 @@ func newLiveDashboard(b *testing.B, db *gorm.DB) liveDashboard {
 // one refresh of each read model after 1,000 new transitions (written outside the timer).
 // The read and the refresh should cost the same at every size.
 func BenchmarkReadModels(b *testing.B) {
-	for _, steps := range benchSizes(b) {
+	for _, steps := range bench.Sizes(b, "TASKER_BENCH_STEPS", "10000", 10) {
 		benchReadModels(b, steps)
 	}
 }

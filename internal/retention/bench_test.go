@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	neturl "net/url"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,27 +25,8 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/bench"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/eventstest"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
-
-// benchSizes are the numbers of old finished steps the benchmarks delete, one database each:
-// TASKER_BENCH_STEPS, a comma-separated list, default 10,000 (make bench runs
-// 10000,1000000).
-func benchSizes(b *testing.B) []int {
-	b.Helper()
-	v := os.Getenv("TASKER_BENCH_STEPS")
-	if v == "" {
-		return []int{10_000}
-	}
-	var sizes []int
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1000 {
-			b.Fatalf("TASKER_BENCH_STEPS=%q: %q is not a number of steps >= 1000", v, f)
-		}
-		sizes = append(sizes, n)
-	}
-	return sizes
-}
 
 // oldShapes are the shapes of the old tasks: the standard shapes of 4 to 10 steps (the wide
 // and deep tasks of 10,000 steps would put a whole batch's worth of steps in one task).
@@ -151,27 +130,6 @@ func (d *oldData) checkKept(b *testing.B, fresh int64) {
 	}
 }
 
-const noopFiveYAML = `
-namespace: bench
-name: noop_five
-version: 1.0.0
-steps:
-  - name: one
-    handler: {kind: noop}
-  - name: two
-    depends_on: one
-    handler: {kind: noop}
-  - name: three
-    depends_on: one
-    handler: {kind: noop}
-  - name: four
-    depends_on: [two, three]
-    handler: {kind: noop}
-  - name: five
-    depends_on: four
-    handler: {kind: noop}
-`
-
 // load is an engine (default configuration: 32 workers, its own pool and events hub) working
 // flat out on fresh five-step noop tasks, which a feeder keeps at least backlog steps ahead
 // of it.
@@ -198,7 +156,7 @@ func startLoad(b *testing.B, d *oldData, backlog int) *load {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tpl, err := template.Parse("bench.yaml", []byte(noopFiveYAML), handlers)
+	tpl, err := template.Parse("bench.yaml", []byte(fixture.NoopDiamondYAML), handlers)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -323,7 +281,7 @@ func (l *load) halt() int64 {
 // After the run it checks that exactly the finished old tasks are gone: every unfinished old
 // task and every fresh task is kept.
 func BenchmarkRunUnderLoad(b *testing.B) {
-	for _, steps := range benchSizes(b) {
+	for _, steps := range bench.Sizes(b, "TASKER_BENCH_STEPS", "10000", 1000) {
 		for _, duty := range benchDuties(b) {
 			b.Run(fmt.Sprintf("steps=%d/duty=%d", steps, duty), func(b *testing.B) {
 				for range b.N {
@@ -338,17 +296,11 @@ func BenchmarkRunUnderLoad(b *testing.B) {
 // a comma-separated list of percentages, default 100 (no pause) and retention.DefaultDuty.
 func benchDuties(b *testing.B) []int {
 	b.Helper()
-	v := os.Getenv("TASKER_BENCH_RETENTION_DUTY")
-	if v == "" {
-		return []int{100, retention.DefaultDuty}
-	}
-	var duties []int
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 100 {
-			b.Fatalf("TASKER_BENCH_RETENTION_DUTY=%q: %q is not a percentage in 1..100", v, f)
+	duties := bench.Sizes(b, "TASKER_BENCH_RETENTION_DUTY", fmt.Sprintf("100,%d", retention.DefaultDuty), 1)
+	for _, n := range duties {
+		if n > 100 {
+			b.Fatalf("TASKER_BENCH_RETENTION_DUTY: %d is not a percentage in 1..100", n)
 		}
-		duties = append(duties, n)
 	}
 	return duties
 }
@@ -652,7 +604,7 @@ func timeRounds(b *testing.B, rounds int, op func(i int, copy string)) (rows, pa
 // Both benchmarks need the user of TASKER_TEST_DATABASE_URL to be a superuser (postgres by
 // default): for the seed's bulk mode, CHECKPOINT, and this one's pg_walinspect and slot.
 func BenchmarkPartitionsVsRowDeletes(b *testing.B) {
-	for _, steps := range benchSizes(b) {
+	for _, steps := range bench.Sizes(b, "TASKER_BENCH_STEPS", "10000", 1000) {
 		b.Run(fmt.Sprintf("steps=%d", steps), func(b *testing.B) {
 			for range b.N {
 				partitionsVsRowDeletes(b, steps)

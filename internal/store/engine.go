@@ -76,6 +76,13 @@ type ClaimedStep struct {
 	Claimed      time.Time
 }
 
+// runnableCandidate is the condition, on a step row c, of the partial indexes the claim and
+// the next-retry query walk (migration 00050): unprocessed, unclaimed, of an active task, and
+// retry-eligible. Both statements repeat it word for word so that the planner can prove that
+// the index holds their candidates.
+const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
+      AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))`
+
 // claimSQL claims up to @n ready steps in one statement.
 //
 //   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
@@ -113,8 +120,7 @@ WITH ready AS (
         WHERE rs.workflow_step_id = c.workflow_step_id
         LIMIT 1
     ) r
-    WHERE NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
-      AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))
+    WHERE ` + runnableCandidate + `
       AND ts.task_state IN ('pending', 'in_progress')
       AND r.ready_for_execution
     ORDER BY c.workflow_step_id
@@ -198,9 +204,8 @@ CROSS JOIN LATERAL (
     WHERE rs.workflow_step_id = c.workflow_step_id
     LIMIT 1
 ) r
-WHERE NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
+WHERE ` + runnableCandidate + `
   AND (coalesce(c.attempts, 0) > 0 OR c.backoff_request_seconds IS NOT NULL)
-  AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))
   AND coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                 WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') IN ('pending', 'in_progress')
   AND r.retry_eligible AND r.dependencies_satisfied

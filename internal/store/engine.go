@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -51,14 +54,16 @@ func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Stor
 			return fn(&Store{db: tx})
 		})
 	}
+	settings := database.EngineSettings(asyncCommit)
+	calls := make([]string, 0, len(settings))
+	args := make([]any, 0, 2*len(settings))
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
+		calls = append(calls, "set_config(?, ?, true)")
+		args = append(args, name, settings[name])
+	}
+	setAll := "SELECT " + strings.Join(calls, ", ")
 	return s.Tx(ctx, func(tx *Store) error {
-		syncCommit := "on"
-		if asyncCommit {
-			syncCommit = "off"
-		}
-		if err := tx.conn(ctx).Exec(`SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true),
-		set_config('enable_bitmapscan', 'off', true), set_config('synchronous_commit', ?, true),
-		set_config('plan_cache_mode', 'auto', true)`, syncCommit).Error; err != nil {
+		if err := tx.conn(ctx).Exec(setAll, args...).Error; err != nil {
 			return fmt.Errorf("setting the engine's transaction settings: %w", err)
 		}
 		return fn(tx)

@@ -193,12 +193,18 @@ func serve(ctx context.Context, cfg config.Config, args []string, out io.Writer,
 	if extras.mount != nil {
 		extras.mount(srv.Mux)
 	}
-	lc.run("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
+	// The record is written before the server answers: once /healthz answers, commands run
+	// beside this server find it (the listener is bound already, so early requests queue).
 	httpURL := localURL(srv.Addr())
+	var removeRecord func(context.Context) error
 	if cluster != nil {
-		if err := recordServer(cfg, cluster, httpURL, lc, log); err != nil {
+		if removeRecord, err = recordServer(cfg, cluster, httpURL, log); err != nil {
 			return err
 		}
+	}
+	lc.run("http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
+	if removeRecord != nil {
+		lc.add("server record", removeRecord) // stops first: no command finds a stopping server
 	}
 	if extras.afterStart != nil {
 		if err := extras.afterStart(ctx, gdb, apiTemplates, httpURL); err != nil {
@@ -272,20 +278,18 @@ func localURL(addr string) string {
 }
 
 // recordServer writes where this server and its private cluster are into the data folder
-// (internal/runstate), for the commands run beside it, and registers its removal as the first
-// stop step.
-func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, lc *lifecycle, log *slog.Logger) error {
+// (internal/runstate), for the commands run beside it, and returns the record's removal.
+func recordServer(cfg config.Config, cluster *pgembed.Cluster, httpURL string, log *slog.Logger) (func(context.Context) error, error) {
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("resolving the data folder %s: %w", cfg.DataDir, err)
+		return nil, fmt.Errorf("resolving the data folder %s: %w", cfg.DataDir, err)
 	}
 	st := runstate.State{DataDir: dataDir, HTTPURL: httpURL, DatabaseURL: cluster.URL(),
 		PostgresDataDir: cluster.DataDir(), ServerPID: os.Getpid(), PostgresPID: cluster.PID(), StartedAt: time.Now().UTC()}
 	if err := runstate.Write(st); err != nil {
-		return err
+		return nil, err
 	}
-	lc.add("server record", func(context.Context) error { return runstate.Remove(dataDir, st.ServerPID) })
 	log.Info("serve: ready; commands such as `tasker run-task` and `tasker status` find this server through its record",
 		"record", runstate.Path(dataDir), "http", httpURL)
-	return nil
+	return func(context.Context) error { return runstate.Remove(dataDir, st.ServerPID) }, nil
 }

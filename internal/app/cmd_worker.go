@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
@@ -74,26 +76,84 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	return lc.wait(ctx)
 }
 
-// startWorkers starts the engine of a process (the part "workers") with the built-in handler
-// kinds, after its own pool on dbURL (the part "engine pool": orchestration.PoolConns
-// connections with the engine's session settings, traced by tracer when not nil), which is
-// closed after the engine has stopped. Running steps are given two thirds of the shutdown
-// deadline to finish before they are cancelled.
+// startWorkers starts the engines of a process (the part "workers") with the built-in handler
+// kinds, after their own pool on dbURL (the part "engine pool": orchestration.PoolConns
+// connections per engine with the engine's session settings, traced by tracer when not nil),
+// which is closed after the engines have stopped. The process's workers are shared out among
+// cfg.EnginesFor(workers) engines (see config.Config.Engines): each claims and records its
+// own steps, so one engine's steps run while another's batch commits. Running steps are given
+// two thirds of the shutdown deadline to finish before they are cancelled.
 func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string, tracer pgx.QueryTracer, hub *events.Hub, cfg config.Config) error {
 	ocfg := cfg.Workers
 	if ocfg.DrainTimeout == 0 {
 		ocfg.DrainTimeout = cfg.ShutdownTimeout * 2 / 3
 	}
+	workers := ocfg.Workers
+	if workers <= 0 {
+		workers = orchestration.DefaultWorkers
+	}
+	shares := shareWorkers(workers, cfg.EnginesFor(workers))
 	if err := lc.start(ctx, "engine pool", func(ctx context.Context) (err error) {
 		ocfg.Pool, err = database.OpenEngine(ctx, dbURL,
-			database.Options{MaxOpenConns: orchestration.PoolConns, Tracer: tracer}, ocfg.AsyncCommit)
+			database.Options{MaxOpenConns: orchestration.PoolConns * len(shares), Tracer: tracer}, ocfg.AsyncCommit)
 		return err
 	}, func(context.Context) error { return ocfg.Pool.Close() }); err != nil {
 		return err
 	}
-	engine, err := orchestration.New(orchestration.NewService(gdb, nil), hub, orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry()), ocfg, lc.log)
-	if err != nil {
-		return err
+	svc := orchestration.NewService(gdb, nil)
+	handlers := orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry())
+	group := make(engineGroup, len(shares))
+	for i, n := range shares {
+		ecfg := ocfg
+		ecfg.Workers = n
+		if ecfg.WorkerID != "" && len(shares) > 1 {
+			ecfg.WorkerID += "/" + strconv.Itoa(i+1)
+		}
+		engine, err := orchestration.New(svc, hub, handlers, ecfg, lc.log)
+		if err != nil {
+			return err
+		}
+		group[i] = engine
 	}
-	return lc.startService(ctx, "workers", engine)
+	if len(group) > 1 {
+		lc.log.Info(lc.command+": workers shared among engines", "workers", workers, "engines", shares)
+	}
+	return lc.startService(ctx, "workers", group)
+}
+
+// shareWorkers splits workers among engines as evenly as it can.
+func shareWorkers(workers, engines int) []int {
+	shares := make([]int, engines)
+	for i := range shares {
+		shares[i] = workers / engines
+		if i < workers%engines {
+			shares[i]++
+		}
+	}
+	return shares
+}
+
+// engineGroup is the engines of one process, started and stopped together.
+type engineGroup []*orchestration.Engine
+
+// Start starts every engine; when one fails, those already started are stopped.
+func (g engineGroup) Start(ctx context.Context) error {
+	for i, e := range g {
+		if err := e.Start(ctx); err != nil {
+			return errors.Join(err, engineGroup(g[:i]).Stop(ctx))
+		}
+	}
+	return nil
+}
+
+// Stop stops every engine at once (each drains its running steps under ctx's deadline) and
+// returns every failure.
+func (g engineGroup) Stop(ctx context.Context) error {
+	errs := make([]error, len(g))
+	var wg sync.WaitGroup
+	for i, e := range g {
+		wg.Go(func() { errs[i] = e.Stop(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -62,6 +62,10 @@ type Config struct {
 	Workers orchestration.Config
 	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
 	NoWorkers bool
+	// Engines is how many engines share the process's workers (TASKER_ENGINES, 1 to 16; 0:
+	// EnginesFor decides). Each engine claims and records on its own, so while one commits,
+	// another's steps run: the process keeps more than one core busy.
+	Engines int
 	// Auth is TASKER_AUTH as given ("", on or off: Read refuses any other value);
 	// auth.DecideMode judges it with the listen address and the database once the flags are
 	// known.
@@ -149,6 +153,13 @@ func Read(getenv func(string) string) (Config, error) {
 	if cfg.Workers, err = orchestration.ConfigFromEnv(workersEnv); err != nil {
 		return cfg, err
 	}
+	if v := getenv("TASKER_ENGINES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxEngines {
+			return cfg, fmt.Errorf("TASKER_ENGINES=%q is not an engine count between 1 and %d", v, MaxEngines)
+		}
+		cfg.Engines = n
+	}
 	if cfg.Limits, err = auth.LimitsFromEnv(getenv); err != nil {
 		return cfg, err
 	}
@@ -180,6 +191,24 @@ func (c *Config) Finish() error {
 		c.API.QueryStats = c.Embedded()
 	}
 	return nil
+}
+
+// MaxEngines bounds TASKER_ENGINES.
+const MaxEngines = 16
+
+// WorkersPerEngine is the fewest workers an engine gets when the count of engines is left to
+// EnginesFor: below it, an engine's batches are too small for a second one to pay.
+const WorkersPerEngine = 16
+
+// EnginesFor is the count of engines that run workers workers in one process: the configured
+// count (capped at workers, so that every engine has a worker), else one engine per
+// WorkersPerEngine workers, at least 1 and at most 2 (each engine keeps about one core busy at
+// its best; more only add commits).
+func (c Config) EnginesFor(workers int) int {
+	if c.Engines > 0 {
+		return max(1, min(c.Engines, workers))
+	}
+	return max(1, min(2, workers/WorkersPerEngine))
 }
 
 // Embedded reports whether the process uses a private cluster rather than DatabaseURL.

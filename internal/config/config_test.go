@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,27 @@ func TestReadNoWorkersAndQueryStats(t *testing.T) {
 	}
 }
 
+// The workers of a process are shared among engines: as configured (never more engines than
+// workers), else one per WorkersPerEngine workers, at most two.
+func TestEnginesFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ engines, workers, want int }{
+		{0, 1, 1}, {0, 31, 1}, {0, 32, 2}, {0, 100, 2},
+		{1, 100, 1}, {4, 100, 4}, {4, 3, 3},
+	} {
+		cfg, err := Read(env(map[string]string{"TASKER_ENGINES": strconv.Itoa(tc.engines)}))
+		if tc.engines == 0 {
+			cfg, err = Read(env(nil))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.EnginesFor(tc.workers); got != tc.want {
+			t.Errorf("TASKER_ENGINES=%d, %d workers: %d engines, want %d", tc.engines, tc.workers, got, tc.want)
+		}
+	}
+}
+
 func TestReadRejectsBadValues(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ key, value, want string }{
@@ -102,6 +124,8 @@ func TestReadRejectsBadValues(t *testing.T) {
 		{"TASKER_SHUTDOWN_TIMEOUT", "-1s", `TASKER_SHUTDOWN_TIMEOUT="-1s" is not a positive duration`},
 		{"TASKER_WORKERS", "many", `TASKER_WORKERS="many"`},
 		{"TASKER_SYNC_COMMIT", "maybe", `TASKER_SYNC_COMMIT="maybe"`},
+		{"TASKER_ENGINES", "0", `TASKER_ENGINES="0" is not an engine count between 1 and 16`},
+		{"TASKER_ENGINES", "17", `TASKER_ENGINES="17"`},
 		{"TASKER_RATE_LIMIT", "-3", `TASKER_RATE_LIMIT="-3"`},
 		{"TASKER_QUERY_STATS", "often", `TASKER_QUERY_STATS="often"`},
 		{"TASKER_GRAPHQL_MAX_COMPLEXITY", "0", `TASKER_GRAPHQL_MAX_COMPLEXITY="0"`},

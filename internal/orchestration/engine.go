@@ -73,6 +73,9 @@ type Config struct {
 	Pool *database.EnginePool
 }
 
+// DefaultWorkers is Config.Workers when it is not set.
+const DefaultWorkers = 32
+
 // PoolConns is the size of an engine's own pool (Config.Pool): at most two of its
 // transactions run at once, the dispatcher's (a claim, or the read of the next retry time)
 // and the recorder's (a batch recorded with the next claim).
@@ -101,7 +104,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 
 func (c Config) withDefaults() Config {
 	if c.Workers <= 0 {
-		c.Workers = 32
+		c.Workers = DefaultWorkers
 	}
 	if c.ClaimBatch <= 0 || c.ClaimBatch > c.Workers {
 		c.ClaimBatch = c.Workers

@@ -227,6 +227,11 @@ func writeBatch(ctx context.Context, tx *store.Store, items []batchItem, regs ma
 		initiators[j], sources[j], reasons[j] = it.req.Initiator, it.req.SourceSystem, it.req.Reason
 		tags[j], contexts[j], identities[j] = string(it.tags), string(it.context), it.identity
 	}
+	// Every reference written below is made true here: the tasks' named tasks are registered,
+	// and the steps and edges are the new tasks' own (see store.TrustCreation).
+	if _, err := tx.TrustCreation(ctx); err != nil {
+		return BatchResult{}, err
+	}
 	taskOf, err := tx.InsertTasks(ctx, store.NewTasks{NamedTaskIDs: named, Initiators: initiators, SourceSystems: sources,
 		Reasons: reasons, Tags: tags, Contexts: contexts, Identities: identities})
 	if err != nil {

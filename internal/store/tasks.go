@@ -121,6 +121,20 @@ func (s *Store) TasksByIdentity(ctx context.Context, identities []string) (map[s
 	return out, rows.Err()
 }
 
+// TrustCreation skips the foreign-key checks of the rest of the current transaction, which
+// must then write only rows whose references it has made true itself (task creation: see
+// migration 00051), when the database role may do so, and reports whether it did. Every other
+// constraint, and every trigger of the tables creation writes, still applies. It must run
+// inside a transaction.
+func (s *Store) TrustCreation(ctx context.Context) (bool, error) {
+	var trusted bool
+	err := s.conn(ctx).Raw(`SELECT tasker_trust_creation()`).Row().Scan(&trusted)
+	if err != nil {
+		return false, fmt.Errorf("trusting task creation: %w", err)
+	}
+	return trusted, nil
+}
+
 // NewSteps are the columns of workflow steps to insert, one entry per step in each, with
 // their DAG depths (dependency_level, min_depth_from_root) already computed.
 type NewSteps struct {

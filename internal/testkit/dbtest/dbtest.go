@@ -94,3 +94,20 @@ func Open(t testing.TB, url string) *gorm.DB {
 	t.Cleanup(func() { _ = database.Close(gdb) })
 	return gdb
 }
+
+// AsServerAdmin returns url (a test database's) with the user and password of ServerURL: the
+// same database, reached as the server's administrator (a superuser by default) instead of
+// the unprivileged role test databases are owned by.
+func AsServerAdmin(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("parsing test database URL: %v", err)
+	}
+	admin, err := url.Parse(ServerURL())
+	if err != nil {
+		t.Fatalf("parsing TASKER_TEST_DATABASE_URL: %v", err)
+	}
+	u.User = admin.User
+	return u.String()
+}

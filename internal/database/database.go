@@ -37,6 +37,8 @@ type Options struct {
 	Tracer pgx.QueryTracer
 	// Logger receives GORM's own log lines; nil silences them.
 	Logger logger.Interface
+	// AfterConnect, when set, runs on every new connection before the pool hands it out.
+	AfterConnect func(ctx context.Context, conn *pgx.Conn) error
 }
 
 // Open connects to url, checks the connection and returns a GORM handle whose *sql.DB is a
@@ -138,7 +140,11 @@ func pool(cfg *pgx.ConnConfig, opts Options) *sql.DB {
 	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set {
 		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}
-	sqlDB := stdlib.OpenDB(*cfg)
+	var connOpts []stdlib.OptionOpenDB
+	if opts.AfterConnect != nil {
+		connOpts = append(connOpts, stdlib.OptionAfterConnect(opts.AfterConnect))
+	}
+	sqlDB := stdlib.OpenDB(*cfg, connOpts...)
 	maxOpen := opts.MaxOpenConns
 	if maxOpen <= 0 {
 		maxOpen = 20
@@ -198,8 +204,9 @@ type EnginePool struct {
 // OpenEngine opens the engine's pool on url (the primary): Open's pool, of at most
 // opts.MaxOpenConns connections, whose connections start with EngineSettings(asyncCommit)
 // as runtime parameters. These override the same parameters in the URL: they are what the
-// engine's statements are written for. Only the engine's transactions run on it; every
-// other statement keeps Open's pool and settings. The caller closes it with Close.
+// engine's statements are written for. Where the database role may, its connections also run
+// without foreign-key checks (see trustReferences). Only the engine's transactions run on it;
+// every other statement keeps Open's pool and settings. The caller closes it with Close.
 func OpenEngine(ctx context.Context, url string, opts Options, asyncCommit bool) (*EnginePool, error) {
 	cfg, err := parse(url)
 	if err != nil {
@@ -208,6 +215,7 @@ func OpenEngine(ctx context.Context, url string, opts Options, asyncCommit bool)
 	for k, v := range EngineSettings(asyncCommit) {
 		cfg.RuntimeParams[k] = v
 	}
+	opts.AfterConnect = trustReferences
 	sqlDB, err := ping(ctx, pool(cfg, opts))
 	if err != nil {
 		return nil, fmt.Errorf("engine pool: %w", err)
@@ -217,6 +225,16 @@ func OpenEngine(ctx context.Context, url string, opts Options, asyncCommit bool)
 		return nil, fmt.Errorf("engine pool: %w", err)
 	}
 	return &EnginePool{DB: gdb, AsyncCommit: asyncCommit}, nil
+}
+
+// trustReferences turns off the foreign-key checks of an engine connection's session where the
+// database role may (tasker_trust_references, migration 00051; see store.EngineTx for why the
+// engine's writes need none).
+func trustReferences(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `SELECT tasker_trust_references(false)`); err != nil {
+		return fmt.Errorf("engine connection: trusting references: %w", err)
+	}
+	return nil
 }
 
 // Close closes the engine's pool.

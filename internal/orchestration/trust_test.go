@@ -30,7 +30,7 @@ func TestCreationSkipsForeignKeyChecksOnlyWhenTrusted(t *testing.T) {
 
 	trusted := func(db *gorm.DB) (ok bool, mode string) {
 		if err := db.Transaction(func(tx *gorm.DB) (err error) {
-			if ok, err = store.New(tx).TrustCreation(ctx); err != nil {
+			if ok, err = store.New(tx).TrustReferences(ctx); err != nil {
 				return err
 			}
 			return tx.Raw(`SELECT current_setting('session_replication_role')`).Row().Scan(&mode)
@@ -53,7 +53,7 @@ func TestCreationSkipsForeignKeyChecksOnlyWhenTrusted(t *testing.T) {
 	// Trusted, a step of no task is written: the checks are off (rolled back).
 	errRollback := fmt.Errorf("rollback")
 	err := admin.Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec(`SELECT tasker_trust_creation()`).Error; err != nil {
+		if err := tx.Exec(`SELECT tasker_trust_references(true)`).Error; err != nil {
 			return err
 		}
 		if err := tx.Exec(`INSERT INTO tasker_workflow_steps (task_id, named_step_id) VALUES (-1, -1)`).Error; err != nil {
@@ -134,10 +134,10 @@ func awaitNotification(t *testing.T, conn *pgx.Conn) {
 	}
 }
 
-// TestTriggersOfCreatedTablesFireAlways guards migration 00051: trusted creation runs in the
-// replica mode, in which a trigger fires only when enabled ALWAYS, so every trigger of the
-// tables task creation writes must be.
-func TestTriggersOfCreatedTablesFireAlways(t *testing.T) {
+// TestTriggersOfTrustedTablesFireAlways guards migration 00051: trusted creation and the
+// trusted engine run in the replica mode, in which a trigger fires only when enabled ALWAYS, so
+// every trigger of the tables they write must be.
+func TestTriggersOfTrustedTablesFireAlways(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
 	var wrong []string
@@ -146,10 +146,11 @@ func TestTriggersOfCreatedTablesFireAlways(t *testing.T) {
 		FROM pg_trigger
 		WHERE NOT tgisinternal AND tgenabled <> 'A'
 		  AND tgrelid IN ('tasker_tasks'::regclass, 'tasker_workflow_steps'::regclass,
-		                  'tasker_workflow_step_edges'::regclass)`).Scan(&wrong).Error; err != nil {
+		                  'tasker_workflow_step_edges'::regclass, 'tasker_task_transitions'::regclass,
+		                  'tasker_workflow_step_transitions'::regclass)`).Scan(&wrong).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(wrong) > 0 {
-		t.Fatalf("triggers that trusted creation would skip (make them ENABLE ALWAYS, as migration 00051 does): %v", wrong)
+		t.Fatalf("triggers that trusted writers would skip (make them ENABLE ALWAYS, as migration 00051 does): %v", wrong)
 	}
 }

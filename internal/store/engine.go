@@ -40,6 +40,10 @@ import (
 //
 // Every statement of the engine therefore keeps its index plan without being planned again.
 //
+// Where the database role may, the transaction also runs without foreign-key checks
+// (tasker_trust_references, migration 00051): it writes transitions only of tasks and steps it
+// holds locked, and changes no key, so every reference it writes is true; it never deletes.
+//
 // With an engine pool (WithEngine), the transaction runs on it, whose connections carry the
 // settings from connect time: no statement is spent on them. The pool's AsyncCommit must be
 // asyncCommit (an error otherwise, before anything runs). Without one, the transaction runs
@@ -61,6 +65,7 @@ func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Stor
 		calls = append(calls, "set_config(?, ?, true)")
 		args = append(args, name, settings[name])
 	}
+	calls = append(calls, "tasker_trust_references(true)") // as the engine pool's connections
 	setAll := "SELECT " + strings.Join(calls, ", ")
 	return s.Tx(ctx, func(tx *Store) error {
 		if err := tx.conn(ctx).Exec(setAll, args...).Error; err != nil {

@@ -121,16 +121,16 @@ func (s *Store) TasksByIdentity(ctx context.Context, identities []string) (map[s
 	return out, rows.Err()
 }
 
-// TrustCreation skips the foreign-key checks of the rest of the current transaction, which
-// must then write only rows whose references it has made true itself (task creation: see
-// migration 00051), when the database role may do so, and reports whether it did. Every other
-// constraint, and every trigger of the tables creation writes, still applies. It must run
-// inside a transaction.
-func (s *Store) TrustCreation(ctx context.Context) (bool, error) {
+// TrustReferences skips the foreign-key checks of the rest of the current transaction, which
+// must then write only references it has made true itself (see migration 00051), when the
+// database role may do so, and reports whether it did. Every other constraint, and every
+// trigger of the tables task creation and the engine write, still applies. It must run inside
+// a transaction; the transaction must not delete (a cascade is skipped too).
+func (s *Store) TrustReferences(ctx context.Context) (bool, error) {
 	var trusted bool
-	err := s.conn(ctx).Raw(`SELECT tasker_trust_creation()`).Row().Scan(&trusted)
+	err := s.conn(ctx).Raw(`SELECT tasker_trust_references(true)`).Row().Scan(&trusted)
 	if err != nil {
-		return false, fmt.Errorf("trusting task creation: %w", err)
+		return false, fmt.Errorf("trusting references: %w", err)
 	}
 	return trusted, nil
 }

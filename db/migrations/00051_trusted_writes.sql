@@ -23,6 +23,11 @@
 -- flag of a task's inactive steps, and the triggers that keep the DAG depths. They then also
 -- fire where a logical replica applies these tables, which keeps a replica's derived columns
 -- and notifications what they are on the primary.
+--
+-- `tasker seed` used the replica mode to skip the notifications and the inactive-step flag as
+-- well (it writes a whole history at once, sets the flag in its own statement and sends one
+-- wake-up per batch). Those four triggers now skip themselves when the transaction has set
+-- tasker.bulk_load to on (set_config(..., true)), which only the seed's bulk mode does.
 -- +goose StatementBegin
 CREATE FUNCTION tasker_trust_references(is_local boolean) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -41,6 +46,34 @@ END;
 $$;
 -- +goose StatementEnd
 
+DROP TRIGGER tasker_tasks_created_notify ON tasker_tasks;
+CREATE TRIGGER tasker_tasks_created_notify
+    AFTER INSERT ON tasker_tasks
+    REFERENCING NEW TABLE AS new_tasks
+    FOR EACH STATEMENT WHEN (current_setting('tasker.bulk_load', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION tasker_notify_tasks_created();
+
+DROP TRIGGER tasker_task_transitions_mark_steps ON tasker_task_transitions;
+CREATE TRIGGER tasker_task_transitions_mark_steps
+    AFTER INSERT ON tasker_task_transitions
+    REFERENCING NEW TABLE AS new_task_states
+    FOR EACH STATEMENT WHEN (current_setting('tasker.bulk_load', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION tasker_mark_task_inactive_steps();
+
+DROP TRIGGER tasker_task_transitions_notify ON tasker_task_transitions;
+CREATE TRIGGER tasker_task_transitions_notify
+    AFTER INSERT ON tasker_task_transitions
+    REFERENCING NEW TABLE AS new_transitions
+    FOR EACH STATEMENT WHEN (current_setting('tasker.bulk_load', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION tasker_notify_task_transitions();
+
+DROP TRIGGER tasker_workflow_step_transitions_notify ON tasker_workflow_step_transitions;
+CREATE TRIGGER tasker_workflow_step_transitions_notify
+    AFTER INSERT ON tasker_workflow_step_transitions
+    REFERENCING NEW TABLE AS new_transitions
+    FOR EACH STATEMENT WHEN (current_setting('tasker.bulk_load', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION tasker_notify_step_transitions();
+
 ALTER TABLE tasker_tasks ENABLE ALWAYS TRIGGER tasker_tasks_created_notify;
 ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_workflow_step_edges_dag_insert;
 ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_workflow_step_edges_dag_update;
@@ -50,11 +83,27 @@ ALTER TABLE tasker_task_transitions ENABLE ALWAYS TRIGGER tasker_task_transition
 ALTER TABLE tasker_workflow_step_transitions ENABLE ALWAYS TRIGGER tasker_workflow_step_transitions_notify;
 
 -- +goose Down
-ALTER TABLE tasker_workflow_step_transitions ENABLE TRIGGER tasker_workflow_step_transitions_notify;
-ALTER TABLE tasker_task_transitions ENABLE TRIGGER tasker_task_transitions_notify;
-ALTER TABLE tasker_task_transitions ENABLE TRIGGER tasker_task_transitions_mark_steps;
+DROP TRIGGER tasker_workflow_step_transitions_notify ON tasker_workflow_step_transitions;
+CREATE TRIGGER tasker_workflow_step_transitions_notify
+    AFTER INSERT ON tasker_workflow_step_transitions
+    REFERENCING NEW TABLE AS new_transitions
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker_notify_step_transitions();
+DROP TRIGGER tasker_task_transitions_notify ON tasker_task_transitions;
+CREATE TRIGGER tasker_task_transitions_notify
+    AFTER INSERT ON tasker_task_transitions
+    REFERENCING NEW TABLE AS new_transitions
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker_notify_task_transitions();
+DROP TRIGGER tasker_task_transitions_mark_steps ON tasker_task_transitions;
+CREATE TRIGGER tasker_task_transitions_mark_steps
+    AFTER INSERT ON tasker_task_transitions
+    REFERENCING NEW TABLE AS new_task_states
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker_mark_task_inactive_steps();
+DROP TRIGGER tasker_tasks_created_notify ON tasker_tasks;
+CREATE TRIGGER tasker_tasks_created_notify
+    AFTER INSERT ON tasker_tasks
+    REFERENCING NEW TABLE AS new_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker_notify_tasks_created();
 ALTER TABLE tasker_workflow_step_edges ENABLE TRIGGER tasker_workflow_step_edges_dag_delete;
 ALTER TABLE tasker_workflow_step_edges ENABLE TRIGGER tasker_workflow_step_edges_dag_update;
 ALTER TABLE tasker_workflow_step_edges ENABLE TRIGGER tasker_workflow_step_edges_dag_insert;
-ALTER TABLE tasker_tasks ENABLE TRIGGER tasker_tasks_created_notify;
 DROP FUNCTION tasker_trust_references(boolean);

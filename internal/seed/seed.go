@@ -83,10 +83,11 @@ type Result struct {
 }
 
 // bulkTriggers are the only user triggers on the tables a batch writes that bulk mode
-// may skip: per-row NOTIFY wake-ups, which are only hints (listeners catch up from the
-// tables) and would queue one notification per historical transition, and the trigger that
-// sets the steps' task_inactive flag (migration 00050), which the batch's statement writes
-// itself.
+// skips: per-row NOTIFY wake-ups, which are only hints (listeners catch up from the tables) and
+// would queue one notification per historical transition, and the trigger that sets the steps'
+// task_inactive flag (migration 00050), which the batch's statement writes itself. They are
+// enabled ALWAYS (they fire in the engine's replica-mode transactions) and skip themselves when
+// tasker.bulk_load is on (migration 00051).
 var bulkTriggers = map[string]bool{
 	"tasker_workflow_step_transitions_notify": true,
 	"tasker_task_transitions_notify":          true,
@@ -94,12 +95,13 @@ var bulkTriggers = map[string]bool{
 	"tasker_task_transitions_mark_steps":      true,
 }
 
-// enterBulkMode switches the transaction to session_replication_role = replica when that is
-// allowed (superuser) and safe: the only user triggers on the tables a batch writes are the
-// notification triggers in bulkTriggers. Replica mode also skips the foreign-key checks of
-// those rows, which the batch's statement satisfies by construction (it joins the rows it has just
-// written). It costs per-row trigger calls that would otherwise dominate a large batch. When
-// bulk mode is not possible it reports false and the batch is written with every trigger.
+// enterBulkMode switches the transaction to bulk mode (session_replication_role = replica and
+// tasker.bulk_load on: store.SetLocalBulkLoad) when that is allowed (superuser) and safe: the
+// only user triggers on the tables a batch writes are those in bulkTriggers. Replica mode also
+// skips the foreign-key checks of those rows, which the batch's statement satisfies by
+// construction (it joins the rows it has just written). It costs per-row trigger calls that
+// would otherwise dominate a large batch. When bulk mode is not possible it reports false and
+// the batch is written with every trigger.
 func enterBulkMode(ctx context.Context, tx *store.Store) (bool, error) {
 	superuser, err := tx.IsSuperuser(ctx)
 	if err != nil {
@@ -117,7 +119,7 @@ func enterBulkMode(ctx context.Context, tx *store.Store) (bool, error) {
 			return false, nil
 		}
 	}
-	if err := tx.SetLocalReplicationRole(ctx, true); err != nil {
+	if err := tx.SetLocalBulkLoad(ctx, true); err != nil {
 		return false, fmt.Errorf("entering bulk mode: %w", err)
 	}
 	return true, nil
@@ -216,9 +218,8 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, b Batch, level
 	res.Steps = len(ids) * len(b.Shape.Steps)
 	// The edges are written with the depth already stored on their steps: the shape is acyclic
 	// (parents are declared before their children) and both ends of every edge are steps of
-	// one task (the join on task_id). In bulk mode they are written in replica mode too (no
-	// per-row foreign-key checks, no DAG-depth trigger); otherwise the statement tells the
-	// DAG-depth trigger to skip its walk (migration 00030), as task creation does.
+	// one task (the join on task_id). The statement tells the DAG-depth trigger to skip its
+	// walk (migration 00030), as task creation does; in bulk mode no foreign key is checked.
 	if len(edges) > 0 {
 		from := make([]int64, len(edges))
 		to := make([]int64, len(edges))
@@ -226,7 +227,7 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, b Batch, level
 			from[i], to[i] = namedStepIDs[e[0]], namedStepIDs[e[1]]
 		}
 		start = time.Now()
-		n, err := tx.InsertSeedEdges(ctx, !bulk, ids, from, to)
+		n, err := tx.InsertSeedEdges(ctx, ids, from, to)
 		if err != nil {
 			return fmt.Errorf("seeding edges of %d tasks of shape %q: %w", len(ids), b.Shape.Name, err)
 		}
@@ -235,7 +236,7 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, b Batch, level
 	}
 	if bulk {
 		// The task-created wake-up is sent once for the whole batch.
-		if err := tx.SetLocalReplicationRole(ctx, false); err != nil {
+		if err := tx.SetLocalBulkLoad(ctx, false); err != nil {
 			return fmt.Errorf("seeding shape %q: leaving bulk mode: %w", b.Shape.Name, err)
 		}
 		if err := tx.NotifyTasksCreated(ctx, len(ids)); err != nil {

@@ -3,6 +3,7 @@ package seed_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -10,15 +11,42 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
+// TestGenerateWritesConsistentHistories generates every shape and scenario twice: as the
+// test databases' owner, with every trigger and foreign-key check, and as the server's
+// administrator, in bulk mode (no foreign-key checks; the notification and inactive-step
+// triggers skip themselves, migration 00051). Both write consistent histories, and bulk mode
+// sends one new-task wake-up per batch and no transition notification.
 func TestGenerateWritesConsistentHistories(t *testing.T) {
 	t.Parallel()
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "checked", true: "bulk"}[bulk], func(t *testing.T) {
+			t.Parallel()
+			url := dbtest.NewURL(t)
+			if bulk {
+				url = dbtest.AsServerAdmin(t, url)
+			}
+			generateAndCheck(t, url, bulk)
+		})
+	}
+}
+
+func generateAndCheck(t *testing.T, url string, bulk bool) {
 	ctx := context.Background()
-	url := dbtest.NewURL(t)
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(ctx) })
+	listen, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { listen.Close(ctx) })
+	for _, ch := range []string{"tasker_tasks_created", "tasker_task_transitions", "tasker_workflow_step_transitions"} {
+		if _, err := listen.Exec(ctx, "LISTEN "+ch); err != nil {
+			t.Fatal(err)
+		}
+	}
 	plan, err := seed.Plan(3000, append([]string{"parallel_merge"}, seed.DefaultShapes...), 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +57,26 @@ func TestGenerateWritesConsistentHistories(t *testing.T) {
 	}
 	if rep.Steps < 2500 || rep.Steps > 3000 || rep.Tasks == 0 || rep.Edges == 0 {
 		t.Fatalf("report %+v", rep)
+	}
+	for _, b := range rep.Batches {
+		if b.Bulk != bulk {
+			t.Fatalf("batch %s written in bulk mode %v, want %v", b.Shape, b.Bulk, bulk)
+		}
+	}
+	if bulk {
+		notes := map[string]int{}
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			n, err := listen.WaitForNotification(wctx)
+			cancel()
+			if err != nil {
+				break
+			}
+			notes[n.Channel]++
+		}
+		if notes["tasker_tasks_created"] != len(rep.Batches) || len(notes) != 1 {
+			t.Errorf("bulk mode sent %v, want one tasker_tasks_created per batch (%d)", notes, len(rep.Batches))
+		}
 	}
 	checks := map[string]string{
 		"step counts": `SELECT count(*) FROM tasker_workflow_steps`,

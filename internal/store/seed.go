@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"strings"
 
 	"github.com/taskerhq/tasker/internal/database"
 )
@@ -70,13 +69,17 @@ func (s *Store) TaskTableTriggers(ctx context.Context) ([]string, error) {
 	return collect(rows, err, func(r *sql.Rows, name *string) error { return r.Scan(name) })
 }
 
-// SetLocalReplicationRole sets session_replication_role for the rest of the transaction:
-// replica (no user trigger fires, no foreign key is checked) or origin.
-func (s *Store) SetLocalReplicationRole(ctx context.Context, replica bool) error {
-	if replica {
-		return s.conn(ctx).Exec("SET LOCAL session_replication_role = replica").Error
+// SetLocalBulkLoad sets, for the rest of the transaction, session_replication_role to replica
+// (no foreign key is checked, no trigger fires but those enabled ALWAYS) and tasker.bulk_load
+// on (the ALWAYS triggers that a bulk load may skip skip themselves: migration 00051), or both
+// back to origin and off.
+func (s *Store) SetLocalBulkLoad(ctx context.Context, on bool) error {
+	role, flag := "origin", "off"
+	if on {
+		role, flag = "replica", "on"
 	}
-	return s.conn(ctx).Exec("SET LOCAL session_replication_role = origin").Error
+	return s.conn(ctx).Exec(`SELECT set_config('session_replication_role', ?, true), set_config('tasker.bulk_load', ?, true)`,
+		role, flag).Error
 }
 
 // SeedBatch is what InsertSeedBatch writes (see insertSQL).
@@ -105,15 +108,10 @@ func (s *Store) InsertSeedBatch(ctx context.Context, b SeedBatch) ([]int64, erro
 }
 
 // InsertSeedEdges writes the edges of every task of a batch in one statement and returns how
-// many it wrote: the shape's edges from[i] → to[i] (named step ids) in every task. With
-// trusted, the DAG-depth trigger skips its walk (the steps carry their depth); in bulk mode
-// (replica role) no trigger fires anyway.
-func (s *Store) InsertSeedEdges(ctx context.Context, trusted bool, taskIDs, from, to []int64) (int64, error) {
-	query := edgesSQL
-	if trusted {
-		query = edgesTrustedSQL
-	}
-	res := s.conn(ctx).Exec(query, database.Array[int64](taskIDs), database.Array[int64](from), database.Array[int64](to))
+// many it wrote: the shape's edges from[i] → to[i] (named step ids) in every task. The
+// DAG-depth trigger skips its walk: the steps carry their depth (migration 00030).
+func (s *Store) InsertSeedEdges(ctx context.Context, taskIDs, from, to []int64) (int64, error) {
+	res := s.conn(ctx).Exec(edgesSQL, database.Array[int64](taskIDs), database.Array[int64](from), database.Array[int64](to))
 	return res.RowsAffected, res.Error
 }
 
@@ -246,16 +244,14 @@ WITH plan AS MATERIALIZED (
 SELECT task_id FROM tasks ORDER BY task_id`
 
 // edgesSQL writes the edges of every task of a batch in one statement: $1 task ids, $2/$3 the
-// shape's edges as parallel arrays of (parent, child) named step ids.
-// In bulk mode no trigger fires; otherwise edgesTrustedSQL runs it with the flag of migration
-// 00030 set for that one statement.
+// shape's edges as parallel arrays of (parent, child) named step ids, with the flag of
+// migration 00030 set so that the DAG-depth trigger does not walk (the steps carry their
+// depth).
 const edgesSQL = `
+WITH flag AS MATERIALIZED (SELECT set_config('tasker.dag_levels_precomputed', 'on', true))
 INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
 SELECT p.workflow_step_id, c.workflow_step_id
-FROM unnest($1::bigint[]) AS t (task_id)
+FROM flag, unnest($1::bigint[]) AS t (task_id)
 CROSS JOIN unnest($2::bigint[], $3::bigint[]) AS e (parent, child)
 JOIN tasker_workflow_steps p ON p.task_id = t.task_id AND p.named_step_id = e.parent
 JOIN tasker_workflow_steps c ON c.task_id = t.task_id AND c.named_step_id = e.child`
-
-var edgesTrustedSQL = "WITH flag AS MATERIALIZED (SELECT set_config('tasker.dag_levels_precomputed', 'on', true))" +
-	strings.Replace(edgesSQL, "FROM unnest", "FROM flag, unnest", 1)

@@ -57,6 +57,7 @@ type result struct {
 	span       time.Duration // first unit started to last finished, as the database records
 	wall       time.Duration // process start to last unit seen finished
 	createRate float64       // units created per second, before the drain
+	busy       float64       // share of the machine's CPU time busy during the drain (wall)
 }
 
 func (r result) rate() float64 { return float64(r.units) / r.span.Seconds() }
@@ -122,7 +123,38 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 }
 
 func rateCell(r result, unit string) string {
-	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s)", thousands(int(r.rate())), unit, r.span.Seconds(), r.wall.Seconds())
+	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s; CPU %.0f%%)", thousands(int(r.rate())), unit, r.span.Seconds(),
+		r.wall.Seconds(), 100*r.busy)
+}
+
+// cpuSample is the machine's CPU time (all cores, in clock ticks) at one moment, from
+// /proc/stat: busy and in total.
+type cpuSample struct{ busy, total uint64 }
+
+func readCPU() cpuSample {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuSample{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var s cpuSample
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseUint(f, 10, 64)
+		s.total += v
+		if i != 3 && i != 4 { // idle and iowait
+			s.busy += v
+		}
+	}
+	return s
+}
+
+// busySince is the share of the machine's CPU time that was busy since s (0 when unknown).
+func (s cpuSample) busySince() float64 {
+	now := readCPU()
+	if now.total <= s.total {
+		return 0
+	}
+	return float64(now.busy-s.busy) / float64(now.total-s.total)
 }
 
 // fresh runs f on a database created for it, dropped afterwards.
@@ -201,6 +233,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 	res.units = jobs
 
 	start = time.Now()
+	cpu := readCPU()
 	if err := client.Start(ctx); err != nil {
 		return res, err
 	}
@@ -213,6 +246,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 		return res, err
 	}
 	res.wall = time.Since(start)
+	res.busy = cpu.busySince()
 	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM max(finalized_at) - min(attempted_at)) FROM river_job`)
 	return res, err
 }
@@ -248,6 +282,7 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 	}
 	defer os.RemoveAll(logDir)
 	start = time.Now()
+	cpu := readCPU()
 	var procs []*exec.Cmd
 	defer func() {
 		for _, p := range procs {
@@ -274,6 +309,7 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 		return res, err
 	}
 	res.wall = time.Since(start)
+	res.busy = cpu.busySince()
 	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM
 		(SELECT max(created_at) FROM tasker_task_transitions) - (SELECT min(created_at) FROM tasker_workflow_step_transitions))`)
 	return res, err
@@ -353,9 +389,11 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 		took.Round(time.Second), tasks, load, runtime.NumCPU())
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
-		"tasker `worker` processes (`-workers` each; two processes run twice the workers). The rate is units over " +
+		"tasker `worker` processes (`-workers` each, shared among the process's engines: two by default from 32 " +
+		"workers; two processes run twice the workers). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
-		"counted; the wall time from start-up is in brackets). Work is created before the clock starts: River's " +
+		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
+		"during it: near 100 %, the cores are the bound, whoever runs on them). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
 	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | River insert/s | tasker create steps/s |\n")

@@ -103,6 +103,11 @@ func TestWorkerServesMetricsAndHealth(t *testing.T) {
 	bin := buildTasker(t)
 	url := dbtest.NewURL(t)
 	w := startProcess(t, bin, "worker", []string{"-metrics-listen", "127.0.0.1:0"}, []string{"DATABASE_URL=" + url})
+	// The metrics listener answers before the engines have started; the stop below must find
+	// every part started.
+	if !wait.Eventually(30*time.Second, func() bool { return strings.Contains(w.log.String(), `msg="worker: started" step=workers`) }) {
+		t.Fatalf("the worker's engines did not start within 30s:\n%s", w.log.String())
+	}
 	get := func(path string) (int, string) {
 		t.Helper()
 		resp, err := http.Get("http://" + w.addr + path)

@@ -103,7 +103,8 @@ var Sections = []Section{
 			return strings.HasSuffix(pkg, "/internal/orchestration") || strings.Contains(name, "Subscription")
 		},
 		Intro: "Throughput: steps per second through the engines. Creation (`CreateTasks`): steps and tasks " +
-			"per second created through the bulk service, in batches of 1,000 five-step tasks. Pickup: one one-step task at a time " +
+			"per second created through the bulk service, in batches of 1,000 five-step tasks, checked (a role that must run " +
+			"the foreign-key checks) and trusted (one that may skip them, migration 00051). Pickup: one one-step task at a time " +
 			"created on an idle engine (poll interval an hour), p50-ms and p99-ms from `CreateTask` returning to its step's " +
 			"in_progress transition arriving at another process's events hub. Subscription latency: a step transition " +
 			"committed through internal/statemachine on another pool, until a `stepTransitions` subscriber " +

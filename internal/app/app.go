@@ -74,7 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	err := dispatch(ctx, args, stdout, stderr, log)
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp): // -h printed the usage
+	case err == nil, errors.Is(err, flag.ErrHelp), // -h printed the usage
+		errors.Is(err, errStopWhileStarting): // a server stopped before it had started
 		return exitOK
 	case errors.Is(err, errUnknownCommand):
 		fmt.Fprintln(stderr, describe(err))

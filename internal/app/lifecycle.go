@@ -49,11 +49,21 @@ func newLifecycle(command string, timeout time.Duration, log *slog.Logger) *life
 	return &lifecycle{command: command, log: log, timeout: timeout, failed: make(chan error, 1)}
 }
 
+// errStopWhileStarting is returned by start when the command was told to stop (its context
+// ended: SIGINT, SIGTERM) while a part was starting: a clean stop, not a failure (a process
+// that is replaced while it starts exits 0).
+var errStopWhileStarting = errors.New("told to stop while starting")
+
 // start runs the start step of the part name; when it succeeds and stop is not nil, stop is
-// registered to run at shutdown. A failed start is returned naming the part.
+// registered to run at shutdown. A failed start is returned naming the part, unless the
+// command was told to stop meanwhile (errStopWhileStarting).
 func (l *lifecycle) start(ctx context.Context, name string, start func(ctx context.Context) error, stop func(ctx context.Context) error) error {
 	began := time.Now()
 	if err := start(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			l.log.Info(l.command+": "+errStopWhileStarting.Error(), "step", name, "reason", context.Cause(ctx).Error())
+			return errStopWhileStarting
+		}
 		l.log.Error(l.command+": start failed", "step", name, "took", time.Since(began), "error", err)
 		return fmt.Errorf("starting %s: %w", name, err)
 	}

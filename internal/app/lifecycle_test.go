@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -75,6 +76,37 @@ func TestLifecycleFailedStartStopsWhatStarted(t *testing.T) {
 	}
 	if err := lc.stop(); err != nil || strings.Join(stopped, ",") != "pool" {
 		t.Fatalf("stopped %v (%v), want only pool", stopped, err)
+	}
+}
+
+// A part whose start fails because the command was told to stop meanwhile is a clean stop
+// (errStopWhileStarting, exit 0), not a failure; the same error without the stop is a failure.
+func TestLifecycleStopWhileStartingIsNoFailure(t *testing.T) {
+	t.Parallel()
+	lc, logs := newTestLifecycle(time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	waitForCtx := func(ctx context.Context) error { <-ctx.Done(); return fmt.Errorf("connecting: %w", ctx.Err()) }
+	cancel()
+	err := lc.start(ctx, "engine pool", waitForCtx, nil)
+	if !errors.Is(err, errStopWhileStarting) {
+		t.Fatalf("start cancelled by the command's stop: %v, want errStopWhileStarting", err)
+	}
+	if !strings.Contains(logs.String(), `msg="test: told to stop while starting" step="engine pool"`) || strings.Contains(logs.String(), "start failed") {
+		t.Errorf("log:\n%s", logs)
+	}
+	// Told to stop while it connects, a worker exits 0; not told, the failure exits 1.
+	var out, errOut strings.Builder
+	if code := run(ctx, []string{"worker", "-database-url", "postgres://127.0.0.1:1/none"}, &out, &errOut); code != exitOK {
+		t.Errorf("a worker stopped while it connected exited %d: %s", code, errOut.String())
+	}
+	live, stop := context.WithCancel(context.Background())
+	defer stop()
+	if code := run(live, []string{"worker", "-database-url", "postgres://127.0.0.1:1/none"}, &out, &errOut); code != exitFailure {
+		t.Errorf("a worker that could not reach its database exited %d", code)
+	}
+	other, _ := newTestLifecycle(time.Minute)
+	if err := other.start(live, "pool", func(context.Context) error { return context.Canceled }, nil); errors.Is(err, errStopWhileStarting) || err == nil {
+		t.Fatalf("a cancelled start without a stop: %v, want a failure", err)
 	}
 }
 

@@ -183,7 +183,7 @@ func New(cfg Config, deps Deps) *API {
 	srv.AddTransport(ws)
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
-	srv.AddTransport(transport.POST{})
+	srv.AddTransport(postTransport{})
 
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
 	tracing.UseGraphQL(srv) // first: its operation spans enclose everything below

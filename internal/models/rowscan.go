@@ -175,19 +175,6 @@ func (r *rawRow) task(c int) TaskRecord {
 	}
 }
 
-// transition reads, from column c, the columns task and step transitions share in
-// tasker_read_task_detail: id, the step's id, the task's id, to_state, from_state, metadata,
-// sort_key, most_recent, created_at, updated_at.
-func (r *rawRow) transition(c int) Transition {
-	t := Transition{ID: r.int(c), ToState: State(r.str(c + 3)), Metadata: r.json(c + 5),
-		SortKey: int(r.int(c + 6)), MostRecent: r.bool(c + 7), CreatedAt: r.time(c + 8), UpdatedAt: r.time(c + 9)}
-	if r.v[c+4] != nil {
-		from := State(r.str(c + 4))
-		t.FromState = &from
-	}
-	return t
-}
-
 // step reads a row of tasker_read_steps from column c.
 func (r *rawRow) step(c int) StepRecord {
 	return StepRecord{

@@ -5,4 +5,4 @@
 // Run `go generate ./...` after editing the schema or gqlgen.yml.
 package graph
 
-//go:generate go tool gqlgen generate
+//go:generate go run ./codegen

@@ -57,6 +57,9 @@ type Config struct {
 	// WorkerMetricsListen is where `tasker worker` serves /metrics, /healthz and /readyz
 	// (TASKER_WORKER_METRICS_LISTEN); empty serves nothing.
 	WorkerMetricsListen string
+	// WorkerPprof makes `tasker worker` also serve the Go runtime's profiles (net/http/pprof)
+	// under /debug/pprof/ on WorkerMetricsListen (TASKER_PPROF=on; default off).
+	WorkerPprof bool
 
 	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT).
 	Workers orchestration.Config
@@ -138,6 +141,13 @@ func Read(getenv func(string) string) (Config, error) {
 	}
 	if _, err := auth.DecideMode(auth.Setup{Env: cfg.Auth}); err != nil { // a value it knows, judged later
 		return cfg, err
+	}
+	switch v := getenv("TASKER_PPROF"); v {
+	case "", "off":
+	case "on":
+		cfg.WorkerPprof = true
+	default:
+		return cfg, fmt.Errorf("TASKER_PPROF=%q is neither on nor off", v)
 	}
 	var err error
 	cfg.NoWorkers = getenv("TASKER_WORKERS") == "0"

@@ -36,10 +36,8 @@ func (s *Store) Atomic(ctx context.Context, fn func(tx *Store) error) error {
 // LockOwners takes the row locks of the existing owners among ids, in id order (so that two
 // writers never deadlock on each other), and returns the ids it locked, ascending.
 func (s *Store) LockOwners(ctx context.Context, o Owner, ids []int64) ([]int64, error) {
-	var locked []int64
-	err := s.conn(ctx).Raw(fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
-		o.table, o.key), database.Array[int64](ids)).Scan(&locked).Error
-	return locked, err
+	return queryRows(ctx, s, int64Column, fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
+		o.table, o.key), database.Array[int64](ids))
 }
 
 // OwnerState is an owner's current transition: its state (nil when it has none: pending),
@@ -54,15 +52,12 @@ type OwnerState struct {
 // OwnerStates reads the current state and last sort key of each owner of ids, in one
 // statement.
 func (s *Store) OwnerStates(ctx context.Context, o Owner, ids []int64) ([]OwnerState, error) {
-	var rows []OwnerState
-	err := s.conn(ctx).Raw(fmt.Sprintf(`
+	return queryRows(ctx, s, func(r *OwnerState) []any { return []any{&r.ID, &r.State, &r.CurrentID, &r.SortKey} }, fmt.Sprintf(`
 		SELECT o.id,
 		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
 		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
 		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
-		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids)).
-		Scan(&rows).Error
-	return rows, err
+		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids))
 }
 
 // OwnerState reads whether one owner exists and its current state (nil: no transition yet).
@@ -113,9 +108,8 @@ type Blocker struct{ Owner, Blocker int64 }
 // Blockers reads, in one statement, what blocks the guarded move of each owner of ids (a step
 // to in_progress, a task to complete), ordered by owner then blocker.
 func (s *Store) Blockers(ctx context.Context, o Owner, ids []int64) ([]Blocker, error) {
-	var rows []Blocker
-	err := s.conn(ctx).Raw(guardSQL[o], database.Array[int64](ids)).Scan(&rows).Error
-	return rows, err
+	return queryRows(ctx, s, func(r *Blocker) []any { return []any{&r.Owner, &r.Blocker} },
+		guardSQL[o], database.Array[int64](ids))
 }
 
 // TransitionRow is one transition to write.
@@ -156,8 +150,9 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 	if err != nil {
 		return nil, fmt.Errorf("encoding transitions: %w", err)
 	}
-	var inserted []WrittenTransition
-	if err := s.conn(ctx).Raw(fmt.Sprintf(`
+	inserted, err := queryRows(ctx, s, func(r *WrittenTransition) []any {
+		return []any{&r.ID, &r.Owner, &r.SortKey, &r.CreatedAt}
+	}, fmt.Sprintf(`
 		WITH cleared AS (
 		    UPDATE %[1]s SET most_recent = false, updated_at = now()
 		    WHERE id = ANY(?::bigint[]) AND most_recent
@@ -170,7 +165,8 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		WHERE (SELECT count(*) FROM cleared) >= 0
 		ORDER BY r.owner, r.sort_key
 		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key),
-		database.Array[int64](cleared), string(payload)).Scan(&inserted).Error; err != nil {
+		database.Array[int64](cleared), string(payload))
+	if err != nil {
 		return nil, fmt.Errorf("writing transitions: %w", err)
 	}
 	return inserted, nil

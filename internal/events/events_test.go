@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -90,6 +91,19 @@ func TestTransitionsWakeMatchingSubscribersOnly(t *testing.T) {
 	}
 }
 
+// killListener kills the hub's LISTEN connection from the server side.
+func killListener(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	var killed int64
+	if err := db.Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`).Scan(&killed).Error; err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("found no LISTEN connection to kill")
+	}
+}
+
 func TestHubReconnectsAndWakesEveryoneToCatchUp(t *testing.T) {
 	t.Parallel()
 	hub, url := startHub(t)
@@ -100,15 +114,7 @@ func TestHubReconnectsAndWakesEveryoneToCatchUp(t *testing.T) {
 	case <-sub.C:
 	default:
 	}
-	// Kill the hub's LISTEN connection from the server side.
-	var killed int64
-	if err := db.Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`).Scan(&killed).Error; err != nil {
-		t.Fatal(err)
-	}
-	if killed == 0 {
-		t.Fatal("found no LISTEN connection to kill")
-	}
+	killListener(t, db)
 	// The filter rejects every event, so only the reconnect wake-up can arrive.
 	select {
 	case <-sub.C:
@@ -262,14 +268,7 @@ func TestWatchersSeeEveryEventInOrder(t *testing.T) {
 			t.Fatalf("event %+v, want %+v", ev, w)
 		}
 	}
-	var killed int64
-	if err := db.Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`).Scan(&killed).Error; err != nil {
-		t.Fatal(err)
-	}
-	if killed == 0 {
-		t.Fatal("found no LISTEN connection to kill")
-	}
+	killListener(t, db)
 	if ev := next(); ev != (events.Event{}) {
 		t.Fatalf("event %+v after a lost connection, want the reconnection", ev)
 	}

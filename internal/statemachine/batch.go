@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/store"
@@ -320,7 +321,14 @@ func checkMove(kind Kind, id int64, from, to models.State, blockers []int64) (st
 	return event, nil
 }
 
+// encodeMeta returns metadata with "event" set to event, encoded as json.Marshal encodes it
+// (keys sorted). Metadata of plain strings, integers, booleans and nulls, which is what the
+// engine records with every transition, is encoded directly (appendPlainMeta), without
+// json.Marshal's reflection; anything else goes through json.Marshal.
 func encodeMeta(metadata map[string]any, event string) (json.RawMessage, error) {
+	if b, ok := appendPlainMeta(metadata, event); ok {
+		return b, nil
+	}
 	meta := make(map[string]any, len(metadata)+1)
 	for k, v := range metadata {
 		meta[k] = v
@@ -331,6 +339,65 @@ func encodeMeta(metadata map[string]any, event string) (json.RawMessage, error) 
 		return nil, fmt.Errorf("encoding transition metadata: %w", err)
 	}
 	return b, nil
+}
+
+// appendPlainMeta encodes metadata plus "event" as json.Marshal does, when every key and value
+// is plain: a string of printable ASCII that JSON needs no escape for (json.Marshal escapes
+// ", \, <, > and &), an int, an int64, a bool or nil. It reports false for anything else.
+func appendPlainMeta(metadata map[string]any, event string) ([]byte, bool) {
+	keys := make([]string, 0, len(metadata)+1)
+	for k := range metadata {
+		if k != "event" {
+			keys = append(keys, k)
+		}
+	}
+	keys = append(keys, "event")
+	slices.Sort(keys)
+	b := make([]byte, 0, 96)
+	b = append(b, '{')
+	for i, k := range keys {
+		if !plainJSON(k) {
+			return nil, false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), k...), '"', ':')
+		var v any = event
+		if k != "event" {
+			v = metadata[k]
+		}
+		switch x := v.(type) {
+		case string:
+			if !plainJSON(x) {
+				return nil, false
+			}
+			b = append(append(append(b, '"'), x...), '"')
+		case int:
+			b = strconv.AppendInt(b, int64(x), 10)
+		case int64:
+			b = strconv.AppendInt(b, x, 10)
+		case bool:
+			b = strconv.AppendBool(b, x)
+		case nil:
+			b = append(b, "null"...)
+		default:
+			return nil, false
+		}
+	}
+	return append(b, '}'), true
+}
+
+// plainJSON reports whether s encodes in JSON as itself between quotes (json.Marshal's
+// escaping included).
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // writePlan clears the current rows of the moved owners and inserts the planned rows, one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"gorm.io/gorm"
@@ -146,7 +147,7 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		}
 		return nil, nil
 	}
-	payload, err := json.Marshal(rows)
+	payload, err := encodeTransitionRows(rows)
 	if err != nil {
 		return nil, fmt.Errorf("encoding transitions: %w", err)
 	}
@@ -170,4 +171,45 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		return nil, fmt.Errorf("writing transitions: %w", err)
 	}
 	return inserted, nil
+}
+
+// encodeTransitionRows encodes rows as a JSON array for jsonb_to_recordset: directly when
+// their states are plain (see plainJSON), which they always are, else with json.Marshal. Each
+// metadata is copied as it is (it must be valid JSON), where json.Marshal would compact it: the
+// database reads the same jsonb either way.
+func encodeTransitionRows(rows []TransitionRow) ([]byte, error) {
+	b := make([]byte, 0, 160*len(rows))
+	b = append(b, '[')
+	for i, r := range rows {
+		if !plainJSON(r.ToState) || (r.FromState != nil && !plainJSON(*r.FromState)) || !json.Valid(r.Metadata) {
+			return json.Marshal(rows)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"owner":`...)
+		b = strconv.AppendInt(b, r.Owner, 10)
+		b = append(append(append(b, `,"to_state":"`...), r.ToState...), `","from_state":`...)
+		if r.FromState == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(append(append(b, '"'), *r.FromState...), '"')
+		}
+		b = append(append(b, `,"metadata":`...), r.Metadata...)
+		b = append(b, `,"sort_key":`...)
+		b = strconv.AppendInt(b, int64(r.SortKey), 10)
+		b = append(append(b, `,"most_recent":`...), strconv.FormatBool(r.MostRecent)...)
+		b = append(b, '}')
+	}
+	return append(b, ']'), nil
+}
+
+// plainJSON reports whether s encodes in JSON as itself between quotes.
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

@@ -11,7 +11,6 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -242,7 +241,7 @@ type payload struct {
 
 func (hd handler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
 	var p payload
-	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+	if err := decodePayload([]byte(n.Payload), &p); err != nil {
 		// Undecodable payload: wake everyone on the channel rather than lose the signal.
 		hd.hub.dispatch(Event{})
 		return notificationError{fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)}

@@ -140,21 +140,13 @@ func (s *scanner) object(ev *Event, rows *[]Event, top bool) bool {
 			return false
 		}
 		s.space()
-		switch key {
-		case "id":
-			ok = s.int(&ev.ID)
-		case "task_id":
-			ok = s.int(&ev.TaskID)
-		case "step_id":
-			ok = s.int(&ev.StepID)
-		case "count":
-			ok = s.int(&ev.Count)
-		case "from":
-			ok = s.text(&ev.From)
-		case "to":
-			ok = s.text(&ev.To)
-		case "rows":
+		switch n, t := field(ev, key); {
+		case key == "rows":
 			ok = top && *rows == nil && s.rows(rows) // a second "rows" goes to json.Unmarshal
+		case n != nil:
+			ok = s.int(n)
+		case t != nil:
+			ok = s.text(t)
 		default:
 			return false
 		}
@@ -168,6 +160,26 @@ func (s *scanner) object(ev *Event, rows *[]Event, top bool) bool {
 			return false
 		}
 	}
+}
+
+// field is ev's field under a payload key: an integer one (n) or a text one (t); neither
+// for another key.
+func field(ev *Event, key string) (n *int64, t *string) {
+	switch key {
+	case "id":
+		return &ev.ID, nil
+	case "task_id":
+		return &ev.TaskID, nil
+	case "step_id":
+		return &ev.StepID, nil
+	case "count":
+		return &ev.Count, nil
+	case "from":
+		return nil, &ev.From
+	case "to":
+		return nil, &ev.To
+	}
+	return nil, nil
 }
 
 // rows reads a "rows" array.

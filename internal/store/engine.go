@@ -279,7 +279,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 	if err != nil {
 		return fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	return s.conn(ctx).Exec(`
+	return execRaw(ctx, s, `
 		UPDATE tasker_workflow_steps ws
 		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
 		    processed = ws.processed OR o.success,
@@ -291,7 +291,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 		    updated_at = now()
 		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
 		                                       backoff integer, permanent boolean)
-		WHERE ws.workflow_step_id = o.step_id`, string(payload)).Error
+		WHERE ws.workflow_step_id = o.step_id`, string(payload))
 }
 
 // settleableSQL counts, per task, what decides whether it may be settled, so that the
@@ -350,8 +350,8 @@ func (s *Store) ExecutionContexts(ctx context.Context, taskIDs []int64) ([]model
 
 // MarkTasksComplete sets the complete flag of tasks.
 func (s *Store) MarkTasksComplete(ctx context.Context, ids []int64) error {
-	return s.conn(ctx).Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
-		database.Array[int64](ids)).Error
+	return execRaw(ctx, s, `UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
+		database.Array[int64](ids))
 }
 
 // ExpiredClaim is a claim whose lease has run out.

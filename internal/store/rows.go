@@ -37,6 +37,27 @@ func queryRows[T any](ctx context.Context, s *Store, dest func(*T) []any, query 
 	return translated(s.db, rows, err, dest)
 }
 
+// execRaw runs a statement that returns no rows as queryRows runs its statements: numbered
+// once, on the store's connection or transaction, its error translated.
+func execRaw(ctx context.Context, s *Store, query string, args ...any) error {
+	q, err := s.pool(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err = q.ExecContext(ctx, numbered(query), args...); err != nil {
+		return translate(s.db, err)
+	}
+	return nil
+}
+
+// translate translates err as db's Dialector does when db translates errors.
+func translate(db *gorm.DB, err error) error {
+	if t, ok := db.Dialector.(gorm.ErrorTranslator); ok && db.Config.TranslateError {
+		return t.Translate(err)
+	}
+	return err
+}
+
 // translated scans rows (see scanRows) and translates the error of the query (err) or of
 // the scan as db's Dialector does when db translates errors.
 func translated[T any](db *gorm.DB, rows *sql.Rows, err error, dest func(*T) []any) ([]T, error) {
@@ -47,10 +68,7 @@ func translated[T any](db *gorm.DB, rows *sql.Rows, err error, dest func(*T) []a
 	if err == nil {
 		return out, nil
 	}
-	if t, ok := db.Dialector.(gorm.ErrorTranslator); ok && db.Config.TranslateError {
-		err = t.Translate(err)
-	}
-	return nil, err
+	return nil, translate(db, err)
 }
 
 // scanRows reads every row of rows (closing it) into one T each, filled through dest.

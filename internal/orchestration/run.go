@@ -58,9 +58,7 @@ func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
 
 // StepHandler implements StepHandlers.
 func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
-	c.mu.Lock()
-	steps, ok := c.tasks[namedTaskID]
-	c.mu.Unlock()
+	steps, ok := c.loaded(namedTaskID)
 	if !ok {
 		loaded := c.loads.DoChan(strconv.FormatInt(namedTaskID, 10), func() (any, error) {
 			steps, err := c.load(ctx, st, namedTaskID)
@@ -81,6 +79,21 @@ func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, n
 			return nil, 0, fmt.Errorf("waiting for the configuration of named task %d: %w", namedTaskID, ctx.Err())
 		}
 	}
+	return lookupStep(steps, namedTaskID, stepName)
+}
+
+// loaded returns the steps of a named task whose configuration is loaded already (ok false
+// otherwise): the engine resolves every step after a named task's first through it, without
+// a context, a retry loop or a read.
+func (c *ConfiguredHandlers) loaded(namedTaskID int64) (map[string]configuredStep, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	steps, ok := c.tasks[namedTaskID]
+	return steps, ok
+}
+
+// lookupStep returns the handler of a step of a named task's loaded configuration.
+func lookupStep(steps map[string]configuredStep, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
 	s, ok := steps[stepName]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w %q in named task %d", ErrNoHandler, stepName, namedTaskID)
@@ -203,7 +216,9 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 	s, in, hctx := r.s, r.in, r.ctx
 	hctx, span := startRun(hctx, s, in.Name)
 	var parents map[string]json.RawMessage
-	if err := json.Unmarshal(in.Parents, &parents); err != nil {
+	if string(in.Parents) == "{}" { // a step without parents: what decoding it gives
+		parents = map[string]json.RawMessage{}
+	} else if err := json.Unmarshal(in.Parents, &parents); err != nil {
 		r.log().Error("orchestration: decoding parent results", "error", err)
 	}
 	h, timeout, herr := e.stepHandler(hctx, in)
@@ -267,6 +282,14 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 // backoff while the claim is held (ctx) and for at most half the lease, so that a short drop
 // does not cost the step an attempt whose handler never ran.
 func (e *Engine) stepHandler(ctx context.Context, in store.StepInput) (h handler.Handler, timeout time.Duration, err error) {
+	if c, ok := e.handlers.(*ConfiguredHandlers); ok {
+		if steps, ok := c.loaded(in.NamedTaskID); ok {
+			if h, timeout, err = lookupStep(steps, in.NamedTaskID, in.Name); err != nil {
+				return nil, 0, err // a configuration problem, as below
+			}
+			return h, timeout, nil
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, max(e.cfg.LeaseDuration/2, time.Second))
 	defer cancel()
 	var unconfigured error // a configuration problem: not retried

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,25 +17,27 @@ import (
 // runs its statements thousands of times a second, and GORM costs more than the statement's
 // own work on the client: its Scan renders every statement with its values for its logger
 // (whether or not anything logs) and fills each row through reflection, and building a raw
-// statement walks its text byte by byte. So the statement, its ? placeholders numbered once
-// (see numbered), runs on the store's connection or transaction directly (as the creation
-// statements do), and its rows are scanned into their fields. A statement with named
-// parameters (a map) goes through GORM's building. Errors are translated like GORM's own
-// (TranslateError).
+// statement walks its text byte by byte. So the statement, its ? placeholders (or, with a
+// map, its @name ones) numbered once (see numbered, numberedNamed), runs on the store's
+// connection or transaction directly (as the creation statements do), and its rows are
+// scanned into their fields. Errors are translated like GORM's own (TranslateError).
 func queryRows[T any](ctx context.Context, s *Store, dest func(*T) []any, query string, args ...any) ([]T, error) {
 	var rows *sql.Rows
 	var err error
-	if len(args) == 1 {
-		if _, named := args[0].(map[string]any); named {
-			rows, err = s.conn(ctx).Raw(query, args...).Rows()
+	var stmt string
+	if named, ok := namedArgs(args); ok {
+		if stmt, args, ok = numberedNamed(query, named); !ok {
+			rows, err = s.conn(ctx).Raw(query, named).Rows()
 			return translated(s.db, rows, err, dest)
 		}
+	} else {
+		stmt = numbered(query)
 	}
 	q, err := s.pool(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rows, err = q.QueryContext(ctx, numbered(query), args...)
+	rows, err = q.QueryContext(ctx, stmt, args...)
 	return translated(s.db, rows, err, dest)
 }
 
@@ -114,4 +118,81 @@ func numbered(query string) string {
 	}
 	numberedCache.Store(query, b.String())
 	return b.String()
+}
+
+// namedArgs returns the map of a statement's named parameters (its only argument).
+func namedArgs(args []any) (map[string]any, bool) {
+	if len(args) != 1 {
+		return nil, false
+	}
+	named, ok := args[0].(map[string]any)
+	return named, ok
+}
+
+// namedStatement is a statement with @name parameters numbered as GORM numbers them: sql, and
+// the name of each parameter in order.
+type namedStatement struct {
+	sql   string
+	names []string
+}
+
+// nameEnds holds the bytes that end a parameter's name in GORM's clause.NamedExpr.
+const nameEnds = " ,)\"'`\r\n;"
+
+// numberedNamed returns query with its @name parameters numbered $1, $2, … in order of
+// appearance (a name used twice is two parameters) and their values from named, as GORM's
+// clause.NamedExpr builds them: a name runs from its @ to the next byte of nameEnds, or the
+// end. ok is false when GORM would build the statement otherwise (a name that named lacks
+// stays as it is, a ? takes a positional value, a slice is expanded into a list); the caller
+// then lets GORM build it. Each statement is numbered once.
+func numberedNamed(query string, named map[string]any) (stmt string, args []any, ok bool) {
+	var st namedStatement
+	if v, found := numberedCache.Load("@" + query); found {
+		st = v.(namedStatement)
+	} else {
+		if strings.IndexByte(query, '?') >= 0 {
+			return "", nil, false
+		}
+		var b strings.Builder
+		inName, start := false, 0
+		param := func(end int) {
+			st.names = append(st.names, query[start:end])
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(len(st.names)))
+		}
+		for i := range len(query) {
+			switch c := query[i]; {
+			case c == '@' && !inName:
+				inName, start = true, i+1
+			case strings.IndexByte(nameEnds, c) >= 0:
+				if inName {
+					param(i)
+					inName = false
+				}
+				b.WriteByte(c)
+			case !inName:
+				b.WriteByte(c)
+			}
+		}
+		if inName {
+			param(len(query))
+		}
+		st.sql = b.String()
+		numberedCache.Store("@"+query, st)
+	}
+	args = make([]any, len(st.names))
+	for i, name := range st.names {
+		v, found := named[name]
+		if _, valuer := v.(driver.Valuer); !found || (!valuer && isList(v)) {
+			return "", nil, false
+		}
+		args[i] = v
+	}
+	return st.sql, args, true
+}
+
+// isList reports whether v is a slice or an array, which GORM expands into a list.
+func isList(v any) bool {
+	k := reflect.ValueOf(v).Kind()
+	return k == reflect.Slice || k == reflect.Array
 }

@@ -256,7 +256,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 			outcomes = append(outcomes, o.StepOutcome)
 			moves = append(moves, o.move)
 		}
-		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
+		refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
 		if err != nil {
 			return err
 		}

@@ -59,25 +59,26 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 
 // The Held variants are for a writer that already holds, in st's transaction, the row lock of
 // every owner of its moves (FOR UPDATE or FOR NO KEY UPDATE, taken in id order with its other
-// locks): they skip taking those locks again, one statement fewer, and are otherwise the
-// functions above. The owners exist, since they are locked.
+// locks), the engine: they skip taking those locks again, one statement fewer, and are
+// otherwise the functions above, except that they do not return the written transitions,
+// whose rows are then not read back (only counted: a row missing is an error).
 
 // TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps.
-func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, stepOwner, moves, true, held)
-	return written, refused, batchError(stepOwner, moves, err)
+func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
+	_, refused, err := moveBatch(ctx, st, stepOwner, moves, true, held)
+	return refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionHeldTasks is TransitionTasks on held tasks.
-func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, st, taskOwner, moves, false, held)
-	return written, batchError(taskOwner, moves, err)
+func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move) error {
+	_, _, err := moveBatch(ctx, st, taskOwner, moves, false, held)
+	return batchError(taskOwner, moves, err)
 }
 
 // TransitionHeldTasksWhereAllowed is TransitionTasksWhereAllowed on held tasks.
-func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, taskOwner, moves, true, held)
-	return written, refused, batchError(taskOwner, moves, err)
+func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
+	_, refused, err := moveBatch(ctx, st, taskOwner, moves, true, held)
+	return refused, batchError(taskOwner, moves, err)
 }
 
 // Whether a batch takes its owners' row locks (lock) or the caller holds them (held).
@@ -100,7 +101,7 @@ type planned struct {
 
 // moveBatch applies moves (see TransitionSteps); partial writes the allowed owners' moves and
 // returns the refusals of the others; locked (held) says the caller holds the owners' row
-// locks.
+// locks, and does not read the written transitions back (the Held variants: written is nil).
 func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, partial, locked bool) ([]Transition, []*TransitionError, error) {
 	if len(moves) == 0 {
 		return nil, nil, nil
@@ -137,7 +138,7 @@ func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, part
 			return refusals[0]
 		}
 		refused = refusals
-		if written, err = writePlan(ctx, tx, o, plan, cur); err != nil {
+		if written, err = writePlan(ctx, tx, o, plan, cur, !locked); err != nil {
 			return err
 		}
 		return nil
@@ -401,8 +402,9 @@ func plainJSON(s string) bool {
 }
 
 // writePlan clears the current rows of the moved owners and inserts the planned rows, one
-// statement each; the owner's last planned row becomes its one current row.
-func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cur map[int64]store.OwnerState) ([]Transition, error) {
+// statement each; the owner's last planned row becomes its one current row. Unless read, the
+// inserted rows are only counted, and no transition is returned.
+func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cur map[int64]store.OwnerState, read bool) ([]Transition, error) {
 	if len(plan) == 0 {
 		return nil, nil
 	}
@@ -417,6 +419,16 @@ func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cu
 		if c := cur[p.id].CurrentID; c != nil && !slices.Contains(cleared, *c) {
 			cleared = append(cleared, *c)
 		}
+	}
+	if !read {
+		n, err := tx.WriteTransitionsUnread(ctx, o.store, cleared, rows)
+		if err == nil && n != int64(len(rows)) {
+			err = fmt.Errorf("%d of %d transitions written", n, len(rows))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("moving %ss: %w", o.kind, err)
+		}
+		return nil, nil
 	}
 	inserted, err := tx.WriteTransitions(ctx, o.store, cleared, rows)
 	if err != nil {

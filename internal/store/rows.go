@@ -41,17 +41,24 @@ func queryRows[T any](ctx context.Context, s *Store, dest func(*T) []any, query 
 	return translated(s.db, rows, err, dest)
 }
 
-// execRaw runs a statement that returns no rows as queryRows runs its statements: numbered
-// once, on the store's connection or transaction, its error translated.
+// execRaw runs a statement whose rows (if any) are not read as queryRows runs its
+// statements: numbered once, on the store's connection or transaction, its error translated.
 func execRaw(ctx context.Context, s *Store, query string, args ...any) error {
+	_, err := execRawCount(ctx, s, query, args...)
+	return err
+}
+
+// execRawCount is execRaw that returns the count of rows the statement changed.
+func execRawCount(ctx context.Context, s *Store, query string, args ...any) (int64, error) {
 	q, err := s.pool(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err = q.ExecContext(ctx, numbered(query), args...); err != nil {
-		return translate(s.db, err)
+	res, err := q.ExecContext(ctx, numbered(query), args...)
+	if err != nil {
+		return 0, translate(s.db, err)
 	}
-	return nil
+	return res.RowsAffected()
 }
 
 // translate translates err as db's Dialector does when db translates errors.

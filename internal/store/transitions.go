@@ -153,7 +153,17 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 	}
 	inserted, err := queryRows(ctx, s, func(r *WrittenTransition) []any {
 		return []any{&r.ID, &r.Owner, &r.SortKey, &r.CreatedAt}
-	}, fmt.Sprintf(`
+	}, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	if err != nil {
+		return nil, fmt.Errorf("writing transitions: %w", err)
+	}
+	return inserted, nil
+}
+
+// writeTransitionsSQL clears the current rows and inserts the new ones of owners o (see
+// WriteTransitions).
+func writeTransitionsSQL(o Owner) string {
+	return fmt.Sprintf(`
 		WITH cleared AS (
 		    UPDATE %[1]s SET most_recent = false, updated_at = now()
 		    WHERE id = ANY(?::bigint[]) AND most_recent
@@ -165,12 +175,25 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		                                         metadata jsonb, sort_key integer, most_recent boolean)
 		WHERE (SELECT count(*) FROM cleared) >= 0
 		ORDER BY r.owner, r.sort_key
-		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key),
-		database.Array[int64](cleared), string(payload))
-	if err != nil {
-		return nil, fmt.Errorf("writing transitions: %w", err)
+		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key)
+}
+
+// WriteTransitionsUnread is WriteTransitions for a writer that does not read the rows back:
+// the same statement, whose returned rows are not read, and the count of rows it inserted.
+func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []int64, rows []TransitionRow) (int64, error) {
+	if len(rows) == 0 {
+		_, err := s.WriteTransitions(ctx, o, cleared, rows)
+		return 0, err
 	}
-	return inserted, nil
+	payload, err := encodeTransitionRows(rows)
+	if err != nil {
+		return 0, fmt.Errorf("encoding transitions: %w", err)
+	}
+	n, err := execRawCount(ctx, s, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	if err != nil {
+		return 0, fmt.Errorf("writing transitions: %w", err)
+	}
+	return n, nil
 }
 
 // encodeTransitionRows encodes rows as a JSON array for jsonb_to_recordset: directly when

@@ -150,7 +150,7 @@ func TestWorkerServesProfilesWhenAsked(t *testing.T) {
 		[]string{"DATABASE_URL=" + url, "TASKER_PPROF=on"})
 	for path, want := range map[string]string{
 		"/debug/pprof/":                  "goroutine",
-		"/debug/pprof/goroutine?debug=1": "orchestration",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile: total",
 		"/debug/pprof/profile?seconds=1": "\x1f\x8b", // a gzipped profile
 		"/debug/pprof/cmdline":           "worker",
 	} {

@@ -118,7 +118,7 @@ type TransitionRow struct {
 	Owner      int64           `json:"owner"`
 	ToState    string          `json:"to_state"`
 	FromState  *string         `json:"from_state"`
-	Metadata   json.RawMessage `json:"metadata"`
+	Metadata   json.RawMessage `json:"metadata"` // JSON: the database refuses the statement otherwise
 	SortKey    int             `json:"sort_key"`
 	MostRecent bool            `json:"most_recent"`
 }
@@ -198,13 +198,14 @@ func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []i
 
 // encodeTransitionRows encodes rows as a JSON array for jsonb_to_recordset: directly when
 // their states are plain (see plainJSON), which they always are, else with json.Marshal. Each
-// metadata is copied as it is (it must be valid JSON), where json.Marshal would compact it: the
-// database reads the same jsonb either way.
+// metadata is copied as it is, where json.Marshal would compact it (the database reads the
+// same jsonb either way), and without json.Marshal's check that it is JSON: the state machine
+// encodes it, and the database refuses the statement when it is not.
 func encodeTransitionRows(rows []TransitionRow) ([]byte, error) {
 	b := make([]byte, 0, 160*len(rows))
 	b = append(b, '[')
 	for i, r := range rows {
-		if !plainJSON(r.ToState) || (r.FromState != nil && !plainJSON(*r.FromState)) || !json.Valid(r.Metadata) {
+		if !plainJSON(r.ToState) || (r.FromState != nil && !plainJSON(*r.FromState)) || len(r.Metadata) == 0 {
 			return json.Marshal(rows)
 		}
 		if i > 0 {

@@ -496,9 +496,16 @@ type ClaimLatency struct {
 // the latest of their task's creation, their last parent's completion and the end of their
 // backoff, to now.
 func (s *Store) ClaimLatencies(ctx context.Context, stepIDs []int64) ([]ClaimLatency, error) {
-	var rows []ClaimLatency
-	err := s.conn(ctx).Raw(claimLatencySQL, stepIDs).Scan(&rows).Error
-	return rows, err
+	if len(stepIDs) == 0 {
+		return nil, nil
+	}
+	// The ids are a list, which GORM would expand into one parameter each: so does this.
+	query := strings.Replace(claimLatencySQL, "IN ?", "IN ("+strings.Repeat("?,", len(stepIDs)-1)+"?)", 1)
+	args := make([]any, len(stepIDs))
+	for i, id := range stepIDs {
+		args[i] = id
+	}
+	return queryRows(ctx, s, func(r *ClaimLatency) []any { return []any{&r.Name, &r.Seconds} }, query, args...)
 }
 
 // NamedTaskConfiguration reads the configuration a named task was registered with (nil when

@@ -142,14 +142,10 @@ func Read(getenv func(string) string) (Config, error) {
 	if _, err := auth.DecideMode(auth.Setup{Env: cfg.Auth}); err != nil { // a value it knows, judged later
 		return cfg, err
 	}
-	switch v := getenv("TASKER_PPROF"); v {
-	case "", "off":
-	case "on":
-		cfg.WorkerPprof = true
-	default:
-		return cfg, fmt.Errorf("TASKER_PPROF=%q is neither on nor off", v)
-	}
 	var err error
+	if cfg.WorkerPprof, err = onOff(getenv, "TASKER_PPROF"); err != nil {
+		return cfg, err
+	}
 	cfg.NoWorkers = getenv("TASKER_WORKERS") == "0"
 	workersEnv := getenv
 	if cfg.NoWorkers { // 0 is a choice of serve's, not a worker count
@@ -233,6 +229,15 @@ func defaultDataDir(xdgDataHome string) string {
 		return filepath.Join(home, ".local", "share", "tasker")
 	}
 	return ".tasker-data"
+}
+
+// onOff reads a variable that is on or off (unset: off).
+func onOff(getenv func(string) string, key string) (bool, error) {
+	v := getenv(key)
+	if v != "" && v != "on" && v != "off" {
+		return false, fmt.Errorf("%s=%q is neither on nor off", key, v)
+	}
+	return v == "on", nil
 }
 
 func or(v, def string) string {

@@ -45,6 +45,7 @@ func TestCommandLineUsage(t *testing.T) {
 		"token rotate":       `tasker: VALIDATION: unknown token subcommand "rotate"`,
 		"status extra-args":  "tasker: VALIDATION: status: unexpected arguments",
 		"worker -workers -1": "tasker: VALIDATION: worker: -workers -1 is negative",
+		"worker -pprof":      "tasker: VALIDATION: worker: -pprof (TASKER_PPROF=on) serves profiles on -metrics-listen, which is not set",
 	} {
 		if _, stderr, code := runCLI(t, bin, dataDir, strings.Fields(args)...); code != 1 || !strings.Contains(stderr, want) {
 			t.Errorf("tasker %s: exit %d, stderr %q; want 1 and %q", args, code, stderr, want)
@@ -60,7 +61,7 @@ func TestEveryCommandHelpListsItsFlags(t *testing.T) {
 	want := map[string][]string{
 		"serve":        {"-database-url", "empty starts a private cluster", "-data-dir", "-listen", "-shutdown-timeout", "-database-replica-urls", "-postgres-bin-dir"},
 		"demo":         {"-database-url", "empty starts a private cluster", "-data-dir", "-listen", "-shutdown-timeout"},
-		"worker":       {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir", "-workers", "-metrics-listen", "-shutdown-timeout"},
+		"worker":       {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir", "-workers", "-metrics-listen", "-pprof", "-shutdown-timeout"},
 		"migrate":      {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir"},
 		"run-task":     {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir", "-template", "-jsonl", "-templates-dir", "-initiator"},
 		"seed":         {"-database-url", "empty uses the private cluster of the tasker server", "-data-dir", "-steps", "-shapes"},

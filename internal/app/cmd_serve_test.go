@@ -133,8 +133,38 @@ func TestWorkerServesMetricsAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %s", family)
 		}
 	}
+	if code, _ := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without -pprof: %d, want 404", code)
+	}
 	w.stop(t, syscall.SIGTERM)
 	assertStopOrder(t, w.log.String(), "worker", "workers", `"engine pool"`, `"database pool"`)
+}
+
+// TestWorkerServesProfilesWhenAsked runs `tasker worker -metrics-listen` with TASKER_PPROF=on:
+// it serves the runtime's profiles under /debug/pprof/, a CPU profile among them.
+func TestWorkerServesProfilesWhenAsked(t *testing.T) {
+	t.Parallel()
+	bin := buildTasker(t)
+	url := dbtest.NewURL(t)
+	w := startProcess(t, bin, "worker", []string{"-metrics-listen", "127.0.0.1:0"},
+		[]string{"DATABASE_URL=" + url, "TASKER_PPROF=on"})
+	for path, want := range map[string]string{
+		"/debug/pprof/":                  "goroutine",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile: total",
+		"/debug/pprof/profile?seconds=1": "\x1f\x8b", // a gzipped profile
+		"/debug/pprof/cmdline":           "worker",
+	} {
+		resp, err := http.Get("http://" + w.addr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body without %q", path, resp.StatusCode, want)
+		}
+	}
+	w.stop(t, syscall.SIGTERM)
 }
 
 // assertStopOrder checks that the shutdown log of command stopped every one of steps, in

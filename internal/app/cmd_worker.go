@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 
@@ -24,7 +26,8 @@ import (
 // sharing one database. Its parts, started in order and stopped in reverse (lifecycle):
 // tracing, the pool, migrations (idempotent, serialised across processes), the events hub,
 // with -metrics-listen (TASKER_WORKER_METRICS_LISTEN) an HTTP server of /metrics, /healthz
-// and /readyz for the process's own steps, the engine's own pool, and the workers, which
+// and /readyz for the process's own steps (and, with -pprof or TASKER_PPROF=on, the runtime's
+// profiles under /debug/pprof/), the engine's own pool, and the workers, which
 // drain running steps within the shutdown deadline on SIGINT/SIGTERM.
 func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) (err error) {
 	fs := newFlagSet("worker", "[flags]",
@@ -34,8 +37,13 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 	shutdownFlag(fs, &cfg, "deadline for draining running steps")
 	fs.StringVar(&cfg.WorkerMetricsListen, "metrics-listen", cfg.WorkerMetricsListen,
 		"serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9091 (env TASKER_WORKER_METRICS_LISTEN); empty serves nothing")
+	fs.BoolVar(&cfg.WorkerPprof, "pprof", cfg.WorkerPprof,
+		"also serve the Go runtime's profiles under /debug/pprof/ on -metrics-listen (env TASKER_PPROF=on)")
 	if err := parseCommand(fs, args, &cfg); err != nil {
 		return err
+	}
+	if cfg.WorkerPprof && cfg.WorkerMetricsListen == "" {
+		return usageError("worker: -pprof (TASKER_PPROF=on) serves profiles on -metrics-listen, which is not set")
 	}
 	if cfg.NoWorkers {
 		return usageError(`TASKER_WORKERS="0" runs no workers, which only tasker serve can do (an API-only process); give tasker worker 1 to 1024`)
@@ -68,6 +76,9 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 			return err
 		}
 		srv.Mux.Handle("GET /metrics", m.Handler())
+		if cfg.WorkerPprof {
+			mountPprof(srv.Mux)
+		}
 		lc.run("metrics http", func(ctx context.Context) error { return srv.Serve(ctx, cfg.ShutdownTimeout) })
 	}
 	if err := startWorkers(ctx, lc, gdb, dbURL, nil, hub, cfg); err != nil {
@@ -156,4 +167,14 @@ func (g engineGroup) Stop(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// mountPprof serves the Go runtime's profiles (net/http/pprof) under /debug/pprof/ on mux:
+// the index, and /debug/pprof/profile?seconds=N for a CPU profile of the next N seconds.
+func mountPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }

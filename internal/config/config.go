@@ -57,6 +57,9 @@ type Config struct {
 	// WorkerMetricsListen is where `tasker worker` serves /metrics, /healthz and /readyz
 	// (TASKER_WORKER_METRICS_LISTEN); empty serves nothing.
 	WorkerMetricsListen string
+	// WorkerPprof makes `tasker worker` also serve the Go runtime's profiles (net/http/pprof)
+	// under /debug/pprof/ on WorkerMetricsListen (TASKER_PPROF=on; default off).
+	WorkerPprof bool
 
 	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT).
 	Workers orchestration.Config
@@ -140,6 +143,9 @@ func Read(getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	var err error
+	if cfg.WorkerPprof, err = onOff(getenv, "TASKER_PPROF"); err != nil {
+		return cfg, err
+	}
 	cfg.NoWorkers = getenv("TASKER_WORKERS") == "0"
 	workersEnv := getenv
 	if cfg.NoWorkers { // 0 is a choice of serve's, not a worker count
@@ -223,6 +229,15 @@ func defaultDataDir(xdgDataHome string) string {
 		return filepath.Join(home, ".local", "share", "tasker")
 	}
 	return ".tasker-data"
+}
+
+// onOff reads a variable that is on or off (unset: off).
+func onOff(getenv func(string) string, key string) (bool, error) {
+	v := getenv(key)
+	if v != "" && v != "on" && v != "off" {
+		return false, fmt.Errorf("%s=%q is neither on nor off", key, v)
+	}
+	return v == "on", nil
 }
 
 func or(v, def string) string {

@@ -56,6 +56,7 @@ func TestReadOverrides(t *testing.T) {
 		"TASKER_RETENTION":             "*=30d",
 		"TASKER_RETENTION_DUTY":        "25%",
 		"TASKER_TRACING":               "on",
+		"TASKER_PPROF":                 "on",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestReadOverrides(t *testing.T) {
 	}
 	if cfg.DatabaseURL != "postgres://db/x" || cfg.DataDir != "/data" || cfg.PostgresBinDir != "/opt/pg/bin" ||
 		cfg.Listen != "0.0.0.0:0" || cfg.ShutdownTimeout != 5*time.Second || cfg.TemplatesDir != "/tpl" || cfg.User != "ada" ||
-		cfg.WorkerMetricsListen != "127.0.0.1:9091" || cfg.Auth != "on" {
+		cfg.WorkerMetricsListen != "127.0.0.1:9091" || !cfg.WorkerPprof || cfg.Auth != "on" {
 		t.Errorf("process settings: %+v", cfg)
 	}
 	if cfg.Workers.Workers != 8 || !cfg.Workers.AsyncCommit || cfg.NoWorkers {
@@ -133,6 +134,7 @@ func TestReadRejectsBadValues(t *testing.T) {
 		{"TASKER_RETENTION_BATCH", "0", `TASKER_RETENTION_BATCH="0"`},
 		{"TASKER_RETENTION_DUTY", "0", `TASKER_RETENTION_DUTY="0"`},
 		{"TASKER_TRACING", "maybe", `TASKER_TRACING="maybe"`},
+		{"TASKER_PPROF", "yes", `TASKER_PPROF="yes"`},
 		{"TASKER_AUTH", "sometimes", `TASKER_AUTH="sometimes"`},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {

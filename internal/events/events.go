@@ -11,7 +11,6 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +61,7 @@ type Subscription struct {
 	C      <-chan struct{}
 	c      chan struct{}
 	filter Filter
+	watch  func(Event) // a watcher's (see Watch), which is given every event instead
 	hub    *Hub
 }
 
@@ -115,6 +115,19 @@ func NewHub(databaseURL string, log *slog.Logger) *Hub {
 func (h *Hub) Subscribe(filter Filter) *Subscription {
 	c := make(chan struct{}, 1)
 	s := &Subscription{C: c, c: c, filter: filter, hub: h}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Watch registers a watcher: fn is called on the hub's goroutine with every event, in order,
+// reconnections (Channel "") included, until the subscription is closed; its C never wakes.
+// It suits a subscriber that routes events itself (one lookup per event) rather than many
+// subscriptions that each filter every event. Like a Filter, fn must be quick and never
+// block.
+func (h *Hub) Watch(fn func(Event)) *Subscription {
+	s := &Subscription{watch: fn, hub: h}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -193,12 +206,18 @@ func (h *Hub) setConnected(up bool) {
 	h.mu.Unlock()
 }
 
-// dispatch wakes the subscribers whose filter accepts any of evs; every filter sees every
-// event, in order.
+// dispatch wakes the subscribers whose filter accepts any of evs and gives evs to the
+// watchers; every filter and watcher sees every event, in order.
 func (h *Hub) dispatch(evs ...Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
+		if s.watch != nil {
+			for _, ev := range evs {
+				s.watch(ev)
+			}
+			continue
+		}
 		woken := false
 		for _, ev := range evs {
 			if ev.Channel == "" || s.filter == nil || s.filter(ev) {
@@ -222,7 +241,7 @@ type payload struct {
 
 func (hd handler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
 	var p payload
-	if err := json.Unmarshal([]byte(n.Payload), &p); err != nil {
+	if err := decodePayload([]byte(n.Payload), &p); err != nil {
 		// Undecodable payload: wake everyone on the channel rather than lose the signal.
 		hd.hub.dispatch(Event{})
 		return notificationError{fmt.Errorf("decoding %s payload %q: %w", n.Channel, n.Payload, err)}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
@@ -90,6 +91,19 @@ func TestTransitionsWakeMatchingSubscribersOnly(t *testing.T) {
 	}
 }
 
+// killListener kills the hub's LISTEN connection from the server side.
+func killListener(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	var killed int64
+	if err := db.Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`).Scan(&killed).Error; err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("found no LISTEN connection to kill")
+	}
+}
+
 func TestHubReconnectsAndWakesEveryoneToCatchUp(t *testing.T) {
 	t.Parallel()
 	hub, url := startHub(t)
@@ -100,15 +114,7 @@ func TestHubReconnectsAndWakesEveryoneToCatchUp(t *testing.T) {
 	case <-sub.C:
 	default:
 	}
-	// Kill the hub's LISTEN connection from the server side.
-	var killed int64
-	if err := db.Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'listen%'`).Scan(&killed).Error; err != nil {
-		t.Fatal(err)
-	}
-	if killed == 0 {
-		t.Fatal("found no LISTEN connection to kill")
-	}
+	killListener(t, db)
 	// The filter rejects every event, so only the reconnect wake-up can arrive.
 	select {
 	case <-sub.C:
@@ -212,5 +218,72 @@ func TestOneStatementOfTransitionsIsNotifiedInChunks(t *testing.T) {
 		if got := seen[w.ID]; got != w {
 			t.Fatalf("event of transition %d: %+v, want %+v", w.ID, got, w)
 		}
+	}
+}
+
+// A watcher is given every event, in order, and the reconnection after a lost connection;
+// it is never woken through C, and closing it stops the calls.
+func TestWatchersSeeEveryEventInOrder(t *testing.T) {
+	t.Parallel()
+	hub, url := startHub(t)
+	db := dbtest.Open(t, url)
+	got := make(chan events.Event, 1000)
+	w := hub.Watch(func(ev events.Event) {
+		if ev.Channel == "" || ev.Channel == events.ChannelTaskTransitions {
+			got <- ev
+		}
+	})
+	defer w.Close()
+	if hub.Subscribers() != 1 {
+		t.Fatalf("%d subscribers, want the watcher", hub.Subscribers())
+	}
+	next := func() events.Event {
+		t.Helper()
+		select {
+		case ev := <-got:
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10s")
+			return events.Event{}
+		}
+	}
+	// The hub may have connected after the watcher registered: skip that catch-up.
+	time.Sleep(200 * time.Millisecond)
+	for len(got) > 0 {
+		<-got
+	}
+	var want []events.Event
+	if err := db.Raw(`
+		WITH nt AS (INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 't') RETURNING named_task_id),
+		     task AS (INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM nt, generate_series(1, 60) RETURNING task_id)
+		INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		SELECT task_id, 'in_progress', 'pending', 1, true FROM task ORDER BY task_id
+		RETURNING id, task_id, from_state AS "from", to_state AS "to"`).Scan(&want).Error; err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(want, func(a, b events.Event) int { return int(a.ID - b.ID) })
+	for _, w := range want {
+		w.Channel = events.ChannelTaskTransitions
+		if ev := next(); ev != w {
+			t.Fatalf("event %+v, want %+v", ev, w)
+		}
+	}
+	killListener(t, db)
+	if ev := next(); ev != (events.Event{}) {
+		t.Fatalf("event %+v after a lost connection, want the reconnection", ev)
+	}
+	select {
+	case <-w.C:
+		t.Fatal("a watcher was woken through C")
+	default:
+	}
+	w.Close()
+	if err := db.Exec(`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		SELECT task_id, 'complete', 'in_progress', 2, false FROM tasker_tasks LIMIT 1`).Error; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if len(got) != 0 {
+		t.Fatalf("%d events after Close", len(got))
 	}
 }

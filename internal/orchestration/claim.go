@@ -158,7 +158,7 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress,
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
-	_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
+	refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 	if len(moves) == 0 {
 		return nil
 	}
-	_, refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
+	refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
 	if err != nil {
 		return err
 	}

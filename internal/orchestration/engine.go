@@ -161,6 +161,7 @@ type Engine struct {
 	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
 	running        atomic.Int64  // steps whose handlers run (see recorder.gather)
 	claiming       atomic.Bool   // between Start and Stop: the recorder may claim steps
+	watcher        *claimWatch   // watches the claims of the running steps
 
 	// One failure streak per loop that talks to the database (see internal/dbretry): claims
 	// (the dispatcher), inputs (reading step handlers' configuration, releasing stopped steps),
@@ -198,6 +199,7 @@ func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *
 	// never cancelled.
 	e.handlerCtx, e.cancelHandlers = context.WithCancel(context.Background())
 	e.rec = newRecorder(e)
+	e.watcher = newClaimWatch(e)
 	e.claims = dbretry.New(e.log, "orchestration: claiming steps", 100*time.Millisecond, max(cfg.PollInterval, time.Second))
 	e.inputs = dbretry.New(e.log, "orchestration: preparing claimed steps", 50*time.Millisecond, 2*time.Second)
 	e.recovery = dbretry.New(e.log, "orchestration: recovering expired claims", cfg.RecoveryInterval,
@@ -287,6 +289,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	case <-drained:
 		e.cancelHandlers()
 		e.rec.close()
+		e.watcher.close()
 		e.log.Info("orchestration: engine stopped", "drained", true, "took", time.Since(begin))
 		return nil
 	case <-deadline.C:
@@ -298,6 +301,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	select {
 	case <-drained:
 		e.rec.close()
+		e.watcher.close()
 		e.log.Info("orchestration: engine stopped", "drained", false, "took", time.Since(begin))
 		return nil
 	case <-time.After(10 * time.Second):

@@ -56,7 +56,7 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 	if err != nil {
 		return nil, err
 	}
-	if _, err := sm.TransitionHeldTasks(ctx, tx, s.moves); err != nil {
+	if err := sm.TransitionHeldTasks(ctx, tx, s.moves); err != nil {
 		return nil, err
 	}
 	if err := s.markComplete(ctx, tx); err != nil {

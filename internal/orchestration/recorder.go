@@ -25,7 +25,7 @@ type result struct {
 	out     handler.Output
 	runErr  error
 	elapsed time.Duration
-	log     *slog.Logger
+	log     *slog.Logger      // the attempt's logger; nil: built when needed (Engine.stepLog)
 	trace   trace.SpanContext // the run's span (see trace.go)
 	slot    bool              // the recorder holds the worker's slot (see Engine.work)
 }
@@ -184,11 +184,15 @@ func (r *recorder) flush(batch []result, claim int) []*run {
 			e.retryDirty.Store(true)
 		}
 		e.observeFinished(res.name, finishOutcome(res.runErr, ok, err), res.elapsed)
+		log := res.log
+		if log == nil && (err != nil || !ok) {
+			log = e.stepLog(res.step)
+		}
 		switch {
 		case err != nil:
-			res.log.Debug("orchestration: attempt not recorded; the lease will recover the step", "error", err)
+			log.Debug("orchestration: attempt not recorded; the lease will recover the step", "error", err)
 		case !ok:
-			res.log.Info("orchestration: claim lost before recording, result discarded")
+			log.Info("orchestration: claim lost before recording, result discarded")
 		}
 	}
 	if claim == 0 {
@@ -252,7 +256,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 			outcomes = append(outcomes, o.StepOutcome)
 			moves = append(moves, o.move)
 		}
-		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
+		refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
 		if err != nil {
 			return err
 		}

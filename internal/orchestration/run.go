@@ -13,9 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/taskerhq/tasker/internal/dbretry"
-	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/handler"
-	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/tracing"
 )
@@ -60,9 +58,7 @@ func NewConfiguredHandlers(registry *handler.Registry) *ConfiguredHandlers {
 
 // StepHandler implements StepHandlers.
 func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
-	c.mu.Lock()
-	steps, ok := c.tasks[namedTaskID]
-	c.mu.Unlock()
+	steps, ok := c.loaded(namedTaskID)
 	if !ok {
 		loaded := c.loads.DoChan(strconv.FormatInt(namedTaskID, 10), func() (any, error) {
 			steps, err := c.load(ctx, st, namedTaskID)
@@ -83,6 +79,21 @@ func (c *ConfiguredHandlers) StepHandler(ctx context.Context, st *store.Store, n
 			return nil, 0, fmt.Errorf("waiting for the configuration of named task %d: %w", namedTaskID, ctx.Err())
 		}
 	}
+	return lookupStep(steps, namedTaskID, stepName)
+}
+
+// loaded returns the steps of a named task whose configuration is loaded already (ok false
+// otherwise): the engine resolves every step after a named task's first through it, without
+// a context, a retry loop or a read.
+func (c *ConfiguredHandlers) loaded(namedTaskID int64) (map[string]configuredStep, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	steps, ok := c.tasks[namedTaskID]
+	return steps, ok
+}
+
+// lookupStep returns the handler of a step of a named task's loaded configuration.
+func lookupStep(steps map[string]configuredStep, namedTaskID int64, stepName string) (handler.Handler, time.Duration, error) {
 	s, ok := steps[stepName]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w %q in named task %d", ErrNoHandler, stepName, namedTaskID)
@@ -136,44 +147,48 @@ type run struct {
 	in     store.StepInput
 	ctx    context.Context // the handler's context, cancelled with errClaimLost when the claim goes
 	cancel context.CancelCauseFunc
-	sub    *events.Subscription
-	wake   <-chan struct{} // the step's events (nil without an events hub)
-	log    *slog.Logger
+	e      *Engine
+	// Under the engine's claimWatch lock: the claim is checked and renewed (prepared), an
+	// event asked for a check before it was (recheck).
+	prepared, recheck bool
 }
 
-// watch makes the runs of started steps and subscribes each to its step's events: a
-// transition of the step other than its start (a cancellation, a recovery) makes its watcher
-// check the claim (see watchClaim). The claim calls it before it commits (see claim).
+// stepLog is the engine's logger with the attributes of a step's attempt; it is built when
+// something is logged, not for every step.
+func (e *Engine) stepLog(s claimedStep) *slog.Logger {
+	return e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)
+}
+
+// log is the logger of the run's attempt.
+func (r *run) log() *slog.Logger { return r.e.stepLog(r.s) }
+
+// watch makes the runs of started steps and watches their claims (see claimWatch): a
+// transition of the step other than its start (a cancellation, a recovery) makes the engine
+// check the claim. The claim calls it before it commits (see claim).
 func (e *Engine) watch(steps []claimedStep) []*run {
 	runs := make([]*run, len(steps))
 	for i, s := range steps {
-		r := &run{s: s, log: e.log.With("step_id", s.StepID, "task_id", s.TaskID, "attempt", s.Attempt)}
+		r := &run{s: s, e: e}
 		r.ctx, r.cancel = context.WithCancelCause(e.handlerCtx)
-		if e.hub != nil {
-			stepID := s.StepID
-			r.sub = e.hub.Subscribe(func(ev events.Event) bool {
-				return ev.Channel == "" || (ev.Channel == events.ChannelStepTransitions && ev.StepID == stepID &&
-					ev.To != string(models.StateInProgress))
-			})
-			r.wake = r.sub.C
-		}
+		e.watcher.add(r)
 		runs[i] = r
 	}
 	return runs
 }
 
-// prepare starts the watchers of claimed steps (lease renewal, claim checks on the step's
-// events) and returns the runs ready to run: those whose inputs the claim read with the
-// claim still held (it always is: the claim holds the steps' row locks while it reads).
+// prepare starts checking and renewing the claims of claimed steps (lease renewal, claim
+// checks on the step's events: see claimWatch) and returns the runs ready to run: those whose
+// inputs the claim read with the claim still held (it always is: the claim holds the steps'
+// row locks while it reads).
 func (e *Engine) prepare(runs []*run) []*run {
 	ready := runs[:0:0]
 	for _, r := range runs {
 		if !r.in.Mine {
-			r.log.Info("orchestration: claim lost before running, step skipped")
+			r.log().Info("orchestration: claim lost before running, step skipped")
 			r.close()
 			continue
 		}
-		go e.watchClaim(r.ctx, r.cancel, r.s, r.wake)
+		e.watcher.prepared(r)
 		ready = append(ready, r)
 	}
 	return ready
@@ -189,9 +204,7 @@ func closeRuns(runs []*run) {
 // close stops watching the step's claim.
 func (r *run) close() {
 	r.cancel(nil)
-	if r.sub != nil {
-		r.sub.Close()
-	}
+	r.e.watcher.remove(r)
 }
 
 // runStep runs one prepared step: its handler runs under the step timeout while the lease is
@@ -200,11 +213,13 @@ func (r *run) close() {
 // claim was lost meanwhile is discarded; on a hard stop the step is released at once.
 func (e *Engine) runStep(r *run) (handedOver bool) {
 	defer r.close()
-	s, in, log, hctx := r.s, r.in, r.log, r.ctx
+	s, in, hctx := r.s, r.in, r.ctx
 	hctx, span := startRun(hctx, s, in.Name)
 	var parents map[string]json.RawMessage
-	if err := json.Unmarshal(in.Parents, &parents); err != nil {
-		log.Error("orchestration: decoding parent results", "error", err)
+	if string(in.Parents) == "{}" { // a step without parents: what decoding it gives
+		parents = map[string]json.RawMessage{}
+	} else if err := json.Unmarshal(in.Parents, &parents); err != nil {
+		r.log().Error("orchestration: decoding parent results", "error", err)
 	}
 	h, timeout, herr := e.stepHandler(hctx, in)
 
@@ -232,7 +247,7 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 
 	switch cause := context.Cause(hctx); {
 	case errors.Is(cause, errClaimLost):
-		log.Info("orchestration: claim lost while running, result discarded")
+		r.log().Info("orchestration: claim lost while running, result discarded")
 		e.observeFinished(in.Name, OutcomeClaimLost, elapsed)
 		return false
 	case hctx.Err() != nil:
@@ -246,18 +261,18 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 			return err
 		})
 		if err != nil {
-			log.Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
+			r.log().Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
 			return false
 		}
 		if ok {
 			if _, err := e.svc.FinalizeTask(rctx, s.TaskID); err != nil {
-				log.Error("orchestration: finalising task", "error", err)
+				r.log().Error("orchestration: finalising task", "error", err)
 			}
 		}
 		return false
 	}
 	e.running.Add(-1)
-	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed, log: log,
+	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed,
 		trace: span.SpanContext(), slot: true})
 	return true
 }
@@ -267,6 +282,14 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 // backoff while the claim is held (ctx) and for at most half the lease, so that a short drop
 // does not cost the step an attempt whose handler never ran.
 func (e *Engine) stepHandler(ctx context.Context, in store.StepInput) (h handler.Handler, timeout time.Duration, err error) {
+	if c, ok := e.handlers.(*ConfiguredHandlers); ok {
+		if steps, ok := c.loaded(in.NamedTaskID); ok {
+			if h, timeout, err = lookupStep(steps, in.NamedTaskID, in.Name); err != nil {
+				return nil, 0, err // a configuration problem, as below
+			}
+			return h, timeout, nil
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, max(e.cfg.LeaseDuration/2, time.Second))
 	defer cancel()
 	var unconfigured error // a configuration problem: not retried
@@ -297,35 +320,4 @@ func runHandler(ctx context.Context, h handler.Handler, in handler.Input) (out h
 func retryAfterOf(err error) time.Duration {
 	d, _ := handler.RetryAfter(err)
 	return d
-}
-
-// watchClaim renews the step's lease every third of its duration and checks the claim when
-// the step's transitions change; when the claim is gone it cancels the handler.
-func (e *Engine) watchClaim(ctx context.Context, cancel context.CancelCauseFunc, s claimedStep, wake <-chan struct{}) {
-	renew := time.NewTicker(max(e.cfg.LeaseDuration/3, 10*time.Millisecond))
-	defer renew.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-			mine, err := e.st.ClaimHeld(ctx, s.StepID, s.Token)
-			if err != nil {
-				continue
-			}
-			if !mine {
-				cancel(errClaimLost)
-				return
-			}
-		case <-renew.C:
-			held, err := e.st.RenewLease(ctx, s.StepID, s.Token, e.cfg.LeaseDuration)
-			if err != nil {
-				continue
-			}
-			if !held {
-				cancel(errClaimLost)
-				return
-			}
-		}
-	}
 }

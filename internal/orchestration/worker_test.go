@@ -386,3 +386,84 @@ func TestStopDrainsThenReleasesRunningSteps(t *testing.T) {
 		t.Error("a stopped engine started again")
 	}
 }
+
+const sleepingYAML = `
+namespace: tests
+name: sleeping
+version: 1.0.0
+steps:
+  - name: a
+    timeout: 1m
+    handler: {kind: slow}
+  - name: b
+    timeout: 1m
+    handler: {kind: slow}
+`
+
+// Steps that run for several leases keep their claims: the engine renews every running step's
+// lease every third of it, so the recovery of expired leases (every 50ms here) never takes a
+// step from a live worker.
+func TestLeasesAreRenewedWhileStepsRun(t *testing.T) {
+	t.Parallel()
+	handlers := handler.NewBuiltinRegistry()
+	if err := handlers.Register("slow", func(map[string]any) (handler.Handler, error) {
+		return handler.HandlerFunc(func(ctx context.Context, _ handler.Input) (handler.Output, error) {
+			select {
+			case <-time.After(1500 * time.Millisecond):
+				return handler.Output{}, nil
+			case <-ctx.Done():
+				return handler.Output{}, context.Cause(ctx)
+			}
+		}), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, handlers, sleepingYAML)
+	h.engine(orchestration.Config{LeaseDuration: 300 * time.Millisecond, RecoveryInterval: 50 * time.Millisecond})
+	ids := []int64{h.create("tests", "sleeping", ""), h.create("tests", "sleeping", "")}
+	h.waitTasks("complete", 30*time.Second, ids...)
+	for _, id := range ids {
+		for name, s := range h.steps(id) {
+			if !slices.Equal(s.History, simple) || s.Attempts != 1 {
+				t.Errorf("task %d step %s: history %v attempts %d, want %v and 1", id, name, s.History, s.Attempts, simple)
+			}
+		}
+	}
+}
+
+// A running step whose claim is taken away without a transition (its token changed, as by
+// another engine's recovery) is cancelled with a lost claim when its lease is next renewed,
+// and its result is discarded.
+func TestLostClaimFoundByRenewalCancelsTheHandler(t *testing.T) {
+	t.Parallel()
+	b, handlers := newBlocker(t)
+	h := newHarness(t, handlers, blockingYAML)
+	h.engine(orchestration.Config{LeaseDuration: 600 * time.Millisecond, RecoveryInterval: time.Hour})
+	id := h.create("tests", "blocking", "")
+	stepID := waitFor(t, b.started, "the handler to start")
+	if err := h.db.Exec(`UPDATE tasker_workflow_steps SET claim_token = gen_random_uuid() WHERE workflow_step_id = ?`,
+		stepID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if cause := waitFor(t, b.ended, "the handler's context to be cancelled"); cause == nil ||
+		!strings.Contains(cause.Error(), "claim lost") {
+		t.Fatalf("handler ended with %v, want a lost claim", cause)
+	}
+	if got := h.steps(id)["block"]; !slices.Equal(got.History, []string{"in_progress"}) || got.Attempts != 0 {
+		t.Errorf("step with a lost claim: history %v attempts %d, want [in_progress] and 0 (nothing recorded)", got.History, got.Attempts)
+	}
+}
+
+// An operator's cancellation reaches the running handler as a lost claim, through the step's
+// transition event.
+func TestCancelledStepsHandlerEndsWithALostClaim(t *testing.T) {
+	t.Parallel()
+	h, b, id, _ := startBlocking(t)
+	if err := orchestration.NewService(openDB(t, h.url), nil).CancelTask(context.Background(), id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cause := waitFor(t, b.ended, "the handler's context to be cancelled"); cause == nil ||
+		!strings.Contains(cause.Error(), "claim lost") {
+		t.Fatalf("handler ended with %v, want a lost claim", cause)
+	}
+}

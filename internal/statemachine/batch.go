@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/store"
@@ -58,25 +59,26 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 
 // The Held variants are for a writer that already holds, in st's transaction, the row lock of
 // every owner of its moves (FOR UPDATE or FOR NO KEY UPDATE, taken in id order with its other
-// locks): they skip taking those locks again, one statement fewer, and are otherwise the
-// functions above. The owners exist, since they are locked.
+// locks), the engine: they skip taking those locks again, one statement fewer, and are
+// otherwise the functions above, except that they do not return the written transitions,
+// whose rows are then not read back (only counted: a row missing is an error).
 
 // TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps.
-func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, stepOwner, moves, true, held)
-	return written, refused, batchError(stepOwner, moves, err)
+func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
+	_, refused, err := moveBatch(ctx, st, stepOwner, moves, true, held)
+	return refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionHeldTasks is TransitionTasks on held tasks.
-func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, st, taskOwner, moves, false, held)
-	return written, batchError(taskOwner, moves, err)
+func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move) error {
+	_, _, err := moveBatch(ctx, st, taskOwner, moves, false, held)
+	return batchError(taskOwner, moves, err)
 }
 
 // TransitionHeldTasksWhereAllowed is TransitionTasksWhereAllowed on held tasks.
-func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, taskOwner, moves, true, held)
-	return written, refused, batchError(taskOwner, moves, err)
+func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
+	_, refused, err := moveBatch(ctx, st, taskOwner, moves, true, held)
+	return refused, batchError(taskOwner, moves, err)
 }
 
 // Whether a batch takes its owners' row locks (lock) or the caller holds them (held).
@@ -99,7 +101,7 @@ type planned struct {
 
 // moveBatch applies moves (see TransitionSteps); partial writes the allowed owners' moves and
 // returns the refusals of the others; locked (held) says the caller holds the owners' row
-// locks.
+// locks, and does not read the written transitions back (the Held variants: written is nil).
 func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, partial, locked bool) ([]Transition, []*TransitionError, error) {
 	if len(moves) == 0 {
 		return nil, nil, nil
@@ -136,7 +138,7 @@ func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, part
 			return refusals[0]
 		}
 		refused = refusals
-		if written, err = writePlan(ctx, tx, o, plan, cur); err != nil {
+		if written, err = writePlan(ctx, tx, o, plan, cur, !locked); err != nil {
 			return err
 		}
 		return nil
@@ -320,7 +322,14 @@ func checkMove(kind Kind, id int64, from, to models.State, blockers []int64) (st
 	return event, nil
 }
 
+// encodeMeta returns metadata with "event" set to event, encoded as json.Marshal encodes it
+// (keys sorted). Metadata of plain strings, integers, booleans and nulls, which is what the
+// engine records with every transition, is encoded directly (appendPlainMeta), without
+// json.Marshal's reflection; anything else goes through json.Marshal.
 func encodeMeta(metadata map[string]any, event string) (json.RawMessage, error) {
+	if b, ok := appendPlainMeta(metadata, event); ok {
+		return b, nil
+	}
 	meta := make(map[string]any, len(metadata)+1)
 	for k, v := range metadata {
 		meta[k] = v
@@ -333,9 +342,69 @@ func encodeMeta(metadata map[string]any, event string) (json.RawMessage, error) 
 	return b, nil
 }
 
+// appendPlainMeta encodes metadata plus "event" as json.Marshal does, when every key and value
+// is plain: a string of printable ASCII that JSON needs no escape for (json.Marshal escapes
+// ", \, <, > and &), an int, an int64, a bool or nil. It reports false for anything else.
+func appendPlainMeta(metadata map[string]any, event string) ([]byte, bool) {
+	keys := make([]string, 0, len(metadata)+1)
+	for k := range metadata {
+		if k != "event" {
+			keys = append(keys, k)
+		}
+	}
+	keys = append(keys, "event")
+	slices.Sort(keys)
+	b := make([]byte, 0, 96)
+	b = append(b, '{')
+	for i, k := range keys {
+		if !plainJSON(k) {
+			return nil, false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), k...), '"', ':')
+		var v any = event
+		if k != "event" {
+			v = metadata[k]
+		}
+		switch x := v.(type) {
+		case string:
+			if !plainJSON(x) {
+				return nil, false
+			}
+			b = append(append(append(b, '"'), x...), '"')
+		case int:
+			b = strconv.AppendInt(b, int64(x), 10)
+		case int64:
+			b = strconv.AppendInt(b, x, 10)
+		case bool:
+			b = strconv.AppendBool(b, x)
+		case nil:
+			b = append(b, "null"...)
+		default:
+			return nil, false
+		}
+	}
+	return append(b, '}'), true
+}
+
+// plainJSON reports whether s encodes in JSON as itself between quotes (json.Marshal's
+// escaping included).
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
 // writePlan clears the current rows of the moved owners and inserts the planned rows, one
-// statement each; the owner's last planned row becomes its one current row.
-func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cur map[int64]store.OwnerState) ([]Transition, error) {
+// statement each; the owner's last planned row becomes its one current row. Unless read, the
+// inserted rows are only counted, and no transition is returned.
+func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cur map[int64]store.OwnerState, read bool) ([]Transition, error) {
 	if len(plan) == 0 {
 		return nil, nil
 	}
@@ -350,6 +419,16 @@ func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cu
 		if c := cur[p.id].CurrentID; c != nil && !slices.Contains(cleared, *c) {
 			cleared = append(cleared, *c)
 		}
+	}
+	if !read {
+		n, err := tx.WriteTransitionsUnread(ctx, o.store, cleared, rows)
+		if err == nil && n != int64(len(rows)) {
+			err = fmt.Errorf("%d of %d transitions written", n, len(rows))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("moving %ss: %w", o.kind, err)
+		}
+		return nil, nil
 	}
 	inserted, err := tx.WriteTransitions(ctx, o.store, cleared, rows)
 	if err != nil {

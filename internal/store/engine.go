@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -160,20 +161,22 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
 // (see claimSQL): the oldest ready steps that no one else holds are marked in_process with a
 // fresh claim token each.
 func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time.Duration) ([]ClaimedStep, error) {
-	var rows []ClaimedStep
-	err := s.conn(ctx).Raw(claimSQL, map[string]any{
-		"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
-	}).Scan(&rows).Error
+	var states []sql.NullString
+	rows, err := queryRows(ctx, s, func(r *ClaimedStep) []any {
+		states = append(states, sql.NullString{})
+		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.Claimed}
+	}, claimSQL, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})
+	for i := range rows {
+		rows[i].CurrentState = models.State(states[i].String)
+	}
 	return rows, err
 }
 
 // LockTasksSkipLocked takes the row locks of the tasks among ids that no other transaction
 // holds, in id order, and returns them.
 func (s *Store) LockTasksSkipLocked(ctx context.Context, ids []int64) ([]int64, error) {
-	var free []int64
-	err := s.conn(ctx).Raw(`SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[])
-		ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED`, database.Array[int64](ids)).Scan(&free).Error
-	return free, err
+	return queryRows(ctx, s, int64Column, `SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[])
+		ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED`, database.Array[int64](ids))
 }
 
 // LockTask takes one task's row lock (the lock the state machine takes) and reports whether
@@ -239,8 +242,7 @@ func (s *Store) NextRetry(ctx context.Context) (at *time.Time, now time.Time, er
 // subquery that the step scan's filter needs before it lets any row through, so every task
 // lock is taken before the first step lock.
 func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, tokens []string) ([]int64, error) {
-	var locked []int64
-	err := s.conn(ctx).Raw(`
+	return queryRows(ctx, s, int64Column, `
 		WITH tasks AS MATERIALIZED (
 		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
 		)
@@ -251,8 +253,7 @@ func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, to
 		WHERE ws.in_process AND (SELECT count(*) FROM tasks) >= 0
 		ORDER BY ws.workflow_step_id
 		FOR UPDATE OF ws`, database.Array[int64](taskIDs), database.Array[int64](stepIDs),
-		database.Array[string](tokens)).Scan(&locked).Error
-	return locked, err
+		database.Array[string](tokens))
 }
 
 // StepOutcome is what one finished attempt writes to its step row: success with its results,
@@ -278,7 +279,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 	if err != nil {
 		return fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	return s.conn(ctx).Exec(`
+	return execRaw(ctx, s, `
 		UPDATE tasker_workflow_steps ws
 		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
 		    processed = ws.processed OR o.success,
@@ -290,7 +291,7 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 		    updated_at = now()
 		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
 		                                       backoff integer, permanent boolean)
-		WHERE ws.workflow_step_id = o.step_id`, string(payload)).Error
+		WHERE ws.workflow_step_id = o.step_id`, string(payload))
 }
 
 // settleableSQL counts, per task, what decides whether it may be settled, so that the
@@ -336,9 +337,9 @@ type TaskSettling struct {
 // TasksSettling reads, in one statement, what decides whether each task of ids may be
 // settled.
 func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling, error) {
-	var rows []TaskSettling
-	err := s.conn(ctx).Raw(settleableSQL, database.Array[int64](ids)).Scan(&rows).Error
-	return rows, err
+	return queryRows(ctx, s, func(r *TaskSettling) []any {
+		return []any{&r.TaskID, &r.State, &r.Total, &r.Running, &r.Unfinished, &r.Blocked}
+	}, settleableSQL, database.Array[int64](ids))
 }
 
 // ExecutionContexts reads the execution contexts (the live view) of tasks, in the store's
@@ -349,8 +350,8 @@ func (s *Store) ExecutionContexts(ctx context.Context, taskIDs []int64) ([]model
 
 // MarkTasksComplete sets the complete flag of tasks.
 func (s *Store) MarkTasksComplete(ctx context.Context, ids []int64) error {
-	return s.conn(ctx).Exec(`UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
-		database.Array[int64](ids)).Error
+	return execRaw(ctx, s, `UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
+		database.Array[int64](ids))
 }
 
 // ExpiredClaim is a claim whose lease has run out.
@@ -433,8 +434,15 @@ JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id`
 // StepInputs reads the inputs of claimed steps (stepIDs, with the token at the same index of
 // tokens) in one statement.
 func (s *Store) StepInputs(ctx context.Context, stepIDs []int64, tokens []string) ([]StepInput, error) {
-	var inputs []StepInput
-	err := s.conn(ctx).Raw(stepInputsSQL, database.Array[int64](stepIDs), database.Array[string](tokens)).Scan(&inputs).Error
+	var names []sql.NullString
+	var mine []sql.NullBool
+	inputs, err := queryRows(ctx, s, func(r *StepInput) []any {
+		names, mine = append(names, sql.NullString{}), append(mine, sql.NullBool{})
+		return []any{&r.StepID, &r.NamedTaskID, &names[len(names)-1], &r.Inputs, &r.Context, &r.Parents, &mine[len(mine)-1]}
+	}, stepInputsSQL, database.Array[int64](stepIDs), database.Array[string](tokens))
+	for i := range inputs {
+		inputs[i].Name, inputs[i].Mine = names[i].String, mine[i].Valid && mine[i].Bool
+	}
 	return inputs, err
 }
 
@@ -488,9 +496,16 @@ type ClaimLatency struct {
 // the latest of their task's creation, their last parent's completion and the end of their
 // backoff, to now.
 func (s *Store) ClaimLatencies(ctx context.Context, stepIDs []int64) ([]ClaimLatency, error) {
-	var rows []ClaimLatency
-	err := s.conn(ctx).Raw(claimLatencySQL, stepIDs).Scan(&rows).Error
-	return rows, err
+	if len(stepIDs) == 0 {
+		return nil, nil
+	}
+	// The ids are a list, which GORM would expand into one parameter each: so does this.
+	query := strings.Replace(claimLatencySQL, "IN ?", "IN ("+strings.Repeat("?,", len(stepIDs)-1)+"?)", 1)
+	args := make([]any, len(stepIDs))
+	for i, id := range stepIDs {
+		args[i] = id
+	}
+	return queryRows(ctx, s, func(r *ClaimLatency) []any { return []any{&r.Name, &r.Seconds} }, query, args...)
 }
 
 // NamedTaskConfiguration reads the configuration a named task was registered with (nil when

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"gorm.io/gorm"
@@ -36,10 +37,8 @@ func (s *Store) Atomic(ctx context.Context, fn func(tx *Store) error) error {
 // LockOwners takes the row locks of the existing owners among ids, in id order (so that two
 // writers never deadlock on each other), and returns the ids it locked, ascending.
 func (s *Store) LockOwners(ctx context.Context, o Owner, ids []int64) ([]int64, error) {
-	var locked []int64
-	err := s.conn(ctx).Raw(fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
-		o.table, o.key), database.Array[int64](ids)).Scan(&locked).Error
-	return locked, err
+	return queryRows(ctx, s, int64Column, fmt.Sprintf(`SELECT %[2]s FROM %[1]s WHERE %[2]s = ANY(?::bigint[]) ORDER BY %[2]s FOR NO KEY UPDATE`,
+		o.table, o.key), database.Array[int64](ids))
 }
 
 // OwnerState is an owner's current transition: its state (nil when it has none: pending),
@@ -54,15 +53,12 @@ type OwnerState struct {
 // OwnerStates reads the current state and last sort key of each owner of ids, in one
 // statement.
 func (s *Store) OwnerStates(ctx context.Context, o Owner, ids []int64) ([]OwnerState, error) {
-	var rows []OwnerState
-	err := s.conn(ctx).Raw(fmt.Sprintf(`
+	return queryRows(ctx, s, func(r *OwnerState) []any { return []any{&r.ID, &r.State, &r.CurrentID, &r.SortKey} }, fmt.Sprintf(`
 		SELECT o.id,
 		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
 		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
 		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
-		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids)).
-		Scan(&rows).Error
-	return rows, err
+		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids))
 }
 
 // OwnerState reads whether one owner exists and its current state (nil: no transition yet).
@@ -113,9 +109,8 @@ type Blocker struct{ Owner, Blocker int64 }
 // Blockers reads, in one statement, what blocks the guarded move of each owner of ids (a step
 // to in_progress, a task to complete), ordered by owner then blocker.
 func (s *Store) Blockers(ctx context.Context, o Owner, ids []int64) ([]Blocker, error) {
-	var rows []Blocker
-	err := s.conn(ctx).Raw(guardSQL[o], database.Array[int64](ids)).Scan(&rows).Error
-	return rows, err
+	return queryRows(ctx, s, func(r *Blocker) []any { return []any{&r.Owner, &r.Blocker} },
+		guardSQL[o], database.Array[int64](ids))
 }
 
 // TransitionRow is one transition to write.
@@ -123,7 +118,7 @@ type TransitionRow struct {
 	Owner      int64           `json:"owner"`
 	ToState    string          `json:"to_state"`
 	FromState  *string         `json:"from_state"`
-	Metadata   json.RawMessage `json:"metadata"`
+	Metadata   json.RawMessage `json:"metadata"` // JSON: the database refuses the statement otherwise
 	SortKey    int             `json:"sort_key"`
 	MostRecent bool            `json:"most_recent"`
 }
@@ -152,12 +147,23 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		}
 		return nil, nil
 	}
-	payload, err := json.Marshal(rows)
+	payload, err := encodeTransitionRows(rows)
 	if err != nil {
 		return nil, fmt.Errorf("encoding transitions: %w", err)
 	}
-	var inserted []WrittenTransition
-	if err := s.conn(ctx).Raw(fmt.Sprintf(`
+	inserted, err := queryRows(ctx, s, func(r *WrittenTransition) []any {
+		return []any{&r.ID, &r.Owner, &r.SortKey, &r.CreatedAt}
+	}, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	if err != nil {
+		return nil, fmt.Errorf("writing transitions: %w", err)
+	}
+	return inserted, nil
+}
+
+// writeTransitionsSQL clears the current rows and inserts the new ones of owners o (see
+// WriteTransitions).
+func writeTransitionsSQL(o Owner) string {
+	return fmt.Sprintf(`
 		WITH cleared AS (
 		    UPDATE %[1]s SET most_recent = false, updated_at = now()
 		    WHERE id = ANY(?::bigint[]) AND most_recent
@@ -169,9 +175,65 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 		                                         metadata jsonb, sort_key integer, most_recent boolean)
 		WHERE (SELECT count(*) FROM cleared) >= 0
 		ORDER BY r.owner, r.sort_key
-		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key),
-		database.Array[int64](cleared), string(payload)).Scan(&inserted).Error; err != nil {
-		return nil, fmt.Errorf("writing transitions: %w", err)
+		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key)
+}
+
+// WriteTransitionsUnread is WriteTransitions for a writer that does not read the rows back:
+// the same statement, whose returned rows are not read, and the count of rows it inserted.
+func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []int64, rows []TransitionRow) (int64, error) {
+	if len(rows) == 0 {
+		_, err := s.WriteTransitions(ctx, o, cleared, rows)
+		return 0, err
 	}
-	return inserted, nil
+	payload, err := encodeTransitionRows(rows)
+	if err != nil {
+		return 0, fmt.Errorf("encoding transitions: %w", err)
+	}
+	n, err := execRawCount(ctx, s, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	if err != nil {
+		return 0, fmt.Errorf("writing transitions: %w", err)
+	}
+	return n, nil
+}
+
+// encodeTransitionRows encodes rows as a JSON array for jsonb_to_recordset: directly when
+// their states are plain (see plainJSON), which they always are, else with json.Marshal. Each
+// metadata is copied as it is, where json.Marshal would compact it (the database reads the
+// same jsonb either way), and without json.Marshal's check that it is JSON: the state machine
+// encodes it, and the database refuses the statement when it is not.
+func encodeTransitionRows(rows []TransitionRow) ([]byte, error) {
+	b := make([]byte, 0, 160*len(rows))
+	b = append(b, '[')
+	for i, r := range rows {
+		if !plainJSON(r.ToState) || (r.FromState != nil && !plainJSON(*r.FromState)) || len(r.Metadata) == 0 {
+			return json.Marshal(rows)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"owner":`...)
+		b = strconv.AppendInt(b, r.Owner, 10)
+		b = append(append(append(b, `,"to_state":"`...), r.ToState...), `","from_state":`...)
+		if r.FromState == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(append(append(b, '"'), *r.FromState...), '"')
+		}
+		b = append(append(b, `,"metadata":`...), r.Metadata...)
+		b = append(b, `,"sort_key":`...)
+		b = strconv.AppendInt(b, int64(r.SortKey), 10)
+		b = append(append(b, `,"most_recent":`...), strconv.FormatBool(r.MostRecent)...)
+		b = append(b, '}')
+	}
+	return append(b, ']'), nil
+}
+
+// plainJSON reports whether s encodes in JSON as itself between quotes.
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

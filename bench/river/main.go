@@ -97,21 +97,24 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 			return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
 		}
 		log.Info("River", "scenario", sc.name, "workers", sc.workers, "jobs", units, "jobs/s", int(rv.rate()), "wall", rv.wall)
-		var tk [2]result
-		for p := range 2 {
-			tk[p], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
-				return runTasker(ctx, dbURL, tasker, templates, sc, tasks, p+1)
+		// tasker: one process, two processes, and two processes of one engine each.
+		runs := []struct{ processes, engines int }{{1, 0}, {2, 0}, {2, 1}}
+		var tk [3]result
+		for i, r := range runs {
+			tk[i], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
+				return runTasker(ctx, dbURL, tasker, templates, sc, tasks, r.processes, r.engines)
 			})
 			if err != nil {
-				return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, p+1, err)
+				return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, r.processes, err)
 			}
-			log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "processes", p+1, "steps", units,
-				"steps/s", int(tk[p].rate()), "wall", tk[p].wall)
+			log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "processes", r.processes, "engines", r.engines,
+				"steps", units, "steps/s", int(tk[i].rate()), "wall", tk[i].wall)
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %s | %.2f | %s | %.2f | %s | %s |",
+		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %s | %.2f | %s | %.2f | %s | %.2f | %s | %s |",
 			fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), sc.workers,
 			rateCell(rv, "jobs/s"), rateCell(tk[0], "steps/s"), tk[0].rate()/rv.rate(),
 			rateCell(tk[1], "steps/s"), tk[1].rate()/rv.rate(),
+			rateCell(tk[2], "steps/s"), tk[2].rate()/rv.rate(),
 			thousands(int(rv.createRate)), thousands(int(tk[0].createRate))))
 	}
 	section := report(rows, tasks, command, time.Since(begin), load)
@@ -251,7 +254,9 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 	return res, err
 }
 
-func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, processes int) (result, error) {
+// runTasker drains tasks of sc's template with processes `tasker worker` processes of
+// sc.workers workers each; engines, when not 0, is their TASKER_ENGINES.
+func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, processes, engines int) (result, error) {
 	var res result
 	if err := command(ctx, nil, nil, tasker, "migrate", "-database-url", dbURL); err != nil {
 		return res, err
@@ -299,6 +304,9 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 		}
 		defer logFile.Close()
 		p := exec.Command(tasker, "worker", "-database-url", dbURL, "-workers", strconv.Itoa(sc.workers))
+		if engines > 0 {
+			p.Env = append(os.Environ(), "TASKER_ENGINES="+strconv.Itoa(engines))
+		}
 		p.Stdout, p.Stderr = logFile, logFile
 		if err := p.Start(); err != nil {
 			return res, err
@@ -390,14 +398,15 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
 		"tasker `worker` processes (`-workers` each, shared among the process's engines: two by default from 32 " +
-		"workers; two processes run twice the workers). The rate is units over " +
+		"workers; two processes run twice the workers, and the last tasker column runs them with one engine each, " +
+		"`TASKER_ENGINES=1`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
 		"during it: near 100 %, the cores are the bound, whoever runs on them). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
-	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | River insert/s | tasker create steps/s |\n")
-	b.WriteString("|---|---:|---|---|---:|---|---:|---:|---:|\n")
+	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 2 processes of 1 engine | ratio | River insert/s | tasker create steps/s |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}

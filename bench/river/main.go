@@ -397,7 +397,7 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 		took.Round(time.Second), tasks, load, runtime.NumCPU())
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
-		"tasker `worker` processes (`-workers` each, shared among the process's engines: two by default from 32 " +
+		"tasker `worker` processes (`-workers` each, shared among the process's engines: two by default from 64 " +
 		"workers; two processes run twice the workers, and the last tasker column runs them with one engine each, " +
 		"`TASKER_ENGINES=1`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +

@@ -100,7 +100,7 @@ func TestReadNoWorkersAndQueryStats(t *testing.T) {
 func TestEnginesFor(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ engines, workers, want int }{
-		{0, 1, 1}, {0, 31, 1}, {0, 32, 2}, {0, 100, 2},
+		{0, 1, 1}, {0, 32, 1}, {0, 63, 1}, {0, 64, 2}, {0, 100, 2},
 		{1, 100, 1}, {4, 100, 4}, {4, 3, 3},
 	} {
 		cfg, err := Read(env(map[string]string{"TASKER_ENGINES": strconv.Itoa(tc.engines)}))

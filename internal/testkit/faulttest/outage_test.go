@@ -110,7 +110,24 @@ func TestProcessesBackOffWhileDatabaseIsDown(t *testing.T) {
 	if resumed > 8*time.Second {
 		t.Errorf("the retry ran %s after the database came back, want within 8s", resumed.Round(time.Millisecond))
 	}
-	time.Sleep(2 * time.Second) // let the other loops (refresher, recovery) log their recovery
+	// Every process's claim loop and events listener log their recovery once they next reach
+	// the database: the listener within its reconnection delay, the claim loop when the
+	// listener's reconnection wakes it. Wait for those lines (a loaded machine may take a few
+	// seconds), then a moment for the other loops (refresher, recovery).
+	recoveredEverywhere := func() bool {
+		for i, p := range procs {
+			text := strings.Join(p.since(marks[i]), "\n")
+			if !strings.Contains(text, `msg="orchestration: claiming steps recovered"`) ||
+				!strings.Contains(text, `msg="events: listening recovered"`) {
+				return false
+			}
+		}
+		return true
+	}
+	if !wait.Eventually(20*time.Second, recoveredEverywhere) {
+		t.Errorf("not every process logged its claim loop's and its listener's recovery within 20s of the database's return")
+	}
+	time.Sleep(time.Second)
 
 	claimAttempts := regexp.MustCompile(`msg="orchestration: claiming steps recovered".* failures=(\d+)`)
 	workerID := regexp.MustCompile(`worker_id=\S+`)

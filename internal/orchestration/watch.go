@@ -1,6 +1,8 @@
 package orchestration
 
 import (
+	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,10 +15,10 @@ import (
 // claim of its step through a map:
 //   - a transition of a watched step other than its start (a cancellation, a recovery), or
 //     the hub's reconnection (which may have lost such a transition), makes it check the
-//     step's claim (store.ClaimHeld);
-//   - every third of the lease (at least 10ms) it renews the lease of every running step
-//     (store.RenewLease), so a step is renewed within a third of the lease of its claim and
-//     only a dead worker loses its claims.
+//     step's claim (store.ClaimsHeld: the claims marked meanwhile in one statement);
+//   - every third of the lease (at least 10ms) it renews the leases of every running step in
+//     one statement (store.RenewLeases), so a step is renewed within a third of the lease of
+//     its claim and only a dead worker loses its claims.
 //
 // A claim found lost cancels its handler with errClaimLost. A run is watched from its claim
 // (see Engine.watch, before the claim commits, so that no event of a change made after the
@@ -132,20 +134,11 @@ func (w *claimWatch) loop() {
 			check := w.check
 			w.check = nil
 			w.mu.Unlock()
-			for _, r := range check {
-				if r.ctx.Err() != nil {
-					continue
-				}
-				if mine, err := w.e.st.ClaimHeld(r.ctx, r.s.StepID, r.s.Token); err == nil && !mine {
-					r.cancel(errClaimLost)
-				}
-			}
+			w.keepHeld(check, w.e.st.ClaimsHeld)
 		case <-renew.C:
-			for _, r := range w.snapshot() {
-				if held, err := w.e.st.RenewLease(r.ctx, r.s.StepID, r.s.Token, w.e.cfg.LeaseDuration); err == nil && !held {
-					r.cancel(errClaimLost)
-				}
-			}
+			w.keepHeld(w.snapshot(), func(ctx context.Context, ids []int64, tokens []string) ([]int64, error) {
+				return w.e.st.RenewLeases(ctx, ids, tokens, w.e.cfg.LeaseDuration)
+			})
 		}
 		w.mu.Lock()
 		if len(w.runs) == 0 && len(w.check) == 0 {
@@ -154,6 +147,28 @@ func (w *claimWatch) loop() {
 			return
 		}
 		w.mu.Unlock()
+	}
+}
+
+// keepHeld asks held, in one statement, which claims of the runs still running are held, and
+// cancels the others' handlers with errClaimLost. When the statement fails (the database is
+// unreachable) no handler is cancelled: the next renewal or event asks again.
+func (w *claimWatch) keepHeld(runs []*run, held func(ctx context.Context, stepIDs []int64, tokens []string) ([]int64, error)) {
+	runs = slices.DeleteFunc(runs, func(r *run) bool { return r.ctx.Err() != nil })
+	if len(runs) == 0 {
+		return
+	}
+	ids, tokens := claimKeys(len(runs), func(i int) claimedStep { return runs[i].s })
+	ctx, cancel := context.WithTimeout(context.Background(), max(w.e.cfg.LeaseDuration/3, time.Second))
+	defer cancel()
+	kept, err := held(ctx, ids, tokens)
+	if err != nil {
+		return
+	}
+	for _, r := range runs {
+		if !slices.Contains(kept, r.s.StepID) {
+			r.cancel(errClaimLost)
+		}
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/database"
 )
 
 // seedHistory writes, with plain SQL, stuck tasks of eight steps each, then the live work:
@@ -293,5 +295,50 @@ func TestTaskInactiveFollowsTheTaskState(t *testing.T) {
 	want := readySteps(t, s)
 	if got := claimAll(t, s); len(got) != 10 || !slices.Equal(got, want) {
 		t.Errorf("claimed %v, the view's ready steps are %v (want the 10 live ones)", got, want)
+	}
+}
+
+// TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly: of three claimed steps, one whose
+// token was replaced (as by another engine's recovery) and one that finished, only the one
+// still held is renewed and reported held, each statement answering for every step at once.
+func TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly(t *testing.T) {
+	t.Parallel()
+	s, trace := open(t)
+	seedHistory(t, s, 0)
+	ctx := context.Background()
+	claimed, err := s.ClaimReady(ctx, 3, "test", time.Minute)
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("claimed %d steps (%v), want 3", len(claimed), err)
+	}
+	ids, tokens := make([]int64, 3), make([]string, 3)
+	for i, c := range claimed {
+		ids[i], tokens[i] = c.StepID, c.Token
+	}
+	if err := s.db.Exec(`UPDATE tasker_workflow_steps SET claim_token = gen_random_uuid() WHERE workflow_step_id = ?`, ids[1]).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Exec(`UPDATE tasker_workflow_steps SET in_process = false, claim_token = NULL WHERE workflow_step_id = ?`, ids[2]).Error; err != nil {
+		t.Fatal(err)
+	}
+	trace.Take()
+	held, err := s.ClaimsHeld(ctx, ids, tokens)
+	if err != nil || !slices.Equal(held, ids[:1]) {
+		t.Fatalf("ClaimsHeld: %v (%v), want %v", held, err, ids[:1])
+	}
+	renewed, err := s.RenewLeases(ctx, ids, tokens, time.Hour)
+	if err != nil || !slices.Equal(renewed, ids[:1]) {
+		t.Fatalf("RenewLeases: %v (%v), want %v", renewed, err, ids[:1])
+	}
+	if run := trace.Take(); len(run) != 2 {
+		t.Errorf("checking and renewing three claims ran %d statements, want 2: %q", len(run), run)
+	}
+	var leases []bool
+	if err := s.db.Raw(`SELECT coalesce(claim_expires_at > now() + interval '30 minutes', false)
+		FROM unnest(?::bigint[]) WITH ORDINALITY AS u(id, ord) JOIN tasker_workflow_steps ws ON ws.workflow_step_id = u.id
+		ORDER BY u.ord`, database.Array[int64](ids)).Scan(&leases).Error; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(leases, []bool{true, false, false}) {
+		t.Errorf("leases extended past 30 minutes: %v, want only the held claim's", leases)
 	}
 }

@@ -449,24 +449,38 @@ func (s *Store) StepInputs(ctx context.Context, stepIDs []int64, tokens []string
 	return inputs, err
 }
 
-// ClaimHeld reports whether a step's claim is still held with token.
-func (s *Store) ClaimHeld(ctx context.Context, stepID int64, token string) (bool, error) {
-	var mine []bool
-	if err := s.conn(ctx).Raw(`SELECT in_process AND claim_token = ?::uuid
-				FROM tasker_workflow_steps WHERE workflow_step_id = ?`, token, stepID).Scan(&mine).Error; err != nil {
-		return false, err
-	}
-	return len(mine) > 0 && mine[0], nil
+// ClaimsHeld returns, of the steps stepIDs claimed with the token at the same index of
+// tokens, those whose claims are still held with it, in one statement.
+func (s *Store) ClaimsHeld(ctx context.Context, stepIDs []int64, tokens []string) ([]int64, error) {
+	return queryRows(ctx, s, int64Column, `
+		SELECT ws.workflow_step_id
+		FROM unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+		JOIN tasker_workflow_steps ws ON ws.workflow_step_id = c.step_id
+		WHERE ws.in_process AND ws.claim_token = c.token`,
+		database.Array[int64](stepIDs), database.Array[string](tokens))
 }
 
-// RenewLease extends a step's lease to lease from now if its claim is still held with token,
-// and reports whether it was.
-func (s *Store) RenewLease(ctx context.Context, stepID int64, token string, lease time.Duration) (bool, error) {
-	res := s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
-				SET claim_expires_at = now() + ? * interval '1 millisecond'
-				WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`,
-		lease.Milliseconds(), stepID, token)
-	return res.RowsAffected > 0, res.Error
+// RenewLeases extends to lease from now the leases of the steps stepIDs whose claims are
+// still held with the token at the same index of tokens, in one statement, and returns those
+// steps. The rows are locked in id order, the engine's order for steps (see LockHeldClaims),
+// so a renewal never deadlocks with a recording.
+func (s *Store) RenewLeases(ctx context.Context, stepIDs []int64, tokens []string, lease time.Duration) ([]int64, error) {
+	return queryRows(ctx, s, int64Column, `
+		WITH held AS (
+		    SELECT ws.workflow_step_id
+		    FROM tasker_workflow_steps ws
+		    JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+		      ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
+		    WHERE ws.in_process
+		    ORDER BY ws.workflow_step_id
+		    FOR UPDATE OF ws
+		)
+		UPDATE tasker_workflow_steps ws
+		SET claim_expires_at = now() + ? * interval '1 millisecond'
+		FROM held
+		WHERE ws.workflow_step_id = held.workflow_step_id
+		RETURNING ws.workflow_step_id`,
+		database.Array[int64](stepIDs), database.Array[string](tokens), lease.Milliseconds())
 }
 
 // claimLatencySQL gives, for claimed steps, their name and how long they had been ready.

@@ -501,7 +501,7 @@ SELECT ns.name,
 FROM tasker_workflow_steps ws
 JOIN tasker_tasks t ON t.task_id = ws.task_id
 JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
-WHERE ws.workflow_step_id IN ?`
+WHERE ws.workflow_step_id = ANY(?::bigint[])`
 
 // ClaimLatency is how long a claimed step (by name) had been ready when it was claimed.
 type ClaimLatency struct {
@@ -516,13 +516,8 @@ func (s *Store) ClaimLatencies(ctx context.Context, stepIDs []int64) ([]ClaimLat
 	if len(stepIDs) == 0 {
 		return nil, nil
 	}
-	// The ids are a list, which GORM would expand into one parameter each: so does this.
-	query := strings.Replace(claimLatencySQL, "IN ?", "IN ("+strings.Repeat("?,", len(stepIDs)-1)+"?)", 1)
-	args := make([]any, len(stepIDs))
-	for i, id := range stepIDs {
-		args[i] = id
-	}
-	return queryRows(ctx, s, func(r *ClaimLatency) []any { return []any{&r.Name, &r.Seconds} }, query, args...)
+	return queryRows(ctx, s, func(r *ClaimLatency) []any { return []any{&r.Name, &r.Seconds} }, claimLatencySQL,
+		database.Array[int64](stepIDs))
 }
 
 // NamedTaskConfiguration reads the configuration a named task was registered with (nil when

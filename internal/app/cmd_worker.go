@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -117,9 +116,6 @@ func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string
 	for i, n := range shares {
 		ecfg := ocfg
 		ecfg.Workers = n
-		if ecfg.WorkerID != "" && len(shares) > 1 {
-			ecfg.WorkerID += "/" + strconv.Itoa(i+1)
-		}
 		engine, err := orchestration.New(svc, hub, handlers, ecfg, lc.log)
 		if err != nil {
 			return err

@@ -95,21 +95,15 @@ var bulkTriggers = map[string]bool{
 	"tasker_task_transitions_mark_steps":      true,
 }
 
-// enterBulkMode switches the transaction to bulk mode (session_replication_role = replica and
-// tasker.bulk_load on: store.SetLocalBulkLoad) when that is allowed (superuser) and safe: the
-// only user triggers on the tables a batch writes are those in bulkTriggers. Replica mode also
-// skips the foreign-key checks of those rows, which the batch's statement satisfies by
-// construction (it joins the rows it has just written). It costs per-row trigger calls that
-// would otherwise dominate a large batch. When bulk mode is not possible it reports false and
-// the batch is written with every trigger.
+// enterBulkMode switches the transaction to bulk mode when that is safe and allowed: safe when
+// the only user triggers on the tables a batch writes are those in bulkTriggers; allowed when
+// the role may skip foreign-key checks (store.TrustReferences: a superuser, or a role granted
+// SET on session_replication_role), which the batch's statement satisfies by construction (it
+// joins the rows it has just written). Bulk mode then also sets tasker.bulk_load
+// (store.SetLocalBulkLoad), so that the triggers of bulkTriggers skip themselves: per-row
+// trigger work would otherwise dominate a large batch. When bulk mode is not possible it
+// reports false and the batch is written with every trigger and check.
 func enterBulkMode(ctx context.Context, tx *store.Store) (bool, error) {
-	superuser, err := tx.IsSuperuser(ctx)
-	if err != nil {
-		return false, fmt.Errorf("checking privileges: %w", err)
-	}
-	if !superuser {
-		return false, nil
-	}
 	names, err := tx.TaskTableTriggers(ctx)
 	if err != nil {
 		return false, fmt.Errorf("listing triggers: %w", err)
@@ -118,6 +112,10 @@ func enterBulkMode(ctx context.Context, tx *store.Store) (bool, error) {
 		if !bulkTriggers[n] {
 			return false, nil
 		}
+	}
+	trusted, err := tx.TrustReferences(ctx)
+	if err != nil || !trusted {
+		return false, err
 	}
 	if err := tx.SetLocalBulkLoad(ctx, true); err != nil {
 		return false, fmt.Errorf("entering bulk mode: %w", err)

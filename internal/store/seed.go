@@ -53,13 +53,6 @@ func (s *Store) SetLocalJITOff(ctx context.Context) error {
 	return s.conn(ctx).Exec("SET LOCAL jit = off").Error
 }
 
-// IsSuperuser reports whether the session's user is a superuser.
-func (s *Store) IsSuperuser(ctx context.Context) (bool, error) {
-	var superuser bool
-	err := s.conn(ctx).Raw(`SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Row().Scan(&superuser)
-	return superuser, err
-}
-
 // TaskTableTriggers lists the user triggers on the tables a seed batch writes: tasks, steps
 // and both transition tables.
 func (s *Store) TaskTableTriggers(ctx context.Context) ([]string, error) {

@@ -17,6 +17,11 @@ import (
 type claimedStep struct {
 	store.ClaimedStep
 	trace trace.SpanContext // the claim's span (see trace.go)
+	// started is the step's current transition as the claim wrote it (in_progress). While the
+	// claim is held it stays the current one: every writer that moves a claimed step off
+	// in_progress (an operator, recovery) clears the claim in the same transaction, and the
+	// recording of the attempt moves only steps whose claims it finds held, under their locks.
+	started store.OwnerState
 }
 
 // claimTimeout bounds one claim transaction, which takes milliseconds: it is also how long
@@ -58,7 +63,7 @@ func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		c.close()
 		var err error
-		c, err = e.claimIn(ctx, tx, n, nil)
+		c, err = e.claimIn(ctx, tx, n, settling{})
 		return err
 	})
 	return e.claimed(ctx, began, n, c, err)
@@ -77,11 +82,11 @@ func (c claimed) close() { closeRuns(c.runs) }
 // claimIn claims up to n ready steps in tx (see claim for what it does and why); the caller
 // commits tx, then hands the result to claimed. It claims nothing for n <= 0.
 //
-// settle is the moves of tasks that tx settles (see planSettling), whose row locks it holds:
-// they are written in the same batch as the moves that start the claimed steps' tasks (one
-// statement fewer than two batches; the claim cannot take a step of a task being settled,
-// which has none ready), and any refusal of them is an error, as in finalizeTasks.
-func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle []sm.Move) (claimed, error) {
+// settle is the settling of tasks that tx settles (see planSettling), whose row locks it
+// holds: its moves are written in the same batch as the moves that start the claimed steps'
+// tasks (one statement fewer than two batches; the claim cannot take a step of a task being
+// settled, which has none ready), and any refusal of them is an error, as in finalizeTasks.
+func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle settling) (claimed, error) {
 	var steps []claimedStep
 	if n > 0 {
 		rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
@@ -147,10 +152,14 @@ func readInputs(ctx context.Context, tx *store.Store, runs []*run) error {
 }
 
 // startSteps moves claimed steps to in_progress in one batch and releases the refused ones;
-// it returns the started steps.
+// it returns the started steps, each with the transition it started with. The guards of the
+// moves are not read again: the claim took only steps whose readiness (every parent
+// complete or resolved_manually, states no step leaves) it read.
 func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimedStep) ([]claimedStep, error) {
 	moves := make([]sm.Move, 0, len(rows)+1)
+	proven := make(map[int64]bool, len(rows))
 	for _, r := range rows {
+		proven[r.StepID] = true
 		if r.CurrentState == models.StateError {
 			moves = append(moves, sm.Move{ID: r.StepID, To: models.StatePending,
 				Metadata: map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID}})
@@ -158,9 +167,12 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress,
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
-	refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
+	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Proven: proven})
 	if err != nil {
 		return nil, err
+	}
+	for i := range rows {
+		rows[i].started = after[rows[i].StepID]
 	}
 	if len(refused) == 0 {
 		return rows, nil
@@ -186,15 +198,16 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 // startTasks moves the pending tasks of started steps to in_progress, skipping task rows that
 // another transaction holds (see claim). Losing the race to another engine (the task is
 // already in_progress) or to an operator is not an error. The moves of settle (see claimIn)
-// go first, in the same batch; a refusal of one of them is returned.
-func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claimedStep, settle []sm.Move) error {
+// go first, in the same batch, with what settle knows of their tasks; a refusal of one of
+// them is returned.
+func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claimedStep, settle settling) error {
 	var ids []int64
 	for _, s := range steps {
 		if s.TaskNew && !slices.Contains(ids, s.TaskID) {
 			ids = append(ids, s.TaskID)
 		}
 	}
-	moves := slices.Clip(settle)
+	moves := slices.Clip(settle.moves)
 	if len(ids) > 0 {
 		free, err := tx.LockTasksSkipLocked(ctx, ids)
 		if err != nil {
@@ -207,12 +220,12 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 	if len(moves) == 0 {
 		return nil
 	}
-	refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves)
+	refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves, settle.known)
 	if err != nil {
 		return err
 	}
 	for _, te := range refused {
-		if slices.ContainsFunc(settle, func(m sm.Move) bool { return m.ID == te.ID }) {
+		if slices.ContainsFunc(settle.moves, func(m sm.Move) bool { return m.ID == te.ID }) {
 			return te
 		}
 	}

@@ -56,7 +56,7 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 	if err != nil {
 		return nil, err
 	}
-	if err := sm.TransitionHeldTasks(ctx, tx, s.moves); err != nil {
+	if err := sm.TransitionHeldTasks(ctx, tx, s.moves, s.known); err != nil {
 		return nil, err
 	}
 	if err := s.markComplete(ctx, tx); err != nil {
@@ -66,19 +66,22 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 }
 
 // settling is what finalising tasks calls for, read but not yet written: the tasks' moves, in
-// the order they must be made, the tasks they complete, and each task's state once they are
-// made.
+// the order they must be made, the tasks they complete, each task's state once they are made,
+// and what the moves' writer knows of the tasks: their current transitions, read under their
+// locks, and the guards of the completing moves, proven by every step being complete or
+// resolved_manually (terminal states).
 type settling struct {
 	moves     []sm.Move
 	completed []int64
 	states    map[int64]models.State
+	known     sm.Known
 }
 
 // planSettling reads, for tasks whose row locks tx holds, what settling them calls for (see
 // FinalizeTask), in one statement, or two when an execution context must be read. The
 // caller makes the moves (with the tasks still locked), then markComplete.
 func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settling, error) {
-	settleable, finished, states, err := settleableTasks(ctx, tx, taskIDs)
+	settleable, finished, states, current, err := settleableTasks(ctx, tx, taskIDs)
 	if err != nil {
 		return settling{}, err
 	}
@@ -87,7 +90,7 @@ func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settli
 		return settling{}, err
 	}
 	ecs = append(ecs, finished...)
-	s := settling{states: states}
+	s := settling{states: states, known: sm.Known{Current: current, Proven: map[int64]bool{}}}
 	for _, ec := range ecs {
 		states[ec.TaskID] = ec.Status
 		if ec.Status != models.StatePending && ec.Status != models.StateInProgress {
@@ -101,6 +104,7 @@ func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settli
 			s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateComplete, Metadata: map[string]any{
 				"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}})
 			s.completed = append(s.completed, ec.TaskID)
+			s.known.Proven[ec.TaskID] = true
 			states[ec.TaskID] = models.StateComplete
 		case "blocked_by_failures":
 			s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateError, Metadata: map[string]any{
@@ -131,15 +135,19 @@ func (s settling) markComplete(ctx context.Context, tx *store.Store) error {
 // completed (the view's rule, SEMANTICS §5): its execution context is returned as such
 // (finished) without reading the view. For the others that may be settled (settleable) the
 // execution context, which computes the readiness of every step, is read. The caller holds
-// the locks of the tasks, so they exist and these counts stay true until it commits.
-func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settleable []int64, finished []models.TaskExecutionContext, states map[int64]models.State, err error) {
+// the locks of the tasks, so they exist and these counts, and their current transitions
+// (current), stay true until it commits.
+func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settleable []int64, finished []models.TaskExecutionContext,
+	states map[int64]models.State, current map[int64]store.OwnerState, err error) {
 	rows, err := tx.TasksSettling(ctx, ids)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("reading which tasks may be settled: %w", err)
 	}
 	states = make(map[int64]models.State, len(rows))
+	current = make(map[int64]store.OwnerState, len(rows))
 	for _, r := range rows {
 		states[r.TaskID] = r.State
+		current[r.TaskID] = r.Current
 		open := r.State == models.StatePending || r.State == models.StateInProgress
 		switch {
 		case !open || r.Running > 0:
@@ -150,7 +158,7 @@ func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settlea
 			settleable = append(settleable, r.TaskID)
 		}
 	}
-	return settleable, finished, states, nil
+	return settleable, finished, states, current, nil
 }
 
 // lockTask takes the task's row lock (the same lock the state machine takes), or returns an

@@ -307,7 +307,7 @@ func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
 	}
 	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
-	_, next, err := e.recordBatch(ctx, batch, 2) // and claims the next steps in its transaction
+	_, next, err := e.recordBatch(ctx, batch, 2, true) // and claims the next steps in its transaction
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,7 +128,7 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		if e.claiming.Load() {
 			claim = min(slots, e.cfg.ClaimBatch)
 		}
-		runs := r.flush(batch, claim)
+		runs := r.flush(batch, claim, true)
 		e.startRuns(runs)
 		e.releaseSlots(slots - len(runs))
 		e.wake()
@@ -137,11 +137,13 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 
 // flush records one batch, claims up to claim ready steps in the same transaction, reports
 // every outcome to the observer and returns the runs of the claimed steps, ready to run (see
-// prepare). When the database refuses the batch, it is recorded again without claiming, and
-// then, if still refused, each of its results is recorded alone, so that one result the
-// database refuses cannot take the others down with it; a batch that failed for want of a
-// database is not split (each result would wait as long again).
-func (r *recorder) flush(batch []result, claim int) []*run {
+// prepare). known says whether the recording may take the steps' current transitions from
+// their claims (see recordBatch). When the database refuses the batch, it is recorded again
+// without claiming and reading every current transition, and then, if still refused, each of
+// its results is recorded alone, so that one result the database refuses cannot take the
+// others down with it; a batch that failed for want of a database is not split (each result
+// would wait as long again).
+func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -155,21 +157,21 @@ func (r *recorder) flush(batch []result, claim int) []*run {
 	var c claimed
 	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
-		kept, c, err = e.recordBatch(ctx, batch, claim)
+		kept, c, err = e.recordBatch(ctx, batch, claim, known)
 		return err
 	})
 	endRecord(spans, err)
 	if err != nil && !dbretry.Transient(err) {
-		if claim > 0 {
-			e.log.Warn("orchestration: recording a batch and claiming failed; recording it without claiming",
+		if claim > 0 || known {
+			e.log.Warn("orchestration: recording a batch failed; recording it again without claiming",
 				"attempts", len(batch), "error", err)
-			return r.flush(batch, 0)
+			return r.flush(batch, 0, false)
 		}
 		if len(batch) > 1 {
 			e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 				"attempts", len(batch), "error", err)
 			for _, res := range batch {
-				r.flush([]result{res}, 0)
+				r.flush([]result{res}, 0, false)
 			}
 			return nil
 		}
@@ -222,11 +224,14 @@ type stepOutcome struct {
 //     retryable cleared for a permanent failure, in one statement;
 //   - the tasks are settled from their execution contexts (see FinalizeTask).
 //
+// With known, a held step's current transition is taken from its claim (claimedStep.started)
+// rather than read again. The tasks' current transitions are read with what settles them.
+//
 // Then, in the same transaction, it claims up to claim ready steps (see claimIn), the steps
 // the batch made ready among them; the tasks' settling moves are written in one batch with the
 // moves that start the claimed steps' tasks. It returns which steps were recorded (kept) and
 // what it claimed, which the caller hands to claimed.
-func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (map[int64]bool, claimed, error) {
+func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[int64]bool, claimed, error) {
 	kept := map[int64]bool{}
 	var c claimed
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
@@ -245,9 +250,13 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 		}
 		outcomes := make([]store.StepOutcome, 0, len(batch))
 		moves := make([]sm.Move, 0, len(batch))
+		current := make(map[int64]store.OwnerState, len(batch))
 		for _, res := range batch {
 			if !held[res.step.StepID] {
 				continue
+			}
+			if s := res.step.started; known && s.State != nil {
+				current[res.step.StepID] = s
 			}
 			o, err := e.outcome(res)
 			if err != nil {
@@ -256,7 +265,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 			outcomes = append(outcomes, o.StepOutcome)
 			moves = append(moves, o.move)
 		}
-		refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves)
+		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current})
 		if err != nil {
 			return err
 		}
@@ -282,7 +291,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int) (ma
 		if err != nil {
 			return err
 		}
-		if c, err = e.claimIn(ctx, tx, claim, settling.moves); err != nil {
+		if c, err = e.claimIn(ctx, tx, claim, settling); err != nil {
 			return err
 		}
 		return settling.markComplete(ctx, tx)

@@ -53,7 +53,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	e.rec.flush([]result{
 		{step: steps[0].s, name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
 		{step: steps[1].s, name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
-	}, 0)
+	}, 0, true)
 	if obs.got["bad"] != OutcomeRecordFailed || obs.got["good"] != OutcomeComplete {
 		t.Fatalf("outcomes %v, want bad %s and good %s", obs.got, OutcomeRecordFailed, OutcomeComplete)
 	}
@@ -143,7 +143,7 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 			r.close()
 			batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
 		}
-		_, next, err := e.recordBatch(ctx, batch, 2)
+		_, next, err := e.recordBatch(ctx, batch, 2, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,60 +32,80 @@ type Move struct {
 // current states and last sort keys are read in one, the guards in one, and the previous
 // current rows are cleared and the new rows inserted with one statement each.
 func TransitionSteps(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, st, stepOwner, moves, false, lock)
-	return written, batchError(stepOwner, moves, err)
+	b := batch{o: stepOwner, moves: moves}
+	err := b.run(ctx, st)
+	return b.written, batchError(stepOwner, moves, err)
 }
 
 // TransitionTasks is TransitionSteps for tasks (guard: task → complete needs every step
 // complete or resolved_manually).
 func TransitionTasks(ctx context.Context, st *store.Store, moves []Move) ([]Transition, error) {
-	written, _, err := moveBatch(ctx, st, taskOwner, moves, false, lock)
-	return written, batchError(taskOwner, moves, err)
+	b := batch{o: taskOwner, moves: moves}
+	err := b.run(ctx, st)
+	return b.written, batchError(taskOwner, moves, err)
 }
 
 // TransitionStepsWhereAllowed is TransitionSteps that writes the moves of every owner whose
 // moves are all allowed and returns the refusals of the others (one per refused owner, nothing
 // written for it). An unknown owner is still an error for the whole batch.
 func TransitionStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, stepOwner, moves, true, lock)
-	return written, refused, batchError(stepOwner, moves, err)
+	b := batch{o: stepOwner, moves: moves, partial: true}
+	err := b.run(ctx, st)
+	return b.written, b.refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionTasksWhereAllowed is TransitionStepsWhereAllowed for tasks.
 func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]Transition, []*TransitionError, error) {
-	written, refused, err := moveBatch(ctx, st, taskOwner, moves, true, lock)
-	return written, refused, batchError(taskOwner, moves, err)
+	b := batch{o: taskOwner, moves: moves, partial: true}
+	err := b.run(ctx, st)
+	return b.written, b.refused, batchError(taskOwner, moves, err)
 }
 
 // The Held variants are for a writer that already holds, in st's transaction, the row lock of
 // every owner of its moves (FOR UPDATE or FOR NO KEY UPDATE, taken in id order with its other
 // locks), the engine: they skip taking those locks again, one statement fewer, and are
 // otherwise the functions above, except that they do not return the written transitions,
-// whose rows are then not read back (only counted: a row missing is an error).
+// whose rows are then not read back (only counted: a row missing is an error). What the
+// writer already knows of its owners (known, which may be empty) saves the statements that
+// would read it; they return each moved owner's current transition after the batch, which a
+// writer that keeps holding the owner (the engine, while its claim holds a step) may pass as
+// known to its next batch.
 
-// TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps.
-func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
-	_, refused, err := moveBatch(ctx, st, stepOwner, moves, true, held)
-	return refused, batchError(stepOwner, moves, err)
+// Known is what a writer holding its owners' row locks knows of some of them, read under
+// those locks in its transaction or written by it while it held them:
+//   - Current: their current transitions (state and last sort key). A batch reads the
+//     current transitions only of the owners not in it, and none when it holds them all.
+//     What it holds must be true: a current row it does not know of makes the batch fail on
+//     the one-current-row index (nothing is written then), never a second current row;
+//   - Proven: the owners whose guarded move (step → in_progress, task → complete) the writer
+//     has checked under those locks against states that cannot change any more (parents, or
+//     steps, complete or resolved_manually: terminal states). Their guards are not read
+//     again.
+type Known struct {
+	Current map[int64]store.OwnerState
+	Proven  map[int64]bool
+}
+
+// TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps; it returns the
+// moved steps' current transitions after the batch.
+func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) (map[int64]store.OwnerState, []*TransitionError, error) {
+	b := batch{o: stepOwner, moves: moves, partial: true, held: true, known: known}
+	err := b.run(ctx, st)
+	return b.after, b.refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionHeldTasks is TransitionTasks on held tasks.
-func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move) error {
-	_, _, err := moveBatch(ctx, st, taskOwner, moves, false, held)
-	return batchError(taskOwner, moves, err)
+func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move, known Known) error {
+	b := batch{o: taskOwner, moves: moves, held: true, known: known}
+	return batchError(taskOwner, moves, b.run(ctx, st))
 }
 
 // TransitionHeldTasksWhereAllowed is TransitionTasksWhereAllowed on held tasks.
-func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move) ([]*TransitionError, error) {
-	_, refused, err := moveBatch(ctx, st, taskOwner, moves, true, held)
-	return refused, batchError(taskOwner, moves, err)
+func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) ([]*TransitionError, error) {
+	b := batch{o: taskOwner, moves: moves, partial: true, held: true, known: known}
+	err := b.run(ctx, st)
+	return b.refused, batchError(taskOwner, moves, err)
 }
-
-// Whether a batch takes its owners' row locks (lock) or the caller holds them (held).
-const (
-	lock = false
-	held = true
-)
 
 // planned is one accepted move with its place in the owner's history.
 type planned struct {
@@ -99,54 +119,72 @@ type planned struct {
 	meta    json.RawMessage
 }
 
-// moveBatch applies moves (see TransitionSteps); partial writes the allowed owners' moves and
-// returns the refusals of the others; locked (held) says the caller holds the owners' row
-// locks, and does not read the written transitions back (the Held variants: written is nil).
-func moveBatch(ctx context.Context, st *store.Store, o owner, moves []Move, partial, locked bool) ([]Transition, []*TransitionError, error) {
+// batch is one batch of moves of owners of one kind (see TransitionSteps): partial writes the
+// allowed owners' moves and returns the refusals of the others; held says the caller holds
+// the owners' row locks (it knows known of them), and the written transitions are then not
+// read back (written stays nil) but each moved owner's current transition is returned
+// (after).
+type batch struct {
+	o       owner
+	moves   []Move
+	partial bool
+	held    bool
+	known   Known
+
+	written []Transition
+	refused []*TransitionError
+	after   map[int64]store.OwnerState
+}
+
+func (b *batch) run(ctx context.Context, st *store.Store) error {
+	o, moves := b.o, b.moves
 	if len(moves) == 0 {
-		return nil, nil, nil
+		return nil
 	}
-	if !partial {
+	if !b.partial {
 		for _, m := range moves {
 			if _, err := models.ParseState(string(m.To)); err != nil {
-				return nil, nil, &TransitionError{Kind: o.kind, ID: m.ID, From: "?", To: string(m.To), Reason: err.Error()}
+				return &TransitionError{Kind: o.kind, ID: m.ID, From: "?", To: string(m.To), Reason: err.Error()}
 			}
 		}
 	}
-	var written []Transition
-	var refused []*TransitionError
 	// Inside a caller's transaction the batch runs in it directly, without a savepoint: every
 	// move is validated before anything is written, so a refusal writes nothing, and a
 	// database error aborts the caller's transaction.
-	err := st.Atomic(ctx, func(tx *store.Store) error {
+	return st.Atomic(ctx, func(tx *store.Store) error {
 		ids := ownerIDs(moves)
-		if !locked {
+		if !b.held {
 			if err := lockOwners(ctx, tx, o, ids); err != nil {
 				return err
 			}
 		}
-		cur, err := readCurrent(ctx, tx, o, ids)
+		cur, err := readCurrent(ctx, tx, o, ids, b.known.Current)
 		if err != nil {
 			return err
 		}
-		blocked, err := readGuards(ctx, tx, o, moves)
+		blocked, err := readGuards(ctx, tx, o, moves, b.known.Proven)
 		if err != nil {
 			return err
 		}
 		plan, refusals := planMoves(o, moves, cur, blocked)
-		if len(refusals) > 0 && !partial {
+		if len(refusals) > 0 && !b.partial {
 			return refusals[0]
 		}
-		refused = refusals
-		if written, err = writePlan(ctx, tx, o, plan, cur, !locked); err != nil {
+		b.refused = refusals
+		if b.written, err = writePlan(ctx, tx, o, plan, cur, !b.held); err != nil {
 			return err
+		}
+		if b.held {
+			b.after = make(map[int64]store.OwnerState, len(plan))
+			for _, p := range plan {
+				if p.last {
+					to := string(p.to)
+					b.after[p.id] = store.OwnerState{ID: p.id, State: &to, SortKey: p.sortKey}
+				}
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return written, refused, nil
 }
 
 // batchError passes refusals and unknown owners through and wraps everything else.
@@ -183,13 +221,25 @@ func lockOwners(ctx context.Context, tx *store.Store, o owner, ids []int64) erro
 	return nil
 }
 
-// readCurrent reads each owner's current state and last sort key, in one statement.
-func readCurrent(ctx context.Context, tx *store.Store, o owner, ids []int64) (map[int64]store.OwnerState, error) {
-	rows, err := tx.OwnerStates(ctx, o.store, ids)
+// readCurrent returns each owner's current state and last sort key: known's, and those of
+// the others read in one statement (none when known holds them all).
+func readCurrent(ctx context.Context, tx *store.Store, o owner, ids []int64, known map[int64]store.OwnerState) (map[int64]store.OwnerState, error) {
+	out := make(map[int64]store.OwnerState, len(ids))
+	var unknown []int64
+	for _, id := range ids {
+		if c, ok := known[id]; ok {
+			out[id] = c
+		} else {
+			unknown = append(unknown, id)
+		}
+	}
+	if len(unknown) == 0 {
+		return out, nil
+	}
+	rows, err := tx.OwnerStates(ctx, o.store, unknown)
 	if err != nil {
 		return nil, fmt.Errorf("reading current states of %ss: %w", o.kind, err)
 	}
-	out := make(map[int64]store.OwnerState, len(rows))
 	for _, r := range rows {
 		out[r.ID] = r
 	}
@@ -202,11 +252,12 @@ const maxBlockers = 20
 // guarded is the target state that has a guard, per kind.
 var guarded = map[Kind]models.State{KindStep: models.StateInProgress, KindTask: models.StateComplete}
 
-// readGuards reads, in one statement, what blocks the guarded moves of the batch.
-func readGuards(ctx context.Context, tx *store.Store, o owner, moves []Move) (map[int64][]int64, error) {
+// readGuards reads, in one statement, what blocks the guarded moves of the batch whose
+// owners are not proven.
+func readGuards(ctx context.Context, tx *store.Store, o owner, moves []Move, proven map[int64]bool) (map[int64][]int64, error) {
 	var ids []int64
 	for _, m := range moves {
-		if m.To == guarded[o.kind] {
+		if m.To == guarded[o.kind] && !proven[m.ID] {
 			ids = append(ids, m.ID)
 		}
 	}
@@ -409,15 +460,15 @@ func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cu
 		return nil, nil
 	}
 	rows := make([]store.TransitionRow, len(plan))
-	var cleared []int64 // current rows of the moved owners, by primary key
+	var cleared []int64 // the moved owners that have a current row
 	for i, p := range plan {
 		rows[i] = store.TransitionRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last}
 		if p.from != nil {
 			f := string(*p.from)
 			rows[i].FromState = &f
 		}
-		if c := cur[p.id].CurrentID; c != nil && !slices.Contains(cleared, *c) {
-			cleared = append(cleared, *c)
+		if cur[p.id].State != nil && !slices.Contains(cleared, p.id) {
+			cleared = append(cleared, p.id)
 		}
 	}
 	if !read {

@@ -72,14 +72,14 @@ func currentState(ctx context.Context, st *store.Store, o owner, id int64) (mode
 
 // move applies one move through the batch write path, so there is one write path.
 func move(ctx context.Context, st *store.Store, o owner, id int64, to models.State, metadata map[string]any) (Transition, error) {
-	written, _, err := moveBatch(ctx, st, o, []Move{{ID: id, To: to, Metadata: metadata}}, false, lock)
-	if err != nil {
+	b := batch{o: o, moves: []Move{{ID: id, To: to, Metadata: metadata}}}
+	if err := b.run(ctx, st); err != nil {
 		if refusal(err) {
 			return Transition{}, err
 		}
 		return Transition{}, fmt.Errorf("moving %s %d to %s: %w", o.kind, id, to, err)
 	}
-	return written[0], nil
+	return b.written[0], nil
 }
 
 // notAllowedReason says why the table refuses every move from a state that is not listed.

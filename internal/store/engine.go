@@ -303,13 +303,17 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 // both need no step running (in_progress by state or claim), all_complete needs every step
 // complete or resolved_manually, and blocked_by_failures a permanently blocked step
 // (cancelled, or pending or in error and not retry-eligible). Each step's state is an index
-// probe, so the cost follows the tasks' steps, whatever the table statistics say.
+// probe, so the cost follows the tasks' steps, whatever the table statistics say. The task's
+// current transition (state, and sort key: the last of its history) comes with them, so
+// that a caller holding the task's lock moves it without reading it again.
 const settleableSQL = `
-SELECT u.id AS task_id,
-       coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
-                 WHERE tt.task_id = u.id AND tt.most_recent), 'pending') AS state,
+SELECT u.id AS task_id, cur.to_state, coalesce(cur.sort_key, 0),
        agg.total, agg.running, agg.unfinished, agg.blocked
 FROM unnest(?::bigint[]) AS u(id)
+LEFT JOIN LATERAL (
+    SELECT tt.to_state, tt.sort_key FROM tasker_task_transitions tt
+    WHERE tt.task_id = u.id AND tt.most_recent
+) cur ON true
 CROSS JOIN LATERAL (
     SELECT count(*) AS total,
            count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
@@ -330,19 +334,28 @@ CROSS JOIN LATERAL (
 
 // TaskSettling is what decides whether a task may be settled (see settleableSQL): its state,
 // and how many steps it has, and how many of them are running, unfinished, and permanently
-// blocked.
+// blocked; Current is its current transition (State nil: none, the task is pending).
 type TaskSettling struct {
 	TaskID                              int64
 	State                               models.State
+	Current                             OwnerState
 	Total, Running, Unfinished, Blocked int
 }
 
 // TasksSettling reads, in one statement, what decides whether each task of ids may be
 // settled.
 func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling, error) {
-	return queryRows(ctx, s, func(r *TaskSettling) []any {
-		return []any{&r.TaskID, &r.State, &r.Total, &r.Running, &r.Unfinished, &r.Blocked}
+	rows, err := queryRows(ctx, s, func(r *TaskSettling) []any {
+		return []any{&r.TaskID, &r.Current.State, &r.Current.SortKey, &r.Total, &r.Running, &r.Unfinished, &r.Blocked}
 	}, settleableSQL, database.Array[int64](ids))
+	for i := range rows {
+		r := &rows[i]
+		r.Current.ID, r.State = r.TaskID, models.StatePending
+		if r.Current.State != nil {
+			r.State = models.State(*r.Current.State)
+		}
+	}
+	return rows, err
 }
 
 // ExecutionContexts reads the execution contexts (the live view) of tasks, in the store's

@@ -41,22 +41,20 @@ func (s *Store) LockOwners(ctx context.Context, o Owner, ids []int64) ([]int64, 
 		o.table, o.key), database.Array[int64](ids))
 }
 
-// OwnerState is an owner's current transition: its state (nil when it has none: pending),
-// the id of its current row, and the last sort key of its history (0 when it has none).
+// OwnerState is an owner's current transition: its state (nil when it has none: pending)
+// and the last sort key of its history (0 when it has none).
 type OwnerState struct {
-	ID        int64
-	State     *string
-	CurrentID *int64
-	SortKey   int
+	ID      int64
+	State   *string
+	SortKey int
 }
 
 // OwnerStates reads the current state and last sort key of each owner of ids, in one
 // statement.
 func (s *Store) OwnerStates(ctx context.Context, o Owner, ids []int64) ([]OwnerState, error) {
-	return queryRows(ctx, s, func(r *OwnerState) []any { return []any{&r.ID, &r.State, &r.CurrentID, &r.SortKey} }, fmt.Sprintf(`
+	return queryRows(ctx, s, func(r *OwnerState) []any { return []any{&r.ID, &r.State, &r.SortKey} }, fmt.Sprintf(`
 		SELECT o.id,
 		       (SELECT to_state FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS state,
-		       (SELECT id FROM %[1]s t WHERE t.%[2]s = o.id AND t.most_recent) AS current_id,
 		       (SELECT coalesce(max(sort_key), 0) FROM %[1]s t WHERE t.%[2]s = o.id) AS sort_key
 		FROM unnest(?::bigint[]) AS o(id)`, o.transitions, o.key), database.Array[int64](ids))
 }
@@ -131,8 +129,8 @@ type WrittenTransition struct {
 	CreatedAt time.Time
 }
 
-// WriteTransitions clears the current rows cleared (by primary key; the caller read them
-// under the owners' locks, so they are still the current ones) and inserts rows, in one
+// WriteTransitions clears the current rows of the owners cleared (the caller holds their
+// row locks, so their current rows cannot change meanwhile) and inserts rows, in one
 // statement (none when both lists are empty). The clearing runs first: the insert reads
 // its count before it produces a row, so the partial unique index on (owner) WHERE
 // most_recent never sees two current rows of one owner.
@@ -142,7 +140,7 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 			return nil, nil
 		}
 		if err := s.conn(ctx).Exec(fmt.Sprintf(`UPDATE %[1]s SET most_recent = false, updated_at = now()
-			WHERE id = ANY(?::bigint[]) AND most_recent`, o.transitions), database.Array[int64](cleared)).Error; err != nil {
+			WHERE %[2]s = ANY(?::bigint[]) AND most_recent`, o.transitions, o.key), database.Array[int64](cleared)).Error; err != nil {
 			return nil, fmt.Errorf("clearing current transitions: %w", err)
 		}
 		return nil, nil
@@ -166,7 +164,7 @@ func writeTransitionsSQL(o Owner) string {
 	return fmt.Sprintf(`
 		WITH cleared AS (
 		    UPDATE %[1]s SET most_recent = false, updated_at = now()
-		    WHERE id = ANY(?::bigint[]) AND most_recent
+		    WHERE %[2]s = ANY(?::bigint[]) AND most_recent
 		    RETURNING id
 		)
 		INSERT INTO %[1]s (%[2]s, to_state, from_state, metadata, sort_key, most_recent)

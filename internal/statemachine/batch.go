@@ -75,8 +75,10 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 // those locks in its transaction or written by it while it held them:
 //   - Current: their current transitions (state and last sort key). A batch reads the
 //     current transitions only of the owners not in it, and none when it holds them all.
-//     What it holds must be true: a current row it does not know of makes the batch fail on
-//     the one-current-row index (nothing is written then), never a second current row;
+//     What it holds must be true, and when it is not, the batch fails and writes nothing: a
+//     transition written since (by another writer) took the next sort key, which the batch's
+//     row then repeats ((owner, sort_key) is unique), and an owner said to have none has a
+//     current row that the batch's new one would double (one current row per owner);
 //   - Proven: the owners whose guarded move (step → in_progress, task → complete) the writer
 //     has checked under those locks against states that cannot change any more (parents, or
 //     steps, complete or resolved_manually: terminal states). Their guards are not read

@@ -130,3 +130,56 @@ func TestRacingBatchesNeverDeadlockAndKeepHistoriesGapFree(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldBatchesUseWhatTheWriterKnows: a held batch takes the current transitions its writer
+// knows instead of reading them, and skips the guards it has proven; what it knew going stale
+// (another writer moved the owner since) makes the batch fail and write nothing.
+func TestHeldBatchesUseWhatTheWriterKnows(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	st := store.New(w.db)
+	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{
+		{ID: w.a, To: models.StateInProgress}, {ID: w.b, To: models.StateInProgress}}, sm.Known{})
+	if err != nil || len(refused) > 0 {
+		t.Fatal(err, refused)
+	}
+	for _, id := range []int64{w.a, w.b} {
+		if c := after[id]; c.State == nil || *c.State != "in_progress" || c.SortKey != 1 {
+			t.Fatalf("step %d after the batch: %+v, want in_progress at sort key 1", id, c)
+		}
+	}
+	// Known and true: a completes on what the first batch returned.
+	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.a, To: models.StateComplete}},
+		sm.Known{Current: after}); err != nil || len(refused) > 0 {
+		t.Fatal(err, refused)
+	}
+	if got, cur := history(t, w, w.a); !slices.Equal(got, []string{"in_progress", "complete"}) || cur != 1 {
+		t.Fatalf("step a history %v with %d current rows", got, cur)
+	}
+	// Known and stale: another writer failed b meanwhile.
+	if _, err := sm.TransitionSteps(ctx, st, []sm.Move{{ID: w.b, To: models.StateError}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateComplete}},
+		sm.Known{Current: after}); err == nil {
+		t.Fatal("a batch on a stale current transition succeeded")
+	}
+	none := map[int64]store.OwnerState{w.b: {ID: w.b}} // "no transition yet": b has three
+	if _, _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateCancelled}},
+		sm.Known{Current: none}); err == nil {
+		t.Fatal("a batch that took a step with history for one without succeeded")
+	}
+	if got, cur := history(t, w, w.b); !slices.Equal(got, []string{"in_progress", "error"}) || cur != 1 {
+		t.Fatalf("step b history %v with %d current rows after the stale batches", got, cur)
+	}
+	// Guards: c's parent b is in error, so its start is refused unless the writer proved it.
+	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
+		sm.Known{}); err != nil || len(refused) != 1 {
+		t.Fatalf("start of c with a parent in error: refused %v (%v), want one refusal", refused, err)
+	}
+	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
+		sm.Known{Proven: map[int64]bool{w.c: true}}); err != nil || len(refused) > 0 {
+		t.Fatalf("start of c with its guard proven: refused %v (%v)", refused, err)
+	}
+}

@@ -11,10 +11,14 @@ var (
 	lagDesc = prometheus.NewDesc("tasker_replica_lag_seconds",
 		"The replica's replay lag at its last probe (0 when it has replayed everything it received).",
 		[]string{"replica"}, nil)
+	retriedDesc = prometheus.NewDesc("tasker_replica_reads_retried_total",
+		"Reads that met a replica failure and ran again on the primary: scope statement, one read that failed before its first row; "+
+			"scope request, a whole read-only request (GraphQL query) that met it after a read's first row.",
+		[]string{"scope"}, nil)
 )
 
-// Collector exposes the router's per-server statement counters and each replica's state as
-// Prometheus metrics.
+// Collector exposes the router's per-server statement counters, its retries on the primary and
+// each replica's state as Prometheus metrics.
 func (r *Router) Collector() prometheus.Collector { return collector{r} }
 
 type collector struct{ r *Router }
@@ -23,10 +27,13 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- routedDesc
 	ch <- upDesc
 	ch <- lagDesc
+	ch <- retriedDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(routedDesc, prometheus.CounterValue, float64(c.r.PrimaryStatements()), "primary", "")
+	ch <- prometheus.MustNewConstMetric(retriedDesc, prometheus.CounterValue, float64(c.r.RetriedStatements()), "statement")
+	ch <- prometheus.MustNewConstMetric(retriedDesc, prometheus.CounterValue, float64(c.r.RetriedRequests()), "request")
 	for _, rep := range c.r.replicas {
 		rep.mu.Lock()
 		up, lag := rep.up, rep.lagMs

@@ -13,10 +13,30 @@
 //     to the primary. Writes (ExecContext, PrepareContext, BeginTx: every transaction) go to the
 //     primary and pin the rest of that Route to the primary, so work that wrote reads its own
 //     write.
-//   - A read that fails on a replica is retried once on the primary, so a replica that goes
-//     away costs no failed request. A replica whose connection fails (or that says it is
-//     shutting down) is taken out until a probe reaches it again. Errors met while iterating
-//     rows already returned are not retried.
+//
+// A replica that goes away (it shuts down, its backend is terminated, its connection is lost:
+// what Broken recognises) costs no read-only request, at whatever moment it goes:
+//
+//   - A read that fails on a replica before its first row (the Router's QueryContext and
+//     QueryRowContext return only once the first row arrived) is retried once, at once, on the
+//     primary: the caller never sees the failure.
+//   - A failure met after the first row, while the caller iterates rows the Router already
+//     returned, cannot be retried there: part of the result was consumed and *sql.Rows has no
+//     way back. It reaches the caller. The unit of work that met it is run again, whole, on
+//     the primary: the GraphQL API, whose query reads only, asks Route.ReplicaFailed of each
+//     error its response collected and, on a yes, executes the operation once more under
+//     RerunOnPrimary's Route, which sends every statement to the primary. Running a read-only
+//     operation twice is safe and its second answer is complete and consistent (one
+//     execution's rows, never a mix); patching the one broken statement instead would leave
+//     resolvers that already gave up with an error. The second run's Route is not read-only,
+//     so ReplicaFailed never says yes for it: a request runs again at most once. Mutations
+//     never run on a read-only Route, so they are never run again.
+//
+// A replica whose connection fails as a read starts (or that says it is shutting down), or
+// that fails a probe, is taken out until a probe reaches it again; a failure after the first
+// row takes nothing out by itself (one backend may have been ended, the server may be fine).
+// Both retries are counted (RetriedStatements, RetriedRequests, and the metric
+// tasker_replica_reads_retried_total).
 //
 // A background probe asks each replica every ProbeInterval for its replay position
 // (pg_last_wal_replay_lsn) and its replay lag; a Route that needs a later position than the
@@ -28,9 +48,12 @@ package replica
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +115,8 @@ type Router struct {
 	next     atomic.Uint64
 
 	primaryStatements atomic.Int64
+	retriedStatements atomic.Int64
+	retriedRequests   atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -138,6 +163,22 @@ func (r *Router) Replicas() []*Replica { return r.replicas }
 // the Router.
 func (r *Router) PrimaryStatements() int64 { return r.primaryStatements.Load() }
 
+// RetriedStatements is the number of reads that failed on a replica before their first row
+// and ran again on the primary.
+func (r *Router) RetriedStatements() int64 { return r.retriedStatements.Load() }
+
+// RetriedRequests is the number of units of work (GraphQL queries) that met a replica failure
+// after a read's first row and ran again, whole, on the primary (RerunOnPrimary).
+func (r *Router) RetriedRequests() int64 { return r.retriedRequests.Load() }
+
+// RerunOnPrimary returns ctx carrying a new Route (in place of any Route ctx carries) that
+// sends every statement to the primary, for running again, whole, a read-only unit of work
+// whose Route met a replica failure (Route.ReplicaFailed), and counts that run.
+func (r *Router) RerunOnPrimary(ctx context.Context) (context.Context, *Route) {
+	r.retriedRequests.Add(1)
+	return WithRoute(ctx, false, 0)
+}
+
 // Statements is the number of statements sent to this replica through the Router.
 func (rep *Replica) Statements() int64 { return rep.statements.Load() }
 
@@ -179,6 +220,7 @@ func (r *Router) QueryContext(ctx context.Context, query string, args ...any) (*
 			return nil, err
 		}
 		r.failed(rep, err)
+		r.retriedStatements.Add(1)
 	}
 	r.onPrimary(ctx, false)
 	return r.primary.QueryContext(ctx, query, args...)
@@ -197,6 +239,7 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 			return row
 		}
 		r.failed(rep, err)
+		r.retriedStatements.Add(1)
 	}
 	r.onPrimary(ctx, false)
 	return r.primary.QueryRowContext(ctx, query, args...)
@@ -268,11 +311,10 @@ func (rep *Replica) state() (up bool, replayed LSN, checkedAt time.Time) {
 	return rep.up, rep.replayed, rep.checkedAt
 }
 
-// failed takes a replica out after a failure that says it cannot serve: a broken connection
-// or a server shutting down. An SQL error (a conflict with recovery, a timeout) leaves it in.
+// failed takes a replica out after a failure that says it cannot serve (Broken). Another
+// SQL error (a conflict with recovery, a timeout) leaves it in.
 func (r *Router) failed(rep *Replica, err error) {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "57P") && !strings.HasPrefix(pgErr.Code, "08") {
+	if !Broken(err) {
 		return
 	}
 	rep.mu.Lock()
@@ -282,6 +324,27 @@ func (r *Router) failed(rep *Replica, err error) {
 	if was {
 		r.opts.Log.Warn("replica: out of service; its reads go to the primary", "replica", rep.Name, "err", err)
 	}
+}
+
+// Broken reports whether err (or an error it wraps) says that the server it came from, or the
+// connection to it, cannot serve any more: the connection could not be made or was lost, or
+// the server ended the session (SQLSTATE class 08, connection exception, and 57P, operator
+// intervention: a shutdown, a terminated backend, a server not accepting connections yet). A
+// cancelled or expired context is not Broken: the caller gave up, the server did not fail. An
+// SQL error of any other class is not Broken either.
+func Broken(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }
 
 // probe asks a replica where it is; a replica that answers is (back) in service.

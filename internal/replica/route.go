@@ -59,6 +59,25 @@ func routeOf(ctx context.Context) *Route {
 	return r
 }
 
+// RouteOf returns the Route ctx carries, or nil. Route's exported methods accept a nil Route
+// where they say so.
+func RouteOf(ctx context.Context) *Route { return routeOf(ctx) }
+
+// ReplicaFailed reports whether err, met by the work under this Route, may come from a
+// replica that went away, so that the work, being read-only, should run again on the primary
+// (Router.RerunOnPrimary): the Route is read-only, at least one of its reads was served by a
+// replica, and err is Broken. An error the primary caused then runs the work again too, which
+// is harmless: the work only reads. False for a nil Route and for a Route that is not
+// read-only, such as RerunOnPrimary's, so work runs again at most once.
+func (r *Route) ReplicaFailed(err error) bool {
+	if r == nil || !Broken(err) {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.readOnly && r.replicaStatements > 0
+}
+
 // mayUseReplica reports whether a read under this route may go to a replica, and the position
 // that replica must have replayed.
 func (r *Route) mayUseReplica() (bool, LSN) {

@@ -13,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/taskerhq/tasker/internal/errs"
+	"github.com/taskerhq/tasker/internal/replica"
 	"github.com/taskerhq/tasker/internal/requestid"
 )
 
@@ -21,7 +22,8 @@ import (
 // is shown with its message and extensions.code; an error met after the client cancelled the
 // request (its context ended with context.Canceled: the client went away) is logged at debug
 // level only and coded CANCELLED; anything else is logged at error level with the request id
-// and shown as "internal error (request id ...)" with code INTERNAL.
+// (at warning level when a replica went away under a query, which then runs again on the
+// primary) and shown as "internal error (request id ...)" with code INTERNAL.
 type presenter struct{ log *slog.Logger }
 
 func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
@@ -50,7 +52,14 @@ func (p presenter) present(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr.Extensions = map[string]any{"code": errs.Cancelled.Code(), "requestId": id}
 		return gqlErr
 	}
-	p.log.ErrorContext(ctx, "graphql: internal error", "request_id", id, "path", gqlErr.Path.String(), "error", err)
+	if replica.RouteOf(ctx).ReplicaFailed(cause) {
+		// Met on a replica that went away: the query runs again on the primary (rerun.go), and
+		// this error is not its answer.
+		p.log.WarnContext(ctx, "graphql: a replica failed under a query, which runs again on the primary",
+			"request_id", id, "path", gqlErr.Path.String(), "error", err)
+	} else {
+		p.log.ErrorContext(ctx, "graphql: internal error", "request_id", id, "path", gqlErr.Path.String(), "error", err)
+	}
 	gqlErr.Message = fmt.Sprintf("internal error (request id %s)", id)
 	gqlErr.Extensions = map[string]any{"code": errs.Internal.Code(), "requestId": id}
 	return gqlErr

@@ -167,7 +167,8 @@ func New(cfg Config, deps Deps) *API {
 	res := &resolvers.Resolver{DB: deps.DB, Feed: fd,
 		Service: orchestration.NewService(deps.DB, deps.Templates), Refresher: deps.Refresher}
 	gcfg := generated.Config{Resolvers: res}
-	srv := handler.New(generated.NewExecutableSchema(gcfg))
+	es := generated.NewExecutableSchema(gcfg)
+	srv := handler.New(es)
 
 	ws := transport.Websocket{
 		KeepAlivePingInterval: 10 * time.Second,
@@ -197,11 +198,14 @@ func New(cfg Config, deps Deps) *API {
 	srv.Use(streamEnd{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(newComplexityLimit(cfg.MaxComplexity, cfg.MaxInFlightComplexity))
-	srv.Use(perResponse{db: deps.DB, router: database.Router(deps.DB), log: deps.Log,
-		loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
+	srv.Use(statementCounter{})
 	if deps.Metrics != nil {
-		srv.Use(deps.Metrics.GraphQL()) // inside perResponse: it reads the statement counter
+		// Inside statementCounter, whose counter it reads; outside perResponse, so that a
+		// query that ran again on the primary (a replica went away) counts once, as answered.
+		srv.Use(deps.Metrics.GraphQL())
 	}
+	srv.Use(perResponse{db: deps.DB, router: database.Router(deps.DB), es: es, log: deps.Log,
+		loaders: cfg.Loaders, stats: cfg.QueryStats, maxBytes: cfg.MaxResponseBytes})
 
 	p := presenter{log: deps.Log}
 	srv.SetErrorPresenter(p.present)
@@ -237,13 +241,32 @@ func (a *API) Mount(mux *http.ServeMux) {
 	web.Mount(mux)
 }
 
+// statementCounter gives every response (each query or mutation, each subscription event) a
+// querystats.Counter, which perResponse reports and the metrics extension records.
+type statementCounter struct{}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.ResponseInterceptor
+} = statementCounter{}
+
+func (statementCounter) ExtensionName() string                   { return "StatementCounter" }
+func (statementCounter) Validate(graphql.ExecutableSchema) error { return nil }
+func (statementCounter) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	ctx, _ = querystats.WithCounter(ctx)
+	return next(ctx)
+}
+
 // perResponse gives every response (each query or mutation, each subscription event) fresh
-// dataloaders, a statement counter and its replica route (readafter.go), and reports the
-// counter and who served when stats are on. Per response rather than per connection, so a
-// websocket connection never serves stale cached rows.
+// dataloaders and its replica route (readafter.go), runs a query again on the primary when a
+// replica failed under it (rerun.go), and reports the statement counter and who served when
+// stats are on. Per response rather than per connection, so a websocket connection never
+// serves stale cached rows. It is the innermost response interceptor: a query that runs again
+// is executed anew (es) inside every other extension, which sees one response.
 type perResponse struct {
 	db       *gorm.DB
 	router   *replica.Router // nil without replicas
+	es       graphql.ExecutableSchema
 	log      *slog.Logger
 	loaders  loaders.Options
 	stats    bool
@@ -258,13 +281,19 @@ var _ interface {
 func (perResponse) ExtensionName() string                   { return "PerResponseLoadersAndStats" }
 func (perResponse) Validate(graphql.ExecutableSchema) error { return nil }
 func (p perResponse) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-	ctx, route, refused := p.route(ctx)
+	counter := querystats.FromContext(ctx)
+	if counter == nil {
+		ctx, counter = querystats.WithCounter(ctx)
+	}
+	rctx, route, refused := p.route(ctx)
 	if refused != nil {
 		return refused
 	}
-	ctx, counter := querystats.WithCounter(ctx)
-	ctx = loaders.With(ctx, loaders.New(p.db, p.loaders))
-	resp := next(ctx)
+	resp := next(loaders.With(rctx, loaders.New(p.db, p.loaders)))
+	if p.replicaFailed(rctx, route, resp) {
+		rctx, route = p.router.RerunOnPrimary(ctx)
+		resp = p.again(loaders.With(rctx, loaders.New(p.db, p.loaders)))
+	}
 	if resp != nil && len(resp.Data) > p.maxBytes {
 		err := gqlerror.Errorf("the response is %d bytes, over the limit of %d: ask for fewer items or fields", len(resp.Data), p.maxBytes)
 		errcode.Set(err, codeResponseTooLarge)
@@ -280,7 +309,7 @@ func (p perResponse) InterceptResponse(ctx context.Context, next graphql.Respons
 			"dbTimeMs":      float64(counter.Duration().Microseconds()) / 1000,
 		}
 	}
-	p.served(ctx, route, resp, stats)
+	p.served(rctx, route, resp, stats)
 	if stats != nil {
 		if resp.Extensions == nil {
 			resp.Extensions = map[string]any{}

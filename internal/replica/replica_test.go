@@ -4,35 +4,42 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/graph/server"
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/metrics"
 	"github.com/taskerhq/tasker/internal/migrate"
 	"github.com/taskerhq/tasker/internal/querystats"
 	"github.com/taskerhq/tasker/internal/replica"
 	"github.com/taskerhq/tasker/internal/template"
+	"github.com/taskerhq/tasker/internal/testkit/logbuf"
 	"github.com/taskerhq/tasker/internal/testkit/replicatest"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 // api is the GraphQL handler over a primary and its standby.
 type api struct {
-	t      *testing.T
-	pair   *replicatest.Pair
-	db     *gorm.DB
-	router *replica.Router
-	srv    *httptest.Server
+	t       *testing.T
+	pair    *replicatest.Pair
+	db      *gorm.DB
+	router  *replica.Router
+	srv     *httptest.Server
+	metrics *metrics.Metrics
+	logs    *logbuf.Buffer // the API's log lines
 }
 
 func newAPI(t *testing.T) *api {
@@ -50,7 +57,8 @@ func newAPI(t *testing.T) *api {
 		t.Fatal(err)
 	}
 	pair.WaitReplayed()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &logbuf.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	db, err := database.OpenWithReplicas(ctx, pair.Primary.URL(), []string{pair.StandbyURL()},
 		database.Options{Tracer: querystats.Tracer{}, MaxOpenConns: 10}, replica.Options{ProbeInterval: 50 * time.Millisecond, Log: log})
 	if err != nil {
@@ -60,15 +68,18 @@ func newAPI(t *testing.T) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := metrics.New(metrics.Options{})
+	router := database.Router(db)
+	m.Registry().MustRegister(router.Collector())
 	mux := http.NewServeMux()
-	server.New(server.Config{QueryStats: true}, server.Deps{DB: db, Log: log, Templates: reg}).Mount(mux)
+	server.New(server.Config{QueryStats: true}, server.Deps{DB: db, Log: log, Templates: reg, Metrics: m}).Mount(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
 		_ = database.Close(db)
 	})
-	return &api{t: t, pair: pair, db: db, router: database.Router(db), srv: srv}
+	return &api{t: t, pair: pair, db: db, router: router, srv: srv, metrics: m, logs: logs}
 }
 
 type response struct {
@@ -144,6 +155,7 @@ func TestReplicas(t *testing.T) {
 	a := newAPI(t)
 	t.Run("QueriesReadFromTheReplicaOnly", func(t *testing.T) { queriesReadFromTheReplicaOnly(t, a.with(t)) })
 	t.Run("AWriterReadsItsWriteWhileTheReplicaLags", func(t *testing.T) { aWriterReadsItsWriteWhileTheReplicaLags(t, a.with(t)) })
+	t.Run("AReplicaFailingMidResultCostsNoRequest", func(t *testing.T) { aReplicaFailingMidResultCostsNoRequest(t, a.with(t)) })
 	t.Run("AStoppedReplicaCostsNoRequest", func(t *testing.T) { aStoppedReplicaCostsNoRequest(t, a.with(t)) })
 }
 
@@ -235,6 +247,7 @@ func aStoppedReplicaCostsNoRequest(t *testing.T, a *api) {
 	a.pair.WaitReplayed()
 	time.Sleep(100 * time.Millisecond)
 
+	statements, reruns := a.router.RetriedStatements(), a.router.RetriedRequests()
 	var requests, failures atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -269,7 +282,8 @@ func aStoppedReplicaCostsNoRequest(t *testing.T, a *api) {
 	if a.router.Replicas()[0].Up() {
 		t.Fatal("the stopped replica is still in service")
 	}
-	t.Logf("%d requests while the replica stopped, none failed", requests.Load())
+	t.Logf("%d requests while the replica stopped, none failed; %d reads retried on the primary, %d requests ran again there",
+		requests.Load(), a.router.RetriedStatements()-statements, a.router.RetriedRequests()-reruns)
 
 	a.pair.RestartStandby()
 	deadline := time.Now().Add(15 * time.Second)
@@ -279,4 +293,201 @@ func aStoppedReplicaCostsNoRequest(t *testing.T, a *api) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// aReplicaFailingMidResultCostsNoRequest ends the standby backend serving a query after the
+// query's first row reached the router, while later rows are still to come: the request
+// still succeeds, answered whole by the primary, and the router counts it as run again.
+//
+// Holding a standby query mid-result: the task list sends tasks newest first, with their
+// context. The two newest tasks get a large compressible context, stored compressed in the
+// row (reading it needs no TOAST), whose rows overflow the server's 8 kB send buffer: the
+// first row is sent while the second is written. The third gets an incompressible one, stored
+// in the table's TOAST relation. On the primary a transaction that REINDEXes the TOAST index
+// holds an ACCESS EXCLUSIVE lock on it; the standby replays that lock, so the standby backend
+// that reaches the third row waits for it, mid-result. pg_terminate_backend then ends it.
+func aReplicaFailingMidResultCostsNoRequest(t *testing.T, a *api) {
+	older, _ := a.createTask()
+	newer1, _ := a.createTask()
+	newer2, _ := a.createTask()
+	ctx := context.Background()
+	primary := connect(t, a.pair.Primary.URL())
+	standby := connect(t, a.pair.StandbyURL())
+	for _, id := range []string{newer1, newer2} {
+		if _, err := primary.Exec(ctx, `UPDATE tasker_tasks SET context = jsonb_build_object('filler', repeat('a', 100000)) WHERE task_id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := primary.Exec(ctx, `UPDATE tasker_tasks SET context = jsonb_build_object('filler',
+		(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i)) WHERE task_id = $1`, older); err != nil {
+		t.Fatal(err)
+	}
+	var toastIndex string
+	var toastIndexOID uint32
+	if err := primary.QueryRow(ctx, `SELECT i.indexrelid::regclass::text, i.indexrelid FROM pg_class c
+		JOIN pg_index i ON i.indrelid = c.reltoastrelid WHERE c.oid = 'tasker_tasks'::regclass`).Scan(&toastIndex, &toastIndexOID); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := primary.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			if err := lock.Rollback(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer unlock()
+	if _, err := lock.Exec(ctx, "REINDEX INDEX "+toastIndex); err != nil {
+		t.Fatal(err)
+	}
+	// A commit flushes the WAL up to its record, past the lock's; the standby receives only
+	// flushed WAL.
+	a.pair.Exec(a.pair.AdminURL(a.pair.Primary), "SELECT txid_current()")
+	wait.Until(t, 15*time.Second, "the standby to replay the lock on the TOAST index", func() bool {
+		var n int
+		if err := standby.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = $1 AND mode = 'AccessExclusiveLock' AND granted`,
+			toastIndexOID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}) // and so the contexts written before it
+
+	retried := a.router.RetriedRequests()
+	served := a.router.Replicas()[0].Statements()
+	tasksQuery := map[string]string{"type": "query", "field": "tasks"}
+	ok := a.metric("tasker_graphql_requests_total", with(tasksQuery, "outcome", "ok"))
+	failed := a.metric("tasker_graphql_requests_total", with(tasksQuery, "outcome", "error"))
+	logged := len(a.logs.String())
+	type result struct {
+		r   response
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := a.do(`{ tasks(first: 3) { nodes { id } } }`, "")
+		done <- result{r, err}
+	}()
+	var pid int
+	wait.Until(t, 15*time.Second, "the standby query to wait for the lock after its first row", func() bool {
+		err := standby.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+			AND backend_type = 'client backend' AND wait_event_type = 'Lock' AND query LIKE '%tasker_tasks%'`).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Served: the router's QueryContext returned, which it does once the first row arrived.
+		return a.router.Replicas()[0].Statements() > served
+	})
+	var terminated bool
+	if err := standby.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&terminated); err != nil || !terminated {
+		t.Fatalf("pg_terminate_backend(%d): %v, %v", pid, terminated, err)
+	}
+	// The query runs again on the primary, where it waits for the same lock: release it.
+	unlock()
+
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no response within 30s of the standby backend's end")
+	}
+	if res.err != nil {
+		t.Fatalf("the request failed as its replica backend ended mid-result: %v", res.err)
+	}
+	var d struct {
+		Tasks struct{ Nodes []struct{ ID string } }
+	}
+	if err := json.Unmarshal(res.r.Data, &d); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range d.Tasks.Nodes {
+		ids = append(ids, n.ID)
+	}
+	if want := []string{newer2, newer1, older}; fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("tasks %v, want %v", ids, want)
+	}
+	if by := res.r.Extensions.QueryStats.ServedBy; by != "primary" {
+		t.Fatalf("servedBy %q after running again on the primary, want primary", by)
+	}
+	if got := a.router.RetriedRequests() - retried; got != 1 {
+		t.Fatalf("the router counted %d requests run again on the primary, want 1", got)
+	}
+	if got, want := a.metric("tasker_replica_reads_retried_total", map[string]string{"scope": "request"}), float64(a.router.RetriedRequests()); got != want {
+		t.Fatalf("tasker_replica_reads_retried_total{scope=\"request\"} is %v, want %v", got, want)
+	}
+	// The request counts once, as answered.
+	if got := a.metric("tasker_graphql_requests_total", with(tasksQuery, "outcome", "ok")) - ok; got != 1 {
+		t.Fatalf("tasker_graphql_requests_total{outcome=\"ok\"} moved by %v, want 1", got)
+	}
+	if got := a.metric("tasker_graphql_requests_total", with(tasksQuery, "outcome", "error")) - failed; got != 0 {
+		t.Fatalf("tasker_graphql_requests_total{outcome=\"error\"} moved by %v, want 0", got)
+	}
+	// The replica's error is logged as one that ran again, not as an internal error.
+	logs := a.logs.String()[logged:]
+	if strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "runs again on the primary") {
+		t.Fatalf("the API logged:\n%s\nwant a warning that the query runs again and no error", logs)
+	}
+	// The replica itself is fine (only one of its backends ended): reads go back to it.
+	if r := a.must(`{ tasks(first: 3) { nodes { id } } }`, ""); r.Extensions.QueryStats.ServedBy != "replica" {
+		t.Fatalf("the next read: servedBy %q, want replica", r.Extensions.QueryStats.ServedBy)
+	}
+}
+
+// with is labels and name=value.
+func with(labels map[string]string, name, value string) map[string]string {
+	out := map[string]string{name: value}
+	for k, v := range labels {
+		out[k] = v
+	}
+	return out
+}
+
+// connect opens a connection of the test's own to url, closed when the test ends.
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// metric is the value of the counter name{labels} in the API's metrics, 0 when it has not
+// been counted yet.
+func (a *api) metric(name string, labels map[string]string) float64 {
+	a.t.Helper()
+	families, err := a.metrics.Registry().Gather()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

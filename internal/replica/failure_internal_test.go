@@ -50,6 +50,10 @@ func TestReplicaFailedOnlyForReadOnlyWorkAReplicaServed(t *testing.T) {
 	if route.ReplicaFailed(&pgconn.PgError{Code: "23505"}) || route.ReplicaFailed(context.Canceled) {
 		t.Error("ReplicaFailed is true for an error that is not Broken")
 	}
+	conflict := &pgconn.PgError{Code: "40001", Message: "canceling statement due to conflict with recovery"}
+	if Broken(conflict) || !route.ReplicaFailed(conflict) {
+		t.Errorf("a recovery conflict: Broken %v, ReplicaFailed %v; want false, true", Broken(conflict), route.ReplicaFailed(conflict))
+	}
 	var r Router
 	_, again := r.RerunOnPrimary(ctx)
 	again.servedByReplica(0) // never happens on a primary route; even then, no second run

@@ -2,10 +2,13 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // LSN is a PostgreSQL write-ahead log position. Zero means "no position".
@@ -64,18 +67,28 @@ func routeOf(ctx context.Context) *Route {
 func RouteOf(ctx context.Context) *Route { return routeOf(ctx) }
 
 // ReplicaFailed reports whether err, met by the work under this Route, may come from a
-// replica that went away, so that the work, being read-only, should run again on the primary
+// replica that went away, or from a standby cancelling a read that conflicted with the WAL it
+// replays, so that the work, being read-only, should run again on the primary
 // (Router.RerunOnPrimary): the Route is read-only, at least one of its reads was served by a
-// replica, and err is Broken. An error the primary caused then runs the work again too, which
+// replica, and err is Broken or a recovery conflict (see recoveryConflict). An error the primary caused then runs the work again too, which
 // is harmless: the work only reads. False for a nil Route and for a Route that is not
 // read-only, such as RerunOnPrimary's, so work runs again at most once.
 func (r *Route) ReplicaFailed(err error) bool {
-	if r == nil || !Broken(err) {
+	if r == nil || !(Broken(err) || recoveryConflict(err)) {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.readOnly && r.replicaStatements > 0
+}
+
+// recoveryConflict reports whether err is how a standby cancels a query that conflicts with
+// the WAL it replays (a row version vacuumed away on the primary, a lock the primary took):
+// SQLSTATE 40001 or 40P01. The replica itself is fine, so it is not Broken, but the read
+// failed for the replica's sake, and a read-only query runs on the primary without it.
+func recoveryConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }
 
 // mayUseReplica reports whether a read under this route may go to a replica, and the position

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -170,5 +171,76 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 			t.Errorf("over one pool: %d settings statements on it (want one per engine transaction, 3), %d on the engine pool",
 				mainSettings, len(engineAll))
 		}
+	}
+}
+
+// TestRecordingTakesTheCurrentTransitionFromTheClaim: the recording of an attempt moves its
+// step from the in_progress transition its claim wrote, without reading the step's current
+// transition again; a recording told not to trust that (the retry of a refused batch) reads
+// it, in one more statement, and both write the same history.
+func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	seedChainRows(t, dbtest.Open(t, url), 8, 0)
+	log := &sqllog.Log{}
+	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 4, Tracer: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "known"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
+	defer e.cancelHandlers()
+	steps, err := e.claim(ctx, 8)
+	if err != nil || len(steps) != 8 {
+		t.Fatalf("claimed %d steps (%v), want 8", len(steps), err)
+	}
+	runs := e.prepare(steps)
+	batch := make([]result, len(runs))
+	for i, r := range runs {
+		r.close()
+		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
+	}
+	readsCurrent := func(stmts []string) (n int) {
+		for _, s := range stmts {
+			if strings.Contains(strings.Join(strings.Fields(strings.ToLower(s)), " "),
+				"from tasker_workflow_step_transitions t where t.workflow_step_id = o.id and t.most_recent") {
+				n++
+			}
+		}
+		return n
+	}
+	counts := map[bool]int{}
+	for i, known := range []bool{true, false} {
+		log.Take()
+		kept, _, err := e.recordBatch(ctx, batch[4*i:4*i+4], 0, known)
+		if err != nil || len(kept) != 4 {
+			t.Fatalf("known %v: recorded %d of 4 (%v)", known, len(kept), err)
+		}
+		stmts := log.Take()
+		counts[known] = len(stmts)
+		if reads, want := readsCurrent(stmts), map[bool]int{true: 0, false: 1}[known]; reads != want {
+			t.Errorf("known %v: %d reads of the steps' current transitions, want %d", known, reads, want)
+		}
+	}
+	if counts[false] != counts[true]+1 {
+		t.Errorf("statements of a recording: %d trusting the claim, %d reading; want one more for the read", counts[true], counts[false])
+	}
+	ids := make([]int64, len(runs))
+	for i, r := range runs {
+		ids[i] = r.s.StepID
+	}
+	var histories []string
+	if err := db.Raw(`SELECT string_agg(t.to_state, ',' ORDER BY t.sort_key) || ':' || count(*) FILTER (WHERE t.most_recent)
+		FROM tasker_workflow_step_transitions t WHERE t.workflow_step_id = ANY(?::bigint[])
+		GROUP BY t.workflow_step_id`, database.Array[int64](ids)).Scan(&histories).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(histories) != 8 || slices.ContainsFunc(histories, func(h string) bool { return h != "in_progress,complete:1" }) {
+		t.Errorf("histories of the recorded steps %v, want 8 times in_progress,complete with one current row", histories)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -123,111 +124,167 @@ func enterBulkMode(ctx context.Context, tx *store.Store) (bool, error) {
 	return true, nil
 }
 
-// Run writes one batch in a transaction and returns the ids of its tasks, ascending.
-func Run(ctx context.Context, db *gorm.DB, seed int64, b Batch) (Result, error) {
-	res := Result{Shape: b.Shape.Name, Tasks: b.Tasks}
+// prepared is a batch ready to be written: its shape's dependency levels and edges, its
+// named task and steps, and the ids reserved for it.
+type prepared struct {
+	Batch
+	edges              [][2]int
+	levels, minDepths  []int32
+	frontier, maxLevel int
+	namedTaskID        int64
+	namedStepIDs       []int64
+	first              store.SeedIDs
+}
+
+// prepare checks b and computes its shape's levels and edges.
+func prepare(b Batch) (*prepared, error) {
 	edges, err := b.Shape.Edges()
 	if err != nil {
-		return res, fmt.Errorf("seeding: %w", err)
+		return nil, fmt.Errorf("seeding: %w", err)
 	}
 	if b.Tasks <= 0 {
-		return res, fmt.Errorf("seeding shape %q: batch needs at least one task, got %d", b.Shape.Name, b.Tasks)
+		return nil, fmt.Errorf("seeding shape %q: batch needs at least one task, got %d", b.Shape.Name, b.Tasks)
 	}
 	if len(b.Shape.Steps) == 0 {
-		return res, fmt.Errorf("seeding shape %q: shape has no steps", b.Shape.Name)
+		return nil, fmt.Errorf("seeding shape %q: shape has no steps", b.Shape.Name)
 	}
 	if b.Mix.total() <= 0 || b.Mix.Complete < 0 || b.Mix.Running < 0 || b.Mix.Failed < 0 ||
 		b.Mix.Backoff < 0 || b.Mix.Pending < 0 {
-		return res, fmt.Errorf("seeding shape %q: mix %+v needs non-negative weights with a positive sum", b.Shape.Name, b.Mix)
+		return nil, fmt.Errorf("seeding shape %q: mix %+v needs non-negative weights with a positive sum", b.Shape.Name, b.Mix)
 	}
-	levels, minDepths, maxLevel := dependencyLevels(b.Shape, edges)
-	frontier := b.Frontier
-	if frontier > maxLevel {
-		frontier = maxLevel
+	p := &prepared{Batch: b, edges: edges, frontier: b.Frontier}
+	p.levels, p.minDepths, p.maxLevel = dependencyLevels(b.Shape, edges)
+	if p.frontier > p.maxLevel {
+		p.frontier = p.maxLevel
 	}
+	return p, nil
+}
 
+// register creates (or finds) the named task and steps of every batch of ps, and reserves
+// their task, step and edge ids, in plan order (store.ReserveSeedIDs): batch after batch, as
+// the sequences would have numbered them written one after the other. It commits before any
+// batch is written, so that batches written side by side share no row they would both lock.
+func register(ctx context.Context, db *gorm.DB, ps []*prepared) error {
+	return store.New(db).Tx(ctx, func(tx *store.Store) error {
+		var n store.SeedIDs
+		for _, p := range ps {
+			names := make([]string, len(p.Shape.Steps))
+			for i, st := range p.Shape.Steps {
+				names[i] = st.Name
+			}
+			var err error
+			if p.namedTaskID, err = tx.SeedNamedTask(ctx, Namespace, p.Shape.Name); err != nil {
+				return fmt.Errorf("seeding shape %q: creating named task: %w", p.Shape.Name, err)
+			}
+			if p.namedStepIDs, err = tx.SeedNamedSteps(ctx, DependentSystem, names, p.namedTaskID); err != nil {
+				return fmt.Errorf("seeding shape %q: creating named steps: %w", p.Shape.Name, err)
+			}
+			if len(p.namedStepIDs) != len(names) {
+				return fmt.Errorf("seeding shape %q: created %d named steps, want %d", p.Shape.Name, len(p.namedStepIDs), len(names))
+			}
+			p.first = n
+			n.Task += int64(p.Tasks)
+			n.Step += int64(p.Tasks) * int64(len(names))
+			n.Edge += int64(p.Tasks) * int64(len(p.edges))
+		}
+		first, err := tx.ReserveSeedIDs(ctx, n)
+		if err != nil {
+			return fmt.Errorf("seeding: reserving ids: %w", err)
+		}
+		for _, p := range ps {
+			p.first.Task += first.Task
+			p.first.Step += first.Step
+			p.first.Edge += first.Edge
+		}
+		return nil
+	})
+}
+
+// Run writes one batch in a transaction and returns the ids of its tasks, ascending.
+func Run(ctx context.Context, db *gorm.DB, seed int64, b Batch) (Result, error) {
+	res := Result{Shape: b.Shape.Name, Tasks: b.Tasks}
+	p, err := prepare(b)
+	if err != nil {
+		return res, err
+	}
+	if err := register(ctx, db, []*prepared{p}); err != nil {
+		return res, err
+	}
+	return write(ctx, db, seed, p)
+}
+
+// write writes the prepared batch p in a transaction.
+func write(ctx context.Context, db *gorm.DB, seed int64, p *prepared) (Result, error) {
+	res := Result{Shape: p.Shape.Name, Tasks: p.Tasks}
 	began := false
 	var failed error
-	err = store.New(db).Tx(ctx, func(tx *store.Store) error {
+	err := store.New(db).Tx(ctx, func(tx *store.Store) error {
 		began = true
-		failed = writeBatch(ctx, tx, seed, b, levels, minDepths, frontier, maxLevel, edges, &res)
+		failed = writeBatch(ctx, tx, seed, p, &res)
 		return failed
 	})
 	switch {
 	case err == nil:
 		return res, nil
 	case !began:
-		return res, fmt.Errorf("seeding shape %q: beginning: %w", b.Shape.Name, err)
+		return res, fmt.Errorf("seeding shape %q: beginning: %w", p.Shape.Name, err)
 	case failed == nil:
-		return res, fmt.Errorf("seeding shape %q: committing: %w", b.Shape.Name, err)
+		return res, fmt.Errorf("seeding shape %q: committing: %w", p.Shape.Name, err)
 	default:
 		return res, err
 	}
 }
 
-// writeBatch writes one batch in tx (see Run) and fills in res.
-func writeBatch(ctx context.Context, tx *store.Store, seed int64, b Batch, levels, minDepths []int32, frontier, maxLevel int,
-	edges [][2]int, res *Result) error {
-	names := make([]string, len(b.Shape.Steps))
-	for i, st := range b.Shape.Steps {
-		names[i] = st.Name
-	}
-	namedTaskID, err := tx.SeedNamedTask(ctx, Namespace, b.Shape.Name)
-	if err != nil {
-		return fmt.Errorf("seeding shape %q: creating named task: %w", b.Shape.Name, err)
-	}
-	namedStepIDs, err := tx.SeedNamedSteps(ctx, DependentSystem, names, namedTaskID)
-	if err != nil {
-		return fmt.Errorf("seeding shape %q: creating named steps: %w", b.Shape.Name, err)
-	}
-	if len(namedStepIDs) != len(names) {
-		return fmt.Errorf("seeding shape %q: created %d named steps, want %d", b.Shape.Name, len(namedStepIDs), len(names))
-	}
+// writeBatch writes the prepared batch p in tx (see write) and fills in res.
+func writeBatch(ctx context.Context, tx *store.Store, seed int64, p *prepared, res *Result) error {
 	// JIT compilation costs more than it saves on these one-off statements (and on the
 	// edges trigger's queries that run inside the same transaction).
 	if err := tx.SetLocalJITOff(ctx); err != nil {
-		return fmt.Errorf("seeding shape %q: turning off jit: %w", b.Shape.Name, err)
+		return fmt.Errorf("seeding shape %q: turning off jit: %w", p.Shape.Name, err)
 	}
 	bulk, err := enterBulkMode(ctx, tx)
 	if err != nil {
-		return fmt.Errorf("seeding shape %q: %w", b.Shape.Name, err)
+		return fmt.Errorf("seeding shape %q: %w", p.Shape.Name, err)
 	}
 	res.Bulk = bulk
 
 	// Cumulative thresholds out of 1000 for the scenario draw.
-	total := b.Mix.total()
+	total := p.Mix.total()
 	cum := func(n int) int { return n * 1000 / total }
 	thresholds := [4]int{
-		cum(b.Mix.Complete),
-		cum(b.Mix.Complete + b.Mix.Running),
-		cum(b.Mix.Complete + b.Mix.Running + b.Mix.Failed),
-		cum(b.Mix.Complete + b.Mix.Running + b.Mix.Failed + b.Mix.Backoff),
+		cum(p.Mix.Complete),
+		cum(p.Mix.Complete + p.Mix.Running),
+		cum(p.Mix.Complete + p.Mix.Running + p.Mix.Failed),
+		cum(p.Mix.Complete + p.Mix.Running + p.Mix.Failed + p.Mix.Backoff),
 	}
 
 	start := time.Now()
-	ids, err := tx.InsertSeedBatch(ctx, store.SeedBatch{Tasks: b.Tasks, Seed: seed, Thresholds: thresholds,
-		Frontier: frontier, MaxLevel: maxLevel, NamedTaskID: namedTaskID, NamedStepIDs: namedStepIDs,
-		Levels: levels, MinDepths: minDepths})
-	if err != nil {
-		return fmt.Errorf("seeding %d tasks of shape %q: %w", b.Tasks, b.Shape.Name, err)
+	if err := tx.InsertSeedBatch(ctx, store.SeedBatch{Tasks: p.Tasks, Seed: seed, Thresholds: thresholds,
+		Frontier: p.frontier, MaxLevel: p.maxLevel, NamedTaskID: p.namedTaskID, NamedStepIDs: p.namedStepIDs,
+		Levels: p.levels, MinDepths: p.minDepths, FirstTaskID: p.first.Task, FirstStepID: p.first.Step}); err != nil {
+		return fmt.Errorf("seeding %d tasks of shape %q: %w", p.Tasks, p.Shape.Name, err)
 	}
 	res.Insert = time.Since(start)
-	res.TaskIDs = ids
-	res.Steps = len(ids) * len(b.Shape.Steps)
-	// The edges are written with the depth already stored on their steps: the shape is acyclic
+	res.TaskIDs = make([]int64, p.Tasks)
+	for i := range res.TaskIDs {
+		res.TaskIDs[i] = p.first.Task + int64(i)
+	}
+	res.Steps = p.Tasks * len(p.Shape.Steps)
+	// The edges are written between steps whose depth is already stored: the shape is acyclic
 	// (parents are declared before their children) and both ends of every edge are steps of
-	// one task (the join on task_id). The statement tells the DAG-depth trigger to skip its
-	// walk (migration 00030), as task creation does; in bulk mode no foreign key is checked.
-	if len(edges) > 0 {
-		from := make([]int64, len(edges))
-		to := make([]int64, len(edges))
-		for i, e := range edges {
-			from[i], to[i] = namedStepIDs[e[0]], namedStepIDs[e[1]]
+	// one task (their ids are computed from the task's range). The statement tells the
+	// DAG-depth trigger to skip its walk (migration 00030), as task creation does; in bulk mode
+	// no foreign key is checked.
+	if len(p.edges) > 0 {
+		from := make([]int32, len(p.edges))
+		to := make([]int32, len(p.edges))
+		for i, e := range p.edges {
+			from[i], to[i] = int32(e[0]), int32(e[1])
 		}
 		start = time.Now()
-		n, err := tx.InsertSeedEdges(ctx, ids, from, to)
+		n, err := tx.InsertSeedEdges(ctx, p.first.Step, p.first.Edge, p.Tasks, len(p.Shape.Steps), from, to)
 		if err != nil {
-			return fmt.Errorf("seeding edges of %d tasks of shape %q: %w", len(ids), b.Shape.Name, err)
+			return fmt.Errorf("seeding edges of %d tasks of shape %q: %w", p.Tasks, p.Shape.Name, err)
 		}
 		res.EdgesTime = time.Since(start)
 		res.Edges = int(n)
@@ -235,10 +292,10 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, b Batch, level
 	if bulk {
 		// The task-created wake-up is sent once for the whole batch.
 		if err := tx.SetLocalBulkLoad(ctx, false); err != nil {
-			return fmt.Errorf("seeding shape %q: leaving bulk mode: %w", b.Shape.Name, err)
+			return fmt.Errorf("seeding shape %q: leaving bulk mode: %w", p.Shape.Name, err)
 		}
-		if err := tx.NotifyTasksCreated(ctx, len(ids)); err != nil {
-			return fmt.Errorf("seeding shape %q: notifying new tasks: %w", b.Shape.Name, err)
+		if err := tx.NotifyTasksCreated(ctx, p.Tasks); err != nil {
+			return fmt.Errorf("seeding shape %q: notifying new tasks: %w", p.Shape.Name, err)
 		}
 	}
 	return nil
@@ -351,30 +408,87 @@ type Report struct {
 	Tasks, Steps, Edges int
 	Batches             []Result
 	Total               time.Duration
-	// Insert and EdgesTime are the sums over batches (see Result).
+	// Insert and EdgesTime are the sums over batches (see Result); batches written side by
+	// side overlap, so these sums can exceed Total.
 	Insert, EdgesTime time.Duration
 }
 
-// Generate runs every batch of plan in order, calling progress after each, then runs ANALYZE
-// so that the planner sees the new sizes. On error, the batches already written stay.
+// Writers is how many batches Generate writes side by side, each in its own transaction on
+// its own connection.
+const Writers = 2
+
+// Generate writes every batch of plan, Writers at a time, calling progress after each (never
+// two calls at once), then runs ANALYZE so that the planner sees the new sizes. Every batch's
+// task, step and edge ids are reserved first, in plan order, so the data (ids included) is
+// what writing the batches one after the other would write; only the ids of transitions
+// depend on how the writers interleave. On error, the batches already written stay.
 func Generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result)) (Report, error) {
 	var rep Report
 	start := time.Now()
-	for _, b := range plan {
-		res, err := Run(ctx, db, seed, b)
+	ps := make([]*prepared, len(plan))
+	for i, b := range plan {
+		p, err := prepare(b)
 		if err != nil {
 			return rep, err
 		}
-		res.TaskIDs = nil
+		ps[i] = p
+	}
+	if err := register(ctx, db, ps); err != nil {
+		return rep, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make([]Result, len(ps))
+	next := make(chan int)
+	var mu sync.Mutex // serialises progress and guards failed
+	var failed error  // the first failure: what cancels the other writers
+	var wg sync.WaitGroup
+	for range min(Writers, len(ps)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				res, err := write(ctx, db, seed, ps[i])
+				res.TaskIDs = nil
+				mu.Lock()
+				if err != nil && failed == nil {
+					failed = err
+					cancel()
+				}
+				if err == nil {
+					results[i] = res
+					if progress != nil {
+						progress(res)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range ps {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, res := range results {
+		if res.Shape == "" { // not written
+			continue
+		}
 		rep.Batches = append(rep.Batches, res)
 		rep.Tasks += res.Tasks
 		rep.Steps += res.Steps
 		rep.Edges += res.Edges
 		rep.Insert += res.Insert
 		rep.EdgesTime += res.EdgesTime
-		if progress != nil {
-			progress(res)
-		}
+	}
+	if failed != nil {
+		return rep, failed
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
 	}
 	if err := store.New(db).Analyze(ctx); err != nil {
 		return rep, fmt.Errorf("analyzing after seeding: %w", err)

@@ -75,6 +75,39 @@ func (s *Store) SetLocalBulkLoad(ctx context.Context, on bool) error {
 		role, flag).Error
 }
 
+// SeedIDs are the first ids of consecutive ranges of task, step and edge ids.
+type SeedIDs struct{ Task, Step, Edge int64 }
+
+// ReserveSeedIDs reserves, for the batches a seed is about to write, n.Task consecutive task
+// ids, n.Step step ids and n.Edge edge ids, and returns the first of each range. It holds the
+// three tables' SHARE ROW EXCLUSIVE lock while it moves their identity sequences on, so that
+// no other writer draws an id in between: the ids are those the sequences would have given
+// the rows written one after the other, and no other row ever gets one of them. Ids not
+// written (a seed interrupted) stay unused, as a rolled-back insert leaves its ids.
+func (s *Store) ReserveSeedIDs(ctx context.Context, n SeedIDs) (first SeedIDs, err error) {
+	err = s.Tx(ctx, func(tx *Store) error {
+		if err := tx.conn(ctx).Exec(`LOCK TABLE tasker_tasks, tasker_workflow_steps, tasker_workflow_step_edges
+			IN SHARE ROW EXCLUSIVE MODE`).Error; err != nil {
+			return err
+		}
+		// A range of n ids: nextval gives the first, setval moves the sequence to the last
+		// (n = 0 takes one id and leaves it unused).
+		return tx.conn(ctx).Raw(`
+			WITH q (i, seq, n) AS (VALUES
+				(1, pg_get_serial_sequence('tasker_tasks', 'task_id'), $1::bigint),
+				(2, pg_get_serial_sequence('tasker_workflow_steps', 'workflow_step_id'), $2::bigint),
+				(3, pg_get_serial_sequence('tasker_workflow_step_edges', 'id'), $3::bigint)
+			), f AS MATERIALIZED (
+				SELECT i, seq, n, nextval(seq::regclass) AS first FROM q
+			), r AS MATERIALIZED (
+				SELECT i, first, setval(seq::regclass, first + greatest(n, 1) - 1) FROM f
+			)
+			SELECT max(first) FILTER (WHERE i = 1), max(first) FILTER (WHERE i = 2), max(first) FILTER (WHERE i = 3)
+			FROM r`, n.Task, n.Step, n.Edge).Row().Scan(&first.Task, &first.Step, &first.Edge)
+	})
+	return first, err
+}
+
 // SeedBatch is what InsertSeedBatch writes (see insertSQL).
 type SeedBatch struct {
 	Tasks int
@@ -89,22 +122,27 @@ type SeedBatch struct {
 	// NamedStepIDs, Levels and MinDepths describe the shape's steps, in declaration order.
 	NamedStepIDs      []int64
 	Levels, MinDepths []int32
+	// FirstTaskID and FirstStepID start the ranges of ids reserved for the batch
+	// (ReserveSeedIDs): task g (1-based) gets FirstTaskID+g-1, and its step of declaration
+	// index o (0-based) FirstStepID+(g-1)*len(NamedStepIDs)+o.
+	FirstTaskID, FirstStepID int64
 }
 
-// InsertSeedBatch writes a batch's tasks, steps and transitions in one statement and returns
-// the task ids, ascending.
-func (s *Store) InsertSeedBatch(ctx context.Context, b SeedBatch) ([]int64, error) {
-	rows, err := s.conn(ctx).Raw(insertSQL, b.Tasks, b.Seed, b.Thresholds[0], b.Thresholds[1], b.Thresholds[2],
+// InsertSeedBatch writes a batch's tasks, steps and transitions in one statement.
+func (s *Store) InsertSeedBatch(ctx context.Context, b SeedBatch) error {
+	return s.conn(ctx).Exec(insertSQL, b.Tasks, b.Seed, b.Thresholds[0], b.Thresholds[1], b.Thresholds[2],
 		b.Thresholds[3], b.Frontier, b.MaxLevel, b.NamedTaskID, database.Array[int64](b.NamedStepIDs), b.Levels,
-		b.MinDepths).Rows()
-	return collect(rows, err, func(r *sql.Rows, id *int64) error { return r.Scan(id) })
+		b.MinDepths, b.FirstTaskID, b.FirstStepID).Error
 }
 
-// InsertSeedEdges writes the edges of every task of a batch in one statement and returns how
-// many it wrote: the shape's edges from[i] → to[i] (named step ids) in every task. The
-// DAG-depth trigger skips its walk: the steps carry their depth (migration 00030).
-func (s *Store) InsertSeedEdges(ctx context.Context, taskIDs, from, to []int64) (int64, error) {
-	res := s.conn(ctx).Exec(edgesSQL, database.Array[int64](taskIDs), database.Array[int64](from), database.Array[int64](to))
+// InsertSeedEdges writes the edges of every task of a batch written by InsertSeedBatch in one
+// statement and returns how many it wrote: the shape's edges from[i] → to[i] (declaration
+// indexes, 0-based, in a shape of stepsPerTask steps) in each of its tasks, whose steps have
+// the ids from firstStepID on; the edges get the ids from firstEdgeID on, task by task in the
+// order of from and to. The DAG-depth trigger skips its walk: the steps carry their
+// depth (migration 00030).
+func (s *Store) InsertSeedEdges(ctx context.Context, firstStepID, firstEdgeID int64, tasks, stepsPerTask int, from, to []int32) (int64, error) {
+	res := s.conn(ctx).Exec(edgesSQL, firstStepID, tasks, stepsPerTask, from, to, firstEdgeID)
 	return res.RowsAffected, res.Error
 }
 
@@ -118,13 +156,16 @@ func (s *Store) Analyze(ctx context.Context) error {
 	return s.conn(ctx).Exec("ANALYZE").Error
 }
 
-// insertSQL writes a batch's tasks, steps and transitions in one statement and returns the
-// task ids, ascending. Parameters: $1 tasks, $2 seed, $3..$6 cumulative scenario thresholds
-// out of 1000, $7 fixed frontier (< 0: drawn), $8 the shape's deepest level, $9 named task,
-// $10 named step ids, $11 their dependency levels and $12 their shortest depths, in
-// declaration order. Steps are written with their depth already right (see seed.Run), and with
-// task_inactive set for the steps of complete and failed tasks, as the trigger of migration
-// 00050 sets it (no trigger fires in bulk mode).
+// insertSQL writes a batch's tasks, steps and transitions in one statement. Parameters: $1
+// tasks, $2 seed, $3..$6 cumulative scenario thresholds out of 1000, $7 fixed frontier (< 0:
+// drawn), $8 the shape's deepest level, $9 named task, $10 named step ids, $11 their
+// dependency levels and $12 their shortest depths, in declaration order, $13 the first task
+// id and $14 the first step id (SeedBatch). Each row is drawn from its ordinals (task g, step
+// declaration index, transition sort key) and its task's draw, once, and every table is
+// written in id order from the draws as they come: nothing is sorted, joined or read back.
+// Steps are written with their depth already right (see seed.Run), and with task_inactive set
+// for the steps of complete and failed tasks, as the trigger of migration 00050 sets it (no
+// trigger fires in bulk mode).
 //
 // A step's kind follows from its task's scenario and its level against the frontier:
 //
@@ -136,7 +177,7 @@ func (s *Store) Analyze(ctx context.Context) error {
 //	backoff    in_progress → error 10 s ago, backoff_request_seconds 3600
 const insertSQL = `
 WITH plan AS MATERIALIZED (
-	SELECT g,
+	SELECT g, $13::bigint + g - 1 AS task_id,
 		CASE
 			WHEN r < $3 THEN 'complete'
 			WHEN r < $4 THEN 'running'
@@ -148,23 +189,21 @@ WITH plan AS MATERIALIZED (
 		mod(abs(hashint8extended(g, $2 + 2)), 720)::int AS age
 	FROM generate_series(1, $1::int) AS g
 	CROSS JOIN LATERAL (SELECT mod(abs(hashint8extended(g, $2)), 1000)::int AS r) d
-), tasks AS (
-	INSERT INTO tasker_tasks (named_task_id, complete, requested_at, initiator, source_system, reason, tags, context)
-	SELECT $9, scenario = 'complete', now() - make_interval(hours => age + 1), 'seed', 'tasker seed',
-		'generated', jsonb_build_object('scenario', scenario, 'frontier', frontier, 'age', age),
-		jsonb_build_object('ordinal', g, 'seed', $2::bigint)
-	FROM plan ORDER BY g
-	RETURNING task_id, tags->>'scenario' AS scenario, (tags->>'frontier')::int AS frontier,
-		(tags->>'age')::int AS age
 ), task_times AS MATERIALIZED (
-	SELECT task_id, scenario, frontier,
+	SELECT g, task_id, scenario, frontier, age,
 		CASE scenario
 			WHEN 'complete' THEN now() - make_interval(hours => age + 1)
 			WHEN 'running' THEN now() - make_interval(secs => 60 + age)
 			WHEN 'failed' THEN now() - make_interval(mins => 60 + age)
 			ELSE now() - interval '10 seconds'
 		END AS t_end
-	FROM tasks
+	FROM plan
+), tasks AS (
+	INSERT INTO tasker_tasks (task_id, named_task_id, complete, requested_at, initiator, source_system, reason, tags, context)
+	SELECT task_id, $9, scenario = 'complete', now() - make_interval(hours => age + 1), 'seed', 'tasker seed',
+		'generated', jsonb_build_object('scenario', scenario, 'frontier', frontier, 'age', age),
+		jsonb_build_object('ordinal', g, 'seed', $2::bigint)
+	FROM task_times
 ), task_history AS (
 	INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent, created_at, updated_at)
 	SELECT tt.task_id, h.hist[i], h.hist[i - 1], i, i = cardinality(h.hist),
@@ -178,19 +217,24 @@ WITH plan AS MATERIALIZED (
 	END AS hist) h
 	CROSS JOIN LATERAL generate_subscripts(h.hist, 1) AS i
 ), planned_steps AS MATERIALIZED (
-	SELECT tt.task_id, u.named_step_id, u.ord, u.lv, u.min_depth, tt.t_end, tt.scenario,
+	-- The steps of task g have the ids $14 + (g - 1) * n .. $14 + g * n - 1 (n steps a task),
+	-- generated for each task in turn: rows come in step id order.
+	SELECT tt.task_id, s.workflow_step_id, ($10::bigint[])[u.ord] AS named_step_id, u.ord,
+		($11::int[])[u.ord] AS lv, ($12::int[])[u.ord] AS min_depth, tt.t_end, tt.scenario,
 		CASE
 			WHEN tt.scenario = 'pending' THEN 'fresh'
 			WHEN tt.scenario = 'complete' AND mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 3)), 29) = 0 THEN 'resolved'
-			WHEN tt.scenario <> 'complete' AND u.lv > tt.frontier THEN 'fresh'
-			WHEN tt.scenario = 'complete' OR u.lv < tt.frontier THEN
+			WHEN tt.scenario <> 'complete' AND ($11::int[])[u.ord] > tt.frontier THEN 'fresh'
+			WHEN tt.scenario = 'complete' OR ($11::int[])[u.ord] < tt.frontier THEN
 				CASE WHEN mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 4)), 7) = 0 THEN 'done_retry' ELSE 'done' END
 			WHEN tt.scenario = 'failed' THEN 'exhausted'
 			WHEN tt.scenario = 'backoff' THEN 'backoff'
 			ELSE (ARRAY['running', 'fresh', 'done'])[1 + mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 5)), 3)]
 		END AS kind
 	FROM task_times tt
-	CROSS JOIN unnest($10::bigint[], $11::int[], $12::int[]) WITH ORDINALITY AS u (named_step_id, lv, min_depth, ord)
+	CROSS JOIN LATERAL generate_series($14::bigint + (tt.g - 1)::bigint * cardinality($10::bigint[]),
+		$14::bigint + tt.g::bigint * cardinality($10::bigint[]) - 1) AS s (workflow_step_id)
+	CROSS JOIN LATERAL (SELECT (s.workflow_step_id - $14::bigint - (tt.g - 1)::bigint * cardinality($10::bigint[]))::int + 1 AS ord) u
 ), shaped AS MATERIALIZED (
 	SELECT p.*, k.*
 	FROM planned_steps p
@@ -208,10 +252,10 @@ WITH plan AS MATERIALIZED (
 			WHEN 'exhausted' THEN 3 WHEN 'backoff' THEN 1 ELSE 0 END AS attempts
 	) k
 ), steps AS (
-	INSERT INTO tasker_workflow_steps (task_id, named_step_id, attempts, last_attempted_at,
+	INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, last_attempted_at,
 		backoff_request_seconds, processed, processed_at, in_process, results, created_at, updated_at,
 		dependency_level, min_depth_from_root, task_inactive)
-	SELECT task_id, named_step_id, attempts,
+	SELECT workflow_step_id, task_id, named_step_id, attempts,
 		CASE WHEN attempts > 0 THEN t_end END,
 		CASE WHEN kind = 'backoff' THEN 3600 END,
 		kind IN ('done', 'done_retry'),
@@ -224,27 +268,24 @@ WITH plan AS MATERIALIZED (
 		t_end - make_interval(secs => cardinality(hist) + 1), t_end, lv, min_depth,
 		scenario IN ('complete', 'failed')
 	FROM shaped
-	ORDER BY task_id, ord
-	RETURNING workflow_step_id, task_id, named_step_id
 ), step_history AS (
 	INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at, updated_at)
-	SELECT s.workflow_step_id, p.hist[i], p.hist[i - 1], i, i = cardinality(p.hist),
+	SELECT p.workflow_step_id, p.hist[i], p.hist[i - 1], i, i = cardinality(p.hist),
 		p.t_end - make_interval(secs => cardinality(p.hist) - i), p.t_end - make_interval(secs => cardinality(p.hist) - i)
-	FROM steps s
-	JOIN shaped p ON p.task_id = s.task_id AND p.named_step_id = s.named_step_id
+	FROM shaped p
 	CROSS JOIN LATERAL generate_subscripts(p.hist, 1) AS i
 )
-SELECT task_id FROM tasks ORDER BY task_id`
+SELECT 1`
 
-// edgesSQL writes the edges of every task of a batch in one statement: $1 task ids, $2/$3 the
-// shape's edges as parallel arrays of (parent, child) named step ids, with the flag of
-// migration 00030 set so that the DAG-depth trigger does not walk (the steps carry their
-// depth).
+// edgesSQL writes the edges of every task of a batch in one statement: $1 the first step id of
+// the batch, $2 its tasks, $3 steps per task, $4/$5 the shape's edges as parallel arrays of
+// (parent, child) declaration indexes (0-based), $6 the first edge id, with the flag of migration 00030 set so that
+// the DAG-depth trigger does not walk (the steps carry their depth). Both ends of an edge are
+// steps of one task: task t's steps have the ids $1 + t*$3 onwards.
 const edgesSQL = `
 WITH flag AS MATERIALIZED (SELECT set_config('tasker.dag_levels_precomputed', 'on', true))
-INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
-SELECT p.workflow_step_id, c.workflow_step_id
-FROM flag, unnest($1::bigint[]) AS t (task_id)
-CROSS JOIN unnest($2::bigint[], $3::bigint[]) AS e (parent, child)
-JOIN tasker_workflow_steps p ON p.task_id = t.task_id AND p.named_step_id = e.parent
-JOIN tasker_workflow_steps c ON c.task_id = t.task_id AND c.named_step_id = e.child`
+INSERT INTO tasker_workflow_step_edges (id, from_step_id, to_step_id)
+SELECT $6::bigint + k, x.base + ($4::int[])[x.e], x.base + ($5::int[])[x.e]
+FROM flag, generate_series(0, $2::int * cardinality($4::int[]) - 1) AS k
+CROSS JOIN LATERAL (SELECT $1::bigint + (k / cardinality($4::int[]))::bigint * $3::int AS base,
+	k % cardinality($4::int[]) + 1 AS e) x`

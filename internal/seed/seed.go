@@ -301,6 +301,29 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, p *prepared, r
 	return nil
 }
 
+// analyzed are the tables a seed writes, in two parts of about the same ANALYZE time.
+var analyzed = [2][]string{
+	{"tasker_workflow_step_transitions", "tasker_tasks", "tasker_named_steps", "tasker_named_tasks_named_steps"},
+	{"tasker_workflow_steps", "tasker_workflow_step_edges", "tasker_task_transitions", "tasker_named_tasks",
+		"tasker_task_namespaces", "tasker_dependent_systems"},
+}
+
+// analyze runs ANALYZE on the tables a seed writes, one part of analyzed on each of two
+// connections at once.
+func analyze(ctx context.Context, db *gorm.DB) error {
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, tables := range analyzed {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = store.New(db).Analyze(ctx, tables...)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs[0], errs[1])
+}
+
 // dependencyLevels returns each step's longest path from a root (its dependency_level), its
 // shortest path from a root (min_depth_from_root) and the deepest level. Steps are declared
 // after their parents and edges come in declaration order of the child, so one pass suffices.
@@ -418,7 +441,8 @@ type Report struct {
 const Writers = 2
 
 // Generate writes every batch of plan, Writers at a time, calling progress after each (never
-// two calls at once), then runs ANALYZE so that the planner sees the new sizes. Every batch's
+// two calls at once), then runs ANALYZE on the tables it wrote so that the planner sees the
+// new sizes. Every batch's
 // task, step and edge ids are reserved first, in plan order, so the data (ids included) is
 // what writing the batches one after the other would write; only the ids of transitions
 // depend on how the writers interleave. On error, the batches already written stay.
@@ -490,7 +514,7 @@ func Generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progre
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
-	if err := store.New(db).Analyze(ctx); err != nil {
+	if err := analyze(ctx, db); err != nil {
 		return rep, fmt.Errorf("analyzing after seeding: %w", err)
 	}
 	rep.Total = time.Since(start)

@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerhq/tasker/internal/database"
 )
@@ -151,9 +154,13 @@ func (s *Store) NotifyTasksCreated(ctx context.Context, n int) error {
 	return s.conn(ctx).Exec(`SELECT pg_notify('tasker_tasks_created', json_build_object('count', $1::int)::text)`, n).Error
 }
 
-// Analyze refreshes the planner's statistics of the whole database.
-func (s *Store) Analyze(ctx context.Context) error {
-	return s.conn(ctx).Exec("ANALYZE").Error
+// Analyze refreshes the planner's statistics of the given tables (quoted as identifiers).
+func (s *Store) Analyze(ctx context.Context, tables ...string) error {
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = pgx.Identifier{t}.Sanitize()
+	}
+	return s.conn(ctx).Exec("ANALYZE " + strings.Join(quoted, ", ")).Error
 }
 
 // insertSQL writes a batch's tasks, steps and transitions in one statement. Parameters: $1

@@ -223,11 +223,27 @@ WITH plan AS MATERIALIZED (
 		ELSE ARRAY['in_progress']
 	END AS hist) h
 	CROSS JOIN LATERAL generate_subscripts(h.hist, 1) AS i
-), planned_steps AS MATERIALIZED (
+), shaped AS MATERIALIZED (
 	-- The steps of task g have the ids $14 + (g - 1) * n .. $14 + g * n - 1 (n steps a task),
 	-- generated for each task in turn: rows come in step id order.
 	SELECT tt.task_id, s.workflow_step_id, ($10::bigint[])[u.ord] AS named_step_id, u.ord,
-		($11::int[])[u.ord] AS lv, ($12::int[])[u.ord] AS min_depth, tt.t_end, tt.scenario,
+		($11::int[])[u.ord] AS lv, ($12::int[])[u.ord] AS min_depth, tt.t_end, tt.scenario, k.kind,
+		CASE k.kind
+			WHEN 'done' THEN ARRAY['in_progress', 'complete']
+			WHEN 'done_retry' THEN ARRAY['in_progress', 'error', 'pending', 'in_progress', 'complete']
+			WHEN 'resolved' THEN ARRAY['in_progress', 'error', 'resolved_manually']
+			WHEN 'running' THEN ARRAY['in_progress']
+			WHEN 'exhausted' THEN ARRAY['in_progress', 'error', 'pending', 'in_progress', 'error', 'pending', 'in_progress', 'error']
+			WHEN 'backoff' THEN ARRAY['in_progress', 'error']
+			ELSE ARRAY[]::text[]
+		END AS hist,
+		CASE k.kind WHEN 'done' THEN 1 WHEN 'done_retry' THEN 2 WHEN 'resolved' THEN 1
+			WHEN 'exhausted' THEN 3 WHEN 'backoff' THEN 1 ELSE 0 END AS attempts
+	FROM task_times tt
+	CROSS JOIN LATERAL generate_series($14::bigint + (tt.g - 1)::bigint * cardinality($10::bigint[]),
+		$14::bigint + tt.g::bigint * cardinality($10::bigint[]) - 1) AS s (workflow_step_id)
+	CROSS JOIN LATERAL (SELECT (s.workflow_step_id - $14::bigint - (tt.g - 1)::bigint * cardinality($10::bigint[]))::int + 1 AS ord) u
+	CROSS JOIN LATERAL (SELECT
 		CASE
 			WHEN tt.scenario = 'pending' THEN 'fresh'
 			WHEN tt.scenario = 'complete' AND mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 3)), 29) = 0 THEN 'resolved'
@@ -237,27 +253,7 @@ WITH plan AS MATERIALIZED (
 			WHEN tt.scenario = 'failed' THEN 'exhausted'
 			WHEN tt.scenario = 'backoff' THEN 'backoff'
 			ELSE (ARRAY['running', 'fresh', 'done'])[1 + mod(abs(hashint8extended(tt.task_id * 10007 + u.ord, $2 + 5)), 3)]
-		END AS kind
-	FROM task_times tt
-	CROSS JOIN LATERAL generate_series($14::bigint + (tt.g - 1)::bigint * cardinality($10::bigint[]),
-		$14::bigint + tt.g::bigint * cardinality($10::bigint[]) - 1) AS s (workflow_step_id)
-	CROSS JOIN LATERAL (SELECT (s.workflow_step_id - $14::bigint - (tt.g - 1)::bigint * cardinality($10::bigint[]))::int + 1 AS ord) u
-), shaped AS MATERIALIZED (
-	SELECT p.*, k.*
-	FROM planned_steps p
-	CROSS JOIN LATERAL (SELECT
-		CASE p.kind
-			WHEN 'done' THEN ARRAY['in_progress', 'complete']
-			WHEN 'done_retry' THEN ARRAY['in_progress', 'error', 'pending', 'in_progress', 'complete']
-			WHEN 'resolved' THEN ARRAY['in_progress', 'error', 'resolved_manually']
-			WHEN 'running' THEN ARRAY['in_progress']
-			WHEN 'exhausted' THEN ARRAY['in_progress', 'error', 'pending', 'in_progress', 'error', 'pending', 'in_progress', 'error']
-			WHEN 'backoff' THEN ARRAY['in_progress', 'error']
-			ELSE ARRAY[]::text[]
-		END AS hist,
-		CASE p.kind WHEN 'done' THEN 1 WHEN 'done_retry' THEN 2 WHEN 'resolved' THEN 1
-			WHEN 'exhausted' THEN 3 WHEN 'backoff' THEN 1 ELSE 0 END AS attempts
-	) k
+		END AS kind) k
 ), steps AS (
 	INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, last_attempted_at,
 		backoff_request_seconds, processed, processed_at, in_process, results, created_at, updated_at,

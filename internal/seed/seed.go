@@ -447,6 +447,11 @@ const Writers = 2
 // what writing the batches one after the other would write; only the ids of transitions
 // depend on how the writers interleave. On error, the batches already written stay.
 func Generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result)) (Report, error) {
+	return generate(ctx, db, seed, plan, progress, Writers)
+}
+
+// generate is Generate with writers batches written side by side.
+func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result), writers int) (Report, error) {
 	var rep Report
 	start := time.Now()
 	ps := make([]*prepared, len(plan))
@@ -467,7 +472,7 @@ func Generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progre
 	var mu sync.Mutex // serialises progress and guards failed
 	var failed error  // the first failure: what cancels the other writers
 	var wg sync.WaitGroup
-	for range min(Writers, len(ps)) {
+	for range max(1, min(writers, len(ps))) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -7,7 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/seed"
+	"github.com/taskerhq/tasker/internal/shape"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -172,4 +174,102 @@ func TestPlanRefusesBadInput(t *testing.T) {
 	if total < 990000 || total > 1000000 {
 		t.Errorf("plan for 1M steps writes %d", total)
 	}
+}
+
+// TestSideBySideWritesWhatOneAfterTheOtherWrites generates one plan with one writer and with
+// two into fresh databases (bulk mode): every task, step, edge and transition is the same,
+// ids included (only transition ids may differ), and what the generator has always written
+// for that plan (written); each table's ids run 1..n, and the identity
+// sequences are past every id written, so the next ordinary insert cannot collide. A batch
+// written afterwards by Run gets the ids that follow.
+func TestSideBySideWritesWhatOneAfterTheOtherWrites(t *testing.T) {
+	t.Parallel()
+	plan, err := seed.Plan(4000, append([]string{"parallel_merge"}, seed.DefaultShapes...), 700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prints [2]map[string]string
+	for i, writers := range []int{1, 2} {
+		url := dbtest.AsServerAdmin(t, dbtest.NewURL(t))
+		db := dbtest.Open(t, url)
+		ctx := context.Background()
+		rep, err := seed.GenerateWith(ctx, db, 3, plan, nil, writers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Batches) != len(plan) {
+			t.Fatalf("%d writers: %d batches written, plan has %d", writers, len(rep.Batches), len(plan))
+		}
+		prints[i] = map[string]string{}
+		for name, q := range fingerprints {
+			var v string
+			if err := db.Raw(q).Row().Scan(&v); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			prints[i][name] = v
+		}
+		if prints[i]["ids"] != "true" {
+			t.Errorf("%d writers: ids are not 1..n, or a sequence is behind them", writers)
+		}
+		res, err := seed.Run(ctx, db, 3, seed.Batch{Shape: shape.Diamond, Tasks: 3, Mix: seed.DefaultMix, Frontier: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.Raw(`SELECT count(*) FROM tasker_tasks WHERE task_id = ANY(?) AND task_id > ?`,
+			database.Array[int64](res.TaskIDs), rep.Tasks).Row().Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 3 || len(res.TaskIDs) != 3 {
+			t.Errorf("Run wrote tasks %v, %d of them after the generated ones", res.TaskIDs, n)
+		}
+	}
+	for name := range fingerprints {
+		if prints[0][name] != prints[1][name] {
+			t.Errorf("%s: one writer wrote %s, two wrote %s", name, prints[0][name], prints[1][name])
+		}
+		if want, ok := written[name]; ok && prints[1][name] != want {
+			t.Errorf("%s: wrote %s, the generator has always written %s", name, prints[1][name], want)
+		}
+	}
+}
+
+// written are the fingerprints of the plan of TestSideBySideWritesWhatOneAfterTheOtherWrites as
+// the generator wrote it before batches were written side by side (one statement joining the
+// steps back to their plan, edges looked up by task and named step), when the ids of edges
+// depended on that statement's plan.
+var written = map[string]string{
+	"tasks":            "431:bf1b034c5a4e7a4a0cde7263d809e6d2",
+	"steps":            "3959:89066c4cb56f599d2980a223920b82a4",
+	"edges":            "4385:9cae9c542e3f342bb365b31d1d66006a",
+	"step transitions": "7191:63174d499a87660f6b8e20a3c5ae593b",
+	"task transitions": "563:076ba00288a6bd88073262e790df3713",
+}
+
+// fingerprints sum up what a seed wrote; times are taken relative to their task's creation.
+var fingerprints = map[string]string{
+	"tasks": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', t.task_id, n.name, t.complete, t.tags, t.context,
+		t.created_at - t.requested_at), ',' ORDER BY t.task_id))
+		FROM tasker_tasks t JOIN tasker_named_tasks n USING (named_task_id)`,
+	"steps": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', s.workflow_step_id, s.task_id, n.name, s.attempts,
+		s.last_attempted_at - t.created_at, s.backoff_request_seconds, s.processed, s.processed_at - t.created_at,
+		s.in_process, s.results, s.created_at - t.created_at, s.updated_at - t.created_at, s.dependency_level,
+		s.min_depth_from_root, s.task_inactive), ',' ORDER BY s.workflow_step_id))
+		FROM tasker_workflow_steps s JOIN tasker_tasks t USING (task_id) JOIN tasker_named_steps n USING (named_step_id)`,
+	"edges": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', from_step_id, to_step_id), ',' ORDER BY from_step_id, to_step_id))
+		FROM tasker_workflow_step_edges`,
+	"edge ids": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', id, from_step_id, to_step_id), ',' ORDER BY id))
+		FROM tasker_workflow_step_edges`,
+	"step transitions": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', x.workflow_step_id, x.sort_key, x.to_state,
+		x.from_state, x.most_recent, x.created_at - t.created_at), ',' ORDER BY x.workflow_step_id, x.sort_key))
+		FROM tasker_workflow_step_transitions x JOIN tasker_workflow_steps s USING (workflow_step_id) JOIN tasker_tasks t USING (task_id)`,
+	"task transitions": `SELECT count(*) || ':' || md5(string_agg(concat_ws('|', x.task_id, x.sort_key, x.to_state,
+		x.from_state, x.most_recent, x.created_at - t.created_at), ',' ORDER BY x.task_id, x.sort_key))
+		FROM tasker_task_transitions x JOIN tasker_tasks t USING (task_id)`,
+	"ids": `SELECT ((SELECT min(task_id) = 1 AND max(task_id) = count(*) FROM tasker_tasks)
+		AND (SELECT min(workflow_step_id) = 1 AND max(workflow_step_id) = count(*) FROM tasker_workflow_steps)
+		AND (SELECT min(id) = 1 AND max(id) = count(*) FROM tasker_workflow_step_edges)
+		AND (SELECT last_value FROM tasker_tasks_task_id_seq) >= (SELECT max(task_id) FROM tasker_tasks)
+		AND (SELECT last_value FROM tasker_workflow_steps_workflow_step_id_seq) >= (SELECT max(workflow_step_id) FROM tasker_workflow_steps)
+		AND (SELECT last_value FROM tasker_workflow_step_edges_id_seq) >= (SELECT max(id) FROM tasker_workflow_step_edges))::text`,
 }

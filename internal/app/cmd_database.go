@@ -56,7 +56,7 @@ func openDatabase(ctx context.Context, cfg config.Config) (*gorm.DB, error) {
 // runSeed generates a dataset of about -steps steps (internal/seed) into a migrated database.
 func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Writer, log *slog.Logger) error {
 	fs := newFlagSet("seed", "[-steps n] [flags]",
-		"Generate a realistic dataset of about -steps steps into a migrated database, with set-based SQL.", out)
+		"Generate a realistic dataset of about -steps steps into a migrated database, with set-based SQL, two batches at a time.", out)
 	databaseFlags(fs, &cfg, usesServer)
 	steps := fs.Int("steps", 10000, "how many steps to generate in total (10 to any size)")
 	shapes := fs.String("shapes", strings.Join(seed.DefaultShapes, ","),

@@ -11,11 +11,15 @@
 // a step waiting on backoff asked for an hour's delay, so it stays blocked while a benchmark
 // runs.
 //
-// Everything is written with set-based SQL: one statement creates a batch's tasks, steps and
-// both transition histories (generate_series and unnest over the shape), and one more inserts
-// all its edges; steps carry their DAG depth computed from the shape, so the edges trigger's walk
-// is skipped (in bulk mode no trigger fires at all). Drawing is
-// deterministic: the same seed, shapes and sizes produce the same data in an empty database.
+// Everything is written with set-based SQL. The ids of a plan's tasks, steps and edges are
+// reserved first, batch after batch; then one statement creates a batch's tasks, steps and both
+// transition histories (generate_series over the tasks and their steps, every row computed from
+// its ordinals and reserved ids), and one more inserts all its edges, computed from the steps'
+// ids; steps carry their DAG depth computed from the shape, so the edges trigger's walk is
+// skipped (in bulk mode no trigger fires at all). Generate writes two batches side by side, each
+// in its own transaction. Drawing is deterministic: the same seed, shapes and sizes produce the
+// same data in an empty database, ids included, whether batches are written one after the
+// other or side by side; only the ids of transitions depend on how the writers interleave.
 package seed
 
 import (

@@ -53,10 +53,14 @@ END;
 $$;
 -- +goose StatementEnd
 
--- 3. tasker_mark_task_inactive_steps no longer looks for steps to flag for the tasks whose new
---    current transition keeps them active: from pending or in_progress (or the first
---    transition, from no row: pending) to pending or in_progress, so a task that the engine
---    starts no longer probes its steps. The flags it writes are unchanged (migration 00050).
+-- 3. tasker_mark_task_inactive_steps no longer looks for steps to flag for the tasks that the
+--    inserting statement keeps active: every row it wrote for the task goes from pending or
+--    in_progress (or, the first transition, from no row: pending) to pending or in_progress,
+--    so a task that the engine starts no longer probes its steps. All of the task's rows are
+--    looked at, not only its new current one: one statement may write several transitions of
+--    a task (error -> pending -> in_progress is one batch of the state machine), and the
+--    current one alone (pending -> in_progress) does not say that the task was active before.
+--    The flags it writes are unchanged (migration 00050).
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION tasker_mark_task_inactive_steps() RETURNS trigger LANGUAGE plpgsql
@@ -68,7 +72,10 @@ BEGIN
           FROM new_task_states
           WHERE most_recent
             AND NOT (to_state IN ('pending', 'in_progress')
-                     AND (coalesce(from_state IN ('pending', 'in_progress'), sort_key = 1)))) n
+                     AND coalesce(from_state IN ('pending', 'in_progress'), sort_key = 1)
+                     AND task_id NOT IN (SELECT o.task_id FROM new_task_states o
+                                         WHERE NOT (o.to_state IN ('pending', 'in_progress')
+                                                    AND coalesce(o.from_state IN ('pending', 'in_progress'), o.sort_key = 1))))) n
     WHERE ws.task_id = n.task_id AND NOT ws.processed AND ws.task_inactive <> n.inactive;
     RETURN NULL;
 END;

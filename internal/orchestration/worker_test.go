@@ -169,6 +169,22 @@ steps:
     handler: {kind: count}
 `
 
+// runOnTwoEngines creates n tasks of template tests/name and starts two engines of four
+// workers each, polling every poll, on them; it returns the tasks.
+func (h *harness) runOnTwoEngines(name string, n int, poll time.Duration) []int64 {
+	h.t.Helper()
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = h.create("tests", name, "")
+	}
+	cfg := orchestration.Config{Workers: 4, PollInterval: poll}
+	cfg.WorkerID = "engine-one"
+	h.engine(cfg)
+	cfg.WorkerID = "engine-two"
+	h.engine(cfg)
+	return ids
+}
+
 func TestTwoEnginesRunEveryAttemptExactlyOnce(t *testing.T) {
 	t.Parallel()
 	c := newInvocations()
@@ -178,15 +194,7 @@ func TestTwoEnginesRunEveryAttemptExactlyOnce(t *testing.T) {
 	}
 	h := newHarness(t, handlers, countedYAML)
 	const tasks = 200
-	ids := make([]int64, tasks)
-	for i := range ids {
-		ids[i] = h.create("tests", "counted", "")
-	}
-	cfg := orchestration.Config{Workers: 4, PollInterval: 500 * time.Millisecond}
-	cfg.WorkerID = "engine-one"
-	h.engine(cfg)
-	cfg.WorkerID = "engine-two"
-	h.engine(cfg)
+	ids := h.runOnTwoEngines("counted", tasks, 500*time.Millisecond)
 	h.waitTasks("complete", 90*time.Second, ids...)
 
 	var rows []struct {

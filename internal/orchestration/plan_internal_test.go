@@ -293,19 +293,7 @@ func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	}
 	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
 	defer e.cancelHandlers()
-	steps, err := e.claim(ctx, 8)
-	if err != nil || len(steps) != 8 {
-		t.Fatalf("claimed %d steps (%v), want 8", len(steps), err)
-	}
-	runs := e.prepare(steps)
-	if len(runs) != 8 {
-		t.Fatalf("prepared %d steps, want 8", len(runs))
-	}
-	batch := make([]result, len(runs))
-	for i, r := range runs {
-		r.close()
-		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
-	}
+	steps, batch := claimedResults(t, e, 8)
 	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
 	_, next, err := e.recordBatch(ctx, batch, 2, true) // and claims the next steps in its transaction
 	if err != nil {

@@ -134,16 +134,7 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 		e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
 		mainLog.Take()
 		engineLog.Take()
-		steps, err := e.claim(ctx, 4)
-		if err != nil || len(steps) != 4 {
-			t.Fatalf("claimed %d steps (%v), want 4", len(steps), err)
-		}
-		runs := e.prepare(steps)
-		batch := make([]result, len(runs))
-		for i, r := range runs {
-			r.close()
-			batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
-		}
+		_, batch := claimedResults(t, e, 4)
 		_, next, err := e.recordBatch(ctx, batch, 2, true)
 		if err != nil {
 			t.Fatal(err)
@@ -195,16 +186,7 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 	}
 	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
 	defer e.cancelHandlers()
-	steps, err := e.claim(ctx, 8)
-	if err != nil || len(steps) != 8 {
-		t.Fatalf("claimed %d steps (%v), want 8", len(steps), err)
-	}
-	runs := e.prepare(steps)
-	batch := make([]result, len(runs))
-	for i, r := range runs {
-		r.close()
-		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
-	}
+	runs, batch := claimedResults(t, e, 8)
 	readsCurrent := func(stmts []string) (n int) {
 		for _, s := range stmts {
 			if strings.Contains(strings.Join(strings.Fields(strings.ToLower(s)), " "),
@@ -243,4 +225,25 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 	if len(histories) != 8 || slices.ContainsFunc(histories, func(h string) bool { return h != "in_progress,complete:1" }) {
 		t.Errorf("histories of the recorded steps %v, want 8 times in_progress,complete with one current row", histories)
 	}
+}
+
+// claimedResults claims n steps with e (it fails t unless it claims and prepares all n), stops
+// watching their claims, and returns each as a successful attempt ready to record, with the
+// runs they came from.
+func claimedResults(t *testing.T, e *Engine, n int) ([]*run, []result) {
+	t.Helper()
+	steps, err := e.claim(context.Background(), n)
+	if err != nil || len(steps) != n {
+		t.Fatalf("claimed %d steps (%v), want %d", len(steps), err, n)
+	}
+	runs := e.prepare(steps)
+	if len(runs) != n {
+		t.Fatalf("prepared %d steps, want %d", len(runs), n)
+	}
+	batch := make([]result, len(runs))
+	for i, r := range runs {
+		r.close()
+		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
+	}
+	return runs, batch
 }

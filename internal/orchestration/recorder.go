@@ -153,7 +153,7 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
 	// a batch that did commit has released its claims, and a second recording of it finds
 	// them gone.
-	var kept map[int64]bool
+	var kept map[string]bool
 	var c claimed
 	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
@@ -181,7 +181,7 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 			"attempts", len(batch), "error", err)
 	}
 	for _, res := range batch {
-		ok := kept[res.step.StepID]
+		ok := kept[res.step.Token]
 		if res.runErr != nil || err != nil {
 			e.retryDirty.Store(true)
 		}
@@ -229,10 +229,10 @@ type stepOutcome struct {
 //
 // Then, in the same transaction, it claims up to claim ready steps (see claimIn), the steps
 // the batch made ready among them; the tasks' settling moves are written in one batch with the
-// moves that start the claimed steps' tasks. It returns which steps were recorded (kept) and
-// what it claimed, which the caller hands to claimed.
-func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[int64]bool, claimed, error) {
-	kept := map[int64]bool{}
+// moves that start the claimed steps' tasks. It returns the claims whose attempts were
+// recorded (kept, by claim token) and what it claimed, which the caller hands to claimed.
+func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[string]bool, claimed, error) {
+	kept := map[string]bool{}
 	var c claimed
 	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
@@ -248,11 +248,15 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		if err != nil {
 			return err
 		}
+		// held maps each held step to the token of its claim: of two results of one step in a
+		// batch (an attempt whose claim was lost and recovered, and the step's next attempt),
+		// only the one of the claim still held is recorded.
+		isHeld := func(res result) bool { return held[res.step.StepID] == res.step.Token }
 		outcomes := make([]store.StepOutcome, 0, len(batch))
 		moves := make([]sm.Move, 0, len(batch))
 		current := make(map[int64]store.OwnerState, len(batch))
 		for _, res := range batch {
-			if !held[res.step.StepID] {
+			if !isHeld(res) {
 				continue
 			}
 			if s := res.step.started; known && s.State != nil {
@@ -273,16 +277,16 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 			// Only an engine holding the claim moves an in_progress step, so this does not
 			// happen; the step is left to its lease rather than written half.
 			e.log.Error("orchestration: finished step refused its move; the lease will recover it", "step_id", te.ID, "reason", te.Error())
-			held[te.ID] = false
+			delete(held, te.ID)
 		}
-		outcomes = slices.DeleteFunc(outcomes, func(o store.StepOutcome) bool { return !held[o.StepID] })
+		outcomes = slices.DeleteFunc(outcomes, func(o store.StepOutcome) bool { _, ok := held[o.StepID]; return !ok })
 		if err := tx.WriteOutcomes(ctx, outcomes); err != nil {
 			return fmt.Errorf("recording attempt outcomes: %w", err)
 		}
 		var settle []int64
 		for _, res := range batch {
-			if held[res.step.StepID] {
-				kept[res.step.StepID] = true
+			if isHeld(res) {
+				kept[res.step.Token] = true
 				settle = append(settle, res.step.TaskID)
 			}
 		}
@@ -304,16 +308,23 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 }
 
 // lockHeldClaims locks the tasks taskIDs, then, in id order, the steps of batch whose claims
-// are still held with the batch's tokens, in one statement, and returns those steps.
-func lockHeldClaims(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result) (map[int64]bool, error) {
+// are still held with the batch's tokens, in one statement, and returns those steps with the
+// tokens that hold them.
+func lockHeldClaims(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result) (map[int64]string, error) {
 	ids, tokens := claimKeys(len(batch), func(i int) claimedStep { return batch[i].step })
 	locked, err := tx.LockHeldClaims(ctx, taskIDs, ids, tokens)
 	if err != nil {
 		return nil, fmt.Errorf("locking tasks and claimed steps: %w", err)
 	}
-	held := make(map[int64]bool, len(locked))
-	for _, id := range locked {
-		held[id] = true
+	tokenHeld := make(map[string]bool, len(locked))
+	for _, t := range locked {
+		tokenHeld[t] = true
+	}
+	held := make(map[int64]string, len(locked))
+	for _, res := range batch {
+		if tokenHeld[res.step.Token] {
+			held[res.step.StepID] = res.step.Token
+		}
 	}
 	return held, nil
 }

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -246,4 +247,40 @@ func claimedResults(t *testing.T, e *Engine, n int) ([]*run, []result) {
 		batch[i] = result{step: r.s, name: r.in.Name, out: handler.Output{Results: json.RawMessage(`{}`)}, log: e.log}
 	}
 	return runs, batch
+}
+
+// TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim: a batch may hold two results of one step,
+// one of a claim that was lost (its attempt ran on after recovery took the step back) and one
+// of the claim that holds the step now; only the second is recorded, and the step's history
+// is the held attempt's.
+func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	seedChains(t, db, 2, 0)
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "held"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
+	defer e.cancelHandlers()
+	_, batch := claimedResults(t, e, 2)
+	stale := batch[0]
+	stale.step.Token = "00000000-0000-4000-8000-000000000000"
+	stale.runErr = handler.Permanent(errors.New("the lost attempt"))
+	kept, _, err := e.recordBatch(ctx, append([]result{stale}, batch...), 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kept[batch[0].step.Token] || !kept[batch[1].step.Token] || kept[stale.step.Token] {
+		t.Fatalf("kept %v: want the two held claims' attempts and not the lost one's", kept)
+	}
+	var history string
+	if err := db.Raw(`SELECT string_agg(to_state, ',' ORDER BY sort_key) FROM tasker_workflow_step_transitions
+		WHERE workflow_step_id = ?`, batch[0].step.StepID).Row().Scan(&history); err != nil {
+		t.Fatal(err)
+	}
+	if history != "in_progress,complete" {
+		t.Fatalf("history of the step with two results: %s, want in_progress,complete", history)
+	}
 }

@@ -240,16 +240,17 @@ func (s *Store) NextRetry(ctx context.Context) (at *time.Time, now time.Time, er
 
 // LockHeldClaims takes, in one statement, the row locks of the existing tasks among taskIDs
 // (in id order, so that transactions locking several tasks never deadlock) and then those of the steps among stepIDs whose claims are still held with the
-// token at the same index of tokens (in id order), and returns those steps. The engine's lock
+// token at the same index of tokens (in id order), and returns the claim tokens that still
+// hold them (a step's stale token, given beside its current one, is not among them). The engine's lock
 // order (task, then step) holds within the statement: the tasks are locked by an uncorrelated
 // subquery that the step scan's filter needs before it lets any row through, so every task
 // lock is taken before the first step lock.
-func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, tokens []string) ([]int64, error) {
-	return queryRows(ctx, s, int64Column, `
+func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, tokens []string) ([]string, error) {
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, `
 		WITH tasks AS MATERIALIZED (
 		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
 		)
-		SELECT ws.workflow_step_id
+		SELECT ws.claim_token::text
 		FROM tasker_workflow_steps ws
 		JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
 		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token

@@ -67,9 +67,9 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 // otherwise the functions above, except that they do not return the written transitions,
 // whose rows are then not read back (only counted: a row missing is an error). What the
 // writer already knows of its owners (known, which may be empty) saves the statements that
-// would read it; they return each moved owner's current transition after the batch, which a
-// writer that keeps holding the owner (the engine, while its claim holds a step) may pass as
-// known to its next batch.
+// would read it. The steps' variant returns each moved step's current transition after the
+// batch, which a writer that keeps holding the step (the engine, while its claim holds it) may
+// pass as known to its next batch.
 
 // Known is what a writer holding its owners' row locks knows of some of them, read under
 // those locks in its transaction or written by it while it held them:
@@ -91,7 +91,7 @@ type Known struct {
 // TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps; it returns the
 // moved steps' current transitions after the batch.
 func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) (map[int64]store.OwnerState, []*TransitionError, error) {
-	b := batch{o: stepOwner, moves: moves, partial: true, held: true, known: known}
+	b := batch{o: stepOwner, moves: moves, partial: true, held: true, known: known, wantAfter: true}
 	err := b.run(ctx, st)
 	return b.after, b.refused, batchError(stepOwner, moves, err)
 }
@@ -124,14 +124,15 @@ type planned struct {
 // batch is one batch of moves of owners of one kind (see TransitionSteps): partial writes the
 // allowed owners' moves and returns the refusals of the others; held says the caller holds
 // the owners' row locks (it knows known of them), and the written transitions are then not
-// read back (written stays nil) but each moved owner's current transition is returned
-// (after).
+// read back (written stays nil); with wantAfter each moved owner's current transition is
+// returned (after).
 type batch struct {
-	o       owner
-	moves   []Move
-	partial bool
-	held    bool
-	known   Known
+	o         owner
+	moves     []Move
+	partial   bool
+	held      bool
+	known     Known
+	wantAfter bool
 
 	written []Transition
 	refused []*TransitionError
@@ -176,7 +177,7 @@ func (b *batch) run(ctx context.Context, st *store.Store) error {
 		if b.written, err = writePlan(ctx, tx, o, plan, cur, !b.held); err != nil {
 			return err
 		}
-		if b.held {
+		if b.wantAfter {
 			b.after = make(map[int64]store.OwnerState, len(plan))
 			for _, p := range plan {
 				if p.last {

@@ -13,6 +13,7 @@ import (
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
+	"github.com/taskerhq/tasker/internal/testkit/wait"
 )
 
 const racedYAML = `
@@ -81,22 +82,15 @@ func TestOperatorsRacingEnginesKeepEveryHistoryWellFormed(t *testing.T) {
 		t.Error(err)
 	}
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	wait.Until(t, 60*time.Second, "every task to end (none pending or in_progress)", func() bool {
 		var open int64
 		if err := h.db.Raw(`SELECT count(*) FROM unnest(?::bigint[]) AS u(id)
 			WHERE coalesce((SELECT to_state FROM tasker_task_transitions WHERE task_id = u.id AND most_recent), 'pending')
 			      IN ('pending', 'in_progress')`, database.Array[int64](ids)).Row().Scan(&open); err != nil {
 			t.Fatal(err)
 		}
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tasks still open", open)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return open == 0
+	})
 
 	type row struct {
 		Owner      int64

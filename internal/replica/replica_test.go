@@ -311,8 +311,8 @@ func aReplicaFailingMidResultCostsNoRequest(t *testing.T, a *api) {
 	newer1, _ := a.createTask()
 	newer2, _ := a.createTask()
 	ctx := context.Background()
-	primary := connect(t, a.pair.Primary.URL())
-	standby := connect(t, a.pair.StandbyURL())
+	primary := a.pair.Connect(a.pair.Primary.URL())
+	standby := a.pair.Connect(a.pair.StandbyURL())
 	for _, id := range []string{newer1, newer2} {
 		if _, err := primary.Exec(ctx, `UPDATE tasker_tasks SET context = jsonb_build_object('filler', repeat('a', 100000)) WHERE task_id = $1`, id); err != nil {
 			t.Fatal(err)
@@ -449,19 +449,6 @@ func with(labels map[string]string, name, value string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// connect opens a connection of the test's own to url, closed when the test ends.
-func connect(t *testing.T, url string) *pgx.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
 }
 
 // metric is the value of the counter name{labels} in the API's metrics, 0 when it has not

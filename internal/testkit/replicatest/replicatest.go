@@ -122,6 +122,15 @@ func (p *Pair) QueryRow(url, sql string, dst ...any) {
 	}
 }
 
+// Connect opens a connection of the test's own to url (the primary's or the standby's),
+// closed when the test ends.
+func (p *Pair) Connect(url string) *pgx.Conn {
+	p.t.Helper()
+	conn := p.connect(url)
+	p.t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
 func (p *Pair) connect(url string) *pgx.Conn {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -82,7 +82,11 @@ func runSeed(ctx context.Context, cfg config.Config, args []string, out io.Write
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "seeded %d tasks, %d steps, %d edges in %s (%d batches; tasks, steps and transitions %s, edges %s, then ANALYZE)\n",
-		rep.Tasks, rep.Steps, rep.Edges, rep.Total.Round(1e6), len(rep.Batches), rep.Insert.Round(1e6), rep.EdgesTime.Round(1e6))
+	indexes := ""
+	if rep.Indexes > 0 {
+		indexes = fmt.Sprintf(", %d indexes built after the load in %s", rep.Indexes, rep.IndexTime.Round(1e6))
+	}
+	fmt.Fprintf(out, "seeded %d tasks, %d steps, %d edges in %s (%d batches; tasks, steps and transitions %s, edges %s%s, then ANALYZE)\n",
+		rep.Tasks, rep.Steps, rep.Edges, rep.Total.Round(1e6), len(rep.Batches), rep.Insert.Round(1e6), rep.EdgesTime.Round(1e6), indexes)
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/taskerhq/tasker/db"
+	"github.com/taskerhq/tasker/internal/indexes"
 )
 
 // Applied describes one migration that Up applied.
@@ -27,8 +28,9 @@ type Applied struct {
 	Duration string
 }
 
-// Up applies every pending migration and returns those it applied, in order. A database that
-// is already current yields an empty slice and no error.
+// Up applies every pending migration and returns those it applied, in order, then builds any
+// index a bulk load set aside and left unbuilt (see package indexes). A database that is
+// already current yields an empty slice and no error.
 func Up(ctx context.Context, sqlDB *sql.DB) ([]Applied, error) {
 	provider, err := newProvider(sqlDB)
 	if err != nil {
@@ -37,6 +39,11 @@ func Up(ctx context.Context, sqlDB *sql.DB) ([]Applied, error) {
 	results, err := provider.Up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("applying migrations: %w", err)
+	}
+	// Indexes a bulk load set aside and did not build again (it died half-way) are built now,
+	// before anything runs on the schema.
+	if _, err := indexes.Restore(ctx, sqlDB, 2); err != nil {
+		return nil, err
 	}
 	applied := make([]Applied, 0, len(results))
 	for _, r := range results {

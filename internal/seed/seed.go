@@ -32,6 +32,8 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/indexes"
 	"github.com/taskerhq/tasker/internal/shape"
 	"github.com/taskerhq/tasker/internal/store"
 )
@@ -170,6 +172,12 @@ func prepare(b Batch) (*prepared, error) {
 // batch is written, so that batches written side by side share no row they would both lock.
 func register(ctx context.Context, db *gorm.DB, ps []*prepared) error {
 	return store.New(db).Tx(ctx, func(tx *store.Store) error {
+		// The named steps (10,000 for the widest shape) reference the rows this statement
+		// has just created or found: their foreign keys are skipped where the role may
+		// (store.TrustReferences), a third of the statement's time.
+		if _, err := tx.TrustReferences(ctx); err != nil {
+			return fmt.Errorf("seeding: %w", err)
+		}
 		var n store.SeedIDs
 		for _, p := range ps {
 			names := make([]string, len(p.Shape.Steps))
@@ -438,6 +446,44 @@ type Report struct {
 	// Insert and EdgesTime are the sums over batches (see Result); batches written side by
 	// side overlap, so these sums can exceed Total.
 	Insert, EdgesTime time.Duration
+	// Indexes is how many secondary indexes were set aside during the load and built again
+	// after it (see deferIndexes), in IndexTime.
+	Indexes   int
+	IndexTime time.Duration
+}
+
+// DeferIndexesFrom is the smallest plan, in steps, for which Generate sets the secondary
+// indexes of the tables it fills aside during the load (when the database holds fewer steps
+// than the plan adds): below it, dropping and building them costs more than it saves.
+const DeferIndexesFrom = 100_000
+
+// deferredTables are the tables whose secondary indexes a large load sets aside: those that
+// take a row (or several) per step or per task.
+var deferredTables = []string{
+	"tasker_tasks", "tasker_workflow_steps", "tasker_workflow_step_edges",
+	"tasker_workflow_step_transitions", "tasker_task_transitions",
+}
+
+// deferIndexes sets the secondary indexes of deferredTables aside (package indexes) when the
+// plan adds at least from steps (DeferIndexesFrom) and more steps than the database already holds:
+// building an index once over the loaded rows then costs less than maintaining it row by row
+// (BENCHMARKS.md "Seed"). It reports whether it did. Indexes that enforce something (primary
+// keys, unique indexes) stay, so every row is as constrained as always.
+func deferIndexes(ctx context.Context, db *gorm.DB, steps, from int) (bool, error) {
+	if steps < from {
+		return false, nil
+	}
+	existing, err := store.New(db).CountStepsUpTo(ctx, steps)
+	if err != nil {
+		return false, fmt.Errorf("counting steps: %w", err)
+	}
+	if existing >= steps {
+		return false, nil
+	}
+	if _, err := indexes.Defer(ctx, database.SQL(db), deferredTables); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Writers is how many batches Generate writes side by side, each in its own transaction on
@@ -446,16 +492,19 @@ const Writers = 2
 
 // Generate writes every batch of plan, Writers at a time, calling progress after each (never
 // two calls at once), then runs ANALYZE on the tables it wrote so that the planner sees the
-// new sizes. Every batch's
-// task, step and edge ids are reserved first, in plan order, so the data (ids included) is
-// what writing the batches one after the other would write; only the ids of transitions
-// depend on how the writers interleave. On error, the batches already written stay.
+// new sizes. Every batch's task, step and edge ids are reserved first, in plan order, so the
+// data (ids included) is what writing the batches one after the other would write; only the
+// ids of transitions depend on how the writers interleave. On error, the batches already
+// written stay. A large plan into a nearly empty database sets the secondary indexes of the
+// tables it fills aside while it writes (see deferIndexes) and builds them again before it
+// returns, whether the load succeeded or not.
 func Generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result)) (Report, error) {
-	return generate(ctx, db, seed, plan, progress, Writers)
+	return generate(ctx, db, seed, plan, progress, Writers, DeferIndexesFrom)
 }
 
-// generate is Generate with writers batches written side by side.
-func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result), writers int) (Report, error) {
+// generate is Generate with writers batches written side by side, setting indexes aside from
+// plans of deferFrom steps.
+func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progress func(Result), writers, deferFrom int) (Report, error) {
 	var rep Report
 	start := time.Now()
 	ps := make([]*prepared, len(plan))
@@ -469,6 +518,19 @@ func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progre
 	if err := register(ctx, db, ps); err != nil {
 		return rep, err
 	}
+	// Indexes an earlier load left aside (it died half-way) are built first.
+	if _, err := indexes.Restore(ctx, database.SQL(db), Writers); err != nil {
+		return rep, err
+	}
+	steps := 0
+	for _, p := range ps {
+		steps += p.Tasks * len(p.Shape.Steps)
+	}
+	deferred, err := deferIndexes(ctx, db, steps, deferFrom)
+	if err != nil {
+		return rep, err
+	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make([]Result, len(ps))
@@ -506,6 +568,16 @@ func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progre
 	}
 	close(next)
 	wg.Wait()
+	if deferred {
+		// The indexes are built again however the load ended, even when it was cancelled:
+		// left aside, they would slow every query until the next start.
+		indexStart := time.Now()
+		n, err := indexes.Restore(context.WithoutCancel(parent), database.SQL(db), Writers)
+		rep.Indexes, rep.IndexTime = n, time.Since(indexStart)
+		if err != nil {
+			return rep, fmt.Errorf("building indexes after seeding: %w", err)
+		}
+	}
 	for _, res := range results {
 		if res.Shape == "" { // not written
 			continue

@@ -2,10 +2,12 @@ package seed_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/seed"
@@ -188,15 +190,24 @@ func TestSideBySideWritesWhatOneAfterTheOtherWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var prints [2]map[string]string
-	for i, writers := range []int{1, 2} {
+	// The third run sets the indexes aside during its load (any plan qualifies) and must
+	// write the same data and leave the same indexes.
+	runs := []struct{ writers, deferFrom int }{{1, seed.DeferIndexesFrom}, {2, seed.DeferIndexesFrom}, {2, 1}}
+	prints := make([]map[string]string, len(runs))
+	for i, run := range runs {
+		writers := run.writers
 		url := dbtest.AsServerAdmin(t, dbtest.NewURL(t))
 		db := dbtest.Open(t, url)
 		ctx := context.Background()
-		rep, err := seed.GenerateWith(ctx, db, 3, plan, nil, writers)
+		before := indexDefinitions(t, db)
+		rep, err := seed.GenerateWith(ctx, db, 3, plan, nil, writers, run.deferFrom)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if deferred := run.deferFrom == 1; deferred != (rep.Indexes > 0) {
+			t.Errorf("run %d: %d indexes set aside and built again", i, rep.Indexes)
+		}
+		checkIndexesRestored(t, db, before)
 		if len(rep.Batches) != len(plan) {
 			t.Fatalf("%d writers: %d batches written, plan has %d", writers, len(rep.Batches), len(plan))
 		}
@@ -227,6 +238,9 @@ func TestSideBySideWritesWhatOneAfterTheOtherWrites(t *testing.T) {
 	for name := range fingerprints {
 		if prints[0][name] != prints[1][name] {
 			t.Errorf("%s: one writer wrote %s, two wrote %s", name, prints[0][name], prints[1][name])
+		}
+		if prints[2][name] != prints[1][name] {
+			t.Errorf("%s: with indexes set aside %s, with them %s", name, prints[2][name], prints[1][name])
 		}
 		if want, ok := written[name]; ok && prints[1][name] != want {
 			t.Errorf("%s: wrote %s, the generator has always written %s", name, prints[1][name], want)
@@ -272,4 +286,66 @@ var fingerprints = map[string]string{
 		AND (SELECT last_value FROM tasker_tasks_task_id_seq) >= (SELECT max(task_id) FROM tasker_tasks)
 		AND (SELECT last_value FROM tasker_workflow_steps_workflow_step_id_seq) >= (SELECT max(workflow_step_id) FROM tasker_workflow_steps)
 		AND (SELECT last_value FROM tasker_workflow_step_edges_id_seq) >= (SELECT max(id) FROM tasker_workflow_step_edges))::text`,
+}
+
+// TestIndexesComeBackWhenTheLoadIsCancelled cancels a load that set the indexes aside after
+// its first batch: Generate fails, and every index is there again, as it was.
+func TestIndexesComeBackWhenTheLoadIsCancelled(t *testing.T) {
+	t.Parallel()
+	plan, err := seed.Plan(3000, seed.DefaultShapes, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dbtest.Open(t, dbtest.AsServerAdmin(t, dbtest.NewURL(t)))
+	before := indexDefinitions(t, db)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rep, err := seed.GenerateWith(ctx, db, 3, plan, func(seed.Result) { cancel() }, 1, 1)
+	if err == nil {
+		t.Fatal("a cancelled load succeeded")
+	}
+	if len(rep.Batches) == 0 || len(rep.Batches) == len(plan) {
+		t.Fatalf("%d of %d batches written: the load was not cut short", len(rep.Batches), len(plan))
+	}
+	if rep.Indexes == 0 {
+		t.Error("no index was set aside and built again")
+	}
+	checkIndexesRestored(t, db, before)
+}
+
+// indexDefinitions returns every index of the schema: name -> definition.
+func indexDefinitions(t *testing.T, db *gorm.DB) map[string]string {
+	t.Helper()
+	var rows []struct{ Indexname, Indexdef string }
+	if err := db.Raw(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()`).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		out[r.Indexname] = r.Indexdef
+	}
+	return out
+}
+
+// checkIndexesRestored fails unless the schema has exactly the indexes of before, valid, and
+// none is left recorded as set aside.
+func checkIndexesRestored(t *testing.T, db *gorm.DB, before map[string]string) {
+	t.Helper()
+	after := indexDefinitions(t, db)
+	if !maps.Equal(before, after) {
+		for name, def := range before {
+			if after[name] != def {
+				t.Errorf("index %s: was %q, is %q", name, def, after[name])
+			}
+		}
+		t.Errorf("%d indexes before, %d after", len(before), len(after))
+	}
+	var invalid, recorded int
+	if err := db.Raw(`SELECT (SELECT count(*) FROM pg_index WHERE NOT indisvalid),
+		(SELECT count(*) FROM tasker_deferred_indexes)`).Row().Scan(&invalid, &recorded); err != nil {
+		t.Fatal(err)
+	}
+	if invalid != 0 || recorded != 0 {
+		t.Errorf("%d invalid indexes, %d still recorded as set aside", invalid, recorded)
+	}
 }

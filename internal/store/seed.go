@@ -149,6 +149,14 @@ func (s *Store) InsertSeedEdges(ctx context.Context, firstStepID, firstEdgeID in
 	return res.RowsAffected, res.Error
 }
 
+// CountStepsUpTo counts the steps in the database, stopping at limit (it returns limit when
+// there are that many or more), so it reads at most limit index entries.
+func (s *Store) CountStepsUpTo(ctx context.Context, limit int) (int, error) {
+	var n int
+	err := s.conn(ctx).Raw(`SELECT count(*) FROM (SELECT 1 FROM tasker_workflow_steps LIMIT ?) s`, limit).Scan(&n).Error
+	return n, err
+}
+
 // NotifyTasksCreated sends one tasker_tasks_created wake-up for n tasks.
 func (s *Store) NotifyTasksCreated(ctx context.Context, n int) error {
 	return s.conn(ctx).Exec(`SELECT pg_notify('tasker_tasks_created', json_build_object('count', $1::int)::text)`, n).Error

@@ -2,6 +2,7 @@ package migrate_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -44,24 +45,33 @@ func functionBlocks(t *testing.T, file string, up bool, names ...string) map[str
 	return out
 }
 
-// TestCheaperEngineWritesKeepNotificationsAndComeDown: migration 00059's notification
-// functions send, for one statement of 120 step transitions and one of 120 task transitions,
-// byte for byte the payloads, on the same channels and in the same order, as migration
-// 00034's; and its Down section restores exactly the definitions of 00034 and 00050.
-func TestCheaperEngineWritesKeepNotificationsAndComeDown(t *testing.T) {
-	t.Parallel()
+// connect opens a connection to a fresh database, closed when t ends, and an exec that fails t
+// on an error, naming the statement.
+func connect(t *testing.T) (*pgx.Conn, func(q string, args ...any)) {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbtest.NewURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close(ctx) }()
-	exec := func(q string, args ...any) {
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	return conn, func(q string, args ...any) {
 		t.Helper()
 		if _, err := conn.Exec(ctx, q, args...); err != nil {
 			t.Fatalf("%v\n%s", err, q)
 		}
 	}
+}
+
+// TestCheaperEngineWritesKeepNotificationsAndComeDown: migration 00059's notification
+// functions, and 00061's step notification, send, for one statement of 120 step transitions and one of 120 task transitions,
+// byte for byte the payloads, on the same channels and in the same order, as migration
+// 00034's; 00059's Down section restores exactly the definitions of 00034 and 00050, and
+// 00061's that of 00059.
+func TestCheaperEngineWritesKeepNotificationsAndComeDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, exec := connect(t)
 	const notifyStep, notifyTask, mark = "tasker_notify_step_transitions", "tasker_notify_task_transitions",
 		"tasker_mark_task_inactive_steps"
 	defs := func() []string {
@@ -88,17 +98,25 @@ func TestCheaperEngineWritesKeepNotificationsAndComeDown(t *testing.T) {
 	oldMark := functionBlocks(t, "00050_runnable_steps_index.sql", true, mark)
 	up := functionBlocks(t, "00059_cheaper_engine_writes.sql", true, notifyStep, notifyTask, mark)
 	down := functionBlocks(t, "00059_cheaper_engine_writes.sql", false, notifyStep, notifyTask, mark)
+	up61 := functionBlocks(t, "00061_step_notify_lookup.sql", true, notifyStep)
+	down61 := functionBlocks(t, "00061_step_notify_lookup.sql", false, notifyStep)
 
 	head := defs()
+	apply(down61)
+	after61Down := defs()
+	apply(up)
+	if previous := defs(); !slices.Equal(after61Down, previous) {
+		t.Fatalf("00061's Down defines\n%v\nwhere 00059 defined\n%v", after61Down, previous)
+	}
 	apply(down)
 	afterDown := defs()
 	apply(old, oldMark)
 	if previous := defs(); !slices.Equal(afterDown, previous) {
 		t.Fatalf("00059's Down defines\n%v\nwhere 00034 and 00050 defined\n%v", afterDown, previous)
 	}
-	apply(up)
+	apply(up, up61)
 	if again := defs(); !slices.Equal(again, head) {
-		t.Fatalf("00059's Up defines\n%v\nbut the migrated database has\n%v", again, head)
+		t.Fatalf("00059's and 00061's Up define\n%v\nbut the migrated database has\n%v", again, head)
 	}
 
 	// 60 tasks of two steps; one statement writes 180 step transitions, one 120 task
@@ -157,24 +175,96 @@ func TestCheaperEngineWritesKeepNotificationsAndComeDown(t *testing.T) {
 	}
 	apply(old)
 	before := run()
-	apply(up)
-	after := run()
-	var channels []string
-	for _, n := range after {
-		channels = append(channels, n.channel)
-	}
-	// 180 step transitions (every step starts, half of them complete) and 120 task transitions.
-	want := []string{"tasker_step_transitions", "tasker_step_transitions", "tasker_step_transitions", "tasker_step_transitions",
-		"tasker_task_transitions", "tasker_task_transitions", "tasker_task_transitions"}
-	if !slices.Equal(channels, want) {
-		t.Fatalf("notifications on %v, want %v", channels, want)
-	}
-	if !slices.Equal(after, before) {
-		for i := range min(len(after), len(before)) {
-			if after[i] != before[i] {
-				t.Fatalf("notification %d:\n%s\nwhere 00034 sent\n%s", i, after[i].payload, before[i].payload)
-			}
+	for _, m := range []struct {
+		name   string
+		blocks map[string]string
+	}{{"00059", up}, {"00061", up61}} {
+		apply(m.blocks)
+		after := run()
+		var channels []string
+		for _, n := range after {
+			channels = append(channels, n.channel)
 		}
-		t.Fatalf("%d notifications where 00034 sent %d", len(after), len(before))
+		// 180 step transitions (every step starts, half of them complete) and 120 task transitions.
+		want := []string{"tasker_step_transitions", "tasker_step_transitions", "tasker_step_transitions", "tasker_step_transitions",
+			"tasker_task_transitions", "tasker_task_transitions", "tasker_task_transitions"}
+		if !slices.Equal(channels, want) {
+			t.Fatalf("%s: notifications on %v, want %v", m.name, channels, want)
+		}
+		if !slices.Equal(after, before) {
+			for i := range min(len(after), len(before)) {
+				if after[i] != before[i] {
+					t.Fatalf("%s: notification %d:\n%s\nwhere 00034 sent\n%s", m.name, i, after[i].payload, before[i].payload)
+				}
+			}
+			t.Fatalf("%s: %d notifications where 00034 sent %d", m.name, len(after), len(before))
+		}
+	}
+}
+
+// TestStepNotificationReadsNoStepTableScan writes 32 step transitions in one statement over
+// 20,000 steps, on a connection whose notification function was first planned while the
+// table was tiny: the statement reads no step by a sequential scan (00061 looks each task id
+// up by primary key; 00059's join kept a plan that read the whole table).
+func TestStepNotificationReadsNoStepTableScan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, exec := connect(t)
+	exec(`INSERT INTO tasker_dependent_systems (name) VALUES ('scan')`)
+	exec(`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'scan')`)
+	exec(`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 's' FROM tasker_dependent_systems WHERE name = 'scan'`)
+	steps := func(from, to int) {
+		t.Helper()
+		exec(fmt.Sprintf(`WITH t AS (INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(%d, %d)
+			WHERE name = 'scan' RETURNING task_id)
+			INSERT INTO tasker_workflow_steps (task_id, named_step_id) SELECT t.task_id, ns.named_step_id FROM t, tasker_named_steps ns WHERE ns.name = 's'`, from, to))
+	}
+	// transitions writes 32 step transitions from offset in one statement and returns how many
+	// sequential scans of the steps table its transaction made; with quiet set, the
+	// notification trigger skips itself (tasker.bulk_load, migration 00051).
+	transitions := func(offset int, quiet bool) int64 {
+		t.Helper()
+		var ids []int64
+		rows, err := conn.Query(ctx, `SELECT workflow_step_id FROM tasker_workflow_steps ORDER BY workflow_step_id OFFSET $1 LIMIT 32`, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `SELECT set_config('tasker.bulk_load', $1, true)`, map[bool]string{true: "on", false: "off"}[quiet]); err != nil {
+			t.Fatal(err)
+		}
+		// The backend's counts not yet reported (which can span transactions), before and after.
+		seqScans := func() int64 {
+			var n int64
+			if err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables
+				WHERE relname = 'tasker_workflow_steps'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		before := seqScans()
+		if _, err := tx.Exec(ctx, `INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent)
+			SELECT id, 'in_progress', 1, true FROM unnest($1::bigint[]) id`, ids); err != nil {
+			t.Fatal(err)
+		}
+		return seqScans() - before
+	}
+	steps(1, 40)
+	exec(`ANALYZE tasker_workflow_steps`)
+	// Plans the function (and caches it on this connection) with 40 steps.
+	for i := range 6 {
+		transitions(i, false)
+	}
+	steps(41, 20000)
+	loud, quiet := transitions(100, false), transitions(200, true)
+	if loud != quiet {
+		t.Errorf("writing 32 step transitions over 20,000 steps: %d sequential scans of the steps table, %d without the notification", loud, quiet)
 	}
 }

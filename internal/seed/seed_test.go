@@ -2,7 +2,9 @@ package seed_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	neturl "net/url"
 	"testing"
 	"time"
 
@@ -348,4 +350,46 @@ func checkIndexesRestored(t *testing.T, db *gorm.DB, before map[string]string) {
 	if invalid != 0 || recorded != 0 {
 		t.Errorf("%d invalid indexes, %d still recorded as set aside", invalid, recorded)
 	}
+}
+
+// TestANonOwnerLoadsWithTheIndexes seeds as a role that may write every table but owns none:
+// it may not drop the tables' indexes, so it loads with them, and the load succeeds.
+func TestANonOwnerLoadsWithTheIndexes(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	admin := dbtest.Open(t, dbtest.AsServerAdmin(t, url))
+	role := fmt.Sprintf("seed_writer_%d", time.Now().UnixNano())
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if err := admin.Exec(q).Error; err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = admin.Exec(`DROP OWNED BY ` + role).Error
+		_ = admin.Exec(`DROP ROLE ` + role).Error
+	})
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.User(role)
+	db := dbtest.Open(t, u.String())
+	before := indexDefinitions(t, db)
+	plan, err := seed.Plan(1000, seed.DefaultShapes, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := seed.GenerateWith(context.Background(), db, 3, plan, nil, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Indexes != 0 || rep.Steps == 0 {
+		t.Errorf("a non-owner wrote %d steps with %d indexes set aside, want some steps and none", rep.Steps, rep.Indexes)
+	}
+	checkIndexesRestored(t, db, before)
 }

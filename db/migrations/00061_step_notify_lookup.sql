@@ -9,7 +9,10 @@
 -- primary key, and the function plans with sequential scans disabled, so that the lookup is an
 -- index probe whatever the table's size when it was planned (a per-row lookup planned as a scan
 -- of a tiny table would read the whole table once per row). The payloads are byte for byte
--- those of 00034 and 00059.
+-- those of 00034 and 00059. The engine's and the service's own connections were already
+-- protected by their session settings (database.EngineSettings: sequential scans off;
+-- plan_cache_mode force_custom_plan); the function no longer depends on the session that
+-- writes the transitions (a psql session, a script, any other program).
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION tasker_notify_step_transitions() RETURNS trigger LANGUAGE plpgsql

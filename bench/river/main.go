@@ -125,9 +125,16 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 	return replaceSection(out, section)
 }
 
+// rateCell shows a run's rate, its span and wall time, the share of the machine's CPU busy
+// during the wall time, and that busy CPU time per unit (every process's: the database's,
+// the workers', and whatever else ran).
 func rateCell(r result, unit string) string {
-	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s; CPU %.0f%%)", thousands(int(r.rate())), unit, r.span.Seconds(),
-		r.wall.Seconds(), 100*r.busy)
+	perUnit := 0.0
+	if r.units > 0 {
+		perUnit = r.busy * float64(runtime.NumCPU()) * r.wall.Seconds() * 1e6 / float64(r.units)
+	}
+	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s; CPU %.0f%%, %.0f µs a unit)", thousands(int(r.rate())), unit, r.span.Seconds(),
+		r.wall.Seconds(), 100*r.busy, perUnit)
 }
 
 // cpuSample is the machine's CPU time (all cores, in clock ticks) at one moment, from
@@ -402,7 +409,7 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 		"`TASKER_ENGINES=1`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
-		"during it: near 100 %, the cores are the bound, whoever runs on them). Work is created before the clock starts: River's " +
+		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
 	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 2 processes of 1 engine | ratio | River insert/s | tasker create steps/s |\n")

@@ -39,13 +39,11 @@ const claimTimeout = 10 * time.Second
 //     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
 //     (the engine's lock order is task, then step); a task skipped here is started by the
 //     claim of its next step, or settled by its finalisation;
-//   - the started steps' claims are watched (see watch), and their inputs read, in one
-//     statement (store.StepInputs). Both happen before the commit, while the claim holds the
-//     steps' row locks: an operator's change to a claimed step (a cancellation) can only
-//     commit after the claim, so its event reaches a watcher that already listens, and the
-//     inputs are those of the attempt about to run. Reading them here, with the claim's
-//     session settings, lets PostgreSQL keep a generic plan for the read (see
-//     store.EngineTx) and saves the read its own round trip.
+//   - the started steps' claims are watched (see watch) before the commit, while the claim
+//     holds the steps' row locks: an operator's change to a claimed step (a cancellation) can
+//     only commit after the claim, so its event reaches a watcher that already listens. Their
+//     inputs came with the claim statement (store.ClaimReady), read under the same locks: the
+//     inputs of the attempt about to run, without a statement of their own.
 //
 // The transaction is not cancelled with ctx (a shutdown): cancelling it while COMMIT is in
 // flight would report an error for a claim PostgreSQL made, and its steps would wait for their
@@ -110,7 +108,10 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle set
 		return claimed{}, nil
 	}
 	c := claimed{steps: steps, runs: e.watch(steps)}
-	return c, readInputs(ctx, tx, c.runs)
+	for i, r := range c.runs {
+		r.in = steps[i].Input
+	}
+	return c, nil
 }
 
 // claimed finishes a claim of up to n steps that began at began in a transaction that
@@ -128,27 +129,6 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 	}
 	e.observeClaims(ctx, c.steps)
 	return c.runs, nil
-}
-
-// readInputs reads the inputs of the runs' steps in one statement, in the claim's
-// transaction.
-func readInputs(ctx context.Context, tx *store.Store, runs []*run) error {
-	if len(runs) == 0 {
-		return nil
-	}
-	ids, tokens := claimKeys(len(runs), func(i int) claimedStep { return runs[i].s })
-	inputs, err := tx.StepInputs(ctx, ids, tokens)
-	if err != nil {
-		return fmt.Errorf("reading the inputs of claimed steps: %w", err)
-	}
-	byID := make(map[int64]store.StepInput, len(inputs))
-	for _, in := range inputs {
-		byID[in.StepID] = in
-	}
-	for _, r := range runs {
-		r.in = byID[r.s.StepID]
-	}
-	return nil
 }
 
 // startSteps moves claimed steps to in_progress in one batch and releases the refused ones;

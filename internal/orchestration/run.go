@@ -177,21 +177,12 @@ func (e *Engine) watch(steps []claimedStep) []*run {
 }
 
 // prepare starts checking and renewing the claims of claimed steps (lease renewal, claim
-// checks on the step's events: see claimWatch) and returns the runs ready to run: those whose
-// inputs the claim read with the claim still held (it always is: the claim holds the steps'
-// row locks while it reads).
+// checks on the step's events: see claimWatch) and returns them, ready to run.
 func (e *Engine) prepare(runs []*run) []*run {
-	ready := runs[:0:0]
 	for _, r := range runs {
-		if !r.in.Mine {
-			r.log().Info("orchestration: claim lost before running, step skipped")
-			r.close()
-			continue
-		}
 		e.watcher.prepared(r)
-		ready = append(ready, r)
 	}
-	return ready
+	return runs
 }
 
 // closeRuns stops watching the claims of runs.

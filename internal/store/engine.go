@@ -85,6 +85,7 @@ type ClaimedStep struct {
 	TaskNew      bool
 	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
 	Claimed      time.Time
+	Input        StepInput
 }
 
 // runnableCandidate is the condition, on a step row c, of the partial indexes the claim and
@@ -119,7 +120,11 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
 //     a step that was claimed, finished or recovered meanwhile has in_process, processed or
 //     attempts changed and drops out, so a stale snapshot can never start an attempt early.
-//   - the update marks the steps in_process with this worker, a fresh claim token and a lease.
+//   - the update marks the steps in_process with this worker, a fresh claim token and a lease,
+//     and returns what the worker reads before running each step (StepInput): its name and
+//     inputs, its task's context, its parents' results. The claim holds the steps' row locks
+//     until it commits, and a started step's parents are complete or resolved_manually (final
+//     states), so these are the inputs of the attempt about to run.
 const claimSQL = `
 WITH ready AS (
     SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
@@ -154,11 +159,13 @@ SET in_process = true,
     claim_token = gen_random_uuid(),
     claim_expires_at = now() + @lease_ms * interval '1 millisecond',
     updated_at = now()
-FROM locked
+FROM locked, tasker_tasks t, tasker_named_steps ns
 WHERE ws.workflow_step_id = locked.workflow_step_id
+  AND t.task_id = ws.task_id AND ns.named_step_id = ws.named_step_id
 RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
           coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
-          locked.current_state, now() AS claimed`
+          locked.current_state, now() AS claimed,
+          t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents`
 
 // ClaimReady claims up to n ready steps for worker, with a lease of lease, in one statement
 // (see claimSQL): the oldest ready steps that no one else holds are marked in_process with a
@@ -167,7 +174,8 @@ func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time
 	var states []sql.NullString
 	rows, err := queryRows(ctx, s, func(r *ClaimedStep) []any {
 		states = append(states, sql.NullString{})
-		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.Claimed}
+		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.Claimed,
+			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents}
 	}, claimSQL, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})
 	for i := range rows {
 		rows[i].CurrentState = models.State(states[i].String)
@@ -420,48 +428,23 @@ func (s *Store) RecordLostAttempt(ctx context.Context, stepID int64, results []b
 			WHERE workflow_step_id = ?`, string(results), stepID).Error
 }
 
-// StepInput is what a worker reads before running a claimed step: its name, inputs, its
-// task's context, its parents' results by name, and whether the claim is still held (Mine).
+// StepInput is what a worker reads before running a claimed step (the claim returns it): its
+// name, inputs, its task's context and its parents' results by name.
 type StepInput struct {
-	StepID      int64
 	NamedTaskID int64
 	Name        string
 	Inputs      []byte
 	Context     []byte
 	Parents     []byte
-	Mine        bool
 }
 
-// stepInputsSQL reads the inputs of claimed steps in one statement: the step's name, inputs,
-// task context, its parents' results by name, and whether the claim (step id, token) is still
-// held.
-const stepInputsSQL = `
-SELECT ws.workflow_step_id AS step_id, t.named_task_id, ns.name, ws.inputs, t.context,
-       coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
+// parentResults is, for a step ws, its parents' results by name (an empty object for a root),
+// the parents input a handler receives.
+const parentResults = `coalesce((SELECT jsonb_object_agg(pns.name, coalesce(p.results, 'null'::jsonb))
                  FROM tasker_workflow_step_edges e
                  JOIN tasker_workflow_steps p ON p.workflow_step_id = e.from_step_id
                  JOIN tasker_named_steps pns ON pns.named_step_id = p.named_step_id
-                 WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb) AS parents,
-       (ws.in_process AND ws.claim_token = c.token) AS mine
-FROM unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
-JOIN tasker_workflow_steps ws ON ws.workflow_step_id = c.step_id
-JOIN tasker_tasks t ON t.task_id = ws.task_id
-JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id`
-
-// StepInputs reads the inputs of claimed steps (stepIDs, with the token at the same index of
-// tokens) in one statement.
-func (s *Store) StepInputs(ctx context.Context, stepIDs []int64, tokens []string) ([]StepInput, error) {
-	var names []sql.NullString
-	var mine []sql.NullBool
-	inputs, err := queryRows(ctx, s, func(r *StepInput) []any {
-		names, mine = append(names, sql.NullString{}), append(mine, sql.NullBool{})
-		return []any{&r.StepID, &r.NamedTaskID, &names[len(names)-1], &r.Inputs, &r.Context, &r.Parents, &mine[len(mine)-1]}
-	}, stepInputsSQL, database.Array[int64](stepIDs), database.Array[string](tokens))
-	for i := range inputs {
-		inputs[i].Name, inputs[i].Mine = names[i].String, mine[i].Valid && mine[i].Bool
-	}
-	return inputs, err
-}
+                 WHERE e.to_step_id = ws.workflow_step_id), '{}'::jsonb)`
 
 // ClaimsHeld returns, of the steps stepIDs claimed with the token at the same index of
 // tokens, those whose claims are still held with it, in one statement.

@@ -114,10 +114,10 @@ func TestOpenEngineConnectionsCarryTheEngineSettings(t *testing.T) {
 		async bool
 		want  string
 	}{
-		{url, false, "off,off,off,on,auto,origin"},
-		{url, true, "off,off,off,off,auto,origin"},
-		{url + "&jit=on&plan_cache_mode=force_custom_plan&synchronous_commit=off", false, "off,off,off,on,auto,origin"},
-		{dbtest.AsServerAdmin(t, url), false, "off,off,off,on,auto,replica"},
+		{url, false, "off,off,off,on,force_generic_plan,origin"},
+		{url, true, "off,off,off,off,force_generic_plan,origin"},
+		{url + "&jit=on&plan_cache_mode=force_custom_plan&synchronous_commit=off", false, "off,off,off,on,force_generic_plan,origin"},
+		{dbtest.AsServerAdmin(t, url), false, "off,off,off,on,force_generic_plan,replica"},
 	} {
 		p, err := database.OpenEngine(ctx, tc.url, database.Options{MaxOpenConns: 2}, tc.async)
 		if err != nil {

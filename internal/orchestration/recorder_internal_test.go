@@ -115,7 +115,7 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 		Row().Scan(&session); err != nil {
 		t.Fatal(err)
 	}
-	if want := "off,off,off,off,auto"; session != want {
+	if want := "off,off,off,off,force_generic_plan"; session != want {
 		t.Errorf("the engine pool's session settings %s, want %s", session, want)
 	}
 	engineLog.Take()

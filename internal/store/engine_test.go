@@ -54,7 +54,7 @@ func TestEngineTxSettingsLastOneTransaction(t *testing.T) {
 	st, _ := open(t)
 	ctx := context.Background()
 	before := st.settings(t, ctx)
-	for async, want := range map[bool]string{false: "off,off,off,on,auto", true: "off,off,off,off,auto"} {
+	for async, want := range map[bool]string{false: "off,off,off,on,force_generic_plan", true: "off,off,off,off,force_generic_plan"} {
 		if got := st.engineTxSettings(t, ctx, async); got != want {
 			t.Errorf("async commit %v: settings %s in the transaction, want %s", async, got, want)
 		}
@@ -78,7 +78,7 @@ func TestEngineTxOnTheEnginePoolSendsNoSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = database.Close(db) })
-	for async, want := range map[bool]string{false: "off,off,off,on,auto", true: "off,off,off,off,auto"} {
+	for async, want := range map[bool]string{false: "off,off,off,on,force_generic_plan", true: "off,off,off,off,force_generic_plan"} {
 		p, err := database.OpenEngine(ctx, url, database.Options{MaxOpenConns: 1, Tracer: engineTrace}, async)
 		if err != nil {
 			t.Fatal(err)

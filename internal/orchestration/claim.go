@@ -51,8 +51,8 @@ const claimTimeout = 10 * time.Second
 // must run or release, and one that began before a shutdown always ends with its steps
 // returned or not claimed.
 //
-// It returns the runs of the started steps, one per step, in claim order, their inputs read
-// (see prepare).
+// It returns the runs of the started steps, one per step, in claim order, with their inputs,
+// ready to run (see claimed).
 func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
@@ -116,7 +116,9 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle set
 
 // claimed finishes a claim of up to n steps that began at began in a transaction that
 // returned err: it traces the claim, and returns the runs of a claim that committed (err
-// nil), after reporting them to the observer, or stops watching those of one that did not.
+// nil), ready to run, after reporting them to the observer and starting to check and renew
+// their claims (lease renewal, claim checks on the steps' events: see claimWatch), or stops
+// watching those of one that did not.
 func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed, err error) ([]*run, error) {
 	if err != nil {
 		c.close()
@@ -128,6 +130,9 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 		c.runs[i].s.trace = c.steps[i].trace
 	}
 	e.observeClaims(ctx, c.steps)
+	for _, r := range c.runs {
+		e.watcher.prepared(r)
+	}
 	return c.runs, nil
 }
 

@@ -102,9 +102,11 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := e.claim(ctx, 8); err != nil {
+	runs, err := e.claim(ctx, 8)
+	if err != nil {
 		t.Fatal(err)
 	}
+	closeRuns(runs)
 	if _, _, err := e.nextRetryIn(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -351,9 +351,8 @@ func (e *Engine) dispatch(ctx context.Context, sub *events.Subscription) {
 			// A claim outlives ctx (see claim): its steps are handed to workers even when the
 			// engine began stopping meanwhile, and Stop drains them like any running step.
 			runs, err := e.claim(ctx, n)
-			ready := e.prepare(runs)
-			e.startRuns(ready)
-			e.releaseSlots(n - len(ready))
+			e.startRuns(runs)
+			e.releaseSlots(n - len(runs))
 			if ctx.Err() != nil {
 				return
 			}

@@ -137,7 +137,7 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 
 // flush records one batch, claims up to claim ready steps in the same transaction, reports
 // every outcome to the observer and returns the runs of the claimed steps, ready to run (see
-// prepare). known says whether the recording may take the steps' current transitions from
+// claimed). known says whether the recording may take the steps' current transitions from
 // their claims (see recordBatch). When the database refuses the batch, it is recorded again
 // without claiming and reading every current transition, and then, if still refused, each of
 // its results is recorded alone, so that one result the database refuses cannot take the
@@ -201,7 +201,7 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 		return nil
 	}
 	runs, _ := e.claimed(ctx, began, claim, c, err)
-	return e.prepare(runs)
+	return runs
 }
 
 // stepOutcome is what one attempt writes to its step row, and the move of its step.

@@ -52,6 +52,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	if err != nil || len(steps) != 2 {
 		t.Fatalf("claimed %d steps (%v), want 2", len(steps), err)
 	}
+	defer closeRuns(steps)
 	e.rec.flush([]result{
 		{step: steps[0].s, name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
 		{step: steps[1].s, name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
@@ -228,18 +229,14 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 	}
 }
 
-// claimedResults claims n steps with e (it fails t unless it claims and prepares all n), stops
+// claimedResults claims n steps with e (it fails t unless it claims all n), stops
 // watching their claims, and returns each as a successful attempt ready to record, with the
 // runs they came from.
 func claimedResults(t *testing.T, e *Engine, n int) ([]*run, []result) {
 	t.Helper()
-	steps, err := e.claim(context.Background(), n)
-	if err != nil || len(steps) != n {
-		t.Fatalf("claimed %d steps (%v), want %d", len(steps), err, n)
-	}
-	runs := e.prepare(steps)
-	if len(runs) != n {
-		t.Fatalf("prepared %d steps, want %d", len(runs), n)
+	runs, err := e.claim(context.Background(), n)
+	if err != nil || len(runs) != n {
+		t.Fatalf("claimed %d steps (%v), want %d", len(runs), err, n)
 	}
 	batch := make([]result, len(runs))
 	for i, r := range runs {

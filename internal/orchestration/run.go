@@ -176,15 +176,6 @@ func (e *Engine) watch(steps []claimedStep) []*run {
 	return runs
 }
 
-// prepare starts checking and renewing the claims of claimed steps (lease renewal, claim
-// checks on the step's events: see claimWatch) and returns them, ready to run.
-func (e *Engine) prepare(runs []*run) []*run {
-	for _, r := range runs {
-		e.watcher.prepared(r)
-	}
-	return runs
-}
-
 // closeRuns stops watching the claims of runs.
 func closeRuns(runs []*run) {
 	for _, r := range runs {

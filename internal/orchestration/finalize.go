@@ -146,13 +146,14 @@ func settleableTasks(ctx context.Context, tx *store.Store, ids []int64) (settlea
 	states = make(map[int64]models.State, len(rows))
 	current = make(map[int64]store.OwnerState, len(rows))
 	for _, r := range rows {
-		states[r.TaskID] = r.State
+		state := r.State()
+		states[r.TaskID] = state
 		current[r.TaskID] = r.Current
-		open := r.State == models.StatePending || r.State == models.StateInProgress
+		open := state == models.StatePending || state == models.StateInProgress
 		switch {
 		case !open || r.Running > 0:
 		case r.Unfinished == 0 && r.Total > 0:
-			finished = append(finished, models.TaskExecutionContext{TaskID: r.TaskID, Status: r.State,
+			finished = append(finished, models.TaskExecutionContext{TaskID: r.TaskID, Status: state,
 				TotalSteps: r.Total, CompletedSteps: r.Total, ExecutionStatus: "all_complete"})
 		case r.Unfinished == 0 || r.Blocked > 0:
 			settleable = append(settleable, r.TaskID)

@@ -348,14 +348,21 @@ CROSS JOIN LATERAL (
     WHERE s.task_id = u.id
 ) agg`
 
-// TaskSettling is what decides whether a task may be settled (see settleableSQL): its state,
-// and how many steps it has, and how many of them are running, unfinished, and permanently
-// blocked; Current is its current transition (State nil: none, the task is pending).
+// TaskSettling is what decides whether a task may be settled (see settleableSQL): its current
+// transition (State nil: none, the task is pending), and how many steps it has, and how many
+// of them are running, unfinished, and permanently blocked.
 type TaskSettling struct {
 	TaskID                              int64
-	State                               models.State
 	Current                             OwnerState
 	Total, Running, Unfinished, Blocked int
+}
+
+// State is the task's current state.
+func (t TaskSettling) State() models.State {
+	if t.Current.State == nil {
+		return models.StatePending
+	}
+	return models.State(*t.Current.State)
 }
 
 // TasksSettling reads, in one statement, what decides whether each task of ids may be
@@ -365,11 +372,7 @@ func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling,
 		return []any{&r.TaskID, &r.Current.State, &r.Current.SortKey, &r.Total, &r.Running, &r.Unfinished, &r.Blocked}
 	}, settleableSQL, database.Array[int64](ids))
 	for i := range rows {
-		r := &rows[i]
-		r.Current.ID, r.State = r.TaskID, models.StatePending
-		if r.Current.State != nil {
-			r.State = models.State(*r.Current.State)
-		}
+		rows[i].Current.ID = rows[i].TaskID
 	}
 	return rows, err
 }

@@ -171,15 +171,17 @@ func prepare(b Batch) (*prepared, error) {
 // their task, step and edge ids, in plan order (store.ReserveSeedIDs): batch after batch, as
 // the sequences would have numbered them written one after the other. It commits before any
 // batch is written, so that batches written side by side share no row they would both lock.
-func register(ctx context.Context, db *gorm.DB, ps []*prepared) error {
-	return store.New(db).Tx(ctx, func(tx *store.Store) error {
+// It returns how many ids of each kind it reserved: the plan's tasks, steps and edges.
+func register(ctx context.Context, db *gorm.DB, ps []*prepared) (store.SeedIDs, error) {
+	var n store.SeedIDs
+	err := store.New(db).Tx(ctx, func(tx *store.Store) error {
 		// The named steps (10,000 for the widest shape) reference the rows this statement
 		// has just created or found: their foreign keys are skipped where the role may
 		// (store.TrustReferences), a third of the statement's time.
 		if _, err := tx.TrustReferences(ctx); err != nil {
 			return fmt.Errorf("seeding: %w", err)
 		}
-		var n store.SeedIDs
+		n = store.SeedIDs{}
 		for _, p := range ps {
 			names := make([]string, len(p.Shape.Steps))
 			for i, st := range p.Shape.Steps {
@@ -211,6 +213,7 @@ func register(ctx context.Context, db *gorm.DB, ps []*prepared) error {
 		}
 		return nil
 	})
+	return n, err
 }
 
 // Run writes one batch in a transaction and returns the ids of its tasks, ascending.
@@ -220,7 +223,7 @@ func Run(ctx context.Context, db *gorm.DB, seed int64, b Batch) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	if err := register(ctx, db, []*prepared{p}); err != nil {
+	if _, err := register(ctx, db, []*prepared{p}); err != nil {
 		return res, err
 	}
 	return write(ctx, db, seed, p)
@@ -522,18 +525,15 @@ func generate(ctx context.Context, db *gorm.DB, seed int64, plan []Batch, progre
 		}
 		ps[i] = p
 	}
-	if err := register(ctx, db, ps); err != nil {
+	reserved, err := register(ctx, db, ps)
+	if err != nil {
 		return rep, err
 	}
 	// Indexes an earlier load left aside (it died half-way) are built first.
 	if _, err := indexes.Restore(ctx, database.SQL(db), Writers); err != nil {
 		return rep, err
 	}
-	steps := 0
-	for _, p := range ps {
-		steps += p.Tasks * len(p.Shape.Steps)
-	}
-	deferred, err := deferIndexes(ctx, db, steps, deferFrom)
+	deferred, err := deferIndexes(ctx, db, int(reserved.Step), deferFrom)
 	if err != nil {
 		return rep, err
 	}

@@ -90,13 +90,19 @@ func Defer(ctx context.Context, db *sql.DB, tables []string) ([]Index, error) {
 // Restore builds every recorded index, on up to conns connections at once (largest table
 // first), each in a transaction that also deletes its record, and returns how many it built.
 // An index whose record another process holds is left to that process. A database without
-// the record table (older than migration 00060) has nothing to restore.
+// the record table (older than migration 00060) has nothing to restore. With nothing recorded,
+// the usual case at every start, it costs two one-row queries.
 func Restore(ctx context.Context, db *sql.DB, conns int) (int, error) {
-	var present bool
+	var present, recorded bool
 	if err := db.QueryRowContext(ctx, `SELECT to_regclass('tasker_deferred_indexes') IS NOT NULL`).Scan(&present); err != nil {
 		return 0, fmt.Errorf("looking for indexes to restore: %w", err)
 	}
-	if !present {
+	if present {
+		if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tasker_deferred_indexes)`).Scan(&recorded); err != nil {
+			return 0, fmt.Errorf("looking for indexes to restore: %w", err)
+		}
+	}
+	if !recorded {
 		return 0, nil
 	}
 	var (

@@ -176,8 +176,8 @@ func ping(ctx context.Context, sqlDB *sql.DB) (*sql.DB, error) {
 }
 
 // EngineSettings are the session settings of the engine's connections (see OpenEngine and
-// store.EngineTx for why each): jit, sequential and bitmap scans off, plan_cache_mode
-// force_generic_plan,
+// store.EngineTx for why each): jit, sequential and bitmap scans off, merge and hash joins
+// off, plan_cache_mode force_generic_plan,
 // and synchronous_commit off when asyncCommit is set (on otherwise).
 func EngineSettings(asyncCommit bool) map[string]string {
 	syncCommit := "on"
@@ -188,6 +188,8 @@ func EngineSettings(asyncCommit bool) map[string]string {
 		"jit":                "off",
 		"enable_seqscan":     "off",
 		"enable_bitmapscan":  "off",
+		"enable_mergejoin":   "off",
+		"enable_hashjoin":    "off",
 		"plan_cache_mode":    "force_generic_plan",
 		"synchronous_commit": syncCommit,
 	}

@@ -105,8 +105,8 @@ func TestOpenEngineConnectionsCarryTheEngineSettings(t *testing.T) {
 	url := dbtest.NewURL(t)
 	ctx := context.Background()
 	const read = `SELECT concat_ws(',', current_setting('jit'), current_setting('enable_seqscan'),
-		current_setting('enable_bitmapscan'), current_setting('synchronous_commit'), current_setting('plan_cache_mode'),
-		current_setting('session_replication_role'))`
+		current_setting('enable_bitmapscan'), current_setting('enable_mergejoin'), current_setting('enable_hashjoin'),
+		current_setting('synchronous_commit'), current_setting('plan_cache_mode'), current_setting('session_replication_role'))`
 	// The test databases' owner may not turn off foreign-key checks; the server's
 	// administrator (a superuser) may, and the engine's connections then do (migration 00051).
 	for _, tc := range []struct {
@@ -114,10 +114,10 @@ func TestOpenEngineConnectionsCarryTheEngineSettings(t *testing.T) {
 		async bool
 		want  string
 	}{
-		{url, false, "off,off,off,on,force_generic_plan,origin"},
-		{url, true, "off,off,off,off,force_generic_plan,origin"},
-		{url + "&jit=on&plan_cache_mode=force_custom_plan&synchronous_commit=off", false, "off,off,off,on,force_generic_plan,origin"},
-		{dbtest.AsServerAdmin(t, url), false, "off,off,off,on,force_generic_plan,replica"},
+		{url, false, "off,off,off,off,off,on,force_generic_plan,origin"},
+		{url, true, "off,off,off,off,off,off,force_generic_plan,origin"},
+		{url + "&jit=on&plan_cache_mode=force_custom_plan&synchronous_commit=off", false, "off,off,off,off,off,on,force_generic_plan,origin"},
+		{dbtest.AsServerAdmin(t, url), false, "off,off,off,off,off,on,force_generic_plan,replica"},
 	} {
 		p, err := database.OpenEngine(ctx, tc.url, database.Options{MaxOpenConns: 2}, tc.async)
 		if err != nil {
@@ -159,8 +159,8 @@ func TestOpenEngineConnectionsCarryTheEngineSettings(t *testing.T) {
 	if err := main.Raw(read).Scan(&got).Error; err != nil {
 		t.Fatal(err)
 	}
-	if got != "off,on,on,on,force_custom_plan,origin" {
-		t.Errorf("the main pool: %s, want off,on,on,on,force_custom_plan,origin", got)
+	if got != "off,on,on,on,on,on,force_custom_plan,origin" {
+		t.Errorf("the main pool: %s, want off,on,on,on,on,on,force_custom_plan,origin", got)
 	}
 	if _, err := database.OpenEngine(ctx, "postgres://%zz", database.Options{}, false); err == nil ||
 		!strings.Contains(err.Error(), "engine pool: parsing database url") {

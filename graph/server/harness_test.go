@@ -42,6 +42,7 @@ type env struct {
 	// statements counts every statement the server's pool runs (its own counter, whatever
 	// the statement's context).
 	statements *atomic.Int64
+	templates  *template.Registry // the server's templates: the shipped ones, and any a test adds
 }
 
 // countAll counts every statement of a pool, and what querystats.Tracer counts.
@@ -59,8 +60,14 @@ func (c countAll) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.
 // are on unless cfg says otherwise through mutate.
 func newEnv(t testing.TB, mutate ...func(*server.Config)) *env {
 	t.Helper()
+	return newEnvAt(t, dbtest.NewURL(t), mutate...)
+}
+
+// newEnvAt is newEnv over the fresh database at url (a dbtest URL, maybe as another role).
+func newEnvAt(t testing.TB, url string, mutate ...func(*server.Config)) *env {
+	t.Helper()
 	statements := &atomic.Int64{}
-	b := newBackend(t, countAll{n: statements}, 30)
+	b := newBackendAt(t, url, countAll{n: statements}, 30)
 	cfg := server.Config{QueryStats: true}
 	for _, m := range mutate {
 		m(&cfg)
@@ -69,7 +76,7 @@ func newEnv(t testing.TB, mutate ...func(*server.Config)) *env {
 	mux := http.NewServeMux()
 	api.Mount(mux)
 	return &env{t: t, url: b.url, db: b.db, hub: b.hub, api: api, srv: b.serve(mux), fx: fixture.New(t, b.db),
-		logs: b.logs, statements: statements}
+		logs: b.logs, statements: statements, templates: b.templates}
 }
 
 // backend is what a test's server runs on: a fresh database, a pool with tracer, a running
@@ -89,7 +96,12 @@ type backend struct {
 // starts.
 func newBackend(t testing.TB, tracer pgx.QueryTracer, maxOpenConns int) *backend {
 	t.Helper()
-	url := dbtest.NewURL(t)
+	return newBackendAt(t, dbtest.NewURL(t), tracer, maxOpenConns)
+}
+
+// newBackendAt is newBackend over the fresh database at url.
+func newBackendAt(t testing.TB, url string, tracer pgx.QueryTracer, maxOpenConns int) *backend {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	db, err := database.Open(ctx, url, database.Options{Tracer: tracer, MaxOpenConns: maxOpenConns})
 	if err != nil {

@@ -10,16 +10,10 @@ import (
 
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
-const noopOneYAML = `
-namespace: bench
-name: noop_one
-version: 1.0.0
-steps:
-  - name: one
-    handler: {kind: noop}
-`
+const noopOneYAML = fixture.NoopOneYAML
 
 // pickupWatch reports, through its own events hub (like another process), when a task's first
 // step moves to in_progress.

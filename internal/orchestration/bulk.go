@@ -234,11 +234,10 @@ func writeBatch(ctx context.Context, tx *store.Store, items []batchItem, regs ma
 	// Every reference written below is made true here: the tasks' named tasks are registered,
 	// and the steps and edges are the new tasks' own (see store.TrustReferences). A small batch
 	// keeps its checks: turning them off resets the connection's cached plans, which costs more
-	// than a few lookups.
-	if n >= TrustedBatch {
-		if _, err := tx.TrustReferences(ctx); err != nil {
-			return BatchResult{}, err
-		}
+	// than a few lookups. Checked or not, the batch's statements, its foreign-key checks among
+	// them, are planned once per connection (store.PlanBulkWrite).
+	if _, err := tx.PlanBulkWrite(ctx, n >= TrustedBatch); err != nil {
+		return BatchResult{}, err
 	}
 	taskOf, err := tx.InsertTasks(ctx, store.NewTasks{NamedTaskIDs: named, Initiators: initiators, SourceSystems: sources,
 		Reasons: reasons, Tags: tags, Contexts: contexts, Identities: identities})

@@ -15,11 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
+	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/errs"
 	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/orchestration"
 	"github.com/taskerhq/tasker/internal/template"
 	"github.com/taskerhq/tasker/internal/testkit/baseline"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
@@ -456,5 +458,49 @@ func TestCreateTasksStatementCountIsConstant(t *testing.T) {
 	}
 	if statements[20] != statements[200] || statements[200] != statements[600] || statements[600] > 12 {
 		t.Fatalf("statements per batch of 20, 200, 600 requests: %v; want one small constant", statements)
+	}
+}
+
+// TestCreateTasksPlansItsStatementsOnce: a creation batch runs its statements with generic
+// plans (store.PlanBulkWrite), so that its foreign-key checks, one per row written, are not
+// planned again for every row, and the connection's own setting (plan every execution afresh)
+// is back once the batch commits. Two batches run on a pool of one connection, as the test
+// databases' owner (who must run the checks); the connection's prepared insert of tasks then
+// shows two generic plans and no custom one.
+func TestCreateTasksPlansItsStatementsOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := database.Open(ctx, dbtest.NewURL(t), database.Options{MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	reg := fixture.Templates(t)
+	svc := orchestration.NewService(db, reg)
+	for batch := range 2 {
+		reqs := make([]orchestration.CreateTaskRequest, 40)
+		for i := range reqs {
+			reqs[i] = orchestration.CreateTaskRequest{Namespace: "examples", Name: "diamond_workflow",
+				IdempotencyKey: fmt.Sprintf("plans-%d-%d", batch, i)}
+		}
+		if res, err := svc.CreateTasks(ctx, reqs); err != nil || len(res.Errors) > 0 || res.Created() != len(reqs) {
+			t.Fatalf("batch %d: %+v, %v", batch, res.Errors, err)
+		}
+	}
+	var plans struct{ Generic, Custom int64 }
+	if err := db.Raw(`SELECT coalesce(sum(generic_plans), 0) AS generic, coalesce(sum(custom_plans), 0) AS custom
+		FROM pg_prepared_statements WHERE ltrim(statement, E' \t\n') LIKE 'INSERT INTO tasker_tasks (%'`).Scan(&plans).Error; err != nil {
+		t.Fatal(err)
+	}
+	if plans.Generic != 2 || plans.Custom != 0 {
+		t.Errorf("the insert of tasks ran with %d generic and %d custom plans; want 2 and 0", plans.Generic, plans.Custom)
+	}
+	var mode, seqscan string
+	if err := db.Raw(`SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')`).Row().Scan(&mode, &seqscan); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "force_custom_plan" || seqscan != "on" {
+		t.Errorf("after the batches the connection has plan_cache_mode %s and enable_seqscan %s; want force_custom_plan and on",
+			mode, seqscan)
 	}
 }

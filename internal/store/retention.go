@@ -70,8 +70,22 @@ const candidatesSQL = `
 // deleteSQL deletes the locked candidates $1 that are still finished now that their steps are
 // locked too, and whose rows every read model has folded in ($2: the read models), with their
 // rows in tasker_rm_task_states. Steps, edges, transitions and annotations go by cascade.
+//
+// The cascades are statements PostgreSQL runs for every deleted row (a task's steps and
+// transitions, each step's edges and transitions), planned by the plan cache of the
+// connection. The service's connections plan every execution afresh (internal/database), so
+// the statement sets, for the rest of its transaction, generic plans with sequential and
+// bitmap scans off (settings, read by its one result row whatever was deleted): the cascades,
+// which run at the end of the statement, are then planned once per connection, an index
+// lookup by their key. The statement itself was planned before, as every other. Deleting
+// 3,000 one-step tasks took 448-466 ms with the cascades planned per row and 140-144 ms with
+// them planned once.
 const deleteSQL = `
-	WITH horizon AS (
+	WITH settings AS MATERIALIZED (
+		SELECT set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL
+		   AND set_config('enable_seqscan', 'off', true) IS NOT NULL
+		   AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL AS done
+	), horizon AS (
 		SELECT min(processed_xid) AS h FROM tasker_read_model_state
 		WHERE name = ANY($2::text[])
 		HAVING count(*) = cardinality($2::text[]) AND bool_and(processed_xid IS NOT NULL)
@@ -95,7 +109,7 @@ const deleteSQL = `
 	), states AS (
 		DELETE FROM tasker_rm_task_states s USING del WHERE s.task_id = del.task_id
 	)
-	SELECT count(*) FROM del`
+	SELECT (SELECT done FROM settings) AS planned, (SELECT count(*) FROM del) AS deleted`
 
 // RetentionPolicy is a retention policy as the candidates statement reads it: periods in
 // seconds, 0 keeping forever.
@@ -133,6 +147,7 @@ func (s *Store) LockStepsOfTasks(ctx context.Context, taskIDs []int64) error {
 // read model of readModels has folded in (see deleteSQL), and returns how many it deleted.
 func (s *Store) DeleteRetainedTasks(ctx context.Context, taskIDs []int64, readModels []string) (int64, error) {
 	var n int64
-	err := s.conn(ctx).Raw(deleteSQL, database.Array[int64](taskIDs), database.Array[string](readModels)).Row().Scan(&n)
+	var planned bool
+	err := s.conn(ctx).Raw(deleteSQL, database.Array[int64](taskIDs), database.Array[string](readModels)).Row().Scan(&planned, &n)
 	return n, err
 }

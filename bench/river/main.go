@@ -97,8 +97,8 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 			return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
 		}
 		log.Info("River", "scenario", sc.name, "workers", sc.workers, "jobs", units, "jobs/s", int(rv.rate()), "wall", rv.wall)
-		// tasker: one process, two processes, and two processes of one engine each.
-		runs := []struct{ processes, engines int }{{1, 0}, {2, 0}, {2, 1}}
+		// tasker: one process, two processes, and one process of two engines.
+		runs := []struct{ processes, engines int }{{1, 0}, {2, 0}, {1, 2}}
 		var tk [3]result
 		for i, r := range runs {
 			tk[i], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
@@ -404,15 +404,15 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 		took.Round(time.Second), tasks, load, runtime.NumCPU())
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
-		"tasker `worker` processes (`-workers` each, shared among the process's engines: two by default from 64 " +
-		"workers; two processes run twice the workers, and the last tasker column runs them with one engine each, " +
-		"`TASKER_ENGINES=1`). The rate is units over " +
+		"tasker `worker` processes (`-workers` each, shared among the process's engines: one by default; " +
+		"two processes run twice the workers, and the last tasker column runs one process of two engines, " +
+		"`TASKER_ENGINES=2`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
 		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
-	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 2 processes of 1 engine | ratio | River insert/s | tasker create steps/s |\n")
+	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | River insert/s | tasker create steps/s |\n")
 	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")

@@ -66,8 +66,9 @@ type Config struct {
 	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
 	NoWorkers bool
 	// Engines is how many engines share the process's workers (TASKER_ENGINES, 1 to 16; 0:
-	// EnginesFor decides). Each engine claims and records on its own, so while one commits,
-	// another's steps run: the process keeps more than one core busy.
+	// EnginesFor decides, one). Each engine claims and records on its own, so while one
+	// commits, another's steps run: a lone process with many workers keeps more than one core
+	// busy, at the price of smaller batches.
 	Engines int
 	// Auth is TASKER_AUTH as given ("", on or off: Read refuses any other value);
 	// auth.DecideMode judges it with the listen address and the database once the flags are
@@ -202,21 +203,22 @@ func (c *Config) Finish() error {
 // MaxEngines bounds TASKER_ENGINES.
 const MaxEngines = 16
 
-// WorkersPerEngine is the fewest workers an engine gets when the count of engines is left to
-// EnginesFor: below it, an engine's batches are too small for a second one to pay (measured on
-// five-step tasks: two engines of 16 workers drained 2,349 steps/s, one of 32 2,585, two of 32
-// 3,473).
-const WorkersPerEngine = 32
-
 // EnginesFor is the count of engines that run workers workers in one process: the configured
-// count (capped at workers, so that every engine has a worker), else one engine per
-// WorkersPerEngine workers, at least 1 and at most 2 (each engine keeps about one core busy at
-// its best; more only add commits).
+// count, capped at workers so that every engine has a worker, else one.
+//
+// One by default: several processes sharing a database are the normal case, and there a
+// second engine per process halves every engine's batches, whose fixed cost then doubles.
+// Drains of 10,000 one-step tasks by two processes of 100 workers: 4,290-4,878 steps/s with
+// one engine each, 3,068-3,282 with two; 4,000 five-step tasks by two processes of 64 workers:
+// 5,999 against 3,948. One engine also spends 25-35 % less of the machine per step. A lone
+// process of 100 workers or more drains one-step tasks about 12 % faster with two
+// (TASKER_ENGINES=2; 3,578-3,593 against 3,197-3,242 steps/s), for 32 % more CPU per step; with
+// 64 workers and five-step tasks, two were no faster (4,375-4,875 against 4,693-4,791).
 func (c Config) EnginesFor(workers int) int {
 	if c.Engines > 0 {
 		return max(1, min(c.Engines, workers))
 	}
-	return max(1, min(2, workers/WorkersPerEngine))
+	return 1
 }
 
 // Embedded reports whether the process uses a private cluster rather than DatabaseURL.

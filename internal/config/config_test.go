@@ -96,11 +96,12 @@ func TestReadNoWorkersAndQueryStats(t *testing.T) {
 }
 
 // The workers of a process are shared among engines: as configured (never more engines than
-// workers), else one per WorkersPerEngine workers, at most two.
+// workers), else one engine.
 func TestEnginesFor(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ engines, workers, want int }{
-		{0, 1, 1}, {0, 32, 1}, {0, 63, 1}, {0, 64, 2}, {0, 100, 2},
+		{0, 1, 1}, {0, 32, 1}, {0, 64, 1}, {0, 100, 1}, {0, 1024, 1},
+		{2, 100, 2},
 		{1, 100, 1}, {4, 100, 4}, {4, 3, 3},
 	} {
 		cfg, err := Read(env(map[string]string{"TASKER_ENGINES": strconv.Itoa(tc.engines)}))

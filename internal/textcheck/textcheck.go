@@ -110,7 +110,24 @@ func hex4(s string, i int) (rune, bool) {
 // refuses, with its path below root ("variables.input.tags[2]"), or nil when there is none.
 // Bytes that are not UTF-8 outside any string are reported too; other syntax errors are left
 // to the decoder, which refuses them anyway.
+//
+// A document without a backslash or a NUL byte, in valid UTF-8, has nothing Literal refuses
+// (no escape at all), and is passed without being tokenised: most documents, read in about
+// a tenth of the time.
 func JSON(root string, data []byte) *Problem {
+	if plain(data) {
+		return nil
+	}
+	return scanJSON(root, data)
+}
+
+// plain reports whether data has no backslash and no NUL byte and is valid UTF-8.
+func plain(data []byte) bool {
+	return bytes.IndexByte(data, '\\') < 0 && bytes.IndexByte(data, 0) < 0 && utf8.Valid(data)
+}
+
+// scanJSON is JSON without the shortcut for plain documents: it tokenises data.
+func scanJSON(root string, data []byte) *Problem {
 	type frame struct {
 		object    bool
 		key       string // object: the key of the current member

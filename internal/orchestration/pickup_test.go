@@ -13,8 +13,6 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
-const noopOneYAML = fixture.NoopOneYAML
-
 // pickupWatch reports, through its own events hub (like another process), when a task's first
 // step moves to in_progress.
 type pickupWatch struct {
@@ -80,7 +78,7 @@ func (w *pickupWatch) wait(t testing.TB, task int64, timeout time.Duration) time
 // starts the first step of a new task well within the poll: the task's creation publishes
 // tasker_tasks_created at commit, and the claim loop wakes on it.
 func TestIdleEngineStartsANewTaskOnItsNotification(t *testing.T) {
-	h := newHarness(t, nil, noopOneYAML)
+	h := newHarness(t, nil, fixture.NoopOneYAML)
 	watch := newPickupWatch(t, h.url)
 	h.engine(orchestration.Config{PollInterval: time.Hour, Workers: 4})
 	for range 3 { // the engine goes back to sleep between tasks
@@ -96,7 +94,7 @@ func TestIdleEngineStartsANewTaskOnItsNotification(t *testing.T) {
 // is created once the previous one is complete, so the engine is idle each time. It reports
 // the median and the 99th percentile in milliseconds.
 func BenchmarkPickup(b *testing.B) {
-	h := newHarness(b, nil, noopOneYAML)
+	h := newHarness(b, nil, fixture.NoopOneYAML)
 	watch := newPickupWatch(b, h.url)
 	h.engine(orchestration.Config{PollInterval: time.Hour})
 	const tasks = 200

@@ -15,6 +15,7 @@ import (
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/orchestration"
+	"github.com/taskerhq/tasker/internal/testkit/fixture"
 )
 
 // tableWrites is the rows a table had inserted, updated and deleted.
@@ -75,7 +76,7 @@ func writeStats(t testing.TB, db *gorm.DB) (map[string]tableWrites, int64) {
 // writes and commits nothing meanwhile.
 func drainWrites(t testing.TB, n, workers int) (map[string]tableWrites, int64) {
 	t.Helper()
-	h := newHarness(t, nil, noopOneYAML)
+	h := newHarness(t, nil, fixture.NoopOneYAML)
 	for range n {
 		h.create("bench", "noop_one", "")
 	}
@@ -186,7 +187,7 @@ func TestRowsWrittenPerOneStepTask(t *testing.T) {
 func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
 	t.Parallel()
 	const n, workers = 40, 4
-	h := newHarness(t, nil, noopOneYAML)
+	h := newHarness(t, nil, fixture.NoopOneYAML)
 	for range n {
 		h.create("bench", "noop_one", "")
 	}

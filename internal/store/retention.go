@@ -74,17 +74,16 @@ const candidatesSQL = `
 // The cascades are statements PostgreSQL runs for every deleted row (a task's steps and
 // transitions, each step's edges and transitions), planned by the plan cache of the
 // connection. The service's connections plan every execution afresh (internal/database), so
-// the statement sets, for the rest of its transaction, generic plans with sequential and
-// bitmap scans off (settings, read by its one result row whatever was deleted): the cascades,
+// the statement sets, for the rest of its transaction, the settings of a bulk write
+// (planBulkWriteSQL: generic plans with sequential and bitmap scans off; settings, read by
+// its one result row whatever was deleted): the cascades,
 // which run at the end of the statement, are then planned once per connection, an index
 // lookup by their key. The statement itself was planned before, as every other. Deleting
 // 3,000 one-step tasks took 448-466 ms with the cascades planned per row and 140-144 ms with
 // them planned once.
 const deleteSQL = `
 	WITH settings AS MATERIALIZED (
-		SELECT set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL
-		   AND set_config('enable_seqscan', 'off', true) IS NOT NULL
-		   AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL AS done
+		SELECT ` + planBulkWriteSQL + ` AS done
 	), horizon AS (
 		SELECT min(processed_xid) AS h FROM tasker_read_model_state
 		WHERE name = ANY($2::text[])

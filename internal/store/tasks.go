@@ -135,6 +135,12 @@ func (s *Store) TrustReferences(ctx context.Context) (bool, error) {
 	return trusted, nil
 }
 
+// planBulkWriteSQL is the boolean expression (always true) that sets the planner settings of
+// a bulk write for the rest of the transaction (see PlanBulkWrite).
+const planBulkWriteSQL = `set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL
+	AND set_config('enable_seqscan', 'off', true) IS NOT NULL
+	AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL`
+
 // PlanBulkWrite sets, for the rest of the current transaction, the planner settings of a
 // transaction that writes many rows on the service's connections: plan_cache_mode
 // force_generic_plan, with sequential and bitmap scans off. With trust, it also skips the
@@ -156,9 +162,7 @@ func (s *Store) PlanBulkWrite(ctx context.Context, trust bool) (trusted bool, er
 	if trust {
 		trustCall = "tasker_trust_references(true)"
 	}
-	err = s.conn(ctx).Raw(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL
-		AND set_config('enable_seqscan', 'off', true) IS NOT NULL
-		AND set_config('enable_bitmapscan', 'off', true) IS NOT NULL, `+trustCall).Row().Scan(new(bool), &trusted)
+	err = s.conn(ctx).Raw(`SELECT `+planBulkWriteSQL+`, `+trustCall).Row().Scan(new(bool), &trusted)
 	if err != nil {
 		return false, fmt.Errorf("setting the planner for a bulk write: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/taskerhq/tasker/internal/config"
@@ -158,7 +159,7 @@ func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, [
 	}
 	var reqs []orchestration.CreateTaskRequest
 	var lines []int
-	var problems []string
+	var problems []lineProblem
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -166,24 +167,24 @@ func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, [
 		if len(text) == 0 {
 			continue
 		}
-		if p := textcheck.JSON(fmt.Sprintf("line %d", n), text); p != nil {
-			problems = append(problems, p.Error())
+		if p := textcheck.JSON("", text); p != nil {
+			problems = append(problems, lineProblem{n, p.Error()})
 			continue
 		}
 		var l taskLine
 		dec := json.NewDecoder(bytes.NewReader(text))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&l); err != nil {
-			problems = append(problems, fmt.Sprintf("line %d: not a task line: %v", n, err))
+			problems = append(problems, lineProblem{n, fmt.Sprintf("not a task line: %v", err)})
 			continue
 		}
 		if l.Template == "" {
-			problems = append(problems, fmt.Sprintf("line %d: template is required (namespace/name[@version])", n))
+			problems = append(problems, lineProblem{n, "template is required (namespace/name[@version])"})
 			continue
 		}
 		namespace, name, version, err := template.ParseRef(l.Template)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("line %d: template: %v", n, err))
+			problems = append(problems, lineProblem{n, fmt.Sprintf("template: %v", err)})
 			continue
 		}
 		if l.Initiator == "" {
@@ -198,7 +199,7 @@ func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, [
 		return nil, nil, fmt.Errorf("run-task: reading %s: %w", path, err)
 	}
 	if len(problems) > 0 {
-		return nil, nil, orchestration.Invalid("jsonl", problems...)
+		return nil, nil, orchestration.Invalid("jsonl", reportLines(problems)...)
 	}
 	return reqs, lines, nil
 }
@@ -206,11 +207,83 @@ func readTaskLines(path, initiator string) ([]orchestration.CreateTaskRequest, [
 // lineErrors reports batch errors by input line: errs index a batch starting at request offset.
 // The error wraps the first item error (so errs.KindOf finds its kind).
 func lineErrors(errs []orchestration.ItemError, lines []int, offset int) error {
-	msgs := make([]string, len(errs))
+	problems := make([]lineProblem, len(errs))
 	for i, e := range errs {
-		msgs[i] = fmt.Sprintf("line %d: %v", lines[offset+e.Index], e.Err)
+		problems[i] = lineProblem{lines[offset+e.Index], e.Err.Error()}
 	}
-	return &lineError{msg: "run-task: " + strings.Join(msgs, "; "), first: errs[0].Err}
+	return &lineError{msg: "run-task: " + strings.Join(reportLines(problems), "; "), first: errs[0].Err}
+}
+
+// lineProblem is what is wrong with one input line.
+type lineProblem struct {
+	line   int
+	reason string
+}
+
+// maxReasons caps the distinct reasons reportLines spells out.
+const maxReasons = 20
+
+// reportLines words problems (in line order) for an error message: the lines that share a
+// reason are named together, as ranges ("lines 1-3, 7: reason"), the reasons in the order of
+// their first line. At most maxReasons reasons are spelled out; a last entry counts the lines
+// of the others. So ten thousand lines naming one missing template make a one-line error, and
+// every line with a problem is still accounted for.
+func reportLines(problems []lineProblem) []string {
+	var reasons []string
+	byReason := map[string][]int{}
+	for _, p := range problems {
+		if _, seen := byReason[p.reason]; !seen {
+			reasons = append(reasons, p.reason)
+		}
+		byReason[p.reason] = append(byReason[p.reason], p.line)
+	}
+	out := make([]string, 0, min(len(reasons), maxReasons+1))
+	rest := 0
+	for i, r := range reasons {
+		if i >= maxReasons {
+			rest += len(byReason[r])
+			continue
+		}
+		out = append(out, lineRanges(byReason[r])+": "+r)
+	}
+	if rest > 0 {
+		out = append(out, fmt.Sprintf("%d more lines with %d other problems", rest, len(reasons)-maxReasons))
+	}
+	return out
+}
+
+// maxRanges caps the runs of lines lineRanges spells out.
+const maxRanges = 10
+
+// lineRanges names ascending line numbers, runs of consecutive lines as ranges: "line 4",
+// "lines 1-3, 7"; after maxRanges runs, the lines left are counted ("and 12 more").
+func lineRanges(lines []int) string {
+	if len(lines) == 1 {
+		return "line " + strconv.Itoa(lines[0])
+	}
+	var b strings.Builder
+	b.WriteString("lines ")
+	runs := 0
+	for i := 0; i < len(lines); {
+		j := i
+		for j+1 < len(lines) && lines[j+1] == lines[j]+1 {
+			j++
+		}
+		if runs == maxRanges {
+			fmt.Fprintf(&b, " and %d more", len(lines)-i)
+			break
+		}
+		runs++
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(lines[i]))
+		if j > i {
+			b.WriteString("-" + strconv.Itoa(lines[j]))
+		}
+		i = j + 1
+	}
+	return b.String()
 }
 
 type lineError struct {

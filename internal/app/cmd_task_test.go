@@ -2,9 +2,11 @@ package app
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,6 +183,12 @@ not json
 		!strings.Contains(err.Error(), "line 3: ") || !strings.Contains(err.Error(), "no_such_workflow") {
 		t.Fatalf("refused lines: %v", err)
 	}
+	// Many lines with one mistake make one short error that names them all.
+	flood := write("flood.jsonl", strings.Repeat(`{"template": "examples/no_such_workflow"}`+"\n", 500))
+	if _, err = run(flood); err == nil || !strings.Contains(err.Error(), "lines 1-500: ") ||
+		strings.Count(err.Error(), "no_such_workflow") != 1 {
+		t.Fatalf("500 lines naming a missing template: %v", err)
+	}
 	var after int64
 	db.Raw(`SELECT count(*) FROM tasker_tasks`).Scan(&after)
 	if after != tasks {
@@ -212,5 +220,42 @@ func TestRunTaskJSONLinesFromStandardInput(t *testing.T) {
 	db.Raw(`SELECT nt.name FROM tasker_tasks t JOIN tasker_named_tasks nt USING (named_task_id) WHERE t.task_id = ?`, ids[0]).Scan(&name)
 	if name != "tree_workflow" {
 		t.Fatalf("first id %s is a task of %q, want tree_workflow", ids[0], name)
+	}
+}
+
+// TestReportLinesGroupsLinesByReason: lines that share a reason are named together as
+// ranges, reasons keep the order of their first line, and past the caps the rest is counted,
+// not dropped.
+func TestReportLinesGroupsLinesByReason(t *testing.T) {
+	many := make([]lineProblem, 0, 2*maxRanges+3)
+	for i := range 2*maxRanges + 3 {
+		many = append(many, lineProblem{2*i + 1, "odd"})
+	}
+	distinct := make([]lineProblem, 0, maxReasons+5)
+	for i := range maxReasons + 5 {
+		distinct = append(distinct, lineProblem{i + 1, fmt.Sprintf("reason %d", i)})
+	}
+	distinct = append(distinct, lineProblem{100, "reason 0"}, lineProblem{101, "reason 24"})
+	for _, c := range []struct {
+		name string
+		in   []lineProblem
+		want []string
+	}{
+		{"one line", []lineProblem{{4, "bad"}}, []string{"line 4: bad"}},
+		{"runs and reasons in first-line order", []lineProblem{{1, "b"}, {2, "b"}, {3, "a"}, {4, "b"}, {5, "b"}, {6, "b"}, {9, "b"}},
+			[]string{"lines 1-2, 4-6, 9: b", "line 3: a"}},
+		{"too many runs", many, []string{"lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19 and 13 more: odd"}},
+		{"too many reasons", distinct, func() []string {
+			var w []string
+			for i := range maxReasons {
+				w = append(w, fmt.Sprintf("line %d: reason %d", i+1, i))
+			}
+			w[0] = "lines 1, 100: reason 0"
+			return append(w, "6 more lines with 5 other problems")
+		}()},
+	} {
+		if got := reportLines(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("%s: reportLines = %q, want %q", c.name, got, c.want)
+		}
 	}
 }

@@ -89,11 +89,13 @@ func seedHistory(t *testing.T, s *Store, stuck int) {
 var errRollback = errors.New("rolled back")
 
 // scan is what EXPLAIN (ANALYZE, BUFFERS) says of one engine statement: the rows its walk of
-// a partial index visited (returned or removed by the scan's filter, over all loops), and the
-// shared buffers the statement touched.
+// a partial index visited (returned or removed by the scan's filter, over all loops), the
+// shared buffers the statement touched, and how many rows of the readiness view it computed
+// (the loops of its subquery r).
 type scan struct {
 	Candidates int
 	Buffers    int
+	Readiness  int
 }
 
 // explainWalk runs q (with args) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) in an engine
@@ -117,6 +119,8 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 		t.Fatal(err)
 	}
 	type node struct {
+		NodeType    string  `json:"Node Type"`
+		Alias       string  `json:"Alias"`
 		IndexName   string  `json:"Index Name"`
 		ActualRows  float64 `json:"Actual Rows"`
 		ActualLoops float64 `json:"Actual Loops"`
@@ -139,6 +143,9 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 		}
 		if root {
 			out.Buffers = n.SharedHit + n.SharedRead
+		}
+		if n.NodeType == "Subquery Scan" && n.Alias == "r" {
+			out.Readiness += int(n.ActualLoops)
 		}
 		if n.IndexName == index {
 			found = true
@@ -231,6 +238,66 @@ func TestClaimWorkDoesNotGrowWithStuckHistory(t *testing.T) {
 	if bigRetry.Buffers > smallRetry.Buffers*3/2 {
 		t.Errorf("the next-retry query touched %d buffers with 2,000 stuck tasks against %d with 10",
 			bigRetry.Buffers, smallRetry.Buffers)
+	}
+}
+
+// TestClaimComputesReadinessOnlyWhereParentsAreDone: in a queue of chains (a root step and
+// three steps after it, each after the one before), the claim walks every candidate in id
+// order, but computes the readiness view's row only for the candidates whose parents are all
+// complete or resolved_manually: the roots, and the steps after a finished or resolved step.
+// It still claims exactly what the view says is ready.
+func TestClaimComputesReadinessOnlyWhereParentsAreDone(t *testing.T) {
+	s, _ := open(t)
+	stmts := []string{
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('chains')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'chain')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name)
+		 SELECT d.dependent_system_id, 'c' || i FROM tasker_dependent_systems d, generate_series(1, 4) i`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 40)`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t CROSS JOIN tasker_named_steps ns ORDER BY t.task_id, ns.name`,
+		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
+		 SELECT a.workflow_step_id, b.workflow_step_id
+		 FROM tasker_workflow_steps a JOIN tasker_named_steps an ON an.named_step_id = a.named_step_id,
+		      tasker_workflow_steps b JOIN tasker_named_steps bn ON bn.named_step_id = b.named_step_id
+		 WHERE a.task_id = b.task_id AND substr(bn.name, 2)::int = substr(an.name, 2)::int + 1`,
+		// In tasks 1 and 2 the root has run (complete, processed); in task 3 an operator
+		// resolved it: their second steps are ready, and so are the other tasks' roots.
+		`UPDATE tasker_workflow_steps ws SET processed = true, attempts = 1 FROM tasker_named_steps ns
+		 WHERE ns.named_step_id = ws.named_step_id AND ns.name = 'c1' AND ws.task_id IN (1, 2)`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 SELECT ws.workflow_step_id, CASE WHEN ws.task_id = 3 THEN 'resolved_manually' ELSE 'complete' END,
+		        'pending', 1, true
+		 FROM tasker_workflow_steps ws JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
+		 WHERE ns.name = 'c1' AND ws.task_id IN (1, 2, 3)`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		 SELECT task_id, 'in_progress', NULL, 1, true FROM tasker_tasks WHERE task_id IN (1, 2, 3)`,
+		`VACUUM ANALYZE`,
+	}
+	for _, q := range stmts {
+		if err := s.db.Exec(q).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
+		}
+	}
+	ready := readySteps(t, s)
+	// Tasks 1-3: their second step (the root is done or resolved); tasks 4-40: their root.
+	if len(ready) != 40 {
+		t.Fatalf("the view says %d steps are ready, want 40: %v", len(ready), ready)
+	}
+	// The first 20 ready steps are the second steps of tasks 1-3 and the roots of tasks 4-20.
+	// To find them the walk passes 75 candidates: the last three steps of tasks 1-3, the
+	// resolved root of task 3 (unprocessed, so still a candidate), the four steps of tasks
+	// 4-19, the root of task 20, and its second step (the walk is pulled one row ahead). Only
+	// 21 have no unfinished parent: the 20 ready ones and task 3's resolved root, which the
+	// view itself refuses.
+	walk := explainWalk(t, s, "tasker_workflow_steps_runnable_idx", claimSQL,
+		map[string]any{"n": 20, "worker": "explain", "lease_ms": 60000})
+	if walk.Candidates != 75 || walk.Readiness != 21 {
+		t.Errorf("the claim walked %d candidates and computed the readiness of %d, want 75 and 21 (%+v)",
+			walk.Candidates, walk.Readiness, walk)
+	}
+	if got := claimAll(t, s); !slices.Equal(got, ready) {
+		t.Errorf("claimed %v, the view's ready steps are %v", got, ready)
 	}
 }
 

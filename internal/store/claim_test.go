@@ -301,6 +301,51 @@ func TestClaimComputesReadinessOnlyWhereParentsAreDone(t *testing.T) {
 	}
 }
 
+// TestExpiredClaimsWalkOnlyTheRunningSteps: recovery's query walks the index of the claimed
+// unfinished steps, so with 2,000 stuck tasks of history it reads as many candidates as there
+// are claims, and returns the expired ones, the oldest lease first.
+func TestExpiredClaimsWalkOnlyTheRunningSteps(t *testing.T) {
+	s, _ := open(t)
+	seedHistory(t, s, 2000)
+	ctx := context.Background()
+	var expiredFirst []int64
+	for _, lease := range []time.Duration{-time.Hour, -time.Minute, time.Hour} {
+		rows, err := s.ClaimReady(ctx, 3, "test", lease)
+		if err != nil || len(rows) != 3 {
+			t.Fatalf("claiming 3 steps: %d, %v", len(rows), err)
+		}
+		if lease < 0 {
+			for _, r := range rows {
+				expiredFirst = append(expiredFirst, r.StepID)
+			}
+		}
+	}
+	walk := explainWalk(t, s, "tasker_workflow_steps_claimed_idx", expiredClaimsSQL, 100)
+	if walk.Candidates != 9 {
+		t.Errorf("recovery walked %d claimed steps, want the 9 claims (%+v)", walk.Candidates, walk)
+	}
+	expired, err := s.ExpiredClaims(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, c := range expired {
+		got = append(got, c.WorkflowStepID)
+	}
+	// Within one claim the leases are equal; across claims the older lease comes first.
+	if len(got) != 6 || !sameSet(got[:3], expiredFirst[:3]) || !sameSet(got[3:], expiredFirst[3:]) {
+		t.Errorf("expired claims %v, want %v (the hour-old leases first)", got, expiredFirst)
+	}
+}
+
+// sameSet reports whether a and b hold the same ids.
+func sameSet(a, b []int64) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
 // TestTaskInactiveFollowsTheTaskState: a task's transition sets task_inactive on its
 // unprocessed steps, so that a failed task that an operator sets back to pending has its
 // steps claimed again, and a task that fails again drops out of the claim's walk.

@@ -423,17 +423,22 @@ type ExpiredClaim struct {
 	Token          string
 }
 
-// ExpiredClaims lists up to limit claims whose lease has run out, the oldest first.
+// ExpiredClaims lists up to limit claims whose lease has run out, the oldest first. It walks
+// the index of the unfinished claimed steps (tasker_workflow_steps_claimed_idx: as many
+// entries as steps running now, whatever the table's size) and sorts the expired ones; a step
+// is never processed and claimed at once (migration 00062).
 func (s *Store) ExpiredClaims(ctx context.Context, limit int) ([]ExpiredClaim, error) {
 	var expired []ExpiredClaim
-	err := s.conn(ctx).Raw(`
-		SELECT workflow_step_id, task_id, claim_token::text AS token
-		FROM tasker_workflow_steps
-		WHERE in_process AND claim_expires_at < now() AND claim_token IS NOT NULL
-		ORDER BY claim_expires_at
-		LIMIT ?`, limit).Scan(&expired).Error
+	err := s.conn(ctx).Raw(expiredClaimsSQL, limit).Scan(&expired).Error
 	return expired, err
 }
+
+const expiredClaimsSQL = `
+SELECT workflow_step_id, task_id, claim_token::text AS token
+FROM tasker_workflow_steps
+WHERE NOT processed AND in_process AND claim_expires_at < now() AND claim_token IS NOT NULL
+ORDER BY claim_expires_at
+LIMIT ?`
 
 // LockClaim locks a step whose claim is still held with token (and, when expired, whose lease
 // has run out), skipping it when another transaction holds its row. held is false when

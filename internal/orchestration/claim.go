@@ -87,7 +87,7 @@ func (c claimed) close() { closeRuns(c.runs) }
 func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, settle settling) (claimed, error) {
 	var steps []claimedStep
 	if n > 0 {
-		rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration)
+		rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration, e.cfg.Observer != nil)
 		if err != nil {
 			return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
 		}
@@ -129,7 +129,7 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 	for i := range c.runs {
 		c.runs[i].s.trace = c.steps[i].trace
 	}
-	e.observeClaims(ctx, c.steps)
+	e.observeClaims(c.steps)
 	for _, r := range c.runs {
 		e.watcher.prepared(r)
 	}

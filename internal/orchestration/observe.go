@@ -1,7 +1,6 @@
 package orchestration
 
 import (
-	"context"
 	"time"
 
 	"github.com/taskerhq/tasker/internal/handler"
@@ -49,24 +48,14 @@ func (e *Engine) observeFinished(step, outcome string, took time.Duration) {
 	}
 }
 
-// observeClaims reports claimed steps to the Observer, in one statement, only when there is
-// one. A failure is logged and otherwise ignored: metrics never hold up work.
-func (e *Engine) observeClaims(ctx context.Context, steps []claimedStep) {
-	if e.cfg.Observer == nil || len(steps) == 0 {
+// observeClaims reports claimed steps to the Observer, only when there is one, with how long
+// each had been ready, which their claim read (store.ClaimedStep.ReadyFor): reporting holds
+// nothing up.
+func (e *Engine) observeClaims(steps []claimedStep) {
+	if e.cfg.Observer == nil {
 		return
 	}
-	ids := make([]int64, len(steps))
-	for i, s := range steps {
-		ids[i] = s.StepID
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	rows, err := e.st.ClaimLatencies(ctx, ids)
-	if err != nil {
-		e.log.Warn("orchestration: reading claim latencies for metrics", "error", err)
-		return
-	}
-	for _, r := range rows {
-		e.cfg.Observer.StepClaimed(r.Name, time.Duration(r.Seconds*float64(time.Second)))
+	for _, s := range steps {
+		e.cfg.Observer.StepClaimed(s.Input.Name, s.ReadyFor)
 	}
 }

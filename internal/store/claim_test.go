@@ -182,7 +182,7 @@ func claimAll(t *testing.T, s *Store) []int64 {
 	t.Helper()
 	var ids []int64
 	for {
-		rows, err := s.ClaimReady(context.Background(), 100, "test", time.Minute)
+		rows, err := s.ClaimReady(context.Background(), 100, "test", time.Minute, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func TestExpiredClaimsWalkOnlyTheRunningSteps(t *testing.T) {
 	ctx := context.Background()
 	var expiredFirst []int64
 	for _, lease := range []time.Duration{-time.Hour, -time.Minute, time.Hour} {
-		rows, err := s.ClaimReady(ctx, 3, "test", lease)
+		rows, err := s.ClaimReady(ctx, 3, "test", lease, false)
 		if err != nil || len(rows) != 3 {
 			t.Fatalf("claiming 3 steps: %d, %v", len(rows), err)
 		}
@@ -418,7 +418,7 @@ func TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly(t *testing.T) {
 	s, trace := open(t)
 	seedHistory(t, s, 0)
 	ctx := context.Background()
-	claimed, err := s.ClaimReady(ctx, 3, "test", time.Minute)
+	claimed, err := s.ClaimReady(ctx, 3, "test", time.Minute, false)
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("claimed %d steps (%v), want 3", len(claimed), err)
 	}
@@ -452,5 +452,57 @@ func TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly(t *testing.T) {
 	}
 	if !slices.Equal(leases, []bool{true, false, false}) {
 		t.Errorf("leases extended past 30 minutes: %v, want only the held claim's", leases)
+	}
+}
+
+// TestClaimReadsHowLongEachStepWasReady: asked for it, the claim reads how long each step had
+// been ready: since its last parent finished, since the end of its backoff (the later of the
+// implicit one after its failure and the delay it asked for), or since its task was created.
+func TestClaimReadsHowLongEachStepWasReady(t *testing.T) {
+	s, _ := open(t)
+	stmts := []string{
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('ready')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'ready')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name)
+		 SELECT dependent_system_id, n FROM tasker_dependent_systems, unnest(ARRAY['parent', 'child', 'retried', 'root']) n`,
+		// Task 1 (100 s old): parent finished 7 s ago, child waits for it.
+		// Task 2 (50 s old): retried failed 20 s ago (implicit backoff 2 s) and asked for 5 s.
+		// Task 3 (4 s old): root.
+		`INSERT INTO tasker_tasks (named_task_id, created_at)
+		 SELECT named_task_id, now() - a * interval '1 second' FROM tasker_named_tasks, unnest(ARRAY[100, 50, 4]) a`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts, last_attempted_at, backoff_request_seconds)
+		 SELECT CASE ns.name WHEN 'retried' THEN 2 WHEN 'root' THEN 3 ELSE 1 END, ns.named_step_id,
+		        ns.name = 'parent', CASE WHEN ns.name IN ('parent', 'retried') THEN 1 ELSE 0 END,
+		        CASE ns.name WHEN 'retried' THEN now() - interval '20 seconds' WHEN 'parent' THEN now() - interval '7 seconds' END,
+		        CASE ns.name WHEN 'retried' THEN 5 END
+		 FROM tasker_named_steps ns ORDER BY ns.named_step_id`,
+		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
+		 SELECT a.workflow_step_id, b.workflow_step_id FROM tasker_workflow_steps a, tasker_workflow_steps b
+		 WHERE a.task_id = 1 AND b.task_id = 1 AND a.workflow_step_id < b.workflow_step_id`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at)
+		 SELECT ws.workflow_step_id, CASE ws.task_id WHEN 1 THEN 'complete' ELSE 'error' END, 'in_progress', 1, true,
+		        now() - CASE ws.task_id WHEN 1 THEN interval '7 seconds' ELSE interval '20 seconds' END
+		 FROM tasker_workflow_steps ws WHERE ws.processed OR ws.task_id = 2`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent) VALUES (1, 'in_progress', 1, true), (2, 'in_progress', 1, true)`,
+	}
+	for _, q := range stmts {
+		if err := s.db.Exec(q).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
+		}
+	}
+	ctx := context.Background()
+	claimed, err := s.ClaimReady(ctx, 10, "test", time.Minute, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]time.Duration{"child": 7 * time.Second, "retried": 15 * time.Second, "root": 4 * time.Second}
+	if len(claimed) != len(want) {
+		t.Fatalf("claimed %d steps, want %d: %+v", len(claimed), len(want), claimed)
+	}
+	for _, c := range claimed {
+		w, ok := want[c.Input.Name]
+		if !ok || c.ReadyFor < w || c.ReadyFor > w+time.Second {
+			t.Errorf("step %s had been ready for %s, want %s (within the second the test took)", c.Input.Name, c.ReadyFor, w)
+		}
 	}
 }

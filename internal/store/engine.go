@@ -101,6 +101,9 @@ type ClaimedStep struct {
 	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
 	Claimed      time.Time
 	Input        StepInput
+	// ReadyFor is how long the step had been ready when it was claimed (see
+	// readySecondsSQL), when the claim was asked for it (ClaimReady's readyFor), else 0.
+	ReadyFor time.Duration
 }
 
 // runnableCandidate is the condition, on a step row c, of the partial indexes the claim and
@@ -110,7 +113,7 @@ type ClaimedStep struct {
 const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_inactive
       AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))`
 
-// claimSQL claims up to @n ready steps in one statement.
+// claimBaseSQL claims up to @n ready steps in one statement (claimSQL, claimReadyForSQL).
 //
 //   - ready: readiness comes from tasker_step_readiness_statuses (the same rule the read side
 //     shows), restricted to candidate steps that are neither processed nor claimed, of tasks
@@ -146,7 +149,7 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     inputs, its task's context, its parents' results. The claim holds the steps' row locks
 //     until it commits, and a started step's parents are complete or resolved_manually (final
 //     states), so these are the inputs of the attempt about to run.
-const claimSQL = `
+const claimBaseSQL = `
 WITH ready AS (
     SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
     FROM tasker_workflow_steps c
@@ -192,20 +195,55 @@ WHERE ws.workflow_step_id = locked.workflow_step_id
 RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
           coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
           locked.current_state, now() AS claimed,
-          t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents`
+          t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents, `
+
+// claimSQL is claimBaseSQL without the time each step had been ready.
+const claimSQL = claimBaseSQL + `0::float8 AS ready_seconds`
+
+// claimReadyForSQL is claimBaseSQL with the time each step had been ready (readySecondsSQL).
+const claimReadyForSQL = claimBaseSQL + readySecondsSQL + ` AS ready_seconds`
+
+// readySecondsSQL is, in the claim's RETURNING (ws the claimed step's row, which the claim
+// changes only in its claim columns, t its task), how long the step had been ready when the
+// claim's transaction began, in seconds: from the latest of its task's creation, its last
+// parent's completion (its parents are complete or resolved_manually, final states), the end
+// of the implicit backoff after its last failure, and the end of the delay it asked for.
+// Read in the claim itself, it costs an index probe or two per claimed step, where a
+// statement of its own (as it was) cost every claim of an engine with metrics a round trip
+// before its steps could start.
+const readySecondsSQL = `greatest(0, extract(epoch FROM now() - greatest(
+    t.created_at,
+    (SELECT max(pt.created_at)
+     FROM tasker_workflow_step_edges e
+     JOIN tasker_workflow_step_transitions pt ON pt.workflow_step_id = e.from_step_id AND pt.most_recent
+     WHERE e.to_step_id = ws.workflow_step_id),
+    (SELECT et.created_at + least(power(2, coalesce(ws.attempts, 0)), 30) * interval '1 second'
+     FROM tasker_workflow_step_transitions et
+     WHERE et.workflow_step_id = ws.workflow_step_id AND et.to_state = 'error'
+     ORDER BY et.sort_key DESC LIMIT 1),
+    ws.last_attempted_at + ws.backoff_request_seconds * interval '1 second'
+)))::float8`
 
 // ClaimReady claims up to n ready steps for worker, with a lease of lease, in one statement
-// (see claimSQL): the oldest ready steps that no one else holds are marked in_process with a
-// fresh claim token each.
-func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time.Duration) ([]ClaimedStep, error) {
+// (see claimBaseSQL): the oldest ready steps that no one else holds are marked in_process with
+// a fresh claim token each. With readyFor, each step's ReadyFor is read too.
+func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time.Duration, readyFor bool) ([]ClaimedStep, error) {
+	q := claimSQL
+	if readyFor {
+		q = claimReadyForSQL
+	}
 	var states []sql.NullString
+	var seconds []float64
 	rows, err := queryRows(ctx, s, func(r *ClaimedStep) []any {
 		states = append(states, sql.NullString{})
+		seconds = append(seconds, 0)
 		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.Claimed,
-			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents}
-	}, claimSQL, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})
+			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents,
+			&seconds[len(seconds)-1]}
+	}, q, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})
 	for i := range rows {
 		rows[i].CurrentState = models.State(states[i].String)
+		rows[i].ReadyFor = time.Duration(seconds[i] * float64(time.Second))
 	}
 	return rows, err
 }
@@ -520,43 +558,6 @@ func (s *Store) RenewLeases(ctx context.Context, stepIDs []int64, tokens []strin
 		WHERE ws.workflow_step_id = held.workflow_step_id
 		RETURNING ws.workflow_step_id`,
 		database.Array[int64](stepIDs), database.Array[string](tokens), lease.Milliseconds())
-}
-
-// claimLatencySQL gives, for claimed steps, their name and how long they had been ready.
-const claimLatencySQL = `
-SELECT ns.name,
-       greatest(0, extract(epoch FROM clock_timestamp() - greatest(
-           t.created_at,
-           (SELECT max(pt.created_at)
-            FROM tasker_workflow_step_edges e
-            JOIN tasker_workflow_step_transitions pt ON pt.workflow_step_id = e.from_step_id AND pt.most_recent
-            WHERE e.to_step_id = ws.workflow_step_id),
-           (SELECT et.created_at + least(power(2, coalesce(ws.attempts, 0)), 30) * interval '1 second'
-            FROM tasker_workflow_step_transitions et
-            WHERE et.workflow_step_id = ws.workflow_step_id AND et.to_state = 'error'
-            ORDER BY et.sort_key DESC LIMIT 1),
-           ws.last_attempted_at + ws.backoff_request_seconds * interval '1 second'
-       )))::float8 AS seconds
-FROM tasker_workflow_steps ws
-JOIN tasker_tasks t ON t.task_id = ws.task_id
-JOIN tasker_named_steps ns ON ns.named_step_id = ws.named_step_id
-WHERE ws.workflow_step_id = ANY(?::bigint[])`
-
-// ClaimLatency is how long a claimed step (by name) had been ready when it was claimed.
-type ClaimLatency struct {
-	Name    string
-	Seconds float64
-}
-
-// ClaimLatencies reads, for claimed steps, their names and how long they had been ready: from
-// the latest of their task's creation, their last parent's completion and the end of their
-// backoff, to now.
-func (s *Store) ClaimLatencies(ctx context.Context, stepIDs []int64) ([]ClaimLatency, error) {
-	if len(stepIDs) == 0 {
-		return nil, nil
-	}
-	return queryRows(ctx, s, func(r *ClaimLatency) []any { return []any{&r.Name, &r.Seconds} }, claimLatencySQL,
-		database.Array[int64](stepIDs))
 }
 
 // NamedTaskConfiguration reads the configuration a named task was registered with (nil when

@@ -162,6 +162,16 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 	return out
 }
 
+// seed runs stmts, in order, failing the test at the first that fails.
+func seed(t *testing.T, s *Store, stmts ...string) {
+	t.Helper()
+	for _, q := range stmts {
+		if err := s.db.Exec(q).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
+		}
+	}
+}
+
 // readySteps lists the steps the readiness view says are ready_for_execution, of tasks that
 // are pending or in_progress: what the claim must claim.
 func readySteps(t *testing.T, s *Store) []int64 {
@@ -274,11 +284,7 @@ func TestClaimComputesReadinessOnlyWhereParentsAreDone(t *testing.T) {
 		 SELECT task_id, 'in_progress', NULL, 1, true FROM tasker_tasks WHERE task_id IN (1, 2, 3)`,
 		`VACUUM ANALYZE`,
 	}
-	for _, q := range stmts {
-		if err := s.db.Exec(q).Error; err != nil {
-			t.Fatalf("seeding: %v\n%s", err, q)
-		}
-	}
+	seed(t, s, stmts...)
 	ready := readySteps(t, s)
 	// Tasks 1-3: their second step (the root is done or resolved); tasks 4-40: their root.
 	if len(ready) != 40 {
@@ -485,11 +491,7 @@ func TestClaimReadsHowLongEachStepWasReady(t *testing.T) {
 		 FROM tasker_workflow_steps ws WHERE ws.processed OR ws.task_id = 2`,
 		`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent) VALUES (1, 'in_progress', 1, true), (2, 'in_progress', 1, true)`,
 	}
-	for _, q := range stmts {
-		if err := s.db.Exec(q).Error; err != nil {
-			t.Fatalf("seeding: %v\n%s", err, q)
-		}
-	}
+	seed(t, s, stmts...)
 	ctx := context.Background()
 	claimed, err := s.ClaimReady(ctx, 10, "test", time.Minute, true)
 	if err != nil {

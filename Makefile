@@ -27,6 +27,7 @@ demo: ensure-postgres build ## like run, and start example tasks that succeed, r
 test: ## run every test against PostgreSQL (TASKER_TEST_DATABASE_URL, default 127.0.0.1:5432)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	cd bench/river && $(GO) vet . && $(GO) test -count=1 .
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
@@ -73,13 +74,13 @@ bench-quick: ## run every benchmark at small sizes, one iteration for other pack
 # the server (each run creates and drops its own database there).
 RIVER_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
-bench-river: build ## tasker engine vs River: 10,000 one-step tasks at 32 and 100 workers, 10,000 five-step tasks at 32 (several minutes)
+bench-river: build ## tasker engine vs River: 10,000 one-step tasks at 32 and 100 workers, 10,000 five-step tasks at 32, three rounds, medians (about six minutes)
 	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
 		-tasks 10000 -out ../../BENCHMARKS.md -command "make bench-river"
 
-bench-river-quick: build ## the same with 2,000 tasks per run (about a minute)
+bench-river-quick: build ## the same with 2,000 tasks per run, one round (about a minute)
 	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
-		-tasks 2000 -out ../../BENCHMARKS.md -command "make bench-river-quick"
+		-tasks 2000 -rounds 1 -out ../../BENCHMARKS.md -command "make bench-river-quick"
 
 # The peer server of bench-postgraphile: PostGraphile 5 on Node 22 from the npm registry, at the exact
 # versions of internal/testkit/bench/peers/package-lock.json, installed into bin/peers (not committed).

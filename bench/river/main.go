@@ -11,6 +11,11 @@
 // finalized_at; tasker: the last task transition): neither process's start-up is counted. The
 // wall time from start-up to the last unit seen finished is reported beside it.
 //
+// Every scenario runs -rounds times (3 by default): each round drains it with River and with
+// each tasker setting, back to back, and the report shows the run of median rate of each, the
+// ratio of the median rates and the range of the rounds' own ratios. The machine's speed drifts
+// (other work shares it), and a single run's ratio moved by a third between runs.
+//
 // River runs with the fetch settings of its own benchmark (cmd/river bench): a 2 ms fetch
 // cooldown and a 20 ms fetch poll interval; its MaxWorkers is the run's worker count, and each
 // tasker worker process runs that many workers (-workers).
@@ -20,17 +25,20 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,59 +78,95 @@ func main() {
 	tasks := flag.Int("tasks", 10000, "tasks per run (River: jobs per run = tasks x steps per task)")
 	out := flag.String("out", "BENCHMARKS.md", "file whose section \"Engine vs River\" is replaced (created when missing); - prints it")
 	command := flag.String("command", "make bench-river", "the command named in the report")
+	rounds := flag.Int("rounds", 3, "rounds of every scenario: River and each tasker setting once a round, interleaved; the median round is reported")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(context.Background(), log, *serverURL, *tasker, *templates, *tasks, *out, *command); err != nil {
+	if err := run(context.Background(), log, *serverURL, *tasker, *templates, *tasks, *rounds, *out, *command); err != nil {
 		log.Error("bench-river", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates string, tasks int, out, command string) error {
+func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates string, tasks, rounds int, out, command string) error {
 	if tasks < 1 {
 		return fmt.Errorf("-tasks %d: want at least 1", tasks)
+	}
+	if rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", rounds)
 	}
 	scenarios := []scenario{
 		{"one-step tasks vs jobs", "bench/noop_one", 1, 32},
 		{"one-step tasks vs jobs", "bench/noop_one", 1, 100},
 		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32},
 	}
+	// tasker: one process, two processes, and one process of two engines.
+	settings := []struct{ processes, engines int }{{1, 0}, {2, 0}, {1, 2}}
 	begin := time.Now()
 	load := loadAverage()
 	var rows []string
 	for _, sc := range scenarios {
 		units := tasks * sc.steps
-		rv, err := fresh(ctx, serverURL, func(dbURL string) (result, error) { return runRiver(ctx, dbURL, units, sc.workers) })
-		if err != nil {
-			return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
-		}
-		log.Info("River", "scenario", sc.name, "workers", sc.workers, "jobs", units, "jobs/s", int(rv.rate()), "wall", rv.wall)
-		// tasker: one process, two processes, and one process of two engines.
-		runs := []struct{ processes, engines int }{{1, 0}, {2, 0}, {1, 2}}
-		var tk [3]result
-		for i, r := range runs {
-			tk[i], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
-				return runTasker(ctx, dbURL, tasker, templates, sc, tasks, r.processes, r.engines)
-			})
+		// Every round drains the scenario once with River and once with each tasker setting,
+		// back to back, so that a slower or faster spell of the machine weighs on all of them.
+		rv := make([]result, rounds)
+		tk := make([][]result, len(settings))
+		for round := range rounds {
+			var err error
+			rv[round], err = fresh(ctx, serverURL, func(dbURL string) (result, error) { return runRiver(ctx, dbURL, units, sc.workers) })
 			if err != nil {
-				return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, r.processes, err)
+				return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
 			}
-			log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "processes", r.processes, "engines", r.engines,
-				"steps", units, "steps/s", int(tk[i].rate()), "wall", tk[i].wall)
+			log.Info("River", "scenario", sc.name, "workers", sc.workers, "round", round+1, "jobs", units,
+				"jobs/s", int(rv[round].rate()), "wall", rv[round].wall)
+			for i, st := range settings {
+				r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
+					return runTasker(ctx, dbURL, tasker, templates, sc, tasks, st.processes, st.engines)
+				})
+				if err != nil {
+					return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, st.processes, err)
+				}
+				tk[i] = append(tk[i], r)
+				log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "round", round+1, "processes", st.processes,
+					"engines", st.engines, "steps", units, "steps/s", int(r.rate()), "wall", r.wall)
+			}
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %s | %.2f | %s | %.2f | %s | %.2f | %s | %s |",
-			fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), sc.workers,
-			rateCell(rv, "jobs/s"), rateCell(tk[0], "steps/s"), tk[0].rate()/rv.rate(),
-			rateCell(tk[1], "steps/s"), tk[1].rate()/rv.rate(),
-			rateCell(tk[2], "steps/s"), tk[2].rate()/rv.rate(),
-			thousands(int(rv.createRate)), thousands(int(tk[0].createRate))))
+		river := median(rv)
+		cells := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
+		for i := range settings {
+			cells = append(cells, rateCell(median(tk[i]), "steps/s"), ratioCell(rv, tk[i]))
+		}
+		cells = append(cells, thousands(int(river.createRate)), thousands(int(median(tk[0]).createRate)))
+		rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
 	}
-	section := report(rows, tasks, command, time.Since(begin), load)
+	section := report(rows, tasks, rounds, command, time.Since(begin), load)
 	if out == "-" {
 		fmt.Print(section)
 		return nil
 	}
 	return replaceSection(out, section)
+}
+
+// median is the run of median rate among runs (of an even number, the slower of the middle
+// two).
+func median(runs []result) result {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b result) int { return cmp.Compare(a.rate(), b.rate()) })
+	return sorted[(len(sorted)-1)/2]
+}
+
+// ratioCell is the ratio of tasker's median rate to River's, with, over several rounds, the
+// range of the rounds' own ratios (each tasker run against the River run of its round).
+func ratioCell(river, tasker []result) string {
+	cell := fmt.Sprintf("%.2f", median(tasker).rate()/median(river).rate())
+	if len(river) < 2 {
+		return cell
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range river {
+		r := tasker[i].rate() / river[i].rate()
+		lo, hi = min(lo, r), max(hi, r)
+	}
+	return fmt.Sprintf("%s (%.2f-%.2f)", cell, lo, hi)
 }
 
 // rateCell shows a run's rate, its span and wall time, the share of the machine's CPU busy
@@ -395,13 +439,13 @@ const (
 	sectionEnd   = "<!-- engine-vs-river:end -->"
 )
 
-func report(rows []string, tasks int, command string, took time.Duration, load string) string {
+func report(rows []string, tasks, rounds int, command string, took time.Duration, load string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n## Engine vs River\n\n", sectionStart)
-	fmt.Fprintf(&b, "Written by `%s` (bench/river, a module of its own) on %s, in %s, %d tasks per run; "+
+	fmt.Fprintf(&b, "Written by `%s` (bench/river, a module of its own) on %s, in %s, %d tasks per run, %d %s; "+
 		"load average at the start %s on %d cores (the machine is shared: other work ran at the same time, "+
 		"so compare the rows of one run, not runs).\n\n", command, time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		took.Round(time.Second), tasks, load, runtime.NumCPU())
+		took.Round(time.Second), tasks, rounds, plural(rounds, "round", "rounds"), load, runtime.NumCPU())
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
 		"tasker `worker` processes (`-workers` each, shared among the process's engines: one by default; " +
@@ -412,15 +456,27 @@ func report(rows []string, tasks int, command string, took time.Duration, load s
 		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
+	if rounds > 1 {
+		b.WriteString("Every round drains each scenario once with River and once with each tasker setting, back to back. " +
+			"Each cell shows the run of median rate; a ratio is that of the median rates, and in brackets the range " +
+			"of the rounds' own ratios (each tasker run against the River run of its round).\n\n")
+	}
 	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | River insert/s | tasker create steps/s |\n")
 	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}
-	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run (several minutes), "+
-		"`make bench-river-quick` 2,000; `make bench-peers` runs `make bench-river`. tasker's creation rate includes "+
+	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run, three rounds (about six minutes), "+
+		"`make bench-river-quick` 2,000 in one round; `make bench-peers` runs `make bench-river`. tasker's creation rate includes "+
 		"the start of the `run-task` process.\n%s\n", command, sectionEnd)
 	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // replaceSection puts section in place of the previous one in path, or at its end.

@@ -192,6 +192,10 @@ func EngineSettings(asyncCommit bool) map[string]string {
 		"enable_hashjoin":    "off",
 		"plan_cache_mode":    "force_generic_plan",
 		"synchronous_commit": syncCommit,
+		// The engine's transactions notify the transitions they write themselves (see
+		// internal/store's notify.go); the transition tables' triggers read this and leave it
+		// to them (migration 00063).
+		"tasker.writer_notifies": "on",
 	}
 }
 

@@ -26,7 +26,9 @@ import (
 
 // The channels the database publishes on (db/migrations/00003_transition_events.sql; since
 // 00034 a transition notification lists the rows of one inserting statement, up to 50, and
-// the hub turns it into one Event per row).
+// the hub turns it into one Event per row; since 00063 the engine's transactions send the
+// notifications of their transitions themselves, in the same format, up to 50 rows of the
+// transaction each: internal/store's notify.go).
 const (
 	ChannelStepTransitions = "tasker_step_transitions"
 	ChannelTaskTransitions = "tasker_task_transitions"

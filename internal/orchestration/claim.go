@@ -146,10 +146,10 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 	for _, r := range rows {
 		proven[r.StepID] = true
 		if r.CurrentState == models.StateError {
-			moves = append(moves, sm.Move{ID: r.StepID, To: models.StatePending,
+			moves = append(moves, sm.Move{ID: r.StepID, To: models.StatePending, TaskID: r.TaskID,
 				Metadata: map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID}})
 		}
-		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress,
+		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress, TaskID: r.TaskID,
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
 	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Proven: proven})

@@ -342,7 +342,7 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 		}
 		if json.Valid(results) {
 			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Success: true, Results: results},
-				move: sm.Move{ID: s.StepID, To: models.StateComplete, Metadata: meta}}, nil
+				move: sm.Move{ID: s.StepID, To: models.StateComplete, TaskID: s.TaskID, Metadata: meta}}, nil
 		}
 		runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
 	}
@@ -364,5 +364,5 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 		meta[k] = v
 	}
 	return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Results: resJSON, Backoff: backoff, Permanent: permanent},
-		move: sm.Move{ID: s.StepID, To: models.StateError, Metadata: meta}}, nil
+		move: sm.Move{ID: s.StepID, To: models.StateError, TaskID: s.TaskID, Metadata: meta}}, nil
 }

@@ -18,6 +18,10 @@ type Move struct {
 	ID       int64
 	To       models.State
 	Metadata map[string]any
+	// TaskID is, for a step's move, the step's task, when the mover knows it (0: unknown). It
+	// changes nothing that is written; an engine transaction, which notifies its transitions
+	// itself, names each step's task with it instead of looking it up (see internal/store).
+	TaskID int64
 }
 
 // TransitionSteps applies moves to steps in one transaction (its own, or st's when st runs
@@ -119,6 +123,7 @@ type planned struct {
 	sortKey int
 	last    bool // the owner's last move in this batch: its row is the current one
 	meta    json.RawMessage
+	taskID  int64 // Move.TaskID
 }
 
 // batch is one batch of moves of owners of one kind (see TransitionSteps): partial writes the
@@ -317,7 +322,7 @@ func planMoves(o owner, moves []Move, cur map[int64]store.OwnerState, blocked ma
 			meta, err = encodeMeta(m.Metadata, event)
 			if err == nil {
 				w.sortKey++
-				w.plan = append(w.plan, planned{index: i, id: m.ID, from: w.state, to: m.To, event: event,
+				w.plan = append(w.plan, planned{index: i, id: m.ID, taskID: m.TaskID, from: w.state, to: m.To, event: event,
 					sortKey: w.sortKey, meta: meta})
 				to := m.To
 				w.state = &to
@@ -465,7 +470,8 @@ func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cu
 	rows := make([]store.TransitionRow, len(plan))
 	var cleared []int64 // the moved owners that have a current row
 	for i, p := range plan {
-		rows[i] = store.TransitionRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last}
+		rows[i] = store.TransitionRow{Owner: p.id, ToState: string(p.to), Metadata: p.meta, SortKey: p.sortKey, MostRecent: p.last,
+			TaskID: p.taskID}
 		if p.from != nil {
 			f := string(*p.from)
 			rows[i].FromState = &f

@@ -71,7 +71,7 @@ func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Stor
 				asyncCommit, p.AsyncCommit)
 		}
 		return p.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			return fn(&Store{db: tx})
+			return runNotifying(ctx, &Store{db: tx}, fn)
 		})
 	}
 	settings := database.EngineSettings(asyncCommit)
@@ -87,8 +87,18 @@ func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Stor
 		if err := tx.conn(ctx).Exec(setAll, args...).Error; err != nil {
 			return fmt.Errorf("setting the engine's transaction settings: %w", err)
 		}
-		return fn(tx)
+		return runNotifying(ctx, tx, fn)
 	})
+}
+
+// runNotifying runs fn on tx, an engine transaction, noting the transitions it writes, and
+// sends their notifications once fn has succeeded (see notify.go).
+func runNotifying(ctx context.Context, tx *Store, fn func(tx *Store) error) error {
+	tx.notes = &transitionNotes{}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.notes.send(ctx, tx)
 }
 
 // ClaimedStep is a step a claim marked in_process.

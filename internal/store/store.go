@@ -23,6 +23,7 @@ import (
 type Store struct {
 	db     *gorm.DB
 	engine *database.EnginePool // where EngineTx runs, when set (see WithEngine)
+	notes  *transitionNotes     // in an engine transaction: the transitions it notifies (see notify.go)
 }
 
 // New returns a Store over db.

@@ -30,7 +30,7 @@ var (
 // refusal writes nothing either way.
 func (s *Store) Atomic(ctx context.Context, fn func(tx *Store) error) error {
 	return s.conn(ctx).Session(&gorm.Session{DisableNestedTransaction: true}).Transaction(func(tx *gorm.DB) error {
-		return fn(&Store{db: tx})
+		return fn(&Store{db: tx, notes: s.notes})
 	})
 }
 
@@ -119,6 +119,10 @@ type TransitionRow struct {
 	Metadata   json.RawMessage `json:"metadata"` // JSON: the database refuses the statement otherwise
 	SortKey    int             `json:"sort_key"`
 	MostRecent bool            `json:"most_recent"`
+	// TaskID is, for a step's row, the step's task when the writer knows it (0: unknown). An
+	// engine transaction notifies its transitions itself (see notify.go) and names each
+	// step's task; it is not written.
+	TaskID int64 `json:"-"`
 }
 
 // WrittenTransition is what the database gave a written transition row.
@@ -151,16 +155,25 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 	}
 	inserted, err := queryRows(ctx, s, func(r *WrittenTransition) []any {
 		return []any{&r.ID, &r.Owner, &r.SortKey, &r.CreatedAt}
-	}, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	}, writeTransitionsSQL(o, writtenColumns), database.Array[int64](cleared), string(payload))
 	if err != nil {
 		return nil, fmt.Errorf("writing transitions: %w", err)
+	}
+	if s.notes != nil {
+		if err := s.notes.note(ctx, s, o, rows, inserted); err != nil {
+			return nil, err
+		}
 	}
 	return inserted, nil
 }
 
+// writtenColumns are what WriteTransitions returns of each written row (a format for
+// writeTransitionsSQL: %[2]s is the owner's key).
+const writtenColumns = "id, %[2]s AS owner, sort_key, created_at"
+
 // writeTransitionsSQL clears the current rows and inserts the new ones of owners o (see
-// WriteTransitions).
-func writeTransitionsSQL(o Owner) string {
+// WriteTransitions), returning the columns returning (in which %[2]s is the owner's key).
+func writeTransitionsSQL(o Owner, returning string) string {
 	return fmt.Sprintf(`
 		WITH cleared AS (
 		    UPDATE %[1]s SET most_recent = false, updated_at = now()
@@ -173,11 +186,14 @@ func writeTransitionsSQL(o Owner) string {
 		                                         metadata jsonb, sort_key integer, most_recent boolean)
 		WHERE (SELECT count(*) FROM cleared) >= 0
 		ORDER BY r.owner, r.sort_key
-		RETURNING id, %[2]s AS owner, sort_key, created_at`, o.transitions, o.key)
+		RETURNING `+returning, o.transitions, o.key)
 }
 
 // WriteTransitionsUnread is WriteTransitions for a writer that does not read the rows back:
 // the same statement, whose returned rows are not read, and the count of rows it inserted.
+//
+// In an engine transaction the rows' ids are read back (not their times), to be notified (see
+// notify.go).
 func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []int64, rows []TransitionRow) (int64, error) {
 	if len(rows) == 0 {
 		_, err := s.WriteTransitions(ctx, o, cleared, rows)
@@ -187,7 +203,15 @@ func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []i
 	if err != nil {
 		return 0, fmt.Errorf("encoding transitions: %w", err)
 	}
-	n, err := execRawCount(ctx, s, writeTransitionsSQL(o), database.Array[int64](cleared), string(payload))
+	if s.notes != nil {
+		written, err := queryRows(ctx, s, func(r *WrittenTransition) []any { return []any{&r.ID, &r.Owner, &r.SortKey} },
+			writeTransitionsSQL(o, "id, %[2]s AS owner, sort_key"), database.Array[int64](cleared), string(payload))
+		if err != nil {
+			return 0, fmt.Errorf("writing transitions: %w", err)
+		}
+		return int64(len(written)), s.notes.note(ctx, s, o, rows, written)
+	}
+	n, err := execRawCount(ctx, s, writeTransitionsSQL(o, writtenColumns), database.Array[int64](cleared), string(payload))
 	if err != nil {
 		return 0, fmt.Errorf("writing transitions: %w", err)
 	}

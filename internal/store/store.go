@@ -35,10 +35,13 @@ func (s *Store) WithEngine(p *database.EnginePool) *Store { return &Store{db: s.
 
 // Tx runs fn in one transaction: every statement of the Store given to fn runs in it. The
 // transaction commits when fn returns nil and rolls back otherwise (fn's error is returned
-// as is). Within a transaction, Tx runs fn in a savepoint.
+// as is). Within a transaction, Tx runs fn in a savepoint; in an engine transaction, the
+// transitions written in it are notified with the transaction's (a savepoint rolled back
+// leaves a notification of rows that are not there: a wake-up for nothing, which every
+// listener tolerates, since it re-reads what it is told about).
 func (s *Store) Tx(ctx context.Context, fn func(tx *Store) error, opts ...*sql.TxOptions) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		return fn(&Store{db: tx})
+		return fn(&Store{db: tx, notes: s.notes})
 	}, opts...)
 }
 

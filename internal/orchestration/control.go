@@ -25,6 +25,8 @@ import (
 
 // CancelTask cancels a task and every one of its steps that is not terminal (complete,
 // cancelled, resolved_manually), clearing their claims. meta is recorded on every transition.
+// The steps move in one batch of the state machine and their claims are cleared in one
+// statement: ten statements for a task of any size (it was about three per step).
 func (s *Service) CancelTask(ctx context.Context, taskID int64, meta map[string]any) error {
 	err := s.store.Tx(ctx, func(tx *store.Store) error {
 		if _, err := sm.TransitionTask(ctx, tx, taskID, models.StateCancelled, meta); err != nil {
@@ -34,14 +36,19 @@ func (s *Service) CancelTask(ctx context.Context, taskID int64, meta map[string]
 		if err != nil {
 			return fmt.Errorf("listing steps of task %d: %w", taskID, err)
 		}
+		if len(steps) == 0 {
+			return nil
+		}
 		stepMeta := withMeta(meta, "reason", "task_cancelled")
-		for _, id := range steps {
-			if _, err := sm.TransitionStep(ctx, tx, id, models.StateCancelled, stepMeta); err != nil {
-				return err
-			}
-			if err := clearClaim(ctx, tx, id); err != nil {
-				return err
-			}
+		moves := make([]sm.Move, len(steps))
+		for i, id := range steps {
+			moves[i] = sm.Move{ID: id, To: models.StateCancelled, TaskID: taskID, Metadata: stepMeta}
+		}
+		if _, err := sm.TransitionSteps(ctx, tx, moves); err != nil {
+			return err
+		}
+		if err := tx.ClearClaims(ctx, steps); err != nil {
+			return fmt.Errorf("clearing the claims of task %d's steps: %w", taskID, err)
 		}
 		return nil
 	})

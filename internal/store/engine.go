@@ -287,6 +287,13 @@ func (s *Store) ClearClaim(ctx context.Context, stepID int64) error {
 		WHERE workflow_step_id = ? AND (in_process OR claim_token IS NOT NULL)`, stepID).Error
 }
 
+// ClearClaims clears any claim on the steps of ids, in one statement (ClearClaim for many).
+func (s *Store) ClearClaims(ctx context.Context, ids []int64) error {
+	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
+		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE workflow_step_id = ANY(?::bigint[]) AND (in_process OR claim_token IS NOT NULL)`, database.Array[int64](ids)).Error
+}
+
 // nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
 // been attempted or asked for a delay, are neither processed nor claimed, could run again, and
 // belong to pending or in_progress tasks. The candidates come from the partial index

@@ -18,16 +18,34 @@ const recoveryBatch = 100
 // database): each is handled by recoverClaim with reason "lease_expired", then its task is
 // finalised. Expired claims are taken with SKIP LOCKED, so every process can run recovery at
 // once and each claim is recovered exactly once. It returns how many steps it recovered.
+//
+// It reads the expired claims recoveryBatch at a time, and reads again as long as a full batch
+// was found and some of it recovered: a worker that died holding hundreds of claims has them all
+// back in one call, not a hundred per recovery interval (30 s by default). A full batch that it
+// could recover none of (others hold those rows) ends the call.
 func (s *Service) RecoverExpired(ctx context.Context, log *slog.Logger) (int, error) {
+	total := 0
+	for {
+		found, n, err := s.recoverExpiredBatch(ctx, log)
+		total += n
+		if err != nil || found < recoveryBatch || n == 0 || ctx.Err() != nil {
+			return total, err
+		}
+	}
+}
+
+// recoverExpiredBatch is one round of RecoverExpired: it reads up to recoveryBatch expired
+// claims and recovers those it can; it returns how many it found and how many it recovered.
+func (s *Service) recoverExpiredBatch(ctx context.Context, log *slog.Logger) (found, n int, err error) {
 	expired, err := s.store.ExpiredClaims(ctx, recoveryBatch)
 	if err != nil {
-		return 0, fmt.Errorf("finding expired claims: %w", err)
+		return 0, 0, fmt.Errorf("finding expired claims: %w", err)
 	}
-	n := 0
+	found = len(expired)
 	for _, x := range expired {
 		ok, err := s.recoverClaim(ctx, x.WorkflowStepID, x.Token, "lease_expired", "")
 		if err != nil {
-			return n, err
+			return found, n, err
 		}
 		if !ok {
 			continue
@@ -37,10 +55,10 @@ func (s *Service) RecoverExpired(ctx context.Context, log *slog.Logger) (int, er
 			log.Warn("orchestration: recovered step with expired lease", "step_id", x.WorkflowStepID, "task_id", x.TaskID)
 		}
 		if _, err := s.FinalizeTask(ctx, x.TaskID); err != nil {
-			return n, err
+			return found, n, err
 		}
 	}
-	return n, nil
+	return found, n, nil
 }
 
 // recoverClaim takes back the claim token on a step in one transaction, if it is still held

@@ -82,3 +82,55 @@ func TestCancelTaskRunsTheSameStatementsForAnySize(t *testing.T) {
 	}
 	t.Logf("%d statements either way", small)
 }
+
+// TestRecoverExpiredTakesBackEveryExpiredClaim: one call recovers all 250 expired claims of a
+// dead worker (it reads them recoveryBatch at a time), not the first batch only; each step ends
+// in error with its lost attempt counted and its claim cleared, and a claim whose lease has not
+// run out is left alone.
+func TestRecoverExpiredTakesBackEveryExpiredClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := dbtest.NewURL(t)
+	plain := dbtest.Open(t, url)
+	for _, q := range []string{
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('dead')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'dead')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 251)`,
+		// Tasks 1-250 were running on a worker whose leases ran out; task 251's lease holds.
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, in_process, claimed_by, claim_token, claim_expires_at)
+		 SELECT t.task_id, ns.named_step_id, true, 'dead-worker', gen_random_uuid(),
+		        CASE WHEN t.task_id <= 250 THEN now() - interval '1 minute' ELSE now() + interval '1 hour' END
+		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent)
+		 SELECT workflow_step_id, 'in_progress', 1, true FROM tasker_workflow_steps`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent)
+		 SELECT task_id, 'in_progress', 1, true FROM tasker_tasks`,
+	} {
+		if err := plain.Exec(q).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
+		}
+	}
+	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	n, err := NewService(db, nil).RecoverExpired(ctx, nil)
+	if err != nil || n != 250 {
+		t.Fatalf("RecoverExpired recovered %d (%v), want all 250 expired claims", n, err)
+	}
+	var got struct{ Errors, Claimed, Attempts int }
+	if err := plain.Raw(`
+		SELECT count(*) FILTER (WHERE st.to_state = 'error') AS errors,
+		       count(*) FILTER (WHERE ws.in_process) AS claimed,
+		       sum(coalesce(ws.attempts, 0)) AS attempts
+		FROM tasker_workflow_steps ws
+		JOIN tasker_workflow_step_transitions st ON st.workflow_step_id = ws.workflow_step_id AND st.most_recent`).
+		Scan(&got).Error; err != nil {
+		t.Fatal(err)
+	}
+	if got.Errors != 250 || got.Claimed != 1 || got.Attempts != 250 {
+		t.Errorf("after recovery %+v, want 250 steps in error with one attempt counted each, and task 251's claim held", got)
+	}
+}

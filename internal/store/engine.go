@@ -282,12 +282,10 @@ func (s *Store) ReleaseClaim(ctx context.Context, stepID int64, token string) er
 
 // ClearClaim clears any claim on a step.
 func (s *Store) ClearClaim(ctx context.Context, stepID int64) error {
-	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
-		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-		WHERE workflow_step_id = ? AND (in_process OR claim_token IS NOT NULL)`, stepID).Error
+	return s.ClearClaims(ctx, []int64{stepID})
 }
 
-// ClearClaims clears any claim on the steps of ids, in one statement (ClearClaim for many).
+// ClearClaims clears any claim on the steps of ids, in one statement.
 func (s *Store) ClearClaims(ctx context.Context, ids []int64) error {
 	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
 		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()

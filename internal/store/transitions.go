@@ -167,9 +167,13 @@ func (s *Store) WriteTransitions(ctx context.Context, o Owner, cleared []int64, 
 	return inserted, nil
 }
 
-// writtenColumns are what WriteTransitions returns of each written row (a format for
-// writeTransitionsSQL: %[2]s is the owner's key).
-const writtenColumns = "id, %[2]s AS owner, sort_key, created_at"
+// writtenColumns are what WriteTransitions returns of each written row, and notedColumns
+// what an engine transaction reads back to notify them (formats for writeTransitionsSQL:
+// %[2]s is the owner's key).
+const (
+	writtenColumns = "id, %[2]s AS owner, sort_key, created_at"
+	notedColumns   = "id, %[2]s AS owner, sort_key"
+)
 
 // writeTransitionsSQL clears the current rows and inserts the new ones of owners o (see
 // WriteTransitions), returning the columns returning (in which %[2]s is the owner's key).
@@ -205,7 +209,7 @@ func (s *Store) WriteTransitionsUnread(ctx context.Context, o Owner, cleared []i
 	}
 	if s.notes != nil {
 		written, err := queryRows(ctx, s, func(r *WrittenTransition) []any { return []any{&r.ID, &r.Owner, &r.SortKey} },
-			writeTransitionsSQL(o, "id, %[2]s AS owner, sort_key"), database.Array[int64](cleared), string(payload))
+			writeTransitionsSQL(o, notedColumns), database.Array[int64](cleared), string(payload))
 		if err != nil {
 			return 0, fmt.Errorf("writing transitions: %w", err)
 		}

@@ -63,13 +63,20 @@ func seedChainRows(t testing.TB, db *gorm.DB, total, done int) {
 		 UNION ALL
 		 SELECT task_id, 'complete', 'in_progress', 2, true FROM tasker_tasks WHERE task_id > @first AND task_id <= @last`,
 	}
-	for _, s := range stmts {
+	execSeed(t, db, map[string]any{"total": total, "first": first, "last": first + int64(done)}, stmts...)
+}
+
+// execSeed runs stmts on db in order, failing the test at the first that fails; those that
+// name @parameters get them from named.
+func execSeed(t testing.TB, db *gorm.DB, named map[string]any, stmts ...string) {
+	t.Helper()
+	for _, q := range stmts {
 		var args []any
-		if strings.Contains(s, "@") {
-			args = append(args, map[string]any{"total": total, "first": first, "last": first + int64(done)})
+		if strings.Contains(q, "@") {
+			args = append(args, named)
 		}
-		if err := db.Exec(s, args...).Error; err != nil {
-			t.Fatalf("seeding: %v\n%s", err, s)
+		if err := db.Exec(q, args...).Error; err != nil {
+			t.Fatalf("seeding: %v\n%s", err, q)
 		}
 	}
 }

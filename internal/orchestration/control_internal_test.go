@@ -2,7 +2,6 @@ package orchestration
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/database"
@@ -21,7 +20,7 @@ func TestCancelTaskRunsTheSameStatementsForAnySize(t *testing.T) {
 		url := dbtest.NewURL(t)
 		plain := dbtest.Open(t, url)
 		// Steps 1, 4, 7, ... are complete; 2, 5, 8, ... running, claimed; the others pending.
-		for _, q := range []string{
+		execSeed(t, plain, map[string]any{"n": n},
 			`INSERT INTO tasker_dependent_systems (name) VALUES ('cancel')`,
 			`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'cancel')`,
 			`INSERT INTO tasker_named_steps (dependent_system_id, name)
@@ -35,16 +34,7 @@ func TestCancelTaskRunsTheSameStatementsForAnySize(t *testing.T) {
 			`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent)
 			 SELECT workflow_step_id, CASE WHEN processed THEN 'complete' ELSE 'in_progress' END, 1, true
 			 FROM tasker_workflow_steps WHERE processed OR in_process`,
-			`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent) VALUES (1, 'in_progress', 1, true)`,
-		} {
-			var args []any
-			if strings.Contains(q, "@n") {
-				args = append(args, map[string]any{"n": n})
-			}
-			if err := plain.Exec(q, args...).Error; err != nil {
-				t.Fatalf("seeding: %v\n%s", err, q)
-			}
-		}
+			`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent) VALUES (1, 'in_progress', 1, true)`)
 		log := &sqllog.Log{}
 		db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 2, Tracer: log})
 		if err != nil {
@@ -92,7 +82,7 @@ func TestRecoverExpiredTakesBackEveryExpiredClaim(t *testing.T) {
 	ctx := context.Background()
 	url := dbtest.NewURL(t)
 	plain := dbtest.Open(t, url)
-	for _, q := range []string{
+	execSeed(t, plain, nil,
 		`INSERT INTO tasker_dependent_systems (name) VALUES ('dead')`,
 		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'dead')`,
 		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
@@ -105,12 +95,7 @@ func TestRecoverExpiredTakesBackEveryExpiredClaim(t *testing.T) {
 		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent)
 		 SELECT workflow_step_id, 'in_progress', 1, true FROM tasker_workflow_steps`,
 		`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent)
-		 SELECT task_id, 'in_progress', 1, true FROM tasker_tasks`,
-	} {
-		if err := plain.Exec(q).Error; err != nil {
-			t.Fatalf("seeding: %v\n%s", err, q)
-		}
-	}
+		 SELECT task_id, 'in_progress', 1, true FROM tasker_tasks`)
 	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 2})
 	if err != nil {
 		t.Fatal(err)

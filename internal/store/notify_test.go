@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,10 +168,7 @@ func TestEngineTransactionsNotifyTheirTransitionsAsTheTriggersDo(t *testing.T) {
 		}
 	}
 	slices.SortFunc(got, func(a, b notified) int {
-		if a.Channel != b.Channel {
-			return map[bool]int{true: -1, false: 1}[a.Channel < b.Channel]
-		}
-		return int(a.ID - b.ID)
+		return cmp.Or(strings.Compare(a.Channel, b.Channel), cmp.Compare(a.ID, b.ID))
 	})
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("notified\n%v\nwant, once each,\n%v", got, want)

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -193,19 +194,30 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 		}
 	}
 	moves := slices.Clip(settle.moves)
+	known := settle.known
 	if len(ids) > 0 {
 		free, err := tx.LockTasksSkipLocked(ctx, ids)
 		if err != nil {
 			return fmt.Errorf("locking tasks to start: %w", err)
 		}
-		for _, id := range free {
-			moves = append(moves, sm.Move{ID: id, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}})
+		if len(free) > 0 {
+			// The current transitions of the tasks locked here came with their locks; those
+			// of the tasks settle moves (locked by the caller, so also locked here, and read
+			// under the same locks) are the same rows.
+			known.Current = maps.Clone(settle.known.Current)
+			if known.Current == nil {
+				known.Current = make(map[int64]store.OwnerState, len(free))
+			}
+		}
+		for _, t := range free {
+			known.Current[t.ID] = t
+			moves = append(moves, sm.Move{ID: t.ID, To: models.StateInProgress, Metadata: map[string]any{"worker_id": e.cfg.WorkerID}})
 		}
 	}
 	if len(moves) == 0 {
 		return nil
 	}
-	refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves, settle.known)
+	refused, err := sm.TransitionHeldTasksWhereAllowed(ctx, tx, moves, known)
 	if err != nil {
 		return err
 	}

@@ -48,8 +48,9 @@ func finalizeLocked(ctx context.Context, tx *store.Store, taskID int64) (models.
 }
 
 // finalizeTasks settles tasks whose row locks tx already holds, with a constant number of
-// statements: their execution contexts are read in one, the moves they call for (see
-// FinalizeTask) are written in one batch, and the completed ones are flagged in one. It
+// statements: their execution contexts are read in one and the moves they call for (see
+// FinalizeTask) are written in one batch, whose statement also flags the completed ones (the
+// task transitions' trigger, migration 00064). It
 // returns each task's state afterwards; a task that does not exist is absent.
 func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[int64]models.State, error) {
 	s, err := planSettling(ctx, tx, taskIDs)
@@ -59,27 +60,23 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 	if err := sm.TransitionHeldTasks(ctx, tx, s.moves, s.known); err != nil {
 		return nil, err
 	}
-	if err := s.markComplete(ctx, tx); err != nil {
-		return nil, err
-	}
 	return s.states, nil
 }
 
 // settling is what finalising tasks calls for, read but not yet written: the tasks' moves, in
-// the order they must be made, the tasks they complete, each task's state once they are made,
+// the order they must be made, each task's state once they are made,
 // and what the moves' writer knows of the tasks: their current transitions, read under their
 // locks, and the guards of the completing moves, proven by every step being complete or
 // resolved_manually (terminal states).
 type settling struct {
-	moves     []sm.Move
-	completed []int64
-	states    map[int64]models.State
-	known     sm.Known
+	moves  []sm.Move
+	states map[int64]models.State
+	known  sm.Known
 }
 
 // planSettling reads, for tasks whose row locks tx holds, what settling them calls for (see
 // FinalizeTask), in one statement, or two when an execution context must be read. The
-// caller makes the moves (with the tasks still locked), then markComplete.
+// caller makes the moves, with the tasks still locked.
 func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settling, error) {
 	settleable, finished, states, current, err := settleableTasks(ctx, tx, taskIDs)
 	if err != nil {
@@ -103,7 +100,6 @@ func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settli
 			}
 			s.moves = append(s.moves, sm.Move{ID: ec.TaskID, To: models.StateComplete, Metadata: map[string]any{
 				"completed_steps": ec.CompletedSteps, "total_steps": ec.TotalSteps}})
-			s.completed = append(s.completed, ec.TaskID)
 			s.known.Proven[ec.TaskID] = true
 			states[ec.TaskID] = models.StateComplete
 		case "blocked_by_failures":
@@ -114,17 +110,6 @@ func planSettling(ctx context.Context, tx *store.Store, taskIDs []int64) (settli
 		}
 	}
 	return s, nil
-}
-
-// markComplete flags the tasks the settling completes, once their moves are written.
-func (s settling) markComplete(ctx context.Context, tx *store.Store) error {
-	if len(s.completed) == 0 {
-		return nil
-	}
-	if err := tx.MarkTasksComplete(ctx, s.completed); err != nil {
-		return fmt.Errorf("marking tasks %v complete: %w", s.completed, err)
-	}
-	return nil
 }
 
 // settleableTasks returns the tasks among ids that may be settled (see store.TasksSettling)

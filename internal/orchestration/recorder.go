@@ -295,10 +295,8 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		if err != nil {
 			return err
 		}
-		if c, err = e.claimIn(ctx, tx, claim, settling); err != nil {
-			return err
-		}
-		return settling.markComplete(ctx, tx)
+		c, err = e.claimIn(ctx, tx, claim, settling)
+		return err
 	})
 	if err != nil {
 		c.close()

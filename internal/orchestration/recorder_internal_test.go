@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
 	"github.com/taskerhq/tasker/internal/store"
@@ -176,18 +178,7 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 	url := dbtest.NewURL(t)
 	ctx := context.Background()
 	seedChainRows(t, dbtest.Open(t, url), 8, 0)
-	log := &sqllog.Log{}
-	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 4, Tracer: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = database.Close(db) })
-	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "known"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.handlerCtx, e.cancelHandlers = context.WithCancel(ctx)
-	defer e.cancelHandlers()
+	e, db, log := loggedEngine(t, url, "known")
 	runs, batch := claimedResults(t, e, 8)
 	readsCurrent := func(stmts []string) (n int) {
 		for _, s := range stmts {
@@ -227,6 +218,26 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 	if len(histories) != 8 || slices.ContainsFunc(histories, func(h string) bool { return h != "in_progress,complete:1" }) {
 		t.Errorf("histories of the recorded steps %v, want 8 times in_progress,complete with one current row", histories)
 	}
+}
+
+// loggedEngine returns an engine named worker over a pool of url whose statements log records
+// (no engine pool: its transactions run on that pool), and the pool. Its handlers' context is
+// cancelled when the test ends.
+func loggedEngine(t *testing.T, url, worker string) (*Engine, *gorm.DB, *sqllog.Log) {
+	t.Helper()
+	log := &sqllog.Log{}
+	db, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 4, Tracer: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: worker}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handlerCtx, e.cancelHandlers = context.WithCancel(context.Background())
+	t.Cleanup(e.cancelHandlers)
+	return e, db, log
 }
 
 // claimedResults claims n steps with e (it fails t unless it claims all n), stops
@@ -279,5 +290,75 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 	}
 	if history != "in_progress,complete" {
 		t.Fatalf("history of the step with two results: %s, want in_progress,complete", history)
+	}
+}
+
+// TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
+// transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
+// runs exactly these statements: the settings (over one pool), the locks of the held claims,
+// the steps' moves, their outcomes, the settling read, the claim, the claimed steps' current
+// transitions, their moves, the new tasks' locks with their current transitions (one call:
+// migration 00064), the tasks' moves (settling and starting, one batch) and the
+// notifications. Neither a separate read of the started tasks' transitions nor an update of
+// the completed tasks' flag runs; the tasks still end flagged and with whole histories.
+func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	execSeed(t, dbtest.Open(t, url), nil,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('one')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'one')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 8)`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`)
+	e, db, log := loggedEngine(t, url, "trips")
+	_, batch := claimedResults(t, e, 4)
+	log.Take()
+	kept, next, err := e.recordBatch(ctx, batch, 4, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.close()
+	if len(kept) != 4 || len(next.runs) != 4 {
+		t.Fatalf("recorded %d attempts and claimed %d steps, want 4 and 4", len(kept), len(next.runs))
+	}
+	want := []string{
+		"begin",
+		"select set_config(",         // the engine's settings, over one pool
+		"with tasks as materialized", // the tasks' and held claims' locks
+		"with cleared as ( update tasker_workflow_step_transitions",           // the steps' moves to complete
+		"update tasker_workflow_steps ws set attempts",                        // their outcomes
+		"select u.id as task_id",                                              // the settling read
+		"with ready as",                                                       // the claim
+		"select o.id, (select to_state from tasker_workflow_step_transitions", // the claimed steps' current transitions
+		"with cleared as ( update tasker_workflow_step_transitions",           // their moves to in_progress
+		"select task_id, to_state, sort_key from tasker_lock_tasks_skip_locked(",
+		"with cleared as ( update tasker_task_transitions", // settling and starting moves, one batch
+		"select count(pg_notify(",
+		"commit",
+	}
+	got := log.Take()
+	norm := make([]string, len(got))
+	for i, s := range got {
+		norm[i] = strings.Join(strings.Fields(s), " ")
+	}
+	ok := len(norm) == len(want)
+	for i := range want {
+		ok = ok && strings.HasPrefix(norm[i], want[i])
+	}
+	if !ok {
+		t.Errorf("the recording ran %d statements, want %d:\n%s", len(norm), len(want), strings.Join(norm, "\n"))
+	}
+	var tasks []string
+	if err := db.Raw(`SELECT t.complete || ':' || string_agg(tt.to_state, ',' ORDER BY tt.sort_key)
+		FROM tasker_tasks t JOIN tasker_task_transitions tt USING (task_id)
+		GROUP BY t.task_id ORDER BY t.task_id`).Scan(&tasks).Error; err != nil {
+		t.Fatal(err)
+	}
+	wantTasks := []string{"true:in_progress,complete", "true:in_progress,complete", "true:in_progress,complete",
+		"true:in_progress,complete", "false:in_progress", "false:in_progress", "false:in_progress", "false:in_progress"}
+	if !slices.Equal(tasks, wantTasks) {
+		t.Errorf("tasks (complete flag: history) %v, want %v", tasks, wantTasks)
 	}
 }

@@ -93,14 +93,16 @@ type Result struct {
 // bulkTriggers are the only user triggers on the tables a batch writes that bulk mode
 // skips: per-row NOTIFY wake-ups, which are only hints (listeners catch up from the tables) and
 // would queue one notification per historical transition, and the trigger that sets the steps'
-// task_inactive flag (migration 00050), which the batch's statement writes itself. They are
-// enabled ALWAYS (they fire in the engine's replica-mode transactions) and skip themselves when
-// tasker.bulk_load is on (migration 00051).
+// task_inactive flag (migration 00050) and the one that sets a completed task's complete flag
+// (migration 00064), both of which the batch's statement writes itself. They are enabled
+// ALWAYS (they fire in the engine's replica-mode transactions) and skip themselves when
+// tasker.bulk_load is on (migrations 00051 and 00064).
 var bulkTriggers = map[string]bool{
 	"tasker_workflow_step_transitions_notify": true,
 	"tasker_task_transitions_notify":          true,
 	"tasker_tasks_created_notify":             true,
 	"tasker_task_transitions_mark_steps":      true,
+	"tasker_task_transitions_mark_complete":   true,
 }
 
 // enterBulkMode switches the transaction to bulk mode when that is safe and allowed: safe when

@@ -259,10 +259,12 @@ func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time
 }
 
 // LockTasksSkipLocked takes the row locks of the tasks among ids that no other transaction
-// holds, in id order, and returns them.
-func (s *Store) LockTasksSkipLocked(ctx context.Context, ids []int64) ([]int64, error) {
-	return queryRows(ctx, s, int64Column, `SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[])
-		ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED`, database.Array[int64](ids))
+// holds, in id order, and returns them, in id order, each with its current transition read
+// after the locks were taken (migration 00064): one round trip where a lock statement and
+// OwnerStates took two.
+func (s *Store) LockTasksSkipLocked(ctx context.Context, ids []int64) ([]OwnerState, error) {
+	return queryRows(ctx, s, func(r *OwnerState) []any { return []any{&r.ID, &r.State, &r.SortKey} },
+		`SELECT task_id, to_state, sort_key FROM tasker_lock_tasks_skip_locked(?::bigint[])`, database.Array[int64](ids))
 }
 
 // LockTask takes one task's row lock (the lock the state machine takes) and reports whether
@@ -461,12 +463,6 @@ func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling,
 // transaction when it runs in one.
 func (s *Store) ExecutionContexts(ctx context.Context, taskIDs []int64) ([]models.TaskExecutionContext, error) {
 	return models.ExecutionContextsByTaskIDs(ctx, s.conn(ctx), taskIDs)
-}
-
-// MarkTasksComplete sets the complete flag of tasks.
-func (s *Store) MarkTasksComplete(ctx context.Context, ids []int64) error {
-	return execRaw(ctx, s, `UPDATE tasker_tasks SET complete = true, updated_at = now() WHERE task_id = ANY(?::bigint[])`,
-		database.Array[int64](ids))
 }
 
 // ExpiredClaim is a claim whose lease has run out.

@@ -33,9 +33,10 @@ const claimTimeout = 10 * time.Second
 // number of statements however many it claims:
 //   - the claim statement (store.ClaimReady) marks them in_process with fresh claim tokens;
 //   - one batch of moves takes each to in_progress; a step in error goes through pending
-//     (retry_requested) so that the retry is in its history. A step whose moves are refused
-//     (an operator changed it since the readiness snapshot) is released in the same
-//     transaction and not returned;
+//     (retry_requested) so that the retry is in its history. The moves start from the current
+//     transitions the claim read (see startSteps: one written since makes the claim fail and
+//     write nothing). A step whose moves are refused is released in the same transaction and
+//     not returned;
 //   - the pending tasks of the claimed steps move to in_progress. Their rows are taken with
 //     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
 //     (the engine's lock order is task, then step); a task skipped here is started by the
@@ -138,14 +139,30 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 }
 
 // startSteps moves claimed steps to in_progress in one batch and releases the refused ones;
-// it returns the started steps, each with the transition it started with. The guards of the
-// moves are not read again: the claim took only steps whose readiness (every parent
-// complete or resolved_manually, states no step leaves) it read.
+// it returns the started steps, each with the transition it started with. Neither the steps'
+// current transitions nor the guards of the moves are read again:
+//   - the claim returned each step's current transition (store.ClaimedStep), read in its
+//     snapshot, so the moves are planned from it. A transition committed between that
+//     snapshot and the claim's lock (an operator's, on a step no engine held) took the sort
+//     key the move would write: the batch then fails on the history's unique sort keys and
+//     writes nothing (statemachine.Known), and the claim's transaction is rolled back (its
+//     steps return to the queue; a busy engine records its batch again without claiming). A
+//     race of a few milliseconds with an operator costs a retry, where a read of every
+//     claimed step's transitions cost every claim a round trip;
+//   - the claim took only steps whose readiness (every parent complete or resolved_manually,
+//     states no step leaves) it read.
 func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimedStep) ([]claimedStep, error) {
 	moves := make([]sm.Move, 0, len(rows)+1)
 	proven := make(map[int64]bool, len(rows))
+	current := make(map[int64]store.OwnerState, len(rows))
 	for _, r := range rows {
 		proven[r.StepID] = true
+		cur := store.OwnerState{ID: r.StepID, SortKey: r.CurrentSortKey}
+		if r.CurrentSortKey > 0 {
+			state := string(r.CurrentState)
+			cur.State = &state
+		}
+		current[r.StepID] = cur
 		if r.CurrentState == models.StateError {
 			moves = append(moves, sm.Move{ID: r.StepID, To: models.StatePending, TaskID: r.TaskID,
 				Metadata: map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID}})
@@ -153,7 +170,7 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 		moves = append(moves, sm.Move{ID: r.StepID, To: models.StateInProgress, TaskID: r.TaskID,
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
-	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Proven: proven})
+	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current, Proven: proven})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/database"
 	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/models"
 	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/sqllog"
@@ -296,11 +297,12 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 // TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
 // transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
 // runs exactly these statements: the settings (over one pool), the locks of the held claims,
-// the steps' moves, their outcomes, the settling read, the claim, the claimed steps' current
-// transitions, their moves, the new tasks' locks with their current transitions (one call:
-// migration 00064), the tasks' moves (settling and starting, one batch) and the
-// notifications. Neither a separate read of the started tasks' transitions nor an update of
-// the completed tasks' flag runs; the tasks still end flagged and with whole histories.
+// the steps' moves, their outcomes, the settling read, the claim (which returns the claimed
+// steps' current transitions), their moves, the new tasks' locks with their current
+// transitions (one call: migration 00064), the tasks' moves (settling and starting, one
+// batch) and the notifications. No separate read of the started steps' or tasks' transitions
+// and no update of the completed tasks' flag runs; the tasks still end flagged and with whole
+// histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
@@ -327,12 +329,11 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 		"begin",
 		"select set_config(",         // the engine's settings, over one pool
 		"with tasks as materialized", // the tasks' and held claims' locks
-		"with cleared as ( update tasker_workflow_step_transitions",           // the steps' moves to complete
-		"update tasker_workflow_steps ws set attempts",                        // their outcomes
-		"select u.id as task_id",                                              // the settling read
-		"with ready as",                                                       // the claim
-		"select o.id, (select to_state from tasker_workflow_step_transitions", // the claimed steps' current transitions
-		"with cleared as ( update tasker_workflow_step_transitions",           // their moves to in_progress
+		"with cleared as ( update tasker_workflow_step_transitions", // the steps' moves to complete
+		"update tasker_workflow_steps ws set attempts",              // their outcomes
+		"select u.id as task_id",                                    // the settling read
+		"with ready as",                                             // the claim
+		"with cleared as ( update tasker_workflow_step_transitions", // their moves to in_progress
 		"select task_id, to_state, sort_key from tasker_lock_tasks_skip_locked(",
 		"with cleared as ( update tasker_task_transitions", // settling and starting moves, one batch
 		"select count(pg_notify(",
@@ -360,5 +361,73 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 		"true:in_progress,complete", "false:in_progress", "false:in_progress", "false:in_progress", "false:in_progress"}
 	if !slices.Equal(tasks, wantTasks) {
 		t.Errorf("tasks (complete flag: history) %v, want %v", tasks, wantTasks)
+	}
+}
+
+// TestAClaimThatMissedATransitionFailsAndWritesNothing: the engine starts claimed steps from
+// the current transitions its claim read, without reading them again. A transition committed
+// between the claim's snapshot and its lock (an operator cancelling a pending step, retrying
+// a failed one) is missing from what the claim read: it is played here by a step locked as
+// the claim locks it and given as the claim would have read it before the operator's
+// transition, committed. Its start then fails on the history's unique sort keys and writes
+// nothing: the step keeps the operator's history, unclaimed.
+func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	ctx := context.Background()
+	seedChainRows(t, dbtest.Open(t, url), 2, 0)
+	e, db, _ := loggedEngine(t, url, "stale")
+	var steps, tasks []int64 // the first steps of the two chains, and their tasks
+	if err := db.Raw(`SELECT min(workflow_step_id) FROM tasker_workflow_steps GROUP BY task_id ORDER BY task_id`).
+		Scan(&steps).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Raw(`SELECT task_id FROM tasker_tasks ORDER BY task_id`).Scan(&tasks).Error; err != nil {
+		t.Fatal(err)
+	}
+	history := func(step int64) string {
+		t.Helper()
+		var h string
+		if err := db.Raw(`SELECT coalesce(string_agg(to_state || '@' || sort_key || CASE WHEN most_recent THEN '*' ELSE '' END,
+			',' ORDER BY sort_key), '') || ' claimed=' || (SELECT in_process FROM tasker_workflow_steps WHERE workflow_step_id = ?)
+			FROM tasker_workflow_step_transitions WHERE workflow_step_id = ?`, step, step).Row().Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	insert := `INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent) VALUES `
+	for i, c := range []struct {
+		name     string
+		history  []string // the step's history when the claim read it, then the operator's move
+		read     models.State
+		readSort int
+	}{
+		{"a pending step cancelled", []string{`(@step, 'cancelled', NULL, 1, true)`}, models.StatePending, 0},
+		{"a failed step retried", []string{`(@step, 'in_progress', NULL, 1, false), (@step, 'error', 'in_progress', 2, true)`,
+			`(@step, 'pending', 'error', 3, true)`}, models.StateError, 2},
+	} {
+		step := steps[i]
+		for j, rows := range c.history {
+			stmts := []string{insert + rows}
+			if j > 0 {
+				stmts = append([]string{`UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = @step`}, stmts...)
+			}
+			execSeed(t, db, map[string]any{"step": step}, stmts...)
+		}
+		want := history(step)
+		err := e.st.Tx(ctx, func(tx *store.Store) error {
+			if _, err := tx.LockOwners(ctx, store.StepOwner, []int64{step}); err != nil {
+				return err
+			}
+			_, err := e.startSteps(ctx, tx, []claimedStep{{ClaimedStep: store.ClaimedStep{
+				StepID: step, TaskID: tasks[i], Token: "stale", Attempt: 1, CurrentState: c.read, CurrentSortKey: c.readSort}}})
+			return err
+		})
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			t.Errorf("%s: starting the step from the claim's stale read: %v, want a unique violation (the history's sort keys)", c.name, err)
+		}
+		if got := history(step); got != want {
+			t.Errorf("%s: the step's history is %q after the failed start, want %q as the operator left it", c.name, got, want)
+		}
 	}
 }

@@ -76,7 +76,9 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 // pass as known to its next batch.
 
 // Known is what a writer holding its owners' row locks knows of some of them, read under
-// those locks in its transaction or written by it while it held them:
+// those locks in its transaction, written by it while it held them, or read by the statement
+// that took them (whose snapshot may miss a transition committed just before the lock: the
+// batch then fails, as below):
 //   - Current: their current transitions (state and last sort key). A batch reads the
 //     current transitions only of the owners not in it, and none when it holds them all.
 //     What it holds must be true, and when it is not, the batch fails and writes nothing: a

@@ -103,14 +103,20 @@ func runNotifying(ctx context.Context, tx *Store, fn func(tx *Store) error) erro
 
 // ClaimedStep is a step a claim marked in_process.
 type ClaimedStep struct {
-	StepID       int64
-	TaskID       int64
-	Token        string
-	Attempt      int // the 1-based number of the attempt about to run
-	TaskNew      bool
-	CurrentState models.State // in the claim's snapshot; the move re-reads it under the lock
-	Claimed      time.Time
-	Input        StepInput
+	StepID  int64
+	TaskID  int64
+	Token   string
+	Attempt int // the 1-based number of the attempt about to run
+	TaskNew bool
+	// CurrentState and CurrentSortKey are the step's current transition in the claim's
+	// snapshot: its state (pending when it has none) and the last sort key of its history (0
+	// when it has none). The claim takes its locks after that snapshot, so a transition
+	// committed in between is not in them; a move planned from them then fails on the
+	// history's unique sort keys and writes nothing (see statemachine.Known).
+	CurrentState   models.State
+	CurrentSortKey int
+	Claimed        time.Time
+	Input          StepInput
 	// ReadyFor is how long the step had been ready when it was claimed (see
 	// readySecondsSQL), when the claim was asked for it (ClaimReady's readyFor), else 0.
 	ReadyFor time.Duration
@@ -158,7 +164,9 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     and returns what the worker reads before running each step (StepInput): its name and
 //     inputs, its task's context, its parents' results. The claim holds the steps' row locks
 //     until it commits, and a started step's parents are complete or resolved_manually (final
-//     states), so these are the inputs of the attempt about to run.
+//     states), so these are the inputs of the attempt about to run. It also returns each
+//     step's current transition as its snapshot saw it (state and last sort key), from which
+//     the engine plans the step's start without reading it again (see ClaimedStep).
 const claimBaseSQL = `
 WITH ready AS (
     SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
@@ -204,7 +212,10 @@ WHERE ws.workflow_step_id = locked.workflow_step_id
   AND t.task_id = ws.task_id AND ns.named_step_id = ws.named_step_id
 RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS token,
           coalesce(ws.attempts, 0) + 1 AS attempt, locked.task_state = 'pending' AS task_new,
-          locked.current_state, now() AS claimed,
+          locked.current_state,
+          (SELECT coalesce(max(st.sort_key), 0) FROM tasker_workflow_step_transitions st
+           WHERE st.workflow_step_id = ws.workflow_step_id) AS current_sort_key,
+          now() AS claimed,
           t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents, `
 
 // claimSQL is claimBaseSQL without the time each step had been ready.
@@ -247,7 +258,7 @@ func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time
 	rows, err := queryRows(ctx, s, func(r *ClaimedStep) []any {
 		states = append(states, sql.NullString{})
 		seconds = append(seconds, 0)
-		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.Claimed,
+		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.CurrentSortKey, &r.Claimed,
 			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents,
 			&seconds[len(seconds)-1]}
 	}, q, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})

@@ -216,12 +216,12 @@ type stepOutcome struct {
 //     then step), so the recordings of one task's steps, in this engine or another, are
 //     serialised and the last one sees every result: a task is completed exactly once;
 //   - the steps whose claims are still held (same token, still in_process) are locked, in the
-//     same statement as the tasks (store.LockHeldClaims); an attempt whose claim was taken
-//     away (cancelled, recovered) is discarded, not written;
-//   - the steps move to complete or error in one batch of transitions, and their rows get
-//     attempts + 1, last_attempted_at, the claim cleared, and either processed with the
-//     results, or the error in results, the requested delay (Retry-After, capped) and
-//     retryable cleared for a permanent failure, in one statement;
+//     same statement as the tasks, and their rows get attempts + 1, last_attempted_at, the
+//     claim cleared, and either processed with the results, or the error in results, the
+//     requested delay (Retry-After, capped) and retryable cleared for a permanent failure
+//     (store.RecordHeldAttempts); an attempt whose claim was taken away (cancelled,
+//     recovered) is discarded, not written;
+//   - the held steps move to complete or error in one batch of transitions;
 //   - the tasks are settled from their execution contexts (see FinalizeTask).
 //
 // With known, a held step's current transition is taken from its claim (claimedStep.started)
@@ -244,7 +244,17 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		}
 		slices.Sort(taskIDs)
 		taskIDs = slices.Compact(taskIDs)
-		held, err := lockHeldClaims(ctx, tx, taskIDs, batch)
+		outcomes := make([]store.StepOutcome, len(batch))
+		moves := make(map[string]sm.Move, len(batch))
+		for i, res := range batch {
+			o, err := e.outcome(res)
+			if err != nil {
+				return err
+			}
+			outcomes[i] = o.StepOutcome
+			moves[res.step.Token] = o.move
+		}
+		held, err := recordHeldAttempts(ctx, tx, taskIDs, batch, outcomes)
 		if err != nil {
 			return err
 		}
@@ -252,8 +262,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		// batch (an attempt whose claim was lost and recovered, and the step's next attempt),
 		// only the one of the claim still held is recorded.
 		isHeld := func(res result) bool { return held[res.step.StepID] == res.step.Token }
-		outcomes := make([]store.StepOutcome, 0, len(batch))
-		moves := make([]sm.Move, 0, len(batch))
+		heldMoves := make([]sm.Move, 0, len(batch))
 		current := make(map[int64]store.OwnerState, len(batch))
 		for _, res := range batch {
 			if !isHeld(res) {
@@ -262,26 +271,17 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 			if s := res.step.started; known && s.State != nil {
 				current[res.step.StepID] = s
 			}
-			o, err := e.outcome(res)
-			if err != nil {
-				return err
-			}
-			outcomes = append(outcomes, o.StepOutcome)
-			moves = append(moves, o.move)
+			heldMoves = append(heldMoves, moves[res.step.Token])
 		}
-		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current})
+		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, heldMoves, sm.Known{Current: current})
 		if err != nil {
 			return err
 		}
-		for _, te := range refused {
+		if len(refused) > 0 {
 			// Only an engine holding the claim moves an in_progress step, so this does not
-			// happen; the step is left to its lease rather than written half.
-			e.log.Error("orchestration: finished step refused its move; the lease will recover it", "step_id", te.ID, "reason", te.Error())
-			delete(held, te.ID)
-		}
-		outcomes = slices.DeleteFunc(outcomes, func(o store.StepOutcome) bool { _, ok := held[o.StepID]; return !ok })
-		if err := tx.WriteOutcomes(ctx, outcomes); err != nil {
-			return fmt.Errorf("recording attempt outcomes: %w", err)
+			// happen. The outcome is already written: the batch fails, and is recorded again
+			// without this step (see flush), which is left to its lease.
+			return fmt.Errorf("finished step %d refused its move: %w", refused[0].ID, refused[0])
 		}
 		var settle []int64
 		for _, res := range batch {
@@ -305,20 +305,20 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 	return kept, c, nil
 }
 
-// lockHeldClaims locks the tasks taskIDs, then, in id order, the steps of batch whose claims
-// are still held with the batch's tokens, in one statement, and returns those steps with the
-// tokens that hold them.
-func lockHeldClaims(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result) (map[int64]string, error) {
-	ids, tokens := claimKeys(len(batch), func(i int) claimedStep { return batch[i].step })
-	locked, err := tx.LockHeldClaims(ctx, taskIDs, ids, tokens)
+// recordHeldAttempts locks the tasks taskIDs, then, in id order, the steps of batch whose
+// claims are still held with the batch's tokens, and writes their outcomes (each of outcomes
+// names its step and claim), in one statement (store.RecordHeldAttempts), and returns those
+// steps with the tokens that hold them.
+func recordHeldAttempts(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result, outcomes []store.StepOutcome) (map[int64]string, error) {
+	recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, outcomes)
 	if err != nil {
-		return nil, fmt.Errorf("locking tasks and claimed steps: %w", err)
+		return nil, fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
 	}
-	tokenHeld := make(map[string]bool, len(locked))
-	for _, t := range locked {
+	tokenHeld := make(map[string]bool, len(recorded))
+	for _, t := range recorded {
 		tokenHeld[t] = true
 	}
-	held := make(map[int64]string, len(locked))
+	held := make(map[int64]string, len(recorded))
 	for _, res := range batch {
 		if tokenHeld[res.step.Token] {
 			held[res.step.StepID] = res.step.Token
@@ -339,7 +339,7 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 			results = json.RawMessage(`{}`)
 		}
 		if json.Valid(results) {
-			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Success: true, Results: results},
+			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Token: s.Token, Success: true, Results: results},
 				move: sm.Move{ID: s.StepID, To: models.StateComplete, TaskID: s.TaskID, Metadata: meta}}, nil
 		}
 		runErr = handler.Permanent(fmt.Errorf("handler returned results that are not valid JSON"))
@@ -361,6 +361,6 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 	for k, v := range failure {
 		meta[k] = v
 	}
-	return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Results: resJSON, Backoff: backoff, Permanent: permanent},
+	return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Token: s.Token, Results: resJSON, Backoff: backoff, Permanent: permanent},
 		move: sm.Move{ID: s.StepID, To: models.StateError, TaskID: s.TaskID, Metadata: meta}}, nil
 }

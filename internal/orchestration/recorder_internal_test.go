@@ -296,8 +296,8 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 
 // TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
 // transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
-// runs exactly these statements: the settings (over one pool), the locks of the held claims,
-// the steps' moves, their outcomes, the settling read, the claim (which returns the claimed
+// runs exactly these statements: the settings (over one pool), the locks of the held claims
+// with their outcomes, the steps' moves, the settling read, the claim (which returns the claimed
 // steps' current transitions), their moves, the new tasks' locks with their current
 // transitions (one call: migration 00064), the tasks' moves (settling and starting, one
 // batch) and the notifications. No separate read of the started steps' or tasks' transitions
@@ -328,9 +328,8 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 	want := []string{
 		"begin",
 		"select set_config(",         // the engine's settings, over one pool
-		"with tasks as materialized", // the tasks' and held claims' locks
+		"with tasks as materialized", // the tasks' and held claims' locks, and their outcomes
 		"with cleared as ( update tasker_workflow_step_transitions", // the steps' moves to complete
-		"update tasker_workflow_steps ws set attempts",              // their outcomes
 		"select u.id as task_id",                                    // the settling read
 		"with ready as",                                             // the claim
 		"with cleared as ( update tasker_workflow_step_transitions", // their moves to in_progress

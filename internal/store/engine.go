@@ -339,52 +339,51 @@ func (s *Store) NextRetry(ctx context.Context) (at *time.Time, now time.Time, er
 	return row.At, row.Now, err
 }
 
-// LockHeldClaims takes, in one statement, the row locks of the existing tasks among taskIDs
-// (in id order, so that transactions locking several tasks never deadlock) and then those of the steps among stepIDs whose claims are still held with the
-// token at the same index of tokens (in id order), and returns the claim tokens that still
-// hold them (a step's stale token, given beside its current one, is not among them). The engine's lock
-// order (task, then step) holds within the statement: the tasks are locked by an uncorrelated
-// subquery that the step scan's filter needs before it lets any row through, so every task
-// lock is taken before the first step lock.
-func (s *Store) LockHeldClaims(ctx context.Context, taskIDs, stepIDs []int64, tokens []string) ([]string, error) {
-	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, `
-		WITH tasks AS MATERIALIZED (
-		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
-		)
-		SELECT ws.claim_token::text
-		FROM tasker_workflow_steps ws
-		JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
-		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
-		WHERE ws.in_process AND (SELECT count(*) FROM tasks) >= 0
-		ORDER BY ws.workflow_step_id
-		FOR UPDATE OF ws`, database.Array[int64](taskIDs), database.Array[int64](stepIDs),
-		database.Array[string](tokens))
-}
-
 // StepOutcome is what one finished attempt writes to its step row: success with its results,
 // or a failure (its description in Results), with the delay it asked for and whether it is
-// permanent.
+// permanent. Token is the claim the attempt ran under.
 type StepOutcome struct {
 	StepID    int64           `json:"step_id"`
+	Token     string          `json:"token"`
 	Success   bool            `json:"success"`
 	Results   json.RawMessage `json:"results"`
 	Backoff   *int            `json:"backoff"`
 	Permanent bool            `json:"permanent"`
 }
 
-// WriteOutcomes writes finished attempts to their step rows in one statement (none for an
-// empty list): attempts + 1, last_attempted_at, the claim cleared, and either processed with
-// the results, or the failure in results, the requested delay, and retryable cleared for a
-// permanent failure.
-func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error {
-	if len(outcomes) == 0 {
-		return nil
-	}
+// RecordHeldAttempts, in one statement, takes the row locks of the existing tasks among
+// taskIDs (in id order, so that transactions locking several tasks never deadlock), then
+// those of the steps of outcomes whose claims are still held with the outcomes' tokens (in id
+// order), and writes those outcomes to their rows: attempts + 1, last_attempted_at, the claim
+// cleared, and either processed with the results, or the failure in results, the requested
+// delay, and retryable cleared for a permanent failure. It returns the tokens of the claims it
+// found held, whose outcomes it wrote; an outcome of a claim that no longer holds its step (a
+// step's stale token, given beside its current one) is not written. The engine's lock order
+// (task, then step) holds within the statement: the tasks are locked by an uncorrelated
+// subquery that the step scan's filter needs before it lets any row through, so every task
+// lock is taken before the first step lock, and the steps are locked before they are written.
+func (s *Store) RecordHeldAttempts(ctx context.Context, taskIDs []int64, outcomes []StepOutcome) ([]string, error) {
 	payload, err := json.Marshal(outcomes)
 	if err != nil {
-		return fmt.Errorf("encoding attempt outcomes: %w", err)
+		return nil, fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	return execRaw(ctx, s, `
+	ids := make([]int64, len(outcomes))
+	tokens := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		ids[i], tokens[i] = o.StepID, o.Token
+	}
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, `
+		WITH tasks AS MATERIALIZED (
+		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
+		), held AS MATERIALIZED (
+		    SELECT ws.workflow_step_id, ws.claim_token
+		    FROM tasker_workflow_steps ws
+		    JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+		      ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
+		    WHERE ws.in_process AND (SELECT count(*) FROM tasks) >= 0
+		    ORDER BY ws.workflow_step_id
+		    FOR UPDATE OF ws
+		)
 		UPDATE tasker_workflow_steps ws
 		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
 		    processed = ws.processed OR o.success,
@@ -394,9 +393,13 @@ func (s *Store) WriteOutcomes(ctx context.Context, outcomes []StepOutcome) error
 		    retryable = ws.retryable AND NOT o.permanent,
 		    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
 		    updated_at = now()
-		FROM jsonb_to_recordset(?::jsonb) AS o(step_id bigint, success boolean, results jsonb,
-		                                       backoff integer, permanent boolean)
-		WHERE ws.workflow_step_id = o.step_id`, string(payload))
+		FROM held
+		JOIN jsonb_to_recordset(?::jsonb) AS o(step_id bigint, token uuid, success boolean,
+		                                       results jsonb, backoff integer, permanent boolean)
+		  ON o.step_id = held.workflow_step_id AND o.token = held.claim_token
+		WHERE ws.workflow_step_id = held.workflow_step_id
+		RETURNING held.claim_token::text`, database.Array[int64](taskIDs), database.Array[int64](ids),
+		database.Array[string](tokens), string(payload))
 }
 
 // settleableSQL counts, per task, what decides whether it may be settled, so that the

@@ -2,12 +2,14 @@ package orchestration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
@@ -171,6 +173,10 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 			Metadata: map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt}})
 	}
 	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current, Proven: proven})
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return nil, fmt.Errorf("starting claimed steps: a transition of one was committed between the claim's read and its lock "+
+			"(the claim is rolled back; its steps are claimed again from their new history): %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -135,6 +135,9 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		for i := range settings {
 			cells = append(cells, rateCell(median(tk[i]), "steps/s"), ratioCell(rv, tk[i]))
 		}
+		// How much a second process adds: two processes' median rate over one's, with the
+		// range of the rounds' own (settings 1 and 0 of a round ran back to back).
+		cells = append(cells, ratioCellOf(tk[0], tk[1], "x"))
 		cells = append(cells, thousands(int(river.createRate)), thousands(int(median(tk[0]).createRate)))
 		rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
 	}
@@ -156,17 +159,20 @@ func median(runs []result) result {
 
 // ratioCell is the ratio of tasker's median rate to River's, with, over several rounds, the
 // range of the rounds' own ratios (each tasker run against the River run of its round).
-func ratioCell(river, tasker []result) string {
-	cell := fmt.Sprintf("%.2f", median(tasker).rate()/median(river).rate())
-	if len(river) < 2 {
+func ratioCell(river, tasker []result) string { return ratioCellOf(river, tasker, "") }
+
+// ratioCellOf is ratioCell with unit after each ratio.
+func ratioCellOf(base, other []result, unit string) string {
+	cell := fmt.Sprintf("%.2f%s", median(other).rate()/median(base).rate(), unit)
+	if len(base) < 2 {
 		return cell
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for i := range river {
-		r := tasker[i].rate() / river[i].rate()
+	for i := range base {
+		r := other[i].rate() / base[i].rate()
 		lo, hi = min(lo, r), max(hi, r)
 	}
-	return fmt.Sprintf("%s (%.2f-%.2f)", cell, lo, hi)
+	return fmt.Sprintf("%s (%.2f-%.2f%s)", cell, lo, hi, unit)
 }
 
 // rateCell shows a run's rate, its span and wall time, the share of the machine's CPU busy
@@ -459,10 +465,11 @@ func report(rows []string, tasks, rounds int, command string, took time.Duration
 	if rounds > 1 {
 		b.WriteString("Every round drains each scenario once with River and once with each tasker setting, back to back. " +
 			"Each cell shows the run of median rate; a ratio is that of the median rates, and in brackets the range " +
-			"of the rounds' own ratios (each tasker run against the River run of its round).\n\n")
+			"of the rounds' own ratios (each tasker run against the River run of its round; for \"2 processes / 1\", " +
+			"the two tasker runs of the round).\n\n")
 	}
-	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | River insert/s | tasker create steps/s |\n")
-	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|\n")
+	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |\n")
+	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}

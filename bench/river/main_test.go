@@ -24,4 +24,8 @@ func TestMedianAndRatioCell(t *testing.T) {
 	if got, want := ratioCell(river[:1], tasker[:1]), "0.50"; got != want {
 		t.Errorf("one round: ratioCell = %q, want %q", got, want)
 	}
+	// Two processes against one: the second setting over the first, round by round.
+	if got, want := ratioCellOf(tasker, river, "x"), "2.50x (2.00-3.33x)"; got != want {
+		t.Errorf("ratioCellOf = %q, want %q", got, want)
+	}
 }

@@ -224,9 +224,9 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 			return fmt.Errorf("locking tasks to start: %w", err)
 		}
 		if len(free) > 0 {
-			// The current transitions of the tasks locked here came with their locks; those
-			// of the tasks settle moves (locked by the caller, so also locked here, and read
-			// under the same locks) are the same rows.
+			// The current transitions of the tasks locked here came with their locks. A task
+			// that settle also moves (the caller holds its lock, so it is locked here too) has
+			// the same current transition in both reads.
 			known.Current = maps.Clone(settle.known.Current)
 			if known.Current == nil {
 				known.Current = make(map[int64]store.OwnerState, len(free))

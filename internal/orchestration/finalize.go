@@ -50,8 +50,8 @@ func finalizeLocked(ctx context.Context, tx *store.Store, taskID int64) (models.
 // finalizeTasks settles tasks whose row locks tx already holds, with a constant number of
 // statements: their execution contexts are read in one and the moves they call for (see
 // FinalizeTask) are written in one batch, whose statement also flags the completed ones (the
-// task transitions' trigger, migration 00064). It
-// returns each task's state afterwards; a task that does not exist is absent.
+// task transitions' trigger, migration 00064). It returns each task's state afterwards; a
+// task that does not exist is absent.
 func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[int64]models.State, error) {
 	s, err := planSettling(ctx, tx, taskIDs)
 	if err != nil {
@@ -64,10 +64,10 @@ func finalizeTasks(ctx context.Context, tx *store.Store, taskIDs []int64) (map[i
 }
 
 // settling is what finalising tasks calls for, read but not yet written: the tasks' moves, in
-// the order they must be made, each task's state once they are made,
-// and what the moves' writer knows of the tasks: their current transitions, read under their
-// locks, and the guards of the completing moves, proven by every step being complete or
-// resolved_manually (terminal states).
+// the order they must be made, each task's state once they are made, and what the moves'
+// writer knows of the tasks: their current transitions, read under their locks, and the
+// guards of the completing moves, proven by every step being complete or resolved_manually
+// (terminal states).
 type settling struct {
 	moves  []sm.Move
 	states map[int64]models.State

@@ -227,10 +227,8 @@ func (e *Engine) startTasks(ctx context.Context, tx *store.Store, steps []claime
 			// The current transitions of the tasks locked here came with their locks. A task
 			// that settle also moves (the caller holds its lock, so it is locked here too) has
 			// the same current transition in both reads.
-			known.Current = maps.Clone(settle.known.Current)
-			if known.Current == nil {
-				known.Current = make(map[int64]store.OwnerState, len(free))
-			}
+			known.Current = make(map[int64]store.OwnerState, len(settle.known.Current)+len(free))
+			maps.Copy(known.Current, settle.known.Current)
 		}
 		for _, t := range free {
 			known.Current[t.ID] = t

@@ -245,33 +245,34 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		slices.Sort(taskIDs)
 		taskIDs = slices.Compact(taskIDs)
 		outcomes := make([]store.StepOutcome, len(batch))
-		moves := make(map[string]sm.Move, len(batch))
+		moves := make([]sm.Move, len(batch))
 		for i, res := range batch {
 			o, err := e.outcome(res)
 			if err != nil {
 				return err
 			}
-			outcomes[i] = o.StepOutcome
-			moves[res.step.Token] = o.move
+			outcomes[i], moves[i] = o.StepOutcome, o.move
 		}
-		held, err := recordHeldAttempts(ctx, tx, taskIDs, batch, outcomes)
+		recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, outcomes)
 		if err != nil {
-			return err
+			return fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
 		}
-		// held maps each held step to the token of its claim: of two results of one step in a
-		// batch (an attempt whose claim was lost and recovered, and the step's next attempt),
-		// only the one of the claim still held is recorded.
-		isHeld := func(res result) bool { return held[res.step.StepID] == res.step.Token }
+		// kept holds the tokens of the claims still held, whose outcomes were written: of two
+		// results of one step in a batch (an attempt whose claim was lost and recovered, and
+		// the step's next attempt), only the one of the claim still held is recorded.
+		for _, t := range recorded {
+			kept[t] = true
+		}
 		heldMoves := make([]sm.Move, 0, len(batch))
 		current := make(map[int64]store.OwnerState, len(batch))
-		for _, res := range batch {
-			if !isHeld(res) {
+		for i, res := range batch {
+			if !kept[res.step.Token] {
 				continue
 			}
 			if s := res.step.started; known && s.State != nil {
 				current[res.step.StepID] = s
 			}
-			heldMoves = append(heldMoves, moves[res.step.Token])
+			heldMoves = append(heldMoves, moves[i])
 		}
 		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, heldMoves, sm.Known{Current: current})
 		if err != nil {
@@ -285,8 +286,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		}
 		var settle []int64
 		for _, res := range batch {
-			if isHeld(res) {
-				kept[res.step.Token] = true
+			if kept[res.step.Token] {
 				settle = append(settle, res.step.TaskID)
 			}
 		}
@@ -303,28 +303,6 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
 	return kept, c, nil
-}
-
-// recordHeldAttempts locks the tasks taskIDs, then, in id order, the steps of batch whose
-// claims are still held with the batch's tokens, and writes their outcomes (each of outcomes
-// names its step and claim), in one statement (store.RecordHeldAttempts), and returns those
-// steps with the tokens that hold them.
-func recordHeldAttempts(ctx context.Context, tx *store.Store, taskIDs []int64, batch []result, outcomes []store.StepOutcome) (map[int64]string, error) {
-	recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, outcomes)
-	if err != nil {
-		return nil, fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
-	}
-	tokenHeld := make(map[string]bool, len(recorded))
-	for _, t := range recorded {
-		tokenHeld[t] = true
-	}
-	held := make(map[int64]string, len(recorded))
-	for _, res := range batch {
-		if tokenHeld[res.step.Token] {
-			held[res.step.StepID] = res.step.Token
-		}
-	}
-	return held, nil
 }
 
 // outcome turns a handler's result into what its step records: complete with the results

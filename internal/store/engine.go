@@ -564,8 +564,8 @@ func (s *Store) ClaimsHeld(ctx context.Context, stepIDs []int64, tokens []string
 
 // RenewLeases extends to lease from now the leases of the steps stepIDs whose claims are
 // still held with the token at the same index of tokens, in one statement, and returns those
-// steps. The rows are locked in id order, the engine's order for steps (see LockHeldClaims),
-// so a renewal never deadlocks with a recording.
+// steps. The rows are locked in id order, the engine's order for steps (see
+// RecordHeldAttempts), so a renewal never deadlocks with a recording.
 func (s *Store) RenewLeases(ctx context.Context, stepIDs []int64, tokens []string, lease time.Duration) ([]int64, error) {
 	return queryRows(ctx, s, int64Column, `
 		WITH held AS (

@@ -90,12 +90,17 @@ var errRollback = errors.New("rolled back")
 
 // scan is what EXPLAIN (ANALYZE, BUFFERS) says of one engine statement: the rows its walk of
 // a partial index visited (returned or removed by the scan's filter, over all loops), the
-// shared buffers the statement touched, and how many rows of the readiness view it computed
-// (the loops of its subquery r).
+// shared buffers the statement touched, how many rows of the readiness view it computed
+// (the loops of its subquery r), how many times it read a task's current state (the loops of
+// the probes of tasker_task_transitions_most_recent_idx) and a step row by its primary key,
+// and how many step rows it fetched by their ctid.
 type scan struct {
 	Candidates int
 	Buffers    int
 	Readiness  int
+	TaskStates int
+	StepKeys   int
+	StepTIDs   int
 }
 
 // explainWalk runs q (with args) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) in an engine
@@ -120,6 +125,7 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 	}
 	type node struct {
 		NodeType    string  `json:"Node Type"`
+		Relation    string  `json:"Relation Name"`
 		Alias       string  `json:"Alias"`
 		IndexName   string  `json:"Index Name"`
 		ActualRows  float64 `json:"Actual Rows"`
@@ -144,8 +150,15 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 		if root {
 			out.Buffers = n.SharedHit + n.SharedRead
 		}
-		if n.NodeType == "Subquery Scan" && n.Alias == "r" {
+		switch {
+		case n.NodeType == "Subquery Scan" && n.Alias == "r":
 			out.Readiness += int(n.ActualLoops)
+		case n.IndexName == "tasker_task_transitions_most_recent_idx":
+			out.TaskStates += int(n.ActualLoops)
+		case n.IndexName == "tasker_workflow_steps_pkey":
+			out.StepKeys += int(n.ActualLoops)
+		case n.NodeType == "Tid Scan" && n.Relation == "tasker_workflow_steps":
+			out.StepTIDs += int(n.ActualLoops)
 		}
 		if n.IndexName == index {
 			found = true
@@ -301,6 +314,14 @@ func TestClaimComputesReadinessOnlyWhereParentsAreDone(t *testing.T) {
 	if walk.Candidates != 75 || walk.Readiness != 21 {
 		t.Errorf("the claim walked %d candidates and computed the readiness of %d, want 75 and 21 (%+v)",
 			walk.Candidates, walk.Readiness, walk)
+	}
+	// Only those 21 read their task's state, once each (the view may refuse one first). The
+	// 20 it locks are fetched by the ctid the walk found them at; steps are probed by their key
+	// only by the view (its row of each of the 21), the update (the 20 claimed) and the
+	// parents' results (the finished roots of tasks 1-3): 44.
+	if walk.TaskStates > walk.Readiness || walk.StepTIDs != 20 || walk.StepKeys != 44 {
+		t.Errorf("the claim read %d task states, fetched %d steps by ctid and probed %d by key, want at most 21, 20 and 44 (%+v)",
+			walk.TaskStates, walk.StepTIDs, walk.StepKeys, walk)
 	}
 	if got := claimAll(t, s); !slices.Equal(got, ready) {
 		t.Errorf("claimed %v, the view's ready steps are %v", got, ready)

@@ -150,16 +150,22 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     steps whose parents have not run (in a queue of five-step diamonds, 4 of every 5
 //     candidates past the tasks in flight), and for them the full view row (own state,
 //     retries, backoff, parent counts) is no longer computed: 17 % fewer buffers a claim.
+//     The task's state is a fenced subquery (OFFSET 0): inlined, it was read twice per
+//     candidate, once for the filter and once for the output.
 //   - locked: up to @n of them are locked FOR UPDATE SKIP LOCKED, so concurrent claimers (in
 //     this process or another) never wait for each other and never take the same row. The
 //     walk is pulled only as far as the lock needs, and may find up to 8·@n + 64 ready steps:
 //     the oldest ready steps are also what every other engine is claiming, so the walk must be
 //     able to pass the rows they hold (with 2·@n + 8, four engines of 16 workers found their
 //     lookahead taken by each other and claimed 3.7 steps a claim: 10,000 one-step tasks
-//     drained at 1,320 steps/s by two processes against 2,258-2,498 with the larger bound). Under READ
-//     COMMITTED a row changed since the readiness snapshot is re-checked on its newest version:
-//     a step that was claimed, finished or recovered meanwhile has in_process, processed or
-//     attempts changed and drops out, so a stale snapshot can never start an attempt early.
+//     drained at 1,320 steps/s by two processes against 2,258-2,498 with the larger bound).
+//     Each candidate's row is locked where the walk found it (its ctid, the version the
+//     snapshot sees: one heap page, where a probe of the primary key read three pages more);
+//     the walk's order is kept. Under READ COMMITTED a row changed since the readiness
+//     snapshot is locked and re-checked on its newest version: a step that was claimed,
+//     finished or recovered meanwhile has in_process, processed or attempts changed and drops
+//     out, so a stale snapshot can never start an attempt early. The update then finds the
+//     locked rows by their key, which reaches the newest version too.
 //   - the update marks the steps in_process with this worker, a fresh claim token and a lease,
 //     and returns what the worker reads before running each step (StepInput): its name and
 //     inputs, its task's context, its parents' results. The claim holds the steps' row locks
@@ -169,11 +175,12 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     the engine plans the step's start without reading it again (see ClaimedStep).
 const claimBaseSQL = `
 WITH ready AS (
-    SELECT c.workflow_step_id, r.attempts, r.current_state, ts.task_state
+    SELECT c.workflow_step_id, c.ctid, r.attempts, r.current_state, ts.task_state
     FROM tasker_workflow_steps c
     CROSS JOIN LATERAL (
         SELECT coalesce((SELECT tt.to_state FROM tasker_task_transitions tt
                          WHERE tt.task_id = c.task_id AND tt.most_recent), 'pending') AS task_state
+        OFFSET 0
     ) ts
     CROSS JOIN LATERAL (
         SELECT rs.attempts, rs.current_state, rs.ready_for_execution
@@ -194,10 +201,10 @@ WITH ready AS (
     LIMIT 8 * @n + 64
 ), locked AS (
     SELECT ws.workflow_step_id, ready.task_state, ready.current_state
-    FROM tasker_workflow_steps ws
-    JOIN ready ON ready.workflow_step_id = ws.workflow_step_id
+    FROM ready
+    JOIN tasker_workflow_steps ws ON ws.ctid = ready.ctid
     WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
-    ORDER BY ws.workflow_step_id
+    ORDER BY ready.workflow_step_id
     LIMIT @n
     FOR UPDATE OF ws SKIP LOCKED
 )

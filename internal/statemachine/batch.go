@@ -297,20 +297,22 @@ func planMoves(o owner, moves []Move, cur map[int64]store.OwnerState, blocked ma
 		plan    []planned
 		refused *TransitionError
 	}
-	walks := map[int64]*walk{}
-	var order []int64
+	// One walk per owner, in the order of the owners' first moves (most owners have one move).
+	walks := make([]walk, 0, len(moves))
+	byOwner := make(map[int64]int, len(moves))
 	for i, m := range moves {
-		w := walks[m.ID]
-		if w == nil {
+		at, ok := byOwner[m.ID]
+		if !ok {
 			c := cur[m.ID]
-			w = &walk{sortKey: c.SortKey}
+			walks = append(walks, walk{sortKey: c.SortKey})
+			at = len(walks) - 1
 			if c.State != nil {
 				s := models.State(*c.State)
-				w.state = &s
+				walks[at].state = &s
 			}
-			walks[m.ID] = w
-			order = append(order, m.ID)
+			byOwner[m.ID] = at
 		}
+		w := &walks[at]
 		if w.refused != nil {
 			continue
 		}
@@ -337,10 +339,10 @@ func planMoves(o owner, moves []Move, cur map[int64]store.OwnerState, blocked ma
 		}
 		w.refused, w.plan = te, nil
 	}
-	var plan []planned
+	plan := make([]planned, 0, len(moves))
 	var refused []*TransitionError
-	for _, id := range order {
-		w := walks[id]
+	for i := range walks {
+		w := &walks[i]
 		if w.refused != nil {
 			refused = append(refused, w.refused)
 			continue

@@ -66,6 +66,10 @@ type result struct {
 	wall       time.Duration // process start to last unit seen finished
 	createRate float64       // units created per second, before the drain
 	busy       float64       // share of the machine's CPU time busy during the drain (wall)
+	// dbCPU and clientCPU are the CPU time the database server's processes (when the server
+	// runs on this machine; 0 otherwise) and the client's (River's: this process; tasker's:
+	// its worker processes) spent during the drain.
+	dbCPU, clientCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.units) / r.span.Seconds() }
@@ -183,8 +187,59 @@ func rateCell(r result, unit string) string {
 	if r.units > 0 {
 		perUnit = r.busy * float64(runtime.NumCPU()) * r.wall.Seconds() * 1e6 / float64(r.units)
 	}
-	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s; CPU %.0f%%, %.0f µs a unit)", thousands(int(r.rate())), unit, r.span.Seconds(),
-		r.wall.Seconds(), 100*r.busy, perUnit)
+	split := ""
+	if r.units > 0 && r.dbCPU > 0 {
+		split = fmt.Sprintf(": database %.0f, client %.0f", float64(r.dbCPU.Microseconds())/float64(r.units),
+			float64(r.clientCPU.Microseconds())/float64(r.units))
+	}
+	return fmt.Sprintf("%s %s (%.1f s; wall %.1f s; CPU %.0f%%, %.0f µs a unit%s)", thousands(int(r.rate())), unit, r.span.Seconds(),
+		r.wall.Seconds(), 100*r.busy, perUnit, split)
+}
+
+// clockTicks is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on Linux).
+const clockTicks = 100
+
+// processCPU is the CPU time (user and system) the process pid has spent, from
+// /proc/<pid>/stat; 0 when it cannot be read.
+func processCPU(pid string) time.Duration {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: the fields that follow it are split.
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	user, _ := strconv.ParseUint(f[11], 10, 64)
+	system, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(user+system) * time.Second / clockTicks
+}
+
+// serverCPU is the CPU time spent so far by this machine's live PostgreSQL processes (command
+// names starting with "postgres"): the server's, when it runs here. A backend that exits
+// takes its time with it, so it is read while the drain's connections are still open.
+func serverCPU() time.Duration {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + d.Name() + "/comm")
+		if err != nil || !strings.HasPrefix(string(comm), "postgres") {
+			continue
+		}
+		total += processCPU(d.Name())
+	}
+	return total
 }
 
 // cpuSample is the machine's CPU time (all cores, in clock ticks) at one moment, from
@@ -294,6 +349,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 
 	start = time.Now()
 	cpu := readCPU()
+	db0, self0 := serverCPU(), processCPU("self")
 	if err := client.Start(ctx); err != nil {
 		return res, err
 	}
@@ -307,6 +363,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 	}
 	res.wall = time.Since(start)
 	res.busy = cpu.busySince()
+	res.dbCPU, res.clientCPU = serverCPU()-db0, processCPU("self")-self0
 	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM max(finalized_at) - min(attempted_at)) FROM river_job`)
 	return res, err
 }
@@ -345,6 +402,7 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 	defer os.RemoveAll(logDir)
 	start = time.Now()
 	cpu := readCPU()
+	db0 := serverCPU()
 	var procs []*exec.Cmd
 	defer func() {
 		for _, p := range procs {
@@ -375,6 +433,10 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 	}
 	res.wall = time.Since(start)
 	res.busy = cpu.busySince()
+	res.dbCPU = serverCPU() - db0
+	for _, p := range procs {
+		res.clientCPU += processCPU(strconv.Itoa(p.Process.Pid))
+	}
 	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM
 		(SELECT max(created_at) FROM tasker_task_transitions) - (SELECT min(created_at) FROM tasker_workflow_step_transitions))`)
 	return res, err
@@ -464,7 +526,7 @@ func report(rows []string, tasks, rounds int, command string, took time.Duration
 		"`TASKER_ENGINES=2`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
-		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together). Work is created before the clock starts: River's " +
+		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together, then split into the database server's processes and the client's: River's process, or tasker's worker processes). Work is created before the clock starts: River's " +
 		"jobs with `InsertMany` (batches of 1,000), tasker's tasks with `tasker run-task -jsonl` (the `createTasks` " +
 		"service, batches of 1,000); the last two columns are those creation rates, in jobs or steps per second.\n\n")
 	if rounds > 1 {

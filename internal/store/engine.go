@@ -160,12 +160,14 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     lookahead taken by each other and claimed 3.7 steps a claim: 10,000 one-step tasks
 //     drained at 1,320 steps/s by two processes against 2,258-2,498 with the larger bound).
 //     Each candidate's row is locked where the walk found it (its ctid, the version the
-//     snapshot sees: one heap page, where a probe of the primary key read three pages more);
-//     the walk's order is kept. Under READ COMMITTED a row changed since the readiness
-//     snapshot is locked and re-checked on its newest version: a step that was claimed,
-//     finished or recovered meanwhile has in_process, processed or attempts changed and drops
-//     out, so a stale snapshot can never start an attempt early. The update then finds the
-//     locked rows by their key, which reaches the newest version too.
+//     snapshot sees: one heap page, where a probe of the primary key read three pages more),
+//     in the walk's order. A row another transaction changed and committed since the
+//     snapshot is not there any more: PostgreSQL's re-check of the lock finds the newest
+//     version at another ctid and passes the row over, as it passes over a row another claimer
+//     holds. So a step claimed, finished, recovered or retried meanwhile is never started from
+//     a stale readiness; it is considered again by the next claim. The flags and attempts are
+//     checked again on the locked version all the same. The update finds the locked rows by
+//     their key.
 //   - the update marks the steps in_process with this worker, a fresh claim token and a lease,
 //     and returns what the worker reads before running each step (StepInput): its name and
 //     inputs, its task's context, its parents' results. The claim holds the steps' row locks

@@ -15,8 +15,14 @@ import (
 // outlived its transaction would be seen by the next statement, and the statements it runs.
 func open(t *testing.T) (*Store, *sqllog.Log) {
 	t.Helper()
+	return openAt(t, dbtest.NewURL(t))
+}
+
+// openAt is open over the database of url, for a test that also connects to it otherwise.
+func openAt(t *testing.T, url string) (*Store, *sqllog.Log) {
+	t.Helper()
 	trace := &sqllog.Log{}
-	db, err := database.Open(context.Background(), dbtest.NewURL(t), database.Options{MaxOpenConns: 1, Tracer: trace})
+	db, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 1, Tracer: trace})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,12 +21,7 @@ func TestLockTasksSkipLockedReturnsTheLockedTasksWithTheirCurrentTransitions(t *
 	t.Parallel()
 	ctx := context.Background()
 	url := dbtest.NewURL(t)
-	db, err := database.Open(ctx, url, database.Options{MaxOpenConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = database.Close(db) })
-	s := New(db)
+	s, _ := openAt(t, url)
 	seedHistory(t, s, 3)
 	var stuck, fresh, held int64
 	if err := s.db.Raw(`SELECT (SELECT min(task_id) FROM tasker_task_transitions),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
@@ -15,12 +16,13 @@ import (
 const recoveryBatch = 100
 
 // RecoverExpired recovers steps whose claim lease has run out (their worker died or lost the
-// database): each is handled by recoverClaim with reason "lease_expired", then its task is
-// finalised. Expired claims are taken with SKIP LOCKED, so every process can run recovery at
+// database): each is taken back with reason "lease_expired" (see recoverClaims) and its task
+// settled. Expired claims are taken with SKIP LOCKED, so every process can run recovery at
 // once and each claim is recovered exactly once. It returns how many steps it recovered.
 //
-// It reads the expired claims recoveryBatch at a time, and reads again as long as a full batch
-// was found and some of it recovered: a worker that died holding hundreds of claims has them all
+// It reads the expired claims recoveryBatch at a time and recovers each batch in one
+// transaction of a constant number of statements, and reads again as long as a full batch was
+// found and some of it recovered: a worker that died holding hundreds of claims has them all
 // back in one call, not a hundred per recovery interval (30 s by default). A full batch that it
 // could recover none of (others hold those rows) ends the call.
 func (s *Service) RecoverExpired(ctx context.Context, log *slog.Logger) (int, error) {
@@ -41,70 +43,155 @@ func (s *Service) recoverExpiredBatch(ctx context.Context, log *slog.Logger) (fo
 	if err != nil {
 		return 0, 0, fmt.Errorf("finding expired claims: %w", err)
 	}
-	found = len(expired)
-	for _, x := range expired {
-		ok, err := s.recoverClaim(ctx, x.WorkflowStepID, x.Token, "lease_expired", "")
-		if err != nil {
-			return found, n, err
-		}
-		if !ok {
-			continue
-		}
-		n++
-		if log != nil {
-			log.Warn("orchestration: recovered step with expired lease", "step_id", x.WorkflowStepID, "task_id", x.TaskID)
-		}
-		if _, err := s.FinalizeTask(ctx, x.TaskID); err != nil {
-			return found, n, err
-		}
+	if len(expired) == 0 {
+		return 0, 0, nil
 	}
-	return found, n, nil
+	recovered, err := s.recoverClaims(ctx, expired, "lease_expired", "", true)
+	if err != nil {
+		return len(expired), 0, err
+	}
+	if log != nil && len(recovered) > 0 {
+		ids := make([]int64, len(recovered))
+		for i, c := range recovered {
+			ids[i] = c.StepID
+		}
+		log.Warn("orchestration: recovered steps with expired leases", "steps", len(recovered), "step_ids", ids)
+	}
+	return len(expired), len(recovered), nil
 }
 
-// recoverClaim takes back the claim token on a step in one transaction, if it is still held
-// and (for lease_expired) still expired: a step in_progress counts its lost attempt
-// (attempts + 1, last_attempted_at) and moves to error with metadata {"reason": reason}, so the
-// normal retry path (retry limit, backoff) picks it up; the claim is cleared whatever the
-// state. The step row is taken with SKIP LOCKED: a step that someone else is writing is left
-// for a later round. ok is false when nothing was recovered.
-func (s *Service) recoverClaim(ctx context.Context, stepID int64, token, reason, worker string) (ok bool, err error) {
+// recoverClaims takes back the claims among claims that are still held with their tokens (and,
+// for reason "lease_expired", still expired), and settles their tasks, in one transaction with
+// a constant number of statements however many claims it takes back:
+//   - the claims' tasks are locked first, in id order (the engine's lock order is task, then
+//     step); with skipLocked a task another transaction holds is passed over, its claims left
+//     for a later round, otherwise its lock is waited for;
+//   - the claims still held among those tasks' steps are locked, with SKIP LOCKED: a step that
+//     someone else is writing is left for a later round;
+//   - a step in_progress moves to error with metadata {"reason": reason} (and the claim's
+//     worker as claimed_by, the recovering worker as worker_id when given), and counts its lost
+//     attempt (attempts + 1, last_attempted_at), so the normal retry path (retry limit,
+//     backoff) picks it up; the claim is cleared whatever the state;
+//   - the tasks of the claims taken back are settled (see finalizeTasks): a task whose last
+//     running step was lost may now be blocked by failures.
+//
+// It returns the claims it took back, in step id order.
+func (s *Service) recoverClaims(ctx context.Context, claims []store.Claim, reason, worker string, skipLocked bool) ([]store.Claim, error) {
+	results, err := json.Marshal(map[string]any{"error": "attempt lost: " + reason, "reason": reason})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the recovery of lost attempts: %w", err)
+	}
+	var recovered []store.Claim
 	err = s.store.Tx(ctx, func(tx *store.Store) error {
-		held, claimedBy, err := tx.LockClaim(ctx, stepID, token, reason == "lease_expired")
+		recovered = nil
+		tasks, err := lockClaimTasks(ctx, tx, claims, skipLocked)
 		if err != nil {
-			return fmt.Errorf("locking step %d: %w", stepID, err)
+			return err
 		}
-		if !held {
+		var candidates []store.Claim
+		for _, c := range claims {
+			if tasks[c.TaskID] {
+				candidates = append(candidates, c)
+			}
+		}
+		if len(candidates) == 0 {
 			return nil
 		}
-		ok = true
-		state, err := sm.StepState(ctx, tx, stepID)
+		held, err := tx.LockHeldClaims(ctx, candidates, reason == "lease_expired")
 		if err != nil {
-			return err
+			return fmt.Errorf("locking claimed steps: %w", err)
 		}
-		if state != models.StateInProgress {
-			return clearClaim(ctx, tx, stepID)
+		if len(held) == 0 {
+			return nil
 		}
-		meta := map[string]any{"reason": reason}
-		if claimedBy != nil {
-			meta["claimed_by"] = *claimedBy
+		taskOf := make(map[int64]int64, len(candidates))
+		for _, c := range candidates {
+			taskOf[c.StepID] = c.TaskID
 		}
-		if worker != "" {
-			meta["worker_id"] = worker
+		ids := make([]int64, len(held))
+		for i, h := range held {
+			ids[i] = h.StepID
 		}
-		if _, err := sm.TransitionStep(ctx, tx, stepID, models.StateError, meta); err != nil {
-			return err
-		}
-		res, err := json.Marshal(map[string]any{"error": "attempt lost: " + reason, "reason": reason})
+		states, err := tx.OwnerStates(ctx, store.StepOwner, ids)
 		if err != nil {
-			return fmt.Errorf("encoding recovery of step %d: %w", stepID, err)
+			return fmt.Errorf("reading the states of claimed steps: %w", err)
 		}
-		if err := tx.RecordLostAttempt(ctx, stepID, res); err != nil {
-			return fmt.Errorf("recording lost attempt of step %d: %w", stepID, err)
+		current := make(map[int64]store.OwnerState, len(states))
+		for _, st := range states {
+			current[st.ID] = st
 		}
-		return nil
+		var moves []sm.Move
+		var lost, cleared, settle []int64
+		for _, h := range held {
+			recovered = append(recovered, store.Claim{StepID: h.StepID, TaskID: taskOf[h.StepID]})
+			settle = append(settle, taskOf[h.StepID])
+			if st := current[h.StepID].State; st == nil || models.State(*st) != models.StateInProgress {
+				cleared = append(cleared, h.StepID)
+				continue
+			}
+			meta := map[string]any{"reason": reason}
+			if h.ClaimedBy != nil {
+				meta["claimed_by"] = *h.ClaimedBy
+			}
+			if worker != "" {
+				meta["worker_id"] = worker
+			}
+			moves = append(moves, sm.Move{ID: h.StepID, To: models.StateError, TaskID: taskOf[h.StepID], Metadata: meta})
+			lost = append(lost, h.StepID)
+		}
+		if len(moves) > 0 {
+			_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current})
+			if err != nil {
+				return err
+			}
+			if len(refused) > 0 { // in_progress -> error is always allowed, and the steps are locked
+				return refused[0]
+			}
+			if err := tx.RecordLostAttempts(ctx, lost, results); err != nil {
+				return fmt.Errorf("recording lost attempts: %w", err)
+			}
+		}
+		if len(cleared) > 0 {
+			if err := tx.ClearClaims(ctx, cleared); err != nil {
+				return fmt.Errorf("clearing claims: %w", err)
+			}
+		}
+		slices.Sort(settle)
+		_, err = finalizeTasks(ctx, tx, slices.Compact(settle))
+		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("recovering claim on step %d: %w", stepID, err)
+		return nil, fmt.Errorf("recovering %d claims (%s): %w", len(claims), reason, err)
 	}
-	return ok, nil
+	return recovered, nil
+}
+
+// lockClaimTasks takes the row locks of the tasks of claims, in id order, skipping those that
+// another transaction holds when skipLocked, and returns the tasks it locked.
+func lockClaimTasks(ctx context.Context, tx *store.Store, claims []store.Claim, skipLocked bool) (map[int64]bool, error) {
+	ids := make([]int64, 0, len(claims))
+	for _, c := range claims {
+		ids = append(ids, c.TaskID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	locked := make(map[int64]bool, len(ids))
+	if skipLocked {
+		rows, err := tx.LockTasksSkipLocked(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("locking the tasks of claims: %w", err)
+		}
+		for _, r := range rows {
+			locked[r.ID] = true
+		}
+		return locked, nil
+	}
+	got, err := tx.LockOwners(ctx, store.TaskOwner, ids)
+	if err != nil {
+		return nil, fmt.Errorf("locking the tasks of claims: %w", err)
+	}
+	for _, id := range got {
+		locked[id] = true
+	}
+	return locked, nil
 }

@@ -237,19 +237,13 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 		e.observeFinished(in.Name, OutcomeStopped, elapsed)
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer rcancel()
-		var ok bool
-		err := dbretry.Do(rctx, e.inputs, nil, func() (err error) {
-			ok, err = e.svc.recoverClaim(rctx, s.StepID, s.Token, "worker_stopped", e.cfg.WorkerID)
+		err := dbretry.Do(rctx, e.inputs, nil, func() error {
+			_, err := e.svc.recoverClaims(rctx, []store.Claim{{StepID: s.StepID, TaskID: s.TaskID, Token: s.Token}},
+				"worker_stopped", e.cfg.WorkerID, false)
 			return err
 		})
 		if err != nil {
 			r.log().Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
-			return false
-		}
-		if ok {
-			if _, err := e.svc.FinalizeTask(rctx, s.TaskID); err != nil {
-				r.log().Error("orchestration: finalising task", "error", err)
-			}
 		}
 		return false
 	}

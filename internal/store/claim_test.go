@@ -357,7 +357,7 @@ func TestExpiredClaimsWalkOnlyTheRunningSteps(t *testing.T) {
 	}
 	var got []int64
 	for _, c := range expired {
-		got = append(got, c.WorkflowStepID)
+		got = append(got, c.StepID)
 	}
 	// Within one claim the leases are equal; across claims the older lease comes first.
 	if len(got) != 6 || !sameSet(got[:3], expiredFirst[:3]) || !sameSet(got[3:], expiredFirst[3:]) {

@@ -488,58 +488,63 @@ func (s *Store) ExecutionContexts(ctx context.Context, taskIDs []int64) ([]model
 	return models.ExecutionContextsByTaskIDs(ctx, s.conn(ctx), taskIDs)
 }
 
-// ExpiredClaim is a claim whose lease has run out.
-type ExpiredClaim struct {
-	WorkflowStepID int64
-	TaskID         int64
-	Token          string
+// Claim names a claim on a step: the step, its task and the claim's token.
+type Claim struct {
+	StepID int64
+	TaskID int64
+	Token  string
 }
 
 // ExpiredClaims lists up to limit claims whose lease has run out, the oldest first. It walks
 // the index of the unfinished claimed steps (tasker_workflow_steps_claimed_idx: as many
 // entries as steps running now, whatever the table's size) and sorts the expired ones; a step
 // is never processed and claimed at once (migration 00062).
-func (s *Store) ExpiredClaims(ctx context.Context, limit int) ([]ExpiredClaim, error) {
-	var expired []ExpiredClaim
-	err := s.conn(ctx).Raw(expiredClaimsSQL, limit).Scan(&expired).Error
-	return expired, err
+func (s *Store) ExpiredClaims(ctx context.Context, limit int) ([]Claim, error) {
+	return queryRows(ctx, s, func(c *Claim) []any { return []any{&c.StepID, &c.TaskID, &c.Token} }, expiredClaimsSQL, limit)
 }
 
 const expiredClaimsSQL = `
-SELECT workflow_step_id, task_id, claim_token::text AS token
+SELECT workflow_step_id, task_id, claim_token::text
 FROM tasker_workflow_steps
 WHERE NOT processed AND in_process AND claim_expires_at < now() AND claim_token IS NOT NULL
 ORDER BY claim_expires_at
 LIMIT ?`
 
-// LockClaim locks a step whose claim is still held with token (and, when expired, whose lease
-// has run out), skipping it when another transaction holds its row. held is false when
-// nothing was locked; claimedBy is the claim's worker, if recorded.
-func (s *Store) LockClaim(ctx context.Context, stepID int64, token string, expired bool) (held bool, claimedBy *string, err error) {
-	var rows []struct{ ClaimedBy *string }
-	cond := ""
-	if expired {
-		cond = " AND claim_expires_at < now()"
-	}
-	if err := s.conn(ctx).Raw(`SELECT claimed_by FROM tasker_workflow_steps
-			WHERE workflow_step_id = ? AND in_process AND claim_token = ?::uuid`+cond+`
-			FOR UPDATE SKIP LOCKED`, stepID, token).Scan(&rows).Error; err != nil {
-		return false, nil, err
-	}
-	if len(rows) == 0 {
-		return false, nil, nil
-	}
-	return true, rows[0].ClaimedBy, nil
+// HeldClaim is a claim LockHeldClaims found still held and locked: its step, and the
+// claim's worker, if recorded.
+type HeldClaim struct {
+	StepID    int64
+	ClaimedBy *string
 }
 
-// RecordLostAttempt counts a step's lost attempt (attempts + 1, last_attempted_at, results)
-// and clears its claim.
-func (s *Store) RecordLostAttempt(ctx context.Context, stepID int64, results []byte) error {
+// LockHeldClaims locks, in one statement and in step id order, the steps of claims that are
+// still held with their tokens (and, with expired, whose leases have run out), skipping the
+// steps whose rows another transaction holds, and returns them in step id order. A claim
+// taken back or released since it was read, or renewed (with expired), is not returned.
+func (s *Store) LockHeldClaims(ctx context.Context, claims []Claim, expired bool) ([]HeldClaim, error) {
+	ids := make([]int64, len(claims))
+	tokens := make([]string, len(claims))
+	for i, c := range claims {
+		ids[i], tokens[i] = c.StepID, c.Token
+	}
+	return queryRows(ctx, s, func(h *HeldClaim) []any { return []any{&h.StepID, &h.ClaimedBy} }, `
+		SELECT ws.workflow_step_id, ws.claimed_by
+		FROM tasker_workflow_steps ws
+		JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
+		  ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
+		WHERE ws.in_process AND (NOT ?::boolean OR ws.claim_expires_at < now())
+		ORDER BY ws.workflow_step_id
+		FOR UPDATE OF ws SKIP LOCKED`, database.Array[int64](ids), database.Array[string](tokens), expired)
+}
+
+// RecordLostAttempts counts, in one statement, a lost attempt on each step of ids (attempts
+// + 1, last_attempted_at, results) and clears their claims.
+func (s *Store) RecordLostAttempts(ctx context.Context, ids []int64, results []byte) error {
 	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
 			SET attempts = coalesce(attempts, 0) + 1, last_attempted_at = now(), results = ?::jsonb,
 			    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
 			    updated_at = now()
-			WHERE workflow_step_id = ?`, string(results), stepID).Error
+			WHERE workflow_step_id = ANY(?::bigint[])`, string(results), database.Array[int64](ids)).Error
 }
 
 // StepInput is what a worker reads before running a claimed step (the claim returns it): its

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,4 +255,25 @@ func BenchmarkRecoverExpired(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(n*b.N)/elapsed.Seconds(), "claims/s")
+}
+
+// TestRecoverExpiredIsNotHeldUpByAClaimTheDatabaseRefuses: when the database refuses to take
+// back one expired claim (here a trigger refuses any change to its step), the batch is
+// recovered claim by claim: the others come back, and the refused one stays claimed and is
+// reported in the error.
+func TestRecoverExpiredIsNotHeldUpByAClaimTheDatabaseRefuses(t *testing.T) {
+	t.Parallel()
+	url, plain := seedDeadWorker(t, 6)
+	execSeed(t, plain, nil,
+		`CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN RAISE EXCEPTION 'step % is poisoned', OLD.workflow_step_id; END $$`,
+		`CREATE TRIGGER test_refuse BEFORE UPDATE ON tasker_workflow_steps
+		 FOR EACH ROW WHEN (OLD.task_id = 3) EXECUTE FUNCTION test_refuse()`)
+	n, err := openService(t, url).RecoverExpired(context.Background(), nil)
+	if n != 5 || err == nil || !strings.Contains(err.Error(), "is poisoned") {
+		t.Fatalf("RecoverExpired recovered %d (%v), want the 5 claims the database gives back and the refusal of the sixth", n, err)
+	}
+	if out, want := readRecoveryOutcome(t, plain), (recoveryOutcome{Errors: 5, Attempts: 5, Claimed: 2, TasksInError: 1}); out != want {
+		t.Errorf("after recovery %+v, want %+v (task 3's claim and the live lease still held)", out, want)
+	}
 }

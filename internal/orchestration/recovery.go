@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/taskerhq/tasker/internal/dbretry"
 	"github.com/taskerhq/tasker/internal/models"
 	sm "github.com/taskerhq/tasker/internal/statemachine"
 	"github.com/taskerhq/tasker/internal/store"
@@ -24,14 +25,20 @@ const recoveryBatch = 100
 // transaction of a constant number of statements, and reads again as long as a full batch was
 // found and some of it recovered: a worker that died holding hundreds of claims has them all
 // back in one call, not a hundred per recovery interval (30 s by default). A full batch that it
-// could recover none of (others hold those rows) ends the call.
+// could recover none of (others hold those rows, or the database refuses them) ends the
+// call. A claim the database refuses to give back is reported in the error, after the others
+// have been recovered.
 func (s *Service) RecoverExpired(ctx context.Context, log *slog.Logger) (int, error) {
 	total := 0
+	var first error
 	for {
 		found, n, err := s.recoverExpiredBatch(ctx, log)
 		total += n
-		if err != nil || found < recoveryBatch || n == 0 || ctx.Err() != nil {
-			return total, err
+		if first == nil {
+			first = err
+		}
+		if found < recoveryBatch || n == 0 || ctx.Err() != nil {
+			return total, first
 		}
 	}
 }
@@ -47,7 +54,18 @@ func (s *Service) recoverExpiredBatch(ctx context.Context, log *slog.Logger) (fo
 		return 0, 0, nil
 	}
 	recovered, err := s.recoverClaims(ctx, expired, "lease_expired", "", true)
-	if err != nil {
+	if err != nil && len(expired) > 1 && !dbretry.Transient(err) && ctx.Err() == nil {
+		// The database refused the batch: one claim it cannot take back (a row that breaks a
+		// constraint or a trigger) must not keep the others from their recovery, round after
+		// round. Each is taken back alone; those refused again are reported, the others
+		// recovered.
+		if log != nil {
+			log.Warn("orchestration: recovering a batch of expired claims failed; recovering them one by one",
+				"claims", len(expired), "error", err)
+		}
+		recovered, err = s.recoverOneByOne(ctx, expired, log)
+	}
+	if err != nil && len(recovered) == 0 {
 		return len(expired), 0, err
 	}
 	if log != nil && len(recovered) > 0 {
@@ -57,7 +75,29 @@ func (s *Service) recoverExpiredBatch(ctx context.Context, log *slog.Logger) (fo
 		}
 		log.Warn("orchestration: recovered steps with expired leases", "steps", len(recovered), "step_ids", ids)
 	}
-	return len(expired), len(recovered), nil
+	return len(expired), len(recovered), err
+}
+
+// recoverOneByOne takes back each of claims in a transaction of its own (see recoverClaims)
+// and returns those it took back, and the first error of those it could not (each is logged).
+func (s *Service) recoverOneByOne(ctx context.Context, claims []store.Claim, log *slog.Logger) ([]store.Claim, error) {
+	var recovered []store.Claim
+	var first error
+	for _, c := range claims {
+		got, err := s.recoverClaims(ctx, []store.Claim{c}, "lease_expired", "", true)
+		if err != nil {
+			if log != nil {
+				log.Error("orchestration: recovering an expired claim failed; it stays claimed",
+					"step_id", c.StepID, "task_id", c.TaskID, "error", err)
+			}
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		recovered = append(recovered, got...)
+	}
+	return recovered, first
 }
 
 // recoverClaims takes back the claims among claims that are still held with their tokens (and,

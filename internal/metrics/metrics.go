@@ -7,7 +7,8 @@
 //   - tasker_http_requests_total and tasker_http_request_duration_seconds, by handler and
 //     status, from HTTP middleware that also gives every request an id and logs it;
 //   - tasker_step_executions_total and tasker_step_duration_seconds by step name and outcome,
-//     and tasker_step_claim_latency_seconds (ready → started), as an orchestration.Observer;
+//     tasker_step_claim_latency_seconds (ready → started) and tasker_steps_recovered_total
+//     (claims taken back after their lease ran out), as an orchestration.Observer;
 //   - tasker_ready_steps (the queue depth) and the read models' age, staleness and last
 //     refresh duration, read from the database on each scrape under a timeout;
 //   - tasker_subscribers (events hub), the connection pool (go_sql_*), Go and process metrics.
@@ -54,6 +55,7 @@ type Metrics struct {
 	stepRuns      *prometheus.CounterVec
 	stepDuration  *prometheus.HistogramVec
 	claimLatency  *prometheus.HistogramVec
+	recovered     prometheus.Counter
 }
 
 var _ orchestration.Observer = (*Metrics)(nil)
@@ -105,8 +107,12 @@ func New(opts Options) *Metrics {
 		Help:    "How long a step had been ready when a worker of this process claimed it, by step name.",
 		Buckets: durations,
 	}, []string{"step"})
+	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tasker_steps_recovered_total",
+		Help: "Steps whose claim lease ran out (their worker died or lost the database), taken back by this process's recovery: an attempt in progress counts as lost and fails, so the retry rules apply.",
+	})
 	m.reg.MustRegister(m.gqlRequests, m.gqlDuration, m.gqlStatements, m.httpRequests, m.httpDuration,
-		m.stepRuns, m.stepDuration, m.claimLatency,
+		m.stepRuns, m.stepDuration, m.claimLatency, m.recovered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DB != nil {
 		// The pool's statistics are those of the *sql.DB under the handle (the primary's).
@@ -143,6 +149,9 @@ func (m *Metrics) StepFinished(step, outcome string, took time.Duration) {
 	m.stepRuns.WithLabelValues(step, outcome).Inc()
 	m.stepDuration.WithLabelValues(step, outcome).Observe(took.Seconds())
 }
+
+// StepsRecovered implements orchestration.Observer.
+func (m *Metrics) StepsRecovered(n int) { m.recovered.Add(float64(n)) }
 
 type slogErrorLog struct{ log *slog.Logger }
 

@@ -39,6 +39,7 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	m.StepClaimed("fetch", 150*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeComplete, 20*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeError, 5*time.Millisecond)
+	m.StepsRecovered(3)
 
 	h := m.Middleware("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if metrics.RequestID(r.Context()) == "" || r.Header.Get("X-Request-Id") == "" {
@@ -67,6 +68,7 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 		`tasker_step_executions_total{outcome="error",step="fetch"} 1`,
 		`tasker_step_duration_seconds_count{outcome="complete",step="fetch"} 1`,
 		`tasker_step_claim_latency_seconds_count{step="fetch"} 1`,
+		`tasker_steps_recovered_total 3`,
 		`tasker_http_requests_total{code="418",handler="api"} 2`,
 		`tasker_http_request_duration_seconds_count{handler="api"} 2`,
 		`tasker_ready_steps 0`,

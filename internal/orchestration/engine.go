@@ -475,6 +475,9 @@ func (e *Engine) recoverLoop(ctx context.Context, reconnected <-chan struct{}) {
 			e.recovery.Succeed()
 		}
 		if n > 0 {
+			if e.cfg.Observer != nil {
+				e.cfg.Observer.StepsRecovered(n)
+			}
 			e.retryDirty.Store(true)
 			e.wake()
 		}

@@ -16,6 +16,9 @@ type Observer interface {
 	// StepFinished reports the end of one attempt of a step: its outcome (one of the Outcome
 	// constants) and how long its handler ran.
 	StepFinished(step string, outcome string, took time.Duration)
+	// StepsRecovered reports n steps whose claim lease had run out (their worker died or lost
+	// the database), taken back by this process's recovery (see Service.RecoverExpired).
+	StepsRecovered(n int)
 }
 
 // The outcomes of an attempt reported to an Observer.

@@ -10,10 +10,11 @@ import (
 
 // recorder is an Observer that keeps what it was told.
 type recorder struct {
-	mu       sync.Mutex
-	claimed  map[string]int
-	latency  map[string]time.Duration
-	finished map[string][]string
+	mu        sync.Mutex
+	claimed   map[string]int
+	latency   map[string]time.Duration
+	finished  map[string][]string
+	recovered int
 }
 
 func (r *recorder) StepClaimed(step string, readyFor time.Duration) {
@@ -27,6 +28,12 @@ func (r *recorder) StepFinished(step, outcome string, took time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished[step] = append(r.finished[step], outcome)
+}
+
+func (r *recorder) StepsRecovered(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recovered += n
 }
 
 func TestObserverSeesClaimsAndOutcomes(t *testing.T) {

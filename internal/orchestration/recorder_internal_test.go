@@ -32,6 +32,7 @@ type outcomes struct {
 }
 
 func (o *outcomes) StepClaimed(string, time.Duration) {}
+func (o *outcomes) StepsRecovered(int)                {}
 func (o *outcomes) StepFinished(step, outcome string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

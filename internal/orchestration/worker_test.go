@@ -242,6 +242,9 @@ func TestTwoEnginesRunEveryAttemptExactlyOnce(t *testing.T) {
 	t.Logf("steps were started by %v", workers)
 }
 
+// TestStepWithExpiredLeaseIsRecovered: a step left in_progress by a dead worker is taken back
+// once its lease has run out (a lost attempt, then retried and completed), and the observer
+// is told of the recovery.
 func TestStepWithExpiredLeaseIsRecovered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
@@ -260,8 +263,14 @@ func TestStepWithExpiredLeaseIsRecovered(t *testing.T) {
 		WHERE workflow_step_id = ?`, first).Error; err != nil {
 		t.Fatal(err)
 	}
-	h.engine(orchestration.Config{RecoveryInterval: 50 * time.Millisecond})
+	rec := &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+	h.engine(orchestration.Config{RecoveryInterval: 50 * time.Millisecond, Observer: rec})
 	h.waitTasks("complete", 30*time.Second, id)
+	rec.mu.Lock()
+	if rec.recovered != 1 {
+		t.Errorf("the observer was told of %d recovered steps, want 1", rec.recovered)
+	}
+	rec.mu.Unlock()
 	si := h.steps(id)["initialize_data"]
 	if !slices.Equal(si.History, once) || si.Attempts != 2 {
 		t.Fatalf("recovered step: history %v attempts %d, want %v and 2", si.History, si.Attempts, once)

@@ -65,11 +65,7 @@ func TestCancelTaskRunsTheSameStatementsForAnySize(t *testing.T) {
 		}
 		return statements
 	}
-	small, big := cancel(6), cancel(60)
-	if small != big {
-		t.Errorf("cancelling a task ran %d statements with 6 steps and %d with 60", small, big)
-	}
-	t.Logf("%d statements either way", small)
+	sameStatementsAtBothSizes(t, "cancelling a task", "steps", cancel, 6, 60)
 }
 
 // TestRecoverExpiredTakesBackEveryExpiredClaim: one call recovers all 250 expired claims of a
@@ -112,6 +108,17 @@ func countStatements(t testing.TB, url string, fn func(*Service)) int {
 	log.Take()
 	fn(NewService(db, nil))
 	return len(log.Take())
+}
+
+// sameStatementsAtBothSizes fails t unless run (which returns the statements an operation ran
+// over n of its units) runs as many statements for small units as for big ones.
+func sameStatementsAtBothSizes(t *testing.T, what, units string, run func(n int) int, small, big int) {
+	t.Helper()
+	a, b := run(small), run(big)
+	if a != b {
+		t.Errorf("%s ran %d statements for %d %s and %d for %d", what, a, small, units, b, big)
+	}
+	t.Logf("%s: %d statements either way", what, a)
 }
 
 // seedDeadWorker seeds n one-step tasks whose steps a dead worker left in_progress with
@@ -169,7 +176,7 @@ func readRecoveryOutcome(t testing.TB, db *gorm.DB) recoveryOutcome {
 func TestRecoverExpiredRunsTheSameStatementsForAnyNumberOfClaims(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	recover := func(n int) int {
+	recoverAll := func(n int) int {
 		url, plain := seedDeadWorker(t, n)
 		statements := countStatements(t, url, func(svc *Service) {
 			if got, err := svc.RecoverExpired(ctx, nil); err != nil || got != n {
@@ -182,11 +189,7 @@ func TestRecoverExpiredRunsTheSameStatementsForAnyNumberOfClaims(t *testing.T) {
 		}
 		return statements
 	}
-	small, big := recover(5), recover(90)
-	if small != big {
-		t.Errorf("recovering expired claims ran %d statements for 5 claims and %d for 90", small, big)
-	}
-	t.Logf("%d statements either way", small)
+	sameStatementsAtBothSizes(t, "recovering expired claims", "claims", recoverAll, 5, 90)
 }
 
 // TestRecoverExpiredPassesOverTasksOthersHold: recovery takes the tasks' locks with SKIP

@@ -17,6 +17,11 @@ type recorder struct {
 	recovered int
 }
 
+// newRecorder returns an Observer that has been told nothing yet.
+func newRecorder() *recorder {
+	return &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+}
+
 func (r *recorder) StepClaimed(step string, readyFor time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -39,7 +44,7 @@ func (r *recorder) StepsRecovered(n int) {
 func TestObserverSeesClaimsAndOutcomes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil, permanentYAML)
-	rec := &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+	rec := newRecorder()
 	h.engine(orchestration.Config{Observer: rec})
 	id := h.create("tests", "permanent", "")
 	h.waitTasks("error", 30*time.Second, id)

@@ -39,7 +39,7 @@ func TestResultTheDatabaseRefusesDoesNotSinkTheOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarness(t, handlers, unrecordableYAML)
-	obs := &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+	obs := newRecorder()
 	h.engine(orchestration.Config{Observer: obs})
 	id := h.create("tests", "unrecordable", "")
 

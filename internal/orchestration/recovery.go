@@ -65,9 +65,6 @@ func (s *Service) recoverExpiredBatch(ctx context.Context, log *slog.Logger) (fo
 		}
 		recovered, err = s.recoverOneByOne(ctx, expired, log)
 	}
-	if err != nil && len(recovered) == 0 {
-		return len(expired), 0, err
-	}
 	if log != nil && len(recovered) > 0 {
 		ids := make([]int64, len(recovered))
 		for i, c := range recovered {
@@ -144,9 +141,9 @@ func (s *Service) recoverClaims(ctx context.Context, claims []store.Claim, reaso
 		if len(held) == 0 {
 			return nil
 		}
-		taskOf := make(map[int64]int64, len(candidates))
+		claimOf := make(map[int64]store.Claim, len(candidates))
 		for _, c := range candidates {
-			taskOf[c.StepID] = c.TaskID
+			claimOf[c.StepID] = c
 		}
 		ids := make([]int64, len(held))
 		for i, h := range held {
@@ -163,8 +160,9 @@ func (s *Service) recoverClaims(ctx context.Context, claims []store.Claim, reaso
 		var moves []sm.Move
 		var lost, cleared, settle []int64
 		for _, h := range held {
-			recovered = append(recovered, store.Claim{StepID: h.StepID, TaskID: taskOf[h.StepID]})
-			settle = append(settle, taskOf[h.StepID])
+			c := claimOf[h.StepID]
+			recovered = append(recovered, c)
+			settle = append(settle, c.TaskID)
 			if st := current[h.StepID].State; st == nil || models.State(*st) != models.StateInProgress {
 				cleared = append(cleared, h.StepID)
 				continue
@@ -176,7 +174,7 @@ func (s *Service) recoverClaims(ctx context.Context, claims []store.Claim, reaso
 			if worker != "" {
 				meta["worker_id"] = worker
 			}
-			moves = append(moves, sm.Move{ID: h.StepID, To: models.StateError, TaskID: taskOf[h.StepID], Metadata: meta})
+			moves = append(moves, sm.Move{ID: h.StepID, To: models.StateError, TaskID: c.TaskID, Metadata: meta})
 			lost = append(lost, h.StepID)
 		}
 		if len(moves) > 0 {

@@ -263,7 +263,7 @@ func TestStepWithExpiredLeaseIsRecovered(t *testing.T) {
 		WHERE workflow_step_id = ?`, first).Error; err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+	rec := newRecorder()
 	h.engine(orchestration.Config{RecoveryInterval: 50 * time.Millisecond, Observer: rec})
 	h.waitTasks("complete", 30*time.Second, id)
 	rec.mu.Lock()

@@ -20,6 +20,11 @@
 // cooldown and a 20 ms fetch poll interval; its MaxWorkers is the run's worker count, and each
 // tasker worker process runs that many workers (-workers).
 //
+// For one-step work, each round also drains the same tasks with the write floor
+// (floor.sql): a procedure that writes exactly the rows and notifications of the engine's
+// drain, with no client at all. Its rate is what the data model's writes allow on this
+// machine; the report sets it beside River's and beside the engine's.
+//
 // This is a module of its own so that the product's go.mod does not depend on River.
 package main
 
@@ -105,15 +110,18 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 	}
 	// tasker: one process, two processes, and one process of two engines.
 	settings := []struct{ processes, engines int }{{1, 0}, {2, 0}, {1, 2}}
+	// The write floor (one-step work only): one backend, and two at once.
+	floorBackends := []int{1, 2}
 	begin := time.Now()
 	load := loadAverage()
-	var rows []string
+	var rows, floorRows []string
 	for _, sc := range scenarios {
 		units := tasks * sc.steps
 		// Every round drains the scenario once with River and once with each tasker setting,
 		// back to back, so that a slower or faster spell of the machine weighs on all of them.
 		rv := make([]result, rounds)
 		tk := make([][]result, len(settings))
+		fl := make([][]result, len(floorBackends))
 		for round := range rounds {
 			var err error
 			rv[round], err = fresh(ctx, serverURL, func(dbURL string) (result, error) { return runRiver(ctx, dbURL, units, sc.workers) })
@@ -133,6 +141,20 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 				log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "round", round+1, "processes", st.processes,
 					"engines", st.engines, "steps", units, "steps/s", int(r.rate()), "wall", r.wall)
 			}
+			for i, backends := range floorBackends {
+				if sc.steps != 1 {
+					break
+				}
+				r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
+					return runFloor(ctx, dbURL, tasker, templates, sc, tasks, backends)
+				})
+				if err != nil {
+					return fmt.Errorf("write floor, %s, batches of %d, %d backends: %w", sc.name, sc.workers, backends, err)
+				}
+				fl[i] = append(fl[i], r)
+				log.Info("write floor", "scenario", sc.name, "batch", sc.workers, "round", round+1, "backends", backends,
+					"steps", units, "steps/s", int(r.rate()), "wall", r.wall)
+			}
 		}
 		river := median(rv)
 		cells := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
@@ -144,8 +166,18 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		cells = append(cells, ratioCellOf(tk[0], tk[1], "x"))
 		cells = append(cells, thousands(int(river.createRate)), thousands(int(median(tk[0]).createRate)))
 		rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
+		if sc.steps == 1 {
+			// The floor beside River, then how close the engine comes to it: one process
+			// against one backend, two processes against two.
+			cells := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
+			for i := range floorBackends {
+				cells = append(cells, rateCell(median(fl[i]), "steps/s"), ratioCell(rv, fl[i]))
+			}
+			cells = append(cells, ratioCellOf(fl[0], tk[0], ""), ratioCellOf(fl[1], tk[1], ""))
+			floorRows = append(floorRows, "| "+strings.Join(cells, " | ")+" |")
+		}
 	}
-	section := report(rows, tasks, rounds, command, time.Since(begin), load)
+	section := report(rows, floorRows, tasks, rounds, command, time.Since(begin), load)
 	if out == "-" {
 		fmt.Print(section)
 		return nil
@@ -371,26 +403,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 // runTasker drains tasks of sc's template with processes `tasker worker` processes of
 // sc.workers workers each; engines, when not 0, is their TASKER_ENGINES.
 func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, processes, engines int) (result, error) {
-	var res result
-	if err := command(ctx, nil, nil, tasker, "migrate", "-database-url", dbURL); err != nil {
-		return res, err
-	}
-	var lines bytes.Buffer
-	for range tasks {
-		fmt.Fprintf(&lines, "{\"template\": %q, \"context\": {}}\n", sc.template)
-	}
-	var ids bytes.Buffer
-	start := time.Now()
-	if err := command(ctx, &lines, &ids, tasker, "run-task", "-jsonl", "-", "-templates-dir", templates, "-database-url", dbURL); err != nil {
-		return res, err
-	}
-	res.createRate = float64(tasks*sc.steps) / time.Since(start).Seconds()
-	if got := len(strings.Fields(ids.String())); got != tasks {
-		return res, fmt.Errorf("run-task printed %d ids for %d tasks", got, tasks)
-	}
-	res.units = tasks * sc.steps
-
-	pool, err := pgxpool.New(ctx, dbURL)
+	res, pool, err := createTasks(ctx, dbURL, tasker, templates, sc, tasks)
 	if err != nil {
 		return res, err
 	}
@@ -400,7 +413,7 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 		return res, err
 	}
 	defer os.RemoveAll(logDir)
-	start = time.Now()
+	start := time.Now()
 	cpu := readCPU()
 	db0 := serverCPU()
 	var procs []*exec.Cmd
@@ -437,9 +450,39 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 	for _, p := range procs {
 		res.clientCPU += processCPU(strconv.Itoa(p.Process.Pid))
 	}
-	res.span, err = span(ctx, pool, `SELECT extract(epoch FROM
-		(SELECT max(created_at) FROM tasker_task_transitions) - (SELECT min(created_at) FROM tasker_workflow_step_transitions))`)
+	res.span, err = span(ctx, pool, taskerSpanSQL)
 	return res, err
+}
+
+// taskerSpanSQL is a tasker drain's span: from its first step transition to its last task
+// transition.
+const taskerSpanSQL = `SELECT extract(epoch FROM
+	(SELECT max(created_at) FROM tasker_task_transitions) - (SELECT min(created_at) FROM tasker_workflow_step_transitions))`
+
+// createTasks migrates a fresh database and creates tasks tasks of sc's template in it with
+// `tasker run-task -jsonl`; the result holds their units and creation rate, and the pool,
+// on the database, is the caller's to close.
+func createTasks(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks int) (result, *pgxpool.Pool, error) {
+	var res result
+	if err := command(ctx, nil, nil, tasker, "migrate", "-database-url", dbURL); err != nil {
+		return res, nil, err
+	}
+	var lines bytes.Buffer
+	for range tasks {
+		fmt.Fprintf(&lines, "{\"template\": %q, \"context\": {}}\n", sc.template)
+	}
+	var ids bytes.Buffer
+	start := time.Now()
+	if err := command(ctx, &lines, &ids, tasker, "run-task", "-jsonl", "-", "-templates-dir", templates, "-database-url", dbURL); err != nil {
+		return res, nil, err
+	}
+	res.createRate = float64(tasks*sc.steps) / time.Since(start).Seconds()
+	if got := len(strings.Fields(ids.String())); got != tasks {
+		return res, nil, fmt.Errorf("run-task printed %d ids for %d tasks", got, tasks)
+	}
+	res.units = tasks * sc.steps
+	pool, err := pgxpool.New(ctx, dbURL)
+	return res, pool, err
 }
 
 // command runs the tasker binary; its standard error is returned in the error when it fails.
@@ -512,7 +555,7 @@ const (
 	sectionEnd   = "<!-- engine-vs-river:end -->"
 )
 
-func report(rows []string, tasks, rounds int, command string, took time.Duration, load string) string {
+func report(rows, floorRows []string, tasks, rounds int, command string, took time.Duration, load string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n## Engine vs River\n\n", sectionStart)
 	fmt.Fprintf(&b, "Written by `%s` (bench/river, a module of its own) on %s, in %s, %d tasks per run, %d %s; "+
@@ -535,15 +578,33 @@ func report(rows []string, tasks, rounds int, command string, took time.Duration
 			"of the rounds' own ratios (each tasker run against the River run of its round; for \"2 processes / 1\", " +
 			"the two tasker runs of the round).\n\n")
 	}
-	b.WriteString("| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |\n")
-	b.WriteString("|---|---:|---|---|---:|---|---:|---|---:|---:|---:|---:|\n")
-	for _, r := range rows {
-		b.WriteString(r + "\n")
+	writeTable(&b, "| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |",
+		"|---|---:|---|---|---:|---|---:|---|---:|---:|---:|---:|", rows)
+	if len(floorRows) > 0 {
+		b.WriteString("\n**The write floor.** What the rows of a drain cost the database alone: in the same rounds, the same " +
+			"one-step tasks are drained by `bench_write_floor` (bench/river/floor.sql), a procedure that writes for each step " +
+			"exactly the rows the engine writes (the claim, the step's and the task's transitions with the `most_recent` rows " +
+			"they clear, the recorded attempt; the triggers complete the task) and sends the same notifications, in transactions " +
+			"that each record one batch and claim the next, as the engine's do (without foreign-key checks, notifying " +
+			"as the writer), with no client, no round trip and none of the engine's reads; a test drains the same tasks " +
+			"with both and finds the same rows, views and notifications. Batches " +
+			"are of the workers' count; two backends drain at once as two processes would. The last two columns are the " +
+			"engine's rate over the floor's (1 process over 1 backend, 2 processes over 2 backends): how much of the floor " +
+			"the engine reaches.\n\n")
+		writeTable(&b, "| work | batch | River | write floor, 1 backend | ratio | write floor, 2 backends | ratio | tasker 1 process / floor | tasker 2 processes / floor |",
+			"|---|---:|---|---|---:|---|---:|---:|---:|", floorRows)
 	}
 	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run, three rounds (about six minutes), "+
 		"`make bench-river-quick` 2,000 in one round; `make bench-peers` runs `make bench-river`. tasker's creation rate includes "+
 		"the start of the `run-task` process.\n%s\n", command, sectionEnd)
 	return b.String()
+}
+
+// writeTable writes a Markdown table: its header, its alignment row and its rows.
+func writeTable(b *strings.Builder, header, align string, rows []string) {
+	for _, line := range append([]string{header, align}, rows...) {
+		b.WriteString(line + "\n")
+	}
 }
 
 func plural(n int, one, many string) string {

@@ -71,7 +71,9 @@ BEGIN
             INTO more FROM written;
             task_notes := task_notes || more;
         END IF;
-        -- The next batch: ready steps of active tasks, first attempts.
+        -- The next batch: ready steps of active tasks, first attempts. The retry-eligibility
+        -- condition is the partial index's (tasker_workflow_steps_runnable_idx) word for word,
+        -- so that the walk can use it; the first-attempt condition then narrows it.
         WITH ready AS (
             SELECT s.workflow_step_id FROM tasker_workflow_steps s
             WHERE NOT s.processed AND NOT s.in_process AND NOT s.task_inactive

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,9 +85,10 @@ func drainedState(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []strin
 	return out
 }
 
-// listen collects, until stop is called, the rows of the transition notifications of dbURL,
-// each as "channel task step from -> to", sorted.
-func listen(t *testing.T, ctx context.Context, dbURL string) (stop func() []string) {
+// listen collects the rows of the transition notifications of dbURL, each as "channel task
+// step from -> to". stop waits until want rows have come (for at most 30 s), then a moment
+// for any row beyond them, and returns the rows, sorted.
+func listen(t *testing.T, ctx context.Context, dbURL string) (stop func(want int) []string) {
 	t.Helper()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
@@ -98,16 +100,18 @@ func listen(t *testing.T, ctx context.Context, dbURL string) (stop func() []stri
 		}
 	}
 	lctx, cancel := context.WithCancel(ctx)
-	done := make(chan []string)
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer conn.Close(context.Background())
-		var got []string
 		for {
 			n, err := conn.WaitForNotification(lctx)
 			if err != nil {
-				done <- got
 				return
 			}
+			mu.Lock()
 			var payload struct {
 				Rows []struct {
 					ID     int64   `json:"id"`
@@ -119,6 +123,7 @@ func listen(t *testing.T, ctx context.Context, dbURL string) (stop func() []stri
 			}
 			if err := json.Unmarshal([]byte(n.Payload), &payload); err != nil || len(payload.Rows) == 0 || len(payload.Rows) > 50 {
 				got = append(got, "malformed: "+n.Payload)
+				mu.Unlock()
 				continue
 			}
 			for _, r := range payload.Rows {
@@ -134,20 +139,30 @@ func listen(t *testing.T, ctx context.Context, dbURL string) (stop func() []stri
 				}
 				got = append(got, strings.Join([]string{n.Channel, strconv.FormatInt(r.TaskID, 10), step, from, "->", r.To}, " "))
 			}
+			mu.Unlock()
 		}
 	}()
-	return func() []string {
-		time.Sleep(300 * time.Millisecond) // notifications of the last commit on their way
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	return func(want int) []string {
+		for deadline := time.Now().Add(30 * time.Second); count() < want && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // rows beyond want, if any, are caught too
 		cancel()
-		got := <-done
+		<-done
 		slices.Sort(got)
 		return got
 	}
 }
 
-// drainWith creates tasks one-step tasks in a fresh database, drains them with drain and
-// returns what the drain left.
-func drainWith(t *testing.T, tasker string, tasks int, drain func(ctx context.Context, dbURL string) error) drained {
+// drainWith creates tasks one-step tasks in a fresh database, drains them with drain (given
+// the database and a pool on it) and returns what the drain left, with the notifications of
+// its four transitions a task.
+func drainWith(t *testing.T, tasker string, tasks int, drain func(ctx context.Context, dbURL string, pool *pgxpool.Pool) error) drained {
 	t.Helper()
 	ctx := context.Background()
 	var d drained
@@ -159,11 +174,11 @@ func drainWith(t *testing.T, tasker string, tasks int, drain func(ctx context.Co
 		}
 		defer pool.Close()
 		stop := listen(t, ctx, dbURL)
-		if err := drain(ctx, dbURL); err != nil {
-			stop()
+		if err := drain(ctx, dbURL, pool); err != nil {
+			stop(0)
 			return result{}, err
 		}
-		d.notifications = stop()
+		d.notifications = stop(4 * tasks)
 		d.rows = drainedState(t, ctx, pool)
 		return result{}, nil
 	})
@@ -181,7 +196,7 @@ func drainWith(t *testing.T, tasker string, tasks int, drain func(ctx context.Co
 func TestWriteFloorWritesWhatTheEngineWrites(t *testing.T) {
 	tasker := buildTasker(t)
 	const tasks = 60
-	engine := drainWith(t, tasker, tasks, func(ctx context.Context, dbURL string) error {
+	engine := drainWith(t, tasker, tasks, func(ctx context.Context, dbURL string, pool *pgxpool.Pool) error {
 		w := exec.Command(tasker, "worker", "-database-url", dbURL, "-workers", "8")
 		var logs strings.Builder
 		w.Stdout, w.Stderr = &logs, &logs
@@ -189,11 +204,6 @@ func TestWriteFloorWritesWhatTheEngineWrites(t *testing.T) {
 			return err
 		}
 		defer func() { _ = w.Process.Signal(syscall.SIGTERM); _ = w.Wait() }()
-		pool, err := pgxpool.New(ctx, dbURL)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 		if err := waitFor(wctx, pool, tasks, `SELECT count(*) FROM tasker_task_transitions WHERE most_recent AND to_state = 'complete'`); err != nil {
@@ -201,14 +211,9 @@ func TestWriteFloorWritesWhatTheEngineWrites(t *testing.T) {
 		}
 		return nil
 	})
-	floor := drainWith(t, tasker, tasks, func(ctx context.Context, dbURL string) error {
+	floor := drainWith(t, tasker, tasks, func(ctx context.Context, dbURL string, pool *pgxpool.Pool) error {
 		// runFloor creates the tasks itself: drain those of this database instead.
-		pool, err := pgxpool.New(ctx, dbURL)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		_, err = drainFloor(ctx, pool, dbURL, 8, 2)
+		_, err := drainFloor(ctx, pool, dbURL, 8, 2)
 		return err
 	})
 	if len(engine.rows) != len(floor.rows) {

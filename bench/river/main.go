@@ -157,7 +157,9 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 			}
 		}
 		river := median(rv)
-		cells := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
+		// Both tables' rows of the scenario begin with the work, the workers and River.
+		head := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
+		cells := slices.Clone(head)
 		for i := range settings {
 			cells = append(cells, rateCell(median(tk[i]), "steps/s"), ratioCell(rv, tk[i]))
 		}
@@ -169,7 +171,7 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		if sc.steps == 1 {
 			// The floor beside River, then how close the engine comes to it: one process
 			// against one backend, two processes against two.
-			cells := []string{fmt.Sprintf("%s (%s steps)", sc.name, thousands(units)), strconv.Itoa(sc.workers), rateCell(river, "jobs/s")}
+			cells := slices.Clone(head)
 			for i := range floorBackends {
 				cells = append(cells, rateCell(median(fl[i]), "steps/s"), ratioCell(rv, fl[i]))
 			}

@@ -416,7 +416,10 @@ func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
 	seedChainRows(t, admin, 20, 10)
 	runHotStatements(t, db, pool)
 	stmts := trace.statements()
-	if len(stmts) < 17 {
+	// The statements inside the engine's calls (tasker_engine_record, tasker_engine_start),
+	// which EXPLAIN does not reach, are checked by the store's
+	// TestEngineCallsReadOnlyTheRowsOfTheirBatch.
+	if len(stmts) < 13 {
 		t.Fatalf("captured only %d distinct statements", len(stmts))
 	}
 
@@ -534,7 +537,9 @@ func TestRecordingReadsOnlyTheStepsItWasGiven(t *testing.T) {
 			t.Errorf("%.0f rows of growing tables read for a batch of 8 steps by\n%s", read, c.sql)
 		}
 	}
-	if checked < 5 {
+	// The recording itself is one call, whose statements EXPLAIN does not reach: the store's
+	// TestEngineCallsReadOnlyTheRowsOfTheirBatch checks what they read.
+	if checked < 3 {
 		t.Fatalf("only %d statements could be run again", checked)
 	}
 }

@@ -211,91 +211,41 @@ type stepOutcome struct {
 }
 
 // recordBatch records finished attempts in one transaction, with a constant number of
-// statements however many it records:
-//   - the tasks of the batch are locked first, in id order (the engine's lock order is task,
-//     then step), so the recordings of one task's steps, in this engine or another, are
-//     serialised and the last one sees every result: a task is completed exactly once;
-//   - the steps whose claims are still held (same token, still in_process) are locked, in the
-//     same statement as the tasks, and their rows get attempts + 1, last_attempted_at, the
-//     claim cleared, and either processed with the results, or the error in results, the
-//     requested delay (Retry-After, capped) and retryable cleared for a permanent failure
-//     (store.RecordHeldAttempts); an attempt whose claim was taken away (cancelled,
-//     recovered) is discarded, not written;
-//   - the held steps move to complete or error in one batch of transitions;
-//   - the tasks are settled from their execution contexts (see FinalizeTask).
+// statements however many it records, and, in the same transaction, claims up to claim ready
+// steps (see claimIn), the steps the batch made ready among them. It returns the claims whose
+// attempts were recorded (kept, by claim token) and what it claimed, which the caller hands to
+// claimed.
 //
-// With known, a held step's current transition is taken from its claim (claimedStep.started)
-// rather than read again. The tasks' current transitions are read with what settles them.
+// With known (the busy path), one call records and settles (store.RecordAndSettle, migration
+// 00066): the tasks of the batch are locked first, in id order (the engine's lock order is
+// task, then step), so the recordings of one task's steps, in this engine or another, are
+// serialised and the last one sees every result: a task is completed exactly once; the steps
+// whose claims are still held (same token, still in_process) are locked and get their
+// outcomes; each moves from in_progress (its current transition while its claim is held) as
+// its outcome says, with the metadata encoded here by the state machine, which checks the
+// move; and their tasks are settled from their execution contexts (see FinalizeTask). An
+// attempt whose claim was taken away (cancelled, recovered) is discarded, not written.
 //
-// Then, in the same transaction, it claims up to claim ready steps (see claimIn), the steps
-// the batch made ready among them; the tasks' settling moves are written in one batch with the
-// moves that start the claimed steps' tasks. It returns the claims whose attempts were
-// recorded (kept, by claim token) and what it claimed, which the caller hands to claimed.
+// Without known (a batch the database refused once: see flush), the same is done statement by
+// statement through the state machine, which reads every step's current transition and
+// refuses a move the transition table does not allow, and the tasks are settled by
+// finalizeTasks.
 func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[string]bool, claimed, error) {
 	kept := map[string]bool{}
 	var c claimed
-	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
+	plan, err := e.planRecord(batch, known)
+	if err != nil {
+		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+	}
+	err = e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
 		c.close()
 		c = claimed{}
-		taskIDs := make([]int64, 0, len(batch))
-		for _, res := range batch {
-			taskIDs = append(taskIDs, res.step.TaskID)
-		}
-		slices.Sort(taskIDs)
-		taskIDs = slices.Compact(taskIDs)
-		outcomes := make([]store.StepOutcome, len(batch))
-		moves := make([]sm.Move, len(batch))
-		for i, res := range batch {
-			o, err := e.outcome(res)
-			if err != nil {
-				return err
-			}
-			outcomes[i], moves[i] = o.StepOutcome, o.move
-		}
-		recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, outcomes)
-		if err != nil {
-			return fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
-		}
-		// kept holds the tokens of the claims still held, whose outcomes were written: of two
-		// results of one step in a batch (an attempt whose claim was lost and recovered, and
-		// the step's next attempt), only the one of the claim still held is recorded.
-		for _, t := range recorded {
-			kept[t] = true
-		}
-		heldMoves := make([]sm.Move, 0, len(batch))
-		current := make(map[int64]store.OwnerState, len(batch))
-		for i, res := range batch {
-			if !kept[res.step.Token] {
-				continue
-			}
-			if s := res.step.started; known && s.State != nil {
-				current[res.step.StepID] = s
-			}
-			heldMoves = append(heldMoves, moves[i])
-		}
-		_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, heldMoves, sm.Known{Current: current})
-		if err != nil {
+		if err := e.recordIn(ctx, tx, batch, plan, kept); err != nil {
 			return err
 		}
-		if len(refused) > 0 {
-			// Only an engine holding the claim moves an in_progress step, so this does not
-			// happen. The outcome is already written: the batch fails, and is recorded again
-			// without this step (see flush), which is left to its lease.
-			return fmt.Errorf("finished step %d refused its move: %w", refused[0].ID, refused[0])
-		}
-		var settle []int64
-		for _, res := range batch {
-			if kept[res.step.Token] {
-				settle = append(settle, res.step.TaskID)
-			}
-		}
-		slices.Sort(settle)
-		settling, err := planSettling(ctx, tx, slices.Compact(settle))
-		if err != nil {
-			return err
-		}
-		c, err = e.claimIn(ctx, tx, claim, settling)
+		var err error
+		c, err = e.claimIn(ctx, tx, claim)
 		return err
 	})
 	if err != nil {
@@ -303,6 +253,103 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
 	return kept, c, nil
+}
+
+// recordPlan is what a batch's recording writes, encoded before its transaction begins: the
+// batch's tasks (ascending, distinct), each attempt's outcome, and, for the busy path (known),
+// each outcome with its move's metadata, checked and encoded by the state machine.
+type recordPlan struct {
+	taskIDs  []int64
+	outcomes []stepOutcome
+	held     []store.HeldOutcome // nil: record through the state machine (see recordReading)
+}
+
+// planRecord encodes what recording batch writes (see recordPlan).
+func (e *Engine) planRecord(batch []result, known bool) (recordPlan, error) {
+	p := recordPlan{taskIDs: make([]int64, 0, len(batch)), outcomes: make([]stepOutcome, len(batch))}
+	for _, res := range batch {
+		p.taskIDs = append(p.taskIDs, res.step.TaskID)
+	}
+	slices.Sort(p.taskIDs)
+	p.taskIDs = slices.Compact(p.taskIDs)
+	if known {
+		p.held = make([]store.HeldOutcome, len(batch))
+	}
+	for i, res := range batch {
+		o, err := e.outcome(res)
+		if err != nil {
+			return recordPlan{}, err
+		}
+		p.outcomes[i] = o
+		if known {
+			meta, err := sm.Metadata(sm.KindStep, models.StateInProgress, o.move.To, o.move.Metadata)
+			if err != nil {
+				return recordPlan{}, fmt.Errorf("step %d: %w", o.StepID, err)
+			}
+			p.held[i] = store.HeldOutcome{StepOutcome: o.StepOutcome, ToState: string(o.move.To), Metadata: meta}
+		}
+	}
+	return p, nil
+}
+
+// recordIn records batch, as planned by p, in tx (see recordBatch), and adds the tokens of
+// the claims it found held, whose outcomes it wrote, to kept.
+func (e *Engine) recordIn(ctx context.Context, tx *store.Store, batch []result, p recordPlan, kept map[string]bool) error {
+	if p.held == nil {
+		return e.recordReading(ctx, tx, batch, p.taskIDs, p.outcomes, kept)
+	}
+	recorded, err := tx.RecordAndSettle(ctx, p.taskIDs, p.held)
+	if err != nil {
+		return fmt.Errorf("recording attempt outcomes and settling their tasks: %w", err)
+	}
+	for _, t := range recorded {
+		kept[t] = true
+	}
+	return nil
+}
+
+// recordReading records a batch in tx through the state machine (see recordBatch, without
+// known): the tasks and the held claims are locked and the outcomes written
+// (store.RecordHeldAttempts), the held steps moved in one batch of transitions, their current
+// transitions read, and their tasks settled (finalizeTasks). It adds the tokens of the claims
+// it found held to kept.
+func (e *Engine) recordReading(ctx context.Context, tx *store.Store, batch []result, taskIDs []int64,
+	outcomes []stepOutcome, kept map[string]bool) error {
+	written := make([]store.StepOutcome, len(outcomes))
+	for i, o := range outcomes {
+		written[i] = o.StepOutcome
+	}
+	recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, written)
+	if err != nil {
+		return fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
+	}
+	// kept holds the tokens of the claims still held, whose outcomes were written: of two
+	// results of one step in a batch (an attempt whose claim was lost and recovered, and the
+	// step's next attempt), only the one of the claim still held is recorded.
+	for _, t := range recorded {
+		kept[t] = true
+	}
+	moves := make([]sm.Move, 0, len(batch))
+	var settle []int64
+	for i, res := range batch {
+		if kept[res.step.Token] {
+			moves = append(moves, outcomes[i].move)
+			settle = append(settle, res.step.TaskID)
+		}
+	}
+	_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{})
+	if err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		// Only an engine holding the claim moves an in_progress step, so this does not
+		// happen. The outcome is already written: the batch fails, and its results are
+		// recorded one by one (see flush), this step's left to its lease.
+		return fmt.Errorf("finished step %d refused its move: %w", refused[0].ID, refused[0])
+	}
+	slices.Sort(settle)
+	_, err = finalizeTasks(ctx, tx, slices.Compact(settle))
+	return err
 }
 
 // outcome turns a handler's result into what its step records: complete with the results

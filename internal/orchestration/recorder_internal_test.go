@@ -171,27 +171,30 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 	}
 }
 
-// TestRecordingTakesTheCurrentTransitionFromTheClaim: the recording of an attempt moves its
-// step from the in_progress transition its claim wrote, without reading the step's current
-// transition again; a recording told not to trust that (the retry of a refused batch) reads
-// it, in one more statement, and both write the same history.
-func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
+// TestBothRecordingPathsWriteTheSameHistory: the busy engine records a batch in one call
+// (tasker_engine_record), which moves each step from the in_progress transition its claim
+// left current, without a statement of the engine's reading it; a recording told not to trust
+// that (the retry of a refused batch) goes statement by statement through the state machine,
+// which reads the steps' current transitions. Both write the same history: the same states,
+// sort keys, current rows and metadata (but for the attempts' durations).
+func TestBothRecordingPathsWriteTheSameHistory(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
 	ctx := context.Background()
 	seedChainRows(t, dbtest.Open(t, url), 8, 0)
 	e, db, log := loggedEngine(t, url, "known")
 	runs, batch := claimedResults(t, e, 8)
-	readsCurrent := func(stmts []string) (n int) {
+	batch[1].runErr = handler.Retryable(errors.New("failing once"), 2*time.Second)
+	batch[5].runErr = handler.Retryable(errors.New("failing once"), 2*time.Second)
+	count := func(stmts []string, part string) (n int) {
 		for _, s := range stmts {
-			if strings.Contains(strings.Join(strings.Fields(strings.ToLower(s)), " "),
-				"from tasker_workflow_step_transitions t where t.workflow_step_id = o.id and t.most_recent") {
+			if strings.Contains(strings.Join(strings.Fields(strings.ToLower(s)), " "), part) {
 				n++
 			}
 		}
 		return n
 	}
-	counts := map[bool]int{}
+	const readsCurrent = "from tasker_workflow_step_transitions t where t.workflow_step_id = o.id and t.most_recent"
 	for i, known := range []bool{true, false} {
 		log.Take()
 		kept, _, err := e.recordBatch(ctx, batch[4*i:4*i+4], 0, known)
@@ -199,26 +202,35 @@ func TestRecordingTakesTheCurrentTransitionFromTheClaim(t *testing.T) {
 			t.Fatalf("known %v: recorded %d of 4 (%v)", known, len(kept), err)
 		}
 		stmts := log.Take()
-		counts[known] = len(stmts)
-		if reads, want := readsCurrent(stmts), map[bool]int{true: 0, false: 1}[known]; reads != want {
-			t.Errorf("known %v: %d reads of the steps' current transitions, want %d", known, reads, want)
+		calls, reads := count(stmts, "tasker_engine_record("), count(stmts, readsCurrent)
+		if want := map[bool][2]int{true: {1, 0}, false: {0, 1}}[known]; calls != want[0] || reads != want[1] {
+			t.Errorf("known %v: %d calls of tasker_engine_record and %d reads of the steps' current transitions, want %d and %d:\n%s",
+				known, calls, reads, want[0], want[1], strings.Join(stmts, "\n"))
 		}
-	}
-	if counts[false] != counts[true]+1 {
-		t.Errorf("statements of a recording: %d trusting the claim, %d reading; want one more for the read", counts[true], counts[false])
 	}
 	ids := make([]int64, len(runs))
 	for i, r := range runs {
 		ids[i] = r.s.StepID
 	}
 	var histories []string
-	if err := db.Raw(`SELECT string_agg(t.to_state, ',' ORDER BY t.sort_key) || ':' || count(*) FILTER (WHERE t.most_recent)
+	if err := db.Raw(`SELECT string_agg(coalesce(t.from_state, '') || '>' || t.to_state || '@' || t.sort_key
+		       || CASE WHEN t.most_recent THEN '*' ELSE '' END || ' ' || (t.metadata - 'duration_ms')::text, '; ' ORDER BY t.sort_key)
 		FROM tasker_workflow_step_transitions t WHERE t.workflow_step_id = ANY(?::bigint[])
-		GROUP BY t.workflow_step_id`, database.Array[int64](ids)).Scan(&histories).Error; err != nil {
+		GROUP BY t.workflow_step_id ORDER BY t.workflow_step_id`, database.Array[int64](ids)).Scan(&histories).Error; err != nil {
 		t.Fatal(err)
 	}
-	if len(histories) != 8 || slices.ContainsFunc(histories, func(h string) bool { return h != "in_progress,complete:1" }) {
-		t.Errorf("histories of the recorded steps %v, want 8 times in_progress,complete with one current row", histories)
+	if len(histories) != 8 {
+		t.Fatalf("histories of %d steps, want 8", len(histories))
+	}
+	for i := range 4 {
+		if histories[i] != histories[i+4] {
+			t.Errorf("step %d of its batch: the busy path wrote\n%s\nthe state machine\n%s", i, histories[i], histories[i+4])
+		}
+	}
+	if !strings.Contains(histories[0], `>in_progress@1 {"event": "execution_requested"`) ||
+		!strings.Contains(histories[0], `in_progress>complete@2* {"event": "completed"`) ||
+		!strings.Contains(histories[1], `in_progress>error@2* {"error": "retryable failure (retry after 2s): failing once"`) {
+		t.Errorf("histories %q, want a completed step and a failed one", histories[:2])
 	}
 }
 
@@ -297,13 +309,11 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 
 // TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
 // transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
-// runs exactly these statements: the settings (over one pool), the locks of the held claims
-// with their outcomes, the steps' moves, the settling read, the claim (which returns the claimed
-// steps' current transitions), their moves, the new tasks' locks with their current
-// transitions (one call: migration 00064), the tasks' moves (settling and starting, one
-// batch) and the notifications. No separate read of the started steps' or tasks' transitions
-// and no update of the completed tasks' flag runs; the tasks still end flagged and with whole
-// histories.
+// runs exactly these statements: the settings (over one pool), one call that records the
+// attempts, moves their steps and settles their tasks (migration 00066), the claim (which
+// returns the claimed steps' current transitions), and one call that starts the claimed steps
+// and their tasks. No separate read of the started steps' or tasks' transitions and no update
+// of the completed tasks' flag runs; the tasks still end flagged and with whole histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
@@ -328,15 +338,10 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 	}
 	want := []string{
 		"begin",
-		"select set_config(",         // the engine's settings, over one pool
-		"with tasks as materialized", // the tasks' and held claims' locks, and their outcomes
-		"with cleared as ( update tasker_workflow_step_transitions", // the steps' moves to complete
-		"select u.id as task_id",                                    // the settling read
-		"with ready as",                                             // the claim
-		"with cleared as ( update tasker_workflow_step_transitions", // their moves to in_progress
-		"select task_id, to_state, sort_key from tasker_lock_tasks_skip_locked(",
-		"with cleared as ( update tasker_task_transitions", // settling and starting moves, one batch
-		"select count(pg_notify(",
+		"select set_config(",                  // the engine's settings, over one pool
+		"select unnest(tasker_engine_record(", // locks, outcomes, the steps' moves, settling the tasks
+		"with ready as",                       // the claim
+		"select tasker_engine_start(",         // the claimed steps' moves and their tasks' starts
 		"commit",
 	}
 	got := log.Take()

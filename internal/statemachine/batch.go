@@ -517,3 +517,16 @@ func writePlan(ctx context.Context, tx *store.Store, o owner, plan []planned, cu
 	}
 	return out, nil
 }
+
+// Metadata checks that a move of kind from from to to is in the transition table (not its
+// guards: the caller proves them) and returns the metadata its transition row carries:
+// metadata with the move's event, encoded as every writer of this package encodes it. It is
+// for writers that write the rows in the database's own statements (the engine's busy path,
+// migration 00066) from moves this package has checked.
+func Metadata(kind Kind, from, to models.State, metadata map[string]any) (json.RawMessage, error) {
+	event, err := checkMove(kind, 0, from, to, nil)
+	if err != nil {
+		return nil, err
+	}
+	return encodeMeta(metadata, event)
+}

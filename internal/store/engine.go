@@ -360,100 +360,80 @@ type StepOutcome struct {
 	Permanent bool            `json:"permanent"`
 }
 
-// RecordHeldAttempts, in one statement, takes the row locks of the existing tasks among
-// taskIDs (in id order, so that transactions locking several tasks never deadlock), then
-// those of the steps of outcomes whose claims are still held with the outcomes' tokens (in id
-// order), and writes those outcomes to their rows: attempts + 1, last_attempted_at, the claim
-// cleared, and either processed with the results, or the failure in results, the requested
-// delay, and retryable cleared for a permanent failure. It returns the tokens of the claims it
-// found held, whose outcomes it wrote; an outcome of a claim that no longer holds its step (a
-// step's stale token, given beside its current one) is not written. The engine's lock order
-// (task, then step) holds within the statement: the tasks are locked by an uncorrelated
-// subquery that the step scan's filter needs before it lets any row through, so every task
-// lock is taken before the first step lock, and the steps are locked before they are written.
+// RecordHeldAttempts, in one statement (tasker_record_held_attempts, migration 00066), takes
+// the row locks of the existing tasks among taskIDs (in id order, so that transactions locking
+// several tasks never deadlock), then those of the steps of outcomes whose claims are still
+// held with the outcomes' tokens (in id order), and writes those outcomes to their rows:
+// attempts + 1, last_attempted_at, the claim cleared, and either processed with the results,
+// or the failure in results, the requested delay, and retryable cleared for a permanent
+// failure. It returns the tokens of the claims it found held, whose outcomes it wrote; an
+// outcome of a claim that no longer holds its step (a step's stale token, given beside its
+// current one) is not written. The engine's recording call (RecordAndSettle) starts with the
+// same function.
 func (s *Store) RecordHeldAttempts(ctx context.Context, taskIDs []int64, outcomes []StepOutcome) ([]string, error) {
 	payload, err := json.Marshal(outcomes)
 	if err != nil {
 		return nil, fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	ids := make([]int64, len(outcomes))
-	tokens := make([]string, len(outcomes))
-	for i, o := range outcomes {
-		ids[i], tokens[i] = o.StepID, o.Token
-	}
-	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, `
-		WITH tasks AS MATERIALIZED (
-		    SELECT task_id FROM tasker_tasks WHERE task_id = ANY(?::bigint[]) ORDER BY task_id FOR NO KEY UPDATE
-		), held AS MATERIALIZED (
-		    SELECT ws.workflow_step_id, ws.claim_token
-		    FROM tasker_workflow_steps ws
-		    JOIN unnest(?::bigint[], ?::uuid[]) AS c(step_id, token)
-		      ON ws.workflow_step_id = c.step_id AND ws.claim_token = c.token
-		    WHERE ws.in_process AND (SELECT count(*) FROM tasks) >= 0
-		    ORDER BY ws.workflow_step_id
-		    FOR UPDATE OF ws
-		)
-		UPDATE tasker_workflow_steps ws
-		SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
-		    processed = ws.processed OR o.success,
-		    processed_at = CASE WHEN o.success THEN now() ELSE ws.processed_at END,
-		    results = o.results,
-		    backoff_request_seconds = CASE WHEN o.success THEN ws.backoff_request_seconds ELSE o.backoff END,
-		    retryable = ws.retryable AND NOT o.permanent,
-		    in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
-		    updated_at = now()
-		FROM held
-		JOIN jsonb_to_recordset(?::jsonb) AS o(step_id bigint, token uuid, success boolean,
-		                                       results jsonb, backoff integer, permanent boolean)
-		  ON o.step_id = held.workflow_step_id AND o.token = held.claim_token
-		WHERE ws.workflow_step_id = held.workflow_step_id
-		RETURNING held.claim_token::text`, database.Array[int64](taskIDs), database.Array[int64](ids),
-		database.Array[string](tokens), string(payload))
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} },
+		`SELECT token FROM tasker_record_held_attempts(?::bigint[], ?::jsonb)`, database.Array[int64](taskIDs), string(payload))
 }
 
-// settleableSQL counts, per task, what decides whether it may be settled, so that the
-// execution context (which computes the readiness of every step) is read only for tasks that
-// may be: a task moves only when its execution status is all_complete or blocked_by_failures;
-// both need no step running (in_progress by state or claim), all_complete needs every step
-// complete or resolved_manually, and blocked_by_failures a permanently blocked step
-// (cancelled, or pending or in error and not retry-eligible). Each step's state is an index
-// probe, so the cost follows the tasks' steps, whatever the table statistics say. The task's
-// current transition (state, and sort key: the last of its history) comes with them, so
-// that a caller holding the task's lock moves it without reading it again.
-//
-// The task's current transition, like each step's state, is read in a fenced subquery
-// (OFFSET 0), an index probe per task whatever the statistics: pulled up into a join, it was read as a
-// filtered join over every current task transition, materialised once per statement, when
-// the engine's cached generic plan was made while that table was nearly empty (6.6 ms for 31
-// tasks of 10,000 where 0.2 ms do).
-const settleableSQL = `
-SELECT u.id AS task_id, cur.to_state, coalesce(cur.sort_key, 0),
-       agg.total, agg.running, agg.unfinished, agg.blocked
-FROM unnest(?::bigint[]) AS u(id)
-LEFT JOIN LATERAL (
-    SELECT tt.to_state, tt.sort_key FROM tasker_task_transitions tt
-    WHERE tt.task_id = u.id AND tt.most_recent
-    OFFSET 0
-) cur ON true
-CROSS JOIN LATERAL (
-    SELECT count(*) AS total,
-           count(*) FILTER (WHERE s.in_process OR x.state = 'in_progress') AS running,
-           count(*) FILTER (WHERE x.state NOT IN ('complete', 'resolved_manually')) AS unfinished,
-           count(*) FILTER (WHERE x.state = 'cancelled'
-                               OR (x.state IN ('pending', 'error')
-                                   AND NOT (coalesce(s.attempts, 0) = 0
-                                            OR (s.retryable AND coalesce(s.attempts, 0) < coalesce(s.retry_limit, 3)))))
-               AS blocked
-    FROM tasker_workflow_steps s
-    CROSS JOIN LATERAL (
-        SELECT coalesce((SELECT st.to_state FROM tasker_workflow_step_transitions st
-                         WHERE st.workflow_step_id = s.workflow_step_id AND st.most_recent), 'pending') AS state
-        OFFSET 0
-    ) x
-    WHERE s.task_id = u.id
-) agg`
+// HeldOutcome is the outcome of an attempt with the move of its step off in_progress: the
+// state it moves to and the transition's metadata, encoded by the state machine
+// (statemachine.Metadata), which checked the move.
+type HeldOutcome struct {
+	StepOutcome
+	ToState  string          `json:"to_state"`
+	Metadata json.RawMessage `json:"metadata"`
+}
 
-// TaskSettling is what decides whether a task may be settled (see settleableSQL): its current
+// RecordAndSettle records finished attempts and settles their tasks in one call
+// (tasker_engine_record, migration 00066): it locks the tasks of taskIDs, then the steps
+// whose claims are still held with the outcomes' tokens, writes those outcomes to the step
+// rows (as RecordHeldAttempts does), moves each recorded step from in_progress as its outcome
+// says, settles the recorded steps' tasks (SEMANTICS §7) and notifies the transitions. It
+// returns the tokens of the claims it found held, whose outcomes it wrote; a recorded step
+// that is not in_progress fails the call, which then writes nothing.
+func (s *Store) RecordAndSettle(ctx context.Context, taskIDs []int64, outcomes []HeldOutcome) ([]string, error) {
+	payload, err := json.Marshal(outcomes)
+	if err != nil {
+		return nil, fmt.Errorf("encoding attempt outcomes: %w", err)
+	}
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} },
+		`SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`, database.Array[int64](taskIDs), string(payload))
+}
+
+// StepStart is a claimed step to start: its current transition as the claim read it
+// (FromState nil when it has none, SortKey the last of its history, 0 when none), whether the
+// claim found its task pending, and the metadata of its moves, encoded by the state machine,
+// which checked them: RetryMetadata (error to pending) for a step in error, then Metadata (to
+// in_progress).
+type StepStart struct {
+	StepID        int64           `json:"step_id"`
+	TaskID        int64           `json:"task_id"`
+	TaskNew       bool            `json:"task_new"`
+	FromState     *string         `json:"from_state"`
+	SortKey       int             `json:"sort_key"`
+	RetryMetadata json.RawMessage `json:"retry_metadata,omitempty"`
+	Metadata      json.RawMessage `json:"metadata"`
+}
+
+// StartClaimed starts steps a claim of tx has just marked in_process, in one call
+// (tasker_engine_start, migration 00066): it writes their moves from the current transitions
+// the claim read, without reading them again (a transition committed since took the sort key
+// a move writes: the call fails on the history's unique sort keys and writes nothing), moves
+// the pending tasks among those the claim found new to in_progress with taskMetadata (their
+// rows taken SKIP LOCKED), and notifies the transitions.
+func (s *Store) StartClaimed(ctx context.Context, steps []StepStart, taskMetadata json.RawMessage) error {
+	payload, err := json.Marshal(steps)
+	if err != nil {
+		return fmt.Errorf("encoding steps to start: %w", err)
+	}
+	return execRaw(ctx, s, `SELECT tasker_engine_start(?::jsonb, ?::jsonb)`, string(payload), string(taskMetadata))
+}
+
+// TaskSettling is what decides whether a task may be settled (see TasksSettling): its current
 // transition (State nil: none, the task is pending), and how many steps it has, and how many
 // of them are running, unfinished, and permanently blocked.
 type TaskSettling struct {
@@ -470,12 +450,21 @@ func (t TaskSettling) State() models.State {
 	return models.State(*t.Current.State)
 }
 
-// TasksSettling reads, in one statement, what decides whether each task of ids may be
-// settled.
+// TasksSettling reads, in one statement, per task of ids, what decides whether it may be settled
+// (tasker_tasks_settling, migration 00066, which the engine's recording call also reads), so
+// that the execution context (which computes the readiness of every step) is read only for
+// tasks that may be: a task moves only when its execution status is all_complete or
+// blocked_by_failures; both need no step running (in_progress by state or claim),
+// all_complete needs every step complete or resolved_manually, and blocked_by_failures a
+// permanently blocked step (cancelled, or pending or in error and not retry-eligible). Each
+// step's state is an index probe, so the cost follows the tasks' steps, whatever the table
+// statistics say. The task's current transition (state, and sort key: the last of its
+// history) comes with them, so that a caller holding the task's lock moves it without reading
+// it again.
 func (s *Store) TasksSettling(ctx context.Context, ids []int64) ([]TaskSettling, error) {
 	rows, err := queryRows(ctx, s, func(r *TaskSettling) []any {
 		return []any{&r.TaskID, &r.Current.State, &r.Current.SortKey, &r.Total, &r.Running, &r.Unfinished, &r.Blocked}
-	}, settleableSQL, database.Array[int64](ids))
+	}, `SELECT * FROM tasker_tasks_settling(?::bigint[])`, database.Array[int64](ids))
 	for i := range rows {
 		rows[i].Current.ID = rows[i].TaskID
 	}

@@ -204,10 +204,11 @@ BEGIN
         UNION ALL
         SELECT c.task_id, c.to_state, c.sort_key, ec.execution_status,
                ec.completed_steps, ec.total_steps, ec.permanently_blocked_steps, ec.failed_steps
-        FROM tasker_read_execution_contexts(ARRAY(SELECT c.task_id FROM counts c
-                                                  WHERE NOT (c.unfinished = 0 AND c.total > 0)
-                                                    AND (c.unfinished = 0 OR c.blocked > 0))) AS ec
-        JOIN counts c ON c.task_id = ec.task_id
+        -- Called per task that needs it (rare: a task with no steps, or one permanently
+        -- blocked), so that a batch with none never starts the view's plan.
+        FROM counts c
+        CROSS JOIN LATERAL tasker_read_execution_contexts(ARRAY[c.task_id]) AS ec
+        WHERE NOT (c.unfinished = 0 AND c.total > 0) AND (c.unfinished = 0 OR c.blocked > 0)
     ), moves AS (
         SELECT s.task_id, s.to_state AS from_state, 'in_progress'::varchar AS to_state,
                jsonb_build_object('reason', 'finalize', 'event', 'start_requested') AS metadata,

@@ -111,6 +111,19 @@ func TestPermanentFailureIsNotRetried(t *testing.T) {
 	if b.Meta[1]["permanent"] != true {
 		t.Errorf("error transition metadata %v lacks permanent=true", b.Meta[1])
 	}
+	// The task's settling (the engine's recording call) wrote what FinalizeTask writes: the
+	// move to error with the counts of its execution context, which no longer change.
+	var got, want string
+	if err := h.db.Raw(`SELECT tt.from_state || '>' || tt.to_state || ' ' || tt.metadata::text,
+		       'in_progress>error ' || jsonb_build_object('event', 'failed', 'reason', 'blocked_by_failures',
+		           'permanently_blocked_steps', ec.permanently_blocked_steps, 'failed_steps', ec.failed_steps)::text
+		FROM tasker_task_transitions tt JOIN tasker_task_execution_contexts ec USING (task_id)
+		WHERE tt.task_id = ? AND tt.most_recent`, id).Row().Scan(&got, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got != want || !strings.Contains(got, `"failed_steps": 1`) {
+		t.Errorf("the task's settling move: %s, want %s with the broken step failed", got, want)
+	}
 	var reason *string
 	h.db.Raw(`SELECT blocking_reason FROM tasker_step_readiness_statuses WHERE workflow_step_id = ?`, b.ID).Row().Scan(&reason)
 	if reason == nil || *reason != "not_retryable" {

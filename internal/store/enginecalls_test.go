@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,71 @@ func TestEngineCallsReadOnlyTheRowsOfTheirBatch(t *testing.T) {
 	}
 	if complete != 10000 {
 		t.Errorf("%d tasks complete with their whole history, want all 10,000", complete)
+	}
+}
+
+// TestRecordingCallSettlesAPendingTaskThroughInProgress: a task whose start the claim's call
+// skipped (its row was held by another transaction; here, TaskNew false) is still pending
+// when its last step completes. The recording call then settles it as FinalizeTask does:
+// to in_progress (reason finalize), then to complete with its step counts, in one history
+// with one current row, and flags it complete. The other task, started by the claim, goes
+// from in_progress to complete.
+func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	seed(t, s,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('settle')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'settle_one')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 2)`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`)
+	var claimed []ClaimedStep
+	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+		var err error
+		if claimed, err = tx.ClaimReady(ctx, 2, "settle", time.Minute, false); err != nil || len(claimed) != 2 {
+			return fmt.Errorf("claimed %d steps (%v), want 2", len(claimed), err)
+		}
+		starts := make([]StepStart, len(claimed))
+		for i, c := range claimed {
+			starts[i] = StepStart{StepID: c.StepID, TaskID: c.TaskID, TaskNew: i == 0, SortKey: c.CurrentSortKey,
+				Metadata: json.RawMessage(`{"event": "execution_requested", "worker_id": "settle", "attempt": 1}`)}
+		}
+		return tx.StartClaimed(ctx, starts, json.RawMessage(`{"event": "start_requested", "worker_id": "settle"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var tasks []int64
+	outcomes := make([]HeldOutcome, len(claimed))
+	for i, c := range claimed {
+		tasks = append(tasks, c.TaskID)
+		outcomes[i] = HeldOutcome{StepOutcome: StepOutcome{StepID: c.StepID, Token: c.Token, Success: true, Results: json.RawMessage(`{}`)},
+			ToState: "complete", Metadata: json.RawMessage(`{"event": "completed", "worker_id": "settle", "attempt": 1}`)}
+	}
+	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+		if err == nil && len(kept) != 2 {
+			err = fmt.Errorf("recorded %d attempts, want 2", len(kept))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var histories []string
+	if err := s.db.Raw(`SELECT t.complete || ' ' || string_agg(coalesce(tt.from_state, '') || '>' || tt.to_state || '@' || tt.sort_key
+		       || CASE WHEN tt.most_recent THEN '*' ELSE '' END || ' ' || tt.metadata::text, '; ' ORDER BY tt.sort_key)
+		FROM tasker_tasks t JOIN tasker_task_transitions tt USING (task_id) GROUP BY t.task_id ORDER BY t.task_id`).
+		Scan(&histories).Error; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`true >in_progress@1 {"event": "start_requested", "worker_id": "settle"}; ` +
+			`in_progress>complete@2* {"event": "completed", "total_steps": 1, "completed_steps": 1}`,
+		`true >in_progress@1 {"event": "start_requested", "reason": "finalize"}; ` +
+			`in_progress>complete@2* {"event": "completed", "total_steps": 1, "completed_steps": 1}`,
+	}
+	if len(histories) != 2 || histories[0] != want[0] || histories[1] != want[1] {
+		t.Errorf("task histories\n%s\nwant\n%s", strings.Join(histories, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -83,7 +83,8 @@ $$;
 -- permanent}), in id order, and writes those outcomes to their rows: attempts + 1,
 -- last_attempted_at, the claim cleared, and either processed with the results, or the failure
 -- in results, the requested delay, and retryable cleared for a permanent failure. It returns
--- the steps it recorded, with their tasks and the tokens of their claims; an outcome of a
+-- the steps it recorded, with their tasks, the tokens of their claims and the positions of
+-- their outcomes in outcomes (from 1); an outcome of a
 -- claim that no longer holds its step (a step's stale token, given beside its current one) is
 -- not written. The lock order holds within the statement: the tasks are locked by an
 -- uncorrelated subquery that the step scan's filter needs before it lets any row through, so
@@ -93,7 +94,7 @@ $$;
 -- probe each), never by a join the planner could turn into a walk of the table.
 -- +goose StatementBegin
 CREATE FUNCTION tasker_record_held_attempts(task_ids bigint[], outcomes jsonb)
-RETURNS TABLE (step_id bigint, task_id bigint, token text)
+RETURNS TABLE (step_id bigint, task_id bigint, token text, ord bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
@@ -101,9 +102,10 @@ BEGIN
     WITH tasks AS MATERIALIZED (
         SELECT t.task_id FROM tasker_tasks t WHERE t.task_id = ANY(task_ids) ORDER BY t.task_id FOR NO KEY UPDATE
     ), given AS MATERIALIZED (
-        SELECT o.step_id, o.token, o.success, o.results, o.backoff, o.permanent
-        FROM jsonb_to_recordset(outcomes) AS o(step_id bigint, token uuid, success boolean, results jsonb,
-                                               backoff integer, permanent boolean)
+        SELECT o.step_id, o.token, o.success, o.results, o.backoff, o.permanent, o.ord
+        FROM ROWS FROM (jsonb_to_recordset(outcomes) AS (step_id bigint, token uuid, success boolean, results jsonb,
+                                                         backoff integer, permanent boolean))
+             WITH ORDINALITY AS o(step_id, token, success, results, backoff, permanent, ord)
     ), held AS MATERIALIZED (
         SELECT ws.workflow_step_id, ws.claim_token
         FROM tasker_workflow_steps ws
@@ -113,6 +115,8 @@ BEGIN
         ORDER BY ws.workflow_step_id
         FOR UPDATE OF ws
     )
+    -- Each outcome finds its step by key, and the step must be one of those locked above
+    -- (an array's scan), so no step of the batch is joined to every outcome.
     UPDATE tasker_workflow_steps ws
     SET attempts = coalesce(ws.attempts, 0) + 1, last_attempted_at = now(),
         processed = ws.processed OR g.success,
@@ -122,10 +126,10 @@ BEGIN
         retryable = ws.retryable AND NOT g.permanent,
         in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL,
         updated_at = now()
-    FROM held
-    JOIN given g ON g.step_id = held.workflow_step_id AND g.token = held.claim_token
-    WHERE ws.workflow_step_id = held.workflow_step_id
-    RETURNING ws.workflow_step_id, ws.task_id, held.claim_token::text;
+    FROM given g
+    WHERE ws.workflow_step_id = g.step_id AND ws.claim_token = g.token
+      AND ws.workflow_step_id = ANY(ARRAY(SELECT h.workflow_step_id FROM held h))
+    RETURNING ws.workflow_step_id, ws.task_id, g.token::text, g.ord;
 END;
 $$;
 -- +goose StatementEnd
@@ -155,16 +159,31 @@ DECLARE
     kept_steps bigint[];
     kept_tasks bigint[];
     kept_tokens text[];
+    kept_states varchar[];
+    kept_metadata jsonb[];
     settle bigint[];
     written int;
     step_notes json[];
     task_notes json[];
 BEGIN
+    -- The recorded steps, ascending, with what their outcomes say, position by position: the
+    -- statements below look a step up in these arrays (array_position, a scan of integers)
+    -- rather than join the batch's rows to each other.
+    WITH recorded AS (
+        SELECT r.step_id, r.task_id, r.token, r.ord FROM tasker_record_held_attempts(task_ids, outcomes) AS r
+    ), moves AS (
+        SELECT o.to_state, o.metadata, o.ord
+        FROM ROWS FROM (jsonb_to_recordset(outcomes) AS (to_state varchar, metadata jsonb)) WITH ORDINALITY AS o(to_state, metadata, ord)
+    ), given AS (
+        SELECT array_agg(m.to_state ORDER BY m.ord) AS states, array_agg(m.metadata ORDER BY m.ord) AS metadata FROM moves m
+    )
     SELECT coalesce(array_agg(r.step_id ORDER BY r.step_id), '{}'),
            coalesce(array_agg(r.task_id ORDER BY r.step_id), '{}'),
-           coalesce(array_agg(r.token ORDER BY r.step_id), '{}')
-    INTO kept_steps, kept_tasks, kept_tokens
-    FROM tasker_record_held_attempts(task_ids, outcomes) AS r;
+           coalesce(array_agg(r.token ORDER BY r.step_id), '{}'),
+           coalesce(array_agg(g.states[r.ord] ORDER BY r.step_id), '{}'),
+           coalesce(array_agg(g.metadata[r.ord] ORDER BY r.step_id), '{}')
+    INTO kept_steps, kept_tasks, kept_tokens, kept_states, kept_metadata
+    FROM recorded r, given g;
     IF cardinality(kept_steps) = 0 THEN
         RETURN kept_tokens;
     END IF;
@@ -172,22 +191,19 @@ BEGIN
     WITH previous AS (
         UPDATE tasker_workflow_step_transitions t SET most_recent = false, updated_at = now()
         WHERE t.workflow_step_id = ANY(kept_steps) AND t.most_recent
-        RETURNING t.workflow_step_id, t.to_state, t.sort_key
+        RETURNING t.workflow_step_id, t.to_state, t.sort_key, array_position(kept_steps, t.workflow_step_id) AS k
     ), moved AS (
         INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, metadata, sort_key, most_recent)
-        SELECT p.workflow_step_id, o.to_state, p.to_state, o.metadata, p.sort_key + 1, true
+        SELECT p.workflow_step_id, kept_states[p.k], p.to_state, kept_metadata[p.k], p.sort_key + 1, true
         FROM previous p
-        JOIN unnest(kept_steps, kept_tokens) AS k(step_id, token) ON k.step_id = p.workflow_step_id
-        JOIN jsonb_to_recordset(outcomes) AS o(step_id bigint, token text, to_state varchar, metadata jsonb)
-          ON o.step_id = k.step_id AND o.token = k.token
         WHERE p.to_state = 'in_progress'
         ORDER BY p.workflow_step_id
         RETURNING id, workflow_step_id, from_state, to_state
     )
-    SELECT count(*), array_agg(json_build_object('id', m.id, 'task_id', k.task_id, 'step_id', m.workflow_step_id,
-                                                 'from', m.from_state, 'to', m.to_state) ORDER BY m.id)
+    SELECT count(*), array_agg(json_build_object('id', m.id, 'task_id', kept_tasks[array_position(kept_steps, m.workflow_step_id)],
+                                                 'step_id', m.workflow_step_id, 'from', m.from_state, 'to', m.to_state) ORDER BY m.id)
     INTO written, step_notes
-    FROM moved m JOIN unnest(kept_steps, kept_tasks) AS k(step_id, task_id) ON k.step_id = m.workflow_step_id;
+    FROM moved m;
     IF written <> cardinality(kept_steps) THEN
         RAISE EXCEPTION 'recording attempts: % of the % steps whose claims were held are not in_progress',
             cardinality(kept_steps) - written, cardinality(kept_steps);
@@ -271,6 +287,7 @@ CREATE FUNCTION tasker_engine_start(steps jsonb, task_metadata jsonb) RETURNS vo
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     step_ids bigint[];
+    step_tasks bigint[];
     new_tasks bigint[];
     locked_tasks bigint[];
     locked_states varchar[];
@@ -278,10 +295,11 @@ DECLARE
     step_notes json[];
     task_notes json[];
 BEGIN
-    SELECT array_agg(g.step_id), ARRAY(SELECT DISTINCT n.task_id FROM jsonb_to_recordset(steps) AS n(task_id bigint, task_new boolean)
-                                       WHERE n.task_new ORDER BY n.task_id)
-    INTO step_ids, new_tasks
-    FROM jsonb_to_recordset(steps) AS g(step_id bigint);
+    SELECT array_agg(g.step_id), array_agg(g.task_id),
+           ARRAY(SELECT DISTINCT n.task_id FROM jsonb_to_recordset(steps) AS n(task_id bigint, task_new boolean)
+                 WHERE n.task_new ORDER BY n.task_id)
+    INTO step_ids, step_tasks, new_tasks
+    FROM jsonb_to_recordset(steps) AS g(step_id bigint, task_id bigint);
 
     WITH given AS MATERIALIZED (
         SELECT g.step_id, g.task_id, g.from_state, g.sort_key, g.retry_metadata, g.metadata
@@ -307,10 +325,10 @@ BEGIN
         ORDER BY m.step_id, m.sort_key
         RETURNING id, workflow_step_id, from_state, to_state
     )
-    SELECT array_agg(json_build_object('id', m.id, 'task_id', g.task_id, 'step_id', m.workflow_step_id,
-                                       'from', m.from_state, 'to', m.to_state) ORDER BY m.id)
+    SELECT array_agg(json_build_object('id', m.id, 'task_id', step_tasks[array_position(step_ids, m.workflow_step_id)],
+                                       'step_id', m.workflow_step_id, 'from', m.from_state, 'to', m.to_state) ORDER BY m.id)
     INTO step_notes
-    FROM moved m JOIN given g ON g.step_id = m.workflow_step_id;
+    FROM moved m;
 
     IF cardinality(new_tasks) > 0 THEN
         -- The locks and the read of the locked tasks' current transitions, in a statement of

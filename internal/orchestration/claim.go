@@ -18,11 +18,6 @@ import (
 type claimedStep struct {
 	store.ClaimedStep
 	trace trace.SpanContext // the claim's span (see trace.go)
-	// started is the step's current transition as the claim wrote it (in_progress). While the
-	// claim is held it stays the current one: every writer that moves a claimed step off
-	// in_progress (an operator, recovery) clears the claim in the same transaction, and the
-	// recording of the attempt moves only steps whose claims it finds held, under their locks.
-	started store.OwnerState
 }
 
 // claimTimeout bounds one claim transaction, which takes milliseconds: it is also how long
@@ -130,7 +125,7 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 }
 
 // startSteps starts claimed steps and their pending tasks in one call (store.StartClaimed)
-// and returns the started steps, each with the transition it started with. The state machine
+// and returns the started steps. The state machine
 // checks each step's moves against the transition table and encodes their metadata; a step
 // whose moves it refuses is released, in the same transaction, and not returned. Neither the
 // steps' current transitions nor the guards of the moves are read again:
@@ -153,12 +148,12 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 			state := string(r.CurrentState)
 			st.FromState = &state
 		}
-		from, sortKey := r.CurrentState, r.CurrentSortKey+1
+		from := r.CurrentState
 		var err error
 		if from == models.StateError {
 			st.RetryMetadata, err = sm.Metadata(sm.KindStep, from, models.StatePending,
 				map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID})
-			from, sortKey = models.StatePending, sortKey+1
+			from = models.StatePending
 		}
 		if err == nil {
 			st.Metadata, err = sm.Metadata(sm.KindStep, from, models.StateInProgress,
@@ -171,8 +166,6 @@ func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimed
 			}
 			continue
 		}
-		state := string(models.StateInProgress)
-		r.started = store.OwnerState{ID: r.StepID, State: &state, SortKey: sortKey}
 		starts = append(starts, st)
 		out = append(out, r)
 	}

@@ -337,7 +337,7 @@ func (e *Engine) recordReading(ctx context.Context, tx *store.Store, batch []res
 			settle = append(settle, res.step.TaskID)
 		}
 	}
-	_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{})
+	refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{})
 	if err != nil {
 		return err
 	}

@@ -178,7 +178,7 @@ func (s *Service) recoverClaims(ctx context.Context, claims []store.Claim, reaso
 			lost = append(lost, h.StepID)
 		}
 		if len(moves) > 0 {
-			_, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current})
+			refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, tx, moves, sm.Known{Current: current})
 			if err != nil {
 				return err
 			}

@@ -71,9 +71,7 @@ func TransitionTasksWhereAllowed(ctx context.Context, st *store.Store, moves []M
 // otherwise the functions above, except that they do not return the written transitions,
 // whose rows are then not read back (only counted: a row missing is an error). What the
 // writer already knows of its owners (known, which may be empty) saves the statements that
-// would read it. The steps' variant returns each moved step's current transition after the
-// batch, which a writer that keeps holding the step (the engine, while its claim holds it) may
-// pass as known to its next batch.
+// would read it.
 
 // Known is what a writer holding its owners' row locks knows of some of them, read under
 // those locks in its transaction, written by it while it held them, or read by the statement
@@ -94,25 +92,17 @@ type Known struct {
 	Proven  map[int64]bool
 }
 
-// TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps; it returns the
-// moved steps' current transitions after the batch.
-func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) (map[int64]store.OwnerState, []*TransitionError, error) {
-	b := batch{o: stepOwner, moves: moves, partial: true, held: true, known: known, wantAfter: true}
+// TransitionHeldStepsWhereAllowed is TransitionStepsWhereAllowed on held steps.
+func TransitionHeldStepsWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) ([]*TransitionError, error) {
+	b := batch{o: stepOwner, moves: moves, partial: true, held: true, known: known}
 	err := b.run(ctx, st)
-	return b.after, b.refused, batchError(stepOwner, moves, err)
+	return b.refused, batchError(stepOwner, moves, err)
 }
 
 // TransitionHeldTasks is TransitionTasks on held tasks.
 func TransitionHeldTasks(ctx context.Context, st *store.Store, moves []Move, known Known) error {
 	b := batch{o: taskOwner, moves: moves, held: true, known: known}
 	return batchError(taskOwner, moves, b.run(ctx, st))
-}
-
-// TransitionHeldTasksWhereAllowed is TransitionTasksWhereAllowed on held tasks.
-func TransitionHeldTasksWhereAllowed(ctx context.Context, st *store.Store, moves []Move, known Known) ([]*TransitionError, error) {
-	b := batch{o: taskOwner, moves: moves, partial: true, held: true, known: known}
-	err := b.run(ctx, st)
-	return b.refused, batchError(taskOwner, moves, err)
 }
 
 // planned is one accepted move with its place in the owner's history.
@@ -131,19 +121,16 @@ type planned struct {
 // batch is one batch of moves of owners of one kind (see TransitionSteps): partial writes the
 // allowed owners' moves and returns the refusals of the others; held says the caller holds
 // the owners' row locks (it knows known of them), and the written transitions are then not
-// read back (written stays nil); with wantAfter each moved owner's current transition is
-// returned (after).
+// read back (written stays nil).
 type batch struct {
-	o         owner
-	moves     []Move
-	partial   bool
-	held      bool
-	known     Known
-	wantAfter bool
+	o       owner
+	moves   []Move
+	partial bool
+	held    bool
+	known   Known
 
 	written []Transition
 	refused []*TransitionError
-	after   map[int64]store.OwnerState
 }
 
 func (b *batch) run(ctx context.Context, st *store.Store) error {
@@ -181,19 +168,8 @@ func (b *batch) run(ctx context.Context, st *store.Store) error {
 			return refusals[0]
 		}
 		b.refused = refusals
-		if b.written, err = writePlan(ctx, tx, o, plan, cur, !b.held); err != nil {
-			return err
-		}
-		if b.wantAfter {
-			b.after = make(map[int64]store.OwnerState, len(plan))
-			for _, p := range plan {
-				if p.last {
-					to := string(p.to)
-					b.after[p.id] = store.OwnerState{ID: p.id, State: &to, SortKey: p.sortKey}
-				}
-			}
-		}
-		return nil
+		b.written, err = writePlan(ctx, tx, o, plan, cur, !b.held)
+		return err
 	})
 }
 

@@ -139,18 +139,22 @@ func TestHeldBatchesUseWhatTheWriterKnows(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	st := store.New(w.db)
-	after, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{
+	refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{
 		{ID: w.a, To: models.StateInProgress}, {ID: w.b, To: models.StateInProgress}}, sm.Known{})
 	if err != nil || len(refused) > 0 {
 		t.Fatal(err, refused)
 	}
+	// What the writer knows after that batch: both steps in_progress at sort key 1.
+	inProgress := "in_progress"
+	after := map[int64]store.OwnerState{}
 	for _, id := range []int64{w.a, w.b} {
-		if c := after[id]; c.State == nil || *c.State != "in_progress" || c.SortKey != 1 {
-			t.Fatalf("step %d after the batch: %+v, want in_progress at sort key 1", id, c)
+		if got, cur := history(t, w, id); !slices.Equal(got, []string{inProgress}) || cur != 1 {
+			t.Fatalf("step %d history after the batch %v with %d current rows, want in_progress", id, got, cur)
 		}
+		after[id] = store.OwnerState{ID: id, State: &inProgress, SortKey: 1}
 	}
-	// Known and true: a completes on what the first batch returned.
-	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.a, To: models.StateComplete}},
+	// Known and true: a completes on what the first batch wrote.
+	if refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.a, To: models.StateComplete}},
 		sm.Known{Current: after}); err != nil || len(refused) > 0 {
 		t.Fatal(err, refused)
 	}
@@ -161,12 +165,12 @@ func TestHeldBatchesUseWhatTheWriterKnows(t *testing.T) {
 	if _, err := sm.TransitionSteps(ctx, st, []sm.Move{{ID: w.b, To: models.StateError}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateComplete}},
+	if _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateComplete}},
 		sm.Known{Current: after}); err == nil {
 		t.Fatal("a batch on a stale current transition succeeded")
 	}
 	none := map[int64]store.OwnerState{w.b: {ID: w.b}} // "no transition yet": b has three
-	if _, _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateCancelled}},
+	if _, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.b, To: models.StateCancelled}},
 		sm.Known{Current: none}); err == nil {
 		t.Fatal("a batch that took a step with history for one without succeeded")
 	}
@@ -174,11 +178,11 @@ func TestHeldBatchesUseWhatTheWriterKnows(t *testing.T) {
 		t.Fatalf("step b history %v with %d current rows after the stale batches", got, cur)
 	}
 	// Guards: c's parent b is in error, so its start is refused unless the writer proved it.
-	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
+	if refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
 		sm.Known{}); err != nil || len(refused) != 1 {
 		t.Fatalf("start of c with a parent in error: refused %v (%v), want one refusal", refused, err)
 	}
-	if _, refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
+	if refused, err := sm.TransitionHeldStepsWhereAllowed(ctx, st, []sm.Move{{ID: w.c, To: models.StateInProgress}},
 		sm.Known{Proven: map[int64]bool{w.c: true}}); err != nil || len(refused) > 0 {
 		t.Fatalf("start of c with its guard proven: refused %v (%v)", refused, err)
 	}

@@ -296,10 +296,9 @@ DECLARE
     task_notes json[];
 BEGIN
     SELECT array_agg(g.step_id), array_agg(g.task_id),
-           ARRAY(SELECT DISTINCT n.task_id FROM jsonb_to_recordset(steps) AS n(task_id bigint, task_new boolean)
-                 WHERE n.task_new ORDER BY n.task_id)
+           coalesce(array_agg(DISTINCT g.task_id ORDER BY g.task_id) FILTER (WHERE g.task_new), '{}')
     INTO step_ids, step_tasks, new_tasks
-    FROM jsonb_to_recordset(steps) AS g(step_id bigint, task_id bigint);
+    FROM jsonb_to_recordset(steps) AS g(step_id bigint, task_id bigint, task_new boolean);
 
     WITH given AS MATERIALIZED (
         SELECT g.step_id, g.task_id, g.from_state, g.sort_key, g.retry_metadata, g.metadata

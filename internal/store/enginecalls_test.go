@@ -99,11 +99,7 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 		if len(claimed) != 8 {
 			return fmt.Errorf("claimed %d steps, want 8", len(claimed))
 		}
-		starts := make([]StepStart, len(claimed))
-		for i, c := range claimed {
-			starts[i] = StepStart{StepID: c.StepID, TaskID: c.TaskID, TaskNew: c.TaskNew, SortKey: c.CurrentSortKey,
-				Metadata: json.RawMessage(`{"event": "execution_requested", "worker_id": "calls", "attempt": 1}`)}
-		}
+		starts := firstStarts(claimed, "calls", func(i int) bool { return claimed[i].TaskNew })
 		return check(tx, "starting 8 claimed steps", func() error {
 			return tx.StartClaimed(ctx, starts, json.RawMessage(`{"event": "start_requested", "worker_id": "calls"}`))
 		})
@@ -111,13 +107,7 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	if err != nil {
 		t.Fatalf("%s: %v", phase, err)
 	}
-	var tasks []int64
-	outcomes := make([]HeldOutcome, len(claimed))
-	for i, c := range claimed {
-		tasks = append(tasks, c.TaskID)
-		outcomes[i] = HeldOutcome{StepOutcome: StepOutcome{StepID: c.StepID, Token: c.Token, Success: true, Results: json.RawMessage(`{}`)},
-			ToState: "complete", Metadata: json.RawMessage(`{"event": "completed", "worker_id": "calls", "attempt": 1}`)}
-	}
+	tasks, outcomes := firstSuccesses(claimed, "calls")
 	err = s.EngineTx(ctx, false, func(tx *Store) error {
 		return check(tx, "recording 8 attempts and settling their tasks", func() error {
 			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
@@ -155,22 +145,12 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 		if claimed, err = tx.ClaimReady(ctx, 2, "settle", time.Minute, false); err != nil || len(claimed) != 2 {
 			return fmt.Errorf("claimed %d steps (%v), want 2", len(claimed), err)
 		}
-		starts := make([]StepStart, len(claimed))
-		for i, c := range claimed {
-			starts[i] = StepStart{StepID: c.StepID, TaskID: c.TaskID, TaskNew: i == 0, SortKey: c.CurrentSortKey,
-				Metadata: json.RawMessage(`{"event": "execution_requested", "worker_id": "settle", "attempt": 1}`)}
-		}
+		starts := firstStarts(claimed, "settle", func(i int) bool { return i == 0 })
 		return tx.StartClaimed(ctx, starts, json.RawMessage(`{"event": "start_requested", "worker_id": "settle"}`))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var tasks []int64
-	outcomes := make([]HeldOutcome, len(claimed))
-	for i, c := range claimed {
-		tasks = append(tasks, c.TaskID)
-		outcomes[i] = HeldOutcome{StepOutcome: StepOutcome{StepID: c.StepID, Token: c.Token, Success: true, Results: json.RawMessage(`{}`)},
-			ToState: "complete", Metadata: json.RawMessage(`{"event": "completed", "worker_id": "settle", "attempt": 1}`)}
-	}
+	tasks, outcomes := firstSuccesses(claimed, "settle")
 	if err := s.EngineTx(ctx, false, func(tx *Store) error {
 		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
 		if err == nil && len(kept) != 2 {
@@ -196,4 +176,29 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	if len(histories) != 2 || histories[0] != want[0] || histories[1] != want[1] {
 		t.Errorf("task histories\n%s\nwant\n%s", strings.Join(histories, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// firstStarts returns the starts of claimed steps at their first attempt, as worker's engine
+// would give them to StartClaimed; taskNew(i) says whether the i-th step's task is to start.
+func firstStarts(claimed []ClaimedStep, worker string, taskNew func(i int) bool) []StepStart {
+	meta := json.RawMessage(`{"event": "execution_requested", "worker_id": "` + worker + `", "attempt": 1}`)
+	starts := make([]StepStart, len(claimed))
+	for i, c := range claimed {
+		starts[i] = StepStart{StepID: c.StepID, TaskID: c.TaskID, TaskNew: taskNew(i), SortKey: c.CurrentSortKey, Metadata: meta}
+	}
+	return starts
+}
+
+// firstSuccesses returns the tasks of claimed steps and a successful first attempt of each,
+// as worker's engine would give them to RecordAndSettle.
+func firstSuccesses(claimed []ClaimedStep, worker string) ([]int64, []HeldOutcome) {
+	meta := json.RawMessage(`{"event": "completed", "worker_id": "` + worker + `", "attempt": 1}`)
+	tasks := make([]int64, len(claimed))
+	outcomes := make([]HeldOutcome, len(claimed))
+	for i, c := range claimed {
+		tasks[i] = c.TaskID
+		outcomes[i] = HeldOutcome{StepOutcome: StepOutcome{StepID: c.StepID, Token: c.Token, Success: true, Results: json.RawMessage(`{}`)},
+			ToState: "complete", Metadata: meta}
+	}
+	return tasks, outcomes
 }

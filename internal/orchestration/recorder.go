@@ -296,7 +296,7 @@ func (e *Engine) planRecord(batch []result, known bool) (recordPlan, error) {
 // the claims it found held, whose outcomes it wrote, to kept.
 func (e *Engine) recordIn(ctx context.Context, tx *store.Store, batch []result, p recordPlan, kept map[string]bool) error {
 	if p.held == nil {
-		return e.recordReading(ctx, tx, batch, p.taskIDs, p.outcomes, kept)
+		return e.recordReading(ctx, tx, batch, p, kept)
 	}
 	recorded, err := tx.RecordAndSettle(ctx, p.taskIDs, p.held)
 	if err != nil {
@@ -313,13 +313,12 @@ func (e *Engine) recordIn(ctx context.Context, tx *store.Store, batch []result, 
 // (store.RecordHeldAttempts), the held steps moved in one batch of transitions, their current
 // transitions read, and their tasks settled (finalizeTasks). It adds the tokens of the claims
 // it found held to kept.
-func (e *Engine) recordReading(ctx context.Context, tx *store.Store, batch []result, taskIDs []int64,
-	outcomes []stepOutcome, kept map[string]bool) error {
-	written := make([]store.StepOutcome, len(outcomes))
-	for i, o := range outcomes {
+func (e *Engine) recordReading(ctx context.Context, tx *store.Store, batch []result, p recordPlan, kept map[string]bool) error {
+	written := make([]store.StepOutcome, len(p.outcomes))
+	for i, o := range p.outcomes {
 		written[i] = o.StepOutcome
 	}
-	recorded, err := tx.RecordHeldAttempts(ctx, taskIDs, written)
+	recorded, err := tx.RecordHeldAttempts(ctx, p.taskIDs, written)
 	if err != nil {
 		return fmt.Errorf("locking tasks and claimed steps, recording attempt outcomes: %w", err)
 	}
@@ -333,7 +332,7 @@ func (e *Engine) recordReading(ctx context.Context, tx *store.Store, batch []res
 	var settle []int64
 	for i, res := range batch {
 		if kept[res.step.Token] {
-			moves = append(moves, outcomes[i].move)
+			moves = append(moves, p.outcomes[i].move)
 			settle = append(settle, res.step.TaskID)
 		}
 	}

@@ -24,21 +24,22 @@ type claimedStep struct {
 // Stop may wait for a claim in flight when the database hangs.
 const claimTimeout = 10 * time.Second
 
-// claim claims up to n ready steps and starts them in one transaction, with a constant
-// number of statements however many it claims:
-//   - the claim statement (store.ClaimReady) marks them in_process with fresh claim tokens;
-//   - one call starts them (see startSteps): each moves to in_progress (a step in error goes
-//     through pending, retry_requested, so that the retry is in its history), from the current
-//     transition the claim read (one written since makes the claim fail and write nothing), and
-//     the pending tasks of the claimed steps move to in_progress. Their rows are taken with
-//     SKIP LOCKED, so the claim, which already holds step locks, never waits for a task lock
-//     (the engine's lock order is task, then step); a task skipped here is started by the
-//     claim of its next step, or settled by its finalisation;
+// claim claims up to n ready steps and starts them in one transaction, in one statement
+// (store.ClaimAndStart) however many it claims:
+//   - the claim marks them in_process with fresh claim tokens;
+//   - in the same statement, each moves to in_progress (a step in error goes through pending,
+//     retry_requested, so that the retry is in its history), from the current transition the
+//     claim read (one written since makes the claim fail and write nothing), and the pending
+//     tasks of the claimed steps move to in_progress. Their rows are taken with SKIP LOCKED,
+//     so the claim, which already holds step locks, never waits for a task lock (the engine's
+//     lock order is task, then step); a task skipped here is started by the claim of its next
+//     step, or settled by its finalisation. The moves' metadata was encoded, and the moves
+//     checked against the transition table, by the state machine (see startMetadata);
 //   - the started steps' claims are watched (see watch) before the commit, while the claim
 //     holds the steps' row locks: an operator's change to a claimed step (a cancellation) can
 //     only commit after the claim, so its event reaches a watcher that already listens. Their
-//     inputs came with the claim statement (store.ClaimReady), read under the same locks: the
-//     inputs of the attempt about to run, without a statement of their own.
+//     inputs came with the claim statement, read under the same locks: the inputs of the
+//     attempt about to run, without a statement of their own.
 //
 // The transaction is not cancelled with ctx (a shutdown): cancelling it while COMMIT is in
 // flight would report an error for a claim PostgreSQL made, and its steps would wait for their
@@ -78,7 +79,11 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, 
 	if n <= 0 {
 		return claimed{}, nil
 	}
-	rows, err := tx.ClaimReady(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration, e.cfg.Observer != nil)
+	rows, err := tx.ClaimAndStart(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration, e.cfg.Observer != nil, e.startMeta)
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return claimed{}, fmt.Errorf("claiming ready steps: a transition of a claimed step was committed between the claim's read "+
+			"and its lock (the claim is rolled back; its steps are claimed again from their new history): %w", err)
+	}
 	if err != nil {
 		return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
 	}
@@ -88,12 +93,6 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, 
 	steps := make([]claimedStep, len(rows))
 	for i, r := range rows {
 		steps[i].ClaimedStep = r
-	}
-	if steps, err = e.startSteps(ctx, tx, steps); err != nil {
-		return claimed{}, err
-	}
-	if len(steps) == 0 {
-		return claimed{}, nil
 	}
 	c := claimed{steps: steps, runs: e.watch(steps)}
 	for i, r := range c.runs {
@@ -124,67 +123,27 @@ func (e *Engine) claimed(ctx context.Context, began time.Time, n int, c claimed,
 	return c.runs, nil
 }
 
-// startSteps starts claimed steps and their pending tasks in one call (store.StartClaimed)
-// and returns the started steps. The state machine
-// checks each step's moves against the transition table and encodes their metadata; a step
-// whose moves it refuses is released, in the same transaction, and not returned. Neither the
-// steps' current transitions nor the guards of the moves are read again:
-//   - the claim returned each step's current transition (store.ClaimedStep), read in its
-//     snapshot, so the moves are planned from it. A transition committed between that
-//     snapshot and the claim's lock (an operator's, on a step no engine held) took the sort
-//     key the move would write: the call then fails on the history's unique sort keys and
-//     writes nothing, and the claim's transaction is rolled back (its steps return to the
-//     queue; a busy engine records its batch again without claiming). A race of a few
-//     milliseconds with an operator costs a retry, where a read of every claimed step's
-//     transitions cost every claim a round trip;
-//   - the claim took only steps whose readiness (every parent complete or resolved_manually,
-//     states no step leaves) it read.
-func (e *Engine) startSteps(ctx context.Context, tx *store.Store, rows []claimedStep) ([]claimedStep, error) {
-	starts := make([]store.StepStart, 0, len(rows))
-	out := rows[:0:0]
-	for _, r := range rows {
-		st := store.StepStart{StepID: r.StepID, TaskID: r.TaskID, TaskNew: r.TaskNew, SortKey: r.CurrentSortKey}
-		if r.CurrentSortKey > 0 {
-			state := string(r.CurrentState)
-			st.FromState = &state
-		}
-		from := r.CurrentState
-		var err error
-		if from == models.StateError {
-			st.RetryMetadata, err = sm.Metadata(sm.KindStep, from, models.StatePending,
-				map[string]any{"reason": "retry", "worker_id": e.cfg.WorkerID})
-			from = models.StatePending
-		}
-		if err == nil {
-			st.Metadata, err = sm.Metadata(sm.KindStep, from, models.StateInProgress,
-				map[string]any{"worker_id": e.cfg.WorkerID, "attempt": r.Attempt})
-		}
-		if err != nil {
-			e.log.Info("orchestration: claimed step no longer startable, released", "step_id", r.StepID, "reason", err.Error())
-			if err := tx.ReleaseClaim(ctx, r.StepID, r.Token); err != nil {
-				return nil, fmt.Errorf("releasing claim of step %d: %w", r.StepID, err)
-			}
-			continue
-		}
-		starts = append(starts, st)
-		out = append(out, r)
+// startMetadata encodes, through the state machine, the metadata of the moves with which
+// the claims of worker start what they claim (see store.StartMetadata): a step to in_progress
+// (the claim adds the attempt's number), a step in error to pending before it (reason retry),
+// a pending task to in_progress. The state machine refuses a move its transition table does
+// not allow, so the claim writes only moves it has checked.
+func startMetadata(worker string) (store.StartMetadata, error) {
+	var m store.StartMetadata
+	var err error
+	if m.Step, err = sm.Metadata(sm.KindStep, models.StatePending, models.StateInProgress,
+		map[string]any{"worker_id": worker}); err != nil {
+		return m, fmt.Errorf("encoding a step's start: %w", err)
 	}
-	if len(starts) == 0 {
-		return out, nil
+	if m.Retry, err = sm.Metadata(sm.KindStep, models.StateError, models.StatePending,
+		map[string]any{"reason": "retry", "worker_id": worker}); err != nil {
+		return m, fmt.Errorf("encoding a step's retry: %w", err)
 	}
-	taskMeta, err := sm.Metadata(sm.KindTask, models.StatePending, models.StateInProgress, map[string]any{"worker_id": e.cfg.WorkerID})
-	if err != nil {
-		return nil, err
+	if m.Task, err = sm.Metadata(sm.KindTask, models.StatePending, models.StateInProgress,
+		map[string]any{"worker_id": worker}); err != nil {
+		return m, fmt.Errorf("encoding a task's start: %w", err)
 	}
-	err = tx.StartClaimed(ctx, starts, taskMeta)
-	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		return nil, fmt.Errorf("starting claimed steps: a transition of one was committed between the claim's read and its lock "+
-			"(the claim is rolled back; its steps are claimed again from their new history): %w", err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("starting claimed steps: %w", err)
-	}
-	return out, nil
+	return m, nil
 }
 
 // claimKeys returns the step ids and claim tokens of n claimed steps, step(i) being the i-th.

@@ -155,13 +155,14 @@ type Engine struct {
 	handlerCtx     context.Context    // parent of every handler's context
 	cancelHandlers context.CancelFunc // hard stop after the drain deadline
 	inflight       sync.WaitGroup
-	slots          chan struct{} // one token per busy worker
-	kick           chan struct{} // a worker or the recorder finished: look for work
-	rec            *recorder     // records finished attempts, in batches
-	retryDirty     atomic.Bool   // the next due retry may have changed: read it again
-	running        atomic.Int64  // steps whose handlers run (see recorder.gather)
-	claiming       atomic.Bool   // between Start and Stop: the recorder may claim steps
-	watcher        *claimWatch   // watches the claims of the running steps
+	slots          chan struct{}       // one token per busy worker
+	kick           chan struct{}       // a worker or the recorder finished: look for work
+	rec            *recorder           // records finished attempts, in batches
+	retryDirty     atomic.Bool         // the next due retry may have changed: read it again
+	running        atomic.Int64        // steps whose handlers run (see recorder.gather)
+	claiming       atomic.Bool         // between Start and Stop: the recorder may claim steps
+	watcher        *claimWatch         // watches the claims of the running steps
+	startMeta      store.StartMetadata // the metadata of the moves its claims write (see startMetadata)
 
 	// One failure streak per loop that talks to the database (see internal/dbretry): claims
 	// (the dispatcher), inputs (reading step handlers' configuration, releasing stopped steps),
@@ -194,6 +195,10 @@ func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *
 	}
 	if cfg.Pool != nil {
 		e.st = e.st.WithEngine(cfg.Pool)
+	}
+	var err error
+	if e.startMeta, err = startMetadata(cfg.WorkerID); err != nil {
+		return nil, fmt.Errorf("creating engine: %w", err)
 	}
 	// Start replaces the handlers' parent; until then (an engine driven step by step) it is
 	// never cancelled.

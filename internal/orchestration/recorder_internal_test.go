@@ -310,9 +310,8 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 // TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
 // transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
 // runs exactly these statements: the settings (over one pool), one call that records the
-// attempts, moves their steps and settles their tasks (migration 00066), the claim (which
-// returns the claimed steps' current transitions), and one call that starts the claimed steps
-// and their tasks. No separate read of the started steps' or tasks' transitions and no update
+// attempts, moves their steps and settles their tasks (migration 00066), and the claim, which
+// starts the claimed steps and their tasks in the same statement (migration 00068). No separate read of the started steps' or tasks' transitions and no update
 // of the completed tasks' flag runs; the tasks still end flagged and with whole histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
@@ -340,8 +339,7 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 		"begin",
 		"select set_config(",                  // the engine's settings, over one pool
 		"select unnest(tasker_engine_record(", // locks, outcomes, the steps' moves, settling the tasks
-		"with ready as",                       // the claim
-		"select tasker_engine_start(",         // the claimed steps' moves and their tasks' starts
+		"with ready as",                       // the claim, which starts the claimed steps and their tasks
 		"commit",
 	}
 	got := log.Take()
@@ -374,12 +372,12 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 // between the claim's snapshot and its lock (an operator cancelling a pending step, retrying
 // a failed one) is missing from what the claim read: it is played here by a step locked as
 // the claim locks it and given as the claim would have read it before the operator's
-// transition, committed. Its start then fails on the history's unique sort keys and writes
-// nothing: the step keeps the operator's history, unclaimed.
+// transition, committed, to the claim's start (tasker_engine_start_claimed, which the claim
+// statement calls with what it read). The start then fails on the history's unique sort keys
+// and writes nothing: the step keeps the operator's history, unclaimed.
 func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
-	ctx := context.Background()
 	seedChainRows(t, dbtest.Open(t, url), 2, 0)
 	e, db, _ := loggedEngine(t, url, "stale")
 	var steps, tasks []int64 // the first steps of the two chains, and their tasks
@@ -420,16 +418,21 @@ func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
 			execSeed(t, db, map[string]any{"step": step}, stmts...)
 		}
 		want := history(step)
-		err := e.st.Tx(ctx, func(tx *store.Store) error {
-			if _, err := tx.LockOwners(ctx, store.StepOwner, []int64{step}); err != nil {
+		var from *string // the claim's read: no state when the step had no transition
+		if c.readSort > 0 {
+			state := string(c.read)
+			from = &state
+		}
+		err := db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec(`SELECT 1 FROM tasker_workflow_steps WHERE workflow_step_id = ? FOR UPDATE`, step).Error; err != nil {
 				return err
 			}
-			_, err := e.startSteps(ctx, tx, []claimedStep{{ClaimedStep: store.ClaimedStep{
-				StepID: step, TaskID: tasks[i], Token: "stale", Attempt: 1, CurrentState: c.read, CurrentSortKey: c.readSort}}})
-			return err
+			return tx.Exec(`SELECT tasker_engine_start_claimed(ARRAY[?]::bigint[], ARRAY[?]::bigint[], ARRAY[?]::varchar[],
+				ARRAY[?]::int[], ARRAY[1], '{}', ?::jsonb, ?::jsonb, ?::jsonb)`,
+				step, tasks[i], from, c.readSort, string(e.startMeta.Step), string(e.startMeta.Retry), string(e.startMeta.Task)).Error
 		})
-		if !errors.Is(err, gorm.ErrDuplicatedKey) || !strings.Contains(err.Error(), "committed between the claim's read and its lock") {
-			t.Errorf("%s: starting the step from the claim's stale read: %v, want a unique violation (the history's sort keys) named as such",
+		if !errors.Is(err, gorm.ErrDuplicatedKey) {
+			t.Errorf("%s: starting the step from the claim's stale read: %v, want a unique violation (the history's sort keys)",
 				c.name, err)
 		}
 		if got := history(step); got != want {

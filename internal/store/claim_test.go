@@ -200,12 +200,20 @@ func readySteps(t *testing.T, s *Store) []int64 {
 	return ids
 }
 
+// claimParams are the claim statement's parameters (see ClaimAndStart): n steps for worker,
+// with a lease of leaseMS milliseconds, started with startMeta(worker).
+func claimParams(n int, worker string, leaseMS int64) map[string]any {
+	m := startMeta(worker)
+	return map[string]any{"n": n, "worker": worker, "lease_ms": leaseMS,
+		"step_metadata": string(m.Step), "retry_metadata": string(m.Retry), "task_metadata": string(m.Task)}
+}
+
 // claimAll claims every step it can (in batches of 100) and returns their ids, ascending.
 func claimAll(t *testing.T, s *Store) []int64 {
 	t.Helper()
 	var ids []int64
 	for {
-		rows, err := s.ClaimReady(context.Background(), 100, "test", time.Minute, false)
+		rows, err := s.ClaimAndStart(context.Background(), 100, "test", time.Minute, false, startMeta("test"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +234,7 @@ func claimAll(t *testing.T, s *Store) []int64 {
 // the same candidates (the live work only) and touches about the same buffers, and so does the
 // next-retry query's; and the claim claims exactly the steps the readiness view says are ready.
 func TestClaimWorkDoesNotGrowWithStuckHistory(t *testing.T) {
-	claimArgs := map[string]any{"n": 20, "worker": "explain", "lease_ms": 60000}
+	claimArgs := claimParams(20, "explain", 60000)
 	measure := func(stuck int) (claim, retry scan) {
 		s, _ := open(t)
 		seedHistory(t, s, stuck)
@@ -310,7 +318,7 @@ func TestClaimComputesReadinessOnlyWhereParentsAreDone(t *testing.T) {
 	// 21 have no unfinished parent: the 20 ready ones and task 3's resolved root, which the
 	// view itself refuses.
 	walk := explainWalk(t, s, "tasker_workflow_steps_runnable_idx", claimSQL,
-		map[string]any{"n": 20, "worker": "explain", "lease_ms": 60000})
+		claimParams(20, "explain", 60000))
 	if walk.Candidates != 75 || walk.Readiness != 21 {
 		t.Errorf("the claim walked %d candidates and computed the readiness of %d, want 75 and 21 (%+v)",
 			walk.Candidates, walk.Readiness, walk)
@@ -337,7 +345,7 @@ func TestExpiredClaimsWalkOnlyTheRunningSteps(t *testing.T) {
 	ctx := context.Background()
 	var expiredFirst []int64
 	for _, lease := range []time.Duration{-time.Hour, -time.Minute, time.Hour} {
-		rows, err := s.ClaimReady(ctx, 3, "test", lease, false)
+		rows, err := s.ClaimAndStart(ctx, 3, "test", lease, false, startMeta("test"))
 		if err != nil || len(rows) != 3 {
 			t.Fatalf("claiming 3 steps: %d, %v", len(rows), err)
 		}
@@ -445,7 +453,7 @@ func TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly(t *testing.T) {
 	s, trace := open(t)
 	seedHistory(t, s, 0)
 	ctx := context.Background()
-	claimed, err := s.ClaimReady(ctx, 3, "test", time.Minute, false)
+	claimed, err := s.ClaimAndStart(ctx, 3, "test", time.Minute, false, startMeta("test"))
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("claimed %d steps (%v), want 3", len(claimed), err)
 	}
@@ -514,7 +522,7 @@ func TestClaimReadsHowLongEachStepWasReady(t *testing.T) {
 	}
 	seed(t, s, stmts...)
 	ctx := context.Background()
-	claimed, err := s.ClaimReady(ctx, 10, "test", time.Minute, true)
+	claimed, err := s.ClaimAndStart(ctx, 10, "test", time.Minute, true, startMeta("test"))
 	if err != nil {
 		t.Fatal(err)
 	}

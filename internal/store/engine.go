@@ -109,16 +109,14 @@ type ClaimedStep struct {
 	Attempt int // the 1-based number of the attempt about to run
 	TaskNew bool
 	// CurrentState and CurrentSortKey are the step's current transition in the claim's
-	// snapshot: its state (pending when it has none) and the last sort key of its history (0
-	// when it has none). The claim takes its locks after that snapshot, so a transition
-	// committed in between is not in them; a move planned from them then fails on the
-	// history's unique sort keys and writes nothing (see statemachine.Known).
+	// snapshot, from which the claim started it: its state before the start (pending when it
+	// had none) and the last sort key of its history before the start (0 when it had none).
 	CurrentState   models.State
 	CurrentSortKey int
 	Claimed        time.Time
 	Input          StepInput
 	// ReadyFor is how long the step had been ready when it was claimed (see
-	// readySecondsSQL), when the claim was asked for it (ClaimReady's readyFor), else 0.
+	// readySecondsSQL), when the claim was asked for it (ClaimAndStart's readyFor), else 0.
 	ReadyFor time.Duration
 }
 
@@ -173,8 +171,12 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //     inputs, its task's context, its parents' results. The claim holds the steps' row locks
 //     until it commits, and a started step's parents are complete or resolved_manually (final
 //     states), so these are the inputs of the attempt about to run. It also returns each
-//     step's current transition as its snapshot saw it (state and last sort key), from which
-//     the engine plans the step's start without reading it again (see ClaimedStep).
+//     step's current transition as its snapshot saw it (state and last sort key).
+//   - started: the claimed steps start in the same statement (claimStartSQL), from those
+//     current transitions, without reading them again: each moves to in_progress (a step in
+//     error through pending), and their pending tasks to in_progress (see
+//     tasker_engine_start_claimed, migration 00068). Only steps in the states those moves
+//     leave (pending, error) are locked; readiness allows no other.
 const claimBaseSQL = `
 WITH ready AS (
     SELECT c.workflow_step_id, c.ctid, r.attempts, r.current_state, ts.task_state
@@ -206,10 +208,11 @@ WITH ready AS (
     FROM ready
     JOIN tasker_workflow_steps ws ON ws.ctid = ready.ctid
     WHERE NOT ws.processed AND NOT ws.in_process AND coalesce(ws.attempts, 0) = ready.attempts
+      AND ready.current_state IN ('pending', 'error')
     ORDER BY ready.workflow_step_id
     LIMIT @n
     FOR UPDATE OF ws SKIP LOCKED
-)
+), taken AS (
 UPDATE tasker_workflow_steps ws
 SET in_process = true,
     claimed_by = @worker,
@@ -227,11 +230,28 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
           now() AS claimed,
           t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents, `
 
+// claimStartSQL ends claimBaseSQL after its last column (ready_seconds): the claimed steps
+// are started by tasker_engine_start_claimed (migration 00068), called once with the claimed
+// rows as arrays in step id order (from_state null for a step with no transition), and the
+// claimed rows are returned in step id order. The call aggregates every claimed row, so it
+// runs after the claim's update, and only when the claim took a step.
+const claimStartSQL = ` AS ready_seconds
+), started AS MATERIALIZED (
+    SELECT tasker_engine_start_claimed(
+               array_agg(c.step_id ORDER BY c.step_id), array_agg(c.task_id ORDER BY c.step_id),
+               array_agg(CASE WHEN c.current_sort_key > 0 THEN c.current_state END ORDER BY c.step_id),
+               array_agg(c.current_sort_key ORDER BY c.step_id), array_agg(c.attempt ORDER BY c.step_id),
+               coalesce(array_agg(DISTINCT c.task_id ORDER BY c.task_id) FILTER (WHERE c.task_new), '{}'),
+               CAST(@step_metadata AS jsonb), CAST(@retry_metadata AS jsonb), CAST(@task_metadata AS jsonb)) AS steps
+    FROM taken c
+)
+SELECT c.* FROM taken c CROSS JOIN started ORDER BY c.step_id`
+
 // claimSQL is claimBaseSQL without the time each step had been ready.
-const claimSQL = claimBaseSQL + `0::float8 AS ready_seconds`
+const claimSQL = claimBaseSQL + `0::float8` + claimStartSQL
 
 // claimReadyForSQL is claimBaseSQL with the time each step had been ready (readySecondsSQL).
-const claimReadyForSQL = claimBaseSQL + readySecondsSQL + ` AS ready_seconds`
+const claimReadyForSQL = claimBaseSQL + readySecondsSQL + claimStartSQL
 
 // readySecondsSQL is, in the claim's RETURNING (ws the claimed step's row, which the claim
 // changes only in its claim columns, t its task), how long the step had been ready when the
@@ -254,10 +274,24 @@ const readySecondsSQL = `greatest(0, extract(epoch FROM now() - greatest(
     ws.last_attempted_at + ws.backoff_request_seconds * interval '1 second'
 )))::float8`
 
-// ClaimReady claims up to n ready steps for worker, with a lease of lease, in one statement
-// (see claimBaseSQL): the oldest ready steps that no one else holds are marked in_process with
-// a fresh claim token each. With readyFor, each step's ReadyFor is read too.
-func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time.Duration, readyFor bool) ([]ClaimedStep, error) {
+// StartMetadata is the metadata of the moves that start a claimed step and its task,
+// encoded by the state machine (statemachine.Metadata), which checked each move against the
+// transition table: Step for a step's move to in_progress (the claim adds the attempt's
+// number, "attempt"), Retry for the move of a step in error to pending before it, Task for a
+// pending task's move to in_progress.
+type StartMetadata struct {
+	Step, Retry, Task json.RawMessage
+}
+
+// ClaimAndStart claims up to n ready steps for worker, with a lease of lease, and starts them,
+// in one statement (see claimBaseSQL): the oldest ready steps that no one else holds are
+// marked in_process with a fresh claim token each, moved to in_progress with start's metadata,
+// their pending tasks too, and returned in step id order. With readyFor, each step's ReadyFor
+// is read too. A transition committed between the claim's snapshot and its lock took the sort
+// key a start writes: the statement then fails on the history's unique sort keys
+// (gorm.ErrDuplicatedKey) and writes nothing.
+func (s *Store) ClaimAndStart(ctx context.Context, n int, worker string, lease time.Duration, readyFor bool,
+	start StartMetadata) ([]ClaimedStep, error) {
 	q := claimSQL
 	if readyFor {
 		q = claimReadyForSQL
@@ -270,7 +304,8 @@ func (s *Store) ClaimReady(ctx context.Context, n int, worker string, lease time
 		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.CurrentSortKey, &r.Claimed,
 			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents,
 			&seconds[len(seconds)-1]}
-	}, q, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds()})
+	}, q, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
+		"step_metadata": string(start.Step), "retry_metadata": string(start.Retry), "task_metadata": string(start.Task)})
 	for i := range rows {
 		rows[i].CurrentState = models.State(states[i].String)
 		rows[i].ReadyFor = time.Duration(seconds[i] * float64(time.Second))
@@ -402,35 +437,6 @@ func (s *Store) RecordAndSettle(ctx context.Context, taskIDs []int64, outcomes [
 	}
 	return queryRows(ctx, s, func(t *string) []any { return []any{t} },
 		`SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`, database.Array[int64](taskIDs), string(payload))
-}
-
-// StepStart is a claimed step to start: its current transition as the claim read it
-// (FromState nil when it has none, SortKey the last of its history, 0 when none), whether the
-// claim found its task pending, and the metadata of its moves, encoded by the state machine,
-// which checked them: RetryMetadata (error to pending) for a step in error, then Metadata (to
-// in_progress).
-type StepStart struct {
-	StepID        int64           `json:"step_id"`
-	TaskID        int64           `json:"task_id"`
-	TaskNew       bool            `json:"task_new"`
-	FromState     *string         `json:"from_state"`
-	SortKey       int             `json:"sort_key"`
-	RetryMetadata json.RawMessage `json:"retry_metadata,omitempty"`
-	Metadata      json.RawMessage `json:"metadata"`
-}
-
-// StartClaimed starts steps a claim of tx has just marked in_process, in one call
-// (tasker_engine_start, migration 00066): it writes their moves from the current transitions
-// the claim read, without reading them again (a transition committed since took the sort key
-// a move writes: the call fails on the history's unique sort keys and writes nothing), moves
-// the pending tasks among those the claim found new to in_progress with taskMetadata (their
-// rows taken SKIP LOCKED), and notifies the transitions.
-func (s *Store) StartClaimed(ctx context.Context, steps []StepStart, taskMetadata json.RawMessage) error {
-	payload, err := json.Marshal(steps)
-	if err != nil {
-		return fmt.Errorf("encoding steps to start: %w", err)
-	}
-	return execRaw(ctx, s, `SELECT tasker_engine_start(?::jsonb, ?::jsonb)`, string(payload), string(taskMetadata))
 }
 
 // TaskSettling is what decides whether a task may be settled (see TasksSettling): its current

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 	"github.com/taskerhq/tasker/internal/testkit/plantest"
 )
 
@@ -26,9 +27,9 @@ func transactionReads(t *testing.T, ctx context.Context, tx *Store) (seqScans, r
 	return seqScans, rows
 }
 
-// TestEngineCallsReadOnlyTheRowsOfTheirBatch: the engine's two calls (migration 00066) run
+// TestEngineCallsReadOnlyTheRowsOfTheirBatch: the engine's calls (migrations 00066, 00068) run
 // their statements inside the database, where EXPLAIN does not reach. In a table of 10,000
-// one-step tasks whose last 16 are ready, a claim of 8 with their start (StartClaimed), then
+// one-step tasks whose last 16 are ready, a claim of 8 that starts them (ClaimAndStart), then
 // the recording of their attempts with the settling of their tasks (RecordAndSettle), each in
 // an engine transaction, must scan no growing table sequentially and read a few rows of them
 // per step: not the steps or transitions older than the batch, which a join planned from the
@@ -92,16 +93,12 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	}
 	var claimed []ClaimedStep
 	err := s.EngineTx(ctx, false, func(tx *Store) error {
-		var err error
-		if claimed, err = tx.ClaimReady(ctx, 8, "calls", time.Minute, false); err != nil {
+		return check(tx, "claiming and starting 8 steps", func() error {
+			var err error
+			if claimed, err = tx.ClaimAndStart(ctx, 8, "calls", time.Minute, false, startMeta("calls")); err == nil && len(claimed) != 8 {
+				err = fmt.Errorf("claimed %d steps, want 8", len(claimed))
+			}
 			return err
-		}
-		if len(claimed) != 8 {
-			return fmt.Errorf("claimed %d steps, want 8", len(claimed))
-		}
-		starts := firstStarts(claimed, "calls", func(i int) bool { return claimed[i].TaskNew })
-		return check(tx, "starting 8 claimed steps", func() error {
-			return tx.StartClaimed(ctx, starts, json.RawMessage(`{"event": "start_requested", "worker_id": "calls"}`))
 		})
 	})
 	if err != nil {
@@ -122,16 +119,17 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	}
 }
 
-// TestRecordingCallSettlesAPendingTaskThroughInProgress: a task whose start the claim's call
-// skipped (its row was held by another transaction; here, TaskNew false) is still pending
-// when its last step completes. The recording call then settles it as FinalizeTask does:
+// TestRecordingCallSettlesAPendingTaskThroughInProgress: a task whose start the claim
+// skipped (another transaction held its row) is still pending when its last step completes. The recording call then settles it as FinalizeTask does:
 // to in_progress (reason finalize), then to complete with its step counts, in one history
 // with one current row, and flags it complete. The other task, started by the claim, goes
 // from in_progress to complete.
 func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	t.Parallel()
-	s, _ := open(t)
-	ctx := context.Background()
+	url := dbtest.NewURL(t)
+	s, _ := openAt(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	seed(t, s,
 		`INSERT INTO tasker_dependent_systems (name) VALUES ('settle')`,
 		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'settle_one')`,
@@ -139,15 +137,22 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 2)`,
 		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
 		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`)
+	holder := dbtest.Open(t, url).Begin() // another connection holds the second task's row while the claim runs
+	if err := holder.Exec(`SELECT 1 FROM tasker_tasks WHERE task_id = (SELECT max(task_id) FROM tasker_tasks) FOR UPDATE`).Error; err != nil {
+		t.Fatal(err)
+	}
 	var claimed []ClaimedStep
-	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+	err := s.EngineTx(ctx, false, func(tx *Store) error {
 		var err error
-		if claimed, err = tx.ClaimReady(ctx, 2, "settle", time.Minute, false); err != nil || len(claimed) != 2 {
+		if claimed, err = tx.ClaimAndStart(ctx, 2, "settle", time.Minute, false, startMeta("settle")); err != nil || len(claimed) != 2 {
 			return fmt.Errorf("claimed %d steps (%v), want 2", len(claimed), err)
 		}
-		starts := firstStarts(claimed, "settle", func(i int) bool { return i == 0 })
-		return tx.StartClaimed(ctx, starts, json.RawMessage(`{"event": "start_requested", "worker_id": "settle"}`))
-	}); err != nil {
+		return nil
+	})
+	if rbErr := holder.Rollback().Error; rbErr != nil {
+		t.Fatal(rbErr)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	tasks, outcomes := firstSuccesses(claimed, "settle")
@@ -178,15 +183,13 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	}
 }
 
-// firstStarts returns the starts of claimed steps at their first attempt, as worker's engine
-// would give them to StartClaimed; taskNew(i) says whether the i-th step's task is to start.
-func firstStarts(claimed []ClaimedStep, worker string, taskNew func(i int) bool) []StepStart {
-	meta := json.RawMessage(`{"event": "execution_requested", "worker_id": "` + worker + `", "attempt": 1}`)
-	starts := make([]StepStart, len(claimed))
-	for i, c := range claimed {
-		starts[i] = StepStart{StepID: c.StepID, TaskID: c.TaskID, TaskNew: taskNew(i), SortKey: c.CurrentSortKey, Metadata: meta}
+// startMeta is the metadata of worker's starts, as its engine's state machine encodes them.
+func startMeta(worker string) StartMetadata {
+	return StartMetadata{
+		Step:  json.RawMessage(`{"event": "execution_requested", "worker_id": "` + worker + `"}`),
+		Retry: json.RawMessage(`{"event": "retry_requested", "reason": "retry", "worker_id": "` + worker + `"}`),
+		Task:  json.RawMessage(`{"event": "start_requested", "worker_id": "` + worker + `"}`),
 	}
-	return starts
 }
 
 // firstSuccesses returns the tasks of claimed steps and a successful first attempt of each,

@@ -53,7 +53,7 @@ func TestNumberedStatementsAreGORMs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claim := map[string]any{"n": 32, "worker": "host:1:ab", "lease_ms": int64(300000)}
+	claim := claimParams(32, "host:1:ab", 300000)
 	built := gdb.Raw(claimSQL, claim).Statement
 	stmt, args, ok := numberedNamed(claimSQL, claim)
 	if !ok || stmt != built.SQL.String() || !reflect.DeepEqual(args, built.Vars) {

@@ -330,13 +330,6 @@ func (s *Store) LockTask(ctx context.Context, taskID int64) (bool, error) {
 	return len(ids) > 0, err
 }
 
-// ReleaseClaim clears a step's claim if it is still held with token.
-func (s *Store) ReleaseClaim(ctx context.Context, stepID int64, token string) error {
-	return s.conn(ctx).Exec(`UPDATE tasker_workflow_steps
-		SET in_process = false, claimed_by = NULL, claim_token = NULL, claim_expires_at = NULL, updated_at = now()
-		WHERE workflow_step_id = ? AND claim_token = ?::uuid`, stepID, token).Error
-}
-
 // ClearClaim clears any claim on a step.
 func (s *Store) ClearClaim(ctx context.Context, stepID int64) error {
 	return s.ClearClaims(ctx, []int64{stepID})

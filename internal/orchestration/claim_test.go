@@ -2,6 +2,7 @@ package orchestration
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/taskerhq/tasker/internal/database"
+	"github.com/taskerhq/tasker/internal/models"
+	sm "github.com/taskerhq/tasker/internal/statemachine"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -168,5 +171,85 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 	t.Logf("next retry time:\n%s", next)
 	if !strings.Contains(next, "tasker_workflow_steps_retry_waiting_idx") {
 		t.Errorf("the next-retry query does not use the index of steps waiting for a retry:\n%s", next)
+	}
+}
+
+// TestAClaimStartsWithTheStateMachinesMoves: the claim statement writes the starts of what it
+// claims itself (migration 00068), from the metadata the state machine encoded once for the
+// engine. Each move must be the one the state machine would have written for that step: a
+// fresh step pending → in_progress with its first attempt's number; a step in error (its
+// backoff over) error → pending (reason retry) → in_progress with its second attempt's
+// number, after its history; the fresh step's pending task → in_progress. Every metadata is
+// compared with what statemachine.Metadata encodes for the move.
+func TestAClaimStartsWithTheStateMachinesMoves(t *testing.T) {
+	t.Parallel()
+	url := dbtest.NewURL(t)
+	db := dbtest.Open(t, url)
+	execSeed(t, db, nil,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('moves')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'moves')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 2)`,
+		// The first task's step is fresh; the second's failed its first attempt an hour ago.
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, attempts, last_attempted_at)
+		 SELECT t.task_id, ns.named_step_id, CASE WHEN t.task_id = 1 THEN 0 ELSE 1 END,
+		        CASE WHEN t.task_id = 2 THEN now() - interval '1 hour' END
+		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at)
+		 SELECT ws.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2, now() - interval '1 hour'
+		 FROM tasker_workflow_steps ws, (VALUES ('in_progress', NULL, 1), ('error', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
+		 WHERE ws.task_id = 2`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent) VALUES (2, 'in_progress', 1, true)`)
+	e, _, _ := loggedEngine(t, url, "moves")
+	runs, err := e.claim(context.Background(), 2)
+	closeRuns(runs)
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("claimed %d steps (%v), want 2", len(runs), err)
+	}
+	meta := func(kind sm.Kind, from, to models.State, m map[string]any) string {
+		t.Helper()
+		b, err := sm.Metadata(kind, from, to, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	type move struct {
+		Owner   int64
+		Kind    string
+		From    string
+		To      string
+		SortKey int
+		Current bool
+		Meta    string
+	}
+	want := []move{
+		{1, "step", "", "in_progress", 1, true, meta(sm.KindStep, models.StatePending, models.StateInProgress,
+			map[string]any{"worker_id": "moves", "attempt": 1})},
+		{2, "step", "error", "pending", 3, false, meta(sm.KindStep, models.StateError, models.StatePending,
+			map[string]any{"reason": "retry", "worker_id": "moves"})},
+		{2, "step", "pending", "in_progress", 4, true, meta(sm.KindStep, models.StatePending, models.StateInProgress,
+			map[string]any{"worker_id": "moves", "attempt": 2})},
+		{1, "task", "", "in_progress", 1, true, meta(sm.KindTask, models.StatePending, models.StateInProgress,
+			map[string]any{"worker_id": "moves"})},
+	}
+	// Each written move, with its metadata as the state machine's if they are equal as JSON.
+	var got []move
+	if err := db.Raw(`
+		SELECT ws.task_id AS owner, 'step' AS kind, coalesce(st.from_state, '') AS "from", st.to_state AS "to", st.sort_key, st.most_recent AS current,
+		       CASE WHEN st.metadata = CAST(w.meta AS jsonb) THEN w.meta ELSE st.metadata::text END AS meta
+		FROM tasker_workflow_step_transitions st JOIN tasker_workflow_steps ws USING (workflow_step_id)
+		JOIN (VALUES (1, 1, ?), (2, 3, ?), (2, 4, ?)) AS w(task_id, sort_key, meta) ON w.task_id = ws.task_id AND w.sort_key = st.sort_key
+		UNION ALL
+		SELECT tt.task_id, 'task', coalesce(tt.from_state, ''), tt.to_state, tt.sort_key, tt.most_recent,
+		       CASE WHEN tt.metadata = CAST(? AS jsonb) THEN ? ELSE tt.metadata::text END
+		FROM tasker_task_transitions tt WHERE tt.task_id = 1
+		ORDER BY 1, 2, 5`, want[0].Meta, want[1].Meta, want[2].Meta, want[3].Meta, want[3].Meta).Scan(&got).Error; err != nil {
+		t.Fatal(err)
+	}
+	// The query lists the moves by task, steps' before tasks', by sort key: order want alike.
+	want = []move{want[0], want[3], want[1], want[2]}
+	if !slices.Equal(got, want) {
+		t.Errorf("moves written by the claim:\n%+v\nwant\n%+v", got, want)
 	}
 }

@@ -416,7 +416,7 @@ func TestHotStatementsKeepIndexPlansWhateverTheStatistics(t *testing.T) {
 	seedChainRows(t, admin, 20, 10)
 	runHotStatements(t, db, pool)
 	stmts := trace.statements()
-	// The statements inside the engine's calls (tasker_engine_record, tasker_engine_start_claimed),
+	// The statements inside the engine's calls (tasker_engine_record, tasker_engine_start),
 	// which EXPLAIN does not reach, are checked by the store's
 	// TestEngineCallsReadOnlyTheRowsOfTheirBatch.
 	if len(stmts) < 12 {

@@ -311,7 +311,7 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 // transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
 // runs exactly these statements: the settings (over one pool), one call that records the
 // attempts, moves their steps and settles their tasks (migration 00066), and the claim, which
-// starts the claimed steps and their tasks in the same statement (migration 00068). No separate read of the started steps' or tasks' transitions and no update
+// starts the claimed steps and their tasks in the same statement (tasker_engine_start). No separate read of the started steps' or tasks' transitions and no update
 // of the completed tasks' flag runs; the tasks still end flagged and with whole histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
@@ -372,7 +372,7 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 // between the claim's snapshot and its lock (an operator cancelling a pending step, retrying
 // a failed one) is missing from what the claim read: it is played here by a step locked as
 // the claim locks it and given as the claim would have read it before the operator's
-// transition, committed, to the claim's start (tasker_engine_start_claimed, which the claim
+// transition, committed, to the claim's start (tasker_engine_start, which the claim
 // statement calls with what it read). The start then fails on the history's unique sort keys
 // and writes nothing: the step keeps the operator's history, unclaimed.
 func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
@@ -427,9 +427,11 @@ func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
 			if err := tx.Exec(`SELECT 1 FROM tasker_workflow_steps WHERE workflow_step_id = ? FOR UPDATE`, step).Error; err != nil {
 				return err
 			}
-			return tx.Exec(`SELECT tasker_engine_start_claimed(ARRAY[?]::bigint[], ARRAY[?]::bigint[], ARRAY[?]::varchar[],
-				ARRAY[?]::int[], ARRAY[1], '{}', ?::jsonb, ?::jsonb, ?::jsonb)`,
-				step, tasks[i], from, c.readSort, string(e.startMeta.Step), string(e.startMeta.Retry), string(e.startMeta.Task)).Error
+			return tx.Exec(`SELECT tasker_engine_start(jsonb_build_array(jsonb_build_object(
+				'step_id', ?::bigint, 'task_id', ?::bigint, 'task_new', false, 'from_state', ?::varchar, 'sort_key', ?::int,
+				'retry_metadata', CASE WHEN ?::varchar = 'error' THEN ?::jsonb END,
+				'metadata', ?::jsonb || jsonb_build_object('attempt', 1))), ?::jsonb)`,
+				step, tasks[i], from, c.readSort, from, string(e.startMeta.Retry), string(e.startMeta.Step), string(e.startMeta.Task)).Error
 		})
 		if !errors.Is(err, gorm.ErrDuplicatedKey) {
 			t.Errorf("%s: starting the step from the claim's stale read: %v, want a unique violation (the history's sort keys)",

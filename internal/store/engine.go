@@ -175,7 +175,7 @@ const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_i
 //   - started: the claimed steps start in the same statement (claimStartSQL), from those
 //     current transitions, without reading them again: each moves to in_progress (a step in
 //     error through pending), and their pending tasks to in_progress (see
-//     tasker_engine_start_claimed, migration 00068). Only steps in the states those moves
+//     tasker_engine_start, migration 00066). Only steps in the states those moves
 //     leave (pending, error) are locked; readiness allows no other.
 const claimBaseSQL = `
 WITH ready AS (
@@ -231,19 +231,24 @@ RETURNING ws.workflow_step_id AS step_id, ws.task_id, ws.claim_token::text AS to
           t.named_task_id, ns.name, ws.inputs, t.context, ` + parentResults + ` AS parents, `
 
 // claimStartSQL ends claimBaseSQL after its last column (ready_seconds): the claimed steps
-// are started by tasker_engine_start_claimed (migration 00068), called once with the claimed
-// rows as arrays in step id order (from_state null for a step with no transition), and the
-// claimed rows are returned in step id order. The call aggregates every claimed row, so it
-// runs after the claim's update, and only when the claim took a step.
+// are started by tasker_engine_start (migration 00066), called once with the claimed rows in
+// step id order (from_state null for a step with no transition; retry_metadata for a step in
+// error; metadata with the attempt's number), and the claimed rows are returned in step id
+// order. The call aggregates every claimed row, so it runs after the claim's update, and only
+// when the claim took a step.
 const claimStartSQL = ` AS ready_seconds
 ), started AS MATERIALIZED (
-    SELECT tasker_engine_start_claimed(
-               array_agg(c.step_id ORDER BY c.step_id), array_agg(c.task_id ORDER BY c.step_id),
-               array_agg(CASE WHEN c.current_sort_key > 0 THEN c.current_state END ORDER BY c.step_id),
-               array_agg(c.current_sort_key ORDER BY c.step_id), array_agg(c.attempt ORDER BY c.step_id),
-               coalesce(array_agg(DISTINCT c.task_id ORDER BY c.task_id) FILTER (WHERE c.task_new), '{}'),
-               CAST(@step_metadata AS jsonb), CAST(@retry_metadata AS jsonb), CAST(@task_metadata AS jsonb)) AS steps
+    SELECT tasker_engine_start(
+               jsonb_agg(jsonb_build_object(
+                   'step_id', c.step_id, 'task_id', c.task_id, 'task_new', c.task_new,
+                   'from_state', CASE WHEN c.current_sort_key > 0 THEN c.current_state END,
+                   'sort_key', c.current_sort_key,
+                   'retry_metadata', CASE WHEN c.current_state = 'error' THEN CAST(@retry_metadata AS jsonb) END,
+                   'metadata', CAST(@step_metadata AS jsonb) || jsonb_build_object('attempt', c.attempt))
+                 ORDER BY c.step_id),
+               CAST(@task_metadata AS jsonb))
     FROM taken c
+    HAVING count(*) > 0
 )
 SELECT c.* FROM taken c CROSS JOIN started ORDER BY c.step_id`
 

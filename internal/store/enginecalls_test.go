@@ -27,7 +27,7 @@ func transactionReads(t *testing.T, ctx context.Context, tx *Store) (seqScans, r
 	return seqScans, rows
 }
 
-// TestEngineCallsReadOnlyTheRowsOfTheirBatch: the engine's calls (migrations 00066, 00068) run
+// TestEngineCallsReadOnlyTheRowsOfTheirBatch: the engine's calls (migration 00066) run
 // their statements inside the database, where EXPLAIN does not reach. In a table of 10,000
 // one-step tasks whose last 16 are ready, a claim of 8 that starts them (ClaimAndStart), then
 // the recording of their attempts with the settling of their tasks (RecordAndSettle), each in

@@ -33,8 +33,9 @@ type Config struct {
 	// Workers is how many step handlers run at once in this engine (default 32, env
 	// TASKER_WORKERS). It also caps the steps one claim takes, so it bounds throughput: every
 	// step waits for the commit that claims it and the one that records it (on a busy engine,
-	// the same commit records a batch and claims the next), and with commits of a few
-	// milliseconds an engine needs tens of steps in flight to run a thousand a second.
+	// a batch's recording and the claim of the next steps for its workers run at once, on two
+	// connections), and with commits of a few milliseconds an engine needs tens of steps in
+	// flight to run a thousand a second.
 	Workers int
 	// ClaimBatch caps the steps claimed by one claim statement (default Workers). The engine
 	// never claims more steps than it has idle workers, so a claimed step starts at once.
@@ -76,10 +77,10 @@ type Config struct {
 // DefaultWorkers is Config.Workers when it is not set.
 const DefaultWorkers = 32
 
-// PoolConns is the size of an engine's own pool (Config.Pool): at most two of its
-// transactions run at once, the dispatcher's (a claim, or the read of the next retry time)
-// and the recorder's (a batch recorded with the next claim).
-const PoolConns = 2
+// PoolConns is the size of an engine's own pool (Config.Pool): at most three of its
+// transactions run at once, the dispatcher's (a claim, or the read of the next retry time),
+// the recorder's (a batch recorded) and the claim beside it (see recorder).
+const PoolConns = 3
 
 // ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) through getenv
 // (internal/config) into a Config with every other field at its default.

@@ -318,8 +318,8 @@ func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (h
 // runHotStatements runs, once each, the statements the service repeats for every step and
 // every subscription wake-up, on db and, for the engine's transactions, on pool (both traced,
 // as the service opens them): a claim of 8 steps with their
-// inputs, the recording of their attempts (one failed, the others complete) with the claim of
-// 2 more steps in its transaction, the next retry
+// inputs, the recording of their attempts (one failed, the others complete), the claim of
+// 2 more steps beside it, the next retry
 // time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
 // transition streams' re-reads.
 func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
@@ -333,11 +333,14 @@ func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	defer e.cancelHandlers()
 	steps, batch := claimedResults(t, e, 8)
 	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
-	_, next, err := e.recordBatch(ctx, batch, 2, true) // and claims the next steps in its transaction
+	if _, err := e.recordBatch(ctx, batch, true); err != nil {
+		t.Fatal(err)
+	}
+	next, err := e.claim(ctx, 2) // the claim beside the recording
 	if err != nil {
 		t.Fatal(err)
 	}
-	next.close()
+	closeRuns(next)
 	if _, _, err := e.nextRetryIn(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +523,7 @@ func TestRecordingReadsOnlyTheStepsItWasGiven(t *testing.T) {
 	if first := runs[0].s.StepID; first < 9000 {
 		t.Fatalf("the batch starts at step %d: the test needs steps at the end of the table", first)
 	}
-	if _, _, err := e.recordBatch(ctx, batch, 0, true); err != nil {
+	if _, err := e.recordBatch(ctx, batch, true); err != nil {
 		t.Fatal(err)
 	}
 	p := newProber(t, url)

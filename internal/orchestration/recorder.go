@@ -39,13 +39,17 @@ const maxRecordBatch = 256
 // the load and an idle engine records a lone result at once.
 //
 // A worker hands its slot to the recorder with its result. While the engine runs (between
-// Start and Stop), the recorder claims, in the transaction that records a batch, as many ready
-// steps as it holds slots (up to ClaimBatch), and runs them on those slots once it commits:
-// a busy engine thus commits once per batch of steps instead of twice (a claim, then a
-// recording), and the steps that the recorded attempts made ready (a task's next steps) are
-// claimed in the same commit. The slots left over are freed, and the dispatcher woken to fill
-// them. A claim made there is the dispatcher's claim (see claim) run in a transaction that also
-// records: it commits, its steps watched and their inputs read, or not at all.
+// Start and Stop), the recorder claims, beside each recording, as many ready steps as it holds
+// slots (up to ClaimBatch): the claim (see claim) runs in a transaction of its own, on another
+// connection, at the same time as the recording, and its steps start on those slots as soon
+// as it commits, while the recording may still run. A busy engine thus keeps two backends at
+// work, one recording and one claiming, rather than one doing both in turn: the recording and
+// the claim write different rows (the recorded steps are claimed, the claimed ones are not),
+// and each takes its locks in the engine's order (task, then step; a claim takes task locks
+// with SKIP LOCKED). The steps that the recorded attempts make ready (a task's next steps) are
+// not among those the claim beside it sees (it reads before the recording commits): the next
+// claim takes them. The slots a claim leaves over are freed, and the dispatcher woken to fill
+// them.
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -77,10 +81,10 @@ const gatherWait = time.Millisecond
 
 // gather returns first and the results after it (up to maxRecordBatch): those waiting, and
 // while workers still run steps that this batch will not record, those that arrive within
-// gatherWait. The slots of a batch are reused by the steps claimed with it (see recorder), so
-// a batch that waits a moment for the steps that finish with it keeps the engine's steps
-// moving together: one commit for all its workers rather than a commit for the few that were
-// first, then another for the rest.
+// gatherWait. The slots of a batch are reused by the steps claimed beside it (see recorder),
+// so a batch that waits a moment for the steps that finish with it keeps the engine's steps
+// moving together: one recording and one claim for all its workers rather than a pair for the
+// few that were first, then another for the rest.
 func (r *recorder) gather(first result) []result {
 	batch := []result{first}
 	var deadline <-chan time.Time
@@ -128,52 +132,73 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		if e.claiming.Load() {
 			claim = min(slots, e.cfg.ClaimBatch)
 		}
-		runs := r.flush(batch, claim, true)
-		e.startRuns(runs)
-		e.releaseSlots(slots - len(runs))
+		claimed := r.claimBeside(claim)
+		r.flush(batch, true)
+		<-claimed
+		e.releaseSlots(slots - claim)
 		e.wake()
 	}
 }
 
-// flush records one batch, claims up to claim ready steps in the same transaction, reports
-// every outcome to the observer and returns the runs of the claimed steps, ready to run (see
-// claimed). known says whether the recording may take the steps' current transitions from
-// their claims (see recordBatch). When the database refuses the batch, it is recorded again
-// without claiming and reading every current transition, and then, if still refused, each of
-// its results is recorded alone, so that one result the database refuses cannot take the
-// others down with it; a batch that failed for want of a database is not split (each result
-// would wait as long again).
-func (r *recorder) flush(batch []result, claim int, known bool) []*run {
+// claimBeside claims up to n ready steps with n of the slots the recorder holds, in a
+// goroutine, and returns a channel closed once the claim is over: its steps run, on their
+// slots, and the slots it left over are freed. A claim that fails frees its slots: the
+// dispatcher, woken, claims again and backs off while the database refuses (see dispatch).
+func (r *recorder) claimBeside(n int) <-chan struct{} {
+	done := make(chan struct{})
+	if n <= 0 {
+		close(done)
+		return done
+	}
+	e := r.e
+	go func() {
+		defer close(done)
+		runs, _ := e.claim(context.Background(), n)
+		e.startRuns(runs)
+		if len(runs) < n {
+			e.releaseSlots(n - len(runs))
+			e.wake()
+		}
+	}()
+	return done
+}
+
+// flush records one batch and reports every outcome to the observer. known says whether the
+// recording may take the steps' current transitions from their claims (see recordBatch). When
+// the database refuses the batch, it is recorded again reading every current transition, and
+// then, if still refused, each of its results is recorded alone, so that one result the
+// database refuses cannot take the others down with it; a batch that failed for want of a
+// database is not split (each result would wait as long again).
+func (r *recorder) flush(batch []result, known bool) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	began := time.Now()
 	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
 	// a batch that did commit has released its claims, and a second recording of it finds
 	// them gone.
 	var kept map[string]bool
-	var c claimed
 	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
-		kept, c, err = e.recordBatch(ctx, batch, claim, known)
+		kept, err = e.recordBatch(ctx, batch, known)
 		return err
 	})
 	endRecord(spans, err)
 	if err != nil && !dbretry.Transient(err) {
-		if claim > 0 || known {
-			e.log.Warn("orchestration: recording a batch failed; recording it again without claiming",
+		if known {
+			e.log.Warn("orchestration: recording a batch failed; recording it again reading every step",
 				"attempts", len(batch), "error", err)
-			return r.flush(batch, 0, false)
+			r.flush(batch, false)
+			return
 		}
 		if len(batch) > 1 {
 			e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 				"attempts", len(batch), "error", err)
 			for _, res := range batch {
-				r.flush([]result{res}, 0, false)
+				r.flush([]result{res}, false)
 			}
-			return nil
+			return
 		}
 	}
 	if err != nil {
@@ -197,11 +222,6 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 			log.Info("orchestration: claim lost before recording, result discarded")
 		}
 	}
-	if claim == 0 {
-		return nil
-	}
-	runs, _ := e.claimed(ctx, began, claim, c, err)
-	return runs
 }
 
 // stepOutcome is what one attempt writes to its step row, and the move of its step.
@@ -211,10 +231,8 @@ type stepOutcome struct {
 }
 
 // recordBatch records finished attempts in one transaction, with a constant number of
-// statements however many it records, and, in the same transaction, claims up to claim ready
-// steps (see claimIn), the steps the batch made ready among them. It returns the claims whose
-// attempts were recorded (kept, by claim token) and what it claimed, which the caller hands to
-// claimed.
+// statements however many it records. It returns the claims whose attempts were recorded
+// (kept, by claim token).
 //
 // With known (the busy path), one call records and settles (store.RecordAndSettle, migration
 // 00066): the tasks of the batch are locked first, in id order (the engine's lock order is
@@ -230,29 +248,20 @@ type stepOutcome struct {
 // statement through the state machine, which reads every step's current transition and
 // refuses a move the transition table does not allow, and the tasks are settled by
 // finalizeTasks.
-func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[string]bool, claimed, error) {
+func (e *Engine) recordBatch(ctx context.Context, batch []result, known bool) (map[string]bool, error) {
 	kept := map[string]bool{}
-	var c claimed
 	plan, err := e.planRecord(batch, known)
 	if err != nil {
-		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
 	err = e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
-		c.close()
-		c = claimed{}
-		if err := e.recordIn(ctx, tx, batch, plan, kept); err != nil {
-			return err
-		}
-		var err error
-		c, err = e.claimIn(ctx, tx, claim)
-		return err
+		return e.recordIn(ctx, tx, batch, plan, kept)
 	})
 	if err != nil {
-		c.close()
-		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
-	return kept, c, nil
+	return kept, nil
 }
 
 // recordPlan is what a batch's recording writes, encoded before its transaction begins: the

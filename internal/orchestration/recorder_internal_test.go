@@ -60,7 +60,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	e.rec.flush([]result{
 		{step: steps[0].s, name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
 		{step: steps[1].s, name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
-	}, 0, true)
+	}, true)
 	if obs.got["bad"] != OutcomeRecordFailed || obs.got["good"] != OutcomeComplete {
 		t.Fatalf("outcomes %v, want bad %s and good %s", obs.got, OutcomeRecordFailed, OutcomeComplete)
 	}
@@ -141,14 +141,17 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 		mainLog.Take()
 		engineLog.Take()
 		_, batch := claimedResults(t, e, 4)
-		_, next, err := e.recordBatch(ctx, batch, 2, true)
+		if _, err := e.recordBatch(ctx, batch, true); err != nil {
+			t.Fatal(err)
+		}
+		next, err := e.claim(ctx, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(next.runs) != 2 {
-			t.Errorf("the recording claimed %d steps, want 2", len(next.runs))
+		if len(next) != 2 {
+			t.Errorf("the claim took %d steps, want 2", len(next))
 		}
-		next.close()
+		closeRuns(next)
 		if _, _, err := e.nextRetryIn(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -164,8 +167,8 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 			if len(engineAll) == 0 {
 				t.Error("no statement ran on the engine pool")
 			}
-		} else if mainSettings != 3 || len(engineAll) != 0 {
-			t.Errorf("over one pool: %d settings statements on it (want one per engine transaction, 3), %d on the engine pool",
+		} else if mainSettings != 4 || len(engineAll) != 0 {
+			t.Errorf("over one pool: %d settings statements on it (want one per engine transaction, 4), %d on the engine pool",
 				mainSettings, len(engineAll))
 		}
 	}
@@ -197,7 +200,7 @@ func TestBothRecordingPathsWriteTheSameHistory(t *testing.T) {
 	const readsCurrent = "from tasker_workflow_step_transitions t where t.workflow_step_id = o.id and t.most_recent"
 	for i, known := range []bool{true, false} {
 		log.Take()
-		kept, _, err := e.recordBatch(ctx, batch[4*i:4*i+4], 0, known)
+		kept, err := e.recordBatch(ctx, batch[4*i:4*i+4], known)
 		if err != nil || len(kept) != 4 {
 			t.Fatalf("known %v: recorded %d of 4 (%v)", known, len(kept), err)
 		}
@@ -290,7 +293,7 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 	stale := batch[0]
 	stale.step.Token = "00000000-0000-4000-8000-000000000000"
 	stale.runErr = handler.Permanent(errors.New("the lost attempt"))
-	kept, _, err := e.recordBatch(ctx, append([]result{stale}, batch...), 0, true)
+	kept, err := e.recordBatch(ctx, append([]result{stale}, batch...), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,12 +310,14 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 	}
 }
 
-// TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine's
-// transaction, recording 4 one-step tasks' attempts and claiming the steps of 4 new tasks,
-// runs exactly these statements: the settings (over one pool), one call that records the
-// attempts, moves their steps and settles their tasks (migration 00066), and the claim, which
-// starts the claimed steps and their tasks in the same statement (tasker_engine_start). No separate read of the started steps' or tasks' transitions and no update
-// of the completed tasks' flag runs; the tasks still end flagged and with whole histories.
+// TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine, recording
+// 4 one-step tasks' attempts and claiming the steps of 4 new tasks beside the recording (see
+// recorder), runs exactly these statements, in two transactions: the settings (over one
+// pool), one call that records the attempts, moves their steps and settles their tasks
+// (migration 00066); and the claim, which starts the claimed steps and their tasks in the same
+// statement (tasker_engine_start). No separate read of the started steps' or tasks'
+// transitions and no update of the completed tasks' flag runs; the tasks still end flagged and
+// with whole histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)
@@ -327,19 +332,26 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 	e, db, log := loggedEngine(t, url, "trips")
 	_, batch := claimedResults(t, e, 4)
 	log.Take()
-	kept, next, err := e.recordBatch(ctx, batch, 4, true)
+	kept, err := e.recordBatch(ctx, batch, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	next.close()
-	if len(kept) != 4 || len(next.runs) != 4 {
-		t.Fatalf("recorded %d attempts and claimed %d steps, want 4 and 4", len(kept), len(next.runs))
+	next, err := e.claim(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeRuns(next)
+	if len(kept) != 4 || len(next) != 4 {
+		t.Fatalf("recorded %d attempts and claimed %d steps, want 4 and 4", len(kept), len(next))
 	}
 	want := []string{
 		"begin",
 		"select set_config(",                  // the engine's settings, over one pool
 		"select unnest(tasker_engine_record(", // locks, outcomes, the steps' moves, settling the tasks
-		"with ready as",                       // the claim, which starts the claimed steps and their tasks
+		"commit",
+		"begin",
+		"select set_config(",
+		"with ready as", // the claim, which starts the claimed steps and their tasks
 		"commit",
 	}
 	got := log.Take()

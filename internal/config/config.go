@@ -61,14 +61,13 @@ type Config struct {
 	// under /debug/pprof/ on WorkerMetricsListen (TASKER_PPROF=on; default off).
 	WorkerPprof bool
 
-	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT).
+	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT, TASKER_CLAIM_BESIDE).
 	Workers orchestration.Config
 	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
 	NoWorkers bool
 	// Engines is how many engines share the process's workers (TASKER_ENGINES, 1 to 16; 0:
-	// EnginesFor decides, one). Each engine claims and records on its own, so while one
-	// commits, another's steps run: a lone process with many workers keeps more than one core
-	// busy, at the price of smaller batches.
+	// EnginesFor decides, one). Each engine claims and records on its own, with batches of
+	// its share of the workers (see EnginesFor for why one is the default).
 	Engines int
 	// Auth is TASKER_AUTH as given ("", on or off: Read refuses any other value);
 	// auth.DecideMode judges it with the listen address and the database once the flags are
@@ -206,14 +205,12 @@ const MaxEngines = 16
 // EnginesFor is the count of engines that run workers workers in one process: the configured
 // count, capped at workers so that every engine has a worker, else one.
 //
-// One by default: several processes sharing a database are the normal case, and there a
-// second engine per process halves every engine's batches, whose fixed cost then doubles.
-// Drains of 10,000 one-step tasks by two processes of 100 workers: 4,290-4,878 steps/s with
-// one engine each, 3,068-3,282 with two; 4,000 five-step tasks by two processes of 64 workers:
-// 5,999 against 3,948. One engine also spends 25-35 % less of the machine per step. A lone
-// process of 100 workers or more drains one-step tasks about 12 % faster with two
-// (TASKER_ENGINES=2; 3,578-3,593 against 3,197-3,242 steps/s), for 32 % more CPU per step; with
-// 64 workers and five-step tasks, two were no faster (4,375-4,875 against 4,693-4,791).
+// One by default. An engine already keeps two database backends busy (a recording and the
+// claim beside it), and a second engine per process halves every engine's batches, whose
+// fixed cost then doubles: in make bench-river's run of 2026-12-02 01:58, one process of two
+// engines drained 10,000 one-step tasks at 3,113 steps/s with 32 workers (one engine: 4,128)
+// and 6,031 with 100 (6,441), and 50,000 five-step steps at 3,305 (4,465), spending 21-54 %
+// more CPU a step.
 func (c Config) EnginesFor(workers int) int {
 	if c.Engines > 0 {
 		return max(1, min(c.Engines, workers))

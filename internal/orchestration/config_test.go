@@ -9,31 +9,35 @@ import (
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
-// TestConfigFromEnvReadsWorkersAndSyncCommit sets environment variables, so it does not run in
-// parallel with other tests.
-func TestConfigFromEnvReadsWorkersAndSyncCommit(t *testing.T) {
+// TestConfigFromEnvReadsWorkersSyncCommitAndClaimBeside sets environment variables, so it
+// does not run in parallel with other tests.
+func TestConfigFromEnvReadsWorkersSyncCommitAndClaimBeside(t *testing.T) {
 	for _, c := range []struct {
-		workers, sync string
-		want          orchestration.Config
-		err           string
+		workers, sync, beside string
+		want                  orchestration.Config
+		err                   string
 	}{
 		{want: orchestration.Config{}},
-		{workers: "8", sync: "on", want: orchestration.Config{Workers: 8}},
+		{workers: "8", sync: "on", beside: "on", want: orchestration.Config{Workers: 8}},
 		{sync: "off", want: orchestration.Config{AsyncCommit: true}},
+		{beside: "off", want: orchestration.Config{ClaimInRecording: true}},
 		{sync: "maybe", err: `TASKER_SYNC_COMMIT="maybe"`},
+		{beside: "sometimes", err: `TASKER_CLAIM_BESIDE="sometimes" is neither on nor off`},
 		{workers: "0", err: `TASKER_WORKERS="0"`},
 	} {
 		t.Setenv("TASKER_WORKERS", c.workers)
 		t.Setenv("TASKER_SYNC_COMMIT", c.sync)
+		t.Setenv("TASKER_CLAIM_BESIDE", c.beside)
 		cfg, err := orchestration.ConfigFromEnv(os.Getenv)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("workers %q sync %q: error %v, want one naming %s", c.workers, c.sync, err, c.err)
+				t.Errorf("workers %q sync %q beside %q: error %v, want one naming %s", c.workers, c.sync, c.beside, err, c.err)
 			}
 			continue
 		}
-		if err != nil || cfg.Workers != c.want.Workers || cfg.AsyncCommit != c.want.AsyncCommit {
-			t.Errorf("workers %q sync %q: %+v, %v; want %+v", c.workers, c.sync, cfg, err, c.want)
+		if err != nil || cfg.Workers != c.want.Workers || cfg.AsyncCommit != c.want.AsyncCommit ||
+			cfg.ClaimInRecording != c.want.ClaimInRecording {
+			t.Errorf("workers %q sync %q beside %q: %+v, %v; want %+v", c.workers, c.sync, c.beside, cfg, err, c.want)
 		}
 	}
 }

@@ -65,6 +65,13 @@ type Config struct {
 	// lease expires and recovery re-runs it: the same at-least-once outcome as the crash of a
 	// worker. Operator actions and task creation are not affected.
 	AsyncCommit bool
+	// ClaimInRecording makes a busy engine claim the next steps for the workers of a recorded
+	// batch in the recording's own transaction, after it (env TASKER_CLAIM_BESIDE=off), rather
+	// than beside it, in a transaction of its own that runs at the same time (the default; see
+	// recorder). Beside keeps two database backends busy for one engine: faster while the
+	// database has idle cores, and 9-14 % slower where other engines already keep them busy
+	// (two processes of 32 workers with the database on the same two cores, BENCHMARKS.md).
+	ClaimInRecording bool
 	// Pool, when set, is the engine's own connection pool (database.OpenEngine, opened with
 	// AsyncCommit and PoolConns connections), on which its claims and recordings run: its
 	// connections carry the engine's session settings from connect time (store.EngineTx),
@@ -82,8 +89,8 @@ const DefaultWorkers = 32
 // the recorder's (a batch recorded) and the claim beside it (see recorder).
 const PoolConns = 3
 
-// ConfigFromEnv reads TASKER_WORKERS and TASKER_SYNC_COMMIT (on or off) through getenv
-// (internal/config) into a Config with every other field at its default.
+// ConfigFromEnv reads TASKER_WORKERS, TASKER_SYNC_COMMIT and TASKER_CLAIM_BESIDE (on or
+// off) through getenv (internal/config) into a Config with every other field at its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
 	switch v := getenv("TASKER_SYNC_COMMIT"); v {
@@ -92,6 +99,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		cfg.AsyncCommit = true
 	default:
 		return cfg, fmt.Errorf("TASKER_SYNC_COMMIT=%q is neither on nor off", v)
+	}
+	switch v := getenv("TASKER_CLAIM_BESIDE"); v {
+	case "", "on":
+	case "off":
+		cfg.ClaimInRecording = true
+	default:
+		return cfg, fmt.Errorf("TASKER_CLAIM_BESIDE=%q is neither on nor off", v)
 	}
 	if v := getenv("TASKER_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -333,7 +333,7 @@ func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	defer e.cancelHandlers()
 	steps, batch := claimedResults(t, e, 8)
 	batch[0].runErr = handler.Retryable(fmt.Errorf("failing once"), 0)
-	if _, err := e.recordBatch(ctx, batch, true); err != nil {
+	if _, _, err := e.recordBatch(ctx, batch, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	next, err := e.claim(ctx, 2) // the claim beside the recording
@@ -523,7 +523,7 @@ func TestRecordingReadsOnlyTheStepsItWasGiven(t *testing.T) {
 	if first := runs[0].s.StepID; first < 9000 {
 		t.Fatalf("the batch starts at step %d: the test needs steps at the end of the table", first)
 	}
-	if _, err := e.recordBatch(ctx, batch, true); err != nil {
+	if _, _, err := e.recordBatch(ctx, batch, 0, true); err != nil {
 		t.Fatal(err)
 	}
 	p := newProber(t, url)

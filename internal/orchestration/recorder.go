@@ -50,6 +50,10 @@ const maxRecordBatch = 256
 // not among those the claim beside it sees (it reads before the recording commits): the next
 // claim takes them. The slots a claim leaves over are freed, and the dispatcher woken to fill
 // them.
+//
+// With Config.ClaimInRecording, the recorder claims in the transaction that records the batch
+// instead, after the recording: one backend does both in turn, with one commit a batch, and
+// the steps the batch made ready are among those it claims.
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -132,10 +136,16 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		if e.claiming.Load() {
 			claim = min(slots, e.cfg.ClaimBatch)
 		}
-		claimed := r.claimBeside(claim)
-		r.flush(batch, true)
-		<-claimed
-		e.releaseSlots(slots - claim)
+		if e.cfg.ClaimInRecording {
+			runs := r.flush(batch, claim, true)
+			e.startRuns(runs)
+			e.releaseSlots(slots - len(runs))
+		} else {
+			claimed := r.claimBeside(claim)
+			r.flush(batch, 0, true)
+			<-claimed
+			e.releaseSlots(slots - claim)
+		}
 		e.wake()
 	}
 }
@@ -163,42 +173,45 @@ func (r *recorder) claimBeside(n int) <-chan struct{} {
 	return done
 }
 
-// flush records one batch and reports every outcome to the observer. known says whether the
-// recording may take the steps' current transitions from their claims (see recordBatch). When
-// the database refuses the batch, it is recorded again reading every current transition, and
-// then, if still refused, each of its results is recorded alone, so that one result the
-// database refuses cannot take the others down with it; a batch that failed for want of a
-// database is not split (each result would wait as long again).
-func (r *recorder) flush(batch []result, known bool) {
+// flush records one batch, claims up to claim ready steps in the same transaction (see
+// Config.ClaimInRecording; none beside it), reports every outcome to the observer and returns
+// the runs of the claimed steps, ready to run (see claimed). known says whether the recording
+// may take the steps' current transitions from their claims (see recordBatch). When the
+// database refuses the batch, it is recorded again without claiming and reading every current
+// transition, and then, if still refused, each of its results is recorded alone, so that one
+// result the database refuses cannot take the others down with it; a batch that failed for
+// want of a database is not split (each result would wait as long again).
+func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	began := time.Now()
 	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
 	// a batch that did commit has released its claims, and a second recording of it finds
 	// them gone.
 	var kept map[string]bool
+	var c claimed
 	err := dbretry.Do(ctx, r.streak, r.reconnected, func() error {
 		var err error
-		kept, err = e.recordBatch(ctx, batch, known)
+		kept, c, err = e.recordBatch(ctx, batch, claim, known)
 		return err
 	})
 	endRecord(spans, err)
 	if err != nil && !dbretry.Transient(err) {
-		if known {
-			e.log.Warn("orchestration: recording a batch failed; recording it again reading every step",
+		if claim > 0 || known {
+			e.log.Warn("orchestration: recording a batch failed; recording it again without claiming, reading every step",
 				"attempts", len(batch), "error", err)
-			r.flush(batch, false)
-			return
+			return r.flush(batch, 0, false)
 		}
 		if len(batch) > 1 {
 			e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
 				"attempts", len(batch), "error", err)
 			for _, res := range batch {
-				r.flush([]result{res}, false)
+				r.flush([]result{res}, 0, false)
 			}
-			return
+			return nil
 		}
 	}
 	if err != nil {
@@ -222,6 +235,11 @@ func (r *recorder) flush(batch []result, known bool) {
 			log.Info("orchestration: claim lost before recording, result discarded")
 		}
 	}
+	if claim == 0 {
+		return nil
+	}
+	runs, _ := e.claimed(ctx, began, claim, c, err)
+	return runs
 }
 
 // stepOutcome is what one attempt writes to its step row, and the move of its step.
@@ -231,8 +249,10 @@ type stepOutcome struct {
 }
 
 // recordBatch records finished attempts in one transaction, with a constant number of
-// statements however many it records. It returns the claims whose attempts were recorded
-// (kept, by claim token).
+// statements however many it records, and, in the same transaction, claims up to claim ready
+// steps (see claimIn; only with Config.ClaimInRecording), the steps the batch made ready among
+// them. It returns the claims whose attempts were recorded (kept, by claim token) and what it
+// claimed, which the caller hands to claimed.
 //
 // With known (the busy path), one call records and settles (store.RecordAndSettle, migration
 // 00066): the tasks of the batch are locked first, in id order (the engine's lock order is
@@ -248,20 +268,29 @@ type stepOutcome struct {
 // statement through the state machine, which reads every step's current transition and
 // refuses a move the transition table does not allow, and the tasks are settled by
 // finalizeTasks.
-func (e *Engine) recordBatch(ctx context.Context, batch []result, known bool) (map[string]bool, error) {
+func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[string]bool, claimed, error) {
 	kept := map[string]bool{}
+	var c claimed
 	plan, err := e.planRecord(batch, known)
 	if err != nil {
-		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
 	err = e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
-		return e.recordIn(ctx, tx, batch, plan, kept)
+		c.close()
+		c = claimed{}
+		if err := e.recordIn(ctx, tx, batch, plan, kept); err != nil {
+			return err
+		}
+		var err error
+		c, err = e.claimIn(ctx, tx, claim)
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("recording %d attempts: %w", len(batch), err)
+		c.close()
+		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
-	return kept, nil
+	return kept, c, nil
 }
 
 // recordPlan is what a batch's recording writes, encoded before its transaction begins: the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -60,7 +61,7 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	e.rec.flush([]result{
 		{step: steps[0].s, name: "bad", out: handler.Output{Results: json.RawMessage(`{"text": "\u0000"}`)}, log: e.log},
 		{step: steps[1].s, name: "good", out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}, log: e.log},
-	}, true)
+	}, 0, true)
 	if obs.got["bad"] != OutcomeRecordFailed || obs.got["good"] != OutcomeComplete {
 		t.Fatalf("outcomes %v, want bad %s and good %s", obs.got, OutcomeRecordFailed, OutcomeComplete)
 	}
@@ -141,7 +142,7 @@ func TestEngineTransactionsOnTheEnginePoolSetNothing(t *testing.T) {
 		mainLog.Take()
 		engineLog.Take()
 		_, batch := claimedResults(t, e, 4)
-		if _, err := e.recordBatch(ctx, batch, true); err != nil {
+		if _, _, err := e.recordBatch(ctx, batch, 0, true); err != nil {
 			t.Fatal(err)
 		}
 		next, err := e.claim(ctx, 2)
@@ -200,7 +201,7 @@ func TestBothRecordingPathsWriteTheSameHistory(t *testing.T) {
 	const readsCurrent = "from tasker_workflow_step_transitions t where t.workflow_step_id = o.id and t.most_recent"
 	for i, known := range []bool{true, false} {
 		log.Take()
-		kept, err := e.recordBatch(ctx, batch[4*i:4*i+4], known)
+		kept, _, err := e.recordBatch(ctx, batch[4*i:4*i+4], 0, known)
 		if err != nil || len(kept) != 4 {
 			t.Fatalf("known %v: recorded %d of 4 (%v)", known, len(kept), err)
 		}
@@ -293,7 +294,7 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 	stale := batch[0]
 	stale.step.Token = "00000000-0000-4000-8000-000000000000"
 	stale.runErr = handler.Permanent(errors.New("the lost attempt"))
-	kept, err := e.recordBatch(ctx, append([]result{stale}, batch...), true)
+	kept, _, err := e.recordBatch(ctx, append([]result{stale}, batch...), 0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,15 +312,25 @@ func TestRecordingKeepsOnlyTheAttemptOfTheHeldClaim(t *testing.T) {
 }
 
 // TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn: the busy engine, recording
-// 4 one-step tasks' attempts and claiming the steps of 4 new tasks beside the recording (see
-// recorder), runs exactly these statements, in two transactions: the settings (over one
-// pool), one call that records the attempts, moves their steps and settles their tasks
-// (migration 00066); and the claim, which starts the claimed steps and their tasks in the same
-// statement (tasker_engine_start). No separate read of the started steps' or tasks'
-// transitions and no update of the completed tasks' flag runs; the tasks still end flagged and
-// with whole histories.
+// 4 one-step tasks' attempts and claiming the steps of 4 new tasks for their workers, runs
+// exactly these statements: the settings (over one pool), one call that records the attempts,
+// moves their steps and settles their tasks (migration 00066), and the claim, which starts
+// the claimed steps and their tasks in the same statement (tasker_engine_start). Beside the
+// recording (the default: see recorder), the claim has a transaction of its own; with
+// ClaimInRecording it follows the recording in the recording's transaction. No separate read
+// of the started steps' or tasks' transitions and no update of the completed tasks' flag
+// runs; the tasks still end flagged and with whole histories.
 func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T) {
 	t.Parallel()
+	for _, inRecording := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in_recording=%v", inRecording), func(t *testing.T) {
+			t.Parallel()
+			recordingSettlesAndStarts(t, inRecording)
+		})
+	}
+}
+
+func recordingSettlesAndStarts(t *testing.T, inRecording bool) {
 	url := dbtest.NewURL(t)
 	ctx := context.Background()
 	execSeed(t, dbtest.Open(t, url), nil,
@@ -332,18 +343,6 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 	e, db, log := loggedEngine(t, url, "trips")
 	_, batch := claimedResults(t, e, 4)
 	log.Take()
-	kept, err := e.recordBatch(ctx, batch, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := e.claim(ctx, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeRuns(next)
-	if len(kept) != 4 || len(next) != 4 {
-		t.Fatalf("recorded %d attempts and claimed %d steps, want 4 and 4", len(kept), len(next))
-	}
 	want := []string{
 		"begin",
 		"select set_config(",                  // the engine's settings, over one pool
@@ -353,6 +352,26 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 		"select set_config(",
 		"with ready as", // the claim, which starts the claimed steps and their tasks
 		"commit",
+	}
+	var kept map[string]bool
+	var next []*run
+	var err error
+	if inRecording {
+		var c claimed
+		kept, c, err = e.recordBatch(ctx, batch, 4, true)
+		next = c.runs
+		want = slices.Concat(want[:3], want[6:])
+	} else {
+		if kept, _, err = e.recordBatch(ctx, batch, 0, true); err == nil {
+			next, err = e.claim(ctx, 4)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeRuns(next)
+	if len(kept) != 4 || len(next) != 4 {
+		t.Fatalf("recorded %d attempts and claimed %d steps, want 4 and 4", len(kept), len(next))
 	}
 	got := log.Take()
 	norm := make([]string, len(got))
@@ -364,7 +383,7 @@ func TestARecordingSettlesAndStartsTasksWithoutStatementsOfTheirOwn(t *testing.T
 		ok = ok && strings.HasPrefix(norm[i], want[i])
 	}
 	if !ok {
-		t.Errorf("the recording ran %d statements, want %d:\n%s", len(norm), len(want), strings.Join(norm, "\n"))
+		t.Errorf("the recording and the claim ran %d statements, want %d:\n%s", len(norm), len(want), strings.Join(norm, "\n"))
 	}
 	var tasks []string
 	if err := db.Raw(`SELECT t.complete || ':' || string_agg(tt.to_state, ',' ORDER BY tt.sort_key)

@@ -178,6 +178,53 @@ func TestRowsWrittenPerOneStepTask(t *testing.T) {
 		commits, float64(commits)/n)
 }
 
+// TestBusyEngineClaimsInTheRecordingTransaction drains one-step tasks with a few workers and
+// ClaimInRecording (TASKER_CLAIM_BESIDE=off), and reads, from the transactions that wrote the
+// step transitions (created_xid), where each step was started: only the first claim, which
+// fills the idle workers, runs on its own; every later step is claimed in the transaction
+// that recorded the steps whose workers it takes over. The histories stay exact: every step went pending -> in_progress -> complete, with
+// its two transitions written by two different transactions.
+func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
+	t.Parallel()
+	const n, workers = 40, 4
+	h := newHarness(t, nil, fixture.NoopOneYAML)
+	for range n {
+		h.create("bench", "noop_one", "")
+	}
+	h.engine(orchestration.Config{Workers: workers, ClaimInRecording: true})
+	waitAllComplete(t, h, n, time.Minute)
+	var row struct {
+		Started, StartedAlone, Histories, OneTransaction int
+	}
+	if err := h.db.Raw(`
+		WITH started AS (
+		    SELECT s.workflow_step_id, s.created_xid,
+		           NOT EXISTS (SELECT 1 FROM tasker_workflow_step_transitions c
+		                       WHERE c.created_xid = s.created_xid AND c.to_state = 'complete') AS alone
+		    FROM tasker_workflow_step_transitions s
+		    WHERE s.to_state = 'in_progress'
+		)
+		SELECT (SELECT count(*) FROM started) AS started,
+		       (SELECT count(*) FROM started WHERE alone) AS started_alone,
+		       (SELECT count(*) FROM (
+		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
+		            GROUP BY workflow_step_id
+		            HAVING array_agg(coalesce(from_state, '-') || '>' || to_state ORDER BY sort_key)
+		                   = ARRAY['->in_progress', 'in_progress>complete']) h) AS histories,
+		       (SELECT count(*) FROM (
+		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
+		            GROUP BY workflow_step_id HAVING count(DISTINCT created_xid) < 2) o) AS one_transaction`).
+		Scan(&row).Error; err != nil {
+		t.Fatal(err)
+	}
+	if row.Started != n || row.StartedAlone > workers || row.Histories != n || row.OneTransaction != 0 {
+		t.Fatalf("%d steps started, %d of them by claims that recorded nothing (want at most %d), %d exact histories "+
+			"(want %d), %d steps started and finished in one transaction (want 0)",
+			row.Started, row.StartedAlone, workers, row.Histories, n, row.OneTransaction)
+	}
+	t.Logf("%d of %d steps claimed in a recording transaction", row.Started-row.StartedAlone, n)
+}
+
 // TestABusyEngineClaimsBesideItsRecording: the recorder claims the next steps for the workers
 // of a batch in a transaction of its own, at the same time as it records the batch, and runs
 // them as soon as that claim commits. The recording of the first task's step is held back

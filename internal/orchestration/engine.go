@@ -93,19 +93,12 @@ const PoolConns = 3
 // off) through getenv (internal/config) into a Config with every other field at its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
-	switch v := getenv("TASKER_SYNC_COMMIT"); v {
-	case "", "on":
-	case "off":
-		cfg.AsyncCommit = true
-	default:
-		return cfg, fmt.Errorf("TASKER_SYNC_COMMIT=%q is neither on nor off", v)
+	var err error
+	if cfg.AsyncCommit, err = turnedOff(getenv, "TASKER_SYNC_COMMIT"); err != nil {
+		return cfg, err
 	}
-	switch v := getenv("TASKER_CLAIM_BESIDE"); v {
-	case "", "on":
-	case "off":
-		cfg.ClaimInRecording = true
-	default:
-		return cfg, fmt.Errorf("TASKER_CLAIM_BESIDE=%q is neither on nor off", v)
+	if cfg.ClaimInRecording, err = turnedOff(getenv, "TASKER_CLAIM_BESIDE"); err != nil {
+		return cfg, err
 	}
 	if v := getenv("TASKER_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -115,6 +108,18 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		cfg.Workers = n
 	}
 	return cfg, nil
+}
+
+// turnedOff reports whether the on/off setting key is off (empty means on).
+func turnedOff(getenv func(string) string, key string) (bool, error) {
+	switch v := getenv(key); v {
+	case "", "on":
+		return false, nil
+	case "off":
+		return true, nil
+	default:
+		return false, fmt.Errorf("%s=%q is neither on nor off", key, v)
+	}
 }
 
 func (c Config) withDefaults() Config {

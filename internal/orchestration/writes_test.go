@@ -178,6 +178,19 @@ func TestRowsWrittenPerOneStepTask(t *testing.T) {
 		commits, float64(commits)/n)
 }
 
+// oneStepHistoriesSQL selects, over every step, the count of exact one-step histories
+// (pending -> in_progress -> complete: histories) and of steps whose transitions were all
+// written by one transaction (one_transaction).
+const oneStepHistoriesSQL = `
+	(SELECT count(*) FROM (
+	     SELECT workflow_step_id FROM tasker_workflow_step_transitions
+	     GROUP BY workflow_step_id
+	     HAVING array_agg(coalesce(from_state, '-') || '>' || to_state ORDER BY sort_key)
+	            = ARRAY['->in_progress', 'in_progress>complete']) h) AS histories,
+	(SELECT count(*) FROM (
+	     SELECT workflow_step_id FROM tasker_workflow_step_transitions
+	     GROUP BY workflow_step_id HAVING count(DISTINCT created_xid) < 2) o) AS one_transaction`
+
 // TestBusyEngineClaimsInTheRecordingTransaction drains one-step tasks with a few workers and
 // ClaimInRecording (TASKER_CLAIM_BESIDE=off), and reads, from the transactions that wrote the
 // step transitions (created_xid), where each step was started: only the first claim, which
@@ -205,15 +218,7 @@ func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
 		    WHERE s.to_state = 'in_progress'
 		)
 		SELECT (SELECT count(*) FROM started) AS started,
-		       (SELECT count(*) FROM started WHERE alone) AS started_alone,
-		       (SELECT count(*) FROM (
-		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
-		            GROUP BY workflow_step_id
-		            HAVING array_agg(coalesce(from_state, '-') || '>' || to_state ORDER BY sort_key)
-		                   = ARRAY['->in_progress', 'in_progress>complete']) h) AS histories,
-		       (SELECT count(*) FROM (
-		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
-		            GROUP BY workflow_step_id HAVING count(DISTINCT created_xid) < 2) o) AS one_transaction`).
+		       (SELECT count(*) FROM started WHERE alone) AS started_alone, ` + oneStepHistoriesSQL).
 		Scan(&row).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -277,15 +282,7 @@ func TestABusyEngineClaimsBesideItsRecording(t *testing.T) {
 	holder.Rollback()
 	waitAllComplete(t, h, n, time.Minute)
 	var row struct{ Histories, OneTransaction int }
-	if err := h.db.Raw(`
-		SELECT (SELECT count(*) FROM (
-		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
-		            GROUP BY workflow_step_id
-		            HAVING array_agg(coalesce(from_state, '-') || '>' || to_state ORDER BY sort_key)
-		                   = ARRAY['->in_progress', 'in_progress>complete']) h) AS histories,
-		       (SELECT count(*) FROM (
-		            SELECT workflow_step_id FROM tasker_workflow_step_transitions
-		            GROUP BY workflow_step_id HAVING count(DISTINCT created_xid) < 2) o) AS one_transaction`).
+	if err := h.db.Raw(`SELECT ` + oneStepHistoriesSQL).
 		Scan(&row).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,10 @@ func (r *recorder) claimBeside(n int) <-chan struct{} {
 	e := r.e
 	go func() {
 		defer close(done)
-		runs, _ := e.claim(context.Background(), n)
+		runs, err := e.claim(context.Background(), n)
+		if err != nil {
+			e.log.Debug("orchestration: the claim beside a recording failed; the dispatcher claims again", "error", err)
+		}
 		e.startRuns(runs)
 		if len(runs) < n {
 			e.releaseSlots(n - len(runs))

@@ -108,8 +108,9 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		{"one-step tasks vs jobs", "bench/noop_one", 1, 100},
 		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32},
 	}
-	// tasker: one process, two processes, and one process of two engines.
-	settings := []struct{ processes, engines int }{{1, 0}, {2, 0}, {1, 2}}
+	// tasker: one process, two processes, one process of two engines, and two processes that
+	// claim in their recordings' transactions (TASKER_CLAIM_BESIDE=off).
+	settings := []taskerSetting{{processes: 1}, {processes: 2}, {processes: 1, engines: 2}, {processes: 2, claimInRecording: true}}
 	// The write floor (one-step work only): one backend, and two at once.
 	floorBackends := []int{1, 2}
 	begin := time.Now()
@@ -132,14 +133,15 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 				"jobs/s", int(rv[round].rate()), "wall", rv[round].wall)
 			for i, st := range settings {
 				r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
-					return runTasker(ctx, dbURL, tasker, templates, sc, tasks, st.processes, st.engines)
+					return runTasker(ctx, dbURL, tasker, templates, sc, tasks, st)
 				})
 				if err != nil {
 					return fmt.Errorf("tasker, %s, %d workers, %d processes: %w", sc.name, sc.workers, st.processes, err)
 				}
 				tk[i] = append(tk[i], r)
 				log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "round", round+1, "processes", st.processes,
-					"engines", st.engines, "steps", units, "steps/s", int(r.rate()), "wall", r.wall)
+					"engines", st.engines, "claim_in_recording", st.claimInRecording, "steps", units, "steps/s", int(r.rate()),
+					"wall", r.wall)
 			}
 			for i, backends := range floorBackends {
 				if sc.steps != 1 {
@@ -402,9 +404,27 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 	return res, err
 }
 
-// runTasker drains tasks of sc's template with processes `tasker worker` processes of
-// sc.workers workers each; engines, when not 0, is their TASKER_ENGINES.
-func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, processes, engines int) (result, error) {
+// taskerSetting is how tasker drains a scenario: processes `tasker worker` processes;
+// engines, when not 0, is their TASKER_ENGINES; claimInRecording sets TASKER_CLAIM_BESIDE=off.
+type taskerSetting struct {
+	processes, engines int
+	claimInRecording   bool
+}
+
+// env is the environment of a worker process of the setting.
+func (st taskerSetting) env() []string {
+	env := os.Environ()
+	if st.engines > 0 {
+		env = append(env, "TASKER_ENGINES="+strconv.Itoa(st.engines))
+	}
+	if st.claimInRecording {
+		env = append(env, "TASKER_CLAIM_BESIDE=off")
+	}
+	return env
+}
+
+// runTasker drains tasks of sc's template as st says, with sc.workers workers a process.
+func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks int, st taskerSetting) (result, error) {
 	res, pool, err := createTasks(ctx, dbURL, tasker, templates, sc, tasks)
 	if err != nil {
 		return res, err
@@ -427,16 +447,14 @@ func runTasker(ctx context.Context, dbURL, tasker, templates string, sc scenario
 			_ = p.Wait()
 		}
 	}()
-	for i := range processes {
+	for i := range st.processes {
 		logFile, err := os.Create(filepath.Join(logDir, "worker-"+strconv.Itoa(i)+".log"))
 		if err != nil {
 			return res, err
 		}
 		defer logFile.Close()
 		p := exec.Command(tasker, "worker", "-database-url", dbURL, "-workers", strconv.Itoa(sc.workers))
-		if engines > 0 {
-			p.Env = append(os.Environ(), "TASKER_ENGINES="+strconv.Itoa(engines))
-		}
+		p.Env = st.env()
 		p.Stdout, p.Stderr = logFile, logFile
 		if err := p.Start(); err != nil {
 			return res, err
@@ -570,8 +588,9 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 	b.WriteString("Each run drains its work in a fresh database on the same PostgreSQL: River v0.51.2 (fetch " +
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
 		"tasker `worker` processes (`-workers` each, shared among the process's engines: one by default; " +
-		"two processes run twice the workers, and the last tasker column runs one process of two engines, " +
-		"`TASKER_ENGINES=2`). The rate is units over " +
+		"two processes run twice the workers; the third tasker column runs one process of two engines, " +
+		"`TASKER_ENGINES=2`, and the fourth two processes that claim in their recordings' transactions instead of " +
+		"beside them, `TASKER_CLAIM_BESIDE=off`). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
 		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together, then split into the database server's processes and the client's: River's process, or tasker's worker processes). Work is created before the clock starts: River's " +
@@ -583,15 +602,16 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 			"of the rounds' own ratios (each tasker run against the River run of its round; for \"2 processes / 1\", " +
 			"the two tasker runs of the round).\n\n")
 	}
-	writeTable(&b, "| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |",
-		"|---|---:|---|---|---:|---|---:|---|---:|---:|---:|---:|", rows)
+	writeTable(&b, "| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes, claims in the recording | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |",
+		"|---|---:|---|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|", rows)
 	if len(floorRows) > 0 {
 		b.WriteString("\n**The write floor.** What the rows of a drain cost the database alone: in the same rounds, the same " +
 			"one-step tasks are drained by `bench_write_floor` (bench/river/floor.sql), a procedure that writes for each step " +
 			"exactly the rows the engine writes (the claim, the step's and the task's transitions with the `most_recent` rows " +
 			"they clear, the recorded attempt; the triggers complete the task) and sends the same notifications, in transactions " +
-			"that each record one batch and claim the next, as the engine's do (without foreign-key checks, notifying " +
-			"as the writer), with no client, no round trip and none of the engine's reads; a test drains the same tasks " +
+			"that each record one batch and claim the next, as the engine's do with `TASKER_CLAIM_BESIDE=off` (by default " +
+			"the engine claims beside the recording, in a second transaction at the same time), without foreign-key checks and " +
+			"notifying as the writer, with no client, no round trip and none of the engine's reads; a test drains the same tasks " +
 			"with both and finds the same rows, views and notifications. Batches " +
 			"are of the workers' count; two backends drain at once as two processes would. The last two columns are the " +
 			"engine's rate over the floor's (1 process over 1 backend, 2 processes over 2 backends): how much of the floor " +

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/taskerhq/tasker/internal/orchestration"
 )
 
 // env returns a getenv over vars.
@@ -70,7 +72,7 @@ func TestReadOverrides(t *testing.T) {
 		cfg.WorkerMetricsListen != "127.0.0.1:9091" || !cfg.WorkerPprof || cfg.Auth != "on" {
 		t.Errorf("process settings: %+v", cfg)
 	}
-	if cfg.Workers.Workers != 8 || !cfg.Workers.AsyncCommit || !cfg.Workers.ClaimInRecording || cfg.NoWorkers {
+	if cfg.Workers.Workers != 8 || !cfg.Workers.AsyncCommit || cfg.Workers.Claims != orchestration.ClaimsInRecording || cfg.NoWorkers {
 		t.Errorf("workers: %+v, no workers %v", cfg.Workers, cfg.NoWorkers)
 	}
 	if cfg.Limits.RatePerSecond != 5 || !cfg.RateLimitSet || cfg.API.MaxDepth != 9 || cfg.API.QueryStats ||

@@ -18,11 +18,13 @@ func TestConfigFromEnvReadsWorkersSyncCommitAndClaimBeside(t *testing.T) {
 		err                   string
 	}{
 		{want: orchestration.Config{}},
-		{workers: "8", sync: "on", beside: "on", want: orchestration.Config{Workers: 8}},
+		{workers: "8", sync: "on", want: orchestration.Config{Workers: 8}},
 		{sync: "off", want: orchestration.Config{AsyncCommit: true}},
-		{beside: "off", want: orchestration.Config{ClaimInRecording: true}},
+		{beside: "auto", want: orchestration.Config{Claims: orchestration.ClaimsAuto}},
+		{beside: "on", want: orchestration.Config{Claims: orchestration.ClaimsBeside}},
+		{beside: "off", want: orchestration.Config{Claims: orchestration.ClaimsInRecording}},
 		{sync: "maybe", err: `TASKER_SYNC_COMMIT="maybe"`},
-		{beside: "sometimes", err: `TASKER_CLAIM_BESIDE="sometimes" is neither on nor off`},
+		{beside: "sometimes", err: `TASKER_CLAIM_BESIDE="sometimes" is none of auto, on and off`},
 		{workers: "0", err: `TASKER_WORKERS="0"`},
 	} {
 		t.Setenv("TASKER_WORKERS", c.workers)
@@ -36,7 +38,7 @@ func TestConfigFromEnvReadsWorkersSyncCommitAndClaimBeside(t *testing.T) {
 			continue
 		}
 		if err != nil || cfg.Workers != c.want.Workers || cfg.AsyncCommit != c.want.AsyncCommit ||
-			cfg.ClaimInRecording != c.want.ClaimInRecording {
+			cfg.Claims != c.want.Claims {
 			t.Errorf("workers %q sync %q beside %q: %+v, %v; want %+v", c.workers, c.sync, c.beside, cfg, err, c.want)
 		}
 	}

@@ -65,13 +65,16 @@ type Config struct {
 	// lease expires and recovery re-runs it: the same at-least-once outcome as the crash of a
 	// worker. Operator actions and task creation are not affected.
 	AsyncCommit bool
-	// ClaimInRecording makes a busy engine claim the next steps for the workers of a recorded
-	// batch in the recording's own transaction, after it (env TASKER_CLAIM_BESIDE=off), rather
-	// than beside it, in a transaction of its own that runs at the same time (the default; see
-	// recorder). Beside keeps two database backends busy for one engine: faster while the
-	// database has idle cores, and 9-14 % slower where other engines already keep them busy
-	// (two processes of 32 workers with the database on the same two cores, BENCHMARKS.md).
-	ClaimInRecording bool
+	// Claims says where a busy engine claims the next steps for the workers of a recorded
+	// batch (env TASKER_CLAIM_BESIDE: auto, on or off; see recorder): beside the recording, in
+	// a transaction of its own that runs at the same time, which keeps two database backends
+	// busy for one engine; or in the recording's own transaction, after it, one backend and one
+	// commit a batch. Beside is faster while the database has idle cores, and slower where
+	// other engines already keep them busy (BENCHMARKS.md, "Engine: the claim beside the
+	// recording"). ClaimsAuto, the default, claims beside while no other engine holds a live
+	// claim on the database, and in the recording otherwise, looking again every
+	// othersCheckInterval.
+	Claims ClaimPlacement
 	// Pool, when set, is the engine's own connection pool (database.OpenEngine, opened with
 	// AsyncCommit and PoolConns connections), on which its claims and recordings run: its
 	// connections carry the engine's session settings from connect time (store.EngineTx),
@@ -81,6 +84,19 @@ type Config struct {
 	Pool *database.EnginePool
 }
 
+// ClaimPlacement says where a busy engine claims the next steps for the workers of a recorded
+// batch (Config.Claims).
+type ClaimPlacement int
+
+const (
+	// ClaimsAuto claims beside the recording while no other engine claims (the default).
+	ClaimsAuto ClaimPlacement = iota
+	// ClaimsBeside claims in a transaction of its own, at the same time as the recording.
+	ClaimsBeside
+	// ClaimsInRecording claims in the recording's transaction, after it.
+	ClaimsInRecording
+)
+
 // DefaultWorkers is Config.Workers when it is not set.
 const DefaultWorkers = 32
 
@@ -89,16 +105,23 @@ const DefaultWorkers = 32
 // the recorder's (a batch recorded) and the claim beside it (see recorder).
 const PoolConns = 3
 
-// ConfigFromEnv reads TASKER_WORKERS, TASKER_SYNC_COMMIT and TASKER_CLAIM_BESIDE (on or
-// off) through getenv (internal/config) into a Config with every other field at its default.
+// ConfigFromEnv reads TASKER_WORKERS, TASKER_SYNC_COMMIT (on or off) and TASKER_CLAIM_BESIDE
+// (auto, on or off) through getenv (internal/config) into a Config with every other field at
+// its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
 	var err error
 	if cfg.AsyncCommit, err = turnedOff(getenv, "TASKER_SYNC_COMMIT"); err != nil {
 		return cfg, err
 	}
-	if cfg.ClaimInRecording, err = turnedOff(getenv, "TASKER_CLAIM_BESIDE"); err != nil {
-		return cfg, err
+	switch v := getenv("TASKER_CLAIM_BESIDE"); v {
+	case "", "auto":
+	case "on":
+		cfg.Claims = ClaimsBeside
+	case "off":
+		cfg.Claims = ClaimsInRecording
+	default:
+		return cfg, fmt.Errorf("TASKER_CLAIM_BESIDE=%q is none of auto, on and off", v)
 	}
 	if v := getenv("TASKER_WORKERS"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -51,9 +51,12 @@ const maxRecordBatch = 256
 // claim takes them. The slots a claim leaves over are freed, and the dispatcher woken to fill
 // them.
 //
-// With Config.ClaimInRecording, the recorder claims in the transaction that records the batch
-// instead, after the recording: one backend does both in turn, with one commit a batch, and
-// the steps the batch made ready are among those it claims.
+// Or the recorder claims in the transaction that records the batch, after the recording: one
+// backend does both in turn, with one commit a batch, and the steps the batch made ready are
+// among those it claims. Two backends at once pay only while the database has cores to spare:
+// where other engines keep it busy too, every step costs more CPU with the claim beside
+// (BENCHMARKS.md). So with Config.Claims at ClaimsAuto the recorder claims beside while no
+// other engine holds a live claim, and in the recording otherwise (see placeClaims).
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -62,7 +65,14 @@ type recorder struct {
 	// reconnected receives when the events hub reconnects: a recording backing off from a
 	// lost database tries again at once.
 	reconnected <-chan struct{}
+	// beside is where ClaimsAuto claims (true: beside the recording), as of checked.
+	beside  bool
+	checked time.Time
 }
+
+// othersCheckInterval is how often, at most, a recorder with ClaimsAuto looks for other
+// engines' live claims (one statement, reading the steps in process).
+const othersCheckInterval = 250 * time.Millisecond
 
 func newRecorder(e *Engine) *recorder {
 	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{}),
@@ -136,7 +146,7 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		if e.claiming.Load() {
 			claim = min(slots, e.cfg.ClaimBatch)
 		}
-		if e.cfg.ClaimInRecording {
+		if claim > 0 && !r.placeClaims() {
 			runs := r.flush(batch, claim, true)
 			e.startRuns(runs)
 			e.releaseSlots(slots - len(runs))
@@ -148,6 +158,44 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		}
 		e.wake()
 	}
+}
+
+// placeClaims reports whether the recorder claims beside its next recording (true) or in it
+// (see recorder and Config.Claims). With ClaimsAuto it asks the database, at most every
+// othersCheckInterval, whether another engine holds a live claim (store.OthersClaiming): beside
+// while none does. A failed check keeps the last answer (beside at first): the recording
+// that follows meets the same database and reports what failed.
+func (r *recorder) placeClaims() bool {
+	e := r.e
+	switch e.cfg.Claims {
+	case ClaimsBeside:
+		return true
+	case ClaimsInRecording:
+		return false
+	}
+	if r.checked.IsZero() {
+		r.beside = true
+	}
+	if time.Since(r.checked) < othersCheckInterval {
+		return r.beside
+	}
+	r.checked = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	defer cancel()
+	others, err := e.st.OthersClaiming(ctx, e.cfg.WorkerID)
+	if err != nil {
+		e.log.Debug("orchestration: looking for other engines' claims failed", "error", err)
+		return r.beside
+	}
+	if r.beside == others {
+		if others {
+			e.log.Info("orchestration: another engine claims steps; claiming in the recordings' transactions")
+		} else {
+			e.log.Info("orchestration: no other engine claims steps; claiming beside the recordings")
+		}
+	}
+	r.beside = !others
+	return r.beside
 }
 
 // claimBeside claims up to n ready steps with n of the slots the recorder holds, in a
@@ -177,7 +225,7 @@ func (r *recorder) claimBeside(n int) <-chan struct{} {
 }
 
 // flush records one batch, claims up to claim ready steps in the same transaction (see
-// Config.ClaimInRecording; none beside it), reports every outcome to the observer and returns
+// Config.Claims; none beside it), reports every outcome to the observer and returns
 // the runs of the claimed steps, ready to run (see claimed). known says whether the recording
 // may take the steps' current transitions from their claims (see recordBatch). When the
 // database refuses the batch, it is recorded again without claiming and reading every current
@@ -253,7 +301,7 @@ type stepOutcome struct {
 
 // recordBatch records finished attempts in one transaction, with a constant number of
 // statements however many it records, and, in the same transaction, claims up to claim ready
-// steps (see claimIn; only with Config.ClaimInRecording), the steps the batch made ready among
+// steps (see claimIn; only where Config.Claims places claims there), the steps the batch made ready among
 // them. It returns the claims whose attempts were recorded (kept, by claim token) and what it
 // claimed, which the caller hands to claimed.
 //

@@ -191,20 +191,41 @@ const oneStepHistoriesSQL = `
 	     SELECT workflow_step_id FROM tasker_workflow_step_transitions
 	     GROUP BY workflow_step_id HAVING count(DISTINCT created_xid) < 2) o) AS one_transaction`
 
-// TestBusyEngineClaimsInTheRecordingTransaction drains one-step tasks with a few workers and
-// ClaimInRecording (TASKER_CLAIM_BESIDE=off), and reads, from the transactions that wrote the
-// step transitions (created_xid), where each step was started: only the first claim, which
-// fills the idle workers, runs on its own; every later step is claimed in the transaction
-// that recorded the steps whose workers it takes over. The histories stay exact: every step went pending -> in_progress -> complete, with
-// its two transitions written by two different transactions.
+// TestBusyEngineClaimsInTheRecordingTransaction drains one-step tasks with a few workers,
+// claiming in the recordings' transactions: with Claims at ClaimsInRecording
+// (TASKER_CLAIM_BESIDE=off), and with ClaimsAuto while another engine holds a live claim (a
+// step of another task, claimed by another worker id, its lease unexpired). It reads, from the
+// transactions that wrote the step transitions (created_xid), where each step was started:
+// only the first claim, which fills the idle workers, runs on its own; every later step is
+// claimed in the transaction that recorded the steps whose workers it takes over. The
+// histories stay exact: every step went pending -> in_progress -> complete, with its two
+// transitions written by two different transactions.
 func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
 	t.Parallel()
+	t.Run("off", func(t *testing.T) {
+		t.Parallel()
+		claimsInRecordings(t, orchestration.ClaimsInRecording, false)
+	})
+	t.Run("auto, another engine claiming", func(t *testing.T) {
+		t.Parallel()
+		claimsInRecordings(t, orchestration.ClaimsAuto, true)
+	})
+}
+
+func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, otherEngine bool) {
 	const n, workers = 40, 4
 	h := newHarness(t, nil, fixture.NoopOneYAML)
+	if otherEngine {
+		other := h.create("bench", "noop_one", "")
+		if err := h.db.Exec(`UPDATE tasker_workflow_steps SET in_process = true, claimed_by = 'another-engine',
+			claim_token = gen_random_uuid(), claim_expires_at = now() + interval '1 hour' WHERE task_id = ?`, other).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
 	for range n {
 		h.create("bench", "noop_one", "")
 	}
-	h.engine(orchestration.Config{Workers: workers, ClaimInRecording: true})
+	h.engine(orchestration.Config{Workers: workers, Claims: claims})
 	waitAllComplete(t, h, n, time.Minute)
 	var row struct {
 		Started, StartedAlone, Histories, OneTransaction int
@@ -230,8 +251,8 @@ func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
 	t.Logf("%d of %d steps claimed in a recording transaction", row.Started-row.StartedAlone, n)
 }
 
-// TestABusyEngineClaimsBesideItsRecording: the recorder claims the next steps for the workers
-// of a batch in a transaction of its own, at the same time as it records the batch, and runs
+// TestABusyEngineClaimsBesideItsRecording: alone on its database, an engine with ClaimsAuto
+// (the default) claims the next steps for the workers of a batch in a transaction of its own, at the same time as it records the batch, and runs
 // them as soon as that claim commits. The recording of the first task's step is held back
 // here (another transaction holds the task's row, which the recording locks first); steps of
 // the later tasks must still be claimed and started meanwhile, on the slots of the batch being

@@ -537,3 +537,50 @@ func TestClaimReadsHowLongEachStepWasReady(t *testing.T) {
 		}
 	}
 }
+
+// TestOthersClaimingSeesOnlyOtherEnginesLiveClaims: a step claimed by the asking engine and
+// one claimed by another engine whose lease expired do not count; a live claim of another
+// engine does, and one statement answers for every step.
+func TestOthersClaimingSeesOnlyOtherEnginesLiveClaims(t *testing.T) {
+	t.Parallel()
+	s, trace := open(t)
+	seedHistory(t, s, 0)
+	ctx := context.Background()
+	var ids []int64
+	if err := s.db.Raw(`SELECT workflow_step_id FROM tasker_workflow_steps WHERE NOT processed AND NOT in_process
+		ORDER BY workflow_step_id LIMIT 3`).Scan(&ids).Error; err != nil || len(ids) != 3 {
+		t.Fatalf("steps to claim: %v (%v), want 3", ids, err)
+	}
+	claim := func(id int64, worker string, lease string) {
+		t.Helper()
+		if err := s.db.Exec(`UPDATE tasker_workflow_steps SET in_process = true, claimed_by = ?,
+			claim_token = gen_random_uuid(), claim_expires_at = now() + CAST(? AS interval) WHERE workflow_step_id = ?`,
+			worker, lease, id).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask := func() bool {
+		t.Helper()
+		trace.Take()
+		others, err := s.OthersClaiming(ctx, "me")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run := trace.Take(); len(run) != 1 {
+			t.Errorf("OthersClaiming ran %d statements, want 1: %q", len(run), run)
+		}
+		return others
+	}
+	if ask() {
+		t.Fatal("others claiming with no step in process")
+	}
+	claim(ids[0], "me", "1 hour")
+	claim(ids[1], "gone", "-1 minute")
+	if ask() {
+		t.Fatal("others claiming with only the asker's claim and an expired one")
+	}
+	claim(ids[2], "other", "1 hour")
+	if !ask() {
+		t.Fatal("no others claiming with another engine's live claim")
+	}
+}

@@ -347,6 +347,19 @@ func (s *Store) ClearClaims(ctx context.Context, ids []int64) error {
 		WHERE workflow_step_id = ANY(?::bigint[]) AND (in_process OR claim_token IS NOT NULL)`, database.Array[int64](ids)).Error
 }
 
+// OthersClaiming reports whether an engine other than worker holds a live claim: a step in
+// process, claimed by another worker id, whose lease has not expired (an engine renews its
+// running steps' leases, so a dead engine's claims stop counting when they expire). It reads
+// the steps in process through their partial index (tasker_workflow_steps_claimed_idx) and
+// stops at the first other engine's.
+func (s *Store) OthersClaiming(ctx context.Context, worker string) (bool, error) {
+	var others bool
+	err := s.conn(ctx).Raw(`SELECT EXISTS (SELECT 1 FROM tasker_workflow_steps
+		WHERE NOT processed AND in_process AND claimed_by IS DISTINCT FROM ? AND claim_expires_at > now())`, worker).
+		Row().Scan(&others)
+	return others, err
+}
+
 // nextRetrySQL finds the earliest next_retry_at, still in the future, among steps that have
 // been attempted or asked for a delay, are neither processed nor claimed, could run again, and
 // belong to pending or in_progress tasks. The candidates come from the partial index

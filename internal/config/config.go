@@ -207,10 +207,10 @@ const MaxEngines = 16
 //
 // One by default. A lone engine already keeps two database backends busy (a recording and
 // the claim beside it: see orchestration.Config.Claims), and a second engine per process
-// halves every engine's batches, whose fixed cost then doubles: in make bench-river's run of 2026-12-02 01:58, one process of two
-// engines drained 10,000 one-step tasks at 3,113 steps/s with 32 workers (one engine: 4,128)
-// and 6,031 with 100 (6,441), and 50,000 five-step steps at 3,305 (4,465), spending 21-54 %
-// more CPU a step.
+// halves every engine's batches, whose fixed cost then doubles: in make bench-river's run of
+// 2026-12-02 01:58, one process of two engines drained 10,000 one-step tasks at 3,113
+// steps/s with 32 workers (one engine: 4,128) and 6,031 with 100 (6,441), and 50,000
+// five-step steps at 3,305 (4,465), spending 21-54 % more CPU a step.
 func (c Config) EnginesFor(workers int) int {
 	if c.Engines > 0 {
 		return max(1, min(c.Engines, workers))

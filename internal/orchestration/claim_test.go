@@ -175,10 +175,10 @@ func TestClaimQueryUsesTheClaimableIndex(t *testing.T) {
 }
 
 // TestAClaimStartsWithTheStateMachinesMoves: the claim statement writes the starts of what it
-// claims itself (through tasker_engine_start), from the metadata the state machine encoded once for the
-// engine. Each move must be the one the state machine would have written for that step: a
-// fresh step pending → in_progress with its first attempt's number; a step in error (its
-// backoff over) error → pending (reason retry) → in_progress with its second attempt's
+// claims itself (through tasker_engine_start), from the metadata the state machine encoded
+// once for the engine. Each move must be the one the state machine would have written for that
+// step: a fresh step pending → in_progress with its first attempt's number; a step in error
+// (its backoff over) error → pending (reason retry) → in_progress with its second attempt's
 // number, after its history; the fresh step's pending task → in_progress. Every metadata is
 // compared with what statemachine.Metadata encodes for the move.
 func TestAClaimStartsWithTheStateMachinesMoves(t *testing.T) {

@@ -110,9 +110,12 @@ const PoolConns = 3
 // its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
-	var err error
-	if cfg.AsyncCommit, err = turnedOff(getenv, "TASKER_SYNC_COMMIT"); err != nil {
-		return cfg, err
+	switch v := getenv("TASKER_SYNC_COMMIT"); v {
+	case "", "on":
+	case "off":
+		cfg.AsyncCommit = true
+	default:
+		return cfg, fmt.Errorf("TASKER_SYNC_COMMIT=%q is neither on nor off", v)
 	}
 	switch v := getenv("TASKER_CLAIM_BESIDE"); v {
 	case "", "auto":
@@ -131,18 +134,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		cfg.Workers = n
 	}
 	return cfg, nil
-}
-
-// turnedOff reports whether the on/off setting key is off (empty means on).
-func turnedOff(getenv func(string) string, key string) (bool, error) {
-	switch v := getenv(key); v {
-	case "", "on":
-		return false, nil
-	case "off":
-		return true, nil
-	default:
-		return false, fmt.Errorf("%s=%q is neither on nor off", key, v)
-	}
 }
 
 func (c Config) withDefaults() Config {

@@ -65,7 +65,8 @@ type recorder struct {
 	// reconnected receives when the events hub reconnects: a recording backing off from a
 	// lost database tries again at once.
 	reconnected <-chan struct{}
-	// beside is where ClaimsAuto claims (true: beside the recording), as of checked.
+	// beside is where ClaimsAuto claims (true: beside the recording, until a check says
+	// otherwise), as of checked (zero: never checked).
 	beside  bool
 	checked time.Time
 }
@@ -75,7 +76,7 @@ type recorder struct {
 const othersCheckInterval = 250 * time.Millisecond
 
 func newRecorder(e *Engine) *recorder {
-	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{}),
+	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{}), beside: true,
 		streak: dbretry.New(e.log, "orchestration: recording attempts", 50*time.Millisecond, 2*time.Second)}
 }
 
@@ -172,9 +173,6 @@ func (r *recorder) placeClaims() bool {
 		return true
 	case ClaimsInRecording:
 		return false
-	}
-	if r.checked.IsZero() {
-		r.beside = true
 	}
 	if time.Since(r.checked) < othersCheckInterval {
 		return r.beside
@@ -301,9 +299,9 @@ type stepOutcome struct {
 
 // recordBatch records finished attempts in one transaction, with a constant number of
 // statements however many it records, and, in the same transaction, claims up to claim ready
-// steps (see claimIn; only where Config.Claims places claims there), the steps the batch made ready among
-// them. It returns the claims whose attempts were recorded (kept, by claim token) and what it
-// claimed, which the caller hands to claimed.
+// steps (see claimIn; only where Config.Claims places claims there), the steps the batch made
+// ready among them. It returns the claims whose attempts were recorded (kept, by claim token)
+// and what it claimed, which the caller hands to claimed.
 //
 // With known (the busy path), one call records and settles (store.RecordAndSettle, migration
 // 00066): the tasks of the batch are locked first, in id order (the engine's lock order is

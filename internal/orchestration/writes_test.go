@@ -252,12 +252,13 @@ func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, other
 }
 
 // TestABusyEngineClaimsBesideItsRecording: alone on its database, an engine with ClaimsAuto
-// (the default) claims the next steps for the workers of a batch in a transaction of its own, at the same time as it records the batch, and runs
-// them as soon as that claim commits. The recording of the first task's step is held back
-// here (another transaction holds the task's row, which the recording locks first); steps of
-// the later tasks must still be claimed and started meanwhile, on the slots of the batch being
-// recorded. Once the row is free, every task completes with an exact history: each step went
-// pending -> in_progress -> complete, its two transitions written by two transactions.
+// (the default) claims the next steps for the workers of a batch in a transaction of its own,
+// at the same time as it records the batch, and runs them as soon as that claim commits. The
+// recording of the first task's step is held back here (another transaction holds the task's
+// row, which the recording locks first); steps of the later tasks must still be claimed and
+// started meanwhile, on the slots of the batch being recorded. Once the row is free, every
+// task completes with an exact history: each step went pending -> in_progress -> complete, its
+// two transitions written by two transactions.
 func TestABusyEngineClaimsBesideItsRecording(t *testing.T) {
 	t.Parallel()
 	const n, workers = 6, 2
@@ -274,14 +275,14 @@ func TestABusyEngineClaimsBesideItsRecording(t *testing.T) {
 	h.engine(orchestration.Config{Workers: workers})
 	// The first claim takes the first two tasks' steps; the recording of the first waits for
 	// its task's row.
-	started := func(ids []int64) (n int) {
+	started := func(ids []int64) (count int) {
 		t.Helper()
 		if err := h.db.Raw(`SELECT count(*) FROM tasker_workflow_step_transitions st
 			JOIN tasker_workflow_steps s USING (workflow_step_id)
-			WHERE s.task_id IN ? AND st.to_state = 'in_progress'`, ids).Row().Scan(&n); err != nil {
+			WHERE s.task_id IN ? AND st.to_state = 'in_progress'`, ids).Row().Scan(&count); err != nil {
 			t.Fatal(err)
 		}
-		return n
+		return count
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for started(tasks[workers:]) == 0 {

@@ -119,11 +119,11 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	}
 }
 
-// TestRecordingCallSettlesAPendingTaskThroughInProgress: a task whose start the claim
-// skipped (another transaction held its row) is still pending when its last step completes. The recording call then settles it as FinalizeTask does:
-// to in_progress (reason finalize), then to complete with its step counts, in one history
-// with one current row, and flags it complete. The other task, started by the claim, goes
-// from in_progress to complete.
+// TestRecordingCallSettlesAPendingTaskThroughInProgress: a task whose start the claim skipped
+// (another transaction held its row) is still pending when its last step completes. The
+// recording call then settles it as FinalizeTask does: to in_progress (reason finalize), then
+// to complete with its step counts, in one history with one current row, and flags it
+// complete. The other task, started by the claim, goes from in_progress to complete.
 func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	t.Parallel()
 	url := dbtest.NewURL(t)

@@ -24,8 +24,9 @@ type claimedStep struct {
 // Stop may wait for a claim in flight when the database hangs.
 const claimTimeout = 10 * time.Second
 
-// claim claims up to n ready steps and starts them in one transaction, in one statement
-// (store.ClaimAndStart) however many it claims:
+// claim claims up to n ready steps and starts them in one statement (store.ClaimAndStart)
+// however many it claims, a transaction of its own (store.EngineStatement: no BEGIN or
+// COMMIT of its own to wait for):
 //   - the claim marks them in_process with fresh claim tokens;
 //   - in the same statement, each moves to in_progress (a step in error goes through pending,
 //     retry_requested, so that the retry is in its history), from the current transition the
@@ -35,15 +36,16 @@ const claimTimeout = 10 * time.Second
 //     lock order is task, then step); a task skipped here is started by the claim of its next
 //     step, or settled by its finalisation. The moves' metadata was encoded, and the moves
 //     checked against the transition table, by the state machine (see startMetadata);
-//   - the started steps' claims are watched (see watch) before the commit, while the claim
-//     holds the steps' row locks: an operator's change to a claimed step (a cancellation) can
-//     only commit after the claim, so its event reaches a watcher that already listens. Their
+//   - the started steps' claims are watched (see watch) with every event of their steps
+//     since the claim began: an operator's change to a claimed step (a cancellation) can
+//     only commit after the claim, which holds the steps' row locks until it commits, so its
+//     event arrives after the claim began, and is routed to the step's run whether it arrives
+//     before the run is watched (the claim has committed as it ended) or after. Their
 //     inputs came with the claim statement, read under the same locks: the inputs of the
 //     attempt about to run, without a statement of their own.
 //
-// The transaction is not cancelled with ctx (a shutdown): cancelling it while COMMIT is in
-// flight would report an error for a claim PostgreSQL made, and its steps would wait for their
-// lease. claimTimeout bounds it instead, so a claim that returns no error is one the caller
+// The claim is not cancelled with ctx (a shutdown): cancelling it while it commits would
+// report an error for a claim PostgreSQL made, and its steps would wait for their lease. claimTimeout bounds it instead, so a claim that returns no error is one the caller
 // must run or release, and one that began before a shutdown always ends with its steps
 // returned or not claimed.
 //
@@ -54,10 +56,12 @@ func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	var c claimed
-	err := e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
+	since := e.watcher.begin()
+	defer e.watcher.end(since)
+	err := e.st.EngineStatement(ctx, e.cfg.AsyncCommit, func(st *store.Store) error {
 		c.close()
 		var err error
-		c, err = e.claimIn(ctx, tx, n)
+		c, err = e.claimIn(ctx, st, n, since)
 		return err
 	})
 	return e.claimed(ctx, began, n, c, err)
@@ -75,7 +79,7 @@ func (c claimed) close() { closeRuns(c.runs) }
 
 // claimIn claims up to n ready steps in tx (see claim for what it does and why); the caller
 // commits tx, then hands the result to claimed. It claims nothing for n <= 0.
-func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, error) {
+func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, began time.Time) (claimed, error) {
 	if n <= 0 {
 		return claimed{}, nil
 	}
@@ -94,7 +98,7 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int) (claimed, 
 	for i, r := range rows {
 		steps[i].ClaimedStep = r
 	}
-	c := claimed{steps: steps, runs: e.watch(steps)}
+	c := claimed{steps: steps, runs: e.watch(steps, began)}
 	for i, r := range c.runs {
 		r.in = steps[i].Input
 	}

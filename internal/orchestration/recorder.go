@@ -324,7 +324,13 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
-	err = e.st.EngineTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
+	// A recording with nothing to claim beside it, on the busy path, is one statement
+	// (RecordAndSettle): it runs as a transaction of its own, without BEGIN and COMMIT.
+	inTx := e.st.EngineTx
+	if claim <= 0 && plan.held != nil {
+		inTx = e.st.EngineStatement
+	}
+	err = inTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
 		c.close()
 		c = claimed{}
@@ -332,7 +338,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 			return err
 		}
 		var err error
-		c, err = e.claimIn(ctx, tx, claim)
+		c, err = e.claimIn(ctx, tx, claim, time.Now())
 		return err
 	})
 	if err != nil {

@@ -164,13 +164,14 @@ func (r *run) log() *slog.Logger { return r.e.stepLog(r.s) }
 
 // watch makes the runs of started steps and watches their claims (see claimWatch): a
 // transition of the step other than its start (a cancellation, a recovery) makes the engine
-// check the claim. The claim calls it before it commits (see claim).
-func (e *Engine) watch(steps []claimedStep) []*run {
+// check the claim, for the events since claimed, when the claim began (see claimWatch.add):
+// the claim may have committed already.
+func (e *Engine) watch(steps []claimedStep, claimed time.Time) []*run {
 	runs := make([]*run, len(steps))
 	for i, s := range steps {
 		r := &run{s: s, e: e}
 		r.ctx, r.cancel = context.WithCancelCause(e.handlerCtx)
-		e.watcher.add(r)
+		e.watcher.add(r, claimed)
 		runs[i] = r
 	}
 	return runs

@@ -2,6 +2,7 @@ package orchestration
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -21,9 +22,14 @@ import (
 //     its claim and only a dead worker loses its claims.
 //
 // A claim found lost cancels its handler with errClaimLost. A run is watched from its claim
-// (see Engine.watch, before the claim commits, so that no event of a change made after the
-// claim is missed), but checked and renewed only once prepared (after the commit); an event
-// in between is kept for then. The goroutine runs while there are runs to watch.
+// (see Engine.watch), but checked and renewed only once prepared (after the commit); an event
+// in between is kept for then. A claim may commit before its runs are watched (a claim that
+// is a statement of its own commits as it ends: store.EngineStatement), so no event of a
+// change made after the claim may be missed in between: while claims are in flight (begin,
+// end), the watch remembers which steps had events, and when, from the start of the oldest
+// claim in flight; a run added with the time its claim began is checked if its step had an
+// event since (or the hub reconnected since). The goroutine runs while there are runs to
+// watch.
 type claimWatch struct {
 	e   *Engine
 	sub *events.Subscription // the hub watcher (nil without a hub)
@@ -33,10 +39,17 @@ type claimWatch struct {
 	check   []*run         // prepared runs whose claims to check
 	wake    chan struct{}  // check is not empty
 	running bool           // the goroutine runs
+
+	// inFlight are the start times of the claims in flight (see begin); while there are any,
+	// events holds, by step id, when the last event that would mark its run arrived, and
+	// reconnected when the hub last reconnected.
+	inFlight    []time.Time
+	events      map[int64]time.Time
+	reconnected time.Time
 }
 
 func newClaimWatch(e *Engine) *claimWatch {
-	w := &claimWatch{e: e, runs: map[int64]*run{}, wake: make(chan struct{}, 1)}
+	w := &claimWatch{e: e, runs: map[int64]*run{}, wake: make(chan struct{}, 1), events: map[int64]time.Time{}}
 	if e.hub != nil {
 		w.sub = e.hub.Watch(w.route)
 	}
@@ -59,14 +72,47 @@ func (w *claimWatch) route(ev events.Event) {
 		for _, r := range w.runs {
 			w.mark(r)
 		}
+		if len(w.inFlight) > 0 {
+			w.reconnected = time.Now()
+		}
 		w.mu.Unlock()
 	case ev.Channel == events.ChannelStepTransitions && ev.To != string(models.StateInProgress):
 		w.mu.Lock()
 		if r := w.runs[ev.StepID]; r != nil {
 			w.mark(r)
 		}
+		if len(w.inFlight) > 0 {
+			w.events[ev.StepID] = time.Now()
+		}
 		w.mu.Unlock()
 	}
+}
+
+// begin notes a claim about to start and returns its start time, which its runs are added
+// with (see add); end must follow once the claim has returned and its runs are added.
+func (w *claimWatch) begin() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	w.inFlight = append(w.inFlight, now)
+	return now
+}
+
+// end notes the end of the claim begun at began, and forgets the events that no claim still
+// in flight began before.
+func (w *claimWatch) end(began time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i := slices.Index(w.inFlight, began); i >= 0 {
+		w.inFlight = slices.Delete(w.inFlight, i, i+1)
+	}
+	if len(w.inFlight) == 0 {
+		clear(w.events)
+		w.reconnected = time.Time{}
+		return
+	}
+	oldest := slices.MinFunc(w.inFlight, func(a, b time.Time) int { return a.Compare(b) })
+	maps.DeleteFunc(w.events, func(_ int64, at time.Time) bool { return at.Before(oldest) })
 }
 
 // mark asks for a check of r's claim: now if r is prepared, else once it is. w.mu is held.
@@ -82,10 +128,14 @@ func (w *claimWatch) mark(r *run) {
 	}
 }
 
-// add watches r's claim.
-func (w *claimWatch) add(r *run) {
+// add watches r's claim, made by a claim that began at claimed (see begin): r is checked
+// once prepared if its step had an event since, or the hub reconnected since.
+func (w *claimWatch) add(r *run, claimed time.Time) {
 	w.mu.Lock()
 	w.runs[r.s.StepID] = r
+	if at, ok := w.events[r.s.StepID]; (ok && !at.Before(claimed)) || !w.reconnected.Before(claimed) {
+		r.recheck = true
+	}
 	w.mu.Unlock()
 }
 

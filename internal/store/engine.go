@@ -91,6 +91,38 @@ func (s *Store) EngineTx(ctx context.Context, asyncCommit bool, fn func(tx *Stor
 	})
 }
 
+// EngineStatement runs fn, which runs exactly one statement that notifies the transitions it
+// writes itself (ClaimAndStart, RecordAndSettle), as a transaction of its own: with an
+// engine pool (WithEngine), the statement runs outside BEGIN and COMMIT, and PostgreSQL
+// commits it when it ends, in the round trip that ran it. The statement is as atomic as in
+// EngineTx (it commits whole or not at all, with the same settings); what it saves is the
+// round trips of BEGIN and COMMIT, two of the three of a claim beside a recording, during
+// which the claimed steps wait to start, and two of the recording's. Without an engine pool
+// it is EngineTx (whose transaction sets the engine's settings first).
+//
+// A statement that committed may still report an error (the connection lost before its
+// answer, a row that fails to scan): as with a COMMIT whose answer is lost, its claims are
+// then left to their leases. Transitions written through the Store's own writers (which
+// note them for the transaction to notify) are refused after the fact: fn must not write any.
+func (s *Store) EngineStatement(ctx context.Context, asyncCommit bool, fn func(st *Store) error) error {
+	p := s.engine
+	if p == nil {
+		return s.EngineTx(ctx, asyncCommit, fn)
+	}
+	if p.AsyncCommit != asyncCommit {
+		return fmt.Errorf("engine statement: asynchronous commit %v, but the engine pool was opened with %v",
+			asyncCommit, p.AsyncCommit)
+	}
+	st := &Store{db: p.DB, notes: &transitionNotes{}}
+	if err := fn(st); err != nil {
+		return err
+	}
+	if n := len(st.notes.steps) + len(st.notes.tasks); n > 0 {
+		return fmt.Errorf("engine statement: %d transitions were written that no statement notified", n)
+	}
+	return nil
+}
+
 // runNotifying runs fn on tx, an engine transaction, noting the transitions it writes, and
 // sends their notifications once fn has succeeded (see notify.go).
 func runNotifying(ctx context.Context, tx *Store, fn func(tx *Store) error) error {

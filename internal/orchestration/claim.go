@@ -83,16 +83,34 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, began time
 	if n <= 0 {
 		return claimed{}, nil
 	}
-	rows, err := tx.ClaimAndStart(ctx, n, e.cfg.WorkerID, e.cfg.LeaseDuration, e.cfg.Observer != nil, e.startMeta)
+	r := e.claimRequest(n)
+	rows, err := tx.ClaimAndStart(ctx, r.N, r.Worker, r.Lease, r.ReadyFor, r.Start)
+	if err != nil {
+		return claimed{}, claimError(err)
+	}
+	return e.claimedRows(rows, began), nil
+}
+
+// claimRequest asks for up to n ready steps for the engine's workers (see claimIn).
+func (e *Engine) claimRequest(n int) store.ClaimRequest {
+	return store.ClaimRequest{N: n, Worker: e.cfg.WorkerID, Lease: e.cfg.LeaseDuration, ReadyFor: e.cfg.Observer != nil,
+		Start: e.startMeta}
+}
+
+// claimError is the error of a claim statement that failed with err.
+func claimError(err error) error {
 	if errors.Is(err, gorm.ErrDuplicatedKey) {
-		return claimed{}, fmt.Errorf("claiming ready steps: a transition of a claimed step was committed between the claim's read "+
+		return fmt.Errorf("claiming ready steps: a transition of a claimed step was committed between the claim's read "+
 			"and its lock (the claim is rolled back; its steps are claimed again from their new history): %w", err)
 	}
-	if err != nil {
-		return claimed{}, fmt.Errorf("claiming ready steps: %w", err)
-	}
+	return fmt.Errorf("claiming ready steps: %w", err)
+}
+
+// claimedRows makes the runs of the steps a claim that began at began took (rows), and
+// watches their claims.
+func (e *Engine) claimedRows(rows []store.ClaimedStep, began time.Time) claimed {
 	if len(rows) == 0 {
-		return claimed{}, nil
+		return claimed{}
 	}
 	steps := make([]claimedStep, len(rows))
 	for i, r := range rows {
@@ -102,7 +120,7 @@ func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, began time
 	for i, r := range c.runs {
 		r.in = steps[i].Input
 	}
-	return c, nil
+	return c
 }
 
 // claimed finishes a claim of up to n steps that began at began in a transaction that

@@ -300,7 +300,9 @@ type stepOutcome struct {
 // recordBatch records finished attempts in one transaction, with a constant number of
 // statements however many it records, and, in the same transaction, claims up to claim ready
 // steps (see claimIn; only where Config.Claims places claims there), the steps the batch made
-// ready among them. It returns the claims whose attempts were recorded (kept, by claim token)
+// ready among them. On the busy path (known) the transaction is one round trip: the recording
+// alone is a statement of its own, and with a claim the two statements go as one pipeline
+// (recordAndClaim). It returns the claims whose attempts were recorded (kept, by claim token)
 // and what it claimed, which the caller hands to claimed.
 //
 // With known (the busy path), one call records and settles (store.RecordAndSettle, migration
@@ -324,6 +326,9 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
+	if claim > 0 && plan.held != nil {
+		return e.recordAndClaim(ctx, plan, claim)
+	}
 	// A recording with nothing to claim beside it, on the busy path, is one statement
 	// (RecordAndSettle): it runs as a transaction of its own, without BEGIN and COMMIT.
 	inTx := e.st.EngineTx
@@ -346,6 +351,24 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
 	return kept, c, nil
+}
+
+// recordAndClaim records a batch on the busy path, as planned by p, and claims up to claim
+// ready steps after it, in one transaction sent as one round trip (store.RecordAndClaim). The
+// claim has committed before its runs are watched: they are watched with the events since it
+// began (see claimWatch).
+func (e *Engine) recordAndClaim(ctx context.Context, p recordPlan, claim int) (map[string]bool, claimed, error) {
+	began := e.watcher.begin()
+	defer e.watcher.end(began)
+	tokens, rows, err := e.st.RecordAndClaim(ctx, e.cfg.AsyncCommit, p.taskIDs, p.held, e.claimRequest(claim))
+	if err != nil {
+		return nil, claimed{}, fmt.Errorf("recording %d attempts and claiming ready steps: %w", len(p.held), err)
+	}
+	kept := make(map[string]bool, len(tokens))
+	for _, t := range tokens {
+		kept[t] = true
+	}
+	return kept, e.claimedRows(rows, began), nil
 }
 
 // recordPlan is what a batch's recording writes, encoded before its transaction begins: the

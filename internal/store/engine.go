@@ -329,25 +329,45 @@ type StartMetadata struct {
 // (gorm.ErrDuplicatedKey) and writes nothing.
 func (s *Store) ClaimAndStart(ctx context.Context, n int, worker string, lease time.Duration, readyFor bool,
 	start StartMetadata) ([]ClaimedStep, error) {
+	c := newClaimScan(n, worker, lease, readyFor, start)
+	rows, err := queryRows(ctx, s, c.dest, c.query, c.args)
+	c.finish(rows)
+	return rows, err
+}
+
+// claimScan is one claim statement (see ClaimAndStart): its text, its named arguments, and
+// what its rows are scanned into.
+type claimScan struct {
+	query   string
+	args    map[string]any
+	states  []sql.NullString
+	seconds []float64
+}
+
+func newClaimScan(n int, worker string, lease time.Duration, readyFor bool, start StartMetadata) *claimScan {
 	q := claimSQL
 	if readyFor {
 		q = claimReadyForSQL
 	}
-	var states []sql.NullString
-	var seconds []float64
-	rows, err := queryRows(ctx, s, func(r *ClaimedStep) []any {
-		states = append(states, sql.NullString{})
-		seconds = append(seconds, 0)
-		return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &states[len(states)-1], &r.CurrentSortKey, &r.Claimed,
-			&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents,
-			&seconds[len(seconds)-1]}
-	}, q, map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
-		"step_metadata": string(start.Step), "retry_metadata": string(start.Retry), "task_metadata": string(start.Task)})
+	return &claimScan{query: q, args: map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
+		"step_metadata": string(start.Step), "retry_metadata": string(start.Retry), "task_metadata": string(start.Task)}}
+}
+
+// dest returns where the columns of the claim's next row go, r and the claimScan's own.
+func (c *claimScan) dest(r *ClaimedStep) []any {
+	c.states = append(c.states, sql.NullString{})
+	c.seconds = append(c.seconds, 0)
+	return []any{&r.StepID, &r.TaskID, &r.Token, &r.Attempt, &r.TaskNew, &c.states[len(c.states)-1], &r.CurrentSortKey, &r.Claimed,
+		&r.Input.NamedTaskID, &r.Input.Name, &r.Input.Inputs, &r.Input.Context, &r.Input.Parents,
+		&c.seconds[len(c.seconds)-1]}
+}
+
+// finish fills in what dest scanned into the claimScan's own columns.
+func (c *claimScan) finish(rows []ClaimedStep) {
 	for i := range rows {
-		rows[i].CurrentState = models.State(states[i].String)
-		rows[i].ReadyFor = time.Duration(seconds[i] * float64(time.Second))
+		rows[i].CurrentState = models.State(c.states[i].String)
+		rows[i].ReadyFor = time.Duration(c.seconds[i] * float64(time.Second))
 	}
-	return rows, err
 }
 
 // LockTasksSkipLocked takes the row locks of the tasks among ids that no other transaction
@@ -478,8 +498,7 @@ func (s *Store) RecordAndSettle(ctx context.Context, taskIDs []int64, outcomes [
 	if err != nil {
 		return nil, fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	return queryRows(ctx, s, func(t *string) []any { return []any{t} },
-		`SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`, database.Array[int64](taskIDs), string(payload))
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, recordSQL, database.Array[int64](taskIDs), string(payload))
 }
 
 // TaskSettling is what decides whether a task may be settled (see TasksSettling): its current

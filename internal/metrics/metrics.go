@@ -56,6 +56,8 @@ type Metrics struct {
 	stepDuration  *prometheus.HistogramVec
 	claimLatency  *prometheus.HistogramVec
 	recovered     prometheus.Counter
+	callDuration  *prometheus.HistogramVec
+	callSteps     *prometheus.HistogramVec
 }
 
 var _ orchestration.Observer = (*Metrics)(nil)
@@ -111,8 +113,18 @@ func New(opts Options) *Metrics {
 		Name: "tasker_steps_recovered_total",
 		Help: "Steps whose claim lease ran out (their worker died or lost the database), taken back by this process's recovery: an attempt in progress counts as lost and fails, so the retry rules apply.",
 	})
+	m.callDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_engine_call_duration_seconds",
+		Help:    "Time of the engine's calls into the database that succeeded, round trip included, by call: claim (a claim of its own), record (a recording without a claim), record_and_claim (a recording and the claim after it, one transaction).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"call"})
+	m.callSteps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_engine_call_steps",
+		Help:    "Steps handled by one engine call that succeeded, by call and kind: the attempts it recorded (recorded) or the steps it claimed (claimed). Small batches under load mean idle workers; calls slow for their size, a busy database.",
+		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256},
+	}, []string{"call", "kind"})
 	m.reg.MustRegister(m.gqlRequests, m.gqlDuration, m.gqlStatements, m.httpRequests, m.httpDuration,
-		m.stepRuns, m.stepDuration, m.claimLatency, m.recovered,
+		m.stepRuns, m.stepDuration, m.claimLatency, m.recovered, m.callDuration, m.callSteps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DB != nil {
 		// The pool's statistics are those of the *sql.DB under the handle (the primary's).
@@ -152,6 +164,18 @@ func (m *Metrics) StepFinished(step, outcome string, took time.Duration) {
 
 // StepsRecovered implements orchestration.Observer.
 func (m *Metrics) StepsRecovered(n int) { m.recovered.Add(float64(n)) }
+
+// EngineCall implements orchestration.Observer: a claim reports the steps it claimed, a
+// recording the attempts it recorded, a recording with its claim both.
+func (m *Metrics) EngineCall(call string, recorded, claimed int, took time.Duration) {
+	m.callDuration.WithLabelValues(call).Observe(took.Seconds())
+	if call != orchestration.CallClaim {
+		m.callSteps.WithLabelValues(call, "recorded").Observe(float64(recorded))
+	}
+	if call != orchestration.CallRecord {
+		m.callSteps.WithLabelValues(call, "claimed").Observe(float64(claimed))
+	}
+}
 
 type slogErrorLog struct{ log *slog.Logger }
 

@@ -40,6 +40,9 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	m.StepFinished("fetch", orchestration.OutcomeComplete, 20*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeError, 5*time.Millisecond)
 	m.StepsRecovered(3)
+	m.EngineCall(orchestration.CallClaim, 0, 32, 3*time.Millisecond)
+	m.EngineCall(orchestration.CallRecord, 31, 0, 4*time.Millisecond)
+	m.EngineCall(orchestration.CallRecordAndClaim, 30, 29, 6*time.Millisecond)
 
 	h := m.Middleware("api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if metrics.RequestID(r.Context()) == "" || r.Header.Get("X-Request-Id") == "" {
@@ -69,6 +72,13 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 		`tasker_step_duration_seconds_count{outcome="complete",step="fetch"} 1`,
 		`tasker_step_claim_latency_seconds_count{step="fetch"} 1`,
 		`tasker_steps_recovered_total 3`,
+		`tasker_engine_call_duration_seconds_count{call="claim"} 1`,
+		`tasker_engine_call_duration_seconds_bucket{call="record",le="0.005"} 1`,
+		`tasker_engine_call_duration_seconds_bucket{call="record_and_claim",le="0.005"} 0`,
+		`tasker_engine_call_steps_sum{call="claim",kind="claimed"} 32`,
+		`tasker_engine_call_steps_sum{call="record",kind="recorded"} 31`,
+		`tasker_engine_call_steps_sum{call="record_and_claim",kind="recorded"} 30`,
+		`tasker_engine_call_steps_sum{call="record_and_claim",kind="claimed"} 29`,
 		`tasker_http_requests_total{code="418",handler="api"} 2`,
 		`tasker_http_request_duration_seconds_count{handler="api"} 2`,
 		`tasker_ready_steps 0`,
@@ -80,6 +90,12 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	for _, absent := range []string{`tasker_engine_call_steps_count{call="claim",kind="recorded"}`,
+		`tasker_engine_call_steps_count{call="record",kind="claimed"}`} {
+		if strings.Contains(body, absent) {
+			t.Errorf("/metrics has %q: a claim records nothing, a lone recording claims nothing", absent)
 		}
 	}
 	if t.Failed() {

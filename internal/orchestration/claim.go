@@ -64,6 +64,9 @@ func (e *Engine) claim(ctx context.Context, n int) ([]*run, error) {
 		c, err = e.claimIn(ctx, st, n, since)
 		return err
 	})
+	if err == nil {
+		e.observeCall(CallClaim, 0, len(c.steps), began)
+	}
 	return e.claimed(ctx, began, n, c, err)
 }
 

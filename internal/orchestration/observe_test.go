@@ -15,6 +15,14 @@ type recorder struct {
 	latency   map[string]time.Duration
 	finished  map[string][]string
 	recovered int
+	calls     []engineCall
+}
+
+// engineCall is one EngineCall report.
+type engineCall struct {
+	call              string
+	recorded, claimed int
+	took              time.Duration
 }
 
 // newRecorder returns an Observer that has been told nothing yet.
@@ -39,6 +47,78 @@ func (r *recorder) StepsRecovered(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recovered += n
+}
+
+func (r *recorder) EngineCall(call string, recorded, claimed int, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, engineCall{call, recorded, claimed, took})
+}
+
+// TestObserverSeesEveryEngineCall: an engine draining 40 one-step tasks reports each of its
+// calls into the database: claims that claim, recordings that record, and recordings with
+// the claim after them, each with a duration. Every step is claimed once and its attempt
+// recorded once, so the claimed steps of all calls add up to the 40 steps, and so do the
+// recorded attempts; a claim records nothing and a lone recording claims nothing.
+func TestObserverSeesEveryEngineCall(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil, singleYAML)
+	const tasks = 40
+	ids := make([]int64, tasks)
+	for i := range ids {
+		ids[i] = h.create("tests", "single", "")
+	}
+	rec := newRecorder()
+	h.engine(orchestration.Config{Observer: rec, Workers: 4})
+	h.waitTasks("complete", 30*time.Second, ids...)
+	sums := func() (recorded, claimed int) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, c := range rec.calls {
+			recorded += c.recorded
+			claimed += c.claimed
+		}
+		return recorded, claimed
+	}
+	// The last recording is reported once it has committed: a moment after its task's state
+	// can be read.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if recorded, _ := sums(); recorded >= tasks {
+			break
+		}
+	}
+	recorded, claimed := sums()
+	if recorded != tasks || claimed != tasks {
+		t.Errorf("the engine's calls recorded %d attempts and claimed %d steps, want %d and %d", recorded, claimed, tasks, tasks)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	kinds := map[string]int{}
+	for _, c := range rec.calls {
+		kinds[c.call]++
+		if c.took <= 0 {
+			t.Errorf("%+v: a call that took no time", c)
+		}
+		switch c.call {
+		case orchestration.CallClaim:
+			if c.recorded != 0 {
+				t.Errorf("%+v: a claim that recorded attempts", c)
+			}
+		case orchestration.CallRecord:
+			if c.claimed != 0 || c.recorded == 0 {
+				t.Errorf("%+v: a recording alone that claimed steps or recorded nothing", c)
+			}
+		case orchestration.CallRecordAndClaim:
+			if c.recorded == 0 {
+				t.Errorf("%+v: a recording that recorded nothing", c)
+			}
+		default:
+			t.Errorf("%+v: a call of no known kind", c)
+		}
+	}
+	if kinds[orchestration.CallClaim] == 0 || kinds[orchestration.CallRecord]+kinds[orchestration.CallRecordAndClaim] == 0 {
+		t.Errorf("calls by kind %v, want claims and recordings", kinds)
+	}
 }
 
 func TestObserverSeesClaimsAndOutcomes(t *testing.T) {

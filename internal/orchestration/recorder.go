@@ -326,8 +326,13 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
+	began := time.Now()
 	if claim > 0 && plan.held != nil {
-		return e.recordAndClaim(ctx, plan, claim)
+		kept, c, err := e.recordAndClaim(ctx, plan, claim)
+		if err == nil {
+			e.observeCall(CallRecordAndClaim, len(kept), len(c.steps), began)
+		}
+		return kept, c, err
 	}
 	// A recording with nothing to claim beside it, on the busy path, is one statement
 	// (RecordAndSettle): it runs as a transaction of its own, without BEGIN and COMMIT.
@@ -350,6 +355,11 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		c.close()
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
+	call := CallRecord
+	if claim > 0 {
+		call = CallRecordAndClaim
+	}
+	e.observeCall(call, len(kept), len(c.steps), began)
 	return kept, c, nil
 }
 

@@ -32,8 +32,9 @@ type outcomes struct {
 	got map[string]string
 }
 
-func (o *outcomes) StepClaimed(string, time.Duration) {}
-func (o *outcomes) StepsRecovered(int)                {}
+func (o *outcomes) StepClaimed(string, time.Duration)          {}
+func (o *outcomes) StepsRecovered(int)                         {}
+func (o *outcomes) EngineCall(string, int, int, time.Duration) {}
 func (o *outcomes) StepFinished(step, outcome string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -56,6 +56,7 @@ type cutAfterClaim struct{ *cut }
 func (c cutAfterClaim) StepClaimed(string, time.Duration)          { c.now() }
 func (c cutAfterClaim) StepFinished(string, string, time.Duration) {}
 func (c cutAfterClaim) StepsRecovered(int)                         {}
+func (c cutAfterClaim) EngineCall(string, int, int, time.Duration) {}
 
 // cutBeforeHandler resolves step handlers from the database's configuration (like the
 // binaries), cutting the database first the first time: after the inputs were read, before

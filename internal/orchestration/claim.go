@@ -45,9 +45,10 @@ const claimTimeout = 10 * time.Second
 //     attempt about to run, without a statement of their own.
 //
 // The claim is not cancelled with ctx (a shutdown): cancelling it while it commits would
-// report an error for a claim PostgreSQL made, and its steps would wait for their lease. claimTimeout bounds it instead, so a claim that returns no error is one the caller
-// must run or release, and one that began before a shutdown always ends with its steps
-// returned or not claimed.
+// report an error for a claim PostgreSQL made, and its steps would wait for their lease.
+// claimTimeout bounds it instead, so a claim that returns no error is one the caller must
+// run or release, and one that began before a shutdown always ends with its steps returned
+// or not claimed.
 //
 // It returns the runs of the started steps, one per step, in claim order, with their inputs,
 // ready to run (see claimed).

@@ -334,8 +334,8 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		}
 		return kept, c, err
 	}
-	// A recording with nothing to claim beside it, on the busy path, is one statement
-	// (RecordAndSettle): it runs as a transaction of its own, without BEGIN and COMMIT.
+	// A recording that claims nothing, on the busy path, is one statement (RecordAndSettle):
+	// it runs as a transaction of its own, without BEGIN and COMMIT.
 	inTx := e.st.EngineTx
 	if claim <= 0 && plan.held != nil {
 		inTx = e.st.EngineStatement

@@ -81,21 +81,20 @@ type claimed struct {
 // close stops watching the claims of a transaction that did not commit.
 func (c claimed) close() { closeRuns(c.runs) }
 
-// claimIn claims up to n ready steps in tx (see claim for what it does and why); the caller
-// commits tx, then hands the result to claimed. It claims nothing for n <= 0.
-func (e *Engine) claimIn(ctx context.Context, tx *store.Store, n int, began time.Time) (claimed, error) {
+// claimIn claims up to n ready steps on st, for a claim that began at began (see claim for
+// what it does and why); the caller hands the result to claimed. It claims nothing for n <= 0.
+func (e *Engine) claimIn(ctx context.Context, st *store.Store, n int, began time.Time) (claimed, error) {
 	if n <= 0 {
 		return claimed{}, nil
 	}
-	r := e.claimRequest(n)
-	rows, err := tx.ClaimAndStart(ctx, r.N, r.Worker, r.Lease, r.ReadyFor, r.Start)
+	rows, err := st.ClaimAndStart(ctx, e.claimRequest(n))
 	if err != nil {
 		return claimed{}, claimError(err)
 	}
 	return e.claimedRows(rows, began), nil
 }
 
-// claimRequest asks for up to n ready steps for the engine's workers (see claimIn).
+// claimRequest asks for up to n ready steps for the engine's workers.
 func (e *Engine) claimRequest(n int) store.ClaimRequest {
 	return store.ClaimRequest{N: n, Worker: e.cfg.WorkerID, Lease: e.cfg.LeaseDuration, ReadyFor: e.cfg.Observer != nil,
 		Start: e.startMeta}

@@ -298,9 +298,10 @@ type stepOutcome struct {
 }
 
 // recordBatch records finished attempts in one transaction, with a constant number of
-// statements however many it records, and, in the same transaction, claims up to claim ready
-// steps (see claimIn; only where Config.Claims places claims there), the steps the batch made
-// ready among them. On the busy path (known) the transaction is one round trip: the recording
+// statements however many it records, and, on the busy path (known), claims up to claim ready
+// steps in the same transaction (only where Config.Claims places claims there), the steps the
+// batch made ready among them; the reading path (a batch the database refused once: see
+// flush) never claims. On the busy path the transaction is one round trip: the recording
 // alone is a statement of its own, and with a claim the two statements go as one pipeline
 // (recordAndClaim). It returns the claims whose attempts were recorded (kept, by claim token)
 // and what it claimed, which the caller hands to claimed.
@@ -315,13 +316,10 @@ type stepOutcome struct {
 // move; and their tasks are settled from their execution contexts (see FinalizeTask). An
 // attempt whose claim was taken away (cancelled, recovered) is discarded, not written.
 //
-// Without known (a batch the database refused once: see flush), the same is done statement by
-// statement through the state machine, which reads every step's current transition and
-// refuses a move the transition table does not allow, and the tasks are settled by
-// finalizeTasks.
+// Without known, the same is done statement by statement through the state machine, which
+// reads every step's current transition and refuses a move the transition table does not
+// allow, and the tasks are settled by finalizeTasks.
 func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, known bool) (map[string]bool, claimed, error) {
-	kept := map[string]bool{}
-	var c claimed
 	plan, err := e.planRecord(batch, known)
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
@@ -334,33 +332,22 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		}
 		return kept, c, err
 	}
-	// A recording that claims nothing, on the busy path, is one statement (RecordAndSettle):
-	// it runs as a transaction of its own, without BEGIN and COMMIT.
+	// A recording on the busy path is one statement (RecordAndSettle): it runs as a
+	// transaction of its own, without BEGIN and COMMIT.
 	inTx := e.st.EngineTx
-	if claim <= 0 && plan.held != nil {
+	if plan.held != nil {
 		inTx = e.st.EngineStatement
 	}
+	kept := map[string]bool{}
 	err = inTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
-		c.close()
-		c = claimed{}
-		if err := e.recordIn(ctx, tx, batch, plan, kept); err != nil {
-			return err
-		}
-		var err error
-		c, err = e.claimIn(ctx, tx, claim, time.Now())
-		return err
+		return e.recordIn(ctx, tx, batch, plan, kept)
 	})
 	if err != nil {
-		c.close()
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
-	call := CallRecord
-	if claim > 0 {
-		call = CallRecordAndClaim
-	}
-	e.observeCall(call, len(kept), len(c.steps), began)
-	return kept, c, nil
+	e.observeCall(CallRecord, len(kept), 0, began)
+	return kept, claimed{}, nil
 }
 
 // recordAndClaim records a batch on the busy path, as planned by p, and claims up to claim

@@ -213,7 +213,7 @@ func claimAll(t *testing.T, s *Store) []int64 {
 	t.Helper()
 	var ids []int64
 	for {
-		rows, err := s.ClaimAndStart(context.Background(), 100, "test", time.Minute, false, startMeta("test"))
+		rows, err := s.ClaimAndStart(context.Background(), ClaimRequest{N: 100, Worker: "test", Lease: time.Minute, Start: startMeta("test")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,7 +345,7 @@ func TestExpiredClaimsWalkOnlyTheRunningSteps(t *testing.T) {
 	ctx := context.Background()
 	var expiredFirst []int64
 	for _, lease := range []time.Duration{-time.Hour, -time.Minute, time.Hour} {
-		rows, err := s.ClaimAndStart(ctx, 3, "test", lease, false, startMeta("test"))
+		rows, err := s.ClaimAndStart(ctx, ClaimRequest{N: 3, Worker: "test", Lease: lease, Start: startMeta("test")})
 		if err != nil || len(rows) != 3 {
 			t.Fatalf("claiming 3 steps: %d, %v", len(rows), err)
 		}
@@ -453,7 +453,7 @@ func TestRenewLeasesAndClaimsHeldAnswerForTheHeldClaimsOnly(t *testing.T) {
 	s, trace := open(t)
 	seedHistory(t, s, 0)
 	ctx := context.Background()
-	claimed, err := s.ClaimAndStart(ctx, 3, "test", time.Minute, false, startMeta("test"))
+	claimed, err := s.ClaimAndStart(ctx, ClaimRequest{N: 3, Worker: "test", Lease: time.Minute, Start: startMeta("test")})
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("claimed %d steps (%v), want 3", len(claimed), err)
 	}
@@ -522,7 +522,7 @@ func TestClaimReadsHowLongEachStepWasReady(t *testing.T) {
 	}
 	seed(t, s, stmts...)
 	ctx := context.Background()
-	claimed, err := s.ClaimAndStart(ctx, 10, "test", time.Minute, true, startMeta("test"))
+	claimed, err := s.ClaimAndStart(ctx, ClaimRequest{N: 10, Worker: "test", Lease: time.Minute, ReadyFor: true, Start: startMeta("test")})
 	if err != nil {
 		t.Fatal(err)
 	}

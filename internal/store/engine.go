@@ -320,16 +320,25 @@ type StartMetadata struct {
 	Step, Retry, Task json.RawMessage
 }
 
-// ClaimAndStart claims up to n ready steps for worker, with a lease of lease, and starts them,
-// in one statement (see claimBaseSQL): the oldest ready steps that no one else holds are
-// marked in_process with a fresh claim token each, moved to in_progress with start's metadata,
-// their pending tasks too, and returned in step id order. With readyFor, each step's ReadyFor
-// is read too. A transition committed between the claim's snapshot and its lock took the sort
-// key a start writes: the statement then fails on the history's unique sort keys
-// (gorm.ErrDuplicatedKey) and writes nothing.
-func (s *Store) ClaimAndStart(ctx context.Context, n int, worker string, lease time.Duration, readyFor bool,
-	start StartMetadata) ([]ClaimedStep, error) {
-	c := newClaimScan(n, worker, lease, readyFor, start)
+// ClaimRequest is what a claim is asked: up to N ready steps for Worker, with a lease of
+// Lease, each step's ReadyFor read or not, started with Start's metadata.
+type ClaimRequest struct {
+	N        int
+	Worker   string
+	Lease    time.Duration
+	ReadyFor bool
+	Start    StartMetadata
+}
+
+// ClaimAndStart claims up to r.N ready steps for r.Worker, with a lease of r.Lease, and
+// starts them, in one statement (see claimBaseSQL): the oldest ready steps that no one else
+// holds are marked in_process with a fresh claim token each, moved to in_progress with
+// r.Start's metadata, their pending tasks too, and returned in step id order. With
+// r.ReadyFor, each step's ReadyFor is read too. A transition committed between the claim's
+// snapshot and its lock took the sort key a start writes: the statement then fails on the
+// history's unique sort keys (gorm.ErrDuplicatedKey) and writes nothing.
+func (s *Store) ClaimAndStart(ctx context.Context, r ClaimRequest) ([]ClaimedStep, error) {
+	c := newClaimScan(r)
 	rows, err := queryRows(ctx, s, c.dest, c.query, c.args)
 	c.finish(rows)
 	return rows, err
@@ -344,13 +353,13 @@ type claimScan struct {
 	seconds []float64
 }
 
-func newClaimScan(n int, worker string, lease time.Duration, readyFor bool, start StartMetadata) *claimScan {
+func newClaimScan(r ClaimRequest) *claimScan {
 	q := claimSQL
-	if readyFor {
+	if r.ReadyFor {
 		q = claimReadyForSQL
 	}
-	return &claimScan{query: q, args: map[string]any{"n": n, "worker": worker, "lease_ms": lease.Milliseconds(),
-		"step_metadata": string(start.Step), "retry_metadata": string(start.Retry), "task_metadata": string(start.Task)}}
+	return &claimScan{query: q, args: map[string]any{"n": r.N, "worker": r.Worker, "lease_ms": r.Lease.Milliseconds(),
+		"step_metadata": string(r.Start.Step), "retry_metadata": string(r.Start.Retry), "task_metadata": string(r.Start.Task)}}
 }
 
 // dest returns where the columns of the claim's next row go, r and the claimScan's own.

@@ -95,7 +95,7 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	err := s.EngineTx(ctx, false, func(tx *Store) error {
 		return check(tx, "claiming and starting 8 steps", func() error {
 			var err error
-			if claimed, err = tx.ClaimAndStart(ctx, 8, "calls", time.Minute, false, startMeta("calls")); err == nil && len(claimed) != 8 {
+			if claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 8, Worker: "calls", Lease: time.Minute, Start: startMeta("calls")}); err == nil && len(claimed) != 8 {
 				err = fmt.Errorf("claimed %d steps, want 8", len(claimed))
 			}
 			return err
@@ -144,7 +144,7 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	var claimed []ClaimedStep
 	err := s.EngineTx(ctx, false, func(tx *Store) error {
 		var err error
-		if claimed, err = tx.ClaimAndStart(ctx, 2, "settle", time.Minute, false, startMeta("settle")); err != nil || len(claimed) != 2 {
+		if claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 2, Worker: "settle", Lease: time.Minute, Start: startMeta("settle")}); err != nil || len(claimed) != 2 {
 			return fmt.Errorf("claimed %d steps (%v), want 2", len(claimed), err)
 		}
 		return nil

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -15,16 +14,6 @@ import (
 
 // recordSQL is RecordAndSettle's statement.
 const recordSQL = `SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`
-
-// ClaimRequest is what ClaimAndStart is asked: up to N ready steps for Worker, with a lease of
-// Lease, ReadyFor read or not, started with Start's metadata.
-type ClaimRequest struct {
-	N        int
-	Worker   string
-	Lease    time.Duration
-	ReadyFor bool
-	Start    StartMetadata
-}
 
 // RecordAndClaim runs a busy batch's two statements as one transaction: RecordAndSettle
 // (taskIDs, outcomes), then ClaimAndStart (claim), whose snapshot, taken after the recording,
@@ -49,7 +38,7 @@ func (s *Store) RecordAndClaim(ctx context.Context, asyncCommit bool, taskIDs []
 			if kept, err = tx.RecordAndSettle(ctx, taskIDs, outcomes); err != nil {
 				return err
 			}
-			claimed, err = tx.ClaimAndStart(ctx, claim.N, claim.Worker, claim.Lease, claim.ReadyFor, claim.Start)
+			claimed, err = tx.ClaimAndStart(ctx, claim)
 			return err
 		})
 		if err != nil {
@@ -65,7 +54,7 @@ func (s *Store) RecordAndClaim(ctx context.Context, asyncCommit bool, taskIDs []
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	c := newClaimScan(claim.N, claim.Worker, claim.Lease, claim.ReadyFor, claim.Start)
+	c := newClaimScan(claim)
 	claimStmt, claimArgs, ok := numberedNamed(c.query, c.args)
 	if !ok {
 		return nil, nil, errors.New("engine pipeline: the claim's parameters cannot be numbered")

@@ -51,7 +51,7 @@ func TestRecordAndClaimIsOneTransactionInOneRoundTrip(t *testing.T) {
 	var firsts []ClaimedStep
 	if err := engine.EngineStatement(ctx, false, func(st *Store) error {
 		var err error
-		firsts, err = st.ClaimAndStart(ctx, 8, "pipeline", time.Minute, false, meta)
+		firsts, err = st.ClaimAndStart(ctx, ClaimRequest{N: 8, Worker: "pipeline", Lease: time.Minute, Start: meta})
 		return err
 	}); err != nil || len(firsts) != 2 {
 		t.Fatalf("claimed %d first steps (%v), want the 2 of the 2 tasks", len(firsts), err)

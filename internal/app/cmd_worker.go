@@ -91,7 +91,9 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 // connections per engine with the engine's session settings, traced by tracer when not nil),
 // which is closed after the engines have stopped. The process's workers are shared out among
 // cfg.EnginesFor(workers) engines (see config.Config.Engines): each claims and records its
-// own steps, so one engine's steps run while another's batch commits. Running steps are given
+// own steps, so one engine's steps run while another's batch commits. A prefetch set
+// explicitly is shared out the same way (by default each engine prefetches up to its share of
+// the workers). Running steps are given
 // two thirds of the shutdown deadline to finish before they are cancelled.
 func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string, tracer pgx.QueryTracer, hub *events.Hub, cfg config.Config) error {
 	ocfg := cfg.Workers
@@ -113,9 +115,19 @@ func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string
 	svc := orchestration.NewService(gdb, nil)
 	handlers := orchestration.NewConfiguredHandlers(handler.NewBuiltinRegistry())
 	group := make(engineGroup, len(shares))
+	var prefetch []int
+	if ocfg.Prefetch > 0 {
+		prefetch = shareWorkers(ocfg.Prefetch, len(shares))
+	}
 	for i, n := range shares {
 		ecfg := ocfg
 		ecfg.Workers = n
+		if prefetch != nil {
+			ecfg.Prefetch = prefetch[i]
+			if ecfg.Prefetch == 0 {
+				ecfg.Prefetch = -1 // none (0 is the default)
+			}
+		}
 		engine, err := orchestration.New(svc, hub, handlers, ecfg, lc.log)
 		if err != nil {
 			return err

@@ -61,7 +61,8 @@ type Config struct {
 	// under /debug/pprof/ on WorkerMetricsListen (TASKER_PPROF=on; default off).
 	WorkerPprof bool
 
-	// Workers tunes the engine (TASKER_WORKERS, TASKER_SYNC_COMMIT, TASKER_CLAIM_BESIDE).
+	// Workers tunes the engine (TASKER_WORKERS, TASKER_PREFETCH, TASKER_SYNC_COMMIT,
+	// TASKER_CLAIM_BESIDE).
 	Workers orchestration.Config
 	// NoWorkers is TASKER_WORKERS=0: `tasker serve` runs no workers (an API-only process).
 	NoWorkers bool

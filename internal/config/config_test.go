@@ -52,6 +52,7 @@ func TestReadOverrides(t *testing.T) {
 		"TASKER_WORKERS":               "8",
 		"TASKER_SYNC_COMMIT":           "off",
 		"TASKER_CLAIM_BESIDE":          "off",
+		"TASKER_PREFETCH":              "16",
 		"TASKER_AUTH":                  "on",
 		"TASKER_RATE_LIMIT":            "5",
 		"TASKER_GRAPHQL_MAX_DEPTH":     "9",
@@ -72,7 +73,7 @@ func TestReadOverrides(t *testing.T) {
 		cfg.WorkerMetricsListen != "127.0.0.1:9091" || !cfg.WorkerPprof || cfg.Auth != "on" {
 		t.Errorf("process settings: %+v", cfg)
 	}
-	if cfg.Workers.Workers != 8 || !cfg.Workers.AsyncCommit || cfg.Workers.Claims != orchestration.ClaimsInRecording || cfg.NoWorkers {
+	if cfg.Workers.Workers != 8 || cfg.Workers.Prefetch != 16 || !cfg.Workers.AsyncCommit || cfg.Workers.Claims != orchestration.ClaimsInRecording || cfg.NoWorkers {
 		t.Errorf("workers: %+v, no workers %v", cfg.Workers, cfg.NoWorkers)
 	}
 	if cfg.Limits.RatePerSecond != 5 || !cfg.RateLimitSet || cfg.API.MaxDepth != 9 || cfg.API.QueryStats ||
@@ -130,6 +131,7 @@ func TestReadRejectsBadValues(t *testing.T) {
 		{"TASKER_WORKERS", "many", `TASKER_WORKERS="many"`},
 		{"TASKER_SYNC_COMMIT", "maybe", `TASKER_SYNC_COMMIT="maybe"`},
 		{"TASKER_CLAIM_BESIDE", "maybe", `TASKER_CLAIM_BESIDE="maybe"`},
+		{"TASKER_PREFETCH", "5000", `TASKER_PREFETCH="5000" is not a step count between 0 and 4096`},
 		{"TASKER_ENGINES", "0", `TASKER_ENGINES="0" is not an engine count between 1 and 16`},
 		{"TASKER_ENGINES", "17", `TASKER_ENGINES="17"`},
 		{"TASKER_RATE_LIMIT", "-3", `TASKER_RATE_LIMIT="-3"`},

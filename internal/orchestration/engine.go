@@ -31,14 +31,19 @@ import (
 // Config tunes an Engine. The zero value of every field means its default.
 type Config struct {
 	// Workers is how many step handlers run at once in this engine (default 32, env
-	// TASKER_WORKERS). It also caps the steps one claim takes, so it bounds throughput: every
-	// step waits for the commit that claims it and the one that records it (on a busy engine,
-	// a batch's recording and the claim of the next steps for its workers run at once, on two
-	// connections), and with commits of a few milliseconds an engine needs tens of steps in
-	// flight to run a thousand a second.
+	// TASKER_WORKERS). With Prefetch it caps the steps the engine holds, so it bounds
+	// throughput: every step waits for the commit that claims it and the one that records it
+	// (on a busy engine, a batch's recording and the claim of the next steps for its workers
+	// run at once, on two connections), and with commits of a few milliseconds an engine needs
+	// tens of steps in flight to run a thousand a second.
 	Workers int
-	// ClaimBatch caps the steps claimed by one claim statement (default Workers). The engine
-	// never claims more steps than it has idle workers, so a claimed step starts at once.
+	// Prefetch caps the claimed steps that may wait for a busy worker (default Workers;
+	// negative: none; env TASKER_PREFETCH, where 0 means none). How many do, up to it,
+	// follows the handlers' run times: as many as the workers start within prefetchWait on
+	// average, and none until a handler has returned (see prefetch.go).
+	Prefetch int
+	// ClaimBatch caps the steps claimed by one claim statement (default Workers + Prefetch).
+	// The engine never claims more steps than it has idle workers and room to prefetch.
 	ClaimBatch int
 	// PollInterval is the slow fallback wake-up when no event arrives (default 5s).
 	PollInterval time.Duration
@@ -105,8 +110,8 @@ const DefaultWorkers = 32
 // the recorder's (a batch recorded) and the claim beside it (see recorder).
 const PoolConns = 3
 
-// ConfigFromEnv reads TASKER_WORKERS, TASKER_SYNC_COMMIT (on or off) and TASKER_CLAIM_BESIDE
-// (auto, on or off) through getenv (internal/config) into a Config with every other field at
+// ConfigFromEnv reads TASKER_WORKERS, TASKER_PREFETCH (0 to 4096; 0: none), TASKER_SYNC_COMMIT
+// (on or off) and TASKER_CLAIM_BESIDE (auto, on or off) through getenv (internal/config) into a Config with every other field at
 // its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
@@ -133,6 +138,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.Workers = n
 	}
+	if v := getenv("TASKER_PREFETCH"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 4096 {
+			return cfg, fmt.Errorf("TASKER_PREFETCH=%q is not a step count between 0 and 4096", v)
+		}
+		cfg.Prefetch = n
+		if n == 0 {
+			cfg.Prefetch = -1
+		}
+	}
 	return cfg, nil
 }
 
@@ -140,8 +155,14 @@ func (c Config) withDefaults() Config {
 	if c.Workers <= 0 {
 		c.Workers = DefaultWorkers
 	}
-	if c.ClaimBatch <= 0 || c.ClaimBatch > c.Workers {
-		c.ClaimBatch = c.Workers
+	switch {
+	case c.Prefetch == 0:
+		c.Prefetch = c.Workers
+	case c.Prefetch < 0:
+		c.Prefetch = 0
+	}
+	if c.ClaimBatch <= 0 || c.ClaimBatch > c.Workers+c.Prefetch {
+		c.ClaimBatch = c.Workers + c.Prefetch
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 5 * time.Second
@@ -189,11 +210,13 @@ type Engine struct {
 	handlerCtx     context.Context    // parent of every handler's context
 	cancelHandlers context.CancelFunc // hard stop after the drain deadline
 	inflight       sync.WaitGroup
-	slots          chan struct{}       // one token per busy worker
+	slots          chan struct{}       // one token per step in flight: claimed, not yet recorded or released
+	pool           *workerPool         // the workers, given to the claimed steps in claim order
 	kick           chan struct{}       // a worker or the recorder finished: look for work
 	rec            *recorder           // records finished attempts, in batches
 	retryDirty     atomic.Bool         // the next due retry may have changed: read it again
 	running        atomic.Int64        // steps whose handlers run (see recorder.gather)
+	handlerTimes   handlerTimes        // the handlers' run times, for prefetching (see prefetch.go)
 	claiming       atomic.Bool         // between Start and Stop: the recorder may claim steps
 	watcher        *claimWatch         // watches the claims of the running steps
 	startMeta      store.StartMetadata // the metadata of the moves its claims write (see startMetadata)
@@ -224,7 +247,8 @@ func New(svc *Service, hub *events.Hub, handlers StepHandlers, cfg Config, log *
 	e := &Engine{
 		svc: svc, st: svc.store, hub: hub, handlers: handlers, cfg: cfg, log: log.With("worker_id", cfg.WorkerID),
 		done:  make(chan struct{}),
-		slots: make(chan struct{}, cfg.Workers),
+		slots: make(chan struct{}, cfg.Workers+cfg.Prefetch),
+		pool:  newWorkerPool(cfg.Workers),
 		kick:  make(chan struct{}, 1),
 	}
 	if cfg.Pool != nil {
@@ -447,12 +471,14 @@ func (e *Engine) reconnects() *events.Subscription {
 	return e.hub.Subscribe(events.OnlyReconnects)
 }
 
-// reserveSlots takes up to n idle workers' slots, without waiting, and returns how many it
-// took. A slot taken counts as in flight (Stop waits for it) until it is released or its
-// step's worker is done with it. Only a loop that Stop waits for before it waits for the
-// slots (the dispatcher) may take slots: the recorder claims with the slots of the attempts it
-// records, which it holds already.
+// reserveSlots takes up to n slots for steps to claim, without waiting, and returns how many
+// it took: no more than idle workers and the current prefetch depth allow (see claimable). A
+// slot taken counts as in flight (Stop waits for it) until it is released or its step's
+// worker is done with it. Only a loop that Stop waits for before it waits for the slots (the
+// dispatcher) may take slots: the recorder claims with the slots of the attempts it records,
+// which it holds already.
 func (e *Engine) reserveSlots(n int) int {
+	n = min(n, e.claimable(0))
 	for got := range n {
 		select {
 		case e.slots <- struct{}{}:
@@ -472,9 +498,10 @@ func (e *Engine) releaseSlots(n int) {
 	}
 }
 
-// startRuns runs each prepared step on a worker, on a slot the caller holds.
+// startRuns runs each prepared step on a worker, on a slot the caller holds: at once where a
+// worker is idle, else (a prefetched step) as soon as one is (see work).
 func (e *Engine) startRuns(runs []*run) {
-	e.running.Add(int64(len(runs)))
+	e.pool.add(runs)
 	for _, r := range runs {
 		go e.work(r)
 	}
@@ -488,12 +515,28 @@ func (e *Engine) wake() {
 	}
 }
 
-// work runs a prepared step on a worker, whose slot the caller holds. An outcome to record
-// goes to the recorder with the slot, which the recorder reuses for the steps it claims in
-// the recording's transaction (see recorder); otherwise the slot is freed here and the
-// dispatcher woken to claim the next steps.
+// work runs a prepared step, whose slot the caller holds, on a worker: it waits for one (a
+// prefetched step, for a handler to return; see workerPool), unless the step's claim is lost
+// or the engine stops hard meanwhile, in which case its handler never runs (see endUnrun). An
+// outcome to record goes to the recorder with the slot, which the recorder reuses for the
+// steps it claims (see recorder); otherwise the slot is freed here and the dispatcher woken
+// to claim the next steps.
 func (e *Engine) work(r *run) {
-	if e.runStep(r) {
+	worker := e.pool.wait(r)
+	if r.ctx.Err() != nil {
+		if worker {
+			e.pool.done()
+		}
+		e.endUnrun(r, 0)
+		r.close()
+		e.releaseSlots(1)
+		e.wake()
+		return
+	}
+	e.running.Add(1)
+	handedOver := e.runStep(r)
+	e.pool.done()
+	if handedOver {
 		return
 	}
 	e.running.Add(-1)

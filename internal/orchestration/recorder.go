@@ -40,7 +40,8 @@ const maxRecordBatch = 256
 //
 // A worker hands its slot to the recorder with its result. While the engine runs (between
 // Start and Stop), the recorder claims, beside each recording, as many ready steps as it holds
-// slots (up to ClaimBatch): the claim (see claim) runs in a transaction of its own, on another
+// slots (up to ClaimBatch, and within the engine's workers and prefetch depth: see
+// Engine.claimable): the claim (see claim) runs in a transaction of its own, on another
 // connection, at the same time as the recording, and its steps start on those slots as soon
 // as it commits, while the recording may still run. A busy engine thus keeps two backends at
 // work, one recording and one claiming, rather than one doing both in turn: the recording and
@@ -76,7 +77,7 @@ type recorder struct {
 const othersCheckInterval = 250 * time.Millisecond
 
 func newRecorder(e *Engine) *recorder {
-	return &recorder{e: e, in: make(chan result, 2*e.cfg.Workers), done: make(chan struct{}), beside: true,
+	return &recorder{e: e, in: make(chan result, 2*(e.cfg.Workers+e.cfg.Prefetch)), done: make(chan struct{}), beside: true,
 		streak: dbretry.New(e.log, "orchestration: recording attempts", 50*time.Millisecond, 2*time.Second)}
 }
 
@@ -145,7 +146,7 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		}
 		claim := 0
 		if e.claiming.Load() {
-			claim = min(slots, e.cfg.ClaimBatch)
+			claim = min(slots, e.cfg.ClaimBatch, e.claimable(slots))
 		}
 		if claim > 0 && !r.placeClaims() {
 			runs := r.flush(batch, claim, true)

@@ -151,6 +151,7 @@ type run struct {
 	// Under the engine's claimWatch lock: the claim is checked and renewed (prepared), an
 	// event asked for a check before it was (recheck).
 	prepared, recheck bool
+	turn              chan struct{} // closed when the run has a worker (see workerPool)
 }
 
 // stepLog is the engine's logger with the attributes of a step's attempt; it is built when
@@ -227,31 +228,39 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 	}
 	elapsed := time.Since(begin)
 	tracing.End(span, runErr)
+	e.handlerTimes.add(elapsed)
 
-	switch cause := context.Cause(hctx); {
-	case errors.Is(cause, errClaimLost):
-		r.log().Info("orchestration: claim lost while running, result discarded")
-		e.observeFinished(in.Name, OutcomeClaimLost, elapsed)
-		return false
-	case hctx.Err() != nil:
-		// Hard stop: release the step now rather than wait for its lease.
-		e.observeFinished(in.Name, OutcomeStopped, elapsed)
-		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer rcancel()
-		err := dbretry.Do(rctx, e.inputs, nil, func() error {
-			_, err := e.svc.recoverClaims(rctx, []store.Claim{{StepID: s.StepID, TaskID: s.TaskID, Token: s.Token}},
-				"worker_stopped", e.cfg.WorkerID, false)
-			return err
-		})
-		if err != nil {
-			r.log().Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
-		}
+	if hctx.Err() != nil {
+		e.endUnrun(r, elapsed)
 		return false
 	}
 	e.running.Add(-1)
 	e.rec.submit(result{step: s, name: in.Name, out: out, runErr: runErr, elapsed: elapsed,
 		trace: span.SpanContext(), slot: true})
 	return true
+}
+
+// endUnrun ends a run whose context ended (after its handler ran for elapsed, or before it
+// ran): a run whose claim was lost is discarded; on a hard stop the step is released at once,
+// rather than left to its lease.
+func (e *Engine) endUnrun(r *run, elapsed time.Duration) {
+	s, name := r.s, r.in.Name
+	if errors.Is(context.Cause(r.ctx), errClaimLost) {
+		r.log().Info("orchestration: claim lost, result discarded", "ran", elapsed > 0)
+		e.observeFinished(name, OutcomeClaimLost, elapsed)
+		return
+	}
+	e.observeFinished(name, OutcomeStopped, elapsed)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	err := dbretry.Do(rctx, e.inputs, nil, func() error {
+		_, err := e.svc.recoverClaims(rctx, []store.Claim{{StepID: s.StepID, TaskID: s.TaskID, Token: s.Token}},
+			"worker_stopped", e.cfg.WorkerID, false)
+		return err
+	})
+	if err != nil {
+		r.log().Error("orchestration: releasing stopped step; its lease will recover it", "error", err)
+	}
 }
 
 // stepHandler resolves the step's handler. Resolving may read the named task's configuration

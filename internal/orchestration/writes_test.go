@@ -196,8 +196,9 @@ const oneStepHistoriesSQL = `
 // (TASKER_CLAIM_BESIDE=off), and with ClaimsAuto while another engine holds a live claim (a
 // step of another task, claimed by another worker id, its lease unexpired). It reads, from the
 // transactions that wrote the step transitions (created_xid), where each step was started:
-// only the first claim, which fills the idle workers, runs on its own; every later step is
-// claimed in the transaction that recorded the steps whose workers it takes over. The
+// only the claims that fill the engine's idle workers and its room to prefetch run on their
+// own (workers + prefetch steps in all); every later step is claimed in the transaction that
+// recorded the steps whose slots it takes over. The
 // histories stay exact: every step went pending -> in_progress -> complete, with its two
 // transitions written by two different transactions.
 func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
@@ -213,7 +214,7 @@ func TestBusyEngineClaimsInTheRecordingTransaction(t *testing.T) {
 }
 
 func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, otherEngine bool) {
-	const n, workers = 40, 4
+	const n, workers, prefetch = 40, 4, 4
 	h := newHarness(t, nil, fixture.NoopOneYAML)
 	if otherEngine {
 		other := h.create("bench", "noop_one", "")
@@ -225,7 +226,7 @@ func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, other
 	for range n {
 		h.create("bench", "noop_one", "")
 	}
-	h.engine(orchestration.Config{Workers: workers, Claims: claims})
+	h.engine(orchestration.Config{Workers: workers, Prefetch: prefetch, Claims: claims})
 	waitAllComplete(t, h, n, time.Minute)
 	var row struct {
 		Started, StartedAlone, Histories, OneTransaction int
@@ -243,10 +244,10 @@ func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, other
 		Scan(&row).Error; err != nil {
 		t.Fatal(err)
 	}
-	if row.Started != n || row.StartedAlone > workers || row.Histories != n || row.OneTransaction != 0 {
+	if row.Started != n || row.StartedAlone > workers+prefetch || row.Histories != n || row.OneTransaction != 0 {
 		t.Fatalf("%d steps started, %d of them by claims that recorded nothing (want at most %d), %d exact histories "+
 			"(want %d), %d steps started and finished in one transaction (want 0)",
-			row.Started, row.StartedAlone, workers, row.Histories, n, row.OneTransaction)
+			row.Started, row.StartedAlone, workers+prefetch, row.Histories, n, row.OneTransaction)
 	}
 	t.Logf("%d of %d steps claimed in a recording transaction", row.Started-row.StartedAlone, n)
 }

@@ -55,6 +55,7 @@ type Metrics struct {
 	stepRuns      *prometheus.CounterVec
 	stepDuration  *prometheus.HistogramVec
 	claimLatency  *prometheus.HistogramVec
+	workerWait    *prometheus.HistogramVec
 	recovered     prometheus.Counter
 	callDuration  *prometheus.HistogramVec
 	callSteps     *prometheus.HistogramVec
@@ -109,6 +110,11 @@ func New(opts Options) *Metrics {
 		Help:    "How long a step had been ready when a worker of this process claimed it, by step name.",
 		Buckets: durations,
 	}, []string{"step"})
+	m.workerWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tasker_step_worker_wait_seconds",
+		Help:    "How long a step claimed by this process waited for one of its workers, from its claim to its handler's start, by step name: a prefetched step waits for a handler to return (TASKER_PREFETCH), the others start at once.",
+		Buckets: durations,
+	}, []string{"step"})
 	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tasker_steps_recovered_total",
 		Help: "Steps whose claim lease ran out (their worker died or lost the database), taken back by this process's recovery: an attempt in progress counts as lost and fails, so the retry rules apply.",
@@ -124,7 +130,7 @@ func New(opts Options) *Metrics {
 		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256},
 	}, []string{"call", "kind"})
 	m.reg.MustRegister(m.gqlRequests, m.gqlDuration, m.gqlStatements, m.httpRequests, m.httpDuration,
-		m.stepRuns, m.stepDuration, m.claimLatency, m.recovered, m.callDuration, m.callSteps,
+		m.stepRuns, m.stepDuration, m.claimLatency, m.workerWait, m.recovered, m.callDuration, m.callSteps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DB != nil {
 		// The pool's statistics are those of the *sql.DB under the handle (the primary's).
@@ -154,6 +160,11 @@ func (m *Metrics) Handler() http.Handler {
 // StepClaimed implements orchestration.Observer.
 func (m *Metrics) StepClaimed(step string, readyFor time.Duration) {
 	m.claimLatency.WithLabelValues(step).Observe(readyFor.Seconds())
+}
+
+// StepStarted implements orchestration.Observer.
+func (m *Metrics) StepStarted(step string, waited time.Duration) {
+	m.workerWait.WithLabelValues(step).Observe(waited.Seconds())
 }
 
 // StepFinished implements orchestration.Observer.

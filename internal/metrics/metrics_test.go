@@ -37,6 +37,7 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 
 	m := metrics.New(metrics.Options{DB: db, Hub: hub})
 	m.StepClaimed("fetch", 150*time.Millisecond)
+	m.StepStarted("fetch", 2*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeComplete, 20*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeError, 5*time.Millisecond)
 	m.StepsRecovered(3)
@@ -71,6 +72,8 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 		`tasker_step_executions_total{outcome="error",step="fetch"} 1`,
 		`tasker_step_duration_seconds_count{outcome="complete",step="fetch"} 1`,
 		`tasker_step_claim_latency_seconds_count{step="fetch"} 1`,
+		`tasker_step_worker_wait_seconds_count{step="fetch"} 1`,
+		`tasker_step_worker_wait_seconds_bucket{step="fetch",le="0.005"} 1`,
 		`tasker_steps_recovered_total 3`,
 		`tasker_engine_call_duration_seconds_count{call="claim"} 1`,
 		`tasker_engine_call_duration_seconds_bucket{call="record",le="0.005"} 1`,

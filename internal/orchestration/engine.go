@@ -534,6 +534,7 @@ func (e *Engine) work(r *run) {
 		return
 	}
 	e.running.Add(1)
+	e.observeStarted(r)
 	handedOver := e.runStep(r)
 	e.pool.done()
 	if handedOver {

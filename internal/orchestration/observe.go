@@ -13,6 +13,10 @@ type Observer interface {
 	// the latest of its task's creation, its last parent's completion and the end of its
 	// backoff, to the claim.
 	StepClaimed(step string, readyFor time.Duration)
+	// StepStarted reports a claimed step given a worker, with how long it waited for one
+	// since its claim committed: a prefetched step waits for a handler to return, the others
+	// start at once (see Config.Prefetch).
+	StepStarted(step string, waited time.Duration)
 	// StepFinished reports the end of one attempt of a step: its outcome (one of the Outcome
 	// constants) and how long its handler ran.
 	StepFinished(step string, outcome string, took time.Duration)
@@ -62,6 +66,12 @@ func finishOutcome(runErr error, kept bool, recordErr error) string {
 func (e *Engine) observeCall(call string, recorded, claimed int, began time.Time) {
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.EngineCall(call, recorded, claimed, time.Since(began))
+	}
+}
+
+func (e *Engine) observeStarted(r *run) {
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.StepStarted(r.in.Name, time.Since(r.queued))
 	}
 }
 

@@ -10,12 +10,15 @@ import (
 
 // recorder is an Observer that keeps what it was told.
 type recorder struct {
-	mu        sync.Mutex
-	claimed   map[string]int
-	latency   map[string]time.Duration
-	finished  map[string][]string
-	recovered int
-	calls     []engineCall
+	mu      sync.Mutex
+	claimed map[string]int
+	started map[string]int // StepStarted reports by step
+	// negativeWait is set when a StepStarted report had a negative wait.
+	negativeWait bool
+	latency      map[string]time.Duration
+	finished     map[string][]string
+	recovered    int
+	calls        []engineCall
 }
 
 // engineCall is one EngineCall report.
@@ -27,7 +30,8 @@ type engineCall struct {
 
 // newRecorder returns an Observer that has been told nothing yet.
 func newRecorder() *recorder {
-	return &recorder{claimed: map[string]int{}, latency: map[string]time.Duration{}, finished: map[string][]string{}}
+	return &recorder{claimed: map[string]int{}, started: map[string]int{}, latency: map[string]time.Duration{},
+		finished: map[string][]string{}}
 }
 
 func (r *recorder) StepClaimed(step string, readyFor time.Duration) {
@@ -35,6 +39,15 @@ func (r *recorder) StepClaimed(step string, readyFor time.Duration) {
 	defer r.mu.Unlock()
 	r.claimed[step]++
 	r.latency[step] = readyFor
+}
+
+func (r *recorder) StepStarted(step string, waited time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started[step]++
+	if waited < 0 {
+		r.negativeWait = true
+	}
 }
 
 func (r *recorder) StepFinished(step, outcome string, took time.Duration) {
@@ -93,6 +106,10 @@ func TestObserverSeesEveryEngineCall(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
+	if started := rec.started["only"]; started != tasks || rec.negativeWait {
+		t.Errorf("%d steps reported started (negative wait: %v), want %d: each claimed step is given a worker once",
+			started, rec.negativeWait, tasks)
+	}
 	kinds := map[string]int{}
 	for _, c := range rec.calls {
 		kinds[c.call]++

@@ -78,10 +78,11 @@ func newWorkerPool(workers int) *workerPool { return &workerPool{idle: workers} 
 
 // add puts runs in line, in order.
 func (p *workerPool) add(runs []*run) {
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range runs {
-		r.turn = make(chan struct{})
+		r.turn, r.queued = make(chan struct{}), now
 		if p.idle > 0 && len(p.queue) == 0 {
 			p.idle--
 			close(r.turn)

@@ -33,6 +33,7 @@ type outcomes struct {
 }
 
 func (o *outcomes) StepClaimed(string, time.Duration)          {}
+func (o *outcomes) StepStarted(string, time.Duration)          {}
 func (o *outcomes) StepsRecovered(int)                         {}
 func (o *outcomes) EngineCall(string, int, int, time.Duration) {}
 func (o *outcomes) StepFinished(step, outcome string, _ time.Duration) {

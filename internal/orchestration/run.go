@@ -152,6 +152,7 @@ type run struct {
 	// event asked for a check before it was (recheck).
 	prepared, recheck bool
 	turn              chan struct{} // closed when the run has a worker (see workerPool)
+	queued            time.Time     // when it was handed to the workers (see workerPool.add)
 }
 
 // stepLog is the engine's logger with the attributes of a step's attempt; it is built when

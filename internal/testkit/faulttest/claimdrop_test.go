@@ -54,6 +54,7 @@ func (c *cut) now() {
 type cutAfterClaim struct{ *cut }
 
 func (c cutAfterClaim) StepClaimed(string, time.Duration)          { c.now() }
+func (c cutAfterClaim) StepStarted(string, time.Duration)          {}
 func (c cutAfterClaim) StepFinished(string, string, time.Duration) {}
 func (c cutAfterClaim) StepsRecovered(int)                         {}
 func (c cutAfterClaim) EngineCall(string, int, int, time.Duration) {}

@@ -92,8 +92,8 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 // which is closed after the engines have stopped. The process's workers are shared out among
 // cfg.EnginesFor(workers) engines (see config.Config.Engines): each claims and records its
 // own steps, so one engine's steps run while another's batch commits. A prefetch set
-// explicitly is shared out the same way (by default each engine prefetches up to its share of
-// the workers). Running steps are given
+// explicitly is shared out the same way (by default each engine's follows its share of the
+// workers). Running steps are given
 // two thirds of the shutdown deadline to finish before they are cancelled.
 func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string, tracer pgx.QueryTracer, hub *events.Hub, cfg config.Config) error {
 	ocfg := cfg.Workers

@@ -55,7 +55,7 @@ func TestDefaultsAllowTensOfStepsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := e.Config(); cfg.Workers != 32 || cfg.Prefetch != 32 || cfg.ClaimBatch != 64 || cfg.AsyncCommit {
-		t.Fatalf("defaults %+v: want 32 workers, up to 32 steps prefetched, claims of up to 64 and durable commits", cfg)
+	if cfg := e.Config(); cfg.Workers != 32 || cfg.Prefetch != 128 || cfg.ClaimBatch != 160 || cfg.AsyncCommit {
+		t.Fatalf("defaults %+v: want 32 workers, up to 128 steps prefetched, claims of up to 160 and durable commits", cfg)
 	}
 }

@@ -37,10 +37,13 @@ type Config struct {
 	// run at once, on two connections), and with commits of a few milliseconds an engine needs
 	// tens of steps in flight to run a thousand a second.
 	Workers int
-	// Prefetch caps the claimed steps that may wait for a busy worker (default Workers;
-	// negative: none; env TASKER_PREFETCH, where 0 means none). How many do, up to it,
-	// follows the handlers' run times: as many as the workers start within prefetchWait on
-	// average, and none until a handler has returned (see prefetch.go).
+	// Prefetch caps the claimed steps that may wait for a busy worker (default
+	// DefaultPrefetchPerWorker × Workers; negative: none; env TASKER_PREFETCH, where 0 means
+	// none). How many do, up to it, follows the handlers' run times: as many as the workers
+	// start within prefetchWait on average, and none until a handler has returned (see
+	// prefetch.go). So the cap matters only for short handlers (under Workers × prefetchWait
+	// / Prefetch, 12.5 ms by default), whose steps then go through the database in claims
+	// and recordings of up to Workers + Prefetch steps: bigger batches, cheaper steps.
 	Prefetch int
 	// ClaimBatch caps the steps claimed by one claim statement (default Workers + Prefetch).
 	// The engine never claims more steps than it has idle workers and room to prefetch.
@@ -105,6 +108,9 @@ const (
 // DefaultWorkers is Config.Workers when it is not set.
 const DefaultWorkers = 32
 
+// DefaultPrefetchPerWorker is Config.Prefetch, per worker, when it is not set.
+const DefaultPrefetchPerWorker = 4
+
 // PoolConns is the size of an engine's own pool (Config.Pool): at most three of its
 // transactions run at once, the dispatcher's (a claim, or the read of the next retry time),
 // the recorder's (a batch recorded) and the claim beside it (see recorder).
@@ -157,7 +163,7 @@ func (c Config) withDefaults() Config {
 	}
 	switch {
 	case c.Prefetch == 0:
-		c.Prefetch = c.Workers
+		c.Prefetch = DefaultPrefetchPerWorker * c.Workers
 	case c.Prefetch < 0:
 		c.Prefetch = 0
 	}

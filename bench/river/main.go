@@ -108,9 +108,9 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		{"one-step tasks vs jobs", "bench/noop_one", 1, 100},
 		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32},
 	}
-	// tasker: one process, two processes, one process of two engines, and two processes that
-	// claim beside their recordings whatever other engines do (TASKER_CLAIM_BESIDE=on).
-	settings := []taskerSetting{{processes: 1}, {processes: 2}, {processes: 1, engines: 2}, {processes: 2, claimsBeside: true}}
+	// tasker: one process, two processes, one process of two engines, and one process that
+	// prefetches nothing (TASKER_PREFETCH=0: it claims only for idle workers, as River fetches).
+	settings := []taskerSetting{{processes: 1}, {processes: 2}, {processes: 1, engines: 2}, {processes: 1, noPrefetch: true}}
 	// The write floor (one-step work only): one backend, and two at once.
 	floorBackends := []int{1, 2}
 	begin := time.Now()
@@ -140,7 +140,7 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 				}
 				tk[i] = append(tk[i], r)
 				log.Info("tasker", "scenario", sc.name, "workers", sc.workers, "round", round+1, "processes", st.processes,
-					"engines", st.engines, "claims_beside", st.claimsBeside, "steps", units, "steps/s", int(r.rate()),
+					"engines", st.engines, "no_prefetch", st.noPrefetch, "steps", units, "steps/s", int(r.rate()),
 					"wall", r.wall)
 			}
 			for i, backends := range floorBackends {
@@ -405,10 +405,10 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 }
 
 // taskerSetting is how tasker drains a scenario: processes `tasker worker` processes;
-// engines, when not 0, is their TASKER_ENGINES; claimsBeside sets TASKER_CLAIM_BESIDE=on.
+// engines, when not 0, is their TASKER_ENGINES; noPrefetch sets TASKER_PREFETCH=0.
 type taskerSetting struct {
 	processes, engines int
-	claimsBeside       bool
+	noPrefetch         bool
 }
 
 // env is the environment of a worker process of the setting.
@@ -417,8 +417,8 @@ func (st taskerSetting) env() []string {
 	if st.engines > 0 {
 		env = append(env, "TASKER_ENGINES="+strconv.Itoa(st.engines))
 	}
-	if st.claimsBeside {
-		env = append(env, "TASKER_CLAIM_BESIDE=on")
+	if st.noPrefetch {
+		env = append(env, "TASKER_PREFETCH=0")
 	}
 	return env
 }
@@ -589,9 +589,10 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 		"cooldown 2 ms, fetch poll interval 20 ms, as in River's own benchmark; MaxWorkers = workers) against " +
 		"tasker `worker` processes (`-workers` each, shared among the process's engines: one by default; " +
 		"two processes run twice the workers; the third tasker column runs one process of two engines, " +
-		"`TASKER_ENGINES=2`, and the fourth two processes that claim beside their recordings whatever the other " +
-		"engine does, `TASKER_CLAIM_BESIDE=on`, where by default an engine that sees another engine's claims claims " +
-		"in its recordings' transactions). The rate is units over " +
+		"`TASKER_ENGINES=2`, and the fourth one process that prefetches nothing, `TASKER_PREFETCH=0`: it claims " +
+		"only for idle workers, as River fetches, where by default an engine also holds up to four claimed steps a " +
+		"worker waiting for a worker while its handlers are short; either way at most `-workers` handlers run at " +
+		"once). The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
 		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together, then split into the database server's processes and the client's: River's process, or tasker's worker processes). Work is created before the clock starts: River's " +
@@ -603,7 +604,7 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 			"of the rounds' own ratios (each tasker run against the River run of its round; for \"2 processes / 1\", " +
 			"the two tasker runs of the round).\n\n")
 	}
-	writeTable(&b, "| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 2 processes, claims beside | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |",
+	writeTable(&b, "| work | workers | River | tasker, 1 process | ratio | tasker, 2 processes | ratio | tasker, 1 process of 2 engines | ratio | tasker, 1 process, no prefetch | ratio | tasker, 2 processes / 1 | River insert/s | tasker create steps/s |",
 		"|---|---:|---|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|", rows)
 	if len(floorRows) > 0 {
 		b.WriteString("\n**The write floor.** What the rows of a drain cost the database alone: in the same rounds, the same " +
@@ -614,7 +615,8 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 			"its database, an engine claims beside the recording, in a second transaction at the same time), without foreign-key checks and " +
 			"notifying as the writer, with no client, no round trip and none of the engine's reads; a test drains the same tasks " +
 			"with both and finds the same rows, views and notifications. Batches " +
-			"are of the workers' count; two backends drain at once as two processes would. The last two columns are the " +
+			"are of the workers' count (the engine's own reach the workers and its prefetch together, up to five " +
+			"times the workers by default); two backends drain at once as two processes would. The last two columns are the " +
 			"engine's rate over the floor's (1 process over 1 backend, 2 processes over 2 backends): how much of the floor " +
 			"the engine reaches.\n\n")
 		writeTable(&b, "| work | batch | River | write floor, 1 backend | ratio | write floor, 2 backends | ratio | tasker 1 process / floor | tasker 2 processes / floor |",

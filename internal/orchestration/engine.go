@@ -531,7 +531,7 @@ func (e *Engine) work(r *run) {
 	worker := e.pool.wait(r)
 	if r.ctx.Err() != nil {
 		if worker {
-			e.pool.done()
+			e.pool.done(r)
 		}
 		e.endUnrun(r, 0)
 		r.close()
@@ -542,7 +542,7 @@ func (e *Engine) work(r *run) {
 	e.running.Add(1)
 	e.observeStarted(r)
 	handedOver := e.runStep(r)
-	e.pool.done()
+	e.pool.done(r)
 	if handedOver {
 		return
 	}

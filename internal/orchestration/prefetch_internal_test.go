@@ -41,7 +41,7 @@ func TestPrefetchDepthKeepsTheWaitForAWorkerShort(t *testing.T) {
 	}
 }
 
-func TestHandlerTimesAverageMovesAnEighthAtATime(t *testing.T) {
+func TestHandlerTimesAverageMovesAnEighthAtATimeAndGrowsWithALongHandler(t *testing.T) {
 	t.Parallel()
 	var h handlerTimes
 	if h.average() != 0 {
@@ -54,6 +54,18 @@ func TestHandlerTimesAverageMovesAnEighthAtATime(t *testing.T) {
 	h.add(0) // a handler that took no measurable time counts as 1ns
 	if got, want := h.average(), 80*time.Millisecond-(80*time.Millisecond-1)/8; got != want {
 		t.Fatalf("after a handler of 0: %s, want %s", got, want)
+	}
+	// The estimate is the average, or how long the oldest handler running has run, whichever
+	// is longer: handlers grown long stop the prefetching before the first of them returns.
+	if got := h.estimate(time.Millisecond); got != h.average() {
+		t.Fatalf("estimate with a handler running for 1ms: %s, want the average %s", got, h.average())
+	}
+	if got := h.estimate(time.Second); got != time.Second {
+		t.Fatalf("estimate with a handler running for 1s: %s, want 1s", got)
+	}
+	var none handlerTimes
+	if got := none.estimate(time.Second); got != 0 {
+		t.Fatalf("estimate before any handler returned: %s, want 0", got)
 	}
 	var wg sync.WaitGroup
 	for range 8 {
@@ -275,5 +287,45 @@ func TestAPrefetchedStepCancelledWhileItWaitsNeverRuns(t *testing.T) {
 	}
 	if len(history) != 2 || history[0] != "in_progress" || history[1] != "cancelled" {
 		t.Fatalf("cancelled step's history %v, want [in_progress cancelled]", history)
+	}
+}
+
+// The workers go to the runs in the order they were added; a run whose context ends while it
+// waits leaves the line without one; longest follows the run that has had its worker longest.
+func TestWorkerPoolGivesWorkersInClaimOrder(t *testing.T) {
+	t.Parallel()
+	p := newWorkerPool(1)
+	waiting, leave := context.WithCancelCause(context.Background())
+	a, b, c := &run{ctx: context.Background()}, &run{ctx: waiting}, &run{ctx: context.Background()}
+	p.add([]*run{a, b, c})
+	if !p.wait(a) {
+		t.Fatal("the first run did not get the idle worker")
+	}
+	time.Sleep(5 * time.Millisecond)
+	if got := p.longest(); got < 5*time.Millisecond {
+		t.Fatalf("longest %s after 5ms, want at least 5ms", got)
+	}
+	leave(errClaimLost)
+	if p.wait(b) {
+		t.Fatal("a run whose context ended while it waited got a worker")
+	}
+	select {
+	case <-c.turn:
+		t.Fatal("the third run got a worker while the first held the only one")
+	default:
+	}
+	p.done(a)
+	select {
+	case <-c.turn:
+	default:
+		t.Fatal("the first run's worker did not go to the next run in line")
+	}
+	if !p.wait(c) || p.longest() > time.Second {
+		t.Fatalf("the third run: longest %s", p.longest())
+	}
+	p.done(c)
+	if p.idle != 1 || len(p.queue) != 0 || len(p.running) != 0 || p.longest() != 0 {
+		t.Fatalf("after every run: %d idle, %d in line, %d running, longest %s; want 1, 0, 0, 0",
+			p.idle, len(p.queue), len(p.running), p.longest())
 	}
 }

@@ -74,7 +74,7 @@ bench-quick: ## run every benchmark at small sizes, one iteration for other pack
 # the server (each run creates and drops its own database there).
 RIVER_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 
-bench-river: build ## tasker engine vs River: 10,000 one-step tasks at 32 and 100 workers, 10,000 five-step tasks at 32, three rounds, medians (about six minutes)
+bench-river: build ## tasker engine vs River: 10,000 one-step tasks at 32 and 100 workers, 10,000 five-step tasks at 32, 10,000 one-step tasks sleeping 10 ms at 32, three rounds, medians (about seven minutes)
 	cd bench/river && $(GO) run . -server-url '$(RIVER_BENCH_URL)' -tasker ../../$(BIN) -templates-dir templates \
 		-tasks 10000 -out ../../BENCHMARKS.md -command "make bench-river"
 

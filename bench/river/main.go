@@ -62,6 +62,7 @@ type scenario struct {
 	template string // tasker template, namespace/name
 	steps    int    // steps per task = River jobs per task
 	workers  int
+	sleep    time.Duration // how long each step's handler and each River job run (0: they return at once)
 }
 
 // result is one drain.
@@ -104,9 +105,12 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		return fmt.Errorf("-rounds %d: want at least 1", rounds)
 	}
 	scenarios := []scenario{
-		{"one-step tasks vs jobs", "bench/noop_one", 1, 32},
-		{"one-step tasks vs jobs", "bench/noop_one", 1, 100},
-		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32},
+		{"one-step tasks vs jobs", "bench/noop_one", 1, 32, 0},
+		{"one-step tasks vs jobs", "bench/noop_one", 1, 100, 0},
+		{"five-step diamond tasks vs jobs", "bench/noop_five", 5, 32, 0},
+		// Handlers that take time: each step and each job sleeps 10 ms, so 32 workers could run
+		// 3,200 a second; what a drain loses to that is time workers spend waiting for work.
+		{"one-step tasks vs jobs, each sleeping 10 ms", "bench/sleep_one", 1, 32, 10 * time.Millisecond},
 	}
 	// tasker: one process, two processes, one process of two engines, and one process that
 	// prefetches nothing (TASKER_PREFETCH=0: it claims only for idle workers, as River fetches).
@@ -125,7 +129,9 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		fl := make([][]result, len(floorBackends))
 		for round := range rounds {
 			var err error
-			rv[round], err = fresh(ctx, serverURL, func(dbURL string) (result, error) { return runRiver(ctx, dbURL, units, sc.workers) })
+			rv[round], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
+				return runRiver(ctx, dbURL, units, sc.workers, sc.sleep)
+			})
 			if err != nil {
 				return fmt.Errorf("River, %s, %d workers: %w", sc.name, sc.workers, err)
 			}
@@ -144,7 +150,7 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 					"wall", r.wall)
 			}
 			for i, backends := range floorBackends {
-				if sc.steps != 1 {
+				if !sc.hasFloor() {
 					break
 				}
 				r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
@@ -170,7 +176,7 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		cells = append(cells, ratioCellOf(tk[0], tk[1], "x"))
 		cells = append(cells, thousands(int(river.createRate)), thousands(int(median(tk[0]).createRate)))
 		rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
-		if sc.steps == 1 {
+		if sc.hasFloor() {
 			// The floor beside River, then how close the engine comes to it: one process
 			// against one backend, two processes against two.
 			cells := slices.Clone(head)
@@ -328,9 +334,15 @@ func fresh(ctx context.Context, serverURL string, f func(dbURL string) (result, 
 	return f(u.String())
 }
 
-// benchArgs is River's job: it does nothing, like tasker's noop handler.
+// hasFloor says whether the write floor drains the scenario too: one-step work whose handlers
+// return at once (the floor runs no handler).
+func (sc scenario) hasFloor() bool { return sc.steps == 1 && sc.sleep == 0 }
+
+// benchArgs is River's job: it does nothing, like tasker's noop handler, or sleeps SleepMS
+// milliseconds, like tasker's sleep handler.
 type benchArgs struct {
-	N int `json:"n"`
+	N       int `json:"n"`
+	SleepMS int `json:"sleep_ms,omitempty"`
 }
 
 func (benchArgs) Kind() string { return "bench_noop" }
@@ -339,9 +351,18 @@ type benchWorker struct {
 	river.WorkerDefaults[benchArgs]
 }
 
-func (benchWorker) Work(context.Context, *river.Job[benchArgs]) error { return nil }
+func (benchWorker) Work(ctx context.Context, job *river.Job[benchArgs]) error {
+	if job.Args.SleepMS > 0 {
+		select {
+		case <-time.After(time.Duration(job.Args.SleepMS) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
 
-func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, error) {
+func runRiver(ctx context.Context, dbURL string, jobs, workers int, sleep time.Duration) (result, error) {
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return result{}, err
@@ -374,7 +395,7 @@ func runRiver(ctx context.Context, dbURL string, jobs, workers int) (result, err
 	for n := 0; n < jobs; n += batch {
 		params = params[:0]
 		for i := n; i < min(n+batch, jobs); i++ {
-			params = append(params, river.InsertManyParams{Args: benchArgs{N: i}})
+			params = append(params, river.InsertManyParams{Args: benchArgs{N: i, SleepMS: int(sleep / time.Millisecond)}})
 		}
 		if _, err := client.InsertMany(ctx, params); err != nil {
 			return res, fmt.Errorf("inserting jobs: %w", err)
@@ -592,7 +613,9 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 		"`TASKER_ENGINES=2`, and the fourth one process that prefetches nothing, `TASKER_PREFETCH=0`: it claims " +
 		"only for idle workers, as River fetches, where by default an engine also holds up to four claimed steps a " +
 		"worker waiting for a worker while its handlers are short; either way at most `-workers` handlers run at " +
-		"once). The rate is units over " +
+		"once). The steps and jobs of the last scenario each sleep 10 ms (tasker's `sleep` handler, a River " +
+		"worker that sleeps as long), so that 32 workers could run 3,200 a second: what a drain falls short of that is time " +
+		"its workers spent waiting for work. The rate is units over " +
 		"the span the database records from the first unit started to the last finished (process start-up not " +
 		"counted; the wall time from start-up is in brackets, with the share of the machine's CPU time that was busy " +
 		"during it: near 100 %, the cores are the bound, whoever runs on them; and that busy CPU time per unit of work, all processes together, then split into the database server's processes and the client's: River's process, or tasker's worker processes). Work is created before the clock starts: River's " +
@@ -622,7 +645,7 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 		writeTable(&b, "| work | batch | River | write floor, 1 backend | ratio | write floor, 2 backends | ratio | tasker 1 process / floor | tasker 2 processes / floor |",
 			"|---|---:|---|---|---:|---|---:|---:|---:|", floorRows)
 	}
-	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run, three rounds (about six minutes), "+
+	fmt.Fprintf(&b, "\nReproduce: `%s`. `make bench-river` runs 10,000 tasks per run, three rounds (about seven minutes), "+
 		"`make bench-river-quick` 2,000 in one round; `make bench-peers` runs `make bench-river`. tasker's creation rate includes "+
 		"the start of the `run-task` process.\n%s\n", command, sectionEnd)
 	return b.String()

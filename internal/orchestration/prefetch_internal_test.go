@@ -329,3 +329,28 @@ func TestWorkerPoolGivesWorkersInClaimOrder(t *testing.T) {
 			p.idle, len(p.queue), len(p.running), p.longest())
 	}
 }
+
+// Stop drains the prefetched steps like the running ones: claiming stops, and every step the
+// engine holds runs and is recorded; none is released unrun.
+func TestStopRunsThePrefetchedSteps(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	seedChains(t, db, 8, 0)
+	p := &probe{d: 20 * time.Millisecond}
+	e := startProbe(t, db, nil, p, 1, 3, nil)
+	// Once a handler has returned, the engine prefetches (1 worker × 50ms / 20ms: 2 steps).
+	wait.Until(t, time.Minute, "the engine to hold a prefetched step", func() bool { return len(e.slots) > 1 })
+	if err := e.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var row struct{ Claimed, Processed, Released int }
+	if err := db.Raw(`SELECT count(*) FILTER (WHERE in_process) AS claimed, count(*) FILTER (WHERE processed) AS processed,
+		(SELECT count(*) FROM tasker_workflow_step_transitions WHERE metadata->>'reason' = 'worker_stopped') AS released
+		FROM tasker_workflow_steps`).Scan(&row).Error; err != nil {
+		t.Fatal(err)
+	}
+	if calls := int(p.calls.Load()); row.Claimed != 0 || row.Released != 0 || row.Processed != calls || calls < 2 {
+		t.Fatalf("after Stop: %d steps claimed, %d released unrun, %d processed, %d handler calls; "+
+			"want 0, 0 and every step whose handler ran (at least 2)", row.Claimed, row.Released, row.Processed, calls)
+	}
+}

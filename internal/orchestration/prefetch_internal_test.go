@@ -96,14 +96,16 @@ type probe struct {
 	mu             sync.Mutex
 	maxRunning     int
 	maxHeld        int
+	tasks          []int64 // the tasks of the handlers called, in call order
 }
 
 func (p *probe) StepHandler(context.Context, *store.Store, int64, string) (handler.Handler, time.Duration, error) {
-	return handler.HandlerFunc(func(ctx context.Context, _ handler.Input) (handler.Output, error) {
+	return handler.HandlerFunc(func(ctx context.Context, in handler.Input) (handler.Output, error) {
 		call := p.calls.Add(1)
 		running := int(p.running.Add(1))
 		defer p.running.Add(-1)
 		p.mu.Lock()
+		p.tasks = append(p.tasks, in.TaskID)
 		p.maxRunning = max(p.maxRunning, running)
 		p.maxHeld = max(p.maxHeld, len(p.e.slots))
 		p.mu.Unlock()
@@ -260,13 +262,18 @@ func TestAPrefetchedStepCancelledWhileItWaitsNeverRuns(t *testing.T) {
 	if err := db.Raw(`SELECT task_id FROM tasker_tasks ORDER BY task_id`).Scan(&ids).Error; err != nil || len(ids) != 3 {
 		t.Fatalf("tasks %v: %v", ids, err)
 	}
-	// The first task's step returns at once (the engine then knows its handlers are short),
-	// the second's waits for release, the third is prefetched behind it.
+	// The first task's step returns at once (the engine then knows its handlers are short);
+	// of the other two, claimed after it (by one claim or two), one runs and waits for
+	// release, and the other is prefetched behind it.
 	p := &probe{block: 2, release: make(chan struct{})}
 	obs := &claimLost{lost: make(chan string, 4)}
 	e := startProbe(t, db, eventstest.Start(t, url, nil), p, 1, 2, obs)
 	waitSteps(t, db, fmt.Sprintf(`in_process AND task_id IN (%d, %d)`, ids[1], ids[2]), 2)
-	if err := e.svc.CancelTask(context.Background(), ids[2], map[string]any{"by": "operator"}); err != nil {
+	wait.Until(t, time.Minute, "the second handler to start", func() bool { return p.calls.Load() == 2 })
+	p.mu.Lock()
+	waiting := ids[1] + ids[2] - p.tasks[1]
+	p.mu.Unlock()
+	if err := e.svc.CancelTask(context.Background(), waiting, map[string]any{"by": "operator"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -282,7 +289,7 @@ func TestAPrefetchedStepCancelledWhileItWaitsNeverRuns(t *testing.T) {
 	var history []string
 	if err := db.Raw(`SELECT t.to_state FROM tasker_workflow_step_transitions t
 		JOIN tasker_workflow_steps s ON s.workflow_step_id = t.workflow_step_id
-		WHERE s.task_id = ? ORDER BY t.sort_key`, ids[2]).Scan(&history).Error; err != nil {
+		WHERE s.task_id = ? ORDER BY t.sort_key`, waiting).Scan(&history).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(history) != 2 || history[0] != "in_progress" || history[1] != "cancelled" {

@@ -12,9 +12,9 @@ import (
 )
 
 // TestWorkerSharesItsWorkersAmongEngines runs `tasker worker` with TASKER_ENGINES=2: its
-// workers are shared out between two engines, both of which run steps (their worker ids are
-// told apart in the transitions), every task completes, and no step starts more often than its
-// template says. The worker connects as the server's administrator, so its engines also run
+// workers, and the prefetch set for the process, are shared out between two engines, both of
+// which run steps (their worker ids are told apart in the transitions), every task completes,
+// and no step starts more often than its template says. The worker connects as the server's administrator, so its engines also run
 // without foreign-key checks (migration 00051), as they do on a private cluster.
 func TestWorkerSharesItsWorkersAmongEngines(t *testing.T) {
 	t.Parallel()
@@ -31,7 +31,7 @@ func TestWorkerSharesItsWorkersAmongEngines(t *testing.T) {
 		t.Fatalf("run-task -jsonl: %q, %v", out, err)
 	}
 	w := startProcess(t, buildTasker(t), "worker", []string{"-metrics-listen", "127.0.0.1:0"},
-		[]string{"DATABASE_URL=" + dbtest.AsServerAdmin(t, url), "TASKER_WORKERS=4", "TASKER_ENGINES=2"})
+		[]string{"DATABASE_URL=" + dbtest.AsServerAdmin(t, url), "TASKER_WORKERS=4", "TASKER_ENGINES=2", "TASKER_PREFETCH=3"})
 	complete := func() (n int) {
 		db.Raw(`SELECT count(*) FROM tasker_task_transitions WHERE most_recent AND to_state = 'complete'`).Scan(&n)
 		return n
@@ -41,6 +41,10 @@ func TestWorkerSharesItsWorkersAmongEngines(t *testing.T) {
 	}
 	if !strings.Contains(w.log.String(), `msg="worker: workers shared among engines" workers=4 engines="[2 2]"`) {
 		t.Errorf("the worker did not say how it shared its workers:\n%s", w.log.String())
+	}
+	// The prefetch set for the process is shared out too: 3 as 2 and 1.
+	if log := w.log.String(); !strings.Contains(log, " workers=2 prefetch=2 ") || !strings.Contains(log, " workers=2 prefetch=1 ") {
+		t.Errorf("the engines did not share TASKER_PREFETCH=3 as 2 and 1:\n%s", log)
 	}
 	// Every step started once per attempt (diamond_workflow's two failing branches twice) and
 	// completed once.

@@ -322,8 +322,8 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer recoverySub.Close()
 		e.recoverLoop(loopCtx, recoverySub.C)
 	}()
-	e.log.Info("orchestration: engine started", "workers", e.cfg.Workers, "lease", e.cfg.LeaseDuration,
-		"poll_interval", e.cfg.PollInterval)
+	e.log.Info("orchestration: engine started", "workers", e.cfg.Workers, "prefetch", e.cfg.Prefetch,
+		"lease", e.cfg.LeaseDuration, "poll_interval", e.cfg.PollInterval)
 	return nil
 }
 

@@ -93,8 +93,8 @@ func runWorker(ctx context.Context, cfg config.Config, args []string, out io.Wri
 // cfg.EnginesFor(workers) engines (see config.Config.Engines): each claims and records its
 // own steps, so one engine's steps run while another's batch commits. A prefetch set
 // explicitly is shared out the same way (by default each engine's follows its share of the
-// workers). Running steps are given
-// two thirds of the shutdown deadline to finish before they are cancelled.
+// workers). Running steps are given two thirds of the shutdown deadline to finish before they
+// are cancelled.
 func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string, tracer pgx.QueryTracer, hub *events.Hub, cfg config.Config) error {
 	ocfg := cfg.Workers
 	if ocfg.DrainTimeout == 0 {

@@ -117,8 +117,8 @@ const DefaultPrefetchPerWorker = 4
 const PoolConns = 3
 
 // ConfigFromEnv reads TASKER_WORKERS, TASKER_PREFETCH (0 to 4096; 0: none), TASKER_SYNC_COMMIT
-// (on or off) and TASKER_CLAIM_BESIDE (auto, on or off) through getenv (internal/config) into a Config with every other field at
-// its default.
+// (on or off) and TASKER_CLAIM_BESIDE (auto, on or off) through getenv (internal/config) into a
+// Config with every other field at its default.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var cfg Config
 	switch v := getenv("TASKER_SYNC_COMMIT"); v {
@@ -523,7 +523,7 @@ func (e *Engine) wake() {
 
 // work runs a prepared step, whose slot the caller holds, on a worker: it waits for one (a
 // prefetched step, for a handler to return; see workerPool), unless the step's claim is lost
-// or the engine stops hard meanwhile, in which case its handler never runs (see endUnrun). An
+// or the engine stops hard meanwhile, in which case its handler never runs (see endCancelled). An
 // outcome to record goes to the recorder with the slot, which the recorder reuses for the
 // steps it claims (see recorder); otherwise the slot is freed here and the dispatcher woken
 // to claim the next steps.
@@ -533,7 +533,7 @@ func (e *Engine) work(r *run) {
 		if worker {
 			e.pool.done(r)
 		}
-		e.endUnrun(r, 0)
+		e.endCancelled(r, 0)
 		r.close()
 		e.releaseSlots(1)
 		e.wake()

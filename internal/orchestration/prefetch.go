@@ -17,8 +17,8 @@ import (
 // many steps as its workers start within prefetchWait on average, from its handlers' run
 // times (prefetchDepth of handlerTimes.estimate: their moving average, or how long the
 // oldest handler running has run when that is longer, so that handlers that have grown long
-// stop the prefetching before the first of them returns); none until a handler of this engine has
-// returned, and none while handlers take longer than Workers × prefetchWait each. Steps with
+// stop the prefetching before the first of them returns); none until a handler of this
+// engine has returned, and none while handlers take longer than Workers × prefetchWait each. Steps with
 // long handlers therefore stay in the database, where any engine with an idle worker claims
 // them. Steps prefetched before the handlers grew long wait for them: a workload whose
 // handlers switch from milliseconds to minutes is one for TASKER_PREFETCH=0.
@@ -75,7 +75,8 @@ func prefetchDepth(workers, limit int, avg time.Duration) int {
 // (the recorder's, of the attempts it records): the engine's steps in flight (claimed, not yet
 // recorded or released) stay within its workers and its current prefetch depth.
 func (e *Engine) claimable(held int) int {
-	limit := e.cfg.Workers + prefetchDepth(e.cfg.Workers, e.cfg.Prefetch, e.handlerTimes.estimate(e.pool.longest()))
+	running := e.pool.longest()
+	limit := e.cfg.Workers + prefetchDepth(e.cfg.Workers, e.cfg.Prefetch, e.handlerTimes.estimate(running))
 	return max(0, limit-(len(e.slots)-held))
 }
 

@@ -232,7 +232,7 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 	e.handlerTimes.add(elapsed)
 
 	if hctx.Err() != nil {
-		e.endUnrun(r, elapsed)
+		e.endCancelled(r, elapsed)
 		return false
 	}
 	e.running.Add(-1)
@@ -241,10 +241,10 @@ func (e *Engine) runStep(r *run) (handedOver bool) {
 	return true
 }
 
-// endUnrun ends a run whose context ended (after its handler ran for elapsed, or before it
-// ran): a run whose claim was lost is discarded; on a hard stop the step is released at once,
-// rather than left to its lease.
-func (e *Engine) endUnrun(r *run, elapsed time.Duration) {
+// endCancelled ends a run whose context ended, after its handler ran for elapsed or before it
+// ran (elapsed 0): a run whose claim was lost is discarded; on a hard stop the step is released
+// at once, rather than left to its lease.
+func (e *Engine) endCancelled(r *run, elapsed time.Duration) {
 	s, name := r.s, r.in.Name
 	if errors.Is(context.Cause(r.ctx), errClaimLost) {
 		r.log().Info("orchestration: claim lost, result discarded", "ran", elapsed > 0)

@@ -26,10 +26,10 @@ var floorSettings = []string{
 }
 
 // runFloor drains tasks one-step tasks of sc's template with bench_write_floor, from backends
-// connections at once, each in batches of sc.workers steps: the cost of the rows alone that
+// connections at once, each in batches of batch steps: the cost of the rows alone that
 // tasker's engine writes for the same drain. The tasks are created as for runTasker; the
 // rate, span and CPU times are measured the same way (the client is idle: it waits on CALL).
-func runFloor(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, backends int) (result, error) {
+func runFloor(ctx context.Context, dbURL, tasker, templates string, sc scenario, tasks, batch, backends int) (result, error) {
 	if sc.steps != 1 {
 		return result{}, fmt.Errorf("the write floor drains one-step tasks; %s has %d steps a task", sc.template, sc.steps)
 	}
@@ -38,7 +38,7 @@ func runFloor(ctx context.Context, dbURL, tasker, templates string, sc scenario,
 		return res, err
 	}
 	defer pool.Close()
-	drain, err := drainFloor(ctx, pool, dbURL, sc.workers, backends)
+	drain, err := drainFloor(ctx, pool, dbURL, batch, backends)
 	if err != nil {
 		return res, err
 	}

@@ -11,6 +11,9 @@
 -- per channel and 50 rows, in the triggers' format, instead of by the notification triggers
 -- (tasker.writer_notifies).
 --
+-- Like the engine, it finds a step's task among the batch's by a binary search of the batch's
+-- ascending step ids (width_bucket), so that its work grows with the batch, not its square.
+--
 -- Like the engine, each transaction records the batch claimed by the one before it and claims
 -- the next batch of up to batch ready steps (FOR UPDATE SKIP LOCKED, so several backends can
 -- drain one database at once). It returns when it finds no step to claim and has none to
@@ -54,10 +57,11 @@ BEGIN
                 INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, metadata, sort_key, most_recent)
                 SELECT workflow_step_id, 'complete', to_state, completed, sort_key + 1, true FROM previous
                 RETURNING id, workflow_step_id, from_state, to_state)
-            SELECT array_agg(json_build_object('id', w.id, 'task_id', h.task_id, 'step_id', w.workflow_step_id,
+            SELECT array_agg(json_build_object('id', w.id, 'task_id', held_tasks[width_bucket(w.workflow_step_id, held_steps)],
+                                               'step_id', w.workflow_step_id,
                                                'from', w.from_state, 'to', w.to_state) ORDER BY w.id)
             INTO more
-            FROM written w JOIN unnest(held_steps, held_tasks) h(step_id, task_id) ON h.step_id = w.workflow_step_id;
+            FROM written w;
             step_notes := step_notes || more;
             WITH previous AS (
                 UPDATE tasker_task_transitions SET most_recent = false, updated_at = now()
@@ -93,16 +97,18 @@ BEGIN
                 claim_expires_at = now() + interval '5 minutes', updated_at = now()
             FROM ready WHERE s.workflow_step_id = ready.workflow_step_id
             RETURNING s.workflow_step_id, s.task_id)
-        SELECT array_agg(workflow_step_id), array_agg(task_id) INTO steps, tasks FROM claimed;
+        SELECT array_agg(workflow_step_id ORDER BY workflow_step_id), array_agg(task_id ORDER BY workflow_step_id)
+        INTO steps, tasks FROM claimed;
         IF steps IS NOT NULL THEN
             WITH written AS (
                 INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, metadata, sort_key, most_recent)
                 SELECT id, 'in_progress', NULL, started, 1, true FROM unnest(steps) id
                 RETURNING id, workflow_step_id, to_state)
-            SELECT array_agg(json_build_object('id', w.id, 'task_id', c.task_id, 'step_id', w.workflow_step_id,
+            SELECT array_agg(json_build_object('id', w.id, 'task_id', tasks[width_bucket(w.workflow_step_id, steps)],
+                                               'step_id', w.workflow_step_id,
                                                'from', NULL, 'to', w.to_state) ORDER BY w.id)
             INTO more
-            FROM written w JOIN unnest(steps, tasks) c(step_id, task_id) ON c.step_id = w.workflow_step_id;
+            FROM written w;
             step_notes := step_notes || more;
             WITH written AS (
                 INSERT INTO tasker_task_transitions (task_id, to_state, from_state, metadata, sort_key, most_recent)

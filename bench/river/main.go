@@ -115,7 +115,8 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 	// tasker: one process, two processes, one process of two engines, and one process that
 	// prefetches nothing (TASKER_PREFETCH=0: it claims only for idle workers, as River fetches).
 	settings := []taskerSetting{{processes: 1}, {processes: 2}, {processes: 1, engines: 2}, {processes: 1, noPrefetch: true}}
-	// The write floor (one-step work only): one backend, and two at once.
+	// The write floor (one-step work only): one backend, and two at once, in batches of the
+	// workers' count and of the engine's default claim batch (floorBatches).
 	floorBackends := []int{1, 2}
 	begin := time.Now()
 	load := loadAverage()
@@ -126,7 +127,12 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		// back to back, so that a slower or faster spell of the machine weighs on all of them.
 		rv := make([]result, rounds)
 		tk := make([][]result, len(settings))
-		fl := make([][]result, len(floorBackends))
+		batches := floorBatches(sc)
+		// fl[b][i] are the floor's runs in batches of batches[b] from floorBackends[i] backends.
+		fl := make([][][]result, len(batches))
+		for b := range fl {
+			fl[b] = make([][]result, len(floorBackends))
+		}
 		for round := range rounds {
 			var err error
 			rv[round], err = fresh(ctx, serverURL, func(dbURL string) (result, error) {
@@ -149,19 +155,18 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 					"engines", st.engines, "no_prefetch", st.noPrefetch, "steps", units, "steps/s", int(r.rate()),
 					"wall", r.wall)
 			}
-			for i, backends := range floorBackends {
-				if !sc.hasFloor() {
-					break
+			for b, batch := range batches {
+				for i, backends := range floorBackends {
+					r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
+						return runFloor(ctx, dbURL, tasker, templates, sc, tasks, batch, backends)
+					})
+					if err != nil {
+						return fmt.Errorf("write floor, %s, batches of %d, %d backends: %w", sc.name, batch, backends, err)
+					}
+					fl[b][i] = append(fl[b][i], r)
+					log.Info("write floor", "scenario", sc.name, "batch", batch, "round", round+1, "backends", backends,
+						"steps", units, "steps/s", int(r.rate()), "wall", r.wall)
 				}
-				r, err := fresh(ctx, serverURL, func(dbURL string) (result, error) {
-					return runFloor(ctx, dbURL, tasker, templates, sc, tasks, backends)
-				})
-				if err != nil {
-					return fmt.Errorf("write floor, %s, batches of %d, %d backends: %w", sc.name, sc.workers, backends, err)
-				}
-				fl[i] = append(fl[i], r)
-				log.Info("write floor", "scenario", sc.name, "batch", sc.workers, "round", round+1, "backends", backends,
-					"steps", units, "steps/s", int(r.rate()), "wall", r.wall)
 			}
 		}
 		river := median(rv)
@@ -176,14 +181,14 @@ func run(ctx context.Context, log *slog.Logger, serverURL, tasker, templates str
 		cells = append(cells, ratioCellOf(tk[0], tk[1], "x"))
 		cells = append(cells, thousands(int(river.createRate)), thousands(int(median(tk[0]).createRate)))
 		rows = append(rows, "| "+strings.Join(cells, " | ")+" |")
-		if sc.hasFloor() {
+		for b, batch := range batches {
 			// The floor beside River, then how close the engine comes to it: one process
 			// against one backend, two processes against two.
-			cells := slices.Clone(head)
+			cells := []string{head[0], strconv.Itoa(batch), head[2]}
 			for i := range floorBackends {
-				cells = append(cells, rateCell(median(fl[i]), "steps/s"), ratioCell(rv, fl[i]))
+				cells = append(cells, rateCell(median(fl[b][i]), "steps/s"), ratioCell(rv, fl[b][i]))
 			}
-			cells = append(cells, ratioCellOf(fl[0], tk[0], ""), ratioCellOf(fl[1], tk[1], ""))
+			cells = append(cells, ratioCellOf(fl[b][0], tk[0], ""), ratioCellOf(fl[b][1], tk[1], ""))
 			floorRows = append(floorRows, "| "+strings.Join(cells, " | ")+" |")
 		}
 	}
@@ -337,6 +342,20 @@ func fresh(ctx context.Context, serverURL string, f func(dbURL string) (result, 
 // hasFloor says whether the write floor drains the scenario too: one-step work whose handlers
 // return at once (the floor runs no handler).
 func (sc scenario) hasFloor() bool { return sc.steps == 1 && sc.sleep == 0 }
+
+// enginePrefetchPerWorker is tasker's default prefetch, steps a worker (TASKER_PREFETCH unset):
+// an engine's claims and recordings carry up to workers × (1 + enginePrefetchPerWorker) steps.
+const enginePrefetchPerWorker = 4
+
+// floorBatches are the batches the write floor drains sc in (none when it has no floor): the
+// workers' count, and the engine's own claim batch by default, workers and prefetch together,
+// so that the engine is compared with a floor that batches as much as it does.
+func floorBatches(sc scenario) []int {
+	if !sc.hasFloor() {
+		return nil
+	}
+	return []int{sc.workers, sc.workers * (1 + enginePrefetchPerWorker)}
+}
 
 // benchArgs is River's job: it does nothing, like tasker's noop handler, or sleeps SleepMS
 // milliseconds, like tasker's sleep handler.
@@ -637,11 +656,12 @@ func report(rows, floorRows []string, tasks, rounds int, command string, took ti
 			"that each record one batch and claim the next, as the engine's do where other engines claim too (alone on " +
 			"its database, an engine claims beside the recording, in a second transaction at the same time), without foreign-key checks and " +
 			"notifying as the writer, with no client, no round trip and none of the engine's reads; a test drains the same tasks " +
-			"with both and finds the same rows, views and notifications. Batches " +
-			"are of the workers' count (the engine's own reach the workers and its prefetch together, up to five " +
-			"times the workers by default); two backends drain at once as two processes would. The last two columns are the " +
-			"engine's rate over the floor's (1 process over 1 backend, 2 processes over 2 backends): how much of the floor " +
-			"the engine reaches.\n\n")
+			"with both and finds the same rows, views and notifications. Each scenario's floor runs in two batch sizes: " +
+			"the workers' count, and five times it, the engine's own claim batch by default (workers and their prefetch " +
+			"together, four steps a worker: its claims and recordings carry up to that many steps); two backends drain " +
+			"at once as two processes would. The last two columns are the engine's rate over the floor's (1 process over " +
+			"1 backend, 2 processes over 2 backends): how much of the floor the engine reaches; against the larger batch, " +
+			"like for like.\n\n")
 		writeTable(&b, "| work | batch | River | write floor, 1 backend | ratio | write floor, 2 backends | ratio | tasker 1 process / floor | tasker 2 processes / floor |",
 			"|---|---:|---|---|---:|---|---:|---:|---:|", floorRows)
 	}

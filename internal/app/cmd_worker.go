@@ -123,10 +123,7 @@ func startWorkers(ctx context.Context, lc *lifecycle, gdb *gorm.DB, dbURL string
 		ecfg := ocfg
 		ecfg.Workers = n
 		if prefetch != nil {
-			ecfg.Prefetch = prefetch[i]
-			if ecfg.Prefetch == 0 {
-				ecfg.Prefetch = -1 // none (0 is the default)
-			}
+			ecfg.Prefetch = orchestration.ExplicitPrefetch(prefetch[i])
 		}
 		engine, err := orchestration.New(svc, hub, handlers, ecfg, lc.log)
 		if err != nil {

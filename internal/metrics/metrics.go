@@ -124,10 +124,12 @@ func New(opts Options) *Metrics {
 		Help:    "Time of the engine's calls into the database that succeeded, round trip included, by call: claim (a claim of its own), record (a recording without a claim), record_and_claim (a recording and the claim after it, one transaction).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"call"})
+	// The steps of a call: buckets up to 8192, since a call carries up to an engine's workers
+	// and prefetch together (by default five times the workers: 500 at 100 workers).
 	m.callSteps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tasker_engine_call_steps",
 		Help:    "Steps handled by one engine call that succeeded, by call and kind: the attempts it recorded (recorded) or the steps it claimed (claimed). Small batches under load mean idle workers; calls slow for their size, a busy database.",
-		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256},
+		Buckets: append([]float64{0}, prometheus.ExponentialBuckets(1, 2, 14)...),
 	}, []string{"call", "kind"})
 	m.reg.MustRegister(m.gqlRequests, m.gqlDuration, m.gqlStatements, m.httpRequests, m.httpDuration,
 		m.stepRuns, m.stepDuration, m.claimLatency, m.workerWait, m.recovered, m.callDuration, m.callSteps,

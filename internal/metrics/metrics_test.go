@@ -41,7 +41,8 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 	m.StepFinished("fetch", orchestration.OutcomeComplete, 20*time.Millisecond)
 	m.StepFinished("fetch", orchestration.OutcomeError, 5*time.Millisecond)
 	m.StepsRecovered(3)
-	m.EngineCall(orchestration.CallClaim, 0, 32, 3*time.Millisecond)
+	// A claim of 500 steps: 100 workers and their default prefetch.
+	m.EngineCall(orchestration.CallClaim, 0, 500, 3*time.Millisecond)
 	m.EngineCall(orchestration.CallRecord, 31, 0, 4*time.Millisecond)
 	m.EngineCall(orchestration.CallRecordAndClaim, 30, 29, 6*time.Millisecond)
 
@@ -78,7 +79,9 @@ func TestMetricsExposeTheNamedFamilies(t *testing.T) {
 		`tasker_engine_call_duration_seconds_count{call="claim"} 1`,
 		`tasker_engine_call_duration_seconds_bucket{call="record",le="0.005"} 1`,
 		`tasker_engine_call_duration_seconds_bucket{call="record_and_claim",le="0.005"} 0`,
-		`tasker_engine_call_steps_sum{call="claim",kind="claimed"} 32`,
+		`tasker_engine_call_steps_sum{call="claim",kind="claimed"} 500`,
+		`tasker_engine_call_steps_bucket{call="claim",kind="claimed",le="256"} 0`,
+		`tasker_engine_call_steps_bucket{call="claim",kind="claimed",le="512"} 1`,
 		`tasker_engine_call_steps_sum{call="record",kind="recorded"} 31`,
 		`tasker_engine_call_steps_sum{call="record_and_claim",kind="recorded"} 30`,
 		`tasker_engine_call_steps_sum{call="record_and_claim",kind="claimed"} 29`,

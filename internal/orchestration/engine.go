@@ -111,6 +111,16 @@ const DefaultWorkers = 32
 // DefaultPrefetchPerWorker is Config.Prefetch, per worker, when it is not set.
 const DefaultPrefetchPerWorker = 4
 
+// ExplicitPrefetch is Config.Prefetch for a prefetch of n steps asked for explicitly (as by
+// TASKER_PREFETCH), where 0 means none: Config.Prefetch's zero value is the default, so none
+// is stored as a negative value.
+func ExplicitPrefetch(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 // PoolConns is the size of an engine's own pool (Config.Pool): at most three of its
 // transactions run at once, the dispatcher's (a claim, or the read of the next retry time),
 // the recorder's (a batch recorded) and the claim beside it (see recorder).
@@ -149,10 +159,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if err != nil || n < 0 || n > 4096 {
 			return cfg, fmt.Errorf("TASKER_PREFETCH=%q is not a step count between 0 and 4096", v)
 		}
-		cfg.Prefetch = n
-		if n == 0 {
-			cfg.Prefetch = -1
-		}
+		cfg.Prefetch = ExplicitPrefetch(n)
 	}
 	return cfg, nil
 }

@@ -467,10 +467,11 @@ type StepOutcome struct {
 	Permanent bool            `json:"permanent"`
 }
 
-// RecordHeldAttempts, in one statement (tasker_record_held_attempts, migration 00066), takes
-// the row locks of the existing tasks among taskIDs (in id order, so that transactions locking
-// several tasks never deadlock), then those of the steps of outcomes whose claims are still
-// held with the outcomes' tokens (in id order), and writes those outcomes to their rows:
+// RecordHeldAttempts, in one statement (tasker_record_held_attempts, migrations 00066 and
+// 00068), takes the row locks of the existing tasks among taskIDs (in id order, so that
+// transactions locking several tasks never deadlock), then those of the steps of outcomes
+// whose claims are still held with the outcomes' tokens (in id order, each found by key), and
+// writes those outcomes to their rows:
 // attempts + 1, last_attempted_at, the claim cleared, and either processed with the results,
 // or the failure in results, the requested delay, and retryable cleared for a permanent
 // failure. It returns the tokens of the claims it found held, whose outcomes it wrote; an
@@ -496,7 +497,7 @@ type HeldOutcome struct {
 }
 
 // RecordAndSettle records finished attempts and settles their tasks in one call
-// (tasker_engine_record, migration 00066): it locks the tasks of taskIDs, then the steps
+// (tasker_engine_record, migrations 00066 and 00068): it locks the tasks of taskIDs, then the steps
 // whose claims are still held with the outcomes' tokens, writes those outcomes to the step
 // rows (as RecordHeldAttempts does), moves each recorded step from in_progress as its outcome
 // says, settles the recorded steps' tasks (SEMANTICS §7) and notifies the transitions. It

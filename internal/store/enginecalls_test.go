@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,23 +43,7 @@ func transactionReads(t *testing.T, ctx context.Context, tx *Store) (seqScans, r
 func TestEngineCallsReadOnlyTheRowsOfTheirBatch(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
-	seed(t, s,
-		`INSERT INTO tasker_dependent_systems (name) VALUES ('calls')`,
-		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'calls_one')`,
-		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
-		`ANALYZE`,
-		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 10000)`,
-		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
-		 SELECT t.task_id, ns.named_step_id, t.task_id <= 9984, CASE WHEN t.task_id <= 9984 THEN 1 ELSE 0 END
-		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`,
-		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
-		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
-		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE s.processed`,
-		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
-		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
-		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE t.task_id <= 9984`)
+	seedOneStepTasks(t, s, 10000, 16)
 	drainEightReading(t, s, "statistics of empty tables")
 	seed(t, s, `ANALYZE`)
 	drainEightReading(t, s, "analysed")
@@ -69,6 +55,148 @@ func TestEngineCallsReadOnlyTheRowsOfTheirBatch(t *testing.T) {
 	}
 	if complete != 10000 {
 		t.Errorf("%d tasks complete with their whole history, want all 10,000", complete)
+	}
+}
+
+// seedOneStepTasks fills s with total one-step tasks whose last ready steps are ready and the
+// others complete (with their histories), the tables analysed while they were empty, as a
+// fresh database's are.
+func seedOneStepTasks(t *testing.T, s *Store, total, ready int) {
+	t.Helper()
+	done := total - ready
+	seed(t, s,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('calls')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'calls_one')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`ANALYZE`,
+		fmt.Sprintf(`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, %d)`, total),
+		fmt.Sprintf(`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
+		 SELECT t.task_id, ns.named_step_id, t.task_id <= %[1]d, CASE WHEN t.task_id <= %[1]d THEN 1 ELSE 0 END
+		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`, done),
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
+		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
+		 WHERE s.processed`,
+		fmt.Sprintf(`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
+		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
+		 WHERE t.task_id <= %d`, done))
+}
+
+// TestRecordingFindsEachOutcomesStepByKey: the recording's first statement (the body of
+// tasker_record_held_outcomes, migration 00068) matches each outcome to its step by key, so
+// that its work grows with its batch, not with the batch's square. EXPLAIN ANALYZE of it, for
+// a batch of 64 steps claimed among 10,000 one-step tasks, under the engine's settings and a
+// generic plan, must find no pair of rows refused by a join filter (comparing every outcome
+// with every step refuses 64 × 63 = 4,032) and read a few rows of the steps per step: first
+// with the statistics of empty tables, then analysed while no step was claimed (statistics
+// under which a plain join of the outcomes to the steps was planned as a walk of every step).
+// The statement must also have recorded the 64 attempts.
+func TestRecordingFindsEachOutcomesStepByKey(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	seedOneStepTasks(t, s, 10000, 128)
+	ctx := context.Background()
+	var body string
+	if err := s.db.Raw(`SELECT prosrc FROM pg_proc WHERE proname = 'tasker_record_held_outcomes'`).Row().Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	_, query, ok := strings.Cut(body, "RETURN QUERY")
+	query, _, _ = strings.Cut(query, ";")
+	if !ok {
+		t.Fatalf("tasker_record_held_outcomes has no RETURN QUERY:\n%s", body)
+	}
+	query = regexp.MustCompile(`\boutcomes\b`).ReplaceAllString(regexp.MustCompile(`\btask_ids\b`).ReplaceAllString(query, "$$1"), "$$2")
+	errRollBack := errors.New("rolled back")
+	for _, phase := range []string{"statistics of empty tables", "analysed"} {
+		if phase == "analysed" {
+			seed(t, s, `ANALYZE`)
+		}
+		const batch = 64
+		var claimed []ClaimedStep
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			var err error
+			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: batch, Worker: "calls", Lease: time.Minute, Start: startMeta("calls")})
+			return err
+		}); err != nil || len(claimed) != batch {
+			t.Fatalf("%s: claimed %d steps (%v), want %d", phase, len(claimed), err, batch)
+		}
+		tasks, outcomes := firstSuccesses(claimed, "calls")
+		payload, err := json.Marshal(outcomes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := plantest.Literal(database.Array[int64](tasks))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.EngineTx(ctx, false, func(tx *Store) error {
+			// A prepared statement outlives the transaction: it is deallocated before it ends.
+			if err := tx.conn(ctx).Exec(`PREPARE record_held(bigint[], jsonb) AS ` + query).Error; err != nil {
+				return err
+			}
+			var raw string
+			err := tx.conn(ctx).Raw(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE record_held(` + ids + `, '` +
+				strings.ReplaceAll(string(payload), "'", "''") + `')`).Row().Scan(&raw)
+			if err := errors.Join(err, tx.conn(ctx).Exec(`DEALLOCATE record_held`).Error); err != nil {
+				return err
+			}
+			plan, err := plantest.Parse(raw)
+			if err != nil {
+				return err
+			}
+			if refused := plan.JoinFilterRemoved(); refused > 0 {
+				t.Errorf("%s: the recording's joins refused %.0f pairs of rows, want none:\n%s", phase, refused, raw)
+			}
+			if read := plan.RowsRead()["tasker_workflow_steps"]; read > 4*batch {
+				t.Errorf("%s: the recording read %.0f rows of the steps for %d outcomes, want at most %d:\n%s",
+					phase, read, batch, 4*batch, raw)
+			}
+			if plan.ActualRows != batch {
+				t.Errorf("%s: the recording wrote %.0f attempts, want %d", phase, plan.ActualRows, batch)
+			}
+			return errRollBack
+		})
+		if !errors.Is(err, errRollBack) {
+			t.Fatalf("%s: %v", phase, err)
+		}
+		// The claims end for real, so that the analysed phase's statistics see none.
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+			if err == nil && len(kept) != batch {
+				err = fmt.Errorf("recorded %d attempts, want %d", len(kept), batch)
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("%s: %v", phase, err)
+		}
+	}
+}
+
+// TestEngineCallsLookNoRowUpByPosition: the functions the engine's calls run (migrations 00066
+// and 00068) find the rows of their batch by key, or by a binary search of the batch's
+// ascending ids (width_bucket), never by array_position, a scan of the batch for each row:
+// work that grows with the square of the batch, which reaches workers and prefetch together.
+func TestEngineCallsLookNoRowUpByPosition(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	engineFunctions := []string{"tasker_engine_record", "tasker_engine_start", "tasker_record_held_outcomes",
+		"tasker_record_held_attempts", "tasker_tasks_settling", "tasker_lock_tasks_skip_locked"}
+	var found []struct {
+		Proname    string
+		ByPosition bool
+	}
+	if err := s.db.Raw(`SELECT proname, prosrc LIKE '%array_position(%' AS by_position FROM pg_proc
+		WHERE proname = ANY(?::text[]) ORDER BY proname`, database.Array[string](engineFunctions)).Scan(&found).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != len(engineFunctions) {
+		t.Fatalf("found %d of the engine's %d functions: %+v", len(found), len(engineFunctions), found)
+	}
+	for _, f := range found {
+		if f.ByPosition {
+			t.Errorf("%s looks rows of its batch up with array_position", f.Proname)
+		}
 	}
 }
 

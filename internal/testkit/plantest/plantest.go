@@ -39,7 +39,9 @@ type Node struct {
 	ActualLoops          float64 `json:"Actual Loops"`
 	RowsRemovedByFilter  float64 `json:"Rows Removed by Filter"`
 	RowsRemovedByRecheck float64 `json:"Rows Removed by Index Recheck"`
-	Plans                []Node  `json:"Plans"`
+	// RowsRemovedByJoinFilter counts, per loop, the pairs a join compared and refused.
+	RowsRemovedByJoinFilter float64 `json:"Rows Removed by Join Filter"`
+	Plans                   []Node  `json:"Plans"`
 }
 
 // Walk calls visit on n and then on every node below it, depth first.
@@ -73,6 +75,15 @@ func (n Node) RowsRead() map[string]float64 {
 	return out
 }
 
+// JoinFilterRemoved returns how many pairs of rows the plan's joins compared and refused, over
+// all their loops: a join that finds its matches by key refuses none, one that compares every
+// row of a side with every row of the other refuses nearly all.
+func (n Node) JoinFilterRemoved() float64 {
+	var out float64
+	n.Walk(func(n Node) { out += n.RowsRemovedByJoinFilter * n.ActualLoops })
+	return out
+}
+
 // Querier runs the EXPLAIN: a *sql.DB, *sql.Conn or *sql.Tx.
 type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
@@ -85,6 +96,11 @@ func Explain(ctx context.Context, q Querier, query string, args ...any) (Node, e
 	if err := q.QueryRowContext(ctx, query, args...).Scan(&raw); err != nil {
 		return Node{}, fmt.Errorf("explaining: %w", err)
 	}
+	return Parse(raw)
+}
+
+// Parse returns the root of an EXPLAIN (FORMAT JSON) plan's text.
+func Parse(raw string) (Node, error) {
 	var out []struct {
 		Plan Node `json:"Plan"`
 	}

@@ -176,7 +176,7 @@ func explainWalk(t *testing.T, s *Store, index, q string, args any) scan {
 }
 
 // seed runs stmts, in order, failing the test at the first that fails.
-func seed(t *testing.T, s *Store, stmts ...string) {
+func seed(t testing.TB, s *Store, stmts ...string) {
 	t.Helper()
 	for _, q := range stmts {
 		if err := s.db.Exec(q).Error; err != nil {

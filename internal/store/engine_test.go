@@ -13,13 +13,13 @@ import (
 
 // open returns a store over a fresh database with one connection, so that a setting that
 // outlived its transaction would be seen by the next statement, and the statements it runs.
-func open(t *testing.T) (*Store, *sqllog.Log) {
+func open(t testing.TB) (*Store, *sqllog.Log) {
 	t.Helper()
 	return openAt(t, dbtest.NewURL(t))
 }
 
 // openAt is open over the database of url, for a test that also connects to it otherwise.
-func openAt(t *testing.T, url string) (*Store, *sqllog.Log) {
+func openAt(t testing.TB, url string) (*Store, *sqllog.Log) {
 	t.Helper()
 	trace := &sqllog.Log{}
 	db, err := database.Open(context.Background(), url, database.Options{MaxOpenConns: 1, Tracer: trace})

@@ -358,7 +358,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 func (e *Engine) recordAndClaim(ctx context.Context, p recordPlan, claim int) (map[string]bool, claimed, error) {
 	began := e.watcher.begin()
 	defer e.watcher.end(began)
-	tokens, rows, err := e.st.RecordAndClaim(ctx, e.cfg.AsyncCommit, p.taskIDs, p.held, e.claimRequest(claim))
+	tokens, rows, err := e.st.RecordAndClaim(ctx, e.cfg.AsyncCommit, p.taskIDs, p.held, p.busy, e.claimRequest(claim))
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts and claiming ready steps: %w", len(p.held), err)
 	}
@@ -371,11 +371,14 @@ func (e *Engine) recordAndClaim(ctx context.Context, p recordPlan, claim int) (m
 
 // recordPlan is what a batch's recording writes, encoded before its transaction begins: the
 // batch's tasks (ascending, distinct), each attempt's outcome, and, for the busy path (known),
-// each outcome with its move's metadata, checked and encoded by the state machine.
+// each outcome with its move's metadata, checked and encoded by the state machine, and the
+// batch's tasks of which the engine still holds claims of other steps (busy: their settling
+// waits, see store.RecordAndSettle).
 type recordPlan struct {
 	taskIDs  []int64
 	outcomes []stepOutcome
 	held     []store.HeldOutcome // nil: record through the state machine (see recordReading)
+	busy     store.Busy
 }
 
 // planRecord encodes what recording batch writes (see recordPlan).
@@ -388,6 +391,7 @@ func (e *Engine) planRecord(batch []result, known bool) (recordPlan, error) {
 	p.taskIDs = slices.Compact(p.taskIDs)
 	if known {
 		p.held = make([]store.HeldOutcome, len(batch))
+		p.busy = e.watcher.witnesses(p.taskIDs)
 	}
 	for i, res := range batch {
 		o, err := e.outcome(res)
@@ -412,7 +416,7 @@ func (e *Engine) recordIn(ctx context.Context, tx *store.Store, batch []result, 
 	if p.held == nil {
 		return e.recordReading(ctx, tx, batch, p, kept)
 	}
-	recorded, err := tx.RecordAndSettle(ctx, p.taskIDs, p.held)
+	recorded, err := tx.RecordAndSettle(ctx, p.taskIDs, p.held, p.busy)
 	if err != nil {
 		return fmt.Errorf("recording attempt outcomes and settling their tasks: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/taskerhq/tasker/internal/events"
 	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 )
 
 // claimWatch watches the claims of an engine's steps, all of them from one goroutine, with
@@ -137,6 +138,30 @@ func (w *claimWatch) add(r *run, claimed time.Time) {
 		r.recheck = true
 	}
 	w.mu.Unlock()
+}
+
+// witnesses returns, among tasks (ascending), those of which a claim is watched, each with
+// the step of one such claim, for a recording of a batch whose runs are no longer watched
+// (see store.RecordAndSettle's busy): in one pass over the watched claims.
+func (w *claimWatch) witnesses(tasks []int64) store.Busy {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	step := map[int64]int64{}
+	for id, r := range w.runs {
+		if _, found := slices.BinarySearch(tasks, r.s.TaskID); found {
+			if s, ok := step[r.s.TaskID]; !ok || id < s {
+				step[r.s.TaskID] = id
+			}
+		}
+	}
+	var busy store.Busy
+	for _, t := range tasks {
+		if s, ok := step[t]; ok {
+			busy.Tasks = append(busy.Tasks, t)
+			busy.Steps = append(busy.Steps, s)
+		}
+	}
+	return busy
 }
 
 // remove stops watching r's claim; the goroutine ends once no claim is watched.

@@ -1,6 +1,7 @@
 package orchestration
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -72,5 +73,22 @@ func TestAClaimsRunsSeeTheEventsSinceTheClaimBegan(t *testing.T) {
 	w.add(r, time.Now())
 	if r.recheck {
 		t.Error("a run of a claim begun after every event is checked")
+	}
+}
+
+// TestWitnessesNameOneWatchedStepOfEachBusyTask: a recording is told, for each of its tasks of
+// which the engine still watches a claim, the lowest such step (store.Busy), and nothing of
+// the tasks with no claim watched or of tasks not in the batch.
+func TestWitnessesNameOneWatchedStepOfEachBusyTask(t *testing.T) {
+	w := newClaimWatch(&Engine{})
+	for _, c := range []struct{ step, task int64 }{{7, 1}, {5, 1}, {9, 3}, {11, 4}} {
+		w.add(&run{s: claimedStep{ClaimedStep: store.ClaimedStep{StepID: c.step, TaskID: c.task}}}, time.Now())
+	}
+	got := w.witnesses([]int64{1, 2, 3})
+	if want := (store.Busy{Tasks: []int64{1, 3}, Steps: []int64{5, 9}}); !slices.Equal(got.Tasks, want.Tasks) || !slices.Equal(got.Steps, want.Steps) {
+		t.Errorf("witnesses of tasks 1, 2, 3: %+v, want %+v", got, want)
+	}
+	if got := w.witnesses(nil); len(got.Tasks) != 0 || len(got.Steps) != 0 {
+		t.Errorf("witnesses of no task: %+v, want none", got)
 	}
 }

@@ -497,18 +497,30 @@ type HeldOutcome struct {
 }
 
 // RecordAndSettle records finished attempts and settles their tasks in one call
-// (tasker_engine_record, migrations 00066 and 00068): it locks the tasks of taskIDs, then the steps
+// (tasker_engine_record, migrations 00066, 00068 and 00069): it locks the tasks of taskIDs, then the steps
 // whose claims are still held with the outcomes' tokens, writes those outcomes to the step
 // rows (as RecordHeldAttempts does), moves each recorded step from in_progress as its outcome
 // says, settles the recorded steps' tasks (SEMANTICS §7) and notifies the transitions. It
 // returns the tokens of the claims it found held, whose outcomes it wrote; a recorded step
 // that is not in_progress fails the call, which then writes nothing.
-func (s *Store) RecordAndSettle(ctx context.Context, taskIDs []int64, outcomes []HeldOutcome) ([]string, error) {
+//
+// busy lists tasks of the batch of which the caller holds claims of other steps, each with
+// one such step: while that step is in process its task has a step running and cannot
+// settle, so the call does not count the task's steps (a task of thousands of steps is
+// recorded in many batches); a given step no longer in process is ignored.
+func (s *Store) RecordAndSettle(ctx context.Context, taskIDs []int64, outcomes []HeldOutcome, busy Busy) ([]string, error) {
 	payload, err := json.Marshal(outcomes)
 	if err != nil {
 		return nil, fmt.Errorf("encoding attempt outcomes: %w", err)
 	}
-	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, recordSQL, database.Array[int64](taskIDs), string(payload))
+	return queryRows(ctx, s, func(t *string) []any { return []any{t} }, recordSQL, database.Array[int64](taskIDs), string(payload),
+		database.Array[int64](busy.Tasks), database.Array[int64](busy.Steps))
+}
+
+// Busy is what RecordAndSettle is told of the tasks of its batch that still have a step in
+// process: Steps[i] is a step of Tasks[i] whose claim the caller holds.
+type Busy struct {
+	Tasks, Steps []int64
 }
 
 // TaskSettling is what decides whether a task may be settled (see TasksSettling): its current

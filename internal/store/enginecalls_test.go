@@ -162,7 +162,7 @@ func TestRecordingFindsEachOutcomesStepByKey(t *testing.T) {
 		}
 		// The claims end for real, so that the analysed phase's statistics see none.
 		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
 			if err == nil && len(kept) != batch {
 				err = fmt.Errorf("recorded %d attempts, want %d", len(kept), batch)
 			}
@@ -170,6 +170,92 @@ func TestRecordingFindsEachOutcomesStepByKey(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("%s: %v", phase, err)
 		}
+	}
+}
+
+// TestRecordingLeavesTasksWithAStepInProcessUncounted: RecordAndSettle's busy tasks (migration
+// 00069). A task of two steps is claimed whole; recording its first step with the second as
+// the witness of a step in process leaves the task in_progress, and recording the second with
+// the first as witness (no longer in process) settles it: complete. Then a task of 1,000
+// steps: recording one of two claimed steps with the other as witness reads a few rows of the
+// growing tables, and recording the other with a witness no longer in process counts the
+// task's 1,000 steps (more than 1,000 rows read) and leaves it in_progress (998 to run).
+func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	seed(t, s,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('busy')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'busy_pair'), (1, 'busy_wide')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name)
+		 SELECT dependent_system_id, 'n' || i FROM tasker_dependent_systems, generate_series(1, 1000) AS i`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks ORDER BY name`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t JOIN tasker_named_tasks nt USING (named_task_id), tasker_named_steps ns
+		 WHERE nt.name = 'busy_wide' OR ns.name IN ('n1', 'n2') ORDER BY t.task_id, ns.named_step_id`,
+		`ANALYZE`)
+	ctx := context.Background()
+	// claimTwo claims the two oldest ready steps, of one task.
+	claimTwo := func() []ClaimedStep {
+		t.Helper()
+		var claimed []ClaimedStep
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			var err error
+			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 2, Worker: "busy", Lease: time.Minute, Start: startMeta("busy")})
+			return err
+		}); err != nil || len(claimed) != 2 || claimed[0].TaskID != claimed[1].TaskID {
+			t.Fatalf("claimed %+v (%v), want two steps of one task", claimed, err)
+		}
+		return claimed
+	}
+	// record records the attempt of one, telling the call that witness is a step of its task
+	// in process, and returns the rows of the growing tables it read.
+	record := func(one, witness ClaimedStep) int64 {
+		t.Helper()
+		tasks, outcomes := firstSuccesses([]ClaimedStep{one}, "busy")
+		var read int64
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			_, before := transactionReads(t, ctx, tx)
+			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{Tasks: tasks, Steps: []int64{witness.StepID}})
+			if err == nil && len(kept) != 1 {
+				err = fmt.Errorf("recorded %d attempts, want 1", len(kept))
+			}
+			_, after := transactionReads(t, ctx, tx)
+			read = after - before
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return read
+	}
+	state := func(task int64) string {
+		t.Helper()
+		var st string
+		if err := s.db.Raw(`SELECT coalesce((SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent), 'pending')`,
+			task).Row().Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	pair := claimTwo()
+	record(pair[0], pair[1])
+	if got := state(pair[0].TaskID); got != "in_progress" {
+		t.Errorf("the pair's task after its first step, its second in process: %s, want in_progress", got)
+	}
+	record(pair[1], pair[0])
+	if got := state(pair[0].TaskID); got != "complete" {
+		t.Errorf("the pair's task after both steps, the witness no longer in process: %s, want complete", got)
+	}
+
+	wide := claimTwo()
+	if read := record(wide[0], wide[1]); read > 100 {
+		t.Errorf("recording a step of the wide task with another in process read %d rows, want a few", read)
+	}
+	if read := record(wide[1], wide[0]); read < 1000 {
+		t.Errorf("recording a step of the wide task with its witness no longer in process read %d rows, want its 1,000 steps counted", read)
+	}
+	if got := state(wide[0].TaskID); got != "in_progress" {
+		t.Errorf("the wide task with 998 steps to run: %s, want in_progress", got)
 	}
 }
 
@@ -186,8 +272,8 @@ func TestEngineCallsLookNoRowUpByPosition(t *testing.T) {
 		Proname    string
 		ByPosition bool
 	}
-	if err := s.db.Raw(`SELECT proname, prosrc LIKE '%array_position(%' AS by_position FROM pg_proc
-		WHERE proname = ANY(?::text[]) ORDER BY proname`, database.Array[string](engineFunctions)).Scan(&found).Error; err != nil {
+	if err := s.db.Raw(`SELECT proname, bool_or(prosrc LIKE '%array_position(%') AS by_position FROM pg_proc
+		WHERE proname = ANY(?::text[]) GROUP BY proname ORDER BY proname`, database.Array[string](engineFunctions)).Scan(&found).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(found) != len(engineFunctions) {
@@ -235,7 +321,7 @@ func drainEightReading(t *testing.T, s *Store, phase string) {
 	tasks, outcomes := firstSuccesses(claimed, "calls")
 	err = s.EngineTx(ctx, false, func(tx *Store) error {
 		return check(tx, "recording 8 attempts and settling their tasks", func() error {
-			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
 			if err == nil && len(kept) != 8 {
 				err = fmt.Errorf("recorded %d attempts, want 8", len(kept))
 			}
@@ -285,7 +371,7 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	}
 	tasks, outcomes := firstSuccesses(claimed, "settle")
 	if err := s.EngineTx(ctx, false, func(tx *Store) error {
-		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
 		if err == nil && len(kept) != 2 {
 			err = fmt.Errorf("recorded %d attempts, want 2", len(kept))
 		}
@@ -392,7 +478,7 @@ func benchmarkEngineCall(b *testing.B, claim bool) {
 				})
 				tasks, outcomes := firstSuccesses(claimed, "bench")
 				timed(timing && !claim, func(tx *Store) error {
-					kept, err := tx.RecordAndSettle(ctx, tasks, outcomes)
+					kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
 					if err == nil && len(kept) != n {
 						err = fmt.Errorf("recorded %d attempts, want %d", len(kept), n)
 					}

@@ -13,10 +13,10 @@ import (
 )
 
 // recordSQL is RecordAndSettle's statement.
-const recordSQL = `SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`
+const recordSQL = `SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb, ?::bigint[], ?::bigint[]))`
 
 // RecordAndClaim runs a busy batch's two statements as one transaction: RecordAndSettle
-// (taskIDs, outcomes), then ClaimAndStart (claim), whose snapshot, taken after the recording,
+// (taskIDs, outcomes, busy), then ClaimAndStart (claim), whose snapshot, taken after the recording,
 // holds the steps the recording made ready. It returns what each returns.
 //
 // On the engine pool (WithEngine), both statements are sent at once, in one round trip: a
@@ -30,12 +30,12 @@ const recordSQL = `SELECT unnest(tasker_engine_record(?::bigint[], ?::jsonb))`
 // answer): as with a COMMIT whose answer is lost, its claims are then left to their leases.
 // The statements notify their transitions themselves; nothing else is written.
 func (s *Store) RecordAndClaim(ctx context.Context, asyncCommit bool, taskIDs []int64, outcomes []HeldOutcome,
-	claim ClaimRequest) (kept []string, claimed []ClaimedStep, err error) {
+	busy Busy, claim ClaimRequest) (kept []string, claimed []ClaimedStep, err error) {
 	p := s.engine
 	if p == nil {
 		err = s.EngineTx(ctx, asyncCommit, func(tx *Store) error {
 			var err error
-			if kept, err = tx.RecordAndSettle(ctx, taskIDs, outcomes); err != nil {
+			if kept, err = tx.RecordAndSettle(ctx, taskIDs, outcomes, busy); err != nil {
 				return err
 			}
 			claimed, err = tx.ClaimAndStart(ctx, claim)
@@ -60,7 +60,8 @@ func (s *Store) RecordAndClaim(ctx context.Context, asyncCommit bool, taskIDs []
 		return nil, nil, errors.New("engine pipeline: the claim's parameters cannot be numbered")
 	}
 	b := &pgx.Batch{}
-	b.Queue(numbered(recordSQL), database.Array[int64](taskIDs), string(payload))
+	b.Queue(numbered(recordSQL), database.Array[int64](taskIDs), string(payload),
+		database.Array[int64](busy.Tasks), database.Array[int64](busy.Steps))
 	b.Queue(claimStmt, claimArgs...)
 	err = onEngineConn(ctx, p, func(conn *pgx.Conn) error {
 		br := conn.SendBatch(ctx, b)

@@ -62,7 +62,7 @@ func TestRecordAndClaimIsOneTransactionInOneRoundTrip(t *testing.T) {
 	bad := meta
 	bad.Step = json.RawMessage(`not json`)
 	trace.Take()
-	_, _, err = engine.RecordAndClaim(ctx, false, tasks, outcomes, ClaimRequest{N: 8, Worker: "pipeline", Lease: time.Minute, Start: bad})
+	_, _, err = engine.RecordAndClaim(ctx, false, tasks, outcomes, Busy{}, ClaimRequest{N: 8, Worker: "pipeline", Lease: time.Minute, Start: bad})
 	if err == nil || !strings.Contains(err.Error(), "json") {
 		t.Fatalf("a pipeline whose claim fails: %v, want the claim's error", err)
 	}
@@ -71,7 +71,7 @@ func TestRecordAndClaimIsOneTransactionInOneRoundTrip(t *testing.T) {
 	}
 
 	// Both succeed: the claim takes the second step the recording made ready.
-	kept, claimed, err := engine.RecordAndClaim(ctx, false, tasks, outcomes, ClaimRequest{N: 8, Worker: "pipeline", Lease: time.Minute, Start: meta})
+	kept, claimed, err := engine.RecordAndClaim(ctx, false, tasks, outcomes, Busy{}, ClaimRequest{N: 8, Worker: "pipeline", Lease: time.Minute, Start: meta})
 	if err != nil {
 		t.Fatal(err)
 	}

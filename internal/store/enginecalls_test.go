@@ -173,13 +173,15 @@ func TestRecordingFindsEachOutcomesStepByKey(t *testing.T) {
 	}
 }
 
-// TestRecordingLeavesTasksWithAStepInProcessUncounted: RecordAndSettle's busy tasks (migration
-// 00069). A task of two steps is claimed whole; recording its first step with the second as
-// the witness of a step in process leaves the task in_progress, and recording the second with
-// the first as witness (no longer in process) settles it: complete. Then a task of 1,000
-// steps: recording one of two claimed steps with the other as witness reads a few rows of the
-// growing tables, and recording the other with a witness no longer in process counts the
-// task's 1,000 steps (more than 1,000 rows read) and leaves it in_progress (998 to run).
+// TestRecordingLeavesTasksWithAStepInProcessUncounted: a recording counts no step of a task
+// with a step in process (RecordAndSettle's busy tasks, migration 00069) or with a step ready
+// among its newest (migration 00070). A task of two steps is claimed whole; recording its
+// first step with the second as the witness of a step in process leaves the task in_progress,
+// and recording the second with the first as witness (no longer in process) counts the task
+// and settles it: complete. Then a task of 1,000 steps, two of them claimed: recording one
+// with the other as witness, then the other with a witness no longer in process (its newest
+// steps are ready), each reads a few rows of the growing tables, not the task's 1,000 steps,
+// and leaves it in_progress (998 to run).
 func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
@@ -251,8 +253,8 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 	if read := record(wide[0], wide[1]); read > 100 {
 		t.Errorf("recording a step of the wide task with another in process read %d rows, want a few", read)
 	}
-	if read := record(wide[1], wide[0]); read < 1000 {
-		t.Errorf("recording a step of the wide task with its witness no longer in process read %d rows, want its 1,000 steps counted", read)
+	if read := record(wide[1], wide[0]); read > 100 {
+		t.Errorf("recording a step of the wide task with ready steps, its witness no longer in process, read %d rows, want a few", read)
 	}
 	if got := state(wide[0].TaskID); got != "in_progress" {
 		t.Errorf("the wide task with 998 steps to run: %s, want in_progress", got)
@@ -267,7 +269,7 @@ func TestEngineCallsLookNoRowUpByPosition(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
 	engineFunctions := []string{"tasker_engine_record", "tasker_engine_start", "tasker_record_held_outcomes",
-		"tasker_record_held_attempts", "tasker_tasks_settling", "tasker_lock_tasks_skip_locked"}
+		"tasker_record_held_attempts", "tasker_tasks_settling", "tasker_lock_tasks_skip_locked", "tasker_tasks_to_settle"}
 	var found []struct {
 		Proname    string
 		ByPosition bool

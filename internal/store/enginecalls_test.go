@@ -261,6 +261,68 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 	}
 }
 
+// TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady: a chain of 300 steps has one step
+// ready at a time, its newest steps waiting for it; recording its first step makes the second
+// ready, and the recording (migration 00071) finds that child ready and counts none of the
+// chain's steps: a few rows of the growing tables read, not 300. The chain stays in_progress
+// and its second step is the next claimed.
+func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	seed(t, s,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('chain')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'chain')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name)
+		 SELECT dependent_system_id, 'n' || i FROM tasker_dependent_systems, generate_series(1, 300) AS i`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id)
+		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t, tasker_named_steps ns ORDER BY ns.named_step_id`,
+		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name)
+		 SELECT a.workflow_step_id, b.workflow_step_id, 'provides'
+		 FROM tasker_workflow_steps a JOIN tasker_named_steps na ON na.named_step_id = a.named_step_id,
+		      tasker_workflow_steps b JOIN tasker_named_steps nb ON nb.named_step_id = b.named_step_id
+		 WHERE nb.name = 'n' || (substr(na.name, 2)::int + 1)`,
+		`ANALYZE`)
+	ctx := context.Background()
+	claimOne := func() ClaimedStep {
+		t.Helper()
+		var claimed []ClaimedStep
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			var err error
+			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 2, Worker: "chain", Lease: time.Minute, Start: startMeta("chain")})
+			return err
+		}); err != nil || len(claimed) != 1 {
+			t.Fatalf("claimed %+v (%v), want the chain's one ready step", claimed, err)
+		}
+		return claimed[0]
+	}
+	first := claimOne()
+	tasks, outcomes := firstSuccesses([]ClaimedStep{first}, "chain")
+	var read int64
+	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+		_, before := transactionReads(t, ctx, tx)
+		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
+		if err == nil && len(kept) != 1 {
+			err = fmt.Errorf("recorded %d attempts, want 1", len(kept))
+		}
+		_, after := transactionReads(t, ctx, tx)
+		read = after - before
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if read > 100 {
+		t.Errorf("recording the chain's first step read %d rows of the growing tables, want a few (not its 300 steps)", read)
+	}
+	var state string
+	if err := s.db.Raw(`SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent`, first.TaskID).Row().Scan(&state); err != nil || state != "in_progress" {
+		t.Errorf("the chain after its first step: %q (%v), want in_progress", state, err)
+	}
+	if next := claimOne(); next.StepID <= first.StepID {
+		t.Errorf("the chain's next claimed step is %d, want the one after %d", next.StepID, first.StepID)
+	}
+}
+
 // TestEngineCallsLookNoRowUpByPosition: the functions the engine's calls run (migrations 00066
 // and 00068) find the rows of their batch by key, or by a binary search of the batch's
 // ascending ids (width_bucket), never by array_position, a scan of the batch for each row:

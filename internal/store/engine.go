@@ -497,10 +497,11 @@ type HeldOutcome struct {
 }
 
 // RecordAndSettle records finished attempts and settles their tasks in one call
-// (tasker_engine_record, migrations 00066, 00068 and 00069): it locks the tasks of taskIDs, then the steps
-// whose claims are still held with the outcomes' tokens, writes those outcomes to the step
-// rows (as RecordHeldAttempts does), moves each recorded step from in_progress as its outcome
-// says, settles the recorded steps' tasks (SEMANTICS §7) and notifies the transitions. It
+// (tasker_engine_record, migrations 00066, 00068 and 00069): it locks the tasks of taskIDs,
+// then the steps whose claims are still held with the outcomes' tokens, writes those outcomes
+// to the step rows (as RecordHeldAttempts does), moves each recorded step from in_progress as
+// its outcome says, settles the recorded steps' tasks (SEMANTICS §7; a task that cannot settle
+// yet, having a step running or ready, is not counted) and notifies the transitions. It
 // returns the tokens of the claims it found held, whose outcomes it wrote; a recorded step
 // that is not in_progress fails the call, which then writes nothing.
 //

@@ -174,8 +174,8 @@ func TestRecordingFindsEachOutcomesStepByKey(t *testing.T) {
 }
 
 // TestRecordingLeavesTasksWithAStepInProcessUncounted: a recording counts no step of a task
-// with a step in process (RecordAndSettle's busy tasks, migration 00069) or with a step ready
-// among its newest (migration 00070). A task of two steps is claimed whole; recording its
+// with a step in process (RecordAndSettle's busy tasks) or with a step ready among its newest
+// (migration 00069). A task of two steps is claimed whole; recording its
 // first step with the second as the witness of a step in process leaves the task in_progress,
 // and recording the second with the first as witness (no longer in process) counts the task
 // and settles it: complete. Then a task of 1,000 steps, two of them claimed: recording one
@@ -195,17 +195,12 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 		 SELECT t.task_id, ns.named_step_id FROM tasker_tasks t JOIN tasker_named_tasks nt USING (named_task_id), tasker_named_steps ns
 		 WHERE nt.name = 'busy_wide' OR ns.name IN ('n1', 'n2') ORDER BY t.task_id, ns.named_step_id`,
 		`ANALYZE`)
-	ctx := context.Background()
 	// claimTwo claims the two oldest ready steps, of one task.
 	claimTwo := func() []ClaimedStep {
 		t.Helper()
-		var claimed []ClaimedStep
-		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			var err error
-			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 2, Worker: "busy", Lease: time.Minute, Start: startMeta("busy")})
-			return err
-		}); err != nil || len(claimed) != 2 || claimed[0].TaskID != claimed[1].TaskID {
-			t.Fatalf("claimed %+v (%v), want two steps of one task", claimed, err)
+		claimed := claimSteps(t, s, 2, "busy")
+		if len(claimed) != 2 || claimed[0].TaskID != claimed[1].TaskID {
+			t.Fatalf("claimed %+v, want two steps of one task", claimed)
 		}
 		return claimed
 	}
@@ -213,31 +208,9 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 	// in process, and returns the rows of the growing tables it read.
 	record := func(one, witness ClaimedStep) int64 {
 		t.Helper()
-		tasks, outcomes := firstSuccesses([]ClaimedStep{one}, "busy")
-		var read int64
-		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			_, before := transactionReads(t, ctx, tx)
-			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{Tasks: tasks, Steps: []int64{witness.StepID}})
-			if err == nil && len(kept) != 1 {
-				err = fmt.Errorf("recorded %d attempts, want 1", len(kept))
-			}
-			_, after := transactionReads(t, ctx, tx)
-			read = after - before
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return read
+		return recordReading(t, s, one, "busy", Busy{Tasks: []int64{one.TaskID}, Steps: []int64{witness.StepID}})
 	}
-	state := func(task int64) string {
-		t.Helper()
-		var st string
-		if err := s.db.Raw(`SELECT coalesce((SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent), 'pending')`,
-			task).Row().Scan(&st); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	state := func(task int64) string { return taskState(t, s, task) }
 
 	pair := claimTwo()
 	record(pair[0], pair[1])
@@ -263,7 +236,7 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 
 // TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady: a chain of 300 steps has one step
 // ready at a time, its newest steps waiting for it; recording its first step makes the second
-// ready, and the recording (migration 00071) finds that child ready and counts none of the
+// ready, and the recording (migration 00069) finds that child ready and counts none of the
 // chain's steps: a few rows of the growing tables read, not 300. The chain stays in_progress
 // and its second step is the next claimed.
 func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
@@ -283,25 +256,53 @@ func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
 		      tasker_workflow_steps b JOIN tasker_named_steps nb ON nb.named_step_id = b.named_step_id
 		 WHERE nb.name = 'n' || (substr(na.name, 2)::int + 1)`,
 		`ANALYZE`)
-	ctx := context.Background()
 	claimOne := func() ClaimedStep {
 		t.Helper()
-		var claimed []ClaimedStep
-		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			var err error
-			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: 2, Worker: "chain", Lease: time.Minute, Start: startMeta("chain")})
-			return err
-		}); err != nil || len(claimed) != 1 {
-			t.Fatalf("claimed %+v (%v), want the chain's one ready step", claimed, err)
+		claimed := claimSteps(t, s, 2, "chain")
+		if len(claimed) != 1 {
+			t.Fatalf("claimed %+v, want the chain's one ready step", claimed)
 		}
 		return claimed[0]
 	}
 	first := claimOne()
-	tasks, outcomes := firstSuccesses([]ClaimedStep{first}, "chain")
+	read := recordReading(t, s, first, "chain", Busy{})
+	if read > 100 {
+		t.Errorf("recording the chain's first step read %d rows of the growing tables, want a few (not its 300 steps)", read)
+	}
+	if state := taskState(t, s, first.TaskID); state != "in_progress" {
+		t.Errorf("the chain after its first step: %s, want in_progress", state)
+	}
+	if next := claimOne(); next.StepID <= first.StepID {
+		t.Errorf("the chain's next claimed step is %d, want the one after %d", next.StepID, first.StepID)
+	}
+}
+
+// claimSteps claims and starts up to n ready steps for worker, in an engine transaction.
+func claimSteps(t *testing.T, s *Store, n int, worker string) []ClaimedStep {
+	t.Helper()
+	ctx := context.Background()
+	var claimed []ClaimedStep
+	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+		var err error
+		claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: n, Worker: worker, Lease: time.Minute, Start: startMeta(worker)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return claimed
+}
+
+// recordReading records a successful first attempt of one, claimed for worker, with
+// RecordAndSettle, told of busy, in an engine transaction, and returns the rows of the growing
+// tables the call read.
+func recordReading(t *testing.T, s *Store, one ClaimedStep, worker string, busy Busy) int64 {
+	t.Helper()
+	ctx := context.Background()
+	tasks, outcomes := firstSuccesses([]ClaimedStep{one}, worker)
 	var read int64
 	if err := s.EngineTx(ctx, false, func(tx *Store) error {
 		_, before := transactionReads(t, ctx, tx)
-		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
+		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, busy)
 		if err == nil && len(kept) != 1 {
 			err = fmt.Errorf("recorded %d attempts, want 1", len(kept))
 		}
@@ -311,16 +312,18 @@ func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if read > 100 {
-		t.Errorf("recording the chain's first step read %d rows of the growing tables, want a few (not its 300 steps)", read)
+	return read
+}
+
+// taskState is task's current state (pending without a transition).
+func taskState(t *testing.T, s *Store, task int64) string {
+	t.Helper()
+	var st string
+	if err := s.db.Raw(`SELECT coalesce((SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent), 'pending')`,
+		task).Row().Scan(&st); err != nil {
+		t.Fatal(err)
 	}
-	var state string
-	if err := s.db.Raw(`SELECT to_state FROM tasker_task_transitions WHERE task_id = ? AND most_recent`, first.TaskID).Row().Scan(&state); err != nil || state != "in_progress" {
-		t.Errorf("the chain after its first step: %q (%v), want in_progress", state, err)
-	}
-	if next := claimOne(); next.StepID <= first.StepID {
-		t.Errorf("the chain's next claimed step is %d, want the one after %d", next.StepID, first.StepID)
-	}
+	return st
 }
 
 // TestEngineCallsLookNoRowUpByPosition: the functions the engine's calls run (migrations 00066

@@ -1,23 +1,32 @@
 -- +goose Up
--- A recording of a task's steps that return at once settled the task by counting all its
--- steps in every batch: the engine holds no other claim of it then (its next claims follow
--- the recording, in the same transaction), so migration 00069's busy tasks do not spare it.
--- A task of 20,000 such steps drained at about half the rate of 20,000 one-step tasks. But a
--- task with a step ready for execution cannot settle either (its execution context is then
--- has_ready_steps, whatever its other steps are), and while such a task drains, its newest
--- unfinished steps are the ones still to run. So before counting, the recording looks at the
--- task's 16 newest steps (by the task's own index, backwards: a bounded look) and asks the
--- readiness view whether one of them that is neither processed nor in process is ready; a
--- task with one is left out of the settling. A task without (its newest steps are done, or
--- wait for parents or retries) is counted as before.
+-- A recording settled every task of its batch by counting all of the task's steps (their
+-- states, claims and retries: tasker_tasks_settling), though a task with a step running or
+-- ready cannot settle (its execution context is then processing or has_ready_steps). A task of
+-- 20,000 independent steps, recorded in batches of about 130, had its 20,000 steps counted
+-- about 150 times (one process drained it at about half the rate of 20,000 one-step tasks),
+-- and a chain of 1,000 steps counted all its steps at each of its 1,000 recordings: the cost
+-- grew with the square of the task's size. The recording now leaves out of its settling, and
+-- so counts no step of, a task that cannot settle for one of three reasons, each read by key:
+--   - the engine still holds a claim of another of its steps: it hands each such task to the
+--     recording with one of those steps (busy_tasks, busy_steps), and a task whose given step
+--     is still in process has a running step (a given step no longer in process, its claim
+--     lost meanwhile, is ignored);
+--   - a recorded step has a child the readiness view finds ready (a chain's next step, a
+--     fan-out's branches): each recorded step's children, until one is ready;
+--   - one of the task's 16 newest steps, neither processed nor in process, is ready: while a
+--     task drains, its newest unfinished steps are those still to run (this covers the steps
+--     of a batch that holds every claim of its task, whose next claims follow the recording).
+-- Any other task is counted and settled as before.
+--
+-- tasker_engine_record(task_ids, outcomes) stays, as the new function with no busy task.
 
 -- tasker_tasks_to_settle returns the tasks among tasks (ascending, distinct) that a recording
--- must settle: all but those with a step in process (busy_steps[i] of busy_tasks[i], as in
--- migration 00069) and those with a step ready for execution among their 16 newest steps.
--- Both are what the task's counts would conclude: a task with a step running or ready does
--- not settle. Each look is by key: a few index probes.
+-- must settle: all but those that cannot settle for one of the reasons above (busy_steps[i] of
+-- busy_tasks[i] in process; a child of recorded_steps[i], of recorded_tasks[i], ready; a ready
+-- step among the task's 16 newest). Each look is by key: a few index probes.
 -- +goose StatementBegin
-CREATE FUNCTION tasker_tasks_to_settle(tasks bigint[], busy_tasks bigint[], busy_steps bigint[]) RETURNS bigint[]
+CREATE FUNCTION tasker_tasks_to_settle(tasks bigint[], busy_tasks bigint[], busy_steps bigint[],
+                                       recorded_steps bigint[], recorded_tasks bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (
@@ -28,6 +37,18 @@ BEGIN
             SELECT b.task_id FROM unnest(busy_tasks, busy_steps) AS b(task_id, step_id)
             WHERE (SELECT ws.in_process FROM tasker_workflow_steps ws
                    WHERE ws.workflow_step_id = b.step_id AND ws.task_id = b.task_id)
+            EXCEPT
+            -- A recorded step (recorded_steps[i] of recorded_tasks[i]) with a child now ready:
+            -- its children by key, until the readiness view finds one ready.
+            SELECT k.task_id FROM unnest(recorded_steps, recorded_tasks) AS k(step_id, task_id)
+            WHERE (SELECT true FROM tasker_workflow_step_edges e
+                   CROSS JOIN LATERAL (
+                       SELECT rs.ready_for_execution FROM tasker_step_readiness_statuses rs
+                       WHERE rs.workflow_step_id = e.to_step_id
+                       LIMIT 1
+                   ) r
+                   WHERE e.from_step_id = k.step_id AND r.ready_for_execution
+                   LIMIT 1)
         ) u
         -- The task's 16 newest steps (its own index, backwards: a bounded look), and among
         -- those neither processed nor in process, the first the readiness view finds ready.
@@ -49,7 +70,7 @@ $$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION tasker_engine_record(task_ids bigint[], outcomes jsonb, busy_tasks bigint[], busy_steps bigint[])
+CREATE FUNCTION tasker_engine_record(task_ids bigint[], outcomes jsonb, busy_tasks bigint[], busy_steps bigint[])
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -101,7 +122,7 @@ BEGIN
             cardinality(kept_steps) - written, cardinality(kept_steps);
     END IF;
 
-    settle := tasker_tasks_to_settle(kept_tasks, busy_tasks, busy_steps);
+    settle := tasker_tasks_to_settle(kept_tasks, busy_tasks, busy_steps, kept_steps, kept_tasks);
     WITH counts AS MATERIALIZED (
         SELECT c.* FROM tasker_tasks_settling(settle) AS c
         WHERE coalesce(c.to_state, 'pending') IN ('pending', 'in_progress') AND c.running = 0
@@ -153,13 +174,19 @@ BEGIN
     PERFORM tasker_notify_transitions('tasker_task_transitions', task_notes);
     RETURN kept_tokens;
 END;
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION tasker_engine_record(task_ids bigint[], outcomes jsonb) RETURNS text[]
+LANGUAGE sql VOLATILE AS $$
+    SELECT tasker_engine_record(task_ids, outcomes, '{}'::bigint[], '{}'::bigint[])
 $$;
 -- +goose StatementEnd
 
 -- +goose Down
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION tasker_engine_record(task_ids bigint[], outcomes jsonb, busy_tasks bigint[], busy_steps bigint[])
-RETURNS text[]
+CREATE OR REPLACE FUNCTION tasker_engine_record(task_ids bigint[], outcomes jsonb) RETURNS text[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     kept_steps bigint[];
@@ -210,16 +237,7 @@ BEGIN
             cardinality(kept_steps) - written, cardinality(kept_steps);
     END IF;
 
-    -- The tasks to settle: the recorded steps' tasks, but for those with a step still in
-    -- process (busy_steps[i] of busy_tasks[i], each read by key): such a task has a step
-    -- running and cannot settle, whatever its other steps are, so its steps are not counted.
-    settle := ARRAY(
-        SELECT t FROM unnest(kept_tasks) AS t
-        EXCEPT
-        SELECT b.task_id FROM unnest(busy_tasks, busy_steps) AS b(task_id, step_id)
-        WHERE (SELECT ws.in_process FROM tasker_workflow_steps ws
-               WHERE ws.workflow_step_id = b.step_id AND ws.task_id = b.task_id)
-        ORDER BY 1);
+    settle := ARRAY(SELECT DISTINCT t FROM unnest(kept_tasks) AS t ORDER BY t);
     WITH counts AS MATERIALIZED (
         SELECT c.* FROM tasker_tasks_settling(settle) AS c
         WHERE coalesce(c.to_state, 'pending') IN ('pending', 'in_progress') AND c.running = 0
@@ -274,4 +292,5 @@ END;
 $$;
 -- +goose StatementEnd
 
-DROP FUNCTION tasker_tasks_to_settle(bigint[], bigint[], bigint[]);
+DROP FUNCTION tasker_engine_record(bigint[], jsonb, bigint[], bigint[]);
+DROP FUNCTION tasker_tasks_to_settle(bigint[], bigint[], bigint[], bigint[], bigint[]);

@@ -341,9 +341,9 @@ func allKnown(items []batchItem, known map[string]store.KeyedTask) []BatchTask {
 }
 
 // insertBatchSteps writes the steps of every new task of the batch, with their DAG depth taken
-// from the template, and their edges, in one statement (see store.InsertSteps): the template
-// is acyclic (checked when it was loaded) and both ends of every edge are steps of one new
-// task.
+// from the template and their number of parents (each a step of the template's Edges), and
+// their edges, in one statement (see store.InsertSteps): the template is acyclic (checked when
+// it was loaded) and both ends of every edge are steps of one new task.
 func insertBatchSteps(ctx context.Context, tx *store.Store, items []batchItem, order []int, regs map[*template.Template]template.Registration,
 	taskOf map[string]int64, newTask map[string]bool) error {
 	var steps store.NewSteps
@@ -369,6 +369,7 @@ func insertBatchSteps(ctx context.Context, tx *store.Store, items []batchItem, o
 			steps.Retryable, steps.Skippable = append(steps.Retryable, s.Retryable), append(steps.Skippable, s.Skippable)
 			steps.RetryLimits, steps.Inputs = append(steps.RetryLimits, int32(s.RetryLimit)), append(steps.Inputs, string(s.Inputs))
 			steps.Levels, steps.Mins = append(steps.Levels, d.level[k]), append(steps.Mins, d.minDepth[k])
+			steps.Parents = append(steps.Parents, int32(len(s.DependsOn)))
 		}
 		for _, e := range it.tpl.Edges() {
 			edges.TaskIDs = append(edges.TaskIDs, taskID)

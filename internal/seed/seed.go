@@ -94,15 +94,18 @@ type Result struct {
 // skips: per-row NOTIFY wake-ups, which are only hints (listeners catch up from the tables) and
 // would queue one notification per historical transition, and the trigger that sets the steps'
 // task_inactive flag (migration 00050) and the one that sets a completed task's complete flag
-// (migration 00064), both of which the batch's statement writes itself. They are enabled
+// (migration 00064), both of which the batch's statement writes itself, and the one that counts
+// down the parents a step waits for (migration 00070), which the batch writes after its edges
+// (store.CountSeedParentsLeft). They are enabled
 // ALWAYS (they fire in the engine's replica-mode transactions) and skip themselves when
 // tasker.bulk_load is on (migrations 00051 and 00064).
 var bulkTriggers = map[string]bool{
-	"tasker_workflow_step_transitions_notify": true,
-	"tasker_task_transitions_notify":          true,
-	"tasker_tasks_created_notify":             true,
-	"tasker_task_transitions_mark_steps":      true,
-	"tasker_task_transitions_mark_complete":   true,
+	"tasker_workflow_step_transitions_notify":             true,
+	"tasker_task_transitions_notify":                      true,
+	"tasker_tasks_created_notify":                         true,
+	"tasker_task_transitions_mark_steps":                  true,
+	"tasker_task_transitions_mark_complete":               true,
+	"tasker_workflow_step_transitions_count_down_parents": true,
 }
 
 // enterBulkMode switches the transaction to bulk mode when that is safe and allowed: safe when
@@ -306,6 +309,9 @@ func writeBatch(ctx context.Context, tx *store.Store, seed int64, p *prepared, r
 		}
 		res.EdgesTime = time.Since(start)
 		res.Edges = int(n)
+		if err := tx.CountSeedParentsLeft(ctx, p.first.Step, p.first.Step+int64(res.Steps)-1); err != nil {
+			return fmt.Errorf("seeding shape %q: counting the parents each step waits for: %w", p.Shape.Name, err)
+		}
 	}
 	if bulk {
 		// The task-created wake-up is sent once for the whole batch.

@@ -564,3 +564,87 @@ func benchmarkEngineCall(b *testing.B, claim bool) {
 		})
 	}
 }
+
+// TestEngineCallsKeepToKeysAfterTheTablesGrow: a connection keeps the plans of the engine's
+// statements it made while the tables were small (the database plans a statement afresh for
+// its first five runs, then keeps a generic plan), and the tables then grow without being
+// analysed again: a plan that scans a whole index because it was small then reads every row
+// of it at each call afterwards (a chain of 1,000 steps, whose history grows at each of its
+// steps, was recorded in time that grew with the chain; a drain of 20,000 steps by an engine
+// with metrics slowed tenfold, its claims reading every current transition for each step's
+// ready time). On one connection, 8 claims (with each step's ready time, as an engine with
+// metrics asks) and recordings of 2 steps among 30 tasks of two steps (a, then b after it),
+// then 10,000 finished one-step tasks written, then a claim of one more step and its
+// recording, which must each read a few rows of the growing tables (the claim's starts fire
+// the transitions' triggers too).
+func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t)
+	ctx := context.Background()
+	seed(t, s,
+		`INSERT INTO tasker_dependent_systems (name) VALUES ('grow')`,
+		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'grow_pair')`,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, x FROM tasker_dependent_systems, unnest(ARRAY['a', 'b']) AS x`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 30)`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, parents_left)
+		 SELECT t.task_id, ns.named_step_id, CASE ns.name WHEN 'b' THEN 1 ELSE 0 END
+		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id, ns.name`,
+		`INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id)
+		 SELECT a.workflow_step_id, b.workflow_step_id FROM tasker_workflow_steps a, tasker_workflow_steps b
+		 WHERE b.task_id = a.task_id AND b.workflow_step_id = a.workflow_step_id + 1 AND a.workflow_step_id % 2 = 1`,
+		`ANALYZE`)
+	// claim claims and starts up to n steps with their ready time and returns them with the
+	// rows of the growing tables the call read.
+	claim := func(n int) ([]ClaimedStep, int64) {
+		t.Helper()
+		var claimed []ClaimedStep
+		var read int64
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			_, before := transactionReads(t, ctx, tx)
+			var err error
+			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: n, Worker: "grow", Lease: time.Minute, ReadyFor: true, Start: startMeta("grow")})
+			_, after := transactionReads(t, ctx, tx)
+			read = after - before
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return claimed, read
+	}
+	for range 8 {
+		claimed, _ := claim(2)
+		tasks, outcomes := firstSuccesses(claimed, "grow")
+		if err := s.EngineTx(ctx, false, func(tx *Store) error {
+			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
+			if err == nil && len(kept) != 2 {
+				err = fmt.Errorf("recorded %d attempts, want 2", len(kept))
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed(t, s,
+		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 10000)`,
+		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
+		 SELECT t.task_id, ns.named_step_id, true, 1 FROM tasker_tasks t, tasker_named_steps ns WHERE t.task_id > 30 AND ns.name = 'only'`,
+		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
+		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
+		 WHERE s.task_id > 30`,
+		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
+		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
+		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
+		 WHERE t.task_id > 30`)
+	claimed, read := claim(1)
+	if len(claimed) != 1 {
+		t.Fatalf("claimed %+v, want one of the steps left", claimed)
+	}
+	if read > 100 {
+		t.Errorf("claiming one step after the tables grew read %d rows of the growing tables, want a few", read)
+	}
+	if read := recordReading(t, s, claimed[0], "grow", Busy{}); read > 100 {
+		t.Errorf("recording one step after the tables grew read %d rows of the growing tables, want a few", read)
+	}
+}

@@ -170,12 +170,14 @@ func (s *Store) PlanBulkWrite(ctx context.Context, trust bool) (trusted bool, er
 }
 
 // NewSteps are the columns of workflow steps to insert, one entry per step in each, with
-// their DAG depths (dependency_level, min_depth_from_root) already computed.
+// their DAG depths (dependency_level, min_depth_from_root) already computed, and each step's
+// number of parents (Parents: its edges in NewEdges), which a new step still waits for
+// (parents_left, migration 00070).
 type NewSteps struct {
-	TaskIDs, NamedStepIDs     []int64
-	Retryable, Skippable      []bool
-	RetryLimits, Levels, Mins []int32
-	Inputs                    []string // JSON, or empty for none
+	TaskIDs, NamedStepIDs              []int64
+	Retryable, Skippable               []bool
+	RetryLimits, Levels, Mins, Parents []int32
+	Inputs                             []string // JSON, or empty for none
 }
 
 // NewEdges are the edges between new steps, each named by its task and the named steps of
@@ -199,12 +201,12 @@ func (s *Store) InsertSteps(ctx context.Context, st NewSteps, e NewEdges) (int64
 			SELECT set_config('tasker.dag_levels_precomputed', 'on', true)
 		), steps AS (
 			INSERT INTO tasker_workflow_steps (task_id, named_step_id, retryable, retry_limit, skippable, inputs,
-				dependency_level, min_depth_from_root)
+				dependency_level, min_depth_from_root, parents_left)
 			SELECT u.task_id, u.named_step_id, u.retryable, u.retry_limit, u.skippable, NULLIF(u.inputs, '')::jsonb,
-				u.level, u.min_depth
+				u.level, u.min_depth, u.parents
 			FROM flag, unnest($1::bigint[], $2::bigint[], $3::boolean[], $4::integer[], $5::boolean[], $6::text[],
-				$7::integer[], $8::integer[]) WITH ORDINALITY
-				AS u (task_id, named_step_id, retryable, retry_limit, skippable, inputs, level, min_depth, ord)
+				$7::integer[], $8::integer[], $12::integer[]) WITH ORDINALITY
+				AS u (task_id, named_step_id, retryable, retry_limit, skippable, inputs, level, min_depth, parents, ord)
 			ORDER BY u.ord
 			RETURNING workflow_step_id, task_id, named_step_id
 		)
@@ -214,7 +216,7 @@ func (s *Store) InsertSteps(ctx context.Context, st NewSteps, e NewEdges) (int64
 		JOIN steps f ON f.task_id = e.task_id AND f.named_step_id = e.from_named
 		JOIN steps c ON c.task_id = e.task_id AND c.named_step_id = e.to_named`,
 		st.TaskIDs, st.NamedStepIDs, st.Retryable, st.RetryLimits, st.Skippable, st.Inputs, st.Levels, st.Mins,
-		e.TaskIDs, e.FromNamed, e.ToNamed)
+		e.TaskIDs, e.FromNamed, e.ToNamed, st.Parents)
 	if err != nil {
 		return 0, err
 	}

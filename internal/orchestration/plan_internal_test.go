@@ -317,15 +317,17 @@ func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (h
 
 // runHotStatements runs, once each, the statements the service repeats for every step and
 // every subscription wake-up, on db and, for the engine's transactions, on pool (both traced,
-// as the service opens them): a claim of 8 steps with their
-// inputs, the recording of their attempts (one failed, the others complete), the claim of
+// as the service opens them), with an observer (metrics): a claim of 8 steps with their
+// inputs and ready times, the recording of their attempts (one failed, the others complete), the claim of
 // 2 more steps beside it, the next retry
 // time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
 // transition streams' re-reads.
 func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "plans", Pool: pool}, nil)
+	// With an observer, as a process serving metrics runs it: its claims read each step's
+	// ready time too.
+	e, err := New(NewService(db, nil), nil, noopHandlers{}, Config{WorkerID: "plans", Pool: pool, Observer: discardObserver{}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,6 +387,15 @@ func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 // candidates, a stream's re-read a few hundred transitions; a statement that reads all the
 // claimable steps (12,500) or a whole table (50,000 steps) is over it.
 const maxRowsRead = 1500
+
+// discardObserver is an Observer that keeps nothing.
+type discardObserver struct{}
+
+func (discardObserver) StepClaimed(string, time.Duration)          {}
+func (discardObserver) StepStarted(string, time.Duration)          {}
+func (discardObserver) StepFinished(string, string, time.Duration) {}
+func (discardObserver) StepsRecovered(int)                         {}
+func (discardObserver) EngineCall(string, int, int, time.Duration) {}
 
 // TestHotStatementsKeepIndexPlansWhateverTheStatistics runs the service's hot statements with
 // their real arguments and checks the plans they get for sequential scans of the growing

@@ -149,25 +149,6 @@ func (s *Store) InsertSeedEdges(ctx context.Context, firstStepID, firstEdgeID in
 	return res.RowsAffected, res.Error
 }
 
-// CountSeedParentsLeft writes the parents_left of the unprocessed steps with ids from
-// firstStepID to lastStepID (a batch written by InsertSeedBatch and InsertSeedEdges): the number
-// of their parents whose current state is neither complete nor resolved_manually (migration
-// 00070; the steps were written with 0, and bulk mode skips the trigger that counts down).
-func (s *Store) CountSeedParentsLeft(ctx context.Context, firstStepID, lastStepID int64) error {
-	return s.conn(ctx).Exec(`
-		UPDATE tasker_workflow_steps c
-		SET parents_left = w.n
-		FROM (SELECT e.to_step_id, count(*) AS n
-		      FROM tasker_workflow_steps ws
-		      JOIN tasker_workflow_step_edges e ON e.to_step_id = ws.workflow_step_id
-		      WHERE ws.workflow_step_id BETWEEN ? AND ? AND NOT ws.processed
-		        AND coalesce((SELECT pt.to_state FROM tasker_workflow_step_transitions pt
-		                      WHERE pt.workflow_step_id = e.from_step_id AND pt.most_recent), 'pending')
-		            NOT IN ('complete', 'resolved_manually')
-		      GROUP BY e.to_step_id) w
-		WHERE c.workflow_step_id = w.to_step_id`, firstStepID, lastStepID).Error
-}
-
 // CountStepsUpTo counts the steps in the database, stopping at limit (it returns limit when
 // there are that many or more), so it reads at most limit index entries.
 func (s *Store) CountStepsUpTo(ctx context.Context, limit int) (int, error) {

@@ -566,17 +566,19 @@ func benchmarkEngineCall(b *testing.B, claim bool) {
 }
 
 // TestEngineCallsKeepToKeysAfterTheTablesGrow: a connection keeps the plans of the engine's
-// statements it made while the tables were small (the database plans a statement afresh for
-// its first five runs, then keeps a generic plan), and the tables then grow without being
-// analysed again: a plan that scans a whole index because it was small then reads every row
-// of it at each call afterwards (a chain of 1,000 steps, whose history grows at each of its
-// steps, was recorded in time that grew with the chain; a drain of 20,000 steps by an engine
-// with metrics slowed tenfold, its claims reading every current transition for each step's
-// ready time). On one connection, 8 claims (with each step's ready time, as an engine with
-// metrics asks) and recordings of 2 steps among 30 tasks of two steps (a, then b after it),
-// then 10,000 finished one-step tasks written, then a claim of one more step and its
-// recording, which must each read a few rows of the growing tables (the claim's starts fire
-// the transitions' triggers too).
+// statements it made while the tables were small (the engine's transactions plan each
+// statement once), and the tables then grow without being analysed again: a plan that scans a
+// whole index because it was small then reads every row of it at each call afterwards (a
+// chain of 1,000 steps, whose history grows at each of its steps, was recorded in time that
+// grew with the chain; every drain of 4,000 five-step tasks by an engine with metrics stalled,
+// its claims reading every current transition for each claimed step's ready time). A queue of
+// 2,000 tasks of two steps (a, then b after it) is analysed before any transition exists, as a
+// queue created on a fresh database is; on one connection, 8 claims (with each step's ready
+// time, as an engine with metrics asks) and recordings of 2 steps; then 10,000 finished
+// one-step tasks are written; then an a is claimed and recorded, and its b (whose ready time
+// reads its parent's transition) claimed and recorded: each call must read a few rows of the
+// growing tables (the claim's starts fire the transitions' triggers too). With the ready
+// time's former join the b's claim read 10,030.
 func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
@@ -585,7 +587,7 @@ func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 		`INSERT INTO tasker_dependent_systems (name) VALUES ('grow')`,
 		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'grow_pair')`,
 		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, x FROM tasker_dependent_systems, unnest(ARRAY['a', 'b']) AS x`,
-		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 30)`,
+		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 2000)`,
 		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, parents_left)
 		 SELECT t.task_id, ns.named_step_id, CASE ns.name WHEN 'b' THEN 1 ELSE 0 END
 		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id, ns.name`,
@@ -628,23 +630,32 @@ func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
 		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 10000)`,
 		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
-		 SELECT t.task_id, ns.named_step_id, true, 1 FROM tasker_tasks t, tasker_named_steps ns WHERE t.task_id > 30 AND ns.name = 'only'`,
+		 SELECT t.task_id, ns.named_step_id, true, 1 FROM tasker_tasks t, tasker_named_steps ns WHERE t.task_id > 2000 AND ns.name = 'only'`,
 		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
 		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
 		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE s.task_id > 30`,
+		 WHERE s.task_id > 2000`,
 		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
 		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
 		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE t.task_id > 30`)
+		 WHERE t.task_id > 2000`)
+	// The oldest ready step is a task's a (the rounds took a and b in turn); once it is
+	// recorded, its b is the oldest, and its ready time reads its parent's transition.
+	first, _ := claim(1)
+	if len(first) != 1 {
+		t.Fatalf("claimed %+v, want one of the a steps left", first)
+	}
+	if read := recordReading(t, s, first[0], "grow", Busy{}); read > 100 {
+		t.Errorf("recording one step after the tables grew read %d rows of the growing tables, want a few", read)
+	}
 	claimed, read := claim(1)
-	if len(claimed) != 1 {
-		t.Fatalf("claimed %+v, want one of the steps left", claimed)
+	if len(claimed) != 1 || claimed[0].TaskID != first[0].TaskID {
+		t.Fatalf("claimed %+v, want the b after %+v", claimed, first[0])
 	}
 	if read > 100 {
-		t.Errorf("claiming one step after the tables grew read %d rows of the growing tables, want a few", read)
+		t.Errorf("claiming a step with a parent after the tables grew read %d rows of the growing tables, want a few", read)
 	}
 	if read := recordReading(t, s, claimed[0], "grow", Busy{}); read > 100 {
-		t.Errorf("recording one step after the tables grew read %d rows of the growing tables, want a few", read)
+		t.Errorf("recording a step with a parent after the tables grew read %d rows of the growing tables, want a few", read)
 	}
 }

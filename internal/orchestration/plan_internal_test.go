@@ -318,9 +318,8 @@ func (noopHandlers) StepHandler(context.Context, *store.Store, int64, string) (h
 // runHotStatements runs, once each, the statements the service repeats for every step and
 // every subscription wake-up, on db and, for the engine's transactions, on pool (both traced,
 // as the service opens them), with an observer (metrics): a claim of 8 steps with their
-// inputs and ready times, the recording of their attempts (one failed, the others complete), the claim of
-// 2 more steps beside it, the next retry
-// time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
+// inputs and ready times, the recording of their attempts (one failed, the others complete),
+// the claim of 2 more steps beside it, the next retry time, a recovery round, the readiness of steps and tasks, the execution contexts, and the
 // transition streams' re-reads.
 func runHotStatements(t *testing.T, db *gorm.DB, pool *database.EnginePool) {
 	t.Helper()

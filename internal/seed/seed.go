@@ -97,10 +97,10 @@ type Result struct {
 // (migration 00064), both of which the batch's statement writes itself, and the one that counts
 // down the parents a step waits for (migration 00070): a seeded step keeps parents_left 0, a
 // lower bound the claim allows (it reads such a step's readiness, as it did every step's
-// before); counting each unfinished step's parents after the load cost 8-9 s of a 1,000,000-step
-// seed's 19-21. They are enabled
-// ALWAYS (they fire in the engine's replica-mode transactions) and skip themselves when
-// tasker.bulk_load is on (migrations 00051 and 00064).
+// before); counting each unfinished step's parents after the load cost 8-9 s of a
+// 1,000,000-step seed's 19-21. They are enabled ALWAYS (they fire in the engine's
+// replica-mode transactions) and skip themselves when tasker.bulk_load is on (migrations 00051,
+// 00064 and 00070).
 var bulkTriggers = map[string]bool{
 	"tasker_workflow_step_transitions_notify":             true,
 	"tasker_task_transitions_notify":                      true,

@@ -154,8 +154,8 @@ type ClaimedStep struct {
 
 // runnableCandidate is the condition, on a step row c, of the partial indexes the claim and
 // the next-retry query walk (migrations 00050 and 00070): unprocessed, unclaimed, of an active
-// task, waiting for no parent (parents_left), and retry-eligible. Both statements repeat it word for word so that the planner can prove that
-// the index holds their candidates.
+// task, waiting for no parent (parents_left), and retry-eligible. Both statements repeat it
+// word for word so that the planner can prove that the index holds their candidates.
 const runnableCandidate = `NOT c.processed AND NOT c.in_process AND NOT c.task_inactive AND c.parents_left = 0
       AND (coalesce(c.attempts, 0) = 0 OR (c.retryable AND coalesce(c.attempts, 0) < coalesce(c.retry_limit, 3)))`
 

@@ -72,15 +72,23 @@ func seedOneStepTasks(t testing.TB, s *Store, total, ready int) {
 		fmt.Sprintf(`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, %d)`, total),
 		fmt.Sprintf(`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
 		 SELECT t.task_id, ns.named_step_id, t.task_id <= %[1]d, CASE WHEN t.task_id <= %[1]d THEN 1 ELSE 0 END
-		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`, done),
-		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
+		 FROM tasker_tasks t, tasker_named_steps ns ORDER BY t.task_id`, done))
+	seed(t, s, finishedHistories(0, done)...)
+}
+
+// finishedHistories are the statements that give the tasks with ids in (after, upTo], and
+// their steps, the history of a finished one-step task: in_progress, then complete.
+func finishedHistories(after, upTo int) []string {
+	return []string{
+		fmt.Sprintf(`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
 		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
 		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE s.processed`,
+		 WHERE s.task_id > %d AND s.task_id <= %d`, after, upTo),
 		fmt.Sprintf(`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
 		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
 		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE t.task_id <= %d`, done))
+		 WHERE t.task_id > %d AND t.task_id <= %d`, after, upTo),
+	}
 }
 
 // TestRecordingFindsEachOutcomesStepByKey: the recording's first statement (the body of
@@ -208,7 +216,7 @@ func TestRecordingLeavesTasksWithAStepInProcessUncounted(t *testing.T) {
 	// in process, and returns the rows of the growing tables it read.
 	record := func(one, witness ClaimedStep) int64 {
 		t.Helper()
-		return recordReading(t, s, one, "busy", Busy{Tasks: []int64{one.TaskID}, Steps: []int64{witness.StepID}})
+		return recordReading(t, s, []ClaimedStep{one}, "busy", Busy{Tasks: []int64{one.TaskID}, Steps: []int64{witness.StepID}})
 	}
 	state := func(task int64) string { return taskState(t, s, task) }
 
@@ -265,7 +273,7 @@ func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
 		return claimed[0]
 	}
 	first := claimOne()
-	read := recordReading(t, s, first, "chain", Busy{})
+	read := recordReading(t, s, []ClaimedStep{first}, "chain", Busy{})
 	if read > 100 {
 		t.Errorf("recording the chain's first step read %d rows of the growing tables, want a few (not its 300 steps)", read)
 	}
@@ -280,31 +288,43 @@ func TestRecordingLeavesAChainUncountedWhileItsNextStepIsReady(t *testing.T) {
 // claimSteps claims and starts up to n ready steps for worker, in an engine transaction.
 func claimSteps(t *testing.T, s *Store, n int, worker string) []ClaimedStep {
 	t.Helper()
+	claimed, _ := claimReading(t, s, ClaimRequest{N: n, Worker: worker, Lease: time.Minute, Start: startMeta(worker)})
+	return claimed
+}
+
+// claimReading claims and starts the steps r asks for, in an engine transaction, and returns
+// them with the rows of the growing tables the call read.
+func claimReading(t *testing.T, s *Store, r ClaimRequest) ([]ClaimedStep, int64) {
+	t.Helper()
 	ctx := context.Background()
 	var claimed []ClaimedStep
+	var read int64
 	if err := s.EngineTx(ctx, false, func(tx *Store) error {
+		_, before := transactionReads(t, ctx, tx)
 		var err error
-		claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: n, Worker: worker, Lease: time.Minute, Start: startMeta(worker)})
+		claimed, err = tx.ClaimAndStart(ctx, r)
+		_, after := transactionReads(t, ctx, tx)
+		read = after - before
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return claimed
+	return claimed, read
 }
 
-// recordReading records a successful first attempt of one, claimed for worker, with
-// RecordAndSettle, told of busy, in an engine transaction, and returns the rows of the growing
-// tables the call read.
-func recordReading(t *testing.T, s *Store, one ClaimedStep, worker string, busy Busy) int64 {
+// recordReading records successful first attempts of claimed, claimed for worker, with
+// RecordAndSettle, told of busy, in an engine transaction, fails the test unless every one was
+// recorded, and returns the rows of the growing tables the call read.
+func recordReading(t *testing.T, s *Store, claimed []ClaimedStep, worker string, busy Busy) int64 {
 	t.Helper()
 	ctx := context.Background()
-	tasks, outcomes := firstSuccesses([]ClaimedStep{one}, worker)
+	tasks, outcomes := firstSuccesses(claimed, worker)
 	var read int64
 	if err := s.EngineTx(ctx, false, func(tx *Store) error {
 		_, before := transactionReads(t, ctx, tx)
 		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, busy)
-		if err == nil && len(kept) != 1 {
-			err = fmt.Errorf("recorded %d attempts, want 1", len(kept))
+		if err == nil && len(kept) != len(claimed) {
+			err = fmt.Errorf("recorded %d attempts, want %d", len(kept), len(claimed))
 		}
 		_, after := transactionReads(t, ctx, tx)
 		read = after - before
@@ -436,16 +456,7 @@ func TestRecordingCallSettlesAPendingTaskThroughInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tasks, outcomes := firstSuccesses(claimed, "settle")
-	if err := s.EngineTx(ctx, false, func(tx *Store) error {
-		kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
-		if err == nil && len(kept) != 2 {
-			err = fmt.Errorf("recorded %d attempts, want 2", len(kept))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	recordReading(t, s, claimed, "settle", Busy{})
 	var histories []string
 	if err := s.db.Raw(`SELECT t.complete || ' ' || string_agg(coalesce(tt.from_state, '') || '>' || tt.to_state || '@' || tt.sort_key
 		       || CASE WHEN tt.most_recent THEN '*' ELSE '' END || ' ' || tt.metadata::text, '; ' ORDER BY tt.sort_key)
@@ -582,7 +593,6 @@ func benchmarkEngineCall(b *testing.B, claim bool) {
 func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 	t.Parallel()
 	s, _ := open(t)
-	ctx := context.Background()
 	seed(t, s,
 		`INSERT INTO tasker_dependent_systems (name) VALUES ('grow')`,
 		`INSERT INTO tasker_named_tasks (task_namespace_id, name) VALUES (1, 'grow_pair')`,
@@ -595,57 +605,31 @@ func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 		 SELECT a.workflow_step_id, b.workflow_step_id FROM tasker_workflow_steps a, tasker_workflow_steps b
 		 WHERE b.task_id = a.task_id AND b.workflow_step_id = a.workflow_step_id + 1 AND a.workflow_step_id % 2 = 1`,
 		`ANALYZE`)
-	// claim claims and starts up to n steps with their ready time and returns them with the
-	// rows of the growing tables the call read.
+	// claim claims and starts up to n steps with their ready time.
 	claim := func(n int) ([]ClaimedStep, int64) {
 		t.Helper()
-		var claimed []ClaimedStep
-		var read int64
-		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			_, before := transactionReads(t, ctx, tx)
-			var err error
-			claimed, err = tx.ClaimAndStart(ctx, ClaimRequest{N: n, Worker: "grow", Lease: time.Minute, ReadyFor: true, Start: startMeta("grow")})
-			_, after := transactionReads(t, ctx, tx)
-			read = after - before
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return claimed, read
+		return claimReading(t, s, ClaimRequest{N: n, Worker: "grow", Lease: time.Minute, ReadyFor: true, Start: startMeta("grow")})
 	}
 	for range 8 {
 		claimed, _ := claim(2)
-		tasks, outcomes := firstSuccesses(claimed, "grow")
-		if err := s.EngineTx(ctx, false, func(tx *Store) error {
-			kept, err := tx.RecordAndSettle(ctx, tasks, outcomes, Busy{})
-			if err == nil && len(kept) != 2 {
-				err = fmt.Errorf("recorded %d attempts, want 2", len(kept))
-			}
-			return err
-		}); err != nil {
-			t.Fatal(err)
+		if len(claimed) != 2 {
+			t.Fatalf("claimed %+v, want 2 steps", claimed)
 		}
+		recordReading(t, s, claimed, "grow", Busy{})
 	}
 	seed(t, s,
 		`INSERT INTO tasker_named_steps (dependent_system_id, name) SELECT dependent_system_id, 'only' FROM tasker_dependent_systems`,
 		`INSERT INTO tasker_tasks (named_task_id) SELECT named_task_id FROM tasker_named_tasks, generate_series(1, 10000)`,
 		`INSERT INTO tasker_workflow_steps (task_id, named_step_id, processed, attempts)
-		 SELECT t.task_id, ns.named_step_id, true, 1 FROM tasker_tasks t, tasker_named_steps ns WHERE t.task_id > 2000 AND ns.name = 'only'`,
-		`INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent)
-		 SELECT s.workflow_step_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
-		 FROM tasker_workflow_steps s, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE s.task_id > 2000`,
-		`INSERT INTO tasker_task_transitions (task_id, to_state, from_state, sort_key, most_recent)
-		 SELECT t.task_id, x.to_state, x.from_state, x.sort_key, x.sort_key = 2
-		 FROM tasker_tasks t, (VALUES ('in_progress', NULL, 1), ('complete', 'in_progress', 2)) AS x(to_state, from_state, sort_key)
-		 WHERE t.task_id > 2000`)
+		 SELECT t.task_id, ns.named_step_id, true, 1 FROM tasker_tasks t, tasker_named_steps ns WHERE t.task_id > 2000 AND ns.name = 'only'`)
+	seed(t, s, finishedHistories(2000, 12000)...)
 	// The oldest ready step is a task's a (the rounds took a and b in turn); once it is
 	// recorded, its b is the oldest, and its ready time reads its parent's transition.
 	first, _ := claim(1)
 	if len(first) != 1 {
 		t.Fatalf("claimed %+v, want one of the a steps left", first)
 	}
-	if read := recordReading(t, s, first[0], "grow", Busy{}); read > 100 {
+	if read := recordReading(t, s, first, "grow", Busy{}); read > 100 {
 		t.Errorf("recording one step after the tables grew read %d rows of the growing tables, want a few", read)
 	}
 	claimed, read := claim(1)
@@ -655,7 +639,7 @@ func TestEngineCallsKeepToKeysAfterTheTablesGrow(t *testing.T) {
 	if read > 100 {
 		t.Errorf("claiming a step with a parent after the tables grew read %d rows of the growing tables, want a few", read)
 	}
-	if read := recordReading(t, s, claimed[0], "grow", Busy{}); read > 100 {
+	if read := recordReading(t, s, claimed, "grow", Busy{}); read > 100 {
 		t.Errorf("recording a step with a parent after the tables grew read %d rows of the growing tables, want a few", read)
 	}
 }

@@ -79,9 +79,9 @@ type Config struct {
 	// busy for one engine; or in the recording's own transaction, after it, one backend and one
 	// commit a batch. Beside is faster while the database has idle cores, and slower where
 	// other engines already keep them busy (BENCHMARKS.md, "Engine: the claim beside the
-	// recording"). ClaimsAuto, the default, claims beside while no other engine holds a live
-	// claim on the database, and in the recording otherwise, looking again every
-	// othersCheckInterval.
+	// recording"). ClaimsAuto, the default, claims beside a batch of claimBesideMin attempts or
+	// more while no other engine holds a live claim on the database (looking again every
+	// othersCheckInterval), and in the recording otherwise.
 	Claims ClaimPlacement
 	// Pool, when set, is the engine's own connection pool (database.OpenEngine, opened with
 	// AsyncCommit and PoolConns connections), on which its claims and recordings run: its
@@ -97,7 +97,8 @@ type Config struct {
 type ClaimPlacement int
 
 const (
-	// ClaimsAuto claims beside the recording while no other engine claims (the default).
+	// ClaimsAuto claims beside the recording of a batch of claimBesideMin attempts or more
+	// while no other engine claims, in it otherwise (the default).
 	ClaimsAuto ClaimPlacement = iota
 	// ClaimsBeside claims in a transaction of its own, at the same time as the recording.
 	ClaimsBeside
@@ -227,6 +228,7 @@ type Engine struct {
 	pool           *workerPool         // the workers, given to the claimed steps in claim order
 	kick           chan struct{}       // a worker or the recorder finished: look for work
 	rec            *recorder           // records finished attempts, in batches
+	own            ownCompletions      // the moves to complete its recordings write (see own.go)
 	retryDirty     atomic.Bool         // the next due retry may have changed: read it again
 	running        atomic.Int64        // steps whose handlers run (see recorder.gather)
 	handlerTimes   handlerTimes        // the handlers' run times, for prefetching (see prefetch.go)
@@ -306,7 +308,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	stopWatch := context.AfterFunc(ctx, cancel)
 	var sub *events.Subscription
 	if e.hub != nil {
-		sub = e.hub.Subscribe(wakeFilter)
+		sub = e.hub.Subscribe(e.wakesDispatcher)
 	}
 	recSub, recoverySub := e.reconnects(), e.reconnects()
 	go func() {

@@ -56,8 +56,14 @@ const maxRecordBatch = 256
 // backend does both in turn, with one commit a batch, and the steps the batch made ready are
 // among those it claims. Two backends at once pay only while the database has cores to spare:
 // where other engines keep it busy too, every step costs more CPU with the claim beside
-// (BENCHMARKS.md). So with Config.Claims at ClaimsAuto the recorder claims beside while no
-// other engine holds a live claim, and in the recording otherwise (see placeClaims).
+// (BENCHMARKS.md). And a small batch records quickly, while the claim beside it misses the
+// steps the recording makes ready, which the claim in the recording takes. So with
+// Config.Claims at ClaimsAuto the recorder claims beside a batch of claimBesideMin attempts or
+// more while no other engine holds a live claim, and in the recording otherwise (see
+// placeClaims). Since a claim in the recording sees everything the recording made ready, the
+// recorder then wakes the dispatcher only when the claim took as many steps as it asked for
+// (there may be more), and no recording of the engine wakes its dispatcher a second time
+// through its own notifications (see ownCompletions).
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -71,6 +77,14 @@ type recorder struct {
 	beside  bool
 	checked time.Time
 }
+
+// claimBesideMin is the smallest recorded batch for which ClaimsAuto claims beside the
+// recording. A small batch records in about a millisecond, and a claim beside it, reading
+// before the recording commits, cannot take the steps the recording makes ready: a chain of
+// steps, recorded one step a batch, then needed a second claim after every recording, the
+// dispatcher's, for the step that the claim in the recording takes at once (BENCHMARKS.md,
+// "Engine: a chain claims each step in the recording before it").
+const claimBesideMin = 8
 
 // othersCheckInterval is how often, at most, a recorder with ClaimsAuto looks for other
 // engines' live claims (one statement, reading the steps in process).
@@ -148,10 +162,22 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 		if e.claiming.Load() {
 			claim = min(slots, e.cfg.ClaimBatch, e.claimable(slots))
 		}
-		if claim > 0 && !r.placeClaims() {
-			runs := r.flush(batch, claim, true)
+		if claim > 0 && !r.placeClaims(len(batch)) {
+			// The claim reads after the recording, in its transaction: it sees every step the
+			// recording made ready, so it asks for as many as the engine can take, with the
+			// free slots too; when it takes fewer, none is left for the dispatcher to claim
+			// (what others make ready wakes it with their notifications), unless a failure was
+			// recorded, whose retry time the dispatcher reads after a claim.
+			if claim == slots {
+				extra := e.reserveSlots(e.cfg.ClaimBatch - claim)
+				claim, slots = claim+extra, slots+extra
+			}
+			runs, claimed := r.flush(batch, claim, true)
 			e.startRuns(runs)
 			e.releaseSlots(slots - len(runs))
+			if claimed && len(runs) < claim && !e.retryDirty.Load() {
+				continue
+			}
 		} else {
 			claimed := r.claimBeside(claim)
 			r.flush(batch, 0, true)
@@ -162,17 +188,21 @@ func (r *recorder) run(reconnected <-chan struct{}) {
 	}
 }
 
-// placeClaims reports whether the recorder claims beside its next recording (true) or in it
-// (see recorder and Config.Claims). With ClaimsAuto it asks the database, at most every
-// othersCheckInterval, whether another engine holds a live claim (store.OthersClaiming): beside
-// while none does. A failed check keeps the last answer (beside at first): the recording
-// that follows meets the same database and reports what failed.
-func (r *recorder) placeClaims() bool {
+// placeClaims reports whether the recorder claims beside its next recording, of batch
+// attempts, (true) or in it (see recorder and Config.Claims). With ClaimsAuto, a batch of fewer
+// than claimBesideMin attempts claims in its recording; a larger one asks the database, at
+// most every othersCheckInterval, whether another engine holds a live claim
+// (store.OthersClaiming): beside while none does. A failed check keeps the last answer (beside
+// at first): the recording that follows meets the same database and reports what failed.
+func (r *recorder) placeClaims(batch int) bool {
 	e := r.e
 	switch e.cfg.Claims {
 	case ClaimsBeside:
 		return true
 	case ClaimsInRecording:
+		return false
+	}
+	if batch < claimBesideMin {
 		return false
 	}
 	if time.Since(r.checked) < othersCheckInterval {
@@ -225,17 +255,20 @@ func (r *recorder) claimBeside(n int) <-chan struct{} {
 
 // flush records one batch, claims up to claim ready steps in the same transaction (see
 // Config.Claims; none beside it), reports every outcome to the observer and returns
-// the runs of the claimed steps, ready to run (see claimed). known says whether the recording
+// the runs of the claimed steps, ready to run (see claimed), and whether the claim ran, after
+// the recording, in its transaction, which committed (false when it claimed nothing). known says whether the recording
 // may take the steps' current transitions from their claims (see recordBatch). When the
 // database refuses the batch, it is recorded again without claiming and reading every current
 // transition, and then, if still refused, each of its results is recorded alone, so that one
 // result the database refuses cannot take the others down with it; a batch that failed for
 // want of a database is not split (each result would wait as long again).
-func (r *recorder) flush(batch []result, claim int, known bool) []*run {
+func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	began := time.Now()
+	completing := completions(batch)
+	e.own.add(completing)
 	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
@@ -249,11 +282,13 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 		return err
 	})
 	endRecord(spans, err)
+	r.forgetUnwritten(batch, completing, kept, err)
 	if err != nil && !dbretry.Transient(err) {
 		if claim > 0 || known {
 			e.log.Warn("orchestration: recording a batch failed; recording it again without claiming, reading every step",
 				"attempts", len(batch), "error", err)
-			return r.flush(batch, 0, false)
+			runs, _ := r.flush(batch, 0, false)
+			return runs, false
 		}
 		if len(batch) > 1 {
 			e.log.Warn("orchestration: recording a batch failed; recording its attempts one by one",
@@ -261,7 +296,7 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 			for _, res := range batch {
 				r.flush([]result{res}, 0, false)
 			}
-			return nil
+			return nil, false
 		}
 	}
 	if err != nil {
@@ -286,10 +321,39 @@ func (r *recorder) flush(batch []result, claim int, known bool) []*run {
 		}
 	}
 	if claim == 0 {
-		return nil
+		return nil, false
 	}
-	runs, _ := e.claimed(ctx, began, claim, c, err)
-	return runs
+	runs, err := e.claimed(ctx, began, claim, c, err)
+	return runs, err == nil
+}
+
+// completions returns the steps of batch whose attempts succeeded: a recording moves them to
+// complete (see ownCompletions).
+func completions(batch []result) []int64 {
+	var ids []int64
+	for _, res := range batch {
+		if res.runErr == nil {
+			ids = append(ids, res.step.StepID)
+		}
+	}
+	return ids
+}
+
+// forgetUnwritten removes from the engine's own completions (see ownCompletions) the steps of
+// batch noted by completions whose moves a recording did not write: all of them when it
+// failed, else those whose claims it did not find held (kept: the tokens of those it wrote).
+func (r *recorder) forgetUnwritten(batch []result, completing []int64, kept map[string]bool, err error) {
+	if err != nil {
+		r.e.own.remove(completing)
+		return
+	}
+	var lost []int64
+	for _, res := range batch {
+		if res.runErr == nil && !kept[res.step.Token] {
+			lost = append(lost, res.step.StepID)
+		}
+	}
+	r.e.own.remove(lost)
 }
 
 // stepOutcome is what one attempt writes to its step row, and the move of its step.

@@ -44,7 +44,8 @@ func (o *outcomes) StepFinished(step, outcome string, _ time.Duration) {
 
 // TestFlushRecordsEachAttemptAloneWhenTheBatchFails puts a result the database refuses (valid
 // JSON, but jsonb cannot hold a NUL character) in one batch with a good one: the batch fails,
-// and the good result is then recorded on its own.
+// and the good result is then recorded on its own. Only the good one's move to complete is
+// left among the engine's own completions.
 func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	t.Parallel()
 	db := dbtest.New(t)
@@ -83,6 +84,12 @@ func TestFlushRecordsEachAttemptAloneWhenTheBatchFails(t *testing.T) {
 	if len(rows) != 2 || rows[0].Processed || !rows[0].InProcess || rows[0].State != "in_progress" ||
 		!rows[1].Processed || rows[1].InProcess || rows[1].State != "complete" {
 		t.Fatalf("steps after the flush %+v: want the bad one still claimed in_progress, the good one complete", rows)
+	}
+	// The move to complete of the good one was written: its notification would be the
+	// engine's own (see ownCompletions); the bad one's was never written, so a move of it by
+	// anyone else must still wake the dispatcher.
+	if bad, good := e.own.take(steps[0].s.StepID), e.own.take(steps[1].s.StepID); bad || !good {
+		t.Errorf("own completions after the flush: bad %v, good %v; want only the good one, whose move was written", bad, good)
 	}
 }
 

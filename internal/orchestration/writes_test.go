@@ -252,9 +252,10 @@ func claimsInRecordings(t *testing.T, claims orchestration.ClaimPlacement, other
 	t.Logf("%d of %d steps claimed in a recording transaction", row.Started-row.StartedAlone, n)
 }
 
-// TestABusyEngineClaimsBesideItsRecording: alone on its database, an engine with ClaimsAuto
-// (the default) claims the next steps for the workers of a batch in a transaction of its own,
-// at the same time as it records the batch, and runs them as soon as that claim commits. The
+// TestABusyEngineClaimsBesideItsRecording: an engine with ClaimsBeside (what ClaimsAuto, the
+// default, does alone on its database with batches of claimBesideMin attempts or more) claims
+// the next steps for the workers of a batch in a transaction of its own, at the same time as
+// it records the batch, and runs them as soon as that claim commits. The
 // recording of the first task's step is held back here (another transaction holds the task's
 // row, which the recording locks first); steps of the later tasks must still be claimed and
 // started meanwhile, on the slots of the batch being recorded. Once the row is free, every
@@ -273,7 +274,7 @@ func TestABusyEngineClaimsBesideItsRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Rollback()
-	h.engine(orchestration.Config{Workers: workers})
+	h.engine(orchestration.Config{Workers: workers, Claims: orchestration.ClaimsBeside})
 	// The first claim takes the first two tasks' steps; the recording of the first waits for
 	// its task's row.
 	started := func(ids []int64) (count int) {

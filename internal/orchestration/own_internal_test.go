@@ -1,0 +1,94 @@
+package orchestration
+
+import (
+	"testing"
+
+	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/testkit/dbtest"
+)
+
+// TestOwnCompletionsWakeNoDispatcher: of the events the dispatcher wakes for, only the moves
+// to complete that the engine noted as its own are dropped, each once; a step removed (its
+// recording failed) and every other event still wake it; the set forgets its oldest steps once
+// it holds ownCompletionsMax.
+func TestOwnCompletionsWakeNoDispatcher(t *testing.T) {
+	t.Parallel()
+	e := &Engine{}
+	e.own.add([]int64{1, 2, 3})
+	e.own.remove([]int64{3})
+	step := func(id int64, to string) events.Event {
+		return events.Event{Channel: events.ChannelStepTransitions, StepID: id, To: to}
+	}
+	cases := []struct {
+		ev   events.Event
+		want bool
+	}{
+		{step(1, "in_progress"), false}, // never wakes: no step becomes ready
+		{step(1, "complete"), false},    // the engine's own
+		{step(1, "complete"), true},     // taken already: another writer's
+		{step(2, "resolved_manually"), true},
+		{step(2, "pending"), true},
+		{step(2, "complete"), false},
+		{step(3, "complete"), true}, // removed: its recording failed
+		{step(4, "complete"), true},
+		{events.Event{Channel: events.ChannelTasksCreated}, true},
+		{events.Event{Channel: events.ChannelTaskTransitions, To: "pending"}, true},
+	}
+	for i, c := range cases {
+		if got := e.wakesDispatcher(c.ev); got != c.want {
+			t.Errorf("event %d %+v: wakes the dispatcher %v, want %v", i, c.ev, got, c.want)
+		}
+	}
+
+	// A full set rotates: the generation before the last is forgotten.
+	batch := func(from int64) []int64 {
+		ids := make([]int64, ownCompletionsMax)
+		for i := range ids {
+			ids[i] = from + int64(i)
+		}
+		return ids
+	}
+	e.own.add(batch(1_000_000)) // fills the current generation
+	e.own.add([]int64{7})       // rotates: the batch is one generation old
+	e.own.add(batch(2_000_000)) // joins 7
+	e.own.add([]int64{8})       // rotates: the first batch is forgotten
+	if e.own.take(1_000_000) {
+		t.Error("a step two rotations old was still held")
+	}
+	if !e.own.take(7) || !e.own.take(2_000_000) || !e.own.take(8) {
+		t.Error("a full set lost steps one rotation old, or the newest")
+	}
+}
+
+// TestAutoClaimsInTheRecordingOfASmallBatch: with ClaimsAuto, a batch of fewer than
+// claimBesideMin attempts claims in its recording, whose claim sees what the recording made
+// ready; a larger one claims beside it while no other engine claims (a fresh database). An
+// explicit placement is kept whatever the batch.
+func TestAutoClaimsInTheRecordingOfASmallBatch(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	place := func(claims ClaimPlacement, batch int) bool {
+		t.Helper()
+		e, err := New(NewService(db, nil), nil, noHandlers{}, Config{Claims: claims}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.rec.placeClaims(batch)
+	}
+	cases := []struct {
+		claims ClaimPlacement
+		batch  int
+		beside bool
+	}{
+		{ClaimsAuto, 1, false},
+		{ClaimsAuto, claimBesideMin - 1, false},
+		{ClaimsAuto, claimBesideMin, true},
+		{ClaimsBeside, 1, true},
+		{ClaimsInRecording, maxRecordBatch, false},
+	}
+	for _, c := range cases {
+		if got := place(c.claims, c.batch); got != c.beside {
+			t.Errorf("placement %d, batch of %d: beside %v, want %v", c.claims, c.batch, got, c.beside)
+		}
+	}
+}

@@ -81,7 +81,8 @@ type Config struct {
 	// other engines already keep them busy (BENCHMARKS.md, "Engine: the claim beside the
 	// recording"). ClaimsAuto, the default, claims beside a batch of claimBesideMin attempts or
 	// more while no other engine holds a live claim on the database (looking again every
-	// othersCheckInterval), and in the recording otherwise.
+	// othersCheckInterval) and the last claim found ready steps queued beyond those the
+	// recordings make ready, and in the recording otherwise.
 	Claims ClaimPlacement
 	// Pool, when set, is the engine's own connection pool (database.OpenEngine, opened with
 	// AsyncCommit and PoolConns connections), on which its claims and recordings run: its
@@ -98,7 +99,7 @@ type ClaimPlacement int
 
 const (
 	// ClaimsAuto claims beside the recording of a batch of claimBesideMin attempts or more
-	// while no other engine claims, in it otherwise (the default).
+	// while no other engine claims and ready steps are queued, in it otherwise (the default).
 	ClaimsAuto ClaimPlacement = iota
 	// ClaimsBeside claims in a transaction of its own, at the same time as the recording.
 	ClaimsBeside

@@ -1,9 +1,15 @@
 package orchestration
 
 import (
+	"encoding/json"
+	"errors"
+	"slices"
 	"testing"
 
 	"github.com/taskerhq/tasker/internal/events"
+	"github.com/taskerhq/tasker/internal/handler"
+	"github.com/taskerhq/tasker/internal/models"
+	"github.com/taskerhq/tasker/internal/store"
 	"github.com/taskerhq/tasker/internal/testkit/dbtest"
 )
 
@@ -120,5 +126,32 @@ func TestAutoClaimsInTheRecordingOfASmallBatch(t *testing.T) {
 	}
 	if !e.rec.placeClaims(large) || e.rec.placeClaims(claimBesideMin-1) {
 		t.Error("with a queue, a large batch claims beside and a small one in its recording")
+	}
+}
+
+// TestCompletionsAreTheAttemptsRecordedComplete: the steps noted as the engine's own
+// completions are those whose recording moves them to complete (see outcome): a handler's
+// success with valid JSON results or none, not a failure, nor a success whose results are not
+// JSON (recorded as a permanent error).
+func TestCompletionsAreTheAttemptsRecordedComplete(t *testing.T) {
+	t.Parallel()
+	batch := []result{
+		{step: claimedStep{ClaimedStep: store.ClaimedStep{StepID: 1}}, out: handler.Output{Results: json.RawMessage(`{"ok": true}`)}},
+		{step: claimedStep{ClaimedStep: store.ClaimedStep{StepID: 2}}},
+		{step: claimedStep{ClaimedStep: store.ClaimedStep{StepID: 3}}, out: handler.Output{Results: json.RawMessage(`{not json`)}},
+		{step: claimedStep{ClaimedStep: store.ClaimedStep{StepID: 4}}, runErr: errors.New("boom")},
+	}
+	if got := completions(batch); !slices.Equal(got, []int64{1, 2}) {
+		t.Errorf("completions %v, want [1 2]", got)
+	}
+	e := &Engine{}
+	for _, res := range batch {
+		o, err := e.outcome(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if complete := o.move.To == models.StateComplete; complete != succeeded(res) {
+			t.Errorf("step %d: recorded complete %v, but succeeded says %v", res.step.StepID, complete, succeeded(res))
+		}
 	}
 }

@@ -60,10 +60,11 @@ const maxRecordBatch = 256
 // steps the recording makes ready, which the claim in the recording takes. So with
 // Config.Claims at ClaimsAuto the recorder claims beside a batch of claimBesideMin attempts or
 // more while no other engine holds a live claim and its last claim found ready steps queued
-// beyond those its recordings make ready, and in the recording otherwise (see placeClaims). Since a claim in the recording sees everything the recording made ready, the
-// recorder then wakes the dispatcher only when the claim took as many steps as it asked for
-// (there may be more), and no recording of the engine wakes its dispatcher a second time
-// through its own notifications (see ownCompletions).
+// beyond those its recordings make ready, and in the recording otherwise (see placeClaims).
+// Since a claim in the recording sees everything the recording made ready, the recorder then
+// wakes the dispatcher only when the claim took as many steps as it asked for (there may be
+// more), and no recording of the engine wakes its dispatcher a second time through its own
+// notifications (see ownCompletions).
 type recorder struct {
 	e      *Engine
 	in     chan result
@@ -290,12 +291,13 @@ func (r *recorder) claimBeside(n int) <-chan int {
 // flush records one batch, claims up to claim ready steps in the same transaction (see
 // Config.Claims; none beside it), reports every outcome to the observer and returns
 // the runs of the claimed steps, ready to run (see claimed), and whether the claim ran, after
-// the recording, in its transaction, which committed (false when it claimed nothing). known says whether the recording
-// may take the steps' current transitions from their claims (see recordBatch). When the
-// database refuses the batch, it is recorded again without claiming and reading every current
-// transition, and then, if still refused, each of its results is recorded alone, so that one
-// result the database refuses cannot take the others down with it; a batch that failed for
-// want of a database is not split (each result would wait as long again).
+// the recording, in its transaction, which committed (false when it claimed nothing). known
+// says whether the recording may take the steps' current transitions from their claims (see
+// recordBatch). When the database refuses the batch, it is recorded again without claiming
+// and reading every current transition, and then, if still refused, each of its results is
+// recorded alone, so that one result the database refuses cannot take the others down with
+// it; a batch that failed for want of a database is not split (each result would wait as long
+// again).
 func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 	e := r.e
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -361,12 +363,18 @@ func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 	return runs, err == nil
 }
 
+// succeeded reports whether an attempt's recording moves its step to complete (see outcome):
+// its handler returned no error, and results that are valid JSON or none.
+func succeeded(res result) bool {
+	return res.runErr == nil && (len(res.out.Results) == 0 || json.Valid(res.out.Results))
+}
+
 // completions returns the steps of batch whose attempts succeeded: a recording moves them to
 // complete (see ownCompletions).
 func completions(batch []result) []int64 {
 	var ids []int64
 	for _, res := range batch {
-		if res.runErr == nil {
+		if succeeded(res) {
 			ids = append(ids, res.step.StepID)
 		}
 	}
@@ -383,7 +391,7 @@ func (r *recorder) forgetUnwritten(batch []result, completing []int64, kept map[
 	}
 	var lost []int64
 	for _, res := range batch {
-		if res.runErr == nil && !kept[res.step.Token] {
+		if succeeded(res) && !kept[res.step.Token] {
 			lost = append(lost, res.step.StepID)
 		}
 	}
@@ -574,11 +582,11 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 	meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": res.elapsed.Milliseconds()}
 	runErr := res.runErr
 	if runErr == nil {
-		results := res.out.Results
-		if len(results) == 0 {
-			results = json.RawMessage(`{}`)
-		}
-		if json.Valid(results) {
+		if succeeded(res) {
+			results := res.out.Results
+			if len(results) == 0 {
+				results = json.RawMessage(`{}`)
+			}
 			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Token: s.Token, Success: true, Results: results},
 				move: sm.Move{ID: s.StepID, To: models.StateComplete, TaskID: s.TaskID, Metadata: meta}}, nil
 		}

@@ -23,8 +23,8 @@
 --   - the edges' triggers below: an edge deleted or moved sets the count of the steps it led
 --     to back to 0 (the walk then reads their readiness, as it did for every step before).
 -- A step written another way (edges inserted after their steps, `tasker seed`'s bulk load)
--- has 0: such a step is walked, as before. Nothing else reads the count: readiness, the views and the API
--- are unchanged.
+-- has 0: such a step is walked, as before. Nothing else reads the count: readiness, the views
+-- and the API are unchanged.
 ALTER TABLE tasker_workflow_steps ADD COLUMN parents_left integer NOT NULL DEFAULT 0;
 
 UPDATE tasker_workflow_steps c

@@ -308,8 +308,6 @@ func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	began := time.Now()
-	completing := completions(batch)
-	e.own.add(completing)
 	ctx, spans := startRecord(ctx, batch)
 	// A lost connection (a database restart, a failover) is retried, with backoff, for up to
 	// the timeout above rather than leaving the steps to their leases: retrying is safe, since
@@ -323,7 +321,6 @@ func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 		return err
 	})
 	endRecord(spans, err)
-	r.forgetUnwritten(batch, completing, kept, err)
 	if err != nil && !dbretry.Transient(err) {
 		if claim > 0 || known {
 			e.log.Warn("orchestration: recording a batch failed; recording it again without claiming, reading every step",
@@ -368,41 +365,6 @@ func (r *recorder) flush(batch []result, claim int, known bool) ([]*run, bool) {
 	return runs, err == nil
 }
 
-// succeeded reports whether an attempt's recording moves its step to complete (see outcome):
-// its handler returned no error, and results that are valid JSON or none.
-func succeeded(res result) bool {
-	return res.runErr == nil && (len(res.out.Results) == 0 || json.Valid(res.out.Results))
-}
-
-// completions returns the steps of batch whose attempts succeeded: a recording moves them to
-// complete (see ownCompletions).
-func completions(batch []result) []int64 {
-	var ids []int64
-	for _, res := range batch {
-		if succeeded(res) {
-			ids = append(ids, res.step.StepID)
-		}
-	}
-	return ids
-}
-
-// forgetUnwritten removes from the engine's own completions (see ownCompletions) the steps of
-// batch noted by completions whose moves a recording did not write: all of them when it
-// failed, else those whose claims it did not find held (kept: the tokens of those it wrote).
-func (r *recorder) forgetUnwritten(batch []result, completing []int64, kept map[string]bool, err error) {
-	if err != nil {
-		r.e.own.remove(completing)
-		return
-	}
-	var lost []int64
-	for _, res := range batch {
-		if succeeded(res) && !kept[res.step.Token] {
-			lost = append(lost, res.step.StepID)
-		}
-	}
-	r.e.own.remove(lost)
-}
-
 // stepOutcome is what one attempt writes to its step row, and the move of its step.
 type stepOutcome struct {
 	store.StepOutcome
@@ -436,6 +398,18 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 	if err != nil {
 		return nil, claimed{}, fmt.Errorf("recording %d attempts: %w", len(batch), err)
 	}
+	// The moves to complete the recording writes are the engine's own (see ownCompletions):
+	// noted before it is sent, so that their notifications find them, and forgotten where it
+	// did not write them.
+	e.own.add(plan.completions())
+	kept, c, err := e.sendRecord(ctx, batch, plan, claim)
+	e.own.remove(plan.unwritten(kept, err))
+	return kept, c, err
+}
+
+// sendRecord records batch as planned by p, and claims up to claim ready steps in the same
+// transaction (see recordBatch).
+func (e *Engine) sendRecord(ctx context.Context, batch []result, plan recordPlan, claim int) (map[string]bool, claimed, error) {
 	began := time.Now()
 	if claim > 0 && plan.held != nil {
 		kept, c, err := e.recordAndClaim(ctx, plan, claim)
@@ -451,7 +425,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []result, claim int, kno
 		inTx = e.st.EngineStatement
 	}
 	kept := map[string]bool{}
-	err = inTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
+	err := inTx(ctx, e.cfg.AsyncCommit, func(tx *store.Store) error {
 		clear(kept)
 		return e.recordIn(ctx, tx, batch, plan, kept)
 	})
@@ -490,6 +464,30 @@ type recordPlan struct {
 	outcomes []stepOutcome
 	held     []store.HeldOutcome // nil: record through the state machine (see recordReading)
 	busy     store.Busy
+}
+
+// completions returns the steps the recording moves to complete.
+func (p recordPlan) completions() []int64 {
+	var ids []int64
+	for _, o := range p.outcomes {
+		if o.move.To == models.StateComplete {
+			ids = append(ids, o.StepID)
+		}
+	}
+	return ids
+}
+
+// unwritten returns the steps of completions whose moves a recording that returned kept (the
+// tokens of the attempts it wrote) and err did not write: all of them when it failed, else
+// those whose claims it did not find held.
+func (p recordPlan) unwritten(kept map[string]bool, err error) []int64 {
+	var ids []int64
+	for _, o := range p.outcomes {
+		if o.move.To == models.StateComplete && (err != nil || !kept[o.Token]) {
+			ids = append(ids, o.StepID)
+		}
+	}
+	return ids
 }
 
 // planRecord encodes what recording batch writes (see recordPlan).
@@ -587,11 +585,11 @@ func (e *Engine) outcome(res result) (stepOutcome, error) {
 	meta := map[string]any{"worker_id": e.cfg.WorkerID, "attempt": s.Attempt, "duration_ms": res.elapsed.Milliseconds()}
 	runErr := res.runErr
 	if runErr == nil {
-		if succeeded(res) {
-			results := res.out.Results
-			if len(results) == 0 {
-				results = json.RawMessage(`{}`)
-			}
+		results := res.out.Results
+		if len(results) == 0 {
+			results = json.RawMessage(`{}`)
+		}
+		if json.Valid(results) {
 			return stepOutcome{StepOutcome: store.StepOutcome{StepID: s.StepID, Token: s.Token, Success: true, Results: results},
 				move: sm.Move{ID: s.StepID, To: models.StateComplete, TaskID: s.TaskID, Metadata: meta}}, nil
 		}

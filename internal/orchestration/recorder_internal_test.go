@@ -27,15 +27,13 @@ func (noHandlers) StepHandler(context.Context, *store.Store, int64, string) (han
 	return nil, 0, ErrNoHandler
 }
 
+// outcomes is an Observer that keeps the last outcome of each step.
 type outcomes struct {
+	discardObserver
 	mu  sync.Mutex
 	got map[string]string
 }
 
-func (o *outcomes) StepClaimed(string, time.Duration)          {}
-func (o *outcomes) StepStarted(string, time.Duration)          {}
-func (o *outcomes) StepsRecovered(int)                         {}
-func (o *outcomes) EngineCall(string, int, int, time.Duration) {}
 func (o *outcomes) StepFinished(step, outcome string, _ time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -499,5 +497,68 @@ func TestAClaimThatMissedATransitionFailsAndWritesNothing(t *testing.T) {
 		if got := history(step); got != want {
 			t.Errorf("%s: the step's history is %q after the failed start, want %q as the operator left it", c.name, got, want)
 		}
+	}
+}
+
+// TestAutoClaimsInTheRecordingOfASmallBatch: with ClaimsAuto, a batch of fewer than
+// claimBesideMin attempts claims in its recording, whose claim sees what the recording made
+// ready; a larger one claims beside it while no other engine claims (a fresh database) and the
+// last claim found a queue of ready steps. An explicit placement is kept whatever the batch.
+func TestAutoClaimsInTheRecordingOfASmallBatch(t *testing.T) {
+	t.Parallel()
+	db := dbtest.New(t)
+	place := func(claims ClaimPlacement, batch int) bool {
+		t.Helper()
+		e, err := New(NewService(db, nil), nil, noHandlers{}, Config{Claims: claims}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.rec.placeClaims(batch)
+	}
+	cases := []struct {
+		claims ClaimPlacement
+		batch  int
+		beside bool
+	}{
+		{ClaimsAuto, 1, false},
+		{ClaimsAuto, claimBesideMin - 1, false},
+		{ClaimsAuto, claimBesideMin, true},
+		{ClaimsBeside, 1, true},
+		{ClaimsInRecording, maxRecordBatch, false},
+	}
+	for _, c := range cases {
+		if got := place(c.claims, c.batch); got != c.beside {
+			t.Errorf("placement %d, batch of %d: beside %v, want %v", c.claims, c.batch, got, c.beside)
+		}
+	}
+
+	// What the last claim found decides a large batch's placement under ClaimsAuto: a claim
+	// beside that took less than half its steps found no queue of ready steps (only the
+	// recordings make steps ready, as in chains), and the next batches claim in their
+	// recordings until one of those claims takes all it asked for.
+	e, err := New(NewService(db, nil), nil, noHandlers{}, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, large := e.rec, 2*claimBesideMin
+	steps := []struct {
+		beside     bool
+		asked, got int
+		want       bool // placeClaims(large) after the claim
+	}{
+		{true, 16, 8, true},    // half: a queue
+		{true, 16, 7, false},   // less than half: none
+		{false, 40, 39, false}, // in the recording, fewer than asked: still none
+		{false, 40, 40, true},  // all it asked for: a queue again
+		{true, 0, 0, true},     // a claim of nothing tells nothing
+	}
+	for i, c := range steps {
+		r.noteClaim(c.beside, c.asked, c.got)
+		if got := r.placeClaims(large); got != c.want {
+			t.Errorf("after claim %d (%+v): a batch of %d claims beside %v, want %v", i, c, large, got, c.want)
+		}
+	}
+	if !e.rec.placeClaims(large) || e.rec.placeClaims(claimBesideMin-1) {
+		t.Error("with a queue, a large batch claims beside and a small one in its recording")
 	}
 }

@@ -466,11 +466,14 @@ type recordPlan struct {
 	busy     store.Busy
 }
 
+// completes says whether the outcome moves its step to complete.
+func (o stepOutcome) completes() bool { return o.move.To == models.StateComplete }
+
 // completions returns the steps the recording moves to complete.
 func (p recordPlan) completions() []int64 {
 	var ids []int64
 	for _, o := range p.outcomes {
-		if o.move.To == models.StateComplete {
+		if o.completes() {
 			ids = append(ids, o.StepID)
 		}
 	}
@@ -483,7 +486,7 @@ func (p recordPlan) completions() []int64 {
 func (p recordPlan) unwritten(kept map[string]bool, err error) []int64 {
 	var ids []int64
 	for _, o := range p.outcomes {
-		if o.move.To == models.StateComplete && (err != nil || !kept[o.Token]) {
+		if o.completes() && (err != nil || !kept[o.Token]) {
 			ids = append(ids, o.StepID)
 		}
 	}
